@@ -1,0 +1,81 @@
+"""The analysis registry: one module per analysis kind, registered by decorator.
+
+Each analysis module declares its schema part (the JSON Schema properties of its
+parameters), a one-line description, how it compiles into a plan step (which hooks
+it needs), how it computes (lazily importing torch) and its figures. The registry's
+names and schema parts feed the spec's JSON Schema, so registering a module is all
+it takes to add an analysis to the language.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from ..suggest import unknown
+
+# Parameters every analysis accepts.
+COMMON_PARAMS: Dict[str, Any] = {
+    "kind": {"type": "string", "description": "Which analysis to run (see `mi-run list`)."},
+    "id": {
+        "type": "string",
+        "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+        "description": "Name of this analysis's result, for references such as top(ID, 12); defaults to the kind.",
+    },
+    "title": {"type": "string", "description": "Title shown on the report and figures."},
+}
+
+
+@dataclass(frozen=True)
+class AnalysisKind:
+    kind: str
+    description: str
+    params: Dict[str, Any]
+    required: List[str]
+    implementation: Any  # the registered class; instantiated per run
+    needs_pairs: bool = False  # needs clean/corrupted pairs (patching, ablation by resampling)
+    needs_dataset: bool = True  # False: runs on its own inputs (head detection)
+
+    def schema(self) -> Dict[str, Any]:
+        props = dict(COMMON_PARAMS)
+        props["kind"] = {**COMMON_PARAMS["kind"], "const": self.kind}
+        props.update(self.params)
+        return {
+            "type": "object",
+            "description": self.description,
+            "properties": props,
+            "required": ["kind", *self.required],
+            "additionalProperties": False,
+        }
+
+
+REGISTRY: Dict[str, AnalysisKind] = {}
+
+
+def analysis(kind: str, description: str, params: Optional[Dict[str, Any]] = None,
+             required: Optional[List[str]] = None, needs_pairs: bool = False,
+             needs_dataset: bool = True) -> Callable:
+    """Class decorator registering an analysis kind."""
+
+    def register(cls):
+        if kind in REGISTRY:
+            raise ValueError(f"analysis kind '{kind}' is registered twice")
+        REGISTRY[kind] = AnalysisKind(kind, description, params or {}, required or [], cls,
+                                      needs_pairs, needs_dataset)
+        cls.kind = kind
+        return cls
+
+    return register
+
+
+def get(kind: str) -> AnalysisKind:
+    load_all()
+    if kind not in REGISTRY:
+        raise KeyError(unknown("analysis kind", kind, REGISTRY))
+    return REGISTRY[kind]
+
+
+def load_all() -> Dict[str, AnalysisKind]:
+    """Import every analysis module (cheap: they import torch only when computing)."""
+    from . import ALL_MODULES  # noqa: F401  (importing registers them)
+
+    return REGISTRY

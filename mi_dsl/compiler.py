@@ -1,0 +1,182 @@
+"""Spec (+ dataset) -> Plan: plain frozen data listing every step of a run.
+
+No torch and no side effects: the plan says which forward passes run, which hooks
+each captures, at which positions, in what batch sizes, and which analyses depend on
+which. `mi-run plan` prints it; the runtime executes it.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+from .analyses.registry import REGISTRY, load_all
+from .errors import ExpressionError, SpecMeaningError
+from .expr import Scope, compile_expression, expect_type
+from .plan import ModelSpec
+from .runtime_names import METRICS
+from .spec import Spec
+from .suggest import unknown
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    kind: str
+    description: str
+    hooks: Tuple[str, ...] = ()          # hook-name patterns; {L} stands for every layer
+    positions: str = "final"             # which positions the captures keep
+    depends_on: Tuple[str, ...] = ()
+    params: Tuple[Tuple[str, Any], ...] = ()  # the analysis's parameters as written
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: str
+    spec_hash: str
+    name: str
+    model: ModelSpec
+    metric: str
+    metrics_needed: Tuple[str, ...]
+    pipeline: Tuple[Step, ...]
+    analyses: Tuple[Step, ...]
+    batch_size: Any = "auto"
+    memory_gb: Optional[float] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def compile_plan(spec: Spec) -> Plan:
+    metrics_needed = {spec.metric}
+    pipeline = tuple(_pipeline_step(spec, i, step, metrics_needed) for i, step in enumerate(spec.pipeline))
+    analyses = compile_analyses(spec)
+    run = spec.run_options
+    return Plan(spec.file, spec.hash(), spec.name, spec.model, spec.metric, tuple(sorted(metrics_needed)),
+                pipeline, analyses, run.get("batch_size", "auto"), run.get("memory_gb"))
+
+
+def compile_keep(spec: Spec, index: int):
+    path = ("pipeline", index, "keep")
+    compiled = compile_expression(spec.pipeline[index]["keep"], Scope.keep(list(METRICS)),
+                            where=lambda off: spec.source.inside(path, off))
+    expect_type(compiled, "bool", lambda off: spec.source.inside(path, off))
+    return compiled
+
+
+def _pipeline_step(spec: Spec, index: int, step: Dict[str, Any], metrics_needed: set) -> Step:
+    if "keep" in step:
+        compiled = compile_keep(spec, index)
+        used = sorted({metric for _record, metric in compiled.metrics_used()})
+        metrics_needed.update(used)
+        return Step(f"keep_{index}", "keep", f"keep prompts where {step['keep']}",
+                    hooks=("ln_final.hook_normalized",), positions="final",
+                    params=(("condition", step["keep"]), ("metrics", tuple(used))))
+    if "sample" in step:
+        n, seed = step["sample"]["n"], step["sample"].get("seed", spec.seed)
+        return Step(f"sample_{index}", "sample", f"sample {n} prompts (seed {seed})",
+                    params=(("n", n), ("seed", seed)))
+    return Step(f"symmetric_{index}", "symmetric",
+                "symmetric pairing: each corrupted prompt joins the clean set, answer and foil swapped",
+                params=(("enabled", step["symmetric"]),))
+
+
+def compile_analyses(spec: Spec) -> Tuple[Step, ...]:
+    kinds = load_all()
+    ids: Dict[str, int] = {}
+    compiled: List[Tuple[int, Any, Dict[str, Any]]] = []
+    for index, params in enumerate(spec.analyses):
+        kind = REGISTRY[params["kind"]]
+        analysis_id = params.get("id", params["kind"])
+        if analysis_id in ids:
+            raise SpecMeaningError(f"two analyses are named '{analysis_id}'; give one an `id:`",
+                                   spec.loc("analyses", index))
+        ids[analysis_id] = index
+        compiled.append((index, kind, params))
+    steps = []
+    refs_of: Dict[str, List[Tuple[str, Tuple]]] = {}
+    for index, kind, params in compiled:
+        context = AnalysisContext(spec, index, dict(ids))
+        impl = kind.implementation()
+        step = impl.compile(params, context)
+        refs_of[step.id] = context.references
+        steps.append(step)
+    _check_references(spec, [s.id for s in steps], refs_of, ids)
+    return tuple(steps)
+
+
+def _check_references(spec: Spec, order: List[str], refs_of, ids) -> None:
+    position = {name: i for i, name in enumerate(order)}
+    for name in order:  # cycles first: their message says more than "comes later"
+        for ref, path in refs_of[name]:
+            if _reaches(refs_of, ref, name):
+                raise SpecMeaningError(f"analyses '{name}' and '{ref}' refer to each other (a cycle)",
+                                       spec.source.value(path), hint="one of them must not depend on the other")
+    for name in order:
+        for ref, path in refs_of[name]:
+            if position[ref] > position[name]:
+                raise SpecMeaningError(f"analysis '{name}' refers to '{ref}', which comes later",
+                                       spec.source.value(path), hint=f"move '{ref}' above '{name}'")
+
+
+def _reaches(refs_of, start: str, target: str) -> bool:
+    seen, stack = set(), [start]
+    while stack:
+        node = stack.pop()
+        if node == target:
+            return True
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.extend(ref for ref, _ in refs_of.get(node, []))
+    return False
+
+
+@dataclass
+class AnalysisContext:
+    """What an analysis's compile step may ask about the spec."""
+
+    spec: Spec
+    index: int
+    ids: Dict[str, int]
+    references: List[Tuple[str, Tuple]] = field(default_factory=list)
+
+    def path(self, *keys) -> Tuple:
+        return ("analyses", self.index, *keys)
+
+    def where(self, *keys):
+        return self.spec.source.value(self.path(*keys))
+
+    def heads(self, params: Dict[str, Any], key: str = "heads"):
+        """Compile a head selector (a string or a list of strings); records references."""
+        value = params.get(key)
+        if value is None:
+            return None
+        items = value if isinstance(value, list) else [value]
+        out = []
+        for i, text in enumerate(items):
+            path = self.path(key, i) if isinstance(value, list) else self.path(key)
+            from .expr import parse_heads
+
+            compiled = parse_heads(str(text), list(self.ids),
+                                   where=lambda off, p=path: self.spec.source.inside(p, off))
+            for ref, _offset in compiled.references():
+                if ref not in self.ids:
+                    raise ExpressionError(unknown("analysis", ref, self.ids, "in head selector"),
+                                          self.spec.source.inside(path, _offset))
+                self.references.append((ref, path))
+            out.append(compiled)
+        return out
+
+    def positions(self, params: Dict[str, Any], key: str, slots):
+        from .expr import parse_positions
+
+        value = params.get(key)
+        if value is None:
+            return None
+        path = self.path(key)
+        return parse_positions(str(value), list(slots), where=lambda off: self.spec.source.inside(path, off))
+
+    def slots(self):
+        from .dataset import slot_vocabularies
+
+        return list(slot_vocabularies(self.spec, self.spec.prompts["template"]))

@@ -1,0 +1,98 @@
+"""One error hierarchy for everything a user can get wrong.
+
+Every error a user caused derives from `MiError` and carries where it happened
+(file, line, column, and the dotted path inside the spec). The CLI prints
+`FILE:LINE:COL: message` and exits with code 2; only `--debug` shows a traceback.
+Lines and columns are 1-based, as editors count them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Location:
+    file: Optional[str] = None
+    line: Optional[int] = None
+    column: Optional[int] = None
+    path: str = ""  # dotted spec path, e.g. "vocabularies.nouns.filter"
+
+    def shifted(self, columns: int) -> "Location":
+        """The location `columns` characters to the right (inside a scalar)."""
+        if self.column is None:
+            return self
+        return Location(self.file, self.line, self.column + columns, self.path)
+
+    def prefix(self) -> str:
+        parts = [self.file or "<spec>"]
+        if self.line is not None:
+            parts.append(str(self.line))
+            if self.column is not None:
+                parts.append(str(self.column))
+        return ":".join(parts)
+
+
+class MiError(Exception):
+    """Root of every error mi-dsl reports to a user."""
+
+    kind = "error"
+
+    def __init__(self, message: str, location: Optional[Location] = None, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.location = location or Location()
+        self.hint = hint
+
+    def at(self, location: Location) -> "MiError":
+        """Attach a location when the raiser did not know it."""
+        if self.location.line is None:
+            self.location = location
+        return self
+
+    def format(self) -> str:
+        text = f"{self.location.prefix()}: {self.kind}: {self.message}"
+        if self.location.path:
+            text += f" (at {self.location.path})"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+    def __str__(self) -> str:  # so pytest and logs show the located message
+        return self.format()
+
+
+class SpecSyntaxError(MiError):
+    """The file is not valid (safe) YAML, or repeats a key."""
+
+    kind = "yaml error"
+
+
+class SchemaError(MiError):
+    """The spec's shape does not match the JSON Schema."""
+
+    kind = "schema error"
+
+
+class SpecMeaningError(MiError):
+    """The spec is well formed but does not make sense (unknown slot, empty vocabulary...)."""
+
+    kind = "spec error"
+
+
+class ExpressionError(MiError):
+    """An expression inside the spec does not parse or type-check."""
+
+    kind = "expression error"
+
+
+class FileAccessError(MiError):
+    """A file the spec names is missing, unreadable or outside the allowed tree."""
+
+    kind = "file error"
+
+
+class RunError(MiError):
+    """A fault while running: model cannot load offline, NaN in a metric, ..."""
+
+    kind = "run error"
