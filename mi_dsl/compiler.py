@@ -12,38 +12,10 @@ from typing import Any, Dict, List, Optional, Tuple
 from .analyses.registry import REGISTRY, load_all
 from .errors import ExpressionError, SpecMeaningError
 from .expr import Scope, compile_expression, expect_type
-from .plan import ModelSpec
+from .plan import Plan, Step
 from .runtime_names import METRICS
 from .spec import Spec
 from .suggest import unknown
-
-
-@dataclass(frozen=True)
-class Step:
-    id: str
-    kind: str
-    description: str
-    hooks: Tuple[str, ...] = ()          # hook-name patterns; {L} stands for every layer
-    positions: str = "final"             # which positions the captures keep
-    depends_on: Tuple[str, ...] = ()
-    params: Tuple[Tuple[str, Any], ...] = ()  # the analysis's parameters as written
-
-
-@dataclass(frozen=True)
-class Plan:
-    spec: str
-    spec_hash: str
-    name: str
-    model: ModelSpec
-    metric: str
-    metrics_needed: Tuple[str, ...]
-    pipeline: Tuple[Step, ...]
-    analyses: Tuple[Step, ...]
-    batch_size: Any = "auto"
-    memory_gb: Optional[float] = None
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
 
 
 def compile_plan(spec: Spec) -> Plan:

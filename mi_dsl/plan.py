@@ -49,3 +49,31 @@ class ModelSpec:
     def identity(self) -> Dict[str, Any]:
         """What determines the weights: part of every cached result's key."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    kind: str
+    description: str
+    hooks: Tuple[str, ...] = ()          # hook-name patterns; {L} stands for every layer
+    positions: str = "final"             # which positions the captures keep
+    depends_on: Tuple[str, ...] = ()
+    params: Tuple[Tuple[str, Any], ...] = ()  # the analysis's parameters as written
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: str
+    spec_hash: str
+    name: str
+    model: ModelSpec
+    metric: str
+    metrics_needed: Tuple[str, ...]
+    pipeline: Tuple[Step, ...]
+    analyses: Tuple[Step, ...]
+    batch_size: Any = "auto"
+    memory_gb: Optional[float] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)

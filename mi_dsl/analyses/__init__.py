@@ -5,6 +5,6 @@ in ALL_MODULES (see README, "Extending").
 """
 from importlib import import_module
 
-MODULE_NAMES = []
+MODULE_NAMES = ["predictions", "logit_lens", "layer_attribution", "head_attribution"]
 
 ALL_MODULES = [import_module(f"{__name__}.{name}") for name in MODULE_NAMES]

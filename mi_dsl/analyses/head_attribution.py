@@ -1,0 +1,66 @@
+"""Head attribution (seed: "Head Attribution"): each head's direct logit difference.
+
+Every head's output at the final position, through the final normalisation, on the
+logit-difference direction; a [layer, head] table, its heatmap and the seed's top-k
+bar chart (plot_attention_heads, as a fraction of the clean logit difference).
+"""
+from __future__ import annotations
+
+from .base import Result, head_grid_rows, head_label, step
+from .figures import hbar, heatmap
+from .registry import analysis
+
+
+@analysis("head_attribution", "Direct logit attribution of every attention head at the final position "
+                              "(the seed's Head Attribution), with a top-k bar chart.",
+          params={"top_k": {"type": "integer", "minimum": 1,
+                            "description": "Heads in the bar chart of largest contributions (default 12)."},
+                  "normalize": {"type": "boolean",
+                                "description": "Bar chart as a fraction of the clean logit difference "
+                                               "(default true, as the seed's plot)."}})
+class HeadAttribution:
+    def compile(self, params, ctx):
+        return step(ctx, params, "every head's output (z @ W_O) at the final position -> logit difference",
+                    hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale"))
+
+    def compute(self, params, run) -> Result:
+        import torch
+
+        run.require_processing("head_attribution")
+        values = per_head_logit_diffs(run)
+        table = values.tolist()
+        top_k = params.get("top_k", 12)
+        flat = values.flatten()
+        order = torch.argsort(flat, descending=True)[:top_k].tolist()
+        n_heads = values.shape[1]
+        top = [{"head": head_label(i // n_heads, i % n_heads), "logit_diff": float(flat[i])} for i in order]
+        return Result({"per_head": table, "top": top, "total": float(flat.sum()),
+                       "normalize": params.get("normalize", True)},
+                      tables={"head_attribution": head_grid_rows(table, "logit_diff")},
+                      summary="top heads: " + ", ".join(f"{t['head']} {t['logit_diff']:.3f}" for t in top[:5]))
+
+    def figures(self, result, run):
+        d = result.data
+        clean = run.baselines.get("clean") or 1.0
+        scale = 1.0 / clean if d["normalize"] else 1.0
+        top = d["top"]
+        return [
+            ("head_attribution", heatmap(d["per_head"], "Logit difference from each head")),
+            ("head_attribution_top", hbar([t["logit_diff"] * scale for t in top], [t["head"] for t in top],
+                                          f"Top {len(top)} heads by direct logit difference (fraction of clean)",
+                                          "Logit diff / clean logit diff")),
+        ]
+
+
+def per_head_logit_diffs(run, which: str = "clean", interventions=()):
+    """[n_layers, n_heads] mean direct logit difference of each head at the final position."""
+    import torch
+
+    n_layers = run.cfg.n_layers
+    z_names = [f"blocks.{l}.attn.hook_z" for l in range(n_layers)]
+    post = [f"blocks.{l}.ln1_post.hook_scale" for l in range(n_layers)] if run.has_post_attn_norm() else []
+    kept = run.capture_final(z_names + post + ["ln_final.hook_scale"], which, interventions=interventions)
+    outputs = torch.stack([run.head_outputs(kept[z_names[l]], l, kept[post[l]] if post else None)
+                           for l in range(n_layers)])  # [L, N, H, d]
+    stack = outputs.permute(0, 2, 1, 3)  # [L, H, N, d]
+    return run.attribute(stack, kept["ln_final.hook_scale"]).cpu()

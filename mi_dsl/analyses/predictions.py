@@ -1,0 +1,64 @@
+"""Predictions (seed: utils.test_prompt): the top-k next tokens of a prompt and the answer's rank."""
+from __future__ import annotations
+
+from .base import Result, step
+from .figures import hbar
+from .registry import analysis
+
+
+@analysis("predictions", "Top-k next tokens with logit and probability for one prompt, and the rank of "
+                         "its answer (the seed's test_prompt).",
+          params={"prompt": {"type": "string", "description": "The prompt (default: the first clean prompt "
+                                                             "of the dataset)."},
+                  "answer": {"type": "string", "description": "The answer's text, e.g. ' angios' (default: the "
+                                                             "dataset prompt's answer token)."},
+                  "index": {"type": "integer", "minimum": 0,
+                            "description": "Which dataset prompt when `prompt` is not given (default 0)."},
+                  "top_k": {"type": "integer", "minimum": 1, "maximum": 1000,
+                            "description": "How many top tokens to list (default 10)."}})
+class Predictions:
+    def compile(self, params, ctx):
+        return step(ctx, params, "one forward of the prompt; full logits at the final position only",
+                    hooks=("unembed.hook_in",))
+
+    def compute(self, params, run) -> Result:
+        import torch
+
+        from ..errors import RunError
+        from ..runtime.metrics import UNEMBED_INPUT
+
+        tok = run.tokenizer
+        if "prompt" in params:
+            text = params["prompt"]
+            ids = tok.encode(text)
+            if run.plan.model.prepend_bos:
+                ids = [tok.bos_id] + ids
+            answer_ids = tok.encode(params["answer"]) if "answer" in params else []
+            answer = answer_ids[0] if answer_ids else None
+        else:
+            index = params.get("index", 0)
+            if index >= len(run.pairs):
+                raise RunError(f"predictions.index {index} is beyond the {len(run.pairs)} prompts of the dataset",
+                               run.where("index"))
+            pair = run.pairs[index]
+            text, ids, answer = pair.clean.text, list(pair.clean.ids), pair.answer
+        tokens = torch.tensor([ids], dtype=torch.long)
+        _, kept = run.executor.capture(tokens, {UNEMBED_INPUT: lambda a: a[:, -1]}, stop_after=UNEMBED_INPUT)
+        logits = run.unembed.full(kept[UNEMBED_INPUT].to(run.unembed.W_U.dtype))[0].float()
+        probs = logits.softmax(-1)
+        top = torch.topk(logits, params.get("top_k", 10))
+        rows = [{"rank": r, "token_id": int(i), "token": tok.token_str(int(i)), "logit": float(v),
+                 "prob": float(probs[i])} for r, (v, i) in enumerate(zip(top.values, top.indices))]
+        data = {"prompt": text, "tokens": tok.token_strs(ids), "top": rows}
+        summary = f"top token {rows[0]['token']!r} ({rows[0]['prob']:.1%})"
+        if answer is not None:
+            rank = int((logits > logits[answer]).sum())
+            data["answer"] = {"token_id": answer, "token": tok.token_str(answer), "rank": rank,
+                              "logit": float(logits[answer]), "prob": float(probs[answer])}
+            summary += f"; answer {tok.token_str(answer)!r} at rank {rank}"
+        return Result(data, tables={"predictions": rows}, summary=summary)
+
+    def figures(self, result, run):
+        top = result.data["top"]
+        return [("predictions", hbar([r["prob"] for r in top], [repr(r["token"]) for r in top],
+                                     f"Top next tokens: {result.data['prompt'][-60:]}", "probability"))]

@@ -1,0 +1,159 @@
+"""Run a spec end to end: compile, load the model, run the pipeline and analyses, report.
+
+    spec file --load/validate--> Spec --dataset--> Dataset --compile--> Plan
+      --models--> LoadedModel --pipeline--> final pairs + baselines
+      --analyses--> Results --report--> runs/<name>/<timestamp>/
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+
+@dataclass
+class RunOutcome:
+    results: Dict[str, Any]
+    run_dir: Path
+    report_path: Path
+
+
+def _say(progress: bool):
+    def say(message: str) -> None:
+        if progress:
+            print(f"[mi-run] {message}", file=sys.stderr, flush=True)
+    return say
+
+
+def run_spec(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str] = (), fresh: bool = False,
+             out_dir: Optional[str] = None, progress: bool = True) -> RunOutcome:
+    from .commands import compile_spec
+    from .tokenization import load_tokenizer
+
+    started = time.perf_counter()
+    say = _say(progress)
+    spec, plan, dataset, _ = compile_spec(str(spec_path), list(overrides), list(allow_paths))
+    for warning in dataset.warnings:
+        say(f"warning: {warning}")
+    say(f"{len(dataset.pairs)} candidate prompts; loading model ({spec.model.source})")
+    tokenizer = load_tokenizer(spec.model, spec.bos_token, spec.loc("model"))
+    session = Session(spec, plan, dataset, tokenizer, progress=progress, say=say, fresh=fresh)
+    results = session.run(started)
+    from .report import write_report
+
+    run_dir = write_report(session, results, Path(out_dir).resolve() if out_dir else None)
+    return RunOutcome(results, run_dir, run_dir / "index.html")
+
+
+@dataclass
+class Session:
+    """The state of one run, shared by the pipeline, the analyses and the report."""
+
+    spec: Any
+    plan: Any
+    dataset: Any
+    tokenizer: Any
+    progress: bool = True
+    say: Any = print
+    fresh: bool = False
+    timings: Dict[str, float] = field(default_factory=dict)
+    figures: Dict[str, List] = field(default_factory=dict)   # analysis id -> [(name, fig)]
+    context: Any = None
+    outcome: Any = None
+    loaded: Any = None
+
+    def run(self, started: float) -> Dict[str, Any]:
+        import torch
+
+        from .runtime.context import RunContext
+        from .runtime.executor import Executor
+        from .runtime.metrics import Unembed
+        from .runtime.models import load_model
+        from .runtime.pipeline import pair_metrics, run_pipeline
+
+        torch.manual_seed(self.spec.seed)
+        with torch.no_grad():
+            t = time.perf_counter()
+            self.loaded = load_model(self.plan.model, progress=self.say if self.progress else None)
+            self.timings["model_load"] = time.perf_counter() - t
+            self.timings["launch_to_model_ready"] = time.perf_counter() - started
+            self.say(f"model ready in {self.timings['model_load']:.1f}s ({self.loaded.info.get('id')})")
+            _check_token_ids(self)
+            executor = Executor(self.loaded, self.plan.batch_size, self.plan.memory_gb, self.progress)
+            unembed = Unembed.of(self.loaded.bridge)
+            t = time.perf_counter()
+            self.outcome = run_pipeline(self.plan, self.spec, self.dataset, executor, unembed)
+            self.timings["pipeline"] = time.perf_counter() - t
+            pairs = self.outcome.pairs
+            self.say(f"dataset: {len(pairs)} prompt pairs after the pipeline")
+            final = pair_metrics(executor, unembed, pairs, self.plan.metrics_needed, "baselines")
+            baselines = {r: float(final[r][self.plan.metric].mean()) for r in ("clean", "corrupted")}
+            self.say(f"baselines ({self.plan.metric}): clean {baselines['clean']:.4f}, "
+                     f"corrupted {baselines['corrupted']:.4f}")
+            self.context = RunContext(executor, unembed, self.spec, self.plan, self.tokenizer, pairs,
+                                      baselines=baselines)
+            analyses = self._run_analyses()
+        self.timings["total"] = time.perf_counter() - started
+        return self._results(final, baselines, analyses, executor)
+
+    def _run_analyses(self) -> Dict[str, Any]:
+        from .analyses.registry import REGISTRY
+
+        out = {}
+        for index, (step, params) in enumerate(zip(self.plan.analyses, self.spec.analyses)):
+            self.context.analysis_index = index
+            impl = REGISTRY[step.kind].implementation()
+            t = time.perf_counter()
+            self.say(f"analysis {step.id} ({step.kind})")
+            result = impl.compute(params, self.context)
+            self.context.results[step.id] = result
+            self.figures[step.id] = impl.figures(result, self.context)
+            self.timings[f"analysis:{step.id}"] = time.perf_counter() - t
+            out[step.id] = {"kind": step.kind, "summary": result.summary, **result.data}
+            if result.summary:
+                self.say(f"  {result.summary}")
+        return out
+
+    def _results(self, final, baselines, analyses, executor) -> Dict[str, Any]:
+        from .provenance import provenance
+
+        pairs = self.outcome.pairs
+        return {
+            "spec": {"file": self.spec.file, "name": self.spec.name, "hash": self.spec.hash()},
+            "provenance": provenance(self),
+            "dataset": {
+                "candidates": len(self.dataset.pairs),
+                "vocab": {n: {"before": r.before, "after": r.after, "dropped": r.dropped}
+                          for n, r in self.dataset.vocab.items()},
+                "stages": self.outcome.stages,
+                "final_pairs": len(pairs),
+                "token_lengths": sorted({len(p.clean.ids) for p in pairs}),
+            },
+            "metric": self.plan.metric,
+            "baselines": baselines,
+            "per_prompt": {
+                "clean": {k: v.tolist() for k, v in final["clean"].items()},
+                "corrupted": {k: v.tolist() for k, v in final["corrupted"].items()},
+            },
+            "candidate_metrics": self.outcome.candidate_metrics,
+            "analyses": analyses,
+            "timings": self.timings,
+            "forward_passes": executor.forwards,
+            "warnings": list(self.dataset.warnings) + executor.warnings,
+        }
+
+
+def _check_token_ids(session: "Session") -> None:
+    """The compiler's tokenizer and the model's must agree, or every position is off."""
+    from .errors import RunError
+
+    pair = session.dataset.pairs[0]
+    bridge = session.loaded.bridge
+    ids = bridge.to_tokens(pair.clean.text, prepend_bos=session.plan.model.prepend_bos)[0].tolist()
+    if ids != list(pair.clean.ids):
+        raise RunError("the model's tokenizer splits the prompts differently from the spec's tokenizer "
+                       f"({len(ids)} vs {len(pair.clean.ids)} tokens for '{pair.clean.text}')",
+                       session.spec.loc("model", "tokenizer") if session.spec.model.tokenizer else
+                       session.spec.loc("model"), hint="point model.tokenizer at the model's own tokenizer")

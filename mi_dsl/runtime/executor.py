@@ -1,0 +1,168 @@
+"""Batched, hooked forward passes that capture only what a step needs.
+
+The executor is the one place that runs the model. A step asks for named hooks at
+chosen positions; the executor runs the prompts in batches sized to memory,
+keeps only those slices, stops the forward early when nothing after the last
+needed hook matters (no full-vocabulary unembedding of every position), and splits
+and retries a batch that runs out of memory.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..errors import RunError
+
+# What to keep of an activation: a callable (act -> kept tensor). Common ones:
+FINAL = lambda act: act[:, -1]  # noqa: E731  (the final position)
+ALL = lambda act: act  # noqa: E731
+
+
+class _StopForward(Exception):
+    """Raised from the last needed hook to skip the rest of the forward pass."""
+
+
+def is_oom(err: BaseException) -> bool:
+    if isinstance(err, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+@dataclass
+class Executor:
+    loaded: "object"                      # runtime.models.LoadedModel
+    batch_size: object = "auto"           # int or "auto"
+    memory_gb: Optional[float] = None
+    progress: bool = True
+    warnings: List[str] = field(default_factory=list)
+    forwards: int = 0                     # forward passes run, for the report
+
+    @property
+    def model(self):
+        return self.loaded.bridge
+
+    @property
+    def cfg(self):
+        return self.loaded.bridge.cfg
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaded.device
+
+    # ------------------------------------------------------------------ batching
+
+    def rows_per_batch(self, seq_len: int, extra_bytes_per_row: int = 0) -> int:
+        """Prompts per forward: the spec's number, or what fits the memory budget."""
+        if isinstance(self.batch_size, int):
+            return self.batch_size
+        cfg = self.cfg
+        d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
+        # Live activations of one block (residual copies, MLP hidden, attention scores), fp32.
+        per_row = 4 * seq_len * (10 * cfg.d_model + 2 * d_mlp + 3 * cfg.n_heads * seq_len) + extra_bytes_per_row
+        budget = self._memory_budget_bytes()
+        return max(1, min(512, budget // max(per_row, 1)))
+
+    def _memory_budget_bytes(self) -> int:
+        if self.memory_gb:
+            return int(self.memory_gb * 2**30)
+        if self.device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self.device)
+            return int(free * 0.5)
+        return 2 * 2**30
+
+    def map_batches(self, n_rows: int, seq_len: int, fn: Callable[[slice], object], what: str = "",
+                    extra_bytes_per_row: int = 0) -> List[object]:
+        """fn(slice) for consecutive slices covering n_rows; a batch that runs out of memory
+        is split in half and retried (with a warning), down to one row."""
+        size = self.rows_per_batch(seq_len, extra_bytes_per_row)
+        results: List[object] = []
+        start = 0
+        bar = self._bar(n_rows, what)
+        while start < n_rows:
+            stop = min(n_rows, start + size)
+            try:
+                results.append(fn(slice(start, stop)))
+            except Exception as err:  # noqa: BLE001  (only OOM is handled; the rest re-raised)
+                if not is_oom(err):
+                    raise
+                if stop - start == 1:
+                    raise RunError(f"out of memory on a single prompt while {what or 'running'}; "
+                                   "use a smaller model or run.memory_gb") from None
+                size = max(1, (stop - start) // 2)
+                self._warn(f"out of memory with {stop - start} prompts per batch while {what}; "
+                           f"retrying with {size}")
+                self._free()
+                continue
+            if bar is not None:
+                bar.update(stop - start)
+            start = stop
+        if bar is not None:
+            bar.close()
+        return results
+
+    def _bar(self, total: int, what: str):
+        if not self.progress or total < 2 * max(1, self.rows_per_batch(16)):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=what, unit="prompt", leave=False)
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        warnings.warn(message, stacklevel=3)
+
+    def _free(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ one forward
+
+    def capture(self, tokens: torch.Tensor, keep: Dict[str, Callable], *,
+                interventions: Sequence[Tuple[str, Callable]] = (),
+                stop_after: Optional[str] = None) -> Tuple[Optional[torch.Tensor], Dict[str, torch.Tensor]]:
+        """Run `tokens` once; return (logits or None, {hook name: kept slice}).
+
+        `stop_after` names the last hook anything needs: the forward stops there, so a
+        final-position metric never pays for the unembedding of every position.
+        """
+        kept: Dict[str, torch.Tensor] = {}
+        hooks: List[Tuple[str, Callable]] = list(interventions)
+        for name, select in keep.items():
+            hooks.append((name, self._keeper(name, select, kept, stop_after)))
+        if stop_after is not None and stop_after not in keep:
+            hooks.append((stop_after, _stopper))
+        tokens = tokens.to(self.device)
+        self.forwards += 1
+        try:
+            with self.model.hooks(fwd_hooks=hooks):
+                logits = self.model(tokens, prepend_bos=False)
+        except _StopForward:
+            logits = None
+        missing = [n for n in keep if n not in kept]
+        if missing:
+            raise RunError(f"the model never reached hook(s) {', '.join(missing)}; this architecture "
+                           "may not have them")
+        return logits, kept
+
+    @staticmethod
+    def _keeper(name: str, select: Callable, kept: Dict[str, torch.Tensor], stop_after: Optional[str]):
+        def hook(act, hook=None):
+            kept[name] = select(act.detach())
+            if name == stop_after:
+                raise _StopForward()
+            return act
+
+        return hook
+
+
+def _stopper(act, hook=None):
+    raise _StopForward()
+
+
+def stack(parts: Iterable[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(list(parts), dim=0)

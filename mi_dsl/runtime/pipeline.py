@@ -1,0 +1,118 @@
+"""The dataset pipeline on batched runs: keep-conditions, seeded sampling, symmetric pairing.
+
+Steps run in the order the spec states, as the seed does them: keep the prompts whose
+clean and corrupted metrics satisfy a condition, sample with Python's `random` (so
+`seed: 42` picks the seed notebook's prompts), then pair symmetrically.
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Sequence
+
+import torch
+
+from ..errors import RunError
+from ..expr import Env
+from .metrics import final_metrics
+
+
+@dataclass
+class PipelineOutcome:
+    pairs: List[Any]                       # the final PromptPairs
+    stages: List[Dict[str, Any]] = field(default_factory=list)
+    candidate_metrics: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)  # from keep steps
+
+
+def prompt_metrics(executor, unembed, prompts: Sequence[Sequence[int]], answers: Sequence[int],
+                   foils: Sequence[int], names, what: str = "", interventions=()) -> Dict[str, torch.Tensor]:
+    """Metrics for prompts of any lengths: grouped by length so no batch needs padding."""
+    names = list(names)
+    groups: Dict[int, List[int]] = defaultdict(list)
+    for i, ids in enumerate(prompts):
+        groups[len(ids)].append(i)
+    out = {n: torch.empty(len(prompts)) for n in names}
+    for length, rows in groups.items():
+        tokens = torch.tensor([prompts[i] for i in rows], dtype=torch.long)
+        ans = torch.tensor([answers[i] for i in rows], dtype=torch.long)
+        foil = torch.tensor([foils[i] for i in rows], dtype=torch.long)
+        parts = executor.map_batches(len(rows), length, lambda s: final_metrics(
+            executor, tokens[s], ans[s], foil[s], names, unembed, interventions), what)
+        index = torch.tensor(rows)
+        for n in names:
+            out[n][index] = torch.cat([p[n].cpu() for p in parts])
+    return out
+
+
+def pair_metrics(executor, unembed, pairs, names, what: str = "") -> Dict[str, Dict[str, torch.Tensor]]:
+    """Clean and corrupted metrics of pairs, in one batched sweep over both."""
+    prompts = [p.clean.ids for p in pairs] + [p.corrupted.ids for p in pairs]
+    answers = [p.answer for p in pairs] * 2
+    foils = [p.foil for p in pairs] * 2
+    both = prompt_metrics(executor, unembed, prompts, answers, foils, names, what)
+    n = len(pairs)
+    return {"clean": {k: v[:n] for k, v in both.items()}, "corrupted": {k: v[n:] for k, v in both.items()}}
+
+
+def run_pipeline(plan, spec, dataset, executor, unembed) -> PipelineOutcome:
+    from ..compiler import compile_keep
+
+    outcome = PipelineOutcome(list(dataset.pairs))
+    for index, step in enumerate(plan.pipeline):
+        before = len(outcome.pairs)
+        params = dict(step.params)
+        if step.kind == "keep":
+            outcome.pairs = _keep(spec, index, params, outcome, executor, unembed)
+        elif step.kind == "sample":
+            outcome.pairs = _sample(outcome.pairs, params["n"], params["seed"], executor)
+        elif step.kind == "symmetric" and params["enabled"]:
+            outcome.pairs = symmetric(outcome.pairs)
+        outcome.stages.append({"step": step.kind, "description": step.description, "before": before,
+                               "after": len(outcome.pairs)})
+        if not outcome.pairs:
+            raise RunError(f"no prompts are left after pipeline step {index + 1} ({step.description})",
+                           spec.loc("pipeline", index),
+                           hint="loosen the keep-condition, or look at the candidates' metrics in the plan")
+    return outcome
+
+
+def _keep(spec, index, params, outcome, executor, unembed):
+    from ..compiler import compile_keep
+
+    condition = compile_keep(spec, index)
+    metrics = pair_metrics(executor, unembed, outcome.pairs, params["metrics"], "keep-condition")
+    for record in ("clean", "corrupted"):
+        for name, values in metrics[record].items():
+            if torch.isnan(values).any():
+                raise RunError(f"the {record} {name} is NaN for {int(torch.isnan(values).sum())} prompts",
+                               spec.loc("pipeline", index, "keep"),
+                               hint="check model.dtype (float16 overflows easily) and the model's weights")
+    outcome.candidate_metrics = {r: {k: v.tolist() for k, v in m.items()} for r, m in metrics.items()}
+    env = Env()
+    kept = []
+    for i, pair in enumerate(outcome.pairs):
+        env.values = {r: {k: float(v[i]) for k, v in metrics[r].items()} for r in metrics}
+        if condition.evaluate(env):
+            kept.append(pair)
+    return kept
+
+
+def _sample(pairs, n: int, seed: int, executor):
+    if n > len(pairs):
+        executor._warn(f"sample asks for {n} prompts but only {len(pairs)} are left; keeping all")
+        return list(pairs)
+    indices = random.Random(seed).sample(range(len(pairs)), n)  # = random.seed(seed); random.sample
+    return [pairs[i] for i in indices]
+
+
+def symmetric(pairs):
+    """The seed's pair_opposites: each pair, then its swap, skipping prompts already present."""
+    seen, out = set(), []
+    for pair in pairs:
+        for candidate in (pair, pair.swapped()):
+            if candidate.clean.text not in seen:
+                seen.add(candidate.clean.text)
+                out.append(candidate)
+    return out
