@@ -1,0 +1,116 @@
+"""The functions an expression may call: one registry, one entry per function.
+
+Parameter kinds: "str", "int", "num" (int or float), "slot" (a bare name of a paired
+slot) and "analysis" (a bare name of an earlier analysis). A result of "num" is int
+when every numeric argument is int, else float. A function with a `service` gets
+that attribute of the evaluation env (e.g. the tokenizer) as its first argument.
+Implementations raise `Fault` with a short fact; the call site adds the column.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Tuple
+
+from .env import Fault
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    params: Tuple[str, ...]
+    result: str
+    description: str
+    implementation: Callable
+    service: str = ""  # env attribute passed first: "tokenizer", "opposite"
+
+    @property
+    def signature(self) -> str:
+        return f"{self.name}({', '.join(self.params)}) -> {self.result}"
+
+
+FUNCTIONS: Dict[str, Function] = {}
+
+
+def _register(name: str, params: Tuple[str, ...], result: str, description: str, service: str = ""):
+    def add(implementation: Callable) -> Callable:
+        FUNCTIONS[name] = Function(name, params, result, description, implementation, service)
+        return implementation
+
+    return add
+
+
+def describe_functions() -> List[Tuple[str, str, str]]:
+    """(name, signature, description) of every function, for `mi-run list`."""
+    return [(f.name, f.signature, f.description) for f in sorted(FUNCTIONS.values(), key=lambda f: f.name)]
+
+
+@_register("ntokens", ("str",), "int", "number of tokens of the string (no special tokens)", "tokenizer")
+def _ntokens(tokenizer, text: str) -> int:
+    return len(tokenizer.encode(text))
+
+
+@_register("first_token", ("str",), "token", "id of the string's first token (no special tokens)", "tokenizer")
+def _first_token(tokenizer, text: str) -> int:
+    ids = tokenizer.encode(text)
+    if not ids:
+        raise Fault(f"first_token({text!r}): the string has no tokens")
+    return ids[0]
+
+
+_register("lower", ("str",), "str", "the string in lower case")(str.lower)
+_register("upper", ("str",), "str", "the string in upper case")(str.upper)
+_register("strip", ("str",), "str", "the string without leading and trailing white space")(str.strip)
+_register("len", ("str",), "int", "number of characters of the string")(len)
+
+
+@_register("capitalize", ("str",), "str", "the string with its first character in upper case (the rest unchanged)")
+def _capitalize(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+@_register("opposite", ("slot",), "str", "the partner of the slot's word in its list of opposite pairs", "opposite")
+def _opposite(pairs: Callable[[str, str], str], slot: str, word: str) -> str:
+    try:
+        partner = pairs(slot, word)
+    except LookupError:
+        partner = None
+    if not isinstance(partner, str):
+        raise Fault(f"'{word}' has no opposite in the pairs of slot '{slot}'")
+    return partner
+
+
+_register("abs", ("num",), "num", "absolute value")(abs)
+_register("min", ("num", "num"), "num", "the smaller of two numbers")(min)
+_register("max", ("num", "num"), "num", "the larger of two numbers")(max)
+
+
+def _ranked(table, count: int, key: Callable[[float], float]) -> List[Tuple[int, int]]:
+    """The `count` (layer, head) cells with the smallest key; ties go to the lower layer, then head."""
+    cells = []
+    for layer, row in enumerate(table):
+        for head, score in enumerate(row):
+            score = float(score)
+            if math.isnan(score):
+                raise Fault(f"the score of L{layer}H{head} is NaN, so heads cannot be ranked")
+            cells.append((key(score), layer, head))
+    cells.sort()
+    return [(layer, head) for _, layer, head in cells[:count]]
+
+
+@_register("top", ("analysis", "int"), "heads",
+           "the n heads with the largest scores, largest first (head selectors only)")
+def _top(table, count: int) -> List[Tuple[int, int]]:
+    return _ranked(table, count, lambda score: -score)
+
+
+@_register("bottom", ("analysis", "int"), "heads",
+           "the n heads with the smallest scores, smallest first (head selectors only)")
+def _bottom(table, count: int) -> List[Tuple[int, int]]:
+    return _ranked(table, count, lambda score: score)
+
+
+@_register("top_abs", ("analysis", "int"), "heads",
+           "the n heads with the largest absolute scores, largest first (head selectors only)")
+def _top_abs(table, count: int) -> List[Tuple[int, int]]:
+    return _ranked(table, count, lambda score: -abs(score))

@@ -1,0 +1,138 @@
+"""Closure builders for checked expressions: each returns `run(env) -> value`.
+
+Types were checked before these are built, so a closure only guards against what
+depends on the env: a missing value or service, a failing function, division by
+zero. Such a fault becomes an ExpressionError at the node's column; `where` is only
+called then, so the happy path does no location work.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, List, Sequence, Tuple
+
+from lark import Token
+
+from ..errors import ExpressionError, MiError
+from .env import Fault, need
+from .functions import Function
+
+Run = Callable[[Any], Any]
+
+_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "n": "\n", "t": "\t"}
+
+
+def unescape(token: Token, where) -> str:
+    r"""The value of a string literal; only \" \' \\ \n \t are escapes."""
+    body = token.value[1:-1]
+    if "\\" not in body:
+        return body
+    out, index = [], 0
+    while index < len(body):
+        char = body[index]
+        if char != "\\":
+            out.append(char)
+            index += 1
+            continue
+        escaped = body[index + 1]  # the STRING terminal guarantees a character here
+        if escaped not in _ESCAPES:
+            shown = escaped if escaped.isprintable() else f"U+{ord(escaped):04X}"
+            raise ExpressionError(f"unknown escape '\\{shown}' in a string",
+                                  where(token.start_pos + 1 + index),
+                                  hint=r"the escapes are \" \' \\ \n \t; write \\ for a backslash")
+        out.append(_ESCAPES[escaped])
+        index += 2
+    return "".join(out)
+
+
+def constant(value: Any) -> Run:
+    return lambda env: value
+
+
+def lookup(name: str, offset: int, where) -> Run:
+    def run(env):
+        try:
+            return env.values[name]
+        except (LookupError, TypeError, AttributeError):
+            raise ExpressionError(f"no value was given for '{name}'", where(offset)) from None
+
+    return run
+
+
+def metric(record: Run, attribute: str, owner: str, offset: int, where) -> Run:
+    def run(env):
+        metrics = record(env)
+        try:
+            return metrics[attribute]
+        except (LookupError, TypeError):
+            raise ExpressionError(f"no value of '{attribute}' was given for '{owner}'", where(offset)) from None
+
+    return run
+
+
+def any_true(operands: List[Run]) -> Run:
+    def run(env):
+        for operand in operands:
+            if operand(env):
+                return True
+        return False
+
+    return run
+
+
+def all_true(operands: List[Run]) -> Run:
+    def run(env):
+        for operand in operands:
+            if not operand(env):
+                return False
+        return True
+
+    return run
+
+
+def fold(first: Run, steps: Sequence[Tuple[Callable, Run, int]], where) -> Run:
+    """`first op1 x1 op2 x2 ...` left to right; steps are (operator, operand, offset of the operator)."""
+
+    def run(env):
+        value = first(env)
+        for apply, operand, offset in steps:
+            right = operand(env)
+            try:
+                value = apply(value, right)
+            except ZeroDivisionError:
+                raise ExpressionError("division by zero", where(offset)) from None
+            except ArithmeticError:  # e.g. an int too large to turn into a float
+                raise ExpressionError("the result is too large to compute", where(offset)) from None
+        return value
+
+    return run
+
+
+def call(function: Function, arguments: List[Run], offset: int, where) -> Run:
+    """Call `function` on the arguments' values (after its service, if it has one)."""
+    implementation, service, name = function.implementation, function.service, function.name
+
+    def run(env):
+        values = [argument(env) for argument in arguments]
+        try:
+            if service:
+                return implementation(need(env, service, f"{name}()"), *values)
+            return implementation(*values)
+        except MiError:
+            raise
+        except Fault as fault:
+            raise ExpressionError(str(fault), where(offset)) from None
+        except Exception as exc:  # noqa: BLE001 - a tokenizer or callback failed: report, keep the cause
+            raise ExpressionError(f"{name}() failed: {exc}", where(offset)) from exc
+
+    return run
+
+
+def as_float(run: Run, offset: int, where) -> Run:
+    """Keep a value typed float a float at runtime, even when an int argument won."""
+
+    def converted(env):
+        try:
+            return float(run(env))
+        except OverflowError:
+            raise ExpressionError("the result is too large to compute", where(offset)) from None
+
+    return converted
