@@ -87,13 +87,15 @@ def load_spec(path, overrides: Sequence[str] = (), allowed_roots: Sequence[Path]
 def _apply_overrides(doc: Document, overrides: Sequence[str]) -> set:
     """`--set a.b=VALUE`: VALUE is read as a YAML scalar; returns the paths set this way."""
     touched = set()
+    if not isinstance(doc.data, dict):
+        return touched  # nothing to override; validation says what the document is instead
     for text in overrides:
         where = Location("--set", None, None, text)
         if "=" not in text:
             raise SchemaError(f"--set expects KEY=VALUE, got '{text}'", where)
         key, raw = text.split("=", 1)
         parts = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
-        if not all(parts) or not isinstance(doc.data, dict):
+        if not all(parts):
             raise SchemaError(f"--set: '{key}' is not a dotted path such as model.tokenizer", where)
         value = parse_yaml(raw, "--set").data if raw.strip() else ""
         if isinstance(value, (dict, list)):
@@ -177,7 +179,9 @@ def _confine(path: Path, roots, where: Location, what: str) -> None:
 
 
 def _check_model_fields(doc: Document, model: ModelSpec) -> None:
-    needs = {"pretrained": ["name"], "local": ["path"], "gguf": ["path"], "random": ["architecture", "size", "tokenizer"]}
+    # A random gemma3 borrows the embedded Gemma tokenizer; other random models need one.
+    random_needs = ["architecture", "size"] + ([] if model.architecture == "gemma3" else ["tokenizer"])
+    needs = {"pretrained": ["name"], "local": ["path"], "gguf": ["path"], "random": random_needs}
     for key in needs.get(model.source, []):
         if getattr(model, key) is None:
             raise SchemaError(f"a model with source '{model.source}' needs 'model.{key}'",

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from .errors import FileAccessError, Location, RunError
+from .errors import FileAccessError, Location, MiError, RunError
 from .plan import ModelSpec
 
 KNOWN_BOS = ("<bos>", "<|endoftext|>", "<s>", "<|begin_of_text|>")
@@ -72,7 +72,9 @@ def _from_file(file: Path, bos_text: Optional[str], origin: str, directory: Opti
     try:
         backend = RustTokenizer.from_file(str(file))
     except Exception as err:  # the tokenizers library raises plain Exceptions
-        raise FileAccessError(f"cannot read tokenizer file '{file}': {err}") from None
+        raise FileAccessError(f"cannot read tokenizer file '{file}': {err}",
+                              hint="give a Hugging Face tokenizer.json (JSON written by the tokenizers "
+                                   "library)") from None
     if bos_text is None and directory is not None:
         bos_text = _read_bos(directory)
     candidates = [bos_text] if bos_text else list(KNOWN_BOS)
@@ -92,12 +94,17 @@ def _hub_cached_dir(name: str) -> Optional[Path]:
 
 def load_tokenizer(spec: ModelSpec, bos_token: Optional[str] = None,
                    where: Location = Location()) -> Tokenizer:
-    """The tokenizer the spec's model uses (raises TokenizerUnavailable when offline-absent)."""
-    return _load_cached(spec.tokenizer, spec.source, spec.name, spec.path, bos_token, where)
+    """The tokenizer the spec's model uses (raises TokenizerUnavailable when offline-absent).
+
+    Faults are located at `where`, which is not part of the cache's key."""
+    try:
+        return _load_cached(spec.tokenizer, spec.source, spec.name, spec.path, spec.architecture, bos_token)
+    except MiError as err:
+        raise err.at(where) from None
 
 
 @lru_cache(maxsize=8)
-def _load_cached(tokenizer, source, name, path, bos_token, where) -> Tokenizer:
+def _load_cached(tokenizer, source, name, path, architecture, bos_token) -> Tokenizer:
     ref = tokenizer
     if ref is None and source == "local":
         ref = path
@@ -105,23 +112,26 @@ def _load_cached(tokenizer, source, name, path, bos_token, where) -> Tokenizer:
         ref = name
     if ref is None and source in ("embedded", "gguf"):
         return _from_gguf(source, path, bos_token)
+    if ref is None and source == "random" and architecture == "gemma3":
+        return _from_gguf("embedded", None, bos_token)
     if ref is None:
-        raise RunError("this model needs `model.tokenizer` (a tokenizer.json, a directory or a hub id)", where)
-    return _from_reference(ref, bos_token, where)
+        raise RunError("this model needs `model.tokenizer` (a tokenizer.json, a directory or a hub id)")
+    return _from_reference(ref, bos_token)
 
 
-def _from_reference(ref: str, bos_token: Optional[str], where: Location) -> Tokenizer:
+def _from_reference(ref: str, bos_token: Optional[str]) -> Tokenizer:
     path = Path(ref)
     if path.suffix == ".json" or path.is_file():
         if not path.is_file():
-            raise FileAccessError(f"tokenizer file '{ref}' does not exist", where)
-        return _from_file(path, bos_token, str(path), path.parent if (path.parent / "tokenizer_config.json").exists() else None)
+            raise FileAccessError(f"tokenizer file '{ref}' does not exist")
+        return _from_file(path, bos_token, str(path),
+                          path.parent if (path.parent / "tokenizer_config.json").exists() else None)
     if path.is_dir():
         if not (path / "tokenizer.json").exists():
-            raise FileAccessError(f"tokenizer directory '{ref}' has no tokenizer.json", where)
+            raise FileAccessError(f"tokenizer directory '{ref}' has no tokenizer.json")
         return _from_file(path / "tokenizer.json", bos_token, str(path), path)
     if ref.startswith((".", "/")):
-        raise FileAccessError(f"tokenizer path '{ref}' does not exist", where)
+        raise FileAccessError(f"tokenizer path '{ref}' does not exist")
     cached = _hub_cached_dir(ref)
     if cached is None:
         raise TokenizerUnavailable(f"the tokenizer of '{ref}' is not in the local Hugging Face cache "

@@ -65,6 +65,46 @@ class RunContext:
     def result(self, analysis_id: str):
         return self.results[analysis_id]
 
+    # ------------------------------------------------------------------ selectors
+
+    def select_heads(self, params: Dict[str, Any], key: str = "heads") -> List[tuple]:
+        """(layer, head) pairs named by a head selector or a list of them, in order, no repeats.
+
+        top()/bottom()/top_abs() rank by an earlier result's `per_head` [layer][head] table."""
+        from ..expr import Env, parse_heads
+
+        value = params[key]
+        items = value if isinstance(value, list) else [value]
+        env = Env(n_layers=self.cfg.n_layers, n_heads=self.cfg.n_heads, result=self._per_head_scores)
+        heads: List[tuple] = []
+        for i, text in enumerate(items):
+            path = ("analyses", self.analysis_index, key) + ((i,) if isinstance(value, list) else ())
+            compiled = parse_heads(str(text), None, where=lambda off, p=path: self.spec.source.inside(p, off))
+            heads += [h for h in compiled.evaluate(env) if h not in heads]
+        return heads
+
+    def _per_head_scores(self, analysis_id: str):
+        from ..expr.env import Fault
+
+        result = self.results.get(analysis_id)
+        table = None if result is None else result.data.get("per_head")
+        if table is None:
+            raise Fault(f"analysis '{analysis_id}' gives no per-head scores to rank heads by")
+        return table
+
+    def select_positions(self, params: Dict[str, Any], key: str, prompts, default: Optional[str] = None):
+        """Per prompt (a dataset Prompt: ids and slot spans), the positions a selector names."""
+        from ..dataset import slot_vocabularies
+        from ..expr import Env, parse_positions
+
+        text = params.get(key, default)
+        if key in params:
+            where = lambda off: self.spec.source.inside(("analyses", self.analysis_index, key), off)  # noqa: E731
+        else:
+            where = lambda off: self.where()  # noqa: E731  (a default: point at the analysis)
+        compiled = parse_positions(str(text), slot_vocabularies(self.spec, self.spec.prompts["template"]), where)
+        return [sorted(set(compiled.evaluate(Env(n_tokens=len(p.ids), slot_spans=p.spans)))) for p in prompts]
+
     # ------------------------------------------------------------------ attribution arithmetic
 
     def require_processing(self, what: str) -> None:
@@ -131,18 +171,34 @@ class RunContext:
                       interventions=()):
         """Capture hooks at the final position over the final dataset, batched; concatenated.
 
-        `interventions` are (hook name, fn(act, hook, rows)) pairs; `rows` is the batch's slice."""
-        tokens = self.tokens(which)
+        Prompts of different lengths run in separate batches (no padding), so final-position
+        analyses work without equal_lengths. `interventions` are (hook name,
+        fn(act, hook, rows)) pairs; `rows` indexes the dataset's prompts of the batch.
+        """
         keep = {name: (lambda a: a[:, -1]) for name in hooks}
         keep[UNEMBED_INPUT] = lambda a: a[:, -1]
         keep.update(extra or {})
-        def one_batch(rows: slice):
-            bound = [(name, _bind(fn, rows)) for name, fn in interventions]
-            return self.executor.capture(tokens[rows], keep, stop_after=UNEMBED_INPUT, interventions=bound)[1]
+        prompts = [getattr(p, which).ids for p in self.pairs]
+        groups: Dict[int, List[int]] = {}
+        for i, ids in enumerate(prompts):
+            groups.setdefault(len(ids), []).append(i)
+        out: Dict[str, torch.Tensor] = {}
+        for length, rows in groups.items():
+            tokens = torch.tensor([prompts[i] for i in rows], dtype=torch.long)
+            index = torch.tensor(rows)
 
-        parts = self.executor.map_batches(len(tokens), tokens.shape[1], one_batch, "capturing activations")
-        return {name: torch.cat([p[name] for p in parts]) for name in keep}
+            def one_batch(part: slice, tokens=tokens, index=index):
+                bound = [(name, _bind(fn, index[part])) for name, fn in interventions]
+                return self.executor.capture(tokens[part], keep, stop_after=UNEMBED_INPUT, interventions=bound)[1]
+
+            parts = self.executor.map_batches(len(rows), length, one_batch, "capturing activations")
+            for name in keep:
+                values = torch.cat([p[name] for p in parts])
+                if name not in out:
+                    out[name] = values.new_empty((len(prompts), *values.shape[1:]))
+                out[name][index.to(values.device)] = values
+        return out
 
 
-def _bind(fn, rows: slice):
+def _bind(fn, rows: torch.Tensor):
     return lambda act, hook=None: fn(act, hook, rows)

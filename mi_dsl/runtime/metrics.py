@@ -71,6 +71,8 @@ def compute_metrics(x: torch.Tensor, answers: torch.Tensor, foils: torch.Tensor,
         out["logit_diff"] = answer_logit - unembed.logits_of(x, foils)
     if needs_full_logits(names):
         full = unembed.full(x)
+        # Read the answer from the same matmul, so rank ties are judged consistently.
+        answer_logit = full.gather(1, answers[:, None])[:, 0]
         logprob = answer_logit - torch.logsumexp(full, dim=-1)
         if "logprob" in names:
             out["logprob"] = logprob
