@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from .store import StepStore, digest
+
 
 @dataclass
 class RunOutcome:
@@ -39,11 +41,12 @@ def run_spec(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str
         say(f"warning: {warning}")
     say(f"{len(dataset.pairs)} candidate prompts; loading model ({spec.model.source})")
     tokenizer = load_tokenizer(spec.model, spec.bos_token, spec.loc("model"))
-    session = Session(spec, plan, dataset, tokenizer, progress=progress, say=say, fresh=fresh)
+    runs_root = Path(out_dir).resolve() if out_dir else spec.output_dir
+    session = Session(spec, plan, dataset, tokenizer, progress=progress, say=say, fresh=fresh, runs_root=runs_root)
     results = session.run(started)
     from .report import write_report
 
-    run_dir = write_report(session, results, Path(out_dir).resolve() if out_dir else None)
+    run_dir = write_report(session, results, runs_root)
     return RunOutcome(results, run_dir, run_dir / "index.html")
 
 
@@ -58,6 +61,7 @@ class Session:
     progress: bool = True
     say: Any = print
     fresh: bool = False
+    runs_root: Optional[Path] = None
     timings: Dict[str, float] = field(default_factory=dict)
     figures: Dict[str, List] = field(default_factory=dict)   # analysis id -> [(name, fig)]
     context: Any = None
@@ -71,7 +75,6 @@ class Session:
         from .runtime.executor import Executor
         from .runtime.metrics import Unembed
         from .runtime.models import load_model
-        from .runtime.pipeline import pair_metrics, run_pipeline
 
         torch.manual_seed(self.spec.seed)
         with torch.no_grad():
@@ -83,31 +86,63 @@ class Session:
             _check_token_ids(self)
             executor = Executor(self.loaded, self.plan.batch_size, self.plan.memory_gb, self.progress)
             unembed = Unembed.of(self.loaded.bridge)
+            store = StepStore((self.runs_root or self.spec.output_dir) / self.spec.name / ".store",
+                              enabled=not self.fresh)
+            key = digest("dataset", self.plan.model.identity(), self.loaded.info.get("id"), self.tokenizer.origin,
+                         [(p.clean.ids, p.corrupted.ids, p.answer, p.foil) for p in self.dataset.pairs],
+                         self.plan.metrics_needed, self.plan.metric, [s.params for s in self.plan.pipeline])
             t = time.perf_counter()
-            self.outcome = run_pipeline(self.plan, self.spec, self.dataset, executor, unembed)
+            final = self._dataset_step(store, key, executor, unembed)
             self.timings["pipeline"] = time.perf_counter() - t
             pairs = self.outcome.pairs
-            self.say(f"dataset: {len(pairs)} prompt pairs after the pipeline")
-            final = pair_metrics(executor, unembed, pairs, self.plan.metrics_needed, "baselines")
-            baselines = {r: float(final[r][self.plan.metric].mean()) for r in ("clean", "corrupted")}
-            self.say(f"baselines ({self.plan.metric}): clean {baselines['clean']:.4f}, "
-                     f"corrupted {baselines['corrupted']:.4f}")
+            baselines = {r: float(sum(final[r][self.plan.metric]) / len(pairs)) for r in ("clean", "corrupted")}
+            self.say(f"dataset: {len(pairs)} prompt pairs after the pipeline; baselines ({self.plan.metric}): "
+                     f"clean {baselines['clean']:.4f}, corrupted {baselines['corrupted']:.4f}")
             self.context = RunContext(executor, unembed, self.spec, self.plan, self.tokenizer, pairs,
                                       baselines=baselines)
-            analyses = self._run_analyses()
+            analyses = self._run_analyses(store, key)
         self.timings["total"] = time.perf_counter() - started
+        self.store = store
         return self._results(final, baselines, analyses, executor)
 
-    def _run_analyses(self) -> Dict[str, Any]:
+    def _dataset_step(self, store: "StepStore", key: str, executor, unembed) -> Dict[str, Dict[str, list]]:
+        """The pipeline and the final pairs' metrics, from the store when this exact step ran before."""
+        from .runtime.pipeline import PipelineOutcome, pair_metrics, run_pipeline
+
+        stored = store.get("dataset", key)
+        if stored is not None:
+            self.say("dataset step: reusing the stored result")
+            pairs = [self.dataset.pairs[i].swapped() if swapped else self.dataset.pairs[i]
+                     for i, swapped in stored["pairs"]]
+            self.outcome = PipelineOutcome(pairs, stored["stages"], stored["candidate_metrics"])
+            return stored["final"]
+        self.outcome = run_pipeline(self.plan, self.spec, self.dataset, executor, unembed)
+        metrics = pair_metrics(executor, unembed, self.outcome.pairs, self.plan.metrics_needed, "baselines")
+        final = {r: {k: v.tolist() for k, v in m.items()} for r, m in metrics.items()}
+        store.put("dataset", key, {"pairs": _pair_references(self.dataset.pairs, self.outcome.pairs),
+                                   "stages": self.outcome.stages,
+                                   "candidate_metrics": self.outcome.candidate_metrics, "final": final})
+        return final
+
+    def _run_analyses(self, store: "StepStore", key: str) -> Dict[str, Any]:
+        from .analyses.base import Result
         from .analyses.registry import REGISTRY
 
         out = {}
         for index, (step, params) in enumerate(zip(self.plan.analyses, self.spec.analyses)):
             self.context.analysis_index = index
             impl = REGISTRY[step.kind].implementation()
+            key = digest("analysis", key, step.kind, params)  # chained: earlier results feed later ones
             t = time.perf_counter()
-            self.say(f"analysis {step.id} ({step.kind})")
-            result = impl.compute(params, self.context)
+            stored = store.get("analysis", key)
+            if stored is not None:
+                self.say(f"analysis {step.id} ({step.kind}): reusing the stored result")
+                result = Result(stored["data"], stored["tables"], stored["summary"])
+            else:
+                self.say(f"analysis {step.id} ({step.kind})")
+                result = _json_roundtrip(impl.compute(params, self.context))
+                store.put("analysis", key, {"data": result.data, "tables": result.tables,
+                                            "summary": result.summary})
             self.context.results[step.id] = result
             self.figures[step.id] = impl.figures(result, self.context)
             self.timings[f"analysis:{step.id}"] = time.perf_counter() - t
@@ -133,16 +168,33 @@ class Session:
             },
             "metric": self.plan.metric,
             "baselines": baselines,
-            "per_prompt": {
-                "clean": {k: v.tolist() for k, v in final["clean"].items()},
-                "corrupted": {k: v.tolist() for k, v in final["corrupted"].items()},
-            },
+            "per_prompt": final,
             "candidate_metrics": self.outcome.candidate_metrics,
             "analyses": analyses,
             "timings": self.timings,
             "forward_passes": executor.forwards,
+            "store": {"reused": self.store.hits, "computed": self.store.misses},
             "warnings": list(self.dataset.warnings) + executor.warnings,
         }
+
+
+def _pair_references(candidates, pairs) -> List[List[Any]]:
+    """Each final pair as [candidate index, swapped?], so a stored dataset step rebuilds exactly."""
+    by_text = {}
+    for i, pair in enumerate(candidates):
+        by_text.setdefault((pair.clean.text, pair.corrupted.text), [i, False])
+        by_text.setdefault((pair.corrupted.text, pair.clean.text), [i, True])
+    return [by_text[(p.clean.text, p.corrupted.text)] for p in pairs]
+
+
+def _json_roundtrip(result):
+    """A result exactly as the store would give it back, so first runs and reruns agree."""
+    import json
+
+    from .analyses.base import Result
+
+    data = json.loads(json.dumps({"data": result.data, "tables": result.tables}))
+    return Result(data["data"], data["tables"], result.summary)
 
 
 def _check_token_ids(session: "Session") -> None:

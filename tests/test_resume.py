@@ -1,0 +1,85 @@
+"""Runs resume and reproduce: a run killed with SIGKILL mid-way and rerun ends with the same
+results.json as an uninterrupted run; two runs give identical numbers; --fresh recomputes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_runtime import PYTHIA, needs_pythia, tiny, write_spec
+
+ANALYSES = """
+analyses:
+  - {kind: head_attribution, id: head_attr}
+  - kind: logit_lens
+  - kind: layer_attribution
+  - {kind: predictions, top_k: 5}
+"""
+PIPELINE = """
+pipeline:
+  - keep: 'clean.logit_diff > -100'
+  - sample: {n: 6, seed: 1}
+  - symmetric: true
+"""
+VOLATILE = ("timings", "provenance", "store", "forward_passes")
+
+
+def mi_run(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "mi_dsl.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def results_of(runs: Path) -> dict:
+    [path] = sorted(runs.glob("t/*/results.json"))[-1:]
+    data = json.loads(path.read_text())
+    return {k: v for k, v in data.items() if k not in VOLATILE}
+
+
+@needs_pythia
+def test_killed_run_resumes_to_the_same_results(tmp_path):
+    spec = write_spec(tmp_path, tiny("gpt_neox"), analyses=ANALYSES, extra=PIPELINE)
+    reference = tmp_path / "reference"
+    done = mi_run("run", spec, "--out", reference, "--quiet")
+    assert done.wait(timeout=300) == 0, done.stderr.read()
+
+    resumed = tmp_path / "resumed"
+    store = resumed / "t" / ".store"
+    victim = mi_run("run", spec, "--out", resumed, "--quiet")
+    deadline = time.time() + 300
+    while not list(store.glob("analysis-*.json")) and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.05)
+    if victim.poll() is not None:
+        pytest.fail("the run finished before it could be killed: " + victim.stderr.read())
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    finished_steps = len(list(store.glob("*.json")))  # temporary files start with '.', not matched
+    assert finished_steps >= 2, "the kill lands after the dataset step and at least one analysis"
+    assert not list(resumed.glob("t/*/results.json")), "the killed run must not have finished"
+
+    rerun = mi_run("run", spec, "--out", resumed)
+    assert rerun.wait(timeout=300) == 0
+    log = rerun.stderr.read()
+    assert "dataset step: reusing the stored result" in log
+    assert results_of(resumed) == results_of(reference)
+    final = json.loads(sorted(resumed.glob("t/*/results.json"))[-1].read_text())
+    assert final["store"]["reused"] == finished_steps
+
+
+@needs_pythia
+def test_fresh_ignores_the_store_and_reproduces(tmp_path):
+    spec = write_spec(tmp_path, tiny("gpt_neox"), analyses=ANALYSES, extra=PIPELINE)
+    first = mi_run("run", spec, "--out", tmp_path / "a", "--quiet")
+    assert first.wait(timeout=300) == 0
+    again = mi_run("run", spec, "--out", tmp_path / "a", "--fresh")
+    assert again.wait(timeout=300) == 0
+    assert "reusing" not in again.stderr.read()
+    runs = sorted((tmp_path / "a" / "t").glob("*/results.json"))
+    one, two = (json.loads(p.read_text()) for p in runs)
+    assert {k: v for k, v in one.items() if k not in VOLATILE} == {k: v for k, v in two.items() if k not in VOLATILE}
+    assert two["store"] == {"reused": 0, "computed": 0}
