@@ -173,7 +173,7 @@ class Session:
             "analyses": analyses,
             "timings": self.timings,
             "forward_passes": executor.forwards,
-            "store": {"reused": self.store.hits, "computed": self.store.misses},
+            "store": {"reused": self.store.hits, "computed": self.store.computed},
             "warnings": list(self.dataset.warnings) + executor.warnings,
         }
 

@@ -27,8 +27,8 @@ class StepStore:
     def __init__(self, folder: Path, enabled: bool = True):
         self.folder = folder
         self.enabled = enabled
-        self.hits = 0
-        self.misses = 0
+        self.hits = 0      # steps reused
+        self.computed = 0  # steps computed and stored
 
     def _path(self, kind: str, key: str) -> Path:
         return self.folder / f"{kind}-{key}.json"
@@ -40,12 +40,12 @@ class StepStore:
         try:
             value = json.loads(path.read_text())
         except (OSError, ValueError):
-            self.misses += 1
             return None
         self.hits += 1
         return value
 
     def put(self, kind: str, key: str, value: Any) -> None:
+        self.computed += 1
         self.folder.mkdir(parents=True, exist_ok=True)
         handle, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-", suffix=".json")
         try:
