@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -34,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a scalar by dotted path, e.g. model.tokenizer=path/tokenizer.json")
         p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
                        help="allow vocabulary files and outputs under DIR (outside the spec's tree)")
-        p.add_argument("--debug", action="store_true", help="show Python tracebacks")
+        # SUPPRESS: without --debug here, `mi-run --debug validate ...` keeps the top-level flag.
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show Python tracebacks")
 
     run = sub.add_parser("run", help="run a spec and write its report")
     spec_options(run)
@@ -67,6 +69,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(err.format(), file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `mi-run plan SPEC | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("interrupted; finished steps are stored and a rerun resumes from them", file=sys.stderr)
         return 130
@@ -86,7 +91,7 @@ def _dispatch(args) -> int:
     if args.command == "validate":
         from .commands import validate_specs
 
-        return validate_specs(args.specs, args.overrides, args.allow_path)
+        return validate_specs(args.specs, args.overrides, args.allow_path, debug=args.debug)
     if args.command == "plan":
         from .commands import show_plan
 

@@ -18,14 +18,15 @@ def _echo(text: str = "") -> None:
 def compile_spec(spec_path: str, overrides, allow_paths, need_tokenizer: bool = True):
     """Load, validate and compile a spec: (spec, plan, dataset or None, skipped reason or None)."""
     from .compiler import compile_plan
-    from .dataset import build_dataset
+    from .dataset import build_dataset, check_without_tokenizer
     from .spec import load_spec
     from .tokenization import TokenizerUnavailable, load_tokenizer
 
     spec = load_spec(spec_path, overrides, [Path(p) for p in allow_paths])
+    check_without_tokenizer(spec)  # prompts before analyses: faults reported in file order
     plan = compile_plan(spec)
     try:
-        tokenizer = load_tokenizer(spec.model, spec.bos_token, spec.loc("model"))
+        tokenizer = load_tokenizer(spec.model, spec.bos_token, tokenizer_location(spec))
     except TokenizerUnavailable as why:
         if need_tokenizer:
             from .errors import RunError
@@ -34,6 +35,11 @@ def compile_spec(spec_path: str, overrides, allow_paths, need_tokenizer: bool = 
         return spec, plan, None, str(why)
     _check_bos(spec, tokenizer)
     return spec, plan, build_dataset(spec, tokenizer), None
+
+
+def tokenizer_location(spec):
+    """Where tokenizer faults point: `model.tokenizer` when the spec names one, else `model`."""
+    return spec.loc("model", "tokenizer") if "tokenizer" in spec.data["model"] else spec.loc("model")
 
 
 def _check_bos(spec, tokenizer) -> None:
@@ -45,13 +51,15 @@ def _check_bos(spec, tokenizer) -> None:
                                hint="set model.bos_token to the BOS token's text, e.g. <|endoftext|>")
 
 
-def validate_specs(paths: List[str], overrides, allow_paths) -> int:
+def validate_specs(paths: List[str], overrides, allow_paths, debug: bool = False) -> int:
     failed = 0
     for path in paths:
         started = time.perf_counter()
         try:
             spec, plan, dataset, skipped = compile_spec(path, overrides, allow_paths, need_tokenizer=False)
         except MiError as err:
+            if debug:
+                raise
             print(err.format(), file=sys.stderr)
             failed += 1
             continue
@@ -69,7 +77,7 @@ def validate_specs(paths: List[str], overrides, allow_paths) -> int:
 def plan_summary(spec, plan, dataset, examples: int = 3) -> Dict[str, Any]:
     from .tokenization import load_tokenizer
 
-    tokenizer = load_tokenizer(spec.model, spec.bos_token, spec.loc("model"))
+    tokenizer = load_tokenizer(spec.model, spec.bos_token, tokenizer_location(spec))
     return {
         "spec": spec.file,
         "name": spec.name,
@@ -106,9 +114,14 @@ def _slot_positions(dataset) -> Dict[str, Any]:
 
 
 def _answer_pairs(dataset, tokenizer) -> List[Dict[str, Any]]:
-    counts = Counter((p.answer, p.foil) for p in dataset.pairs)
+    """Each (answer, foil) pair with its prompt count and the clean slot values its prompts share."""
+    groups: Dict[Any, List[Dict[str, str]]] = {}
+    for pair in dataset.pairs:
+        groups.setdefault((pair.answer, pair.foil), []).append(dict(pair.values))
     return [{"answer": a, "answer_token": tokenizer.token_str(a), "foil": f, "foil_token": tokenizer.token_str(f),
-             "prompts": n} for (a, f), n in counts.items()]
+             "prompts": len(values),
+             "values": {slot: word for slot, word in values[0].items() if all(v[slot] == word for v in values)}}
+            for (a, f), values in groups.items()]
 
 
 def _example(pair, tokenizer) -> Dict[str, Any]:

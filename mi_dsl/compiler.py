@@ -6,11 +6,11 @@ which. `mi-run plan` prints it; the runtime executes it.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
 
 from .analyses.registry import REGISTRY, load_all
-from .errors import ExpressionError, SpecMeaningError
+from .errors import ExpressionError, Location, SpecMeaningError
 from .expr import Scope, compile_expression, expect_type
 from .plan import Plan, Step
 from .runtime_names import METRICS
@@ -60,18 +60,21 @@ def compile_analyses(spec: Spec) -> Tuple[Step, ...]:
         kind = REGISTRY[params["kind"]]
         analysis_id = params.get("id", params["kind"])
         if analysis_id in ids:
-            raise SpecMeaningError(f"two analyses are named '{analysis_id}'; give one an `id:`",
-                                   spec.loc("analyses", index))
+            key = "id" if "id" in params else "kind"
+            first = spec.loc("analyses", ids[analysis_id], key if key in spec.analyses[ids[analysis_id]] else "kind")
+            raise SpecMeaningError(f"two analyses are named '{analysis_id}' (the first on line {first.line}); "
+                                   "give one an `id:`", spec.loc("analyses", index, key))
         ids[analysis_id] = index
         compiled.append((index, kind, params))
     steps = []
-    refs_of: Dict[str, List[Tuple[str, Tuple]]] = {}
+    refs_of: Dict[str, List[Tuple[str, Location]]] = {}
     for index, kind, params in compiled:
         context = AnalysisContext(spec, index, dict(ids))
         impl = kind.implementation()
         step = impl.compile(params, context)
         refs_of[step.id] = context.references
-        steps.append(step)
+        referred = tuple(ref for ref, _ in context.references)
+        steps.append(replace(step, depends_on=tuple(dict.fromkeys(step.depends_on + referred))))
     _check_references(spec, [s.id for s in steps], refs_of, ids)
     return tuple(steps)
 
@@ -79,15 +82,18 @@ def compile_analyses(spec: Spec) -> Tuple[Step, ...]:
 def _check_references(spec: Spec, order: List[str], refs_of, ids) -> None:
     position = {name: i for i, name in enumerate(order)}
     for name in order:  # cycles first: their message says more than "comes later"
-        for ref, path in refs_of[name]:
+        for ref, where in refs_of[name]:
+            if ref == name:
+                raise SpecMeaningError(f"analysis '{name}' refers to itself", where,
+                                       hint="rank heads by an analysis that comes before it")
             if _reaches(refs_of, ref, name):
                 raise SpecMeaningError(f"analyses '{name}' and '{ref}' refer to each other (a cycle)",
-                                       spec.source.value(path), hint="one of them must not depend on the other")
+                                       where, hint="one of them must not depend on the other")
     for name in order:
-        for ref, path in refs_of[name]:
+        for ref, where in refs_of[name]:
             if position[ref] > position[name]:
                 raise SpecMeaningError(f"analysis '{name}' refers to '{ref}', which comes later",
-                                       spec.source.value(path), hint=f"move '{ref}' above '{name}'")
+                                       where, hint=f"move '{ref}' above '{name}'")
 
 
 def _reaches(refs_of, start: str, target: str) -> bool:
@@ -110,7 +116,7 @@ class AnalysisContext:
     spec: Spec
     index: int
     ids: Dict[str, int]
-    references: List[Tuple[str, Tuple]] = field(default_factory=list)
+    references: List[Tuple[str, Location]] = field(default_factory=list)  # (analysis id, where in the spec)
 
     def path(self, *keys) -> Tuple:
         return ("analyses", self.index, *keys)
@@ -131,11 +137,11 @@ class AnalysisContext:
 
             compiled = parse_heads(str(text), list(self.ids),
                                    where=lambda off, p=path: self.spec.source.inside(p, off))
-            for ref, _offset in compiled.references():
+            for ref, offset in compiled.references():
+                where = self.spec.source.inside(path, offset)
                 if ref not in self.ids:
-                    raise ExpressionError(unknown("analysis", ref, self.ids, "in head selector"),
-                                          self.spec.source.inside(path, _offset))
-                self.references.append((ref, path))
+                    raise ExpressionError(unknown("analysis", ref, self.ids, "in head selector"), where)
+                self.references.append((ref, where))
             out.append(compiled)
         return out
 

@@ -154,6 +154,18 @@ def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
     return dataset
 
 
+def check_without_tokenizer(spec: Spec) -> None:
+    """The dataset checks that need no tokenizer (slots, templates, filters, answer, foil,
+    corruption), for `mi-run validate` when no tokenizer is available offline."""
+    slots_to_vocab = slot_vocabularies(spec, spec.prompts["template"])
+    template = compile_template(spec, ("prompts", "template"), slots_to_vocab)
+    for vocab in spec.vocabularies.values():
+        _filter_predicate(vocab, spec, None)
+    unfiltered = {name: VocabReport(name, len(v.items), len(v.items), list(v.items), [], [])
+                  for name, v in spec.vocabularies.items()}
+    _PairBuilder(spec, None, template, slots_to_vocab, unfiltered)
+
+
 def _product_order(spec: Spec, used: List[str]) -> List[str]:
     declared = [s for s in spec.prompts.get("slots", {}) if s in used]
     return declared + [s for s in used if s not in declared]
@@ -166,8 +178,9 @@ def _check_size(spec: Spec, order: List[str], pools: List[List[str]]) -> None:
         total *= len(pool)
     if total > limit:
         sizes = " x ".join(f"{len(p)} {s}" for s, p in zip(order, pools))
+        where = spec.loc("prompts", "max_prompts" if "max_prompts" in spec.prompts else "template")
         raise SpecMeaningError(f"the template would make {total:,} prompts ({sizes}), more than "
-                               f"prompts.max_prompts = {limit:,}", spec.loc("prompts", "template"),
+                               f"prompts.max_prompts = {limit:,}", where,
                                hint="filter the vocabularies, or raise prompts.max_prompts if you mean it")
 
 
@@ -286,9 +299,8 @@ def _check_lengths(spec: Spec, dataset: Dataset) -> None:
     if len(lengths) <= 1:
         return
     common = lengths.most_common(1)[0][0]
-    odd = [p for p in dataset.pairs for q in (p.clean, p.corrupted) if len(q.ids) != common]
-    shown = "; ".join(f"'{q.text}' ({len(q.ids)} tokens)" for p in odd[:3]
-                      for q in (p.clean, p.corrupted) if len(q.ids) != common)
+    odd = {q.text: len(q.ids) for p in dataset.pairs for q in (p.clean, p.corrupted) if len(q.ids) != common}
+    shown = "; ".join(f"'{text}' ({n} tokens)" for text, n in list(odd.items())[:3])
     raise SpecMeaningError(
         f"prompts have different token lengths {sorted(lengths)} (most have {common}); for example {shown}",
         spec.loc("prompts", "equal_lengths") if "equal_lengths" in spec.prompts else spec.loc("prompts", "template"),

@@ -95,17 +95,17 @@ def _apply_overrides(doc: Document, overrides: Sequence[str]) -> set:
             raise SchemaError(f"--set expects KEY=VALUE, got '{text}'", where)
         key, raw = text.split("=", 1)
         parts = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
-        if not all(parts):
+        if any(p == "" for p in parts):
             raise SchemaError(f"--set: '{key}' is not a dotted path such as model.tokenizer", where)
         value = parse_yaml(raw, "--set").data if raw.strip() else ""
         if isinstance(value, (dict, list)):
             raise SchemaError(f"--set overrides scalars only; '{raw}' is a {type(value).__name__}", where)
-        _set_path(doc, parts, value, where)
+        _set_path(doc, parts, value, where, text)
         touched.add(parts)
     return touched
 
 
-def _set_path(doc: Document, parts: PathKey, value: Any, where: Location) -> None:
+def _set_path(doc: Document, parts: PathKey, value: Any, where: Location, text: str) -> None:
     node = doc.data
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
@@ -113,6 +113,8 @@ def _set_path(doc: Document, parts: PathKey, value: Any, where: Location) -> Non
                 raise SchemaError(f"--set: '{'.'.join(map(str, parts[:i + 1]))}' is not an item of the list", where)
             node = node[part]
         else:
+            if part not in node:  # a mapping --set creates: its faults point at the --set
+                doc.source.origins[parts[:i + 1]] = text
             node = node.setdefault(part, {})
         if not isinstance(node, (dict, list)):
             raise SchemaError(f"--set: '{'.'.join(map(str, parts[:i + 1]))}' is a scalar, not a mapping", where)
@@ -121,7 +123,7 @@ def _set_path(doc: Document, parts: PathKey, value: Any, where: Location) -> Non
         if not isinstance(last, int) or last >= len(node):
             raise SchemaError(f"--set: no item {last} in that list", where)
     node[last] = value
-    doc.source.values[parts] = (None, None, 0)  # reported as coming from --set
+    doc.source.origins[parts] = text  # faults in it point at the --set
 
 
 def _resolve(doc: Document, file: Path, overrides, cli_paths: set, allowed_roots) -> Spec:

@@ -76,7 +76,7 @@ def parse_template(text: str, slots: List[str], paired: List[str], where: Callab
             i += 1
             continue
         close = text.find("}", i + 1)
-        if close < 0:
+        if close < 0 or "{" in text[i + 1:close]:  # `{size. Are the {animal}`: the first never closes
             raise SpecMeaningError("unclosed '{' in template; write '{{' for a literal brace", where(i))
         source = text[i + 1:close]
         if not source.strip():

@@ -11,7 +11,7 @@ from typing import Any, List, Tuple
 
 import jsonschema
 
-from .errors import SchemaError
+from .errors import Location, SchemaError
 from .loader import Document
 from .suggest import did_you_mean, unknown
 
@@ -31,16 +31,27 @@ def _validator() -> jsonschema.Draft202012Validator:
 def validate_document(doc: Document) -> None:
     """Raise the most useful SchemaError for `doc`, or return when it fits the schema."""
     if not isinstance(doc.data, dict):
-        raise SchemaError("a spec must be a YAML mapping with keys such as version, model, prompts",
-                          doc.source.value(()))
+        where = doc.source.value(())
+        if where.line is None:  # an empty document has no node to point at
+            where = Location(doc.source.file, 1, 1)
+        found = "the file is empty" if doc.data is None else f"found {_type_name(doc.data)}"
+        raise SchemaError(f"a spec must be a YAML mapping with keys such as version, model, prompts; {found}",
+                          where)
     errors = list(_validator().iter_errors(doc.data))
     if errors:
         raise _explain(_most_specific(errors), doc)
 
 
 def _most_specific(errors: List[jsonschema.ValidationError]) -> jsonschema.ValidationError:
-    # Earliest in the file first, then the deepest: users fix specs top to bottom.
-    return min(errors, key=lambda e: (len(e.absolute_path) == 0, -len(e.absolute_path)))
+    # The deepest fault first; where two share a place, a misspelt key before the "missing"
+    # key it meant (`prepend_boss` explains why `prepend_bos` is missing). Ties keep the
+    # schema's order, which follows a spec's order from top to bottom.
+    return min(errors, key=lambda e: (len(e.absolute_path) == 0, -len(e.absolute_path),
+                                      e.validator != "additionalProperties"))
+
+
+_JSON_TYPES = {dict: ("object",), list: ("array",), str: ("string",), bool: ("boolean",),
+               int: ("integer", "number"), float: ("number",), type(None): ("null",)}
 
 
 def _type_name(value: Any) -> str:
@@ -64,7 +75,7 @@ def _explain(error: jsonschema.ValidationError, doc: Document) -> SchemaError:
         allowed = list(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed), key=lambda k: smap.key(path + (k,)).line or 0)
         key = extra[0]
-        return SchemaError(unknown("key", key, allowed, f"in {_describe(path)}"), smap.key(path + (key,)))
+        return SchemaError(unknown("key", str(key), allowed, f"in {_describe(path)}"), smap.key(path + (key,)))
     if validator == "required":
         missing = error.message.split("'")[1]
         desc = error.schema.get("properties", {}).get(missing, {}).get("description", "")
@@ -84,7 +95,14 @@ def _explain(error: jsonschema.ValidationError, doc: Document) -> SchemaError:
             return SchemaError(f"unsupported spec language version {error.instance!r}; this mi-dsl reads "
                                f"version {error.validator_value}", smap.value(path))
         return SchemaError(f"{_describe(path)} must be {error.validator_value!r}", smap.value(path))
+    if validator == "pattern" and "propertyNames" in error.schema_path:  # a vocabulary's or a slot's name
+        return SchemaError(f"{error.instance!r} in {_describe(path)} is not a valid name (letters, digits and _, "
+                           "not starting with a digit)", smap.key(path + (error.instance,)))
     if validator == "pattern":
+        if "A-Za-z" not in error.validator_value:  # a choice written as a pattern, e.g. model.device
+            return SchemaError(f"{_describe(path)} value {error.instance!r} is not allowed (pattern "
+                               f"{error.validator_value})", smap.value(path),
+                               hint=error.schema.get("description", ""))
         return SchemaError(f"{_describe(path)} value {error.instance!r} is not a valid name "
                            f"(letters, digits and _; pattern {error.validator_value})", smap.value(path))
     if validator in ("minimum", "exclusiveMinimum", "maximum", "minItems", "maxItems"):
@@ -98,6 +116,12 @@ def _explain_alternatives(error: jsonschema.ValidationError, doc: Document) -> S
     instance = error.instance
     branches = error.schema.get(error.validator, [])
     if isinstance(instance, dict):
+        given = [k for b in branches for k in b.get("required", [])[:1] if k in instance]
+        if len(given) > 1:  # e.g. corrupt: {swap: x, resample: y}
+            keys = [k for b in branches for k in b.get("required", [])[:1]]
+            return SchemaError(f"{_describe(path)} takes exactly one of the keys " + ", ".join(f"'{k}'" for k in keys)
+                               + f"; found both '{given[0]}' and '{given[1]}'",
+                               doc.source.key(path + (given[1],)), hint=f"keep '{given[0]}' or '{given[1]}', not both")
         # The branch whose required keys the user wrote is the one they meant.
         for index, branch in enumerate(branches):
             required = branch.get("required", [])
@@ -114,6 +138,11 @@ def _explain_alternatives(error: jsonschema.ValidationError, doc: Document) -> S
                                + (f"; found '{first}'" if first is not None else ""),
                                doc.source.key(path + (first,)) if first is not None else doc.source.value(path),
                                hint=hint)
+    # The branch of the value's own type is the one meant: explain what is wrong inside it.
+    typed = [i for i, b in enumerate(branches) if b.get("type") in _JSON_TYPES.get(type(instance), ())]
+    sub = [e for e in error.context if len(typed) == 1 and e.schema_path and e.schema_path[0] == typed[0]]
+    if sub:
+        return _explain(_most_specific(sub), doc)
     kinds = sorted({b.get("type", "") for b in branches if b.get("type")} |
                    {repr(b["const"]) for b in branches if "const" in b})
     return SchemaError(f"{_describe(path)} must be " + " or ".join(_TYPE_NAMES.get(k, k) for k in kinds)

@@ -1,0 +1,82 @@
+"""Fixtures shared by the spec front-end tests: tokenizers, the CLI as a subprocess.
+
+Two tokenizers serve the tests:
+- `tiny_tokenizer`: a word-level tokenizer.json written by the `tokenizers` library into a
+  temporary folder (every word of the test specs is one token, unknown words are
+  [UNK], "<bos>" is the BOS). Always there, so no test needs a downloaded file.
+- `pythia_tokenizer`: the real GPT-NeoX tokenizer of Pythia, which the project does not
+  ship; tests that need it skip with the reason when it is absent.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SPECS = REPO / "specs"
+# The shared checkout's copy; MI_DSL_PYTHIA_TOKENIZER points elsewhere when it lives elsewhere.
+PYTHIA_TOKENIZER = Path(os.environ.get("MI_DSL_PYTHIA_TOKENIZER",
+                                       REPO.parent / "shared" / "tokenizers" / "pythia" / "20B_tokenizer.json"))
+
+# Every word the tiny-tokenizer specs use; anything else becomes [UNK].
+TINY_WORDS = ["<bos>", "[UNK]", "The", "the", "All", "are", "Are", "is", ".", ",", "?", "Therefore",
+              "cats", "dogs", "owls", "mice", "Cats", "Dogs", "Owls", "Mice",
+              "big", "small", "tall", "short", "fast", "slow", "very", "red", "blue", "green"]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory) -> Path:
+    """A word-level tokenizer.json (whitespace and punctuation split, "<bos>" BOS)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(TINY_WORDS)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.add_special_tokens(["<bos>"])
+    path = tmp_path_factory.mktemp("tiny_tokenizer") / "tokenizer.json"
+    backend.save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def pythia_tokenizer() -> Path:
+    if not PYTHIA_TOKENIZER.is_file():
+        pytest.skip(f"the Pythia tokenizer {PYTHIA_TOKENIZER} is not on this machine (mi-dsl does not "
+                    "ship it; set MI_DSL_PYTHIA_TOKENIZER to a copy of 20B_tokenizer.json)")
+    return PYTHIA_TOKENIZER
+
+
+def mi_run_command() -> List[str]:
+    """The installed `mi-run` console script next to this Python, else `python -m mi_dsl.cli`."""
+    script = Path(sys.executable).parent / "mi-run"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "mi_dsl.cli"]
+
+
+@pytest.fixture
+def run_mi():
+    """Run `mi-run ARGS...` as a real subprocess: returns (exit code, stdout, stderr)."""
+
+    def run(*args, cwd=REPO, timeout=120) -> Tuple[int, str, str]:
+        done = subprocess.run(mi_run_command() + [str(a) for a in args], cwd=cwd, capture_output=True,
+                              text=True, timeout=timeout)
+        return done.returncode, done.stdout, done.stderr
+
+    return run
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `mi-run ARGS...` in this process through mi_dsl.cli.main: (exit code, stdout, stderr)."""
+    from mi_dsl.cli import main
+
+    def run(*args) -> Tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+

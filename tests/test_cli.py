@@ -1,0 +1,208 @@
+"""mi-run's commands as a user runs them: validate, plan (--json), --set, --debug, schema, list."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SPECS
+
+SHIPPED = sorted(SPECS.glob("*.yaml"))
+
+# A small spec for the tiny tokenizer: 3 animals x 4 sizes = 12 prompts of 9 tokens (BOS included).
+SMALL = """\
+version: 1
+name: small
+model: {source: pretrained, name: mi-dsl-tests/no-such-model, prepend_bos: true}
+vocabularies:
+  animal:
+    items: [cats, dogs, owls]
+  size:
+    pairs: [[big, small], [tall, short]]
+prompts:
+  template: "The {animal} are {size}. Are the {animal}"
+  answer: 'first_token(" " + size)'
+  foil: 'first_token(" " + opposite(size))'
+  corrupt: {swap: size}
+pipeline:
+  - sample: {n: 5, seed: 1}
+"""
+
+
+@pytest.fixture
+def small(tmp_path, tiny_tokenizer):
+    """(spec path, the --set naming the tiny tokenizer)."""
+    spec = tmp_path / "small.yaml"
+    spec.write_text(SMALL)
+    return spec, f"model.tokenizer={tiny_tokenizer}"
+
+
+def plan_json(cli, *args):
+    code, out, err = cli("plan", *args, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+# --------------------------------------------------------------------------- shipped specs
+
+@pytest.mark.parametrize("spec", SHIPPED, ids=[s.name for s in SHIPPED])
+def test_every_shipped_spec_validates(spec, cli):
+    code, out, err = cli("validate", spec)
+    assert code == 0, err
+    assert f"{spec}: valid" in out
+    assert "Traceback" not in err
+
+
+def test_the_pythia_plan_matches_the_seed_notebook(run_mi, pythia_tokenizer):
+    """The seed's data setup on the real Pythia tokenizer, through the installed executable."""
+    relative = os.path.relpath(pythia_tokenizer, REPO)  # a --set path is relative to the working directory
+    code, out, err = run_mi("plan", "specs/syllogism_pythia160m.yaml", "--json",
+                            "--set", f"model.tokenizer={relative}", cwd=REPO)
+    assert code == 0, err
+    plan = json.loads(out)
+    sizes = {name: (v["before"], v["after"]) for name, v in plan["vocab"].items()}
+    assert sizes == {"categories": (9, 9), "descriptors": (10, 10), "nouns": (30, 16)}
+    assert plan["dataset"]["candidates"] == 1440 == 9 * 10 * 16
+    assert plan["dataset"]["token_lengths"] == [17]
+    by_word = {row["values"]["descriptor"]: (row["answer"], row["foil"]) for row in plan["dataset"]["answer_pairs"]}
+    assert by_word["herbivorous"] == (23008, 27771)
+    assert by_word["carnivorous"] == (27771, 23008)
+    assert by_word["bipedal"] == (15086, 42227)
+    assert by_word["quadrupedal"] == (42227, 15086)
+    assert all(row["prompts"] == 144 for row in plan["dataset"]["answer_pairs"])
+    assert plan["dataset"]["slot_positions"]["descriptor"] == [[4, 7]]
+    assert plan["dataset"]["slot_positions"]["noun"][1] == [15, 16]
+    assert any("'Pigs'" in w for w in plan["warnings"])
+    assert [row["prompts_after"] for row in plan["pipeline"]][1:] == ["<= 64 (the model decides)",
+                                                                      "<= 128 (the model decides)"]
+
+
+def test_plan_as_text(cli, small):
+    spec, tokenizer = small
+    code, out, err = cli("plan", spec, "--set", tokenizer)
+    assert code == 0, err
+    assert "12 candidate prompts; token lengths [9]" in out
+    assert "clean:     The cats are big. Are the cats" in out
+    assert "corrupted: The cats are small. Are the cats" in out
+
+
+def test_plan_json_names_slot_values_of_each_answer_pair(cli, small):
+    spec, tokenizer = small
+    plan = plan_json(cli, spec, "--set", tokenizer)
+    rows = {r["values"]["size"]: r for r in plan["dataset"]["answer_pairs"]}
+    assert set(rows) == {"big", "small", "tall", "short"}
+    assert (rows["big"]["answer_token"], rows["big"]["foil_token"], rows["big"]["prompts"]) == ("big", "small", 3)
+    assert "animal" not in rows["big"]["values"]  # the animals vary within the group
+    assert plan["pipeline"][0]["prompts_after"] == 5
+
+
+def test_validate_without_a_tokenizer_says_what_it_skipped(cli, small):
+    spec, _ = small
+    code, out, _ = cli("validate", spec)
+    assert code == 0
+    assert "tokenizer checks skipped" in out
+
+
+def test_plan_without_a_tokenizer_is_a_clean_error(cli, small):
+    spec, _ = small
+    code, out, err = cli("plan", spec)
+    assert code == 2 and not out
+    assert "not in the local Hugging Face cache" in err and "--set model.tokenizer=PATH" in err
+
+
+# --------------------------------------------------------------------------- --set
+
+def test_set_overrides_a_scalar_by_dotted_path(cli, small):
+    spec, tokenizer = small
+    plan = plan_json(cli, spec, "--set", tokenizer, "--set", "name=renamed", "--set", "model.prepend_bos=false")
+    assert plan["name"] == "renamed"
+    assert plan["model"]["prepend_bos"] is False
+    assert plan["dataset"]["token_lengths"] == [8]  # no BOS
+
+
+def test_set_overrides_list_items_by_index(cli, small):
+    spec, tokenizer = small
+    plan = plan_json(cli, spec, "--set", tokenizer, "--set", "vocabularies.animal.items.0=mice",
+                     "--set", "vocabularies.size.pairs.1.1=slow", "--set", "pipeline.0.sample.n=3")
+    assert plan["vocab"]["animal"]["kept"] == ["mice", "dogs", "owls"]
+    assert plan["vocab"]["size"]["kept"] == ["big", "small", "tall", "slow"]
+    assert plan["pipeline"][0]["prompts_after"] == 3
+
+
+def test_set_value_is_read_as_yaml_scalar(cli, small):
+    spec, tokenizer = small
+    code, _, err = cli("plan", spec, "--set", tokenizer, "--set", "prompts.max_prompts=10")
+    assert code == 2 and "would make 12 prompts" in err  # 10 is an int, compared as one
+
+
+@pytest.mark.parametrize("override, words", [
+    ("seed", "--set expects KEY=VALUE, got 'seed'"),
+    ("a..b=1", "'a..b' is not a dotted path"),
+    ("model.source.x=1", "'model.source' is a scalar, not a mapping"),
+    ("vocabularies.animal.items.7=x", "no item 7 in that list"),
+    ("vocabularies.size.pairs.9.0=x", "'vocabularies.size.pairs.9' is not an item of the list"),
+    ("seed=[1, 2]", "--set overrides scalars only; '[1, 2]' is a list"),
+    ("seed={a: 1}", "--set overrides scalars only"),
+])
+def test_set_refuses_a_bad_path_or_a_non_scalar(override, words, cli, small):
+    spec, _ = small
+    code, out, err = cli("validate", spec, "--set", override)
+    assert code == 2 and not out.strip()
+    assert err.startswith("--set: ") and words in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("override, words", [
+    ("modle.x=1", "unknown key 'modle' in the spec; did you mean 'model'?"),
+    ("model.dtype=float64", "unknown value 'float64' for 'dtype'"),
+    ("prompts.answer=first_token(size", "closing ')' is missing"),
+])
+def test_faults_in_set_values_point_at_the_set(override, words, cli, small):
+    spec, _ = small
+    code, _, err = cli("validate", spec, "--set", override)
+    assert code == 2
+    assert err.startswith(f"--set {override}: ") and words in err, err
+
+
+def test_a_set_path_is_relative_to_the_working_directory(run_mi, small, tiny_tokenizer):
+    spec, _ = small
+    code, out, err = run_mi("plan", spec, "--json", "--set", "model.tokenizer=tokenizer.json",
+                            cwd=tiny_tokenizer.parent)
+    assert code == 0, err
+    assert json.loads(out)["tokenizer"] == str(tiny_tokenizer)
+
+
+# --------------------------------------------------------------------------- --debug, help, schema, list
+
+def test_no_traceback_without_debug_and_one_with_it(run_mi, small):
+    spec, _ = small
+    for args in (["plan", spec, "--set", "seed=x"], ["--debug", "plan", spec, "--set", "seed=x"],
+                 ["plan", spec, "--set", "seed=x", "--debug"]):
+        code, _, err = run_mi(*args)
+        assert code != 0
+        assert ("Traceback" in err) == ("--debug" in args), err
+        assert "'seed' must be an integer, not a string" in err
+
+
+def test_no_command_prints_help_and_fails(cli):
+    code, out, _ = cli()
+    assert code == 2 and "mi-run validate SPEC" in out
+
+
+def test_schema_prints_the_json_schema(cli):
+    code, out, _ = cli("schema")
+    assert code == 0
+    schema = json.loads(out)
+    assert schema["properties"]["version"]["const"] == 1
+
+
+def test_list_names_the_analyses_and_metrics(cli):
+    from mi_dsl.analyses.registry import load_all
+
+    code, out, _ = cli("list")
+    assert code == 0
+    for kind in load_all():
+        assert kind in out
+    assert "logit_diff" in out and "first_token" in out
