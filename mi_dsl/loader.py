@@ -44,6 +44,14 @@ class SourceMap:
     values: Dict[PathKey, Tuple[int, int, int]] = field(default_factory=dict)  # line, col, quote width
     keys: Dict[PathKey, Tuple[int, int]] = field(default_factory=dict)
     origins: Dict[PathKey, str] = field(default_factory=dict)  # path -> the `--set KEY=VALUE` that set it
+    files: Dict[PathKey, str] = field(default_factory=dict)    # path -> another file it came from (extends)
+
+    def file_of(self, path: PathKey) -> str:
+        """The file the value at `path` was written in (a base spec's, for inherited values)."""
+        probe = tuple(path)
+        while probe and probe not in self.files and probe not in self.values:
+            probe = probe[:-1]
+        return self.files.get(probe, self.file)
 
     def value(self, path: PathKey) -> Location:
         """Location of the value at `path`, or of its nearest located parent."""
@@ -53,13 +61,13 @@ class SourceMap:
         if probe in self.origins:
             return Location(f"--set {self.origins[probe]}", None, None, dotted(path))
         line, col, _ = self.values.get(probe, (None, None, 0))
-        return Location(self.file, line, col, dotted(path))
+        return Location(self.files.get(probe, self.file), line, col, dotted(path))
 
     def key(self, path: PathKey) -> Location:
         """Location of the mapping key that ends `path` (falls back to the value)."""
         if tuple(path) in self.keys:
             line, col = self.keys[tuple(path)]
-            return Location(self.file, line, col, dotted(path))
+            return Location(self.files.get(tuple(path), self.file), line, col, dotted(path))
         return self.value(path)
 
     def inside(self, path: PathKey, offset: int) -> Location:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .errors import FileAccessError, Location, SchemaError
-from .loader import Document, PathKey, load_file, parse_yaml
+from .compose import load_composed
+from .loader import Document, PathKey, parse_yaml
 from .plan import ModelSpec, Processing
 from .validate import validate_document
 
@@ -78,7 +79,7 @@ class Spec:
 
 def load_spec(path, overrides: Sequence[str] = (), allowed_roots: Sequence[Path] = ()) -> Spec:
     file = Path(path)
-    doc = load_file(file)
+    doc = load_composed(file)
     cli_paths = _apply_overrides(doc, overrides)
     validate_document(doc)
     return _resolve(doc, file, tuple(overrides), cli_paths, tuple(Path(r).resolve() for r in allowed_roots))
@@ -129,14 +130,20 @@ def _set_path(doc: Document, parts: PathKey, value: Any, where: Location, text: 
 def _resolve(doc: Document, file: Path, overrides, cli_paths: set, allowed_roots) -> Spec:
     data = doc.data
     base = file.resolve().parent
-    roots = (base, *allowed_roots)
+    # Each spec of an `extends` chain may read and write inside its own tree.
+    spec_dirs = {Path(f).resolve().parent for f in doc.source.files.values()} - {base}
+    roots = (base, *sorted(spec_dirs), *allowed_roots)
+
+    def dir_of(key: PathKey) -> Path:
+        """Paths are relative to the spec file that wrote them (a base spec's, if inherited)."""
+        return Path(doc.source.file_of(key)).resolve().parent
 
     def spec_path(key: PathKey, value: Optional[str]) -> Optional[str]:
         if value is None:
             return None
         if key in cli_paths:
             return str(Path(value).expanduser().resolve()) if _looks_like_path(value) else value
-        return str((base / value).resolve()) if _looks_like_path(value, base) else value
+        return str((dir_of(key) / value).resolve()) if _looks_like_path(value, dir_of(key)) else value
 
     m = data["model"]
     processing = m.get("processing", True)
@@ -156,10 +163,11 @@ def _resolve(doc: Document, file: Path, overrides, cli_paths: set, allowed_roots
     _check_model_fields(doc, model)
     out_key = ("output", "dir")
     out_raw = data.get("output", {}).get("dir", "runs")
-    output_dir = Path(spec_path(out_key, out_raw) if out_key in cli_paths else (base / out_raw).resolve())
+    output_dir = Path(spec_path(out_key, out_raw) if out_key in cli_paths else (dir_of(out_key) / out_raw).resolve())
     if out_key not in cli_paths:
         _confine(output_dir, roots, doc.source.value(out_key), "output directory")
-    vocabularies = {name: _vocab(doc, name, base, roots) for name in data.get("vocabularies", {})}
+    vocabularies = {name: _vocab(doc, name, dir_of(("vocabularies", name, "file")), roots)
+                    for name in data.get("vocabularies", {})}
     return Spec(file=str(file), name=data.get("name", file.stem), data=data, doc=doc, model=model,
                 bos_token=m.get("bos_token"), vocabularies=vocabularies, seed=data.get("seed", 0),
                 metric=data.get("metric", "logit_diff"), output_dir=output_dir, overrides=overrides,
