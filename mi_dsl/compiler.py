@@ -19,6 +19,9 @@ from .suggest import unknown
 
 
 def compile_plan(spec: Spec) -> Plan:
+    if spec.pipeline and "prompts" not in spec.data:
+        raise SpecMeaningError("a pipeline filters prompts, but this spec has no `prompts:`",
+                               spec.loc("pipeline"))
     metrics_needed = {spec.metric}
     pipeline = tuple(_pipeline_step(spec, i, step, metrics_needed) for i, step in enumerate(spec.pipeline))
     analyses = compile_analyses(spec)
@@ -58,6 +61,9 @@ def compile_analyses(spec: Spec) -> Tuple[Step, ...]:
     compiled: List[Tuple[int, Any, Dict[str, Any]]] = []
     for index, params in enumerate(spec.analyses):
         kind = REGISTRY[params["kind"]]
+        if kind.needs_dataset and "prompts" not in spec.data:
+            raise SpecMeaningError(f"analysis '{params['kind']}' needs a prompt set; add `prompts:` "
+                                   "(template, answer, foil)", spec.loc("analyses", index, "kind"))
         analysis_id = params.get("id", params["kind"])
         if analysis_id in ids:
             key = "id" if "id" in params else "kind"

@@ -136,6 +136,8 @@ def compile_template(spec: Spec, key: Tuple[str, ...], slots: Dict[str, str]) ->
 # ----------------------------------------------------------------------------- the whole dataset
 
 def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
+    if "prompts" not in spec.data:  # a spec of dataset-free analyses (head detection)
+        return Dataset([], {}, [])
     slots_to_vocab = slot_vocabularies(spec, spec.prompts["template"])
     template = compile_template(spec, ("prompts", "template"), slots_to_vocab)
     used = template.slots
@@ -147,7 +149,11 @@ def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
     pools = [reports[slots_to_vocab[s]].kept for s in order]
     _check_size(spec, order, pools)
     builder = _PairBuilder(spec, tokenizer, template, slots_to_vocab, reports)
-    pairs = [builder.pair(dict(zip(order, combo))) for combo in itertools.product(*pools)]
+    allowed = _combination_filter(spec, list(slots_to_vocab))
+    combos = (dict(zip(order, combo)) for combo in itertools.product(*pools))
+    pairs = [builder.pair(values) for values in combos if allowed(values)]
+    if not pairs:
+        raise SpecMeaningError("no slot combination satisfies prompts.where", spec.loc("prompts", "where"))
     dataset = Dataset(pairs, reports, order, warnings)
     _check_answers(spec, tokenizer, dataset)
     _check_lengths(spec, dataset)
@@ -157,6 +163,8 @@ def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
 def check_without_tokenizer(spec: Spec) -> None:
     """The dataset checks that need no tokenizer (slots, templates, filters, answer, foil,
     corruption), for `mi-run validate` when no tokenizer is available offline."""
+    if "prompts" not in spec.data:
+        return
     slots_to_vocab = slot_vocabularies(spec, spec.prompts["template"])
     template = compile_template(spec, ("prompts", "template"), slots_to_vocab)
     for vocab in spec.vocabularies.values():
@@ -164,6 +172,24 @@ def check_without_tokenizer(spec: Spec) -> None:
     unfiltered = {name: VocabReport(name, len(v.items), len(v.items), list(v.items), [], [])
                   for name, v in spec.vocabularies.items()}
     _PairBuilder(spec, None, template, slots_to_vocab, unfiltered)
+    _combination_filter(spec, list(slots_to_vocab))
+
+
+def _combination_filter(spec: Spec, slots: List[str]):
+    """prompts.where: a condition over the slot values of one prompt (e.g. io != s)."""
+    text = spec.prompts.get("where")
+    if text is None:
+        return lambda values: True
+    path = ("prompts", "where")
+    compiled = compile_expression(text, Scope.template(slots), where=lambda off: spec.source.inside(path, off))
+    expect_type(compiled, "bool", lambda off: spec.source.inside(path, off))
+    env = Env()
+
+    def allowed(values: Dict[str, str]) -> bool:
+        env.values = values
+        return bool(compiled.evaluate(env))
+
+    return allowed
 
 
 def _product_order(spec: Spec, used: List[str]) -> List[str]:

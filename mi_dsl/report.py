@@ -125,10 +125,11 @@ def _index(session, results, tables, figures) -> str:
         f"<table><tr><th>vocabulary</th><th>before filter</th><th>after</th></tr>{vocab}</table>",
         f"<h3>Pipeline</h3><table><tr><th>step</th><th>prompts before</th><th>after</th></tr>{rows}</table>",
         _links(tables.get("dataset", [])),
-        "<h2>Baselines</h2>",
-        f"<p>Mean {e(r['metric'])}: clean <b>{r['baselines']['clean']:.4f}</b>, corrupted "
-        f"<b>{r['baselines']['corrupted']:.4f}</b>.</p>",
     ]
+    if r["baselines"]:
+        parts += ["<h2>Baselines</h2>",
+                  f"<p>Mean {e(r['metric'])}: clean <b>{r['baselines']['clean']:.4f}</b>, corrupted "
+                  f"<b>{r['baselines']['corrupted']:.4f}</b>.</p>"]
     for analysis_id, a in r["analyses"].items():
         parts.append(f"<h2>{e(analysis_id)} <span class='muted'>({e(a['kind'])})</span></h2>")
         if a.get("summary"):

@@ -95,9 +95,11 @@ class Session:
             final = self._dataset_step(store, key, executor, unembed)
             self.timings["pipeline"] = time.perf_counter() - t
             pairs = self.outcome.pairs
-            baselines = {r: float(sum(final[r][self.plan.metric]) / len(pairs)) for r in ("clean", "corrupted")}
-            self.say(f"dataset: {len(pairs)} prompt pairs after the pipeline; baselines ({self.plan.metric}): "
-                     f"clean {baselines['clean']:.4f}, corrupted {baselines['corrupted']:.4f}")
+            baselines = {r: float(sum(final[r][self.plan.metric]) / len(pairs))
+                         for r in ("clean", "corrupted")} if pairs else {}
+            if pairs:
+                self.say(f"dataset: {len(pairs)} prompt pairs after the pipeline; baselines ({self.plan.metric}): "
+                         f"clean {baselines['clean']:.4f}, corrupted {baselines['corrupted']:.4f}")
             self.context = RunContext(executor, unembed, self.spec, self.plan, self.tokenizer, pairs,
                                       baselines=baselines)
             analyses = self._run_analyses(store, key)
@@ -117,6 +119,8 @@ class Session:
             self.outcome = PipelineOutcome(pairs, stored["stages"], stored["candidate_metrics"])
             return stored["final"]
         self.outcome = run_pipeline(self.plan, self.spec, self.dataset, executor, unembed)
+        if not self.outcome.pairs:
+            return {"clean": {}, "corrupted": {}}
         metrics = pair_metrics(executor, unembed, self.outcome.pairs, self.plan.metrics_needed, "baselines")
         final = {r: {k: v.tolist() for k, v in m.items()} for r, m in metrics.items()}
         store.put("dataset", key, {"pairs": _pair_references(self.dataset.pairs, self.outcome.pairs),
@@ -201,6 +205,8 @@ def _check_token_ids(session: "Session") -> None:
     """The compiler's tokenizer and the model's must agree, or every position is off."""
     from .errors import RunError
 
+    if not session.dataset.pairs:
+        return
     pair = session.dataset.pairs[0]
     bridge = session.loaded.bridge
     ids = bridge.to_tokens(pair.clean.text, prepend_bos=session.plan.model.prepend_bos)[0].tolist()

@@ -104,6 +104,8 @@ PROMPTS = _obj("The prompt set: a template filled by the product over vocabulari
                                                "of the slot's own name).",
               "additionalProperties": _str("A vocabulary name."),
               "propertyNames": {"pattern": NAME_PATTERN}},
+    "where": _str("Keep only slot combinations for which this is true, e.g. io != s (two slots "
+                  "filled from one vocabulary). " + EXPR),
     "answer": _str("The answer token: " + EXPR + " e.g. first_token(\" \" + descriptor)."),
     "foil": _str("The wrong-answer token the metric compares against, e.g. "
                  "first_token(\" \" + opposite(descriptor))."),
@@ -176,7 +178,7 @@ def build_schema() -> Dict[str, Any]:
         "description": "A mechanistic-interpretability experiment: model, prompts, metric, pipeline, analyses.",
         "type": "object",
         "additionalProperties": False,
-        "required": ["version", "model", "prompts"],
+        "required": ["version", "model"],
         "properties": {
             "version": {"const": LANGUAGE_VERSION, "description": "Spec language version (1)."},
             "name": _str("Experiment name (default: the file name); names the run directory.",
