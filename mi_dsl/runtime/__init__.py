@@ -1,0 +1,1 @@
+"""Running a compiled plan: loading models (`models`), the on-disk cache (`cache`), ..."""
