@@ -102,6 +102,7 @@ class Session:
                          f"clean {baselines['clean']:.4f}, corrupted {baselines['corrupted']:.4f}")
             self.context = RunContext(executor, unembed, self.spec, self.plan, self.tokenizer, pairs,
                                       baselines=baselines)
+            self.final = final
             analyses = self._run_analyses(store, key)
         self.timings["total"] = time.perf_counter() - started
         self.store = store
@@ -133,8 +134,12 @@ class Session:
         from .analyses.registry import REGISTRY
 
         out = {}
+        all_pairs, all_baselines = self.context.pairs, self.context.baselines
         for index, (step, params) in enumerate(zip(self.plan.analyses, self.spec.analyses)):
             self.context.analysis_index = index
+            self.context.pairs, self.context.baselines = all_pairs, all_baselines
+            if params.get("max_pairs") and params["max_pairs"] < len(all_pairs):
+                self._restrict(params["max_pairs"])
             impl = REGISTRY[step.kind].implementation()
             key = digest("analysis", key, step.kind, params)  # chained: earlier results feed later ones
             t = time.perf_counter()
@@ -150,10 +155,18 @@ class Session:
             self.context.results[step.id] = result
             self.figures[step.id] = impl.figures(result, self.context)
             self.timings[f"analysis:{step.id}"] = time.perf_counter() - t
-            out[step.id] = {"kind": step.kind, "summary": result.summary, **result.data}
+            out[step.id] = {"kind": step.kind, "summary": result.summary, "pairs_used": len(self.context.pairs),
+                            **result.data}
             if result.summary:
                 self.say(f"  {result.summary}")
+        self.context.pairs, self.context.baselines = all_pairs, all_baselines
         return out
+
+    def _restrict(self, n: int) -> None:
+        """The first n pairs, with their own baselines (patching normalises against them)."""
+        metric = self.plan.metric
+        self.context.pairs = self.context.pairs[:n]
+        self.context.baselines = {r: float(sum(self.final[r][metric][:n]) / n) for r in ("clean", "corrupted")}
 
     def _results(self, final, baselines, analyses, executor) -> Dict[str, Any]:
         from .provenance import provenance

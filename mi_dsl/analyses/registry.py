@@ -22,6 +22,10 @@ COMMON_PARAMS: Dict[str, Any] = {
         "description": "Name of this analysis's result, for references such as top(ID, 12); defaults to the kind.",
     },
     "title": {"type": "string", "description": "Title shown on the report and figures."},
+    "max_pairs": {"type": "integer", "minimum": 1,
+                  "description": "Run this analysis on the first N prompt pairs of the final dataset only "
+                                 "(bounds the cost of exact patching on a CPU); its baselines are those N "
+                                 "pairs' means."},
 }
 
 
