@@ -102,7 +102,8 @@ class RunContext:
             where = lambda off: self.spec.source.inside(("analyses", self.analysis_index, key), off)  # noqa: E731
         else:
             where = lambda off: self.where()  # noqa: E731  (a default: point at the analysis)
-        compiled = parse_positions(str(text), slot_vocabularies(self.spec, self.spec.prompts["template"]), where)
+        slots = list(slot_vocabularies(self.spec, self.spec.prompts["template"]))  # names; a mapping means counts
+        compiled = parse_positions(str(text), slots, where)
         return [sorted(set(compiled.evaluate(Env(n_tokens=len(p.ids), slot_spans=p.spans)))) for p in prompts]
 
     # ------------------------------------------------------------------ attribution arithmetic

@@ -1,0 +1,80 @@
+"""Attention patterns of chosen heads (seed: "Attention Analysis", visualize_attention_patterns).
+
+The heads' query x key patterns on chosen dataset prompts, or on a literal text
+(optionally repeated, as the seed's induction-head example): the numbers in the
+results, a static heatmap per head and prompt, and one interactive circuitsvis view
+that opens offline.
+"""
+from __future__ import annotations
+
+from ..errors import RunError, SpecMeaningError
+from .attention_view import capture_patterns, head_names, heads_param, literal_ids, pattern_figures
+from .base import Result, step
+from .registry import analysis
+
+
+@analysis("attention", "Attention patterns (query x key) of chosen heads on chosen prompts or a literal "
+                       "text, as heatmaps and an interactive view (the seed's Attention Analysis).",
+          params={
+              "heads": heads_param("Which heads, e.g. top(head_attr, 12), bottom(head_attr, 4) or "
+                                   "[L8H2, L10H*]."),
+              "prompts": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0},
+                          "description": "Indices of the dataset's final clean prompts to show (default [0])."},
+              "text": {"type": "string", "description": "A literal prompt instead of dataset prompts (BOS "
+                                                        "prepended as model.prepend_bos says)."},
+              "repeat": {"type": "integer", "minimum": 1, "maximum": 16,
+                         "description": "Repeat `text` this many times, joined as written (the seed's "
+                                        "example_text + example_text is repeat: 2); default 1."},
+          },
+          required=["heads"])
+class Attention:
+    def compile(self, params, ctx):
+        ctx.heads(params)
+        check_text_params(params, ctx)
+        source = "a literal text" if "text" in params else f"dataset prompts {params.get('prompts', [0])}"
+        return step(ctx, params, f"attention patterns of the selected heads' layers on {source}",
+                    hooks=("blocks.{L}.attn.hook_pattern",), positions="all")
+
+    def compute(self, params, run) -> Result:
+        heads = run.select_heads(params)
+        prompts = chosen_prompts(params, run)
+        patterns = capture_patterns(run, [ids for _, _, ids in prompts], heads)
+        names = head_names(heads)
+        data = {"heads": names, "prompts": [], "note": "patterns[head][query][key]; rows sum to 1"}
+        rows = []
+        for (label, text, ids), pattern in zip(prompts, patterns):
+            tokens = run.tokenizer.token_strs(ids)
+            data["prompts"].append({"label": label, "text": text, "tokens": tokens, "patterns": pattern.tolist()})
+            rows += [{"prompt": label, "head": name, "query": q, "key": k, "query_token": tokens[q],
+                      "key_token": tokens[k], "attention": float(pattern[h, q, k])}
+                     for h, name in enumerate(names) for q in range(len(ids)) for k in range(q + 1)]
+        return Result(data, tables={"attention": rows},
+                      summary=f"{len(names)} head(s) ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}) "
+                              f"on {len(prompts)} prompt(s)")
+
+    def figures(self, result, run):
+        return pattern_figures(result.data["prompts"], result.data["heads"], run, "Attention patterns")
+
+
+def check_text_params(params, ctx) -> None:
+    if "text" in params and "prompts" in params:
+        raise SpecMeaningError("give either `prompts` (dataset prompts) or `text` (a literal prompt), not both",
+                               ctx.where("text"))
+    if "repeat" in params and "text" not in params:
+        raise SpecMeaningError("`repeat` repeats `text`, which is not given", ctx.where("repeat"),
+                               hint="add text: \"...\" or remove repeat")
+
+
+def chosen_prompts(params, run):
+    """[(label, text, ids)]: the literal text (repeated, BOS as the model wants) or dataset prompts."""
+    if "text" in params:
+        text = params["text"] * params.get("repeat", 1)
+        return [("text", text, literal_ids(run, text))]
+    out = []
+    for index in params.get("prompts", [0]):
+        if index >= len(run.pairs):
+            raise RunError(f"prompt {index} does not exist: the dataset has {len(run.pairs)} prompt pairs after "
+                           f"the pipeline (0 to {len(run.pairs) - 1})", run.where("prompts"))
+        prompt = run.pairs[index].clean
+        out.append((f"prompt {index}", prompt.text, list(prompt.ids)))
+    return out

@@ -1,0 +1,136 @@
+"""Attention against direct contribution, per prompt (seed: scatter_attention_and_contribution_logic).
+
+For each selected head and each clean prompt: x is the attention from a query position
+to a key position (the seed: from the final token to the descriptor), y is the head's
+output at the final position, through the final normalisation, on the answer's
+residual direction. A head that copies what it attends to puts its points on a rising line.
+"""
+from __future__ import annotations
+
+from ..errors import SpecMeaningError
+from .attention_view import PATTERN_HOOK, by_layer, capture_each, head_names, heads_param
+from .base import Result, step
+from .figures import scatter
+from .registry import analysis
+
+DEFAULT_FROM, DEFAULT_TO = "final", "descriptor"
+
+
+@analysis("attention_vs_contribution",
+          "Per prompt and head: attention from one position to another against the head's direct "
+          "contribution to the answer at the final position (the seed's "
+          "scatter_attention_and_contribution_logic).",
+          params={
+              "heads": heads_param("Which heads, e.g. [L8H2, L10H10] or top(head_attr, 6)."),
+              "from": {"type": ["string", "integer"],
+                       "description": "Query position selector (default `final`). Several positions: their "
+                                      "attention is averaged."},
+              "to": {"type": ["string", "integer"],
+                     "description": "Key position selector (default `descriptor`). A slot of several tokens: the "
+                                    "attention to its tokens is summed."},
+              "direction": {"type": "string", "enum": ["answer", "logit_diff"],
+                            "description": "y is the head's output on the answer's unembedding direction "
+                                           "(`answer`, default, as the seed) or on answer - foil "
+                                           "(`logit_diff`)."},
+          },
+          required=["heads"])
+class AttentionVsContribution:
+    def compile(self, params, ctx):
+        ctx.heads(params)
+        slots = ctx.slots()
+        for key in ("from", "to"):
+            ctx.positions(params, key, slots)
+        if "to" not in params and DEFAULT_TO not in slots:
+            raise SpecMeaningError(f"`to` defaults to '{DEFAULT_TO}', but the template has no slot '{DEFAULT_TO}'",
+                                   ctx.where(), hint=f"set to: to a position selector, e.g. one of {sorted(slots)}")
+        return step(ctx, params, f"attention {params.get('from', DEFAULT_FROM)} -> {params.get('to', DEFAULT_TO)} "
+                                 "and each head's output at the final position on the answer direction",
+                    hooks=("blocks.{L}.attn.hook_pattern", "blocks.{L}.attn.hook_z", "ln_final.hook_scale"),
+                    positions="all")
+
+    def compute(self, params, run) -> Result:
+        run.require_processing("attention_vs_contribution")
+        heads = run.select_heads(params)
+        prompts = [p.clean for p in run.pairs]
+        queries = run.select_positions(params, "from", prompts, DEFAULT_FROM)
+        keys = run.select_positions(params, "to", prompts, DEFAULT_TO)
+        kept = capture_each(run, [p.ids for p in prompts], _keep(run, heads), "ln_final.hook_scale",
+                            "capturing attention and head outputs")
+        x = _attention(kept, heads, queries, keys)
+        y = _contribution(run, kept, heads, params.get("direction", "answer"))
+        names = head_names(heads)
+        per_head = [{"head": n, "attention": x[:, j].tolist(), "contribution": y[:, j].tolist(),
+                     "correlation": _correlation(x[:, j], y[:, j])} for j, n in enumerate(names)]
+        data = {"heads": per_head, "from": params.get("from", DEFAULT_FROM), "to": params.get("to", DEFAULT_TO),
+                "direction": params.get("direction", "answer"), "prompts": [p.text for p in prompts],
+                "from_positions": queries, "to_positions": keys,
+                "note": "attention: mean over query positions of the summed attention to the key positions; "
+                        "contribution: the head's output at the final position / final-norm scale, on the "
+                        "direction"}
+        rows = [{"head": h["head"], "prompt": i, "text": prompts[i].text, "attention": h["attention"][i],
+                 "contribution": h["contribution"][i]} for h in per_head for i in range(len(prompts))]
+        summary = "; ".join(f"{h['head']} r={h['correlation']:.2f}" if h["correlation"] is not None
+                            else f"{h['head']} r=n/a" for h in per_head[:6])
+        return Result(data, tables={"attention_vs_contribution": rows}, summary=summary)
+
+    def figures(self, result, run):
+        d = result.data
+        what = "answer" if d["direction"] == "answer" else "logit-difference"
+        return [(h["head"], scatter(h["attention"], h["contribution"], d["prompts"],
+                                    f"How strongly {h['head']} writes the {what} direction relative to its "
+                                    f"attention {d['from']} -> {d['to']}",
+                                    f"attention {d['from']} -> {d['to']}", f"output on the {what} direction"))
+                for h in d["heads"]]
+
+
+def _keep(run, heads):
+    keep = {PATTERN_HOOK.format(l): (lambda a, hs=tuple(hs): a[:, list(hs)]) for l, hs in by_layer(heads).items()}
+    for layer in by_layer(heads):
+        keep[f"blocks.{layer}.attn.hook_z"] = lambda a: a[:, -1]
+        if run.has_post_attn_norm():
+            keep[f"blocks.{layer}.ln1_post.hook_scale"] = lambda a: a[:, -1]
+    keep["ln_final.hook_scale"] = lambda a: a[:, -1]
+    return keep
+
+
+def _attention(kept, heads, queries, keys):
+    """[prompts, heads]: per prompt, mean over query rows of the attention summed over key columns."""
+    import torch
+
+    layers = by_layer(heads)
+    out = torch.empty(len(kept), len(heads))
+    for i, k in enumerate(kept):
+        for j, (layer, head) in enumerate(heads):
+            pattern = k[PATTERN_HOOK.format(layer)][layers[layer].index(head)]
+            out[i, j] = pattern[queries[i]][:, keys[i]].sum(-1).mean()
+    return out
+
+
+def _contribution(run, kept, heads, direction: str):
+    """[prompts, heads]: each head's final-position output, scaled by the final norm, on the direction."""
+    import torch
+
+    def stacked(name):
+        return torch.stack([k[name] for k in kept]).to(run.device)
+
+    answers = run.answers().to(run.device)
+    vector = run.unembed.directions(answers)
+    if direction == "logit_diff":
+        vector = run.logit_diff_directions()
+    scale = stacked("ln_final.hook_scale")
+    out = torch.empty(len(kept), len(heads))
+    for layer, hs in by_layer(heads).items():
+        post = stacked(f"blocks.{layer}.ln1_post.hook_scale") if run.has_post_attn_norm() else None
+        outputs = run.head_outputs(stacked(f"blocks.{layer}.attn.hook_z"), layer, post)  # [N, H, d]
+        for head in hs:
+            scaled = run.apply_final_ln(outputs[:, head], scale)
+            out[:, heads.index((layer, head))] = (scaled * vector.to(scaled.dtype)).sum(-1).float().cpu()
+    return out
+
+
+def _correlation(x, y):
+    import torch
+
+    if len(x) < 2 or float(x.std()) == 0.0 or float(y.std()) == 0.0:
+        return None
+    return float(torch.corrcoef(torch.stack([x, y]))[0, 1])

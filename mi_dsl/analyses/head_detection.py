@@ -1,0 +1,163 @@
+"""Previous-token, duplicate-token and induction heads (seed: "Early Heads are Induction Heads").
+
+The model reads `batch` sequences of `seq_len` random tokens, each repeated once. A head's
+score is the mean of one diagonal of its pattern (the seed's hooks): offset 1 (attention to
+the previous token), seq_len (to the first copy of the current token) and seq_len - 1 (to
+the token after that copy: induction). With BOS prepended the scores are read from the
+pattern without BOS's row and column, so the offsets mean the same token pairs as in the
+seed's BOS-free run (the model still attends to BOS; that attention just counts for no
+score). Only the attention patterns are captured, reduced to scores inside the hook; the
+forward stops after the last layer's pattern, so no logits are computed.
+"""
+from __future__ import annotations
+
+from ..errors import RunError, SpecMeaningError
+from .attention_view import PATTERN_HOOK, capture_patterns, head_names, heads_param, literal_ids, pattern_figures
+from .base import Result, head_grid_rows, head_label, step
+from .figures import heatmap
+from .registry import analysis
+
+KINDS = ("previous_token", "duplicate_token", "induction")
+TITLES = {"previous_token": "Previous Token Scores", "duplicate_token": "Duplicate Token Scores",
+          "induction": "Induction Head Scores"}
+VIEW_HEADS = 4
+
+
+@analysis("head_detection", "Previous-token, duplicate-token and induction scores of every head on repeated "
+                            "random tokens (the seed's Early Heads are Induction Heads), and optionally the "
+                            "attention view of chosen heads on a repeated text.",
+          params={
+              "seq_len": {"type": "integer", "minimum": 2, "maximum": 4096,
+                          "description": "Random tokens per sequence before repetition (default 100)."},
+              "batch": {"type": "integer", "minimum": 1, "maximum": 4096,
+                        "description": "How many random sequences (default 2, as the seed)."},
+              "seed": {"type": "integer", "description": "Seed of the random tokens (default: the spec's seed)."},
+              "low": {"type": "integer", "minimum": 0,
+                      "description": "Smallest random token id (default 100, as the seed)."},
+              "high": {"type": "integer", "minimum": 1,
+                       "description": "Random token ids stay below this (default 20000, as the seed; clipped to "
+                                      "the vocabulary size)."},
+              "rank_by": {"type": "string", "enum": list(KINDS),
+                          "description": "Which score is this result's per-head table for top()/bottom() in "
+                                         "later analyses (default induction)."},
+              "heads": heads_param("Heads to show in the attention view, e.g. [L1H4, L2H3] (default: the "
+                                   f"{VIEW_HEADS} highest by `rank_by`, when `text` is given)."),
+              "text": {"type": "string", "description": "Text for the attention view (default: the first random "
+                                                        "sequence, when `heads` is given)."},
+              "repeat": {"type": "integer", "minimum": 1, "maximum": 16,
+                         "description": "Repeat `text` this many times, joined as written (default 2)."},
+          },
+          needs_dataset=False)
+class HeadDetection:
+    def compile(self, params, ctx):
+        ctx.heads(params)
+        if "repeat" in params and "text" not in params:
+            raise SpecMeaningError("`repeat` repeats `text`, which is not given", ctx.where("repeat"))
+        if params.get("low", 100) >= params.get("high", 20000):
+            raise SpecMeaningError(f"low ({params.get('low', 100)}) must be below high ({params.get('high', 20000)})",
+                                   ctx.where("low" if "low" in params else "high"))
+        seq_len, batch = params.get("seq_len", 100), params.get("batch", 2)
+        return step(ctx, params, f"{batch} sequences of {seq_len} random tokens, repeated; attention patterns "
+                                 "reduced to three diagonal scores per head in the hook",
+                    hooks=("blocks.{L}.attn.hook_pattern",), positions="all")
+
+    def compute(self, params, run) -> Result:
+        import torch
+
+        seq_len, bos = params.get("seq_len", 100), run.plan.model.prepend_bos
+        tokens = random_repeated_tokens(run, params)
+        scores = _scores(run, tokens, seq_len, bos)  # [3, L, H]
+        rank_by = params.get("rank_by", "induction")
+        data = {kind: scores[i].tolist() for i, kind in enumerate(KINDS)}
+        data.update({"per_head": data[rank_by], "rank_by": rank_by, "seq_len": seq_len,
+                     "batch": tokens.shape[0], "bos": bos,
+                     "token_range": token_range(run, params)})
+        flat = scores[KINDS.index(rank_by)].flatten()
+        n_heads = run.cfg.n_heads
+        top = [head_label(i // n_heads, i % n_heads) for i in torch.argsort(flat, descending=True)[:5].tolist()]
+        rows = head_grid_rows(data["previous_token"], "previous_token")
+        for kind in KINDS[1:]:
+            for row, value in zip(rows, (v for r in data[kind] for v in r)):
+                row[kind] = float(value)
+        if "heads" in params or "text" in params:
+            data["view"] = _view(params, run, tokens[0], scores[KINDS.index(rank_by)])
+        return Result(data, tables={"head_detection": rows}, summary=f"top {rank_by} heads: {', '.join(top)}")
+
+    def figures(self, result, run):
+        d = result.data
+        figures = [(kind, heatmap(d[kind], TITLES[kind])) for kind in KINDS]
+        if "view" in d:
+            figures += [(name if name == "view" else f"pattern_{name}", fig) for name, fig in
+                        pattern_figures([d["view"]], d["view"]["heads"], run, "Attention on repeated text")]
+        return figures
+
+
+def detection_scores(pattern, seq_len: int, bos: bool):
+    """pattern [B, H, Q, K] of [BOS] + t + t (t: seq_len tokens) -> [B, 3, H]: the means of the
+    diagonals at offsets 1, seq_len and seq_len - 1 (previous, duplicate, induction), BOS left out."""
+    import torch
+
+    if bos:
+        pattern = pattern[..., 1:, 1:]
+    if pattern.shape[-1] != 2 * seq_len:
+        raise ValueError(f"expected a pattern over {2 * seq_len} tokens, got {pattern.shape[-1]}")
+    diagonals = [pattern.diagonal(offset=o, dim1=-1, dim2=-2).mean(-1) for o in (1, seq_len, seq_len - 1)]
+    return torch.stack(diagonals, dim=1)
+
+
+def token_range(run, params):
+    """[low, high): the random token ids, high clipped to the vocabulary."""
+    return [params.get("low", 100), min(params.get("high", 20000), run.cfg.d_vocab)]
+
+
+def random_repeated_tokens(run, params):
+    """[batch, (1 +) 2 seq_len]: random ids in [low, min(high, vocab)), repeated, BOS first if wanted."""
+    import torch
+
+    low, high = token_range(run, params)
+    if low >= high:
+        raise RunError(f"no token ids in [{low}, {high}): the model's vocabulary has {run.cfg.d_vocab} tokens",
+                       run.where("low"))
+    generator = torch.Generator().manual_seed(params.get("seed", run.spec.seed))
+    tokens = torch.randint(low, high, (params.get("batch", 2), params.get("seq_len", 100)), generator=generator)
+    tokens = torch.cat([tokens, tokens], dim=1)
+    if run.plan.model.prepend_bos:
+        if run.tokenizer.bos_id is None:
+            raise RunError("model.prepend_bos is true but the tokenizer has no BOS token", run.where())
+        tokens = torch.cat([torch.full((tokens.shape[0], 1), run.tokenizer.bos_id), tokens], dim=1)
+    return tokens
+
+
+def _scores(run, tokens, seq_len: int, bos: bool):
+    import torch
+
+    n_layers = run.cfg.n_layers
+    names = [PATTERN_HOOK.format(l) for l in range(n_layers)]
+    keep = {name: (lambda a: detection_scores(a.float(), seq_len, bos)) for name in names}
+
+    def one_batch(rows: slice):
+        return run.executor.capture(tokens[rows], keep, stop_after=names[-1])[1]
+
+    parts = run.executor.map_batches(tokens.shape[0], tokens.shape[1], one_batch, "head detection")
+    per_layer = [torch.cat([p[name] for p in parts]).mean(0) for name in names]  # [3, H] each
+    return torch.stack(per_layer, dim=1).cpu()  # [3, L, H]
+
+
+def _view(params, run, first_sequence, ranking):
+    """The attention of chosen heads on the repeated text (or the first random sequence)."""
+    import torch
+
+    if "heads" in params:
+        heads = run.select_heads(params)
+    else:
+        order = torch.argsort(ranking.flatten(), descending=True)[:VIEW_HEADS].tolist()
+        heads = [(i // run.cfg.n_heads, i % run.cfg.n_heads) for i in order]
+    if "text" in params:
+        text = params["text"] * params.get("repeat", 2)
+        ids = literal_ids(run, text)
+    else:
+        ids = first_sequence.tolist()
+        text = "random tokens, repeated"
+    pattern = capture_patterns(run, [ids], heads)[0]
+    return {"label": "repeated text" if "text" in params else "random tokens", "text": text,
+            "tokens": run.tokenizer.token_strs(ids), "heads": head_names(heads), "patterns": pattern.tolist()}
