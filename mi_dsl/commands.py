@@ -69,8 +69,9 @@ def validate_specs(paths: List[str], overrides, allow_paths, debug: bool = False
         else:
             for warning in dataset.warnings:
                 _echo(f"{path}: warning: {warning}")
-            _echo(f"{path}: valid; {len(dataset.pairs)} candidate prompts of "
-                  f"{'/'.join(map(str, dataset.token_lengths))} tokens, {len(plan.analyses)} analyses [{took:.1f}s]")
+            prompts = (f"{len(dataset.pairs)} candidate prompts of {'/'.join(map(str, dataset.token_lengths))} "
+                       "tokens" if dataset.pairs else "no prompt set")
+            _echo(f"{path}: valid; {prompts}, {len(plan.analyses)} analyses [{took:.1f}s]")
     return 2 if failed else 0
 
 
