@@ -121,21 +121,14 @@ def _ablate(heads, positions, replacement):
 
 def _sweep(run, interventions=()):
     """One pass over the dataset: per-head DLA [L, H], the metric and the final norm scale per prompt."""
-    import torch
-
     from ..runtime.metrics import UNEMBED_INPUT, compute_metrics
+    from .head_attribution import capture_heads, head_dla
 
-    n_layers = run.cfg.n_layers
-    z_names = [f"blocks.{l}.attn.hook_z" for l in range(n_layers)]
-    post = [f"blocks.{l}.ln1_post.hook_scale" for l in range(n_layers)] if run.has_post_attn_norm() else []
-    kept = run.capture_final(z_names + post + ["ln_final.hook_scale"], interventions=interventions)
-    outputs = torch.stack([run.head_outputs(kept[z_names[l]], l, kept[post[l]] if post else None)
-                           for l in range(n_layers)])  # [L, N, H, d], as head_attribution's per_head_logit_diffs
-    scale = kept["ln_final.hook_scale"]
+    kept = capture_heads(run, interventions=interventions)
     metric = compute_metrics(kept[UNEMBED_INPUT], run.answers().to(run.device), run.foils().to(run.device),
                              [run.metric], run.unembed)[run.metric]
-    return {"dla": run.attribute(outputs.permute(0, 2, 1, 3), scale).float().cpu(),
-            "metric": metric.cpu(), "scale": scale.reshape(-1).float().cpu()}
+    return {"dla": head_dla(run, kept).float(), "metric": metric.cpu(),
+            "scale": kept["ln_final.hook_scale"].reshape(-1).float().cpu()}
 
 
 def _result(run, heads, method, positions, before, after) -> Result:

@@ -54,13 +54,25 @@ class HeadAttribution:
 
 def per_head_logit_diffs(run, which: str = "clean", interventions=()):
     """[n_layers, n_heads] mean direct logit difference of each head at the final position."""
+    return head_dla(run, capture_heads(run, which, interventions))
+
+
+def capture_heads(run, which: str = "clean", interventions=()):
+    """One pass over the dataset: every head's z at the final position, the post-attention
+    and final norm scales, and the unembedding's input (for the measured metric)."""
+    n_layers = run.cfg.n_layers
+    names = [f"blocks.{l}.attn.hook_z" for l in range(n_layers)]
+    if run.has_post_attn_norm():
+        names += [f"blocks.{l}.ln1_post.hook_scale" for l in range(n_layers)]
+    return run.capture_final(names + ["ln_final.hook_scale"], which, interventions=interventions)
+
+
+def head_dla(run, kept):
+    """[n_layers, n_heads] direct logit difference from what `capture_heads` kept."""
     import torch
 
-    n_layers = run.cfg.n_layers
-    z_names = [f"blocks.{l}.attn.hook_z" for l in range(n_layers)]
-    post = [f"blocks.{l}.ln1_post.hook_scale" for l in range(n_layers)] if run.has_post_attn_norm() else []
-    kept = run.capture_final(z_names + post + ["ln_final.hook_scale"], which, interventions=interventions)
-    outputs = torch.stack([run.head_outputs(kept[z_names[l]], l, kept[post[l]] if post else None)
-                           for l in range(n_layers)])  # [L, N, H, d]
-    stack = outputs.permute(0, 2, 1, 3)  # [L, H, N, d]
-    return run.attribute(stack, kept["ln_final.hook_scale"]).cpu()
+    post = run.has_post_attn_norm()
+    outputs = torch.stack([run.head_outputs(kept[f"blocks.{l}.attn.hook_z"], l,
+                                            kept[f"blocks.{l}.ln1_post.hook_scale"] if post else None)
+                           for l in range(run.cfg.n_layers)])  # [L, N, H, d]
+    return run.attribute(outputs.permute(0, 2, 1, 3), kept["ln_final.hook_scale"]).cpu()
