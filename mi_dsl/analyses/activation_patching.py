@@ -1,0 +1,47 @@
+"""Activation patching (exact): the metric when one activation comes from the other run.
+
+Each cell (a layer and position, a head, or a head at a position) is one patched run.
+Cells are not run one forward each, as TransformerLens's patching functions do: the
+base prompts are repeated once per cell in the batch dimension and every layer's hook
+patches only the rows of its own cells, so a whole grid costs about as much as plain
+forwards of cells x prompts rows (see patching_core for the mechanics and directions).
+"""
+from __future__ import annotations
+
+from . import patching_core as core
+from .base import Result
+from .registry import analysis
+
+
+@analysis("activation_patching",
+          "Exact activation patching of residual streams, layer outputs or attention heads (q, k, v, z, "
+          "pattern) between clean and corrupted prompts, many patched runs per forward pass; scores "
+          "normalised to 0 = corrupted, 1 = clean.",
+          params=core.PARAMS, needs_pairs=True)
+class ActivationPatching:
+    def compile(self, params, ctx):
+        target = core.TARGETS[params.get("target", "z")]
+        direction = core.direction_of(params)
+        source = "clean" if direction == "denoising" else "corrupted"
+        return core.compile_patching(params, ctx, f"{direction}: patch {source} {target.what} into the "
+                                                  f"{core.base_and_source(direction)[0]} run, cells stacked "
+                                                  "in the batch; metric at the final position")
+
+    def compute(self, params, run) -> Result:
+        grid = core.resolve(params, run)
+        direction = core.direction_of(params)
+        base = core.baselines(run)
+        (per_prompt, passes), seconds = core.timed(
+            lambda: core.exact_patching(run, grid, direction, params.get("batch_size")))
+        data, rows = core.summarise(grid, per_prompt, base, params, run, {
+            "method": "exact", "passes": passes, "seconds": round(seconds, 3)})
+        best = data["top"][0] if data["top"] else None
+        summary = (f"{len(grid.cells)} cells x {len(run.pairs)} prompts in {passes['patched_forwards']} "
+                   f"forwards ({seconds:.1f}s)"
+                   + (f"; largest effect {best['label']}: {best['normalized']:.3f}" if best and
+                      best["normalized"] is not None else ""))
+        return Result(data, tables={"cells": rows}, summary=summary)
+
+    def figures(self, result, run):
+        d = result.data
+        return core.grid_figures("activation_patching", d, f"Activation patching of {d['target']}")

@@ -1,0 +1,119 @@
+"""Attribution patching: the gradient (first-order) estimate of activation patching.
+
+For each cell, effect ~ (source activation - base activation) . d metric / d activation,
+summed over the cell's slice; one forward and one backward of the base prompts per
+batch stand in for a forward per cell. Exact where the metric is linear in the patched
+activation; elsewhere a fast screen, so it is reported beside an exact activation
+patching of the same target when the spec has one (Spearman rank correlation).
+"""
+from __future__ import annotations
+
+from ..errors import SpecMeaningError
+from ..suggest import unknown
+from . import patching_core as core
+from .base import Result
+from .figures import scatter
+from .registry import analysis
+
+DIFFERENTIABLE = ("logit_diff", "logprob", "prob")
+
+PARAMS = dict(core.PARAMS)
+PARAMS["batch_size"] = {"type": "integer", "minimum": 1,
+                        "description": "Prompts per forward and backward pass (default: the run's batch size, "
+                                       "or what fits the memory budget)."}
+PARAMS["compare_with"] = {
+    "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+    "description": "The id of an earlier activation_patching of the same target to compare with (Spearman "
+                   "rank correlation over the cells both patched). Default: the last earlier one with the "
+                   "same target and direction, if any."}
+
+
+@analysis("attribution_patching",
+          "Attribution patching: the gradient estimate of activation patching, (source - base activation) "
+          ". d metric / d activation, from one forward and one backward per batch; compared with exact "
+          "patching of the same target when the spec has it.",
+          params=PARAMS, needs_pairs=True)
+class AttributionPatching:
+    def compile(self, params, ctx):
+        if ctx.spec.metric not in DIFFERENTIABLE:
+            raise SpecMeaningError(f"attribution patching needs a differentiable metric "
+                                   f"({', '.join(DIFFERENTIABLE)}); the spec's metric is {ctx.spec.metric}",
+                                   ctx.where("kind"), hint="use activation_patching for this metric")
+        if "compare_with" in params:
+            _check_comparison(params, ctx)
+        direction = core.direction_of(params)
+        target = core.TARGETS[params.get("target", "z")]
+        return core.compile_patching(params, ctx, f"{direction}: gradient estimate for {target.what}; one "
+                                                  "forward and backward per batch")
+
+    def compute(self, params, run) -> Result:
+        grid = core.resolve(params, run)
+        direction = core.direction_of(params)
+        base = core.baselines(run)
+        (effects, passes), seconds = core.timed(
+            lambda: core.attribution_patching(run, grid, direction, params.get("batch_size")))
+        start = base.corrupted if direction == "denoising" else base.clean
+        data, rows = core.summarise(grid, effects + start, base, params, run, {
+            "method": "attribution", "passes": passes, "seconds": round(seconds, 3)})
+        other = _comparison_id(params, run)
+        if other is not None:
+            data["comparison"] = compare(rows, run.results[other].tables["cells"], other)
+        summary = f"{len(grid.cells)} cells from one forward and backward per batch ({seconds:.1f}s)"
+        if "comparison" in data and data["comparison"]["spearman"] is not None:
+            summary += f"; Spearman vs {other}: {data['comparison']['spearman']:.3f}"
+        return Result(data, tables={"cells": rows}, summary=summary)
+
+    def figures(self, result, run):
+        d = result.data
+        figs = core.grid_figures("attribution_patching", d, f"Attribution patching of {d['target']}")
+        c = d.get("comparison")
+        if c and c["cells"]:
+            figs.append(("attribution_vs_exact", scatter(
+                c["exact"], c["attribution"], c["labels"],
+                f"Attribution vs exact patching ({c['with']}); Spearman {c['spearman']:.3f}",
+                "exact (normalised)", "attribution (normalised)", diagonal=True)))
+        return figs
+
+
+def _check_comparison(params, ctx) -> None:
+    other = params["compare_with"]
+    if other not in ctx.ids:
+        raise SpecMeaningError(unknown("analysis", other, ctx.ids), ctx.where("compare_with"))
+    spec_of = ctx.spec.analyses[ctx.ids[other]]
+    if spec_of["kind"] != "activation_patching":
+        raise SpecMeaningError(f"compare_with names '{other}', a {spec_of['kind']}; it must name an "
+                               "activation_patching", ctx.where("compare_with"))
+    mine, theirs = params.get("target", "z"), spec_of.get("target", "z")
+    if mine != theirs:
+        raise SpecMeaningError(f"compare_with names '{other}', which patches {theirs}, not {mine}",
+                               ctx.where("compare_with"))
+    ctx.references.append((other, ctx.where("compare_with")))
+
+
+def _comparison_id(params, run):
+    """compare_with, or the last earlier exact patching of the same target and direction."""
+    if "compare_with" in params:
+        return params["compare_with"]
+    target, direction = params.get("target", "z"), core.direction_of(params)
+    earlier = [name for name, result in run.results.items()
+               if result.data.get("method") == "exact" and result.data.get("target") == target
+               and result.data.get("direction") == direction]
+    return earlier[-1] if earlier else None
+
+
+def compare(rows, exact_rows, other: str):
+    """Attribution vs exact over the cells both patched: Spearman, Pearson, largest gap."""
+    import torch
+
+    exact = {core.cell_key(r): r for r in exact_rows}
+    shared = [(r, exact[core.cell_key(r)]) for r in rows if core.cell_key(r) in exact]
+    shared = [(a, e) for a, e in shared if a["normalized"] is not None and e["normalized"] is not None]
+    out = {"with": other, "cells": len(shared), "spearman": None, "pearson": None, "max_abs_difference": None,
+           "labels": [a["label"] for a, _ in shared], "attribution": [a["normalized"] for a, _ in shared],
+           "exact": [e["normalized"] for _, e in shared]}
+    if len(shared) >= 2:
+        x, y = torch.tensor(out["attribution"]), torch.tensor(out["exact"])
+        out["spearman"] = core.spearman(x, y)
+        out["pearson"] = float(torch.corrcoef(torch.stack([x, y]))[0, 1])
+        out["max_abs_difference"] = float((x - y).abs().max())
+    return out
