@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from .errors import MiError
 from .store import StepStore, digest
 
 
@@ -79,7 +80,10 @@ class Session:
         torch.manual_seed(self.spec.seed)
         with torch.no_grad():
             t = time.perf_counter()
-            self.loaded = load_model(self.plan.model, progress=self.say if self.progress else None)
+            try:
+                self.loaded = load_model(self.plan.model, progress=self.say if self.progress else None)
+            except MiError as err:  # the loader knows what failed, the spec knows where it was asked for
+                raise err.at(_model_location(self.spec)) from None
             self.timings["model_load"] = time.perf_counter() - t
             self.timings["launch_to_model_ready"] = time.perf_counter() - started
             self.say(f"model ready in {self.timings['model_load']:.1f}s ({self.loaded.info.get('id')})")
@@ -193,6 +197,12 @@ class Session:
             "store": {"reused": self.store.hits, "computed": self.store.computed},
             "warnings": list(self.dataset.warnings) + executor.warnings,
         }
+
+
+def _model_location(spec):
+    """The spec field a model-loading fault is about."""
+    field = {"pretrained": "name", "local": "path", "gguf": "path", "random": "architecture"}.get(spec.model.source)
+    return spec.loc("model", field) if field and field in spec.data["model"] else spec.loc("model", "source")
 
 
 def _pair_references(candidates, pairs) -> List[List[Any]]:

@@ -41,6 +41,7 @@ class Executor:
     progress: bool = True
     warnings: List[str] = field(default_factory=list)
     forwards: int = 0                     # forward passes run, for the report
+    oom_cap: Optional[int] = None         # rows per batch that last fit after an out-of-memory split
 
     @property
     def model(self):
@@ -80,6 +81,8 @@ class Executor:
         """fn(slice) for consecutive slices covering n_rows; a batch that runs out of memory
         is split in half and retried (with a warning), down to one row."""
         size = self.rows_per_batch(seq_len, extra_bytes_per_row)
+        if self.oom_cap is not None:  # an earlier step ran out of memory: start where it ended up
+            size = min(size, self.oom_cap)
         results: List[object] = []
         start = 0
         bar = self._bar(n_rows, what)
@@ -94,6 +97,7 @@ class Executor:
                     raise RunError(f"out of memory on a single prompt while {what or 'running'}; "
                                    "use a smaller model or run.memory_gb") from None
                 size = max(1, (stop - start) // 2)
+                self.oom_cap = size
                 self._warn(f"out of memory with {stop - start} prompts per batch while {what}; "
                            f"retrying with {size}")
                 self._free()

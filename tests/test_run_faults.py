@@ -1,0 +1,106 @@
+"""Run-time faults get a clear message naming the spec field, exit code 2, no traceback;
+a batch that runs out of memory is split and retried; the generated reference is current;
+the Python API returns the results."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_runtime import PYTHIA, SYLLOGISM, needs_pythia, tiny, write_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "mi_dsl.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+@needs_pythia
+def test_pretrained_model_missing_offline_is_a_clean_error(tmp_path):
+    model = f"""model:
+  source: pretrained
+  name: EleutherAI/pythia-14m-not-cached
+  tokenizer: {PYTHIA}
+  bos_token: '<|endoftext|>'
+  prepend_bos: true
+"""
+    spec = write_spec(tmp_path, model, analyses="")
+    done = run_cli("run", spec, "--quiet")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "pythia-14m-not-cached" in done.stderr and "offline" in done.stderr
+    assert f"{spec}:" in done.stderr and "model" in done.stderr
+
+
+@needs_pythia
+def test_nan_metric_names_the_keep_condition(tmp_path, monkeypatch):
+    from mi_dsl.errors import RunError
+    from mi_dsl.runner import run_spec
+    from mi_dsl.runtime import metrics
+
+    real = metrics.compute_metrics
+
+    def poisoned(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return {k: torch.full_like(v, float("nan")) for k, v in out.items()}
+
+    monkeypatch.setattr(metrics, "compute_metrics", poisoned)
+    spec = write_spec(tmp_path, tiny("gpt_neox"), analyses="",
+                      extra="pipeline:\n  - keep: 'clean.logit_diff > 0'\n")
+    with pytest.raises(RunError) as err:
+        run_spec(spec, progress=False, fresh=True)
+    assert "NaN" in err.value.message and err.value.location.path == "pipeline[0].keep"
+    assert err.value.location.line is not None
+
+
+@needs_pythia
+def test_out_of_memory_batch_is_split_and_retried(tmp_path, monkeypatch):
+    """A forward of more than 3 prompts 'runs out of memory': the executor halves the batch,
+    warns, and the numbers equal an unconstrained run's."""
+    from mi_dsl.runner import run_spec
+    from mi_dsl.runtime.executor import Executor
+
+    spec = write_spec(tmp_path, tiny("gpt_neox"), analyses="analyses:\n  - {kind: head_attribution, id: heads}\n",
+                      extra="run: {batch_size: 16}\n")
+    reference = run_spec(spec, progress=False, fresh=True, out_dir=str(tmp_path / "a")).results
+    real = Executor.capture
+
+    def small_memory(self, tokens, *args, **kwargs):
+        if tokens.shape[0] > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (forced by the test)")
+        return real(self, tokens, *args, **kwargs)
+
+    monkeypatch.setattr(Executor, "capture", small_memory)
+    with pytest.warns(UserWarning, match="out of memory with 16 prompts per batch"):
+        squeezed = run_spec(spec, progress=False, fresh=True, out_dir=str(tmp_path / "b")).results
+    assert any("retrying with 8" in w for w in squeezed["warnings"])
+    for record in ("clean", "corrupted"):
+        assert torch.allclose(torch.tensor(reference["per_prompt"][record]["logit_diff"]),
+                              torch.tensor(squeezed["per_prompt"][record]["logit_diff"]), atol=1e-5)
+    assert torch.allclose(torch.tensor(reference["analyses"]["heads"]["per_head"]),
+                          torch.tensor(squeezed["analyses"]["heads"]["per_head"]), atol=1e-5)
+
+
+def test_generated_reference_doc_is_current():
+    from mi_dsl.listing import reference_markdown
+
+    committed = (ROOT / "docs" / "spec-reference.md").read_text()
+    assert committed == reference_markdown(), \
+        "docs/spec-reference.md is stale: run `python -m mi_dsl.listing > docs/spec-reference.md`"
+
+
+@needs_pythia
+def test_python_api_returns_the_results(tmp_path):
+    import mi_dsl
+
+    spec = write_spec(tmp_path, tiny("gpt_neox"), analyses="analyses:\n  - {kind: logit_lens}\n")
+    results = mi_dsl.run(spec, progress=False)
+    assert results["analyses"]["logit_lens"]["kind"] == "logit_lens"
+    assert results["baselines"]["clean"] == pytest.approx(results["analyses"]["logit_lens"]["measured_logit_diff"])
