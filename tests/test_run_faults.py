@@ -43,15 +43,11 @@ def test_pretrained_model_missing_offline_is_a_clean_error(tmp_path):
 def test_nan_metric_names_the_keep_condition(tmp_path, monkeypatch):
     from mi_dsl.errors import RunError
     from mi_dsl.runner import run_spec
-    from mi_dsl.runtime import metrics
+    from mi_dsl.runtime.metrics import Unembed
 
-    real = metrics.compute_metrics
-
-    def poisoned(*args, **kwargs):
-        out = real(*args, **kwargs)
-        return {k: torch.full_like(v, float("nan")) for k, v in out.items()}
-
-    monkeypatch.setattr(metrics, "compute_metrics", poisoned)
+    # Patch a method, not a module-level function: importers bind functions at import time.
+    real = Unembed.logits_of
+    monkeypatch.setattr(Unembed, "logits_of", lambda self, x, ids: real(self, x, ids) * float("nan"))
     spec = write_spec(tmp_path, tiny("gpt_neox"), analyses="",
                       extra="pipeline:\n  - keep: 'clean.logit_diff > 0'\n")
     with pytest.raises(RunError) as err:
