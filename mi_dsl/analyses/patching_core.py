@@ -95,17 +95,18 @@ PARAMS: Dict[str, Any] = {
                "description": "Which activation to patch: resid_pre, resid_mid, attn_out, mlp_out (a layer x "
                               "position grid); z, q, k, v, pattern (each head at all selected positions at once: "
                               "a layer x head grid; k and v per key/value head); z_by_position, q_by_position, "
-                              "k_by_position, v_by_position, pattern_by_position (layer x head x position)."},
+                              "k_by_position, v_by_position, pattern_by_position (layer x head x position; for the pattern, "
+                              "the destination position). Default z."},
     "direction": {"type": "string", "enum": list(DIRECTIONS),
                   "description": "denoising (default, TransformerLens's convention): run the corrupted prompts and "
                                  "patch in clean activations; noising: run the clean prompts and patch in "
                                  "corrupted activations. Scores are normalised alike: 0 = corrupted baseline, "
                                  "1 = clean baseline."},
     "positions": {"type": ["string", "integer", "array"], "items": _SELECTOR, "minItems": 1,
-                  "description": "Position selector(s), e.g. final, descriptor, noun#2[-1], 4 (default: every "
-                                 "position). Each selector is one column; one naming several tokens (a slot) "
-                                 "patches them together. All-position head targets (z, q, k, v, pattern) patch "
-                                 "the union of the selected positions."},
+                  "description": "Position selector(s), e.g. final, descriptor, noun#2[-1], 4, named in the clean "
+                                 "prompts (default: every position). Each selector is one column; one naming "
+                                 "several tokens (a slot) patches them together. All-position head targets (z, q, "
+                                 "k, v, pattern) patch the union of the selected positions."},
     "layers": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1,
                "description": "Only these layers (default: all)."},
     "heads": {"type": ["string", "array"], "items": {"type": "string"}, "minItems": 1,
@@ -302,16 +303,16 @@ def _columns(params, run) -> List[Column]:
         path = ("analyses", run.analysis_index, "positions") + ((i,) if isinstance(value, list) else ())
         compiled = parse_positions(str(item), slots, where=lambda off, p=path: run.spec.source.inside(p, off))
         resolved = None
-        for pair in run.pairs:
-            for prompt in (pair.clean, pair.corrupted):
-                got = tuple(compiled.evaluate(Env(n_tokens=len(prompt.ids), slot_spans=prompt.spans)))
-                if resolved is None:
-                    resolved = got
-                elif got != resolved:
-                    raise RunError(f"position selector '{item}' names positions {list(resolved)} in one prompt "
-                                   f"and {list(got)} in another ('{prompt.text}'); patching needs the same "
-                                   "positions in every prompt", run.spec.source.value(path),
-                                   hint="filter the vocabularies so each slot has one token count")
+        for pair in run.pairs:  # slots are named in the clean prompts (a corrupted template may move them)
+            prompt = pair.clean
+            got = tuple(compiled.evaluate(Env(n_tokens=len(prompt.ids), slot_spans=prompt.spans)))
+            if resolved is None:
+                resolved = got
+            elif got != resolved:
+                raise RunError(f"position selector '{item}' names positions {list(resolved)} in one prompt "
+                               f"and {list(got)} in another ('{prompt.text}'); patching needs the same "
+                               "positions in every prompt", run.spec.source.value(path),
+                               hint="filter the vocabularies so each slot has one token count")
         slot_names = {slot_at.get(p) for p in resolved}
         slot = slot_names.pop() if len(slot_names) == 1 else None
         shown = " ".join(repr(tokens[p]) for p in resolved)
@@ -426,104 +427,114 @@ def _setter(layout: str, index, source):
     return hook
 
 
+@dataclass
+class _Plan:
+    """What both methods need: the patched hooks, the source run's activations at every
+    position, the base run's tokens and the index of the cells."""
+
+    layers: List[int]
+    names: List[str]
+    source: Dict[str, Any]      # hook name -> [prompts, ...] activations of the source run
+    base: Any                   # [prompts, positions] tokens of the base run
+    index: "_PatchIndex"
+    answers: Any
+    foils: Any
+    passes: Dict[str, int]
+
+
+def _prepare(run, grid: Grid, direction: str) -> _Plan:
+    base_name, source_name = base_and_source(direction)
+    layers = sorted({c.layer for c in grid.cells})
+    names = [grid.target.hook_name(l) for l in layers]
+    counted = run.executor.forwards
+    source = capture_all_positions(run, source_name, names)
+    base = run.tokens(base_name)
+    return _Plan(layers, names, source, base, _PatchIndex(grid.cells, base.shape[1]),
+                 run.answers().to(run.device), run.foils().to(run.device),
+                 {"source_forwards": run.executor.forwards - counted})
+
+
 def exact_patching(run, grid: Grid, direction: str, batch_size: Optional[int] = None):
-    """([cells, prompts] metric of every cell's patched run, pass counts); many cells per forward."""
+    """([cells, prompts] metric of every cell's patched run, pass counts); many cells per forward.
+
+    Row r of the stacked batch is cell r // prompts on prompt r % prompts."""
     import torch
 
     from ..runtime.metrics import UNEMBED_INPUT, compute_metrics
 
-    target, cells = grid.target, grid.cells
-    base_name, source_name = base_and_source(direction)
-    layers = sorted({c.layer for c in cells})
-    names = [target.hook_name(l) for l in layers]
-    counted = run.executor.forwards
-    source = capture_all_positions(run, source_name, names)
-    stats = {"source_forwards": run.executor.forwards - counted}
-    base = run.tokens(base_name)
-    n_prompts, n_positions = base.shape
-    index = _PatchIndex(cells, n_positions)
-    device = run.device
-    answers, foils = run.answers().to(device), run.foils().to(device)
-    metric = run.metric
+    plan, device, layout = _prepare(run, grid, direction), run.device, grid.target.layout
+    n_prompts, n_positions = plan.base.shape
 
     def one_batch(rows: slice):
         r = torch.arange(rows.start, rows.stop)
         cell, prompt = r // n_prompts, r % n_prompts
         hooks = []
-        for layer, name in zip(layers, names):
-            found = index.slices(cell, prompt, layer)
-            if len(found[0]):
-                hooks.append((name, _setter(target.layout, [t.to(device) for t in found], source[name])))
-        _, kept = run.executor.capture(base[prompt], {UNEMBED_INPUT: lambda a: a[:, -1]},
+        for layer, name in zip(plan.layers, plan.names):
+            found = plan.index.slices(cell, prompt, layer)
+            if len(found[0]):  # only the layers whose cells are in this batch get a hook
+                hooks.append((name, _setter(layout, [t.to(device) for t in found], plan.source[name])))
+        _, kept = run.executor.capture(plan.base[prompt], {UNEMBED_INPUT: lambda a: a[:, -1]},
                                        interventions=hooks, stop_after=UNEMBED_INPUT)
         p = prompt.to(device)
-        return compute_metrics(kept[UNEMBED_INPUT], answers[p], foils[p], [metric], run.unembed)[metric]
+        return compute_metrics(kept[UNEMBED_INPUT], plan.answers[p], plan.foils[p], [run.metric],
+                               run.unembed)[run.metric]
 
-    counted = run.executor.forwards
+    counted, n_rows = run.executor.forwards, len(grid.cells) * n_prompts
     with _batch_size(run.executor, batch_size):
-        parts = run.executor.map_batches(len(cells) * n_prompts, n_positions, one_batch,
-                                         f"patching {len(cells)} cells")
-    stats.update(patched_rows=len(cells) * n_prompts, patched_forwards=run.executor.forwards - counted)
-    return torch.cat(parts).view(len(cells), n_prompts).cpu(), stats
+        parts = run.executor.map_batches(n_rows, n_positions, one_batch, f"patching {len(grid.cells)} cells")
+    plan.passes.update(patched_rows=n_rows, patched_forwards=run.executor.forwards - counted)
+    return torch.cat(parts).view(len(grid.cells), n_prompts).cpu(), plan.passes
 
 
 def attribution_patching(run, grid: Grid, direction: str, batch_size: Optional[int] = None):
-    """([cells, prompts], pass counts): the first-order estimate of each cell's change of the metric:
-    (source - base) . d metric / d activation, over the cell's slice. One forward and
-    one backward of the base prompts per batch."""
+    """([cells, prompts] first-order estimate of each cell's change of the metric, pass counts):
+    (source - base activation) . d metric / d activation over the cell's slice, from one
+    forward and one backward of the base prompts per batch."""
     import torch
 
     from ..runtime.metrics import UNEMBED_INPUT, compute_metrics
 
-    target, cells = grid.target, grid.cells
-    base_name, source_name = base_and_source(direction)
-    layers = sorted({c.layer for c in cells})
-    names = [target.hook_name(l) for l in layers]
-    counted = run.executor.forwards
-    source = capture_all_positions(run, source_name, names)
-    stats = {"source_forwards": run.executor.forwards - counted}
-    base = run.tokens(base_name)
-    n_prompts, n_positions = base.shape
-    device = run.device
-    answers, foils = run.answers().to(device), run.foils().to(device)
-    metric, executor = run.metric, run.executor
-    index = _PatchIndex(cells, n_positions)
+    plan, device, executor = _prepare(run, grid, direction), run.device, run.executor
+    n_prompts, n_positions = plan.base.shape
+    index = plan.index
+    leaf = [("hook_embed", _grad_leaf)] if _has_hook(run, "hook_embed") else []
 
     def one_batch(rows: slice):
         acts: Dict[str, Any] = {}
 
         def keep(name):
             def hook(act, hook=None):
-                acts[name] = act
+                acts[name] = act  # not detached: the graph reaches it
                 return act
             return hook
 
-        hooks = [("hook_embed", _grad_leaf)] + [(n, keep(n)) for n in names] + [(UNEMBED_INPUT, keep(UNEMBED_INPUT))]
+        hooks = leaf + [(n, keep(n)) for n in plan.names + [UNEMBED_INPUT]]
         with torch.enable_grad():
-            executor.capture(base[rows], {UNEMBED_INPUT: lambda a: a[:, -1]}, interventions=hooks,
+            executor.capture(plan.base[rows], {UNEMBED_INPUT: lambda a: a[:, -1]}, interventions=hooks,
                              stop_after=UNEMBED_INPUT)
-            values = compute_metrics(acts[UNEMBED_INPUT][:, -1], answers[rows], foils[rows], [metric],
-                                     run.unembed)[metric]
-            grads = torch.autograd.grad(values.sum(), [acts[n] for n in names], allow_unused=True)
-        out = torch.zeros(len(cells), rows.stop - rows.start)
-        for layer, name, grad in zip(layers, names, grads):
+            values = compute_metrics(acts[UNEMBED_INPUT][:, -1], plan.answers[rows], plan.foils[rows],
+                                     [run.metric], run.unembed)[run.metric]
+            grads = torch.autograd.grad(values.sum(), [acts[n] for n in plan.names], allow_unused=True)
+        out = torch.zeros(len(grid.cells), rows.stop - rows.start)
+        for layer, name, grad in zip(plan.layers, plan.names, grads):
             if grad is None:  # nothing downstream reads it
                 continue
-            delta = source[name][rows] - acts[name].detach()
-            per_slice = _per_position_head(target.layout, delta * grad)  # [n, pos, head]
+            delta = plan.source[name][rows] - acts[name].detach()
+            per_slice = _per_position_head(grid.target.layout, delta * grad)  # [n, pos, head]
             chosen = (index.layer == layer).nonzero().squeeze(1)
-            s = per_slice[:, :, index.head[chosen].to(device)]  # [n, pos, k]
-            mask = index.mask[chosen].T.to(device)               # [pos, k]
+            s = per_slice[:, :, index.head[chosen].to(device)]  # [n, pos, cells]
+            mask = index.mask[chosen].T.to(device)               # [pos, cells]
             out[chosen] = (s * mask).sum(1).T.float().cpu()
         return out
 
+    # the backward keeps a few activations of every block alive per row
     extra = 3 * 4 * n_positions * (run.cfg.d_model * 4 + run.cfg.n_heads * n_positions)
     counted = executor.forwards
     with _batch_size(executor, batch_size):
         parts = executor.map_batches(n_prompts, n_positions, one_batch, "attribution patching",
                                      extra_bytes_per_row=extra)
-    stats["forward_backward_passes"] = executor.forwards - counted
-    return torch.cat(parts, dim=1), stats
+    plan.passes["forward_backward_passes"] = executor.forwards - counted
+    return torch.cat(parts, dim=1), plan.passes
 
 
 def _grad_leaf(act, hook=None):
