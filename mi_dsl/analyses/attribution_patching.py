@@ -67,7 +67,7 @@ class AttributionPatching:
         d = result.data
         figs = core.grid_figures("attribution_patching", d, f"Attribution patching of {d['target']}")
         c = d.get("comparison")
-        if c and c["cells"]:
+        if c and c["spearman"] is not None:
             figs.append(("attribution_vs_exact", scatter(
                 c["exact"], c["attribution"], c["labels"],
                 f"Attribution vs exact patching ({c['with']}); Spearman {c['spearman']:.3f}",
