@@ -412,7 +412,7 @@ def filter_mi(b: Bench, pairs):
     def work():
         try:
             outcome = run_pipeline(b.plan, b.spec, dataset, b.executor, b.unembed)
-        except MiError:  # "no prompts are left": only a warm-up on two pairs should see it
+        except MiError:  # "no prompts are left": only a one-pair warm-up should see it
             return None, 0
         m = outcome.candidate_metrics
         return torch.tensor([m["clean"][b.plan.metric], m["corrupted"][b.plan.metric]]), len(outcome.pairs)
@@ -863,9 +863,25 @@ def spec_item(device_name: str, threads=None) -> dict:
                         "stages": [(s["step"], s["before"], s["after"]) for s in results["dataset"]["stages"]]},
             "forward_passes": results.get("forward_passes"), "baselines": results.get("baselines"),
             "head_attr_top": [h["head"] for h in results["analyses"]["head_attr"]["top"][:5]],
+            "attribution_vs_exact": spec_comparisons(results["analyses"]),
             "agreement": {"agree": bool(results["analyses"]) and not proc.returncode,
                           "checked": "run finished, all analyses present: "
                                      + ", ".join(results["analyses"])}}
+
+
+def spec_comparisons(analyses: dict) -> dict:
+    """The spec's own attribution-vs-exact comparisons (attribution_patching with compare_with)."""
+    out = {}
+    for name, a in analyses.items():
+        c = a.get("comparison") if a.get("kind") == "attribution_patching" else None
+        if not c:
+            continue
+        exact = analyses.get(c["with"], {})
+        out[name] = {"with": c["with"], "spearman": c.get("spearman"), "pearson": c.get("pearson"),
+                     "cells": c.get("cells"), "attribution_seconds": a.get("seconds"),
+                     "attribution_prompts": a.get("prompts"), "exact_seconds": exact.get("seconds"),
+                     "exact_prompts": exact.get("prompts")}
+    return out
 
 
 # --------------------------------------------------------------------------- environment, goals, report
@@ -940,6 +956,11 @@ def goals(out: dict, cuda: bool) -> list:
                 f" ({'goal on Gemma' if key == 'gemma' else 'for reference'})", f"{sp:.3f}",
                 sp >= GOALS["attrib_spearman"], key)
     s = out.get("spec")
+    for name, c in ((s or {}).get("attribution_vs_exact") or {}).items():
+        if c.get("spearman") is not None:
+            add(f"attribution vs exact Spearman >= {GOALS['attrib_spearman']} (the spec's {name} vs {c['with']}, "
+                f"{c['cells']} cells; exact on {c['exact_prompts']} pairs, attribution on {c['attribution_prompts']})",
+                f"{c['spearman']:.3f}", c["spearman"] >= GOALS["attrib_spearman"], "gemma")
     if s and "wall_seconds" in s and not cuda:
         add(f"CPU whole syllogism spec <= {GOALS['spec_cpu_seconds']:.0f} s", f"{s['wall_seconds']:.0f} s",
             s["wall_seconds"] <= GOALS["spec_cpu_seconds"], "gemma")
@@ -954,19 +975,20 @@ def goals(out: dict, cuda: bool) -> list:
 def markdown(out: dict) -> str:
     env = out["environment"]
     lines = [f"# mi-dsl benchmark, {out['date']}", "",
-             f"- device: {env['device']}; threads: {out['threads']['torch']} ({out['threads']['why']})", f"- load average (1/5/15 min): start {env['loadavg_start']}, "
-             f"end {env.get('loadavg_end')}",
+             f"- device: {env['device']}; threads: {out['threads']['torch']} ({out['threads']['why']})",
+             f"- load average (1/5/15 min): start {env['loadavg_start']}, end {env.get('loadavg_end')}",
              f"- versions: torch {env['torch']}, transformers {env['transformers']}, transformer-lens "
              f"{env['transformer_lens']}, python {env['python']}",
-             f"- command: `{out['command']}`", f"- sizes: {json.dumps(out['sizes'])}",
-             f"- harness wall time: {out.get('wall_seconds', 0):.0f} s", "",
-             "Seconds per method (one timed run after a warm-up; `*` = timed on a subset and scaled). "
-             "bare_last = bare HF forwards with logits_to_keep=1, bare_full = with all logits. "
-             "Peak memory = CUDA max_memory_allocated, or on CPU the process's peak RSS during the method "
-             "(model weights included).", "",
-             "| model | item | pairs | seed | TL | mi-dsl | bare_last | bare_full | mi/bare_last | mi/bare_full "
-             "| seed/mi | TL/mi | mi peak MB | agree |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"- command: `{out['command'].strip()}`", f"- sizes: {json.dumps(out['sizes'])}",
+             f"- harness wall time: {out.get('wall_seconds', 0):.0f} s", ""]
+    if out["models"]:
+        lines += ["Seconds per method (one timed run after a warm-up; `*` = timed on a subset and scaled). "
+                  "bare_last = bare HF forwards with logits_to_keep=1, bare_full = with all logits. "
+                  "Peak memory = CUDA max_memory_allocated, or on CPU the process's peak RSS during the method "
+                  "(model weights included).", "",
+                  "| model | item | pairs | seed | TL | mi-dsl | bare_last | bare_full | mi/bare_last | mi/bare_full "
+                  "| seed/mi | TL/mi | mi peak MB | agree |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, m in out["models"].items():
         for item, r in m.get("items", {}).items():
             meth = r["methods"]
@@ -989,10 +1011,18 @@ def markdown(out: dict) -> str:
                          f"{g('seed/mi')} | {g('tl/mi')} | {meth.get('mi', {}).get('peak_mb', '-')} | {verdict} |")
     s = out.get("spec")
     if s:
-        lines += ["", "Whole spec (`mi-run specs/syllogism.yaml --fresh`, fresh process): "
-                  + (f"{s['wall_seconds']:.0f} s wall; timings {json.dumps(s['timings'])}; peak RSS "
-                     f"{s['peak_rss_children_mb']:.0f} MB; stages {s['dataset']['stages']}" if "timings" in s
-                     else f"failed: {s.get('error')}")]
+        if "timings" in s:
+            t = s["timings"]
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in t.items() if k not in ("total",))
+            lines += ["", f"Whole spec (`{s['command']}`, a fresh process): **{s['wall_seconds']:.0f} s** wall; "
+                      f"peak RSS {s['peak_rss_children_mb']:.0f} MB; stages {s['dataset']['stages']}; timings (s): "
+                      f"{parts}."]
+            for name, c in (s.get("attribution_vs_exact") or {}).items():
+                lines.append(f"The spec's {name} vs {c['with']}: Spearman {c['spearman']:.3f}, Pearson "
+                             f"{c['pearson']:.3f} over {c['cells']} cells; attribution {c['attribution_seconds']} s on "
+                             f"{c['attribution_prompts']} pairs, exact {c['exact_seconds']} s on {c['exact_prompts']} pairs.")
+        else:
+            lines += ["", f"Whole spec failed: {s.get('error')}"]
     st = out.get("start")
     if st:
         lines += ["", "Model start (python launch -> first forward of the embedded Gemma-3-270m): "
