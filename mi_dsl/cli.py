@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 from typing import List, Optional
 
 from .errors import MiError

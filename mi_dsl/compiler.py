@@ -6,8 +6,8 @@ which. `mi-run plan` prints it; the runtime executes it.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Tuple
 
 from .analyses.registry import REGISTRY, load_all
 from .errors import ExpressionError, Location, SpecMeaningError
@@ -56,7 +56,7 @@ def _pipeline_step(spec: Spec, index: int, step: Dict[str, Any], metrics_needed:
 
 
 def compile_analyses(spec: Spec) -> Tuple[Step, ...]:
-    kinds = load_all()
+    load_all()
     ids: Dict[str, int] = {}
     compiled: List[Tuple[int, Any, Dict[str, Any]]] = []
     for index, params in enumerate(spec.analyses):

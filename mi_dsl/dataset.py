@@ -10,13 +10,13 @@ import itertools
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from .errors import Location, SpecMeaningError
+from .errors import SpecMeaningError
 from .expr import Env, Scope, compile_expression, expect_type
 from .spec import Spec, VocabSpec
 from .suggest import unknown
-from .templates import Template, parse_template, placeholder_names
+from .templates import Template, parse_template
 from .tokenization import Tokenizer
 
 DEFAULT_MAX_PROMPTS = 100_000

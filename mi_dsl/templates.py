@@ -97,21 +97,3 @@ def parse_template(text: str, slots: List[str], paired: List[str], where: Callab
         pieces.append("".join(literal))
     return Template(text, tuple(pieces))
 
-
-def placeholder_names(text: str) -> List[Tuple[str, int]]:
-    """Cheap scan of `{...}` contents and offsets, before slots are known (for did-you-mean)."""
-    found = []
-    i = 0
-    while i < len(text):
-        if text.startswith("{{", i) or text.startswith("}}", i):
-            i += 2
-            continue
-        if text[i] == "{":
-            close = text.find("}", i + 1)
-            if close < 0:
-                break
-            found.append((text[i + 1:close], i + 1))
-            i = close + 1
-            continue
-        i += 1
-    return found

@@ -8,7 +8,7 @@ An analysis class has three methods:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 from ..plan import Step
 

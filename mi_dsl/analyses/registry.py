@@ -8,7 +8,7 @@ it takes to add an analysis to the language.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
 from ..suggest import unknown

@@ -6,7 +6,6 @@ clean and corrupted metrics satisfy a condition, sample with Python's `random` (
 """
 from __future__ import annotations
 
-import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -57,8 +56,6 @@ def pair_metrics(executor, unembed, pairs, names, what: str = "") -> Dict[str, D
 
 
 def run_pipeline(plan, spec, dataset, executor, unembed) -> PipelineOutcome:
-    from ..compiler import compile_keep
-
     outcome = PipelineOutcome(list(dataset.pairs))
     for index, step in enumerate(plan.pipeline):
         before = len(outcome.pairs)
