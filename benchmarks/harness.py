@@ -269,7 +269,7 @@ def bare_model(b: Bench):
 
     info, spec = b.loaded.info, b.plan.model
     if spec.source == "random":
-        from mi_dsl.runtime import random_models
+        from mi_dsl.runtime.models import random_weights as random_models
 
         model = random_models.build(random_models.shape_for(spec.architecture, spec.size),
                                     len(b.loaded.tokenizer), spec.seed)
@@ -288,7 +288,7 @@ def find_tokenizer(args) -> str:
 
 
 def register_sizes():
-    from mi_dsl.runtime import random_models
+    from mi_dsl.runtime.models import random_weights as random_models
 
     base = random_models.SHAPES["gpt_neox"]["pythia-160m"]
     for name, fields in EXTRA_SIZES.items():
@@ -301,11 +301,10 @@ def register_sizes():
 
 
 def open_bench(key: str, args, sizes, device_name: str, meter: Meter) -> Bench:
-    from mi_dsl.commands import compile_spec
+    from mi_dsl.compile import prepare
     from mi_dsl.runtime.executor import Executor
-    from mi_dsl.runtime.metrics import Unembed
+    from mi_dsl.runtime.unembed import Unembed
     from mi_dsl.runtime.models import load_model
-    from mi_dsl.tokenization import load_tokenizer
 
     overrides = [f"model.device={device_name}"]
     if key == "pythia":
@@ -314,8 +313,8 @@ def open_bench(key: str, args, sizes, device_name: str, meter: Meter) -> Bench:
         file = HERE / "specs" / "pythia_shaped.yaml"
     else:
         file = HERE / "specs" / "gemma.yaml"
-    spec, plan, dataset, _ = compile_spec(str(file), overrides, [])
-    tokenizer = load_tokenizer(spec.model, spec.bos_token, spec.loc("model"))
+    prepared = prepare(str(file), overrides, [])
+    spec, plan, dataset, tokenizer = prepared.spec, prepared.plan, prepared.dataset, prepared.tokenizer
     seconds, loaded = meter.timed(lambda: load_model(plan.model))
     log(f"{key}: model loaded in {seconds:.1f}s ({loaded.info.get('id')})")
     executor = Executor(loaded, plan.batch_size, plan.memory_gb, progress=False)
@@ -792,7 +791,7 @@ def attrib_item(b: Bench, pairs, args, patch_item) -> dict:
 PROBE = r"""
 import json, sys, time
 import torch
-from mi_dsl.plan import ModelSpec
+from mi_dsl.spec.model import ModelSpec
 from mi_dsl.runtime.models import load_model
 imported = time.time()
 loaded = load_model(ModelSpec(source="embedded", device=sys.argv[1]))

@@ -11,6 +11,6 @@ LANGUAGE_VERSION = 1
 
 def run(spec_path, overrides=None, **options):
     """Run a spec and return its results (the same dict as the run's results.json)."""
-    from .runner import run_spec
+    from .runtime.run import run_spec
 
     return run_spec(spec_path, overrides=overrides or [], **options).results

@@ -74,7 +74,7 @@ def spec_text(analyses: str, pipeline: str = PIPELINE, model: str = MODEL, data:
 def loaded():
     if not PYTHIA.exists():
         pytest.skip(f"the shared Pythia tokenizer is not at {PYTHIA} (mi-dsl does not ship it)")
-    from mi_dsl.plan import ModelSpec
+    from mi_dsl.spec.model import ModelSpec
     from mi_dsl.runtime.models import load_model
 
     return load_model(ModelSpec(source="random", architecture="gpt_neox", size="tiny", tokenizer=str(PYTHIA),
@@ -84,7 +84,7 @@ def loaded():
 @pytest.fixture(scope="module")
 def run(loaded, tmp_path_factory):
     """run(analyses yaml, pipeline=...) -> (results, run dir); every run reuses the loaded model."""
-    from mi_dsl.runner import run_spec
+    from mi_dsl.runtime.run import run_spec
 
     folder = tmp_path_factory.mktemp("specs")
     count = iter(range(10**6))
@@ -179,7 +179,7 @@ def test_detection_scores_check_the_length():
 
 
 def test_attention_view_is_standalone_and_offline():
-    from mi_dsl.analyses.attention_view import attention_view, circuitsvis_bundle
+    from mi_dsl.analyses._attention import attention_view, circuitsvis_bundle
 
     if circuitsvis_bundle() is None:
         pytest.skip("circuitsvis is not installed, so there is no bundle to inline")
@@ -206,8 +206,8 @@ def check_scripts_parse(page: str) -> None:
 
 @pytest.fixture
 def compile_errors(tmp_path, tiny_tokenizer):
-    """compile_spec on a word-level tokenizer spec; returns the raised MiError (or None)."""
-    from mi_dsl.commands import compile_spec
+    """prepare() on a word-level tokenizer spec; returns the raised MiError (or None)."""
+    from mi_dsl.compile import prepare
     from mi_dsl.errors import MiError
 
     def compile_with(analyses: str, template: str = "The {animal} are {size}. Are the {animal}"):
@@ -229,7 +229,7 @@ def compile_errors(tmp_path, tiny_tokenizer):
         path = tmp_path / "c.yaml"
         path.write_text(text)
         try:
-            compile_spec(str(path), [], [])
+            prepare(str(path), [], [])
         except MiError as err:
             return err
         return None
@@ -282,7 +282,7 @@ def test_compiling_the_four_analyses_imports_no_torch(tmp_path, tiny_tokenizer):
           - {{kind: ablation, heads: "L1H*", positions: final, method: mean}}
           - {{kind: head_detection, heads: [L0H1], text: "The cats"}}
         """))
-    code = (f"import sys; from mi_dsl.commands import compile_spec; compile_spec({str(spec)!r}, [], []); "
+    code = (f"import sys; from mi_dsl.compile import prepare; prepare({str(spec)!r}, [], []); "
             "print(sorted(m for m in ('torch', 'transformer_lens', 'plotly') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -524,7 +524,7 @@ def test_head_detection_without_bos_and_ranking_by_another_score(run, loaded):
 
 @pytest.mark.slow
 def test_embedded_gemma_ablation_contribution_and_detection(tmp_path):
-    from mi_dsl.runner import run_spec
+    from mi_dsl.runtime.run import run_spec
 
     data = DATA.replace("[[herbivorous, carnivorous], [bipedal, quadrupedal]]",
                         "[[endothermic, ectothermic], [toothed, toothless]]")

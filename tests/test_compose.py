@@ -65,10 +65,10 @@ def test_child_overrides_merge_and_replace(lab):
 def test_inherited_value_is_located_in_its_own_file(lab):
     write(lab / "lab" / "base.yaml", BASE.replace("first_token(\" \" + noun)", "first_tokn(\" \" + noun)"))
     child = write(lab / "me" / "child.yaml", "extends: ../lab/base.yaml\n")
-    from mi_dsl.commands import compile_spec
+    from mi_dsl.compile import prepare
 
     with pytest.raises(MiError) as err:
-        compile_spec(str(child), [], [], need_tokenizer=False)
+        prepare(str(child), [], [], need_tokenizer=False)
     loc = err.value.location
     assert loc.file.endswith("base.yaml") and loc.line == 10
     assert "first_tokn" in err.value.message and "first_token" in err.value.format()
@@ -100,3 +100,15 @@ def test_set_overrides_apply_after_extends(lab):
     child = write(lab / "me" / "child.yaml", "extends: ../lab/base.yaml\n")
     spec = load_spec(child, overrides=["model.seed=11", "prompts.equal_lengths=false"])
     assert spec.model.seed == 11 and spec.prompts["equal_lengths"] is False
+
+
+def test_extends_with_a_null_byte_is_a_located_error(tmp_path):
+    """Found by the property test: a NUL in `extends` reached os.path as a raw ValueError."""
+    from mi_dsl.errors import SpecMeaningError
+    from mi_dsl.spec import load_spec
+
+    child = tmp_path / "child.yaml"
+    child.write_text('version: 1\nextends: "\\0"\nmodel: {source: embedded, prepend_bos: true}\n')
+    with pytest.raises(SpecMeaningError) as raised:
+        load_spec(str(child))
+    assert raised.value.location.line == 2

@@ -20,7 +20,7 @@ from conftest import REPO, SPECS
 from mi_dsl.dataset import build_dataset
 from mi_dsl.errors import FileAccessError, SchemaError, SpecMeaningError
 from mi_dsl.spec import load_spec
-from mi_dsl.tokenization import load_tokenizer
+from mi_dsl.dataset.tokenizer import load_tokenizer
 
 PYTHIA_SPEC = SPECS / "syllogism_pythia160m.yaml"
 
@@ -420,11 +420,11 @@ def test_unequal_lengths_are_refused_unless_allowed(build):
 LIGHT_SCRIPT = """
 import sys
 from mi_dsl.cli import main
-from mi_dsl.compiler import compile_plan
+from mi_dsl.compile.compiler import compile_plan
 from mi_dsl.dataset import build_dataset
 from mi_dsl.expr import Scope, compile_expression, parse_heads
 from mi_dsl.spec import load_spec
-from mi_dsl.tokenization import load_tokenizer
+from mi_dsl.dataset.tokenizer import load_tokenizer
 
 spec = load_spec(sys.argv[1], ["model.tokenizer=" + sys.argv[2]])
 plan = compile_plan(spec)

@@ -1,4 +1,4 @@
-"""mi_dsl.loader: safe YAML into plain data, with the line and column of every node."""
+"""mi_dsl.spec.loader: safe YAML into plain data, with the line and column of every node."""
 from __future__ import annotations
 
 import time
@@ -6,7 +6,7 @@ import time
 import pytest
 
 from mi_dsl.errors import FileAccessError, Location, SpecSyntaxError
-from mi_dsl.loader import MAX_NODES, MAX_SPEC_BYTES, load_file, parse_yaml, read_text
+from mi_dsl.spec.loader import MAX_NODES, MAX_SPEC_BYTES, load_file, parse_yaml, read_text
 
 TEXT = """\
 version: 1

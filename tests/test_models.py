@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from mi_dsl.errors import FileAccessError, RunError
-from mi_dsl.plan import ModelSpec, Processing
-from mi_dsl.runtime import cache
+from mi_dsl.spec.model import ModelSpec, Processing
+from mi_dsl.runtime.models import cache
 
 REPO = Path(__file__).resolve().parents[1]
 # As in conftest.py: the shared checkout's copy, or MI_DSL_PYTHIA_TOKENIZER.
@@ -65,7 +65,7 @@ def load():
 
 
 def test_importing_models_does_not_import_torch():
-    code = ("import sys, mi_dsl.runtime.models, mi_dsl.runtime.cache, mi_dsl.runtime.random_models; "
+    code = ("import sys, mi_dsl.runtime.models, mi_dsl.runtime.models.cache, mi_dsl.runtime.models.random_weights; "
             "print(sorted(m for m in ('torch', 'transformers', 'transformer_lens') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -136,7 +136,7 @@ def test_prepend_bos_false_is_recorded(load):
 @needs_pythia_tokenizer
 def test_local_directory_loads_the_same_weights(load, tmp_path):
     import torch
-    from mi_dsl.runtime import random_models
+    from mi_dsl.runtime.models import random_weights as random_models
     from mi_dsl.runtime.models import load_model
 
     generated = load(tiny("gpt_neox"))
@@ -226,7 +226,7 @@ def test_cached_tokenizer_dir_needs_no_torch(tmp_path):
 
     tokenizer_dir_for(tiny("gpt_neox"), cache_root=tmp_path)
     code = (f"import sys; from mi_dsl.runtime.models import tokenizer_dir_for; "
-            f"from mi_dsl.plan import ModelSpec; "
+            f"from mi_dsl.spec.model import ModelSpec; "
             f"tokenizer_dir_for(ModelSpec(source='random', architecture='gpt_neox', size='tiny', "
             f"tokenizer={str(PYTHIA_TOKENIZER)!r}), cache_root={str(tmp_path)!r}); "
             f"print('torch' in sys.modules, 'transformers' in sys.modules)")
@@ -279,18 +279,17 @@ def test_file_fingerprint_changes_with_the_file(tmp_path):
 def test_processed_weights_cache_round_trips(tmp_path):
     """The second start takes processed weights from disk and computes the same logits."""
     import torch
-    from mi_dsl.runtime import models
+    from mi_dsl.runtime.models import boot, files, weights as sources
 
     spec = tiny("gemma3")
     results = []
     for _ in range(2):
-        tokenizer = models._load_tokenizer(models.tokenizer_dir_for(spec))
-        weights = models._random(spec, None, torch.float32, lambda m: None, tokenizer)
+        tokenizer = boot.load_bridge_tokenizer(files.tokenizer_dir_for(spec))
+        weights = sources.LOADERS["random"](spec, None, torch.float32, lambda m: None, tokenizer)
         weights.weights_key = "test-weights"
-        bridge = models._boot(weights.hub_name, weights.hf_model, tokenizer, torch.device("cpu"),
-                              torch.float32)
-        hit = models._enable_compatibility(bridge, spec, weights, tmp_path, torch.device("cpu"),
-                                           torch.float32, lambda m: None)
+        bridge = boot.boot_bridge(weights.hub_name, weights.hf_model, tokenizer, torch.device("cpu"), torch.float32)
+        hit = boot.enable_compatibility(bridge, spec, weights, tmp_path, torch.device("cpu"),
+                                        torch.float32, lambda m: None)
         with torch.no_grad():
             results.append((hit, bridge(bridge.to_tokens("one two three", prepend_bos=True))))
     assert [hit for hit, _ in results] == [False, True]

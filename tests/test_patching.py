@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mi_dsl.analyses.patching_core import baselines
+from mi_dsl.analyses._patching import baselines
 from mi_dsl.analyses.registry import REGISTRY, load_all
 from mi_dsl.errors import MiError, SpecMeaningError
 
@@ -54,7 +54,7 @@ SHARP = "tiny-sharp"
 def sharp_models():
     """The tiny shapes initialised with 10x the usual spread (initializer_range 0.2): sharper
     attention and logit differences of a few units, so patches move the metric visibly."""
-    from mi_dsl.runtime import random_models
+    from mi_dsl.runtime.models import random_weights as random_models
 
     def sharpened(shape):
         def make(vocab):
@@ -91,13 +91,11 @@ def with_analyses(text: str, body: str = DATA) -> str:
 
 def run_context(folder: Path, model: str, body: str = DATA):
     """The RunContext of a finished run of the spec (pipeline, baselines, its analyses)."""
-    from mi_dsl.commands import compile_spec
-    from mi_dsl.runner import Session
-    from mi_dsl.tokenization import load_tokenizer
+    from mi_dsl.compile import prepare
+    from mi_dsl.runtime.run import Session
 
-    spec, plan, dataset, _ = compile_spec(str(write_spec(folder, model, body)), [], [])
-    tokenizer = load_tokenizer(spec.model, spec.bos_token, spec.loc("model"))
-    session = Session(spec, plan, dataset, tokenizer, progress=False, say=lambda m: None)
+    p = prepare(str(write_spec(folder, model, body)), [], [])
+    session = Session(p.spec, p.plan, p.dataset, p.tokenizer, progress=False, say=lambda m: None)
     session.run(time.perf_counter())
     return session.context
 
@@ -383,7 +381,7 @@ def test_attribution_is_a_first_order_estimate(neox):
 
 
 def test_spearman():
-    from mi_dsl.analyses.patching_core import spearman
+    from mi_dsl.analyses._patching import spearman
 
     x = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
     assert spearman(x, x ** 3) == pytest.approx(1.0)
@@ -439,10 +437,11 @@ def test_position_selectors_pick_exactly_their_positions(neox):
 
 
 def compile_only(tmp_path, analyses: str, metric: str = "logit_diff"):
-    from mi_dsl.commands import compile_spec
+    from mi_dsl.compile import prepare
 
     body = with_analyses(analyses, DATA.replace("metric: logit_diff", f"metric: {metric}"))
-    return compile_spec(str(write_spec(tmp_path, model_yaml("gemma3"), body)), [], [], need_tokenizer=False)
+    p = prepare(str(write_spec(tmp_path, model_yaml("gemma3"), body)), [], [], need_tokenizer=False)
+    return p.spec, p.plan, p.dataset, p.skipped
 
 
 def test_compile_checks_the_parameters(tmp_path):
@@ -472,7 +471,7 @@ def test_compile_checks_the_parameters(tmp_path):
 
 @needs_pythia
 def test_a_spec_runs_end_to_end_with_figures(tmp_path):
-    from mi_dsl.runner import run_spec
+    from mi_dsl.runtime.run import run_spec
 
     analyses = """
       - {kind: activation_patching, id: resid, target: resid_pre}

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mi_dsl.cli import main
-from mi_dsl.schema import build_schema
+from mi_dsl.spec.schema import build_schema
 
 SCHEMA = build_schema()
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True),

@@ -42,8 +42,8 @@ def test_pretrained_model_missing_offline_is_a_clean_error(tmp_path):
 @needs_pythia
 def test_nan_metric_names_the_keep_condition(tmp_path, monkeypatch):
     from mi_dsl.errors import RunError
-    from mi_dsl.runner import run_spec
-    from mi_dsl.runtime.metrics import Unembed
+    from mi_dsl.runtime.run import run_spec
+    from mi_dsl.runtime.unembed import Unembed
 
     # Patch a method, not a module-level function: importers bind functions at import time.
     real = Unembed.logits_of
@@ -60,7 +60,7 @@ def test_nan_metric_names_the_keep_condition(tmp_path, monkeypatch):
 def test_out_of_memory_batch_is_split_and_retried(tmp_path, monkeypatch):
     """A forward of more than 3 prompts 'runs out of memory': the executor halves the batch,
     warns, and the numbers equal an unconstrained run's."""
-    from mi_dsl.runner import run_spec
+    from mi_dsl.runtime.run import run_spec
     from mi_dsl.runtime.executor import Executor
 
     spec = write_spec(tmp_path, tiny("gpt_neox"), analyses="analyses:\n  - {kind: head_attribution, id: heads}\n",
@@ -85,11 +85,11 @@ def test_out_of_memory_batch_is_split_and_retried(tmp_path, monkeypatch):
 
 
 def test_generated_reference_doc_is_current():
-    from mi_dsl.listing import reference_markdown
+    from mi_dsl.cli.listing import reference_markdown
 
     committed = (ROOT / "docs" / "spec-reference.md").read_text()
     assert committed == reference_markdown(), \
-        "docs/spec-reference.md is stale: run `python -m mi_dsl.listing > docs/spec-reference.md`"
+        "docs/spec-reference.md is stale: run `python -m mi_dsl.cli.listing > docs/spec-reference.md`"
 
 
 @needs_pythia

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mi_dsl.runner import run_spec
+from mi_dsl.runtime.run import run_spec
 
 PYTHIA = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "pythia" / "20B_tokenizer.json"
 needs_pythia = pytest.mark.skipif(not PYTHIA.exists(), reason=f"shared Pythia tokenizer not found at {PYTHIA}")
@@ -95,9 +95,9 @@ def test_batch_size_does_not_change_numbers(tmp_path):
 
 @needs_pythia
 def test_metrics_from_columns_equal_full_logits():
-    from mi_dsl.plan import ModelSpec
+    from mi_dsl.spec.model import ModelSpec
     from mi_dsl.runtime.executor import Executor
-    from mi_dsl.runtime.metrics import Unembed, final_metrics
+    from mi_dsl.runtime.unembed import Unembed, final_metrics
     from mi_dsl.runtime.models import load_model
 
     loaded = load_model(ModelSpec(source="random", architecture="gpt_neox", size="tiny", tokenizer=str(PYTHIA)))

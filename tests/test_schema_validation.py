@@ -1,4 +1,4 @@
-"""mi_dsl.schema and mi_dsl.validate: the JSON Schema, and which single fault a user is told first."""
+"""mi_dsl.spec.schema and mi_dsl.spec.validate: the JSON Schema, and which single fault a user is told first."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,9 @@ import yaml
 
 from conftest import REPO, SPECS
 from mi_dsl.errors import SchemaError
-from mi_dsl.loader import parse_yaml
-from mi_dsl.schema import build_schema
-from mi_dsl.validate import validate_document
+from mi_dsl.spec.loader import parse_yaml
+from mi_dsl.spec.schema import build_schema
+from mi_dsl.spec.validate import validate_document
 
 VALID = """\
 version: 1

@@ -1,24 +1,26 @@
-"""Every shipped spec runs on the embedded model (small sizes where the full run is long),
-and the README's tutorial spec is the file under specs/ that it shows."""
+"""Every shipped spec runs on the embedded model (small sizes where the full run is long)
+and gives its golden numbers (tests/golden/); the README's tutorial spec is the file under
+specs/ that it shows."""
 from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
-from mi_dsl.runner import run_spec
+from mi_dsl.runtime.run import run_spec
+
+from golden_compare import check_golden
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
 
-# Overrides that keep each run to a minute or two on a CPU (the full runs are the product's job).
-SMALL = {
-    "ioi.yaml": ["pipeline.0.sample.n=8", "analyses.3.max_pairs=4", "analyses.4.max_pairs=4"],
-    "induction.yaml": ["analyses.0.seq_len=20", "analyses.0.batch=2"],
-    "tutorial.yaml": [],
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent / "golden"))
+from record import SIZES  # noqa: E402  (the test sizes: a minute or two each on a CPU)
+
+SMALL = {f"{name}.yaml": overrides for name, overrides in SIZES.items() if name != "syllogism"}
 
 
 def test_every_shipped_spec_starts_with_the_schema_line():
@@ -48,14 +50,13 @@ def test_shipped_spec_runs(name, tmp_path):
         assert f"figures/{figure.name}" in index
     if results["baselines"]:
         assert results["baselines"]["clean"] > 0 > results["baselines"]["corrupted"]
+    check_golden(name[:-len(".yaml")], results)
 
 
 @pytest.mark.slow
 def test_main_job_syllogism_runs_every_analysis(tmp_path):
     """`mi-run specs/syllogism.yaml` end to end on the embedded model (patching on few pairs)."""
-    overrides = ["pipeline.1.sample.n=16", "analyses.7.max_pairs=6", "analyses.8.max_pairs=6",
-                 "analyses.11.seq_len=20"]
-    outcome = run_spec(SPECS / "syllogism.yaml", overrides=overrides, out_dir=str(tmp_path), progress=False)
+    outcome = run_spec(SPECS / "syllogism.yaml", overrides=SIZES["syllogism"], out_dir=str(tmp_path), progress=False)
     results = json.loads((outcome.run_dir / "results.json").read_text())
     kinds = {a["kind"] for a in results["analyses"].values()}
     from mi_dsl.analyses.registry import load_all
@@ -67,3 +68,4 @@ def test_main_job_syllogism_runs_every_analysis(tmp_path):
     index = outcome.report_path.read_text()
     for figure in (outcome.run_dir / "figures").glob("*.html"):
         assert f"figures/{figure.name}" in index
+    check_golden("syllogism", results)

@@ -8,9 +8,9 @@ are backups; the final LayerNorm scale ratio says how much of that is mere resca
 from __future__ import annotations
 
 from ..errors import RunError
-from .attention_view import by_layer, capture_each, head_names, heads_param
+from ._attention import by_layer, capture_each, head_names, heads_param
 from .base import Result, head_label, step
-from .figures import heatmap, scatter
+from ._figures import heatmap, scatter
 from .registry import analysis
 
 METHODS = ["zero", "mean", "resample"]
@@ -121,7 +121,8 @@ def _ablate(heads, positions, replacement):
 
 def _sweep(run, interventions=()):
     """One pass over the dataset: per-head DLA [L, H], the metric and the final norm scale per prompt."""
-    from ..runtime.metrics import UNEMBED_INPUT, compute_metrics
+    from ..metrics import compute_metrics
+    from ..runtime.unembed import UNEMBED_INPUT
     from .head_attribution import capture_heads, head_dla
 
     kept = capture_heads(run, interventions=interventions)

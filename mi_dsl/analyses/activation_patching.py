@@ -4,11 +4,11 @@ Each cell (a layer and position, a head, or a head at a position) is one patched
 Cells are not run one forward each, as TransformerLens's patching functions do: the
 base prompts are repeated once per cell in the batch dimension and every layer's hook
 patches only the rows of its own cells, so a whole grid costs about as much as plain
-forwards of cells x prompts rows (see patching_core for the mechanics and directions).
+forwards of cells x prompts rows (see _patching for the mechanics and directions).
 """
 from __future__ import annotations
 
-from . import patching_core as core
+from . import _patching as core
 from .base import Result
 from .registry import analysis
 

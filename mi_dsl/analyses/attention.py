@@ -8,7 +8,7 @@ that opens offline.
 from __future__ import annotations
 
 from ..errors import RunError, SpecMeaningError
-from .attention_view import capture_patterns, head_names, heads_param, literal_ids, pattern_figures
+from ._attention import capture_patterns, head_names, heads_param, literal_ids, pattern_figures
 from .base import Result, step
 from .registry import analysis
 

@@ -8,9 +8,9 @@ residual direction. A head that copies what it attends to puts its points on a r
 from __future__ import annotations
 
 from ..errors import SpecMeaningError
-from .attention_view import PATTERN_HOOK, by_layer, capture_each, head_names, heads_param
+from ._attention import PATTERN_HOOK, by_layer, capture_each, head_names, heads_param
 from .base import Result, step
-from .figures import scatter
+from ._figures import scatter
 from .registry import analysis
 
 DEFAULT_FROM, DEFAULT_TO = "final", "descriptor"

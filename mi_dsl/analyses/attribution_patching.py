@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from ..errors import SpecMeaningError
 from ..suggest import unknown
-from . import patching_core as core
+from . import _patching as core
 from .base import Result
-from .figures import scatter
+from ._figures import scatter
 from .registry import analysis
 
 DIFFERENTIABLE = ("logit_diff", "logprob", "prob")

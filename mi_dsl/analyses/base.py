@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
-from ..plan import Step
+from ..compile.plan import Step
 
 
 @dataclass

@@ -7,7 +7,7 @@ bar chart (plot_attention_heads, as a fraction of the clean logit difference).
 from __future__ import annotations
 
 from .base import Result, head_grid_rows, head_label, step
-from .figures import hbar, heatmap
+from ._figures import hbar, heatmap
 from .registry import analysis
 
 

@@ -12,9 +12,9 @@ forward stops after the last layer's pattern, so no logits are computed.
 from __future__ import annotations
 
 from ..errors import RunError, SpecMeaningError
-from .attention_view import PATTERN_HOOK, capture_patterns, head_names, heads_param, literal_ids, pattern_figures
+from ._attention import PATTERN_HOOK, capture_patterns, head_names, heads_param, literal_ids, pattern_figures
 from .base import Result, head_grid_rows, head_label, step
-from .figures import heatmap
+from ._figures import heatmap
 from .registry import analysis
 
 KINDS = ("previous_token", "duplicate_token", "induction")

@@ -6,7 +6,7 @@ output; each part's direct contribution to the logit difference.
 from __future__ import annotations
 
 from .base import Result, step
-from .figures import line
+from ._figures import line
 from .registry import analysis
 
 

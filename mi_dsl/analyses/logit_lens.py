@@ -6,7 +6,7 @@ normalisation and the logit-difference direction: where in depth the answer appe
 from __future__ import annotations
 
 from .base import Result, step
-from .figures import line
+from ._figures import line
 from .registry import analysis
 
 

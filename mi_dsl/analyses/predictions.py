@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .base import Result, step
-from .figures import hbar
+from ._figures import hbar
 from .registry import analysis
 
 
@@ -25,7 +25,7 @@ class Predictions:
         import torch
 
         from ..errors import RunError
-        from ..runtime.metrics import UNEMBED_INPUT
+        from ..runtime.unembed import UNEMBED_INPUT
 
         tok = run.tokenizer
         if "prompt" in params:

@@ -13,7 +13,8 @@ import torch
 
 from ..errors import RunError
 from .executor import Executor
-from .metrics import UNEMBED_INPUT, Unembed, compute_metrics
+from ..metrics import compute_metrics
+from .unembed import UNEMBED_INPUT, Unembed
 
 
 @dataclass
@@ -94,7 +95,7 @@ class RunContext:
 
     def select_positions(self, params: Dict[str, Any], key: str, prompts, default: Optional[str] = None):
         """Per prompt (a dataset Prompt: ids and slot spans), the positions a selector names."""
-        from ..dataset import slot_vocabularies
+        from ..dataset.build import slot_vocabularies
         from ..expr import Env, parse_positions
 
         text = params.get(key, default)

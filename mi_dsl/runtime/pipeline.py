@@ -15,7 +15,7 @@ import torch
 
 from ..errors import RunError
 from ..expr import Env
-from .metrics import final_metrics
+from .unembed import final_metrics
 
 
 @dataclass
@@ -76,7 +76,7 @@ def run_pipeline(plan, spec, dataset, executor, unembed) -> PipelineOutcome:
 
 
 def _keep(spec, index, params, outcome, executor, unembed):
-    from ..compiler import compile_keep
+    from ..compile.compiler import compile_keep
 
     condition = compile_keep(spec, index)
     metrics = pair_metrics(executor, unembed, outcome.pairs, params["metrics"], "keep-condition")

@@ -1,0 +1,238 @@
+"""The two patching engines: exact (stacked patched rows) and attribution (one forward + backward)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .grid import Cell, Grid, _has_hook
+
+
+@dataclass
+class Baselines:
+    clean: float
+    corrupted: float
+
+    @property
+    def gap(self) -> float:
+        return self.clean - self.corrupted
+
+    def normalise(self, value: float) -> Optional[float]:
+        if abs(self.gap) < 1e-12:
+            return None
+        return (value - self.corrupted) / self.gap
+
+
+def direction_of(params) -> str:
+    return params.get("direction", "denoising")
+
+
+def base_and_source(direction: str) -> Tuple[str, str]:
+    """(the run that is patched, the run whose activations are patched in)."""
+    return ("corrupted", "clean") if direction == "denoising" else ("clean", "corrupted")
+
+
+def baselines(run) -> Baselines:
+    if "clean" in run.baselines and "corrupted" in run.baselines:
+        return Baselines(run.baselines["clean"], run.baselines["corrupted"])
+    from ...runtime.pipeline import pair_metrics
+
+    final = pair_metrics(run.executor, run.unembed, run.pairs, [run.metric], "baselines")
+    return Baselines(float(final["clean"][run.metric].mean()), float(final["corrupted"][run.metric].mean()))
+
+
+def capture_all_positions(run, which: str, names: Sequence[str]):
+    """{hook name: [N, ...]} every position of the named hooks, one batched sweep of `which`."""
+    import torch
+
+    from ...runtime.executor import ALL
+
+    tokens = run.tokens(which)
+    keep = {name: ALL for name in names}
+    last = names[-1]  # names are in forward order; nothing after the last one is needed
+
+    def one_batch(rows: slice):
+        return run.executor.capture(tokens[rows], keep, stop_after=last)[1]
+
+    parts = run.executor.map_batches(len(tokens), tokens.shape[1], one_batch, f"capturing {which} activations")
+    return {name: torch.cat([p[name] for p in parts]) for name in names}
+
+
+class _PatchIndex:
+    """Index tensors of the cells, to find the patched slices of any block of rows."""
+
+    def __init__(self, cells: Sequence[Cell], n_positions: int):
+        import torch
+
+        self.layer = torch.tensor([c.layer for c in cells])
+        self.head = torch.tensor([max(c.head, 0) for c in cells])
+        self.mask = torch.zeros(len(cells), n_positions, dtype=torch.bool)
+        for i, c in enumerate(cells):
+            self.mask[i, list(c.positions)] = True
+
+    def slices(self, cell, prompt, layer: int):
+        """For rows whose cells are `cell` and prompts `prompt` ([R] each): the (row, source
+        prompt, position, head) of every patched slice at `layer`."""
+        rows = (self.layer[cell] == layer).nonzero().squeeze(1)
+        k, pos = self.mask[cell[rows]].nonzero(as_tuple=True)
+        rows = rows[k]
+        return rows, prompt[rows], pos, self.head[cell[rows]]
+
+
+def _setter(layout: str, index, source):
+    """A hook writing source[prompt, slice] into act[row, slice] for the index's slices."""
+    rows, prompts, pos, heads = index
+    if layout == "resid":
+        where, values = (rows, pos), source[prompts, pos]
+    elif layout == "head":
+        where, values = (rows, pos, heads), source[prompts, pos, heads]
+    else:  # pattern [batch, head, dest, src]: patch whole rows of destination positions
+        where, values = (rows, heads, pos), source[prompts, heads, pos]
+
+    def hook(act, hook=None):
+        if act.requires_grad:
+            act = act.clone()
+        act[where] = values.to(act.dtype)
+        return act
+
+    return hook
+
+
+@dataclass
+class _Plan:
+    """What both methods need: the patched hooks, the source run's activations at every
+    position, the base run's tokens and the index of the cells."""
+
+    layers: List[int]
+    names: List[str]
+    source: Dict[str, Any]      # hook name -> [prompts, ...] activations of the source run
+    base: Any                   # [prompts, positions] tokens of the base run
+    index: "_PatchIndex"
+    answers: Any
+    foils: Any
+    passes: Dict[str, int]
+
+
+def _prepare(run, grid: Grid, direction: str) -> _Plan:
+    base_name, source_name = base_and_source(direction)
+    layers = sorted({c.layer for c in grid.cells})
+    names = [grid.target.hook_name(l) for l in layers]
+    counted = run.executor.forwards
+    source = capture_all_positions(run, source_name, names)
+    base = run.tokens(base_name)
+    return _Plan(layers, names, source, base, _PatchIndex(grid.cells, base.shape[1]),
+                 run.answers().to(run.device), run.foils().to(run.device),
+                 {"source_forwards": run.executor.forwards - counted})
+
+
+def exact_patching(run, grid: Grid, direction: str, batch_size: Optional[int] = None):
+    """([cells, prompts] metric of every cell's patched run, pass counts); many cells per forward.
+
+    Row r of the stacked batch is cell r // prompts on prompt r % prompts."""
+    import torch
+
+    from ...metrics import compute_metrics
+    from ...runtime.unembed import UNEMBED_INPUT
+
+    plan, device, layout = _prepare(run, grid, direction), run.device, grid.target.layout
+    n_prompts, n_positions = plan.base.shape
+
+    def one_batch(rows: slice):
+        r = torch.arange(rows.start, rows.stop)
+        cell, prompt = r // n_prompts, r % n_prompts
+        hooks = []
+        for layer, name in zip(plan.layers, plan.names):
+            found = plan.index.slices(cell, prompt, layer)
+            if len(found[0]):  # only the layers whose cells are in this batch get a hook
+                hooks.append((name, _setter(layout, [t.to(device) for t in found], plan.source[name])))
+        _, kept = run.executor.capture(plan.base[prompt], {UNEMBED_INPUT: lambda a: a[:, -1]},
+                                       interventions=hooks, stop_after=UNEMBED_INPUT)
+        p = prompt.to(device)
+        return compute_metrics(kept[UNEMBED_INPUT], plan.answers[p], plan.foils[p], [run.metric],
+                               run.unembed)[run.metric]
+
+    counted, n_rows = run.executor.forwards, len(grid.cells) * n_prompts
+    with _batch_size(run.executor, batch_size):
+        parts = run.executor.map_batches(n_rows, n_positions, one_batch, f"patching {len(grid.cells)} cells")
+    plan.passes.update(patched_rows=n_rows, patched_forwards=run.executor.forwards - counted)
+    return torch.cat(parts).view(len(grid.cells), n_prompts).cpu(), plan.passes
+
+
+def attribution_patching(run, grid: Grid, direction: str, batch_size: Optional[int] = None):
+    """([cells, prompts] first-order estimate of each cell's change of the metric, pass counts):
+    (source - base activation) . d metric / d activation over the cell's slice, from one
+    forward and one backward of the base prompts per batch."""
+    import torch
+
+    from ...metrics import compute_metrics
+    from ...runtime.unembed import UNEMBED_INPUT
+
+    plan, device, executor = _prepare(run, grid, direction), run.device, run.executor
+    n_prompts, n_positions = plan.base.shape
+    index = plan.index
+    leaf = [("hook_embed", _grad_leaf)] if _has_hook(run, "hook_embed") else []
+
+    def one_batch(rows: slice):
+        acts: Dict[str, Any] = {}
+
+        def keep(name):
+            def hook(act, hook=None):
+                acts[name] = act  # not detached: the graph reaches it
+                return act
+            return hook
+
+        hooks = leaf + [(n, keep(n)) for n in plan.names + [UNEMBED_INPUT]]
+        with torch.enable_grad():
+            executor.capture(plan.base[rows], {UNEMBED_INPUT: lambda a: a[:, -1]}, interventions=hooks,
+                             stop_after=UNEMBED_INPUT)
+            values = compute_metrics(acts[UNEMBED_INPUT][:, -1], plan.answers[rows], plan.foils[rows],
+                                     [run.metric], run.unembed)[run.metric]
+            grads = torch.autograd.grad(values.sum(), [acts[n] for n in plan.names], allow_unused=True)
+        out = torch.zeros(len(grid.cells), rows.stop - rows.start)
+        for layer, name, grad in zip(plan.layers, plan.names, grads):
+            if grad is None:  # nothing downstream reads it
+                continue
+            delta = plan.source[name][rows] - acts[name].detach()
+            per_slice = _per_position_head(grid.target.layout, delta * grad)  # [n, pos, head]
+            chosen = (index.layer == layer).nonzero().squeeze(1)
+            s = per_slice[:, :, index.head[chosen].to(device)]  # [n, pos, cells]
+            mask = index.mask[chosen].T.to(device)               # [pos, cells]
+            out[chosen] = (s * mask).sum(1).T.float().cpu()
+        return out
+
+    # the backward keeps a few activations of every block alive per row
+    extra = 3 * 4 * n_positions * (run.cfg.d_model * 4 + run.cfg.n_heads * n_positions)
+    counted = executor.forwards
+    with _batch_size(executor, batch_size):
+        parts = executor.map_batches(n_prompts, n_positions, one_batch, "attribution patching",
+                                     extra_bytes_per_row=extra)
+    plan.passes["forward_backward_passes"] = executor.forwards - counted
+    return torch.cat(parts, dim=1), plan.passes
+
+
+def _grad_leaf(act, hook=None):
+    """Let gradients reach every activation even if the weights are frozen."""
+    return act if act.requires_grad else act.detach().requires_grad_(True)
+
+
+def _per_position_head(layout: str, product):
+    """Sum a [batch, ...] product over the feature axis into [batch, pos, head]."""
+    if layout == "resid":
+        return product.sum(-1)[:, :, None]
+    if layout == "head":
+        return product.sum(-1)
+    return product.sum(-1).transpose(1, 2)  # pattern [b, head, dest, src] -> [b, dest, head]
+
+
+class _batch_size:
+    """Temporarily run the executor with a fixed number of rows per forward."""
+
+    def __init__(self, executor, size: Optional[int]):
+        self.executor, self.size = executor, size
+
+    def __enter__(self):
+        self.saved = self.executor.batch_size
+        if self.size is not None:
+            self.executor.batch_size = self.size
+
+    def __exit__(self, *exc):
+        self.executor.batch_size = self.saved

@@ -1,0 +1,194 @@
+"""Resolving a patching analysis into its grid of cells: layers x heads x position columns."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+from ...errors import RunError
+from .targets import TARGETS, Target, _items
+
+
+@dataclass(frozen=True)
+class Column:
+    """One position column: the positions patched together and how to show them."""
+
+    label: str
+    indices: Tuple[int, ...]
+    tokens: Tuple[str, ...]
+    slot: Optional[str]
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"label": self.label, "indices": list(self.indices), "tokens": list(self.tokens), "slot": self.slot}
+
+
+@dataclass(frozen=True)
+class Cell:
+    layer: int
+    head: int                     # -1 for residual targets
+    positions: Tuple[int, ...]
+    grid_index: Tuple[int, ...]   # where its value sits in the result grid
+    label: str
+
+
+@dataclass
+class Grid:
+    """The resolved selection: the cells and the axes of the result grid."""
+
+    target: Target
+    layers: List[int]
+    heads: List[int]             # the head axis: every query head, or key/value head for k/v
+    head_labels: List[str]       # column labels of the head axis ("H2", or "KV0")
+    columns: List[Column]        # position columns (by-position targets)
+    patched_positions: Tuple[int, ...]  # all-position head targets: what each cell patches
+    cells: List[Cell]
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        if not self.target.has_heads:
+            return (len(self.layers), len(self.columns))
+        if self.target.by_position:
+            return (len(self.layers), len(self.heads), len(self.columns))
+        return (len(self.layers), len(self.heads))
+
+
+def resolve(params: Dict[str, Any], run) -> Grid:
+    target = TARGETS[params.get("target", "z")]
+    cfg = run.cfg
+    n_layers = cfg.n_layers
+    layers = list(range(n_layers))
+    if "layers" in params:
+        bad = [l for l in params["layers"] if l >= n_layers]
+        if bad:
+            raise RunError(f"layer {bad[0]} is out of range: the model has {n_layers} layers "
+                           f"(0 to {n_layers - 1})", run.where("layers"))
+        layers = sorted(set(params["layers"]))
+    if target.name.startswith("resid_mid") and not _has_hook(run, target.hook_name(0)):
+        raise RunError("this model has no resid_mid (attention and MLP read the same residual in parallel)",
+                       run.where("target"), hint="patch resid_pre, attn_out or mlp_out instead")
+    n_heads = head_count(cfg, target)
+    chosen = _selected_heads(params, run, target, n_heads)
+    columns = _columns(params, run)
+    tokens_len = len(run.pairs[0].clean.ids)
+    patched = tuple(sorted({i for c in columns for i in c.indices})) if "positions" in params \
+        else tuple(range(tokens_len))
+    heads = list(range(n_heads))
+    if chosen is not None:
+        layers = [l for l in layers if any(cl == l for cl, _ in chosen)]
+        if not layers:
+            raise RunError("the head selector and `layers` select no head together", run.where("heads"))
+    head_labels = [head_axis_label(target, cfg, h) for h in heads]
+    cells: List[Cell] = []
+    for li, layer in enumerate(layers):
+        if not target.has_heads:
+            cells += [Cell(layer, -1, col.indices, (li, ci), f"L{layer} {col.label}")
+                      for ci, col in enumerate(columns)]
+            continue
+        for hi, head in enumerate(heads):
+            if chosen is not None and (layer, head) not in chosen:
+                continue
+            name = cell_head_label(target, cfg, layer, head)
+            if target.by_position:
+                cells += [Cell(layer, head, col.indices, (li, hi, ci), f"{name} {col.label}")
+                          for ci, col in enumerate(columns)]
+            else:
+                cells.append(Cell(layer, head, patched, (li, hi), name))
+    return Grid(target, layers, heads, head_labels, columns if target.by_position else [], patched, cells)
+
+
+def head_count(cfg, target: Target) -> int:
+    if target.kv:
+        return getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+    return cfg.n_heads
+
+
+def _grouped(cfg, target: Target) -> bool:
+    return target.kv and head_count(cfg, target) != cfg.n_heads
+
+
+def head_axis_label(target: Target, cfg, head: int) -> str:
+    return f"KV{head}" if _grouped(cfg, target) else f"H{head}"
+
+
+def cell_head_label(target: Target, cfg, layer: int, head: int) -> str:
+    return f"L{layer}{head_axis_label(target, cfg, head)}"
+
+
+def _has_hook(run, name: str) -> bool:
+    try:
+        return name in run.model.hook_dict
+    except AttributeError:
+        return True
+
+
+def _selected_heads(params, run, target: Target, n_heads: int) -> Optional[set]:
+    """{(layer, head-axis index)} the head selectors name, or None for every head."""
+    if "heads" not in params:
+        return None
+    from ...expr import Env, parse_heads
+
+    value = params["heads"]
+    cfg = run.cfg
+    env = Env(n_layers=cfg.n_layers, n_heads=cfg.n_heads, result=lambda name: head_table(run, name))
+    group = cfg.n_heads // n_heads
+    chosen = set()
+    for i, text in enumerate(_items(value)):
+        path = ("analyses", run.analysis_index, "heads") + ((i,) if isinstance(value, list) else ())
+        compiled = parse_heads(str(text), None, where=lambda off, p=path: run.spec.source.inside(p, off))
+        chosen |= {(layer, head // group) for layer, head in compiled.evaluate(env)}
+    return chosen
+
+
+def head_table(run, name: str):
+    """An earlier analysis's [layer][head] scores, for top()/bottom() (None if it has none)."""
+    result = run.results.get(name)
+    return None if result is None else result.data.get("per_head")
+
+
+def _columns(params, run) -> List[Column]:
+    first = run.pairs[0].clean
+    tokens = run.tokenizer.token_strs(first.ids)
+    slot_at = _slot_names(first.spans)
+    if "positions" not in params:
+        return [Column(_position_label(i, tokens[i], slot_at.get(i)), (i,), (tokens[i],), slot_at.get(i))
+                for i in range(len(first.ids))]
+    from ...dataset.build import slot_vocabularies
+    from ...expr import Env, parse_positions
+
+    value = params["positions"]
+    slots = list(slot_vocabularies(run.spec, run.spec.prompts["template"]))
+    columns: List[Column] = []
+    for i, item in enumerate(_items(value)):
+        if str(item) in {str(x) for x in _items(value)[:i]}:
+            continue  # the same selector twice is one column
+        path = ("analyses", run.analysis_index, "positions") + ((i,) if isinstance(value, list) else ())
+        compiled = parse_positions(str(item), slots, where=lambda off, p=path: run.spec.source.inside(p, off))
+        resolved = None
+        for pair in run.pairs:  # slots are named in the clean prompts (a corrupted template may move them)
+            prompt = pair.clean
+            got = tuple(compiled.evaluate(Env(n_tokens=len(prompt.ids), slot_spans=prompt.spans)))
+            if resolved is None:
+                resolved = got
+            elif got != resolved:
+                raise RunError(f"position selector '{item}' names positions {list(resolved)} in one prompt "
+                               f"and {list(got)} in another ('{prompt.text}'); patching needs the same "
+                               "positions in every prompt", run.spec.source.value(path),
+                               hint="filter the vocabularies so each slot has one token count")
+        slot_names = {slot_at.get(p) for p in resolved}
+        slot = slot_names.pop() if len(slot_names) == 1 else None
+        shown = " ".join(repr(tokens[p]) for p in resolved)
+        columns.append(Column(f"{item} @{','.join(map(str, resolved))} {shown}", resolved,
+                              tuple(tokens[p] for p in resolved), slot))
+    return columns
+
+
+def _slot_names(spans) -> Dict[int, str]:
+    out = {}
+    for slot, occurrences in spans.items():
+        for n, (start, end) in enumerate(occurrences, 1):
+            for p in range(start, end):
+                out[p] = slot if n == 1 else f"{slot}#{n}"
+    return out
+
+
+def _position_label(index: int, token: str, slot: Optional[str]) -> str:
+    return f"{index} {token!r}" + (f" [{slot}]" if slot else "")

@@ -1,0 +1,101 @@
+"""Summaries, result rows and rank correlation of patching grids."""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, Optional, Tuple
+
+from .engines import Baselines, base_and_source, direction_of
+from .grid import Cell, Grid, _grouped, cell_head_label
+
+
+def summarise(grid: Grid, per_prompt, base: Baselines, params, run, extra: Dict[str, Any]):
+    """(Result.data, table rows) of a grid of patched metrics (per cell and prompt)."""
+    means = per_prompt.mean(1).tolist()
+    values = _empty(grid.shape)
+    normalised = _empty(grid.shape)
+    labels = _empty(grid.shape)
+    rows = []
+    for cell, value in zip(grid.cells, means):
+        norm = base.normalise(value)
+        _put(values, cell.grid_index, value)
+        _put(normalised, cell.grid_index, norm)
+        _put(labels, cell.grid_index, cell.label)
+        rows.append(_row(grid, cell, value, norm, run))
+    resting = base.corrupted if base_and_source(direction_of(params))[0] == "corrupted" else base.clean
+    order = sorted(range(len(rows)), key=lambda i: -abs(rows[i]["value"] - resting))
+    top = [rows[i] for i in order[:params.get("top_k", 10)]]
+    target = grid.target
+    data = {
+        "target": target.name, "hook": target.hook.replace("{layer}", "{L}"), "direction": direction_of(params),
+        "metric": run.metric, "axes": list(target.axes),
+        "layers": grid.layers,
+        "heads": grid.head_labels if target.has_heads else None,
+        "positions": [c.to_json() for c in grid.columns] if grid.columns else None,
+        "patched_positions": list(grid.patched_positions) if target.has_heads and not target.by_position else None,
+        "labels": labels, "values": values, "normalized": normalised,
+        "baselines": {"clean": base.clean, "corrupted": base.corrupted},
+        "top": top, "cells": len(grid.cells), "prompts": int(per_prompt.shape[1]),
+    }
+    complete = (target.has_heads and not target.by_position and not _grouped(run.cfg, target)
+                and len(grid.cells) == run.cfg.n_layers * run.cfg.n_heads)
+    if complete:  # a full [layer][head] table: top(ID, n) can rank by it
+        data["per_head"] = normalised
+    data.update(extra)
+    return data, rows
+
+
+def _row(grid: Grid, cell: Cell, value: float, norm: Optional[float], run) -> Dict[str, Any]:
+    target = grid.target
+    row: Dict[str, Any] = {"label": cell.label, "layer": cell.layer}
+    if target.has_heads:
+        row["head"] = cell_head_label(target, run.cfg, cell.layer, cell.head)
+    if target.by_position:
+        column = grid.columns[cell.grid_index[-1]]
+        row["position"] = column.label
+        row["slot"] = column.slot
+    row["positions"] = " ".join(map(str, cell.positions))
+    row["value"] = value
+    row["normalized"] = norm
+    return row
+
+
+def cell_key(row: Dict[str, Any]) -> Tuple:
+    return (row["layer"], row.get("head"), row["positions"])
+
+
+def _empty(shape):
+    if len(shape) == 1:
+        return [None] * shape[0]
+    return [_empty(shape[1:]) for _ in range(shape[0])]
+
+
+def _put(grid, index, value) -> None:
+    for i in index[:-1]:
+        grid = grid[i]
+    grid[index[-1]] = value
+
+
+def timed(fn):
+    started = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - started
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation (average ranks for ties) of two 1-D tensors."""
+    rx, ry = _ranks(x.double()), _ranks(y.double())
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denominator = (rx.norm() * ry.norm()).item()
+    return float((rx * ry).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def _ranks(x):
+    import torch
+
+    order = torch.argsort(x)
+    ranks = torch.empty_like(x)
+    ranks[order] = torch.arange(len(x), dtype=x.dtype)
+    values, inverse = torch.unique(x, return_inverse=True)
+    sums = torch.zeros(len(values), dtype=x.dtype).index_add_(0, inverse, ranks)
+    counts = torch.zeros(len(values), dtype=x.dtype).index_add_(0, inverse, torch.ones_like(x))
+    return (sums / counts)[inverse]

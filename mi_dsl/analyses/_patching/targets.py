@@ -1,0 +1,121 @@
+"""Patching targets, directions and parameters; compiling a patching step (no torch)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Tuple
+
+from ...errors import SpecMeaningError
+from ..base import step
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    hook: str            # hook name, "{layer}" for the layer
+    layout: str          # "resid" [batch, pos, d] | "head" [batch, pos, head, d] | "pattern" [batch, head, dest, src]
+    by_position: bool    # one cell per position; else one per (layer, head) over the selected positions
+    what: str
+    kv: bool = False     # the head axis counts key/value heads (grouped-query models)
+
+    @property
+    def has_heads(self) -> bool:
+        return self.layout != "resid"
+
+    def hook_name(self, layer: int) -> str:
+        return self.hook.format(layer=layer)
+
+    @property
+    def axes(self) -> Tuple[str, ...]:
+        if not self.has_heads:
+            return ("layer", "position")
+        return ("layer", "head", "position") if self.by_position else ("layer", "head")
+
+
+def _targets() -> Dict[str, Target]:
+    out = {
+        "resid_pre": Target("resid_pre", "blocks.{layer}.hook_resid_pre", "resid", True,
+                            "the residual stream entering each layer"),
+        "resid_mid": Target("resid_mid", "blocks.{layer}.hook_resid_mid", "resid", True,
+                            "the residual stream between attention and MLP (not in parallel-residual models)"),
+        "attn_out": Target("attn_out", "blocks.{layer}.hook_attn_out", "resid", True,
+                           "each layer's attention output"),
+        "mlp_out": Target("mlp_out", "blocks.{layer}.hook_mlp_out", "resid", True, "each layer's MLP output"),
+    }
+    heads = {"z": ("attn.hook_z", "each head's output (hook_z)", False),
+             "q": ("attn.hook_q", "each head's queries", False),
+             "k": ("attn.hook_k", "each key/value head's keys", True),
+             "v": ("attn.hook_v", "each key/value head's values", True),
+             "pattern": ("attn.hook_pattern", "each head's attention pattern (by destination position)", False)}
+    for name, (hook, what, kv) in heads.items():
+        layout = "pattern" if name == "pattern" else "head"
+        full = "blocks.{layer}." + hook
+        out[name] = Target(name, full, layout, False, what + ", all selected positions at once", kv)
+        out[f"{name}_by_position"] = Target(f"{name}_by_position", full, layout, True, what + ", one position at a time", kv)
+    return out
+
+
+TARGETS: Dict[str, Target] = _targets()
+
+
+HEAD_TARGETS = sorted(n for n, t in TARGETS.items() if t.has_heads)
+
+
+DIRECTIONS = ("denoising", "noising")
+
+
+_SELECTOR = {"type": ["string", "integer"]}
+
+
+PARAMS: Dict[str, Any] = {
+    "target": {"type": "string", "enum": list(TARGETS),
+               "description": "Which activation to patch: resid_pre, resid_mid, attn_out, mlp_out (a layer x "
+                              "position grid); z, q, k, v, pattern (each head at all selected positions at once: "
+                              "a layer x head grid; k and v per key/value head); z_by_position, q_by_position, "
+                              "k_by_position, v_by_position, pattern_by_position (layer x head x position; for the pattern, "
+                              "the destination position). Default z."},
+    "direction": {"type": "string", "enum": list(DIRECTIONS),
+                  "description": "denoising (default, TransformerLens's convention): run the corrupted prompts and "
+                                 "patch in clean activations; noising: run the clean prompts and patch in "
+                                 "corrupted activations. Scores are normalised alike: 0 = corrupted baseline, "
+                                 "1 = clean baseline."},
+    "positions": {"type": ["string", "integer", "array"], "items": _SELECTOR, "minItems": 1,
+                  "description": "Position selector(s), e.g. final, descriptor, noun#2[-1], 4, named in the clean "
+                                 "prompts (default: every position). Each selector is one column; one naming "
+                                 "several tokens (a slot) patches them together. All-position head targets (z, q, "
+                                 "k, v, pattern) patch the union of the selected positions."},
+    "layers": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1,
+               "description": "Only these layers (default: all)."},
+    "heads": {"type": ["string", "array"], "items": {"type": "string"}, "minItems": 1,
+              "description": "Head selector(s) for head targets, e.g. L8H2, L10H*, top(head_attr, 12) (default: "
+                             "all heads). For k and v on grouped-query models a query head selects the key/value "
+                             "head it reads."},
+    "batch_size": {"type": "integer", "minimum": 1,
+                   "description": "Rows per forward pass (for exact patching a row is one patched prompt; "
+                                  "default: the run's batch size, or what fits the memory budget)."},
+    "top_k": {"type": "integer", "minimum": 1,
+              "description": "How many of the largest effects to list (default 10)."},
+}
+
+
+def _items(value) -> List:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def compile_patching(params: Dict[str, Any], ctx, description: str):
+    """The plan step of a patching analysis; every selector is parsed and checked here."""
+    from ...expr import parse_positions
+
+    target = TARGETS[params.get("target", "z")]
+    if "heads" in params and not target.has_heads:
+        raise SpecMeaningError(f"target '{target.name}' has no heads to select; `heads` applies to "
+                               f"{', '.join(HEAD_TARGETS)}", ctx.where("heads"))
+    ctx.heads(params)
+    if "positions" in params:
+        slots = ctx.slots()
+        value = params["positions"]
+        for i, item in enumerate(_items(value)):
+            path = ctx.path("positions", i) if isinstance(value, list) else ctx.path("positions")
+            parse_positions(str(item), slots, where=lambda off, p=path: ctx.spec.source.inside(p, off))
+    refs = tuple(dict.fromkeys(ref for ref, _ in ctx.references))
+    hooks = (target.hook.replace("{layer}", "{L}"), "unembed.hook_in")
+    return step(ctx, params, description, hooks=hooks, positions="all", depends_on=refs)

@@ -1,0 +1,104 @@
+"""`mi-run`: validate, plan and run specs.
+
+  mi-run SPEC                     run a spec (same as `mi-run run SPEC`)
+  mi-run validate SPEC...         check schema and meaning (no weights, no network)
+  mi-run plan SPEC [--json]       show the compiled dataset and plan
+  mi-run schema                   print the JSON Schema
+  mi-run list                     list analyses, metrics and expression functions
+
+User mistakes print `FILE:LINE:COL: message` and exit with code 2; `--debug` shows the
+traceback too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+from ..errors import MiError
+
+COMMANDS = ("run", "validate", "plan", "schema", "list")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mi-run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    sub = parser.add_subparsers(dest="command")
+
+    def spec_options(p, many=False):
+        p.add_argument("specs" if many else "spec", nargs="+" if many else None, help="spec file(s)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a scalar by dotted path, e.g. model.tokenizer=path/tokenizer.json")
+        p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
+                       help="allow vocabulary files and outputs under DIR (outside the spec's tree)")
+        # SUPPRESS: without --debug here, `mi-run --debug validate ...` keeps the top-level flag.
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show Python tracebacks")
+
+    run = sub.add_parser("run", help="run a spec and write its report")
+    spec_options(run)
+    run.add_argument("--fresh", action="store_true", help="ignore stored step results; recompute all")
+    run.add_argument("--out", metavar="DIR", help="runs directory (default: the spec's output.dir)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    validate = sub.add_parser("validate", help="check specs without loading weights")
+    spec_options(validate, many=True)
+    plan = sub.add_parser("plan", help="show the compiled dataset and plan")
+    spec_options(plan)
+    plan.add_argument("--json", action="store_true", help="print one JSON object")
+    plan.add_argument("--examples", type=int, default=3, help="example pairs to show")
+    sub.add_parser("schema", help="print the JSON Schema of specs")
+    sub.add_parser("list", help="list analyses, metrics and expression functions")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        argv.insert(0, "run")  # `mi-run SPEC` is `mi-run run SPEC`
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return 2
+    try:
+        return _dispatch(args)
+    except MiError as err:
+        if args.debug:
+            raise
+        print(err.format(), file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `mi-run plan SPEC | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        print("interrupted; finished steps are stored and a rerun resumes from them", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    if args.command == "schema":
+        from ..spec.schema import build_schema
+
+        print(json.dumps(build_schema(), indent=2))
+        return 0
+    if args.command == "list":
+        from .listing import print_listing
+
+        print_listing()
+        return 0
+    if args.command == "validate":
+        from .validate import validate_specs
+
+        return validate_specs(args.specs, args.overrides, args.allow_path, debug=args.debug)
+    if args.command == "plan":
+        from .plan import show_plan
+
+        return show_plan(args.spec, args.overrides, args.allow_path, as_json=args.json, examples=args.examples)
+    from .run import run_command
+
+    return run_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""`mi-run plan SPEC [--json]`: the compiled dataset and plan."""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict
+
+from ..compile import prepare
+from ..compile.summary import plan_summary
+from ._echo import echo
+
+
+def show_plan(spec_path: str, overrides, allow_paths, as_json: bool = False, examples: int = 3) -> int:
+    summary = plan_summary(prepare(spec_path, overrides, allow_paths), examples)
+    if as_json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    _print_plan(summary)
+    return 0
+
+
+def _print_plan(s: Dict[str, Any]) -> None:
+    echo(f"spec {s['spec']}  (name {s['name']}, hash {s['spec_hash']})")
+    echo(f"model: {s['model']['source']} {s['model']['name'] or s['model']['path'] or ''}  "
+          f"tokenizer: {s['tokenizer']}  prepend_bos: {s['model']['prepend_bos']}")
+    echo("\nvocabularies (before -> after filter):")
+    for name, v in s["vocab"].items():
+        dropped = f"  dropped: {', '.join(v['dropped'][:8])}{' ...' if len(v['dropped']) > 8 else ''}" if v["dropped"] else ""
+        echo(f"  {name:<16} {v['before']:>4} -> {v['after']:<4}{dropped}")
+    d = s["dataset"]
+    echo(f"\ndataset: {d['candidates']} candidate prompts; token lengths {d['token_lengths']} (BOS included)")
+    echo("slot positions: " + ", ".join(f"{k} {v}" for k, v in d["slot_positions"].items()))
+    echo("pipeline:")
+    for row in s["pipeline"]:
+        echo(f"  - {row['description']}  -> {row['prompts_after']}")
+    echo(f"metric: {s['metric']}")
+    if s["analyses"]:
+        echo("analyses:")
+        for a in s["analyses"]:
+            deps = f" (after {', '.join(a['depends_on'])})" if a["depends_on"] else ""
+            echo(f"  - {a['id']} [{a['kind']}]: {a['description']}{deps}; hooks {', '.join(a['hooks']) or '-'}")
+    echo("examples:")
+    for ex in d["examples"]:
+        echo(f"  clean:     {ex['clean']}\n  corrupted: {ex['corrupted']}\n"
+              f"  answer {ex['answer'][0]} {ex['answer'][1]!r}  foil {ex['foil'][0]} {ex['foil'][1]!r}")
+    for w in s["warnings"]:
+        echo(f"warning: {w}")

@@ -1,0 +1,39 @@
+"""The compiled plan: plain frozen data, no torch.
+
+`mi-run plan` prints it; the runtime executes it. Everything a run does is decided
+here, so two runs of the same plan do the same work.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional, Tuple
+
+from ..spec.model import ModelSpec
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str
+    kind: str
+    description: str
+    hooks: Tuple[str, ...] = ()          # hook-name patterns; {L} stands for every layer
+    positions: str = "final"             # which positions the captures keep
+    depends_on: Tuple[str, ...] = ()
+    params: Tuple[Tuple[str, Any], ...] = ()  # the analysis's parameters as written
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: str
+    spec_hash: str
+    name: str
+    model: ModelSpec
+    metric: str
+    metrics_needed: Tuple[str, ...]
+    pipeline: Tuple[Step, ...]
+    analyses: Tuple[Step, ...]
+    batch_size: Any = "auto"
+    memory_gb: Optional[float] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)

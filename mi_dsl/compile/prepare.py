@@ -1,0 +1,54 @@
+"""The prepare stage: a spec file -> Spec, tokenizer, Dataset and Plan (no torch).
+
+The CLI's subcommands, `mi_dsl.run` and the benchmarks all start here, so every way of
+running a spec validates and compiles it the same way, loading its tokenizer once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from ..errors import RunError, SpecMeaningError
+
+
+@dataclass(frozen=True)
+class Prepared:
+    spec: Any                   # spec.Spec
+    plan: Any                   # compile.plan.Plan
+    dataset: Optional[Any]      # dataset.Dataset; None when no tokenizer is available (validate only)
+    tokenizer: Optional[Any]    # dataset.tokenizer.Tokenizer
+    skipped: Optional[str] = None  # why tokenizer checks were skipped
+
+
+def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str] = (),
+            need_tokenizer: bool = True) -> Prepared:
+    """Load, validate and compile a spec, with its dataset when its tokenizer is available."""
+    from ..dataset import build_dataset, check_without_tokenizer
+    from ..dataset.tokenizer import TokenizerUnavailable, load_tokenizer
+    from ..spec import load_spec
+    from .compiler import compile_plan
+
+    spec = load_spec(str(spec_path), list(overrides), [Path(p) for p in allow_paths])
+    check_without_tokenizer(spec)  # prompts before analyses: faults reported in file order
+    plan = compile_plan(spec)
+    try:
+        tokenizer = load_tokenizer(spec.model, spec.bos_token, tokenizer_location(spec))
+    except TokenizerUnavailable as why:
+        if need_tokenizer:
+            raise RunError(f"{why}; pass one with --set model.tokenizer=PATH", spec.loc("model")) from None
+        return Prepared(spec, plan, None, None, str(why))
+    _check_bos(spec, tokenizer)
+    return Prepared(spec, plan, build_dataset(spec, tokenizer), tokenizer)
+
+
+def tokenizer_location(spec):
+    """Where tokenizer faults point: `model.tokenizer` when the spec names one, else `model`."""
+    return spec.loc("model", "tokenizer") if "tokenizer" in spec.data["model"] else spec.loc("model")
+
+
+def _check_bos(spec, tokenizer) -> None:
+    if spec.model.prepend_bos and tokenizer.bos_id is None:
+        raise SpecMeaningError("prepend_bos is true but the tokenizer names no BOS token",
+                               spec.loc("model", "prepend_bos"),
+                               hint="set model.bos_token to the BOS token's text, e.g. <|endoftext|>")

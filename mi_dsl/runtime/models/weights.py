@@ -1,0 +1,132 @@
+"""Each model source's weights as a transformers model (see `spec.model.SOURCES`).
+
+One loader per source, in `LOADERS`; each returns `Weights` for the common boot step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from ...errors import FileAccessError, RunError
+from ...spec.model import SOURCES, ModelSpec
+from . import cache
+from .environment import in_hub_cache, online
+from .files import _required_name, assembled_embedded, convert_gguf, embedded_package, existing_dir, existing_file, first_line
+
+
+EMBEDDED_NAME = "google/gemma-3-270m"
+# The name a GGUF model's bridge is booted with when the spec gives no `model.name`. The
+# bridge picks its adapter from the model's config (`architectures`); the name is only
+# recorded (bridge.cfg.model_name), so an unknown architecture falls back to the file's stem.
+
+
+GGUF_HUB_NAMES = {"gemma3_text": EMBEDDED_NAME, "gemma3": EMBEDDED_NAME}
+
+
+OFFLINE_HINT = ("use `source: embedded` (Gemma-3-270m ships with mi-dsl) or `source: local` "
+                 "with `path:` a model directory; set MI_DSL_ONLINE=1 to allow downloads")
+
+
+@dataclass
+class Weights:
+    """What a source hands to the common boot step."""
+
+    hf_model: Any
+    hub_name: str
+    info: Dict[str, Any]
+    cached: bool = False
+    weights_key: Optional[str] = None  # set when processed weights may be cached
+
+
+def preflight(spec: ModelSpec) -> None:
+    """Refuse, before anything slow, a spec whose model cannot be had."""
+    if spec.source not in SOURCES:
+        raise RunError(f"unknown model source {spec.source!r}; expected one of: {', '.join(SOURCES)}")
+    if spec.source == "local":
+        path = existing_dir(spec.path, "model directory")
+        if not (path / "config.json").is_file():
+            raise FileAccessError(f"model directory '{path}' has no config.json",
+                                  hint="point `model.path` at a Hugging Face model directory "
+                                       "(config.json and weights), or use `source: gguf` for a .gguf file")
+    elif spec.source == "gguf":
+        existing_file(spec.path, "GGUF file")
+    elif spec.source == "pretrained":
+        name = _required_name(spec)
+        if not online() and not in_hub_cache(name, "config.json"):
+            raise RunError(f"model '{name}' is not in the local Hugging Face cache and this machine "
+                           "is offline", hint=OFFLINE_HINT)
+    elif spec.source == "random":
+        from .random_weights import shape_for
+
+        shape_for(spec.architecture, spec.size)
+
+
+def _embedded(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
+    package = embedded_package()
+    key = cache.digest("embedded", package.EXPECTED_SHA256)
+    model_dir = cache.entry(root, "models", key)
+    cached = cache.ready(model_dir)
+    if not cached:
+        with assembled_embedded(package, say) as gguf:
+            convert_gguf(gguf, model_dir, say)
+    info = {"id": f"embedded:{package.MODEL_NAME}", "source": "embedded", "name": EMBEDDED_NAME,
+            "path": package.MODEL_NAME, "weights": str(model_dir)}
+    return Weights(from_dir(model_dir, dtype), EMBEDDED_NAME, info, cached, key)
+
+
+def _gguf(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
+    path = existing_file(spec.path, "GGUF file")
+    key = cache.digest("gguf", cache.file_fingerprint(path))
+    model_dir = cache.entry(root, "models", key)
+    cached = cache.ready(model_dir)
+    if not cached:
+        convert_gguf(path, model_dir, say)
+    hf_model = from_dir(model_dir, dtype)
+    model_type = hf_model.config.model_type
+    name = spec.name or GGUF_HUB_NAMES.get(model_type) or f"gguf/{path.stem}"
+    info = {"id": f"gguf:{path}", "source": "gguf", "path": str(path), "name": name,
+            "weights": str(model_dir)}
+    return Weights(hf_model, name, info, cached, key)
+
+
+def _local(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
+    path = existing_dir(spec.path, "model directory")
+    say(f"loading {path}")
+    hf_model = from_dir(path, dtype)
+    name = spec.name or str(path)
+    return Weights(hf_model, name, {"id": f"local:{path}", "source": "local", "path": str(path)})
+
+
+def _pretrained(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
+    name = _required_name(spec)
+    say(f"loading {name}")
+    try:
+        hf_model = from_dir(name, dtype)
+    except (OSError, ValueError) as err:
+        raise RunError(f"model '{name}' could not be loaded from the local Hugging Face cache "
+                       f"(offline): {first_line(err)}", hint=OFFLINE_HINT) from None
+    return Weights(hf_model, name, {"id": f"pretrained:{name}", "source": "pretrained", "name": name})
+
+
+def _random(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
+    from . import random_weights
+
+    shape = random_weights.shape_for(spec.architecture, spec.size)
+    say(f"building a random {spec.architecture} ({spec.size}, seed {spec.seed})")
+    hf_model = random_weights.build(shape, len(tokenizer), spec.seed).to(dtype)
+    info = {"id": f"random:{spec.architecture}/{spec.size}/seed{spec.seed}", "source": "random",
+            "name": shape.hub_name, "seed": spec.seed}
+    return Weights(hf_model, shape.hub_name, info)
+
+
+LOADERS = {"embedded": _embedded, "gguf": _gguf, "local": _local, "pretrained": _pretrained,
+            "random": _random}
+
+
+def from_dir(name_or_dir, dtype):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(name_or_dir), dtype=dtype,
+                                                local_files_only=not online())
+
+assert set(LOADERS) == set(SOURCES), "every source in spec.model.SOURCES has a loader"

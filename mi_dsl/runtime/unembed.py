@@ -1,0 +1,67 @@
+"""The unembedding, read only where a metric needs it.
+
+A logit difference needs two columns of W_U per prompt, not a full-vocabulary
+unembedding (Gemma's vocabulary is 262,144 tokens). Probability, log-probability and
+rank need the final position's full logits (one row per prompt), never every position.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, Optional
+
+import torch
+
+from ..metrics import compute_metrics
+
+UNEMBED_INPUT = "unembed.hook_in"  # the residual entering the unembedding (after ln_final)
+
+
+@dataclass
+class Unembed:
+    W_U: torch.Tensor          # [d_model, d_vocab]
+    b_U: Optional[torch.Tensor]  # [d_vocab] or None
+    softcap: float = 0.0
+
+    @classmethod
+    def of(cls, bridge) -> "Unembed":
+        W_U = bridge.W_U.detach()
+        try:
+            b_U = bridge.b_U.detach()
+            b_U = None if not torch.any(b_U) else b_U
+        except AttributeError:  # bias-free unembedding
+            b_U = None
+        softcap = float(getattr(bridge.cfg, "output_logits_soft_cap", 0.0) or 0.0)
+        return cls(W_U, b_U, softcap if softcap > 0 else 0.0)
+
+    def directions(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Residual directions of tokens: W_U[:, ids].T, shape [..., d_model]."""
+        return self.W_U[:, token_ids.reshape(-1)].T.reshape(*token_ids.shape, -1)
+
+    def bias(self, token_ids: torch.Tensor) -> torch.Tensor:
+        if self.b_U is None:
+            return torch.zeros(token_ids.shape, device=self.W_U.device, dtype=self.W_U.dtype)
+        return self.b_U[token_ids]
+
+    def logits_of(self, x: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        """Logits of one token per row: x [B, d], ids [B] -> [B]."""
+        raw = (x * self.directions(token_ids)).sum(-1) + self.bias(token_ids)
+        return self._cap(raw)
+
+    def full(self, x: torch.Tensor) -> torch.Tensor:
+        """All logits of the rows of x [B, d] -> [B, vocab]."""
+        raw = x @ self.W_U
+        if self.b_U is not None:
+            raw = raw + self.b_U
+        return self._cap(raw)
+
+    def _cap(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.softcap * torch.tanh(logits / self.softcap) if self.softcap else logits
+
+
+def final_metrics(executor, tokens: torch.Tensor, answers: torch.Tensor, foils: torch.Tensor,
+                  names: Iterable[str], unembed: Unembed, interventions=()) -> Dict[str, torch.Tensor]:
+    """Metrics of one batch: the forward stops at the unembedding's input."""
+    _, kept = executor.capture(tokens, {UNEMBED_INPUT: lambda a: a[:, -1]}, stop_after=UNEMBED_INPUT,
+                               interventions=interventions)
+    return compute_metrics(kept[UNEMBED_INPUT], answers.to(executor.device), foils.to(executor.device),
+                           names, unembed)

