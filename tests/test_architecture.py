@@ -1,0 +1,138 @@
+"""The package's shape: stages without import cycles, small modules, a torch-free front end,
+and one-file extension points (an analysis or a metric registered from outside the package)."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "mi_dsl"
+MAX_LINES = 400
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set:
+    """mi_dsl modules `path` imports (at any depth: lazy imports count, a cycle is a cycle)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("mi_dsl"):
+                found.add(target)
+                found.update(f"{target}.{a.name}" for a in node.names)  # `from . import cache`
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("mi_dsl"))
+    return found
+
+
+def _graph() -> dict:
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        graph[name] = {t for t in _imports(path) if t in modules and t != name}
+    return graph
+
+
+def _cycle(graph: dict):
+    """One import cycle among modules, or None.
+
+    Two edges are not cycles: a package importing its own submodules (its `__init__`
+    re-exports), and a submodule importing its package (the analysis registry imports
+    `mi_dsl.analyses` inside `load_all()` to discover the analyses beside it)."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt.startswith(node + "."):
+                continue  # a package importing its own submodule
+            if node.startswith(nxt + ".") and nxt in graph:
+                continue  # a submodule importing its package's __init__ re-exports
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycle_inside_the_package():
+    cycle = _cycle(_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_finds_a_planted_cycle():
+    graph = {"mi_dsl.a": {"mi_dsl.b"}, "mi_dsl.b": {"mi_dsl.c"}, "mi_dsl.c": {"mi_dsl.a"}}
+    assert _cycle(graph) == ["mi_dsl.a", "mi_dsl.b", "mi_dsl.c", "mi_dsl.a"]
+
+
+@pytest.mark.parametrize("folder", ["mi_dsl"])
+def test_no_module_is_over_the_size_limit(folder):
+    big = {str(p.relative_to(ROOT)): n for p in (ROOT / folder).rglob("*.py")
+           if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not big, f"modules over {MAX_LINES} lines (split them by job): {big}"
+
+
+def test_front_end_stages_never_import_torch():
+    """Loading, validating and compiling a spec (the stages CI runs) stay torch-free."""
+    code = ("import sys, mi_dsl.spec, mi_dsl.compile, mi_dsl.dataset, mi_dsl.metrics, mi_dsl.cli.main, "
+            "mi_dsl.analyses.registry as r; r.load_all(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'transformer_lens', 'plotly') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+def test_an_analysis_and_a_metric_register_from_one_outside_module(tmp_path):
+    """Adding an analysis or a metric is one file: the schema, `mi-run list` and the reference see it."""
+    plugin = tmp_path / "toy_plugin.py"
+    plugin.write_text(
+        "from mi_dsl.analyses.registry import analysis\n"
+        "from mi_dsl.analyses.base import Result, step\n"
+        "from mi_dsl.metrics import metric\n\n"
+        "@metric('toy_answer_logit', 'the answer logit alone (a toy)', linear=True)\n"
+        "def toy_answer_logit(r):\n"
+        "    return r.answer_logit()\n\n"
+        "@analysis('toy_count', 'counts the final pairs (a toy)', params={'scale': {'type': 'number'}})\n"
+        "class ToyCount:\n"
+        "    def compile(self, params, ctx):\n"
+        "        return step(ctx, params, 'count pairs')\n"
+        "    def compute(self, params, run):\n"
+        "        return Result({'count': len(run.pairs) * params.get('scale', 1)}, {}, 'counted')\n"
+        "    def figures(self, result, run):\n"
+        "        return []\n")
+    code = ("import sys; sys.path.insert(0, %r); import toy_plugin\n"
+            "from mi_dsl.spec.schema import build_schema\n"
+            "from mi_dsl.cli.listing import reference_markdown\n"
+            "import json\n"
+            "schema = json.dumps(build_schema())\n"
+            "doc = reference_markdown()\n"
+            "print('toy_count' in schema, 'toy_answer_logit' in schema, 'toy_count' in doc, "
+            "'toy_answer_logit' in doc)\n" % str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True"] * 4
