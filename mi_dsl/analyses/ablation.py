@@ -38,7 +38,8 @@ class Ablation:
         where = params.get("positions", "every position")
         return step(ctx, params, f"{params.get('method', 'zero')}-ablate the heads' z at {where}; every head's "
                                  "output at the final position with and without",
-                    hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale"), positions="all")
+                    hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale",
+                           "blocks.{L}.ln1_post.hook_scale?"), positions="all")
 
     def compute(self, params, run) -> Result:
         run.require_processing("ablation")

@@ -45,7 +45,8 @@ class AttentionVsContribution:
                                    ctx.where(), hint=f"set to: to a position selector, e.g. one of {sorted(slots)}")
         return step(ctx, params, f"attention {params.get('from', DEFAULT_FROM)} -> {params.get('to', DEFAULT_TO)} "
                                  "and each head's output at the final position on the answer direction",
-                    hooks=("blocks.{L}.attn.hook_pattern", "blocks.{L}.attn.hook_z", "ln_final.hook_scale"),
+                    hooks=("blocks.{L}.attn.hook_pattern", "blocks.{L}.attn.hook_z", "ln_final.hook_scale",
+                           "blocks.{L}.ln1_post.hook_scale?"),
                     positions="all")
 
     def compute(self, params, run) -> Result:

@@ -8,6 +8,8 @@ patching of the same target when the spec has one (Spearman rank correlation).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..errors import SpecMeaningError
 from ..suggest import unknown
 from . import _patching as core
@@ -43,8 +45,10 @@ class AttributionPatching:
             _check_comparison(params, ctx)
         direction = core.direction_of(params)
         target = core.TARGETS[params.get("target", "z")]
-        return core.compile_patching(params, ctx, f"{direction}: gradient estimate for {target.what}; one "
-                                                  "forward and backward per batch")
+        compiled = core.compile_patching(params, ctx, f"{direction}: gradient estimate for {target.what}; one "
+                                                      "forward and backward per batch")
+        # The embedding output is the backward pass's leaf (where the model has that hook).
+        return replace(compiled, hooks=compiled.hooks + ("hook_embed?",))
 
     def compute(self, params, run) -> Result:
         grid = core.resolve(params, run)

@@ -21,7 +21,8 @@ from .registry import analysis
 class HeadAttribution:
     def compile(self, params, ctx):
         return step(ctx, params, "every head's output (z @ W_O) at the final position -> logit difference",
-                    hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale"))
+                    hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale",
+                           "blocks.{L}.ln1_post.hook_scale?"))
 
     def compute(self, params, run) -> Result:
         import torch

@@ -16,7 +16,10 @@ class Step:
     id: str
     kind: str
     description: str
-    hooks: Tuple[str, ...] = ()          # hook-name patterns; {L} stands for every layer
+    # Every hook the step captures or intervenes on (tests/test_plan_is_what_runs.py checks it):
+    # {L} stands for every layer, {last} for the last; a trailing "?" marks a hook only some
+    # architectures have (Gemma's post-attention norm scale); unembed.hook_in is implied.
+    hooks: Tuple[str, ...] = ()
     positions: str = "final"             # which positions the captures keep
     depends_on: Tuple[str, ...] = ()
     params: Tuple[Tuple[str, Any], ...] = ()  # the analysis's parameters as written
