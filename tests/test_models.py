@@ -16,27 +16,20 @@ import pytest
 from mi_dsl.errors import FileAccessError, RunError
 from mi_dsl.spec.model import ModelSpec, Processing
 from mi_dsl.runtime.models import cache
+from word_tokenizer import word_tokenizer_file
 
 REPO = Path(__file__).resolve().parents[1]
-# As in conftest.py: the shared checkout's copy, or MI_DSL_PYTHIA_TOKENIZER.
-PYTHIA_TOKENIZER = Path(os.environ.get("MI_DSL_PYTHIA_TOKENIZER",
-                                       REPO.parent / "shared" / "tokenizers" / "pythia" / "20B_tokenizer.json"))
+# Built in the run (tests/word_tokenizer.py): loading tests need no shared file.
+TOKENIZER = word_tokenizer_file()
 SYLLOGISM = "All flowers are angiosperms. Daisies are flowers. Therefore, daisies are"
 
-needs_pythia_tokenizer = pytest.mark.skipif(
-    not PYTHIA_TOKENIZER.is_file(),
-    reason=f"the Pythia tokenizer {PYTHIA_TOKENIZER} is not on this machine (mi-dsl does not ship it; "
-           "set MI_DSL_PYTHIA_TOKENIZER to a copy of 20B_tokenizer.json)",
-)
-
-
 def tiny(architecture: str, **changes) -> ModelSpec:
-    tokenizer = str(PYTHIA_TOKENIZER) if architecture == "gpt_neox" else None  # gemma3: embedded
+    tokenizer = str(TOKENIZER) if architecture == "gpt_neox" else None  # gemma3: embedded
     return replace(ModelSpec(source="random", architecture=architecture, size="tiny",
                              tokenizer=tokenizer, device="cpu"), **changes)
 
 
-TINY = [pytest.param("gpt_neox", marks=needs_pythia_tokenizer), pytest.param("gemma3")]
+TINY = ["gpt_neox", "gemma3"]
 
 
 def logits_of(loaded, text: str = "The quick brown fox jumps over the lazy"):
@@ -133,7 +126,6 @@ def test_prepend_bos_false_is_recorded(load):
     assert with_bos == [loaded.tokenizer.bos_token_id] + without
 
 
-@needs_pythia_tokenizer
 def test_local_directory_loads_the_same_weights(load, tmp_path):
     import torch
     from mi_dsl.runtime.models import random_weights as random_models
@@ -142,7 +134,7 @@ def test_local_directory_loads_the_same_weights(load, tmp_path):
     generated = load(tiny("gpt_neox"))
     shape = random_models.shape_for("gpt_neox", "tiny")
     random_models.build(shape, generated.info["d_vocab"], seed=0).save_pretrained(tmp_path)
-    local = load_model(ModelSpec(source="local", path=str(tmp_path), tokenizer=str(PYTHIA_TOKENIZER),
+    local = load_model(ModelSpec(source="local", path=str(tmp_path), tokenizer=str(TOKENIZER),
                                  device="cpu"))
     assert local.info["source"] == "local" and local.info["path"] == str(tmp_path)
     assert torch.allclose(logits_of(local), logits_of(generated), atol=1e-5)
@@ -205,7 +197,6 @@ def test_random_model_without_a_tokenizer_says_so():
 # --------------------------------------------------------------------------- tokenizer dirs
 
 
-@needs_pythia_tokenizer
 def test_tokenizer_dir_from_a_file_names_special_tokens(tmp_path):
     import json
 
@@ -214,13 +205,12 @@ def test_tokenizer_dir_from_a_file_names_special_tokens(tmp_path):
     spec = tiny("gpt_neox")
     directory = Path(tokenizer_dir_for(spec, cache_root=tmp_path))
     assert directory.is_relative_to(tmp_path)
-    assert (directory / "tokenizer.json").read_bytes() == PYTHIA_TOKENIZER.read_bytes()
+    assert (directory / "tokenizer.json").read_bytes() == TOKENIZER.read_bytes()
     config = json.loads((directory / "tokenizer_config.json").read_text())
     assert config["bos_token"] == config["eos_token"] == "<|endoftext|>"
     assert tokenizer_dir_for(spec, cache_root=tmp_path) == str(directory)
 
 
-@needs_pythia_tokenizer
 def test_cached_tokenizer_dir_needs_no_torch(tmp_path):
     from mi_dsl.runtime.models import tokenizer_dir_for
 
@@ -228,13 +218,12 @@ def test_cached_tokenizer_dir_needs_no_torch(tmp_path):
     code = (f"import sys; from mi_dsl.runtime.models import tokenizer_dir_for; "
             f"from mi_dsl.spec.model import ModelSpec; "
             f"tokenizer_dir_for(ModelSpec(source='random', architecture='gpt_neox', size='tiny', "
-            f"tokenizer={str(PYTHIA_TOKENIZER)!r}), cache_root={str(tmp_path)!r}); "
+            f"tokenizer={str(TOKENIZER)!r}), cache_root={str(tmp_path)!r}); "
             f"print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
 
 
-@needs_pythia_tokenizer
 def test_bridge_tokenizes_like_the_torch_free_layer(load):
     from tokenizers import Tokenizer
 

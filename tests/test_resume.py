@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from test_runtime import PYTHIA, needs_pythia, tiny, write_spec
+from test_runtime import TOKENIZER, tiny, write_spec
 
 ANALYSES = """
 analyses:
@@ -41,7 +41,6 @@ def results_of(runs: Path) -> dict:
     return {k: v for k, v in data.items() if k not in VOLATILE}
 
 
-@needs_pythia
 def test_killed_run_resumes_to_the_same_results(tmp_path):
     spec = write_spec(tmp_path, tiny("gpt_neox"), analyses=ANALYSES, extra=PIPELINE)
     reference = tmp_path / "reference"
@@ -71,7 +70,6 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
     assert final["store"]["reused"] == finished_steps
 
 
-@needs_pythia
 def test_fresh_ignores_the_store_and_reproduces(tmp_path):
     spec = write_spec(tmp_path, tiny("gpt_neox"), analyses=ANALYSES, extra=PIPELINE)
     first = mi_run("run", spec, "--out", tmp_path / "a", "--quiet")

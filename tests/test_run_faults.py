@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_runtime import PYTHIA, SYLLOGISM, needs_pythia, tiny, write_spec
+from test_runtime import SYLLOGISM, TOKENIZER, tiny, write_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,12 +22,11 @@ def run_cli(*args):
                           timeout=300)
 
 
-@needs_pythia
 def test_pretrained_model_missing_offline_is_a_clean_error(tmp_path):
     model = f"""model:
   source: pretrained
   name: EleutherAI/pythia-14m-not-cached
-  tokenizer: {PYTHIA}
+  tokenizer: {TOKENIZER}
   bos_token: '<|endoftext|>'
   prepend_bos: true
 """
@@ -39,7 +38,6 @@ def test_pretrained_model_missing_offline_is_a_clean_error(tmp_path):
     assert f"{spec}:" in done.stderr and "model" in done.stderr
 
 
-@needs_pythia
 def test_nan_metric_names_the_keep_condition(tmp_path, monkeypatch):
     from mi_dsl.errors import RunError
     from mi_dsl.runtime.run import run_spec
@@ -56,7 +54,6 @@ def test_nan_metric_names_the_keep_condition(tmp_path, monkeypatch):
     assert err.value.location.line is not None
 
 
-@needs_pythia
 def test_out_of_memory_batch_is_split_and_retried(tmp_path, monkeypatch):
     """A forward of more than 3 prompts 'runs out of memory': the executor halves the batch,
     warns, and the numbers equal an unconstrained run's."""
@@ -74,9 +71,9 @@ def test_out_of_memory_batch_is_split_and_retried(tmp_path, monkeypatch):
         return real(self, tokens, *args, **kwargs)
 
     monkeypatch.setattr(Executor, "capture", small_memory)
-    with pytest.warns(UserWarning, match="out of memory with 16 prompts per batch"):
+    with pytest.warns(UserWarning, match=r"out of memory with \d+ prompts per batch"):
         squeezed = run_spec(spec, progress=False, fresh=True, out_dir=str(tmp_path / "b")).results
-    assert any("retrying with 8" in w for w in squeezed["warnings"])
+    assert any("retrying with 3" in w for w in squeezed["warnings"]), "halved until a batch fits"
     for record in ("clean", "corrupted"):
         assert torch.allclose(torch.tensor(reference["per_prompt"][record]["logit_diff"]),
                               torch.tensor(squeezed["per_prompt"][record]["logit_diff"]), atol=1e-5)
@@ -92,7 +89,6 @@ def test_generated_reference_doc_is_current():
         "docs/spec-reference.md is stale: run `python -m mi_dsl.cli.listing > docs/spec-reference.md`"
 
 
-@needs_pythia
 def test_python_api_returns_the_results(tmp_path):
     import mi_dsl
 

@@ -15,8 +15,10 @@ import torch
 
 from mi_dsl.runtime.run import run_spec
 
-PYTHIA = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "pythia" / "20B_tokenizer.json"
-needs_pythia = pytest.mark.skipif(not PYTHIA.exists(), reason=f"shared Pythia tokenizer not found at {PYTHIA}")
+from word_tokenizer import word_tokenizer_file
+
+# Built in the run (tests/word_tokenizer.py): these invariants need no shared file.
+TOKENIZER = word_tokenizer_file()
 
 SYLLOGISM = """
 vocabularies:
@@ -50,7 +52,7 @@ def write_spec(tmp_path: Path, model: str, body: str = SYLLOGISM, analyses: str 
 
 
 def tiny(architecture: str) -> str:
-    tokenizer = f"  tokenizer: {PYTHIA}\n  bos_token: '<|endoftext|>'\n" if architecture == "gpt_neox" else ""
+    tokenizer = f"  tokenizer: {TOKENIZER}\n  bos_token: '<|endoftext|>'\n" if architecture == "gpt_neox" else ""
     return f"model:\n  source: random\n  architecture: {architecture}\n  size: tiny\n  seed: 3\n" \
            f"  prepend_bos: true\n{tokenizer}"
 
@@ -66,7 +68,6 @@ def check_attribution(results, tol=1e-3):
     return a
 
 
-@needs_pythia
 def test_attribution_sums_to_measured_logit_diff_neox(tmp_path):
     results = run_spec(write_spec(tmp_path, tiny("gpt_neox")), progress=False).results
     check_attribution(results, tol=1e-4)
@@ -82,7 +83,6 @@ def test_head_attribution_splits_attention_exactly_gemma(tmp_path):
         assert sum(heads) == pytest.approx(attn, abs=1e-4)
 
 
-@needs_pythia
 def test_batch_size_does_not_change_numbers(tmp_path):
     one = run_spec(write_spec(tmp_path, tiny("gpt_neox"), extra="run: {batch_size: 1}\n"), progress=False).results
     many = run_spec(write_spec(tmp_path, tiny("gpt_neox"), extra="run: {batch_size: 64}\n"), progress=False).results
@@ -93,18 +93,18 @@ def test_batch_size_does_not_change_numbers(tmp_path):
                           torch.tensor(many["analyses"]["heads"]["per_head"]), atol=1e-5)
 
 
-@needs_pythia
 def test_metrics_from_columns_equal_full_logits():
     from mi_dsl.spec.model import ModelSpec
     from mi_dsl.runtime.executor import Executor
     from mi_dsl.runtime.unembed import Unembed, final_metrics
     from mi_dsl.runtime.models import load_model
 
-    loaded = load_model(ModelSpec(source="random", architecture="gpt_neox", size="tiny", tokenizer=str(PYTHIA)))
+    loaded = load_model(ModelSpec(source="random", architecture="gpt_neox", size="tiny", tokenizer=str(TOKENIZER)))
     executor = Executor(loaded, batch_size=8, progress=False)
     unembed = Unembed.of(loaded.bridge)
-    tokens = torch.randint(100, 5000, (6, 9))
-    answers, foils = torch.randint(100, 5000, (6,)), torch.randint(100, 5000, (6,))
+    vocab = loaded.info["d_vocab"]
+    tokens = torch.randint(1, vocab, (6, 9))
+    answers, foils = torch.randint(1, vocab, (6,)), torch.randint(1, vocab, (6,))
     with torch.no_grad():
         fast = final_metrics(executor, tokens, answers, foils, ["logit_diff", "prob", "logprob", "rank"], unembed)
         logits = loaded.bridge(tokens, prepend_bos=False)[:, -1].float()
@@ -117,19 +117,18 @@ def test_metrics_from_columns_equal_full_logits():
     assert torch.equal(fast["rank"], ranks)
 
 
-@needs_pythia
 def test_pipeline_keep_sample_symmetric(tmp_path):
     extra = """
     pipeline:
-      - keep: 'clean.logit_diff > corrupted.logit_diff'
+      - keep: 'clean.logit_diff > 0'
       - sample: {n: 4, seed: 42}
       - symmetric: true
     """
     results = run_spec(write_spec(tmp_path, tiny("gpt_neox"), extra=extra), progress=False).results
     stages = results["dataset"]["stages"]
     assert [s["step"] for s in stages] == ["keep", "sample", "symmetric"]
-    kept = sum(c > d for c, d in zip(results["candidate_metrics"]["clean"]["logit_diff"],
-                                     results["candidate_metrics"]["corrupted"]["logit_diff"]))
+    kept = sum(c > 0 for c in results["candidate_metrics"]["clean"]["logit_diff"])
+    assert 0 < kept < stages[0]["before"], "the condition keeps some candidates, not all"
     assert stages[0]["after"] == kept
     assert stages[1]["after"] == min(4, kept)
     # Symmetric pairing: every corrupted prompt joins the clean set with answer and foil

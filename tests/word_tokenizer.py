@@ -1,0 +1,52 @@
+"""A tokenizer built inside the test run, so runtime tests need no downloaded file.
+
+Byte-level pre-tokenization (GPT-2/Pythia style: a leading space belongs to the word)
+over a word-level vocabulary of every word the test files and shipped specs use, so most
+words are one token; the words in SPLIT come out in the pieces given there (as Pythia
+splits them), so multi-token slots are tested too. Unknown words are "<unk>". "<|endoftext|>" is BOS
+and EOS. Tests whose point is the seed's own numbers use the real Pythia tokenizer.
+"""
+from __future__ import annotations
+
+import re
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECIAL = ["<|endoftext|>", "<unk>"]
+# Words that come out in several tokens, as in Pythia's vocabulary.
+SPLIT = {" Cows": [" C", "ows"], " herbivorous": [" herb", "iv", "orous"], " carnivorous": [" carn", "iv", "orous"]}
+
+
+def _words() -> list:
+    text = "".join(p.read_text() for p in [*ROOT.glob("tests/*.py"), *ROOT.glob("specs/*.yaml")])
+    words = set(re.findall(r"[A-Za-z]+|[0-9]", text))
+    punctuation = set(".,:;!?'\"-()[]{}")
+    return sorted(words | punctuation)
+
+
+@lru_cache(maxsize=1)
+def word_tokenizer_file() -> Path:
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    # Isolate each later piece of a SPLIT word where its earlier pieces precede it.
+    rules = []
+    for word, pieces in SPLIT.items():
+        for i in range(1, len(pieces)):
+            rules.append(f"(?<={re.escape(''.join(pieces[:i]))}){re.escape(pieces[i])}"
+                         + (r"\b" if i == len(pieces) - 1 else ""))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    pre = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex("|".join(rules)), behavior="isolated"), byte_level])
+    vocab = {token: i for i, token in enumerate(SPECIAL)}
+    for word in _words():
+        for form in (word, " " + word):
+            for piece, _ in pre.pre_tokenize_str(form):
+                vocab.setdefault(piece, len(vocab))
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens(SPECIAL)
+    path = Path(tempfile.mkdtemp(prefix="mi-dsl-test-tokenizer-")) / "tokenizer.json"
+    backend.save(str(path))
+    return path
