@@ -3,16 +3,14 @@ a batch that runs out of memory is split and retried; the generated reference is
 the Python API returns the results."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
-from test_runtime import SYLLOGISM, TOKENIZER, tiny, write_spec
+from test_runtime import TOKENIZER, tiny, write_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
