@@ -121,27 +121,14 @@ def _has_hook(run, name: str) -> bool:
 
 
 def _selected_heads(params, run, target: Target, n_heads: int) -> Optional[set]:
-    """{(layer, head-axis index)} the head selectors name, or None for every head."""
+    """{(layer, head-axis index)} the head selectors name, or None for every head.
+
+    For key/value targets of a grouped-query model a query head selects the key/value
+    head it reads."""
     if "heads" not in params:
         return None
-    from ...expr import Env, parse_heads
-
-    value = params["heads"]
-    cfg = run.cfg
-    env = Env(n_layers=cfg.n_layers, n_heads=cfg.n_heads, result=lambda name: head_table(run, name))
-    group = cfg.n_heads // n_heads
-    chosen = set()
-    for i, text in enumerate(_items(value)):
-        path = ("analyses", run.analysis_index, "heads") + ((i,) if isinstance(value, list) else ())
-        compiled = parse_heads(str(text), None, where=lambda off, p=path: run.spec.source.inside(p, off))
-        chosen |= {(layer, head // group) for layer, head in compiled.evaluate(env)}
-    return chosen
-
-
-def head_table(run, name: str):
-    """An earlier analysis's [layer][head] scores, for top()/bottom() (None if it has none)."""
-    result = run.results.get(name)
-    return None if result is None else result.data.get("per_head")
+    group = run.cfg.n_heads // n_heads
+    return {(layer, head // group) for layer, head in run.select_heads(params)}
 
 
 def _columns(params, run) -> List[Column]:
