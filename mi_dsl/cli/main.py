@@ -5,6 +5,7 @@
   mi-run plan SPEC [--json]       show the compiled dataset and plan
   mi-run schema                   print the JSON Schema
   mi-run list                     list analyses, metrics and expression functions
+  mi-run sweep SWEEP.yaml         run a spec over the product of axes [--backend local|ray]
 
 User mistakes print `FILE:LINE:COL: message` and exit with code 2; `--debug` shows the
 traceback too.
@@ -19,7 +20,7 @@ from typing import List, Optional
 
 from ..errors import MiError
 
-COMMANDS = ("run", "validate", "plan", "schema", "list")
+COMMANDS = ("run", "validate", "plan", "schema", "list", "sweep")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,7 +51,22 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--examples", type=int, default=3, help="example pairs to show")
     sub.add_parser("schema", help="print the JSON Schema of specs")
     sub.add_parser("list", help="list analyses, metrics and expression functions")
+    _sweep_parser(sub)
     return parser
+
+
+def _sweep_parser(sub) -> None:
+    sweep = sub.add_parser("sweep", help="run a spec over the product of axes; resumes when rerun")
+    sweep.add_argument("sweep", help="sweep file (spec: base spec, axes: dotted path -> values)")
+    sweep.add_argument("--backend", default="local", help="local (one run after another) or ray")
+    sweep.add_argument("--address", help="a Ray cluster's address (default: start a local Ray)")
+    sweep.add_argument("--shard", metavar="i/n", help="run only the points with index %% n == i")
+    sweep.add_argument("--out", metavar="DIR", help="sweeps directory (default: the sweep file's output:)")
+    sweep.add_argument("--fresh", action="store_true", help="rerun every point and recompute every step")
+    sweep.add_argument("--allow-path", action="append", default=[], metavar="DIR",
+                       help="allow vocabulary files and outputs under DIR (outside the spec's tree)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress lines")
+    sweep.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show Python tracebacks")
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -95,6 +111,10 @@ def _dispatch(args) -> int:
         from .plan import show_plan
 
         return show_plan(args.spec, args.overrides, args.allow_path, as_json=args.json, examples=args.examples)
+    if args.command == "sweep":
+        from .sweep import sweep_command
+
+        return sweep_command(args)
     from .run import run_command
 
     return run_command(args)

@@ -33,13 +33,15 @@ def _clean(value):
 
 def new_run_dir(root: Path, name: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = root / name / stamp
-    suffix = 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = root / name / f"{stamp}-{suffix}"
-    run_dir.mkdir(parents=True)
-    return run_dir
+    (root / name).mkdir(parents=True, exist_ok=True)
+    run_dir, suffix = root / name / stamp, 1
+    while True:  # mkdir, not exists(): two runs of a sweep finishing in the same second each get their own
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            suffix += 1
+            run_dir = root / name / f"{stamp}-{suffix}"
 
 
 def write_report(session, results: Dict[str, Any], out_root: Optional[Path] = None) -> Path:

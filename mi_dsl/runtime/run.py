@@ -152,7 +152,10 @@ class Session:
             if params.get("max_pairs") and params["max_pairs"] < len(all_pairs):
                 self._restrict(params["max_pairs"])
             impl = REGISTRY[step.kind].implementation()
-            key = digest("analysis", key, step.kind, params)  # chained: earlier results feed later ones
+            # Chained: earlier results feed later ones. The spec's seed is part of the key because
+            # an analysis may draw from it (head_detection's random tokens): a seed sweep must
+            # never reuse another seed's result.
+            key = digest("analysis", key, step.kind, params, self.spec.seed)
             t = time.perf_counter()
             stored = store.get("analysis", key)
             if stored is not None:

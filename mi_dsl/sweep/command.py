@@ -1,0 +1,123 @@
+"""`mi-run sweep SWEEP.yaml [--backend local|ray] [--address ADDR] [--shard i/n]`.
+
+Order: expand the axes into point files, validate every point (all faults reported
+together, each naming its point, before anything runs), run the points this shard owns
+that have no finished record, then write the sweep report over every finished point.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import Location, MiError, SchemaError
+from . import backends
+from .expand import Sweep, load_sweep, locate_point_error, write_point_files
+from .records import finished, point_key, write_record
+
+
+class PointFaults(MiError):
+    """Faults of several points, each located and named by its point."""
+
+    kind = "sweep error"
+
+    def __init__(self, faults: List[MiError]):
+        super().__init__(f"{len(faults)} point(s) failed", faults[0].location)
+        self.faults = faults
+
+    def format(self) -> str:
+        return "\n".join(f.format() for f in self.faults)
+
+
+@dataclass
+class SweepOutcome:
+    sweep: Sweep
+    report_path: Path
+    ran: List[str] = field(default_factory=list)        # point ids run now
+    skipped: List[str] = field(default_factory=list)    # finished before
+    failed: List[Tuple[str, str]] = field(default_factory=list)  # (point id, message)
+
+
+def run_sweep(path, backend: str = "local", address: Optional[str] = None, shard: Optional[str] = None,
+              out_dir: Optional[str] = None, fresh: bool = False, allow_paths: Sequence[str] = (),
+              progress: bool = True) -> SweepOutcome:
+    say = _say(progress)
+    if backend not in backends.BACKENDS:
+        raise SchemaError(f"unknown backend '{backend}'; expected one of: {', '.join(backends.BACKENDS)}",
+                          Location("--backend"))
+    index, count = parse_shard(shard)
+    sweep = load_sweep(path, out_dir)
+    _write_points(sweep)
+    keys = validate_points(sweep, allow_paths)
+    say(f"{len(sweep.points)} points valid; output {sweep.out_dir}")
+    mine = [p for p in sweep.points if p.index % count == index]
+    todo = [p for p in mine if fresh or finished(sweep, p, keys[p.id]) is None]
+    outcome = SweepOutcome(sweep, sweep.out_dir / "index.html", skipped=[p.id for p in mine if p not in todo])
+    if outcome.skipped:
+        say(f"{len(outcome.skipped)} point(s) finished before: {', '.join(outcome.skipped)}")
+    runs_root = str(sweep.out_dir / "runs")
+    jobs = [(p, (str(sweep.point_file(p)), runs_root, [str(a) for a in allow_paths], fresh)) for p in todo]
+    if jobs:
+        say(f"running {len(jobs)} point(s) on the {backend} backend"
+            + (f" (shard {index}/{count})" if count > 1 else ""))
+    for point, result in backends.BACKENDS[backend](jobs, sweep.resources, address):
+        if "run_dir" in result:
+            write_record(sweep, point, keys[point.id], Path(result["run_dir"]))
+            outcome.ran.append(point.id)
+            say(f"{point.describe()} done: {result['run_dir']}")
+        else:
+            message = (locate_point_error(backends.error_of(result), sweep, point).format() if "error" in result
+                       else f"{point.describe()}: the run crashed: {result['crash']}")
+            outcome.failed.append((point.id, message))
+            say(message)
+    from .report import write_sweep_report
+
+    write_sweep_report(sweep)
+    return outcome
+
+
+def _write_points(sweep: Sweep) -> None:
+    from ..spec.compose import load_composed
+
+    base = load_composed(sweep.spec)
+    data = base.data if isinstance(base.data, dict) else {}
+    write_point_files(sweep, data, str(data.get("name", sweep.spec.stem)))
+
+
+def validate_points(sweep: Sweep, allow_paths: Sequence[str]) -> Dict[str, str]:
+    """Every point through the full front end (schema, meaning, tokenizer checks when a
+    tokenizer is at hand); raises PointFaults naming every bad point. Returns point keys."""
+    from ..compile.prepare import prepare
+
+    keys, faults = {}, []
+    for point in sweep.points:
+        try:
+            prepared = prepare(sweep.point_file(point), [], list(allow_paths), need_tokenizer=False)
+        except MiError as err:
+            faults.append(locate_point_error(err, sweep, point))
+            continue
+        keys[point.id] = point_key(prepared.spec, prepared.plan)
+    if faults:
+        raise PointFaults(faults)
+    return keys
+
+
+def parse_shard(text: Optional[str]) -> Tuple[int, int]:
+    if not text:
+        return 0, 1
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise SchemaError(f"--shard expects i/n with 0 <= i < n (e.g. 0/2 and 1/2), got '{text}'",
+                          Location("--shard"))
+    return index, count
+
+
+def _say(progress: bool):
+    def say(message: str) -> None:
+        if progress:
+            print(f"[mi-run sweep] {message}", file=sys.stderr, flush=True)
+    return say

@@ -1,0 +1,168 @@
+"""The sweep report: <output>/<name>/index.html over every finished point.
+
+    index.html        runs table (axes, pairs, baselines, keep rates, link to each run's report);
+                      stability of top heads across seeds; head-attribution heatmaps side by side
+    runs.csv          the runs table
+    results.csv       every number, axes as columns (tidy.py); results.parquet the same
+    figures/*.html    standalone plotly figures (plotly.min.js beside them)
+"""
+from __future__ import annotations
+
+import html
+import itertools
+from pathlib import Path
+from typing import Any, Dict, List
+
+from .tidy import finished_runs, write_tidy
+
+SEED_AXIS = "seed"
+
+
+def write_sweep_report(sweep) -> Path:
+    runs = finished_runs(sweep)
+    folder = sweep.out_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "figures").mkdir(exist_ok=True)
+    table = runs_table(sweep, runs)
+    _csv(folder / "runs.csv", table)
+    frame = write_tidy(sweep, runs, folder)
+    stability = head_stability(sweep, runs)
+    figures = _heatmaps(sweep, runs, folder)
+    (folder / "index.html").write_text(_index(sweep, runs, table, stability, figures, frame is not None))
+    return folder / "index.html"
+
+
+def runs_table(sweep, runs) -> List[Dict[str, Any]]:
+    rows = []
+    for run in runs:
+        r, point = run["results"], run["point"]
+        row: Dict[str, Any] = {"point": point.id, **{a.name: point.labels[a.name] for a in sweep.axes}}
+        row["model"] = r.get("provenance", {}).get("model", {}).get("id")
+        row["final_pairs"] = r["dataset"]["final_pairs"]
+        for which in ("clean", "corrupted"):
+            row[f"baseline_{which}"] = r["baselines"].get(which)
+        for i, stage in enumerate(s for s in r["dataset"]["stages"] if s.get("step") == "keep"):
+            row[f"keep_rate_{i}"] = stage["after"] / stage["before"] if stage["before"] else None
+        row["report"] = str(Path(run["record"]["run_dir"]) / "index.html")
+        rows.append(row)
+    return rows
+
+
+def head_stability(sweep, runs) -> List[Dict[str, Any]]:
+    """For each head_attribution analysis and each setting of the other axes: how far the
+    top-k heads agree between seeds. overlap(a, b) = |top_k(a) & top_k(b)| / k, the heads
+    ranked by direct logit difference as the analysis ranks them; mean and minimum over
+    every pair of seeds."""
+    if not any(a.name == SEED_AXIS for a in sweep.axes):
+        return []
+    others = [a.name for a in sweep.axes if a.name != SEED_AXIS]
+    groups: Dict[Any, List[Dict[str, Any]]] = {}
+    for run in runs:
+        key = tuple(run["point"].labels[name] for name in others)
+        groups.setdefault(key, []).append(run)
+    rows = []
+    for key, members in groups.items():
+        for analysis_id in _head_attribution_ids(members[0]["results"]):
+            tops = {m["point"].labels[SEED_AXIS]: [t["head"] for t in m["results"]["analyses"][analysis_id]["top"]]
+                    for m in members if analysis_id in m["results"]["analyses"]}
+            if len(tops) < 2:
+                continue
+            k = min(len(t) for t in tops.values())
+            overlaps = [len(set(a[:k]) & set(b[:k])) / k for a, b in itertools.combinations(tops.values(), 2)]
+            rows.append({**dict(zip(others, key)), "analysis": analysis_id, "seeds": ", ".join(tops), "k": k,
+                         "mean_overlap": sum(overlaps) / len(overlaps), "min_overlap": min(overlaps)})
+    return rows
+
+
+def _head_attribution_ids(results) -> List[str]:
+    return [i for i, a in results.get("analyses", {}).items() if a.get("kind") == "head_attribution"]
+
+
+def _heatmaps(sweep, runs, folder: Path) -> List[str]:
+    """One figure per head_attribution analysis: every run's [layer, head] grid side by side."""
+    if not runs:
+        return []
+    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
+
+    out = []
+    for analysis_id in dict.fromkeys(i for run in runs for i in _head_attribution_ids(run["results"])):
+        members = [r for r in runs if analysis_id in r["results"]["analyses"]]
+        cols = min(4, len(members))
+        rows = (len(members) + cols - 1) // cols
+        titles = [f"{m['point'].id}: " + ", ".join(f"{v}" for v in m["point"].labels.values()) for m in members]
+        fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles)
+        for i, member in enumerate(members):
+            grid = member["results"]["analyses"][analysis_id]["per_head"]
+            fig.add_trace(go.Heatmap(z=grid, coloraxis="coloraxis"), row=i // cols + 1, col=i % cols + 1)
+        fig.update_layout(title=f"{analysis_id}: direct logit difference per head (layer on y, head on x)",
+                          coloraxis={"colorscale": "RdBu", "cmid": 0}, height=320 * rows + 80)
+        path = folder / "figures" / f"{analysis_id}.html"
+        fig.write_html(str(path), include_plotlyjs="directory", full_html=True)
+        out.append(f"figures/{path.name}")
+    return out
+
+
+def _csv(path: Path, rows) -> None:
+    import csv
+
+    fields = list(dict.fromkeys(k for row in rows for k in row)) or ["point"]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+_STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+iframe{width:100%;height:700px;border:1px solid #ddd}.muted{color:#777}.warn{color:#a05a00}"""
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return html.escape("" if value is None else str(value))
+
+
+def _table(rows, link_key: str = "") -> str:
+    if not rows:
+        return "<p class='muted'>none</p>"
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    head = "".join(f"<th>{html.escape(f)}</th>" for f in fields)
+    body = "".join("<tr>" + "".join(
+        f"<td><a href='{html.escape(str(row[f]))}'>report</a></td>" if f == link_key else f"<td>{_cell(row.get(f))}</td>"
+        for f in fields) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _index(sweep, runs, table, stability, figures, have_numbers: bool) -> str:
+    e = html.escape
+    done = {r["point"].id for r in runs}
+    missing = [p.describe() for p in sweep.points if p.id not in done]
+    axes = "; ".join(f"<code>{e(a.name)}</code>: {e(', '.join(a.labels))}" for a in sweep.axes)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(sweep.name)}</title>"
+             f"<style>{_STYLE}</style></head><body>",
+             f"<h1>Sweep {e(sweep.name)}</h1>",
+             f"<p class='muted'>sweep {e(str(sweep.file))}; base spec {e(str(sweep.spec))}</p>",
+             f"<p>Axes: {axes}. {len(runs)} of {len(sweep.points)} points finished.</p>"]
+    if missing:
+        parts.append("<p class='warn'>Not finished (rerun the sweep to run them): " + e("; ".join(missing)) + "</p>")
+    parts += ["<h2>Runs</h2>",
+              "<p>Baselines are the mean metric over each run's final pairs; keep_rate_i is the fraction of "
+              "candidates the i-th keep-condition kept.</p>", _table(table, link_key="report")]
+    parts.append("<h2>Stability of top heads across seeds</h2>")
+    if stability:
+        parts += ["<p>For each setting of the other axes: overlap of the top-k heads (ranked by direct logit "
+                  "difference, as head_attribution ranks them) between every two seeds, |A &cap; B| / k; "
+                  "1 means the same heads.</p>", _table(stability)]
+    else:
+        parts.append("<p class='muted'>needs a <code>seed</code> axis and a head_attribution analysis.</p>")
+    if figures:
+        parts.append("<h2>Head attribution, side by side</h2>")
+        parts += [f"<p><a href='{f}'>{e(f)}</a></p><iframe src='{f}' loading='lazy'></iframe>" for f in figures]
+    parts.append("<h2>Every number</h2>")
+    parts.append("<p>One row per number of every run, the axes as columns: <a href='results.csv'>results.csv</a>, "
+                 "<a href='results.parquet'>results.parquet</a>; the runs table: <a href='runs.csv'>runs.csv</a>.</p>"
+                 if have_numbers else "<p class='muted'>no run finished yet.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
