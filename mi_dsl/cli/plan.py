@@ -38,9 +38,20 @@ def _print_plan(s: Dict[str, Any]) -> None:
         for a in s["analyses"]:
             deps = f" (after {', '.join(a['depends_on'])})" if a["depends_on"] else ""
             echo(f"  - {a['id']} [{a['kind']}]: {a['description']}{deps}; hooks {', '.join(a['hooks']) or '-'}")
+    _print_memory(s["memory"])
     echo("examples:")
     for ex in d["examples"]:
         echo(f"  clean:     {ex['clean']}\n  corrupted: {ex['corrupted']}\n"
               f"  answer {ex['answer'][0]} {ex['answer'][1]!r}  foil {ex['foil'][0]} {ex['foil'][1]!r}")
     for w in s["warnings"]:
         echo(f"warning: {w}")
+
+
+def _print_memory(m: Dict[str, Any]) -> None:
+    if "parameters" not in m:
+        echo(f"memory: {m['note']}")
+        return
+    per_device = f" ({m['weights_gb_per_device']:.2f} GB on each of {m['devices']} devices)" if m["devices"] > 1 else ""
+    echo(f"memory (estimate): weights {m['parameters'] / 1e6:.1f}M parameters in {m['dtype']} = "
+         f"{m['weights_gb']:.2f} GB{per_device}; activations {m['activations_gb_per_batch']:.2f} GB per batch of "
+         f"{m['batch_rows']} prompts x {m['max_tokens']} tokens (sizes from {m['sizes_from']})")

@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Dict, List
 
+from .memory import estimate
+
 
 def plan_summary(prepared, examples: int = 3) -> Dict[str, Any]:
     """The prepared spec's dataset and plan (`prepare(...)` with its tokenizer)."""
@@ -31,6 +33,7 @@ def plan_summary(prepared, examples: int = 3) -> Dict[str, Any]:
         "analyses": [{"id": s.id, "kind": s.kind, "description": s.description, "hooks": list(s.hooks),
                       "positions": s.positions, "depends_on": list(s.depends_on)} for s in plan.analyses],
         "batch_size": plan.batch_size,
+        "memory": estimate(spec, plan, tokenizer.vocab_size, max(dataset.token_lengths or [1])),
         "warnings": dataset.warnings,
     }
 

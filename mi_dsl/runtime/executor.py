@@ -15,6 +15,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 
 from ..errors import RunError
+from ..compile.memory import activation_bytes_per_row
 
 # What to keep of an activation: a callable (act -> kept tensor). Common ones:
 FINAL = lambda act: act[:, -1]  # noqa: E731  (the final position)
@@ -62,8 +63,8 @@ class Executor:
             return self.batch_size
         cfg = self.cfg
         d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
-        # Live activations of one block (residual copies, MLP hidden, attention scores), fp32.
-        per_row = 4 * seq_len * (10 * cfg.d_model + 2 * d_mlp + 3 * cfg.n_heads * seq_len) + extra_bytes_per_row
+        # The same formula `mi-run plan` estimates memory with.
+        per_row = activation_bytes_per_row(seq_len, cfg.d_model, d_mlp, cfg.n_heads) + extra_bytes_per_row
         budget = self._memory_budget_bytes()
         return max(1, min(512, budget // max(per_row, 1)))
 
@@ -144,6 +145,7 @@ class Executor:
         try:
             with self.model.hooks(fwd_hooks=hooks):
                 logits = self.model(tokens, prepend_bos=False)
+            logits = logits.to(self.device)  # a device_map puts the unembedding on the last device
         except _StopForward:
             logits = None
         missing = [n for n in keep if n not in kept]
@@ -152,10 +154,13 @@ class Executor:
                            "may not have them")
         return logits, kept
 
-    @staticmethod
-    def _keeper(name: str, select: Callable, kept: Dict[str, torch.Tensor], stop_after: Optional[str]):
+    def _keeper(self, name: str, select: Callable, kept: Dict[str, torch.Tensor], stop_after: Optional[str]):
+        device = self.device
+
         def hook(act, hook=None):
-            kept[name] = select(act.detach())
+            # Under a device_map each layer's activations live on its own device; every
+            # capture is gathered on the one the executor declares (the embedding's).
+            kept[name] = select(act.detach()).to(device)
             if name == stop_after:
                 raise _StopForward()
             return act

@@ -24,9 +24,12 @@ class Unembed:
 
     @classmethod
     def of(cls, bridge) -> "Unembed":
-        W_U = bridge.W_U.detach()
+        # On the capture device (cfg.device, the embedding's): under a device_map the
+        # unembedding may sit on another one, and every captured residual is gathered here.
+        device = bridge.cfg.device
+        W_U = bridge.W_U.detach().to(device)
         try:
-            b_U = bridge.b_U.detach()
+            b_U = bridge.b_U.detach().to(device)
             b_U = None if not torch.any(b_U) else b_U
         except AttributeError:  # bias-free unembedding
             b_U = None

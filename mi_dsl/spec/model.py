@@ -85,6 +85,8 @@ class ModelSpec:
     prepend_bos: bool = True
     device: str = "auto"
     dtype: str = "float32"
+    device_map: Any = None              # "auto", "balanced" or ((module, device), ...); None: one device
+    n_devices: int = 1
     processing: Processing = field(default_factory=Processing)
 
     def identity(self) -> Dict[str, Any]:

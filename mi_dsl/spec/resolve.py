@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import FileAccessError, Location, SchemaError
+from ..errors import FileAccessError, Location, SchemaError, SpecMeaningError
 from .compose import load_composed
 from .loader import Document, PathKey, parse_yaml
 from .model import ModelSpec, Processing, needed_fields
@@ -157,7 +157,7 @@ def _resolve(doc: Document, file: Path, overrides, cli_paths: set, allowed_roots
         tokenizer=spec_path(("model", "tokenizer"), m.get("tokenizer")),
         architecture=m.get("architecture"), size=m.get("size"), seed=m.get("seed", 0),
         prepend_bos=m["prepend_bos"], device=m.get("device", "auto"), dtype=m.get("dtype", "float32"),
-        processing=processing,
+        processing=processing, device_map=_device_map(m.get("device_map")), n_devices=m.get("n_devices", 1),
     )
     _check_model_fields(doc, model)
     out_key = ("output", "dir")
@@ -187,7 +187,32 @@ def _confine(path: Path, roots, where: Location, what: str) -> None:
                         "--set (or --allow-path DIR) on the command line to allow it")
 
 
+def _device_map(raw):
+    """A mapping becomes sorted (module, device) pairs, so the frozen ModelSpec can hold it."""
+    return tuple(sorted((str(k), v) for k, v in raw.items())) if isinstance(raw, dict) else raw
+
+
+def _check_placement(doc: Document, model: ModelSpec) -> None:
+    """device, device_map and n_devices each place the model: one at a time, and a map
+    with cpu entries only without weight processing (TransformerBridge refuses it)."""
+    spread = model.device_map is not None or model.n_devices > 1
+    if spread and "device" in doc.data["model"] and model.device != "auto":
+        raise SpecMeaningError("`model.device` and `model.device_map`/`n_devices` both place the model; give one",
+                               doc.source.value(("model", "device")),
+                               hint="remove `device`, or remove `device_map` and `n_devices`")
+    if model.device_map is not None and model.n_devices > 1:
+        raise SpecMeaningError("`model.n_devices` is a shorthand for a balanced device_map; give one of them",
+                               doc.source.value(("model", "n_devices")))
+    if isinstance(model.device_map, tuple) and model.processing.enabled and any(
+            str(d) == "cpu" for _, d in model.device_map):
+        raise SpecMeaningError("a device_map with cpu entries cannot have weight processing: TransformerLens "
+                               "folds and centers weights outside accelerate's hooks",
+                               doc.source.value(("model", "device_map")),
+                               hint="set `model.processing: false`, or map every module to a GPU")
+
+
 def _check_model_fields(doc: Document, model: ModelSpec) -> None:
+    _check_placement(doc, model)
     for key in needed_fields(model.source, model.architecture):
         if getattr(model, key) is None:
             raise SchemaError(f"a model with source '{model.source}' needs 'model.{key}'",

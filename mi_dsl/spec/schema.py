@@ -64,7 +64,23 @@ MODEL = _obj("The model to run and how to tokenize for it.", {
     "prepend_bos": _bool("Whether every prompt starts with the BOS token. Required: models disagree on "
                          "the default."),
     "device": _str("auto (cuda when present), cpu, cuda or cuda:N.", pattern="^(auto|cpu|cuda(:[0-9]+)?|mps)$"),
-    "dtype": _str("Weights' dtype.", enum=["float32", "float16", "bfloat16"]),
+    "dtype": _str("Weights' dtype (bfloat16 halves a large model's memory; metrics are computed in it).",
+                  enum=["float32", "float16", "bfloat16"]),
+    "device_map": {
+        "description": "Spread the model's layers over devices through accelerate (instead of `device`): "
+                       "`auto` or `balanced` (accelerate places the layers on the GPUs; on a machine without "
+                       "one the model loads on the CPU), or a mapping from module name (e.g. model.layers.3, "
+                       "model.embed_tokens) to a device (cpu, cuda:N or N). Captures are gathered on the "
+                       "embedding's device; interventions run on each layer's own.",
+        "oneOf": [
+            _str("accelerate's placement.", enum=["auto", "balanced"]),
+            {"type": "object", "description": "Module name -> device.", "minProperties": 1,
+             "additionalProperties": {"oneOf": [
+                 _str("A device.", pattern="^(cpu|cuda(:[0-9]+)?)$"),
+                 {"type": "integer", "minimum": 0, "description": "A CUDA device index."}]}},
+        ],
+    },
+    "n_devices": _int("Split the model evenly over this many GPUs (device_map balanced over cuda:0..N-1).", 1),
     "processing": PROCESSING,
 }, required=["source", "prepend_bos"])
 

@@ -3,7 +3,7 @@
 or on the cluster at `--address`). Neither schedules anything itself: Ray places tasks
 on whatever CPUs, GPUs and memory its cluster has.
 
-Each point runs `mi_dsl.runner.run_spec` on its point file, with the runs directory
+Each point runs `mi_dsl.runtime.run.run_spec` on its point file, with the runs directory
 (and so the step store) shared by all points.
 """
 from __future__ import annotations

@@ -91,7 +91,8 @@ def _setter(layout: str, index, source):
     def hook(act, hook=None):
         if act.requires_grad:
             act = act.clone()
-        act[where] = values.to(act.dtype)
+        # On the layer's own device: under a device_map it need not be the capture device.
+        act[tuple(w.to(act.device) for w in where)] = values.to(act.device, act.dtype)
         return act
 
     return hook
@@ -191,8 +192,9 @@ def attribution_patching(run, grid: Grid, direction: str, batch_size: Optional[i
         for layer, name, grad in zip(plan.layers, plan.names, grads):
             if grad is None:  # nothing downstream reads it
                 continue
-            delta = plan.source[name][rows] - acts[name].detach()
-            per_slice = _per_position_head(grid.target.layout, delta * grad)  # [n, pos, head]
+            act = acts[name].detach().to(device)  # a device_map leaves it on its layer's device
+            delta = plan.source[name][rows] - act
+            per_slice = _per_position_head(grid.target.layout, delta * grad.to(device))  # [n, pos, head]
             chosen = (index.layer == layer).nonzero().squeeze(1)
             s = per_slice[:, :, index.head[chosen].to(device)]  # [n, pos, cells]
             mask = index.mask[chosen].T.to(device)               # [pos, cells]

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
+from ...errors import RunError
 from ...spec.model import ModelSpec
 from .boot import boot_bridge, dimensions, enable_compatibility, load_bridge_tokenizer
 from .cache import cache_root  # noqa: F401  (public: mi_dsl.runtime.models.cache_root)
 from .environment import go_offline, quiet, torch_device, torch_dtype
 from .files import tokenizer_dir_for  # noqa: F401  (public: the tokenizer resolver uses it)
+from .placement import device_placement, dispatch
 from .weights import LOADERS, preflight
 
 Progress = Optional[Callable[[str], None]]
@@ -64,12 +66,28 @@ def load_model(spec: ModelSpec, *, cache_root: Optional[Path] = None, progress: 
         tokenizer_dir = tokenizer_dir_for(spec, cache_root=root, progress=say)
         tokenizer = load_bridge_tokenizer(tokenizer_dir)
         weights = LOADERS[spec.source](spec, root, dtype, say, tokenizer)
-        hf_model = weights.hf_model.to(device).eval()
+        placement = device_placement(spec, weights.hf_model, dtype)
+        if placement is None:
+            hf_model = weights.hf_model.to(device).eval()
+        else:
+            say(f"placing the layers with accelerate over {sorted(set(map(str, placement.values())))}")
+            hf_model = dispatch(weights.hf_model.eval(), placement)
+            weights.weights_key = None  # the processed-weights cache holds one device's tensors
         say(f"booting the bridge ({weights.hub_name})")
-        bridge = boot_bridge(weights.hub_name, hf_model, tokenizer, device, dtype)
+        try:
+            bridge = boot_bridge(weights.hub_name, hf_model, tokenizer, None if placement else device, dtype)
+        except ValueError as err:  # TransformerBridge refuses a map it cannot run (e.g. split tied weights)
+            if placement is None:
+                raise
+            raise RunError(f"device_map: {str(err).strip().splitlines()[0]}") from None
+        if placement is not None:  # captures gather on the embedding's device
+            device = torch_device(bridge.cfg.device)
         bridge.cfg.default_prepend_bos = spec.prepend_bos
         processed_hit = enable_compatibility(bridge, spec, weights, root, device, dtype, say)
     info = dict(weights.info, cached=weights.cached, processed_cached=processed_hit,
                 **dimensions(bridge, hf_model))
+    if placement is not None:
+        info["device_map"] = {k: str(v) for k, v in placement.items()}
+        info["n_devices"] = getattr(bridge.cfg, "n_devices", 1)
     info["load_seconds"] = round(time.perf_counter() - started, 3)
     return LoadedModel(bridge, hf_model, bridge.tokenizer, tokenizer_dir, device, dtype, info)

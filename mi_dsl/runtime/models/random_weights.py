@@ -32,6 +32,9 @@ def _gpt_neox(hidden: int, layers: int, heads: int, intermediate: int) -> Callab
         )
         config.architectures = ["GPTNeoXForCausalLM"]
         return config
+    # Torch-free sizes, for `mi-run plan`'s memory estimate.
+    make.dims = dict(hidden=hidden, layers=layers, heads=heads, kv_heads=heads, head_dim=hidden // heads,
+                     intermediate=intermediate, gated=False, tied=False, positions=0)
     return make
 
 
@@ -49,6 +52,9 @@ def _gemma3(hidden: int, layers: int, heads: int, kv_heads: int, head_dim: int,
         )
         config.architectures = ["Gemma3ForCausalLM"]
         return config
+    # Torch-free sizes, for `mi-run plan`'s memory estimate.
+    make.dims = dict(hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
+                     intermediate=intermediate, gated=True, tied=True, positions=0)
     return make
 
 
@@ -60,6 +66,9 @@ def _gpt2(hidden: int, layers: int, heads: int, positions: int) -> Callable[[int
                             n_positions=positions, bos_token_id=0, eos_token_id=0)
         config.architectures = ["GPT2LMHeadModel"]
         return config
+    # Torch-free sizes, for `mi-run plan`'s memory estimate.
+    make.dims = dict(hidden=hidden, layers=layers, heads=heads, kv_heads=heads, head_dim=hidden // heads,
+                     intermediate=4 * hidden, gated=False, tied=True, positions=positions)
     return make
 
 

@@ -1,0 +1,109 @@
+"""`mi-run plan`'s memory estimate: will the model and a batch fit, before loading anything?
+
+Torch-free: sizes come from the model's config.json (a local directory, the Hugging Face
+cache, mi-dsl's converted copy of a GGUF) or a random model's preset. Parameters are
+counted from the shapes (embeddings, attention with grouped key/value heads, a gated or
+plain MLP, norms): an estimate, typically within a few percent. Activations per row use
+the executor's own batch-sizing formula, so "fits" here means fits there.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+GATED = ("llama", "gemma", "gemma2", "gemma3", "gemma3_text", "mistral", "qwen2", "qwen3", "phi3", "olmo2")
+CPU_BUDGET_GB = 2.0   # the executor's default batch budget on a CPU
+
+
+def activation_bytes_per_row(seq_len: int, d_model: int, d_mlp: int, n_heads: int) -> int:
+    """Live activations of one block for one prompt (residual copies, MLP hidden, attention scores), fp32."""
+    return 4 * seq_len * (10 * d_model + 2 * d_mlp + 3 * n_heads * seq_len)
+
+
+def estimate(spec, plan, vocab_size: Optional[int], max_tokens: int) -> Dict[str, Any]:
+    dims = model_dims(spec.model, vocab_size)
+    if dims is None:
+        return {"note": "model sizes unknown before loading (no config.json found); run it once to cache them"}
+    params = parameter_count(dims)
+    dtype = spec.model.dtype
+    per_row = activation_bytes_per_row(max_tokens, dims["hidden"], dims["intermediate"], dims["heads"])
+    if isinstance(plan.batch_size, int):
+        rows = plan.batch_size
+    else:
+        budget = (plan.memory_gb or CPU_BUDGET_GB) * 2 ** 30
+        rows = max(1, min(512, int(budget // max(per_row, 1))))
+    devices = _devices(spec.model)
+    out = {"parameters": params, "dtype": dtype, "weights_gb": params * BYTES[dtype] / 2 ** 30,
+           "max_tokens": max_tokens, "batch_rows": rows, "activations_gb_per_batch": per_row * rows / 2 ** 30,
+           "devices": devices, "sizes_from": dims["origin"]}
+    out["weights_gb_per_device"] = out["weights_gb"] / devices
+    if plan.batch_size == "auto":
+        out["note"] = ("batch 'auto': rows sized to half the free GPU memory on a GPU (shown: the CPU's "
+                       f"{plan.memory_gb or CPU_BUDGET_GB:g} GB budget)")
+    return out
+
+
+def parameter_count(d: Dict[str, Any]) -> int:
+    hidden, head_dim = d["hidden"], d["head_dim"]
+    attention = hidden * head_dim * (d["heads"] + 2 * d["kv_heads"]) + d["heads"] * head_dim * hidden
+    mlp = (3 if d["gated"] else 2) * hidden * d["intermediate"]
+    embeddings = d["vocab"] * hidden * (1 if d["tied"] else 2) + d.get("positions", 0) * hidden
+    return int(embeddings + d["layers"] * (attention + mlp + 4 * hidden) + 2 * hidden)
+
+
+def model_dims(model, vocab_size: Optional[int]) -> Optional[Dict[str, Any]]:
+    if model.source == "random":
+        from ..runtime.models.random_weights import SHAPES
+
+        shape = SHAPES.get(model.architecture, {}).get(model.size)
+        if shape is None or vocab_size is None:
+            return None
+        return dict(shape.make_config.dims, vocab=shape.fixed_vocab or vocab_size,
+                    origin=f"random preset {model.architecture}/{model.size}")
+    config = _config_file(model)
+    if config is None:
+        if model.source == "embedded":  # the same shapes as the Gemma-3-270m preset
+            from ..runtime.models.random_weights import SHAPES
+
+            shape = SHAPES["gemma3"]["gemma-3-270m"]
+            return dict(shape.make_config.dims, vocab=shape.fixed_vocab, origin="Gemma-3-270m's shapes")
+        return None
+    return _dims_from_config(json.loads(config.read_text()), str(config))
+
+
+def _config_file(model) -> Optional[Path]:
+    if model.source == "local" and model.path:
+        path = Path(model.path) / "config.json"
+        return path if path.is_file() else None
+    if model.source == "pretrained" and model.name:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(model.name, "config.json")
+        except Exception:  # an invalid id is simply not cached
+            return None
+        return Path(found) if isinstance(found, str) else None
+    return None
+
+
+def _dims_from_config(c: Dict[str, Any], origin: str) -> Optional[Dict[str, Any]]:
+    c = c.get("text_config", c)
+    hidden = c.get("hidden_size") or c.get("n_embd")
+    layers = c.get("num_hidden_layers") or c.get("n_layer")
+    heads = c.get("num_attention_heads") or c.get("n_head")
+    if not (hidden and layers and heads and c.get("vocab_size")):
+        return None
+    return {"hidden": hidden, "layers": layers, "heads": heads,
+            "kv_heads": c.get("num_key_value_heads") or heads, "head_dim": c.get("head_dim") or hidden // heads,
+            "intermediate": c.get("intermediate_size") or c.get("n_inner") or 4 * hidden,
+            "gated": c.get("model_type") in GATED, "tied": c.get("tie_word_embeddings", True),
+            "positions": c.get("n_positions", 0) if c.get("model_type") == "gpt2" else 0,
+            "vocab": c["vocab_size"], "origin": origin}
+
+
+def _devices(model) -> int:
+    if isinstance(model.device_map, tuple):
+        return max(1, len({str(d) for _, d in model.device_map}))
+    return max(1, model.n_devices)
