@@ -1,6 +1,7 @@
 """Sweeps on tiny random models: expansion, validation of every point before any runs,
 the merged tidy table, the report, resuming, sharding, and the Ray backend (on a local
-Ray with 2 CPUs that the test starts and stops)."""
+Ray with 2 CPUs that the test starts and stops). The last test is the issue's acceptance
+test on the real model: a tutorial sweep on Ray, killed mid-way, resumed."""
 from __future__ import annotations
 
 import json
@@ -39,7 +40,7 @@ prompts:
   corrupt: {swap: descriptor}
   equal_lengths: false
 pipeline:
-  - sample: {n: 6}
+  - sample: {n: 6, seed: 7}   # fixed: the seed axis then changes only head_detection (see test_seeds_...)
   - symmetric: true
 analyses:
   - {kind: head_attribution, id: heads, top_k: 4}
@@ -131,9 +132,23 @@ def test_report_compares_runs(local_sweep):
 
 
 def test_rerun_skips_finished_points_and_a_changed_base_reruns(local_sweep):
+    from mi_dsl.sweep.command import _write_points, validate_points
+    from mi_dsl.sweep.expand import load_sweep
+    from mi_dsl.sweep.records import finished
+
     sweep, _ = local_sweep
     again = run_sweep(sweep, progress=False)
     assert again.ran == [] and again.skipped == ["p000", "p001", "p002", "p003"]
+    base = sweep.parent / "spec.yaml"
+    text = base.read_text()
+    try:  # an edited base spec: no finished record may stand for it
+        base.write_text(text.replace("[birds, fish, mammals]", "[birds, fish]"))
+        edited = load_sweep(sweep)
+        _write_points(edited)
+        keys = validate_points(edited, [])
+        assert all(finished(edited, p, keys[p.id]) is None for p in edited.points)
+    finally:
+        base.write_text(text)
 
 
 def test_every_point_is_validated_before_any_runs(tmp_path, cli):
@@ -190,17 +205,6 @@ def kill_after_first_point(process: subprocess.Popen, points: Path, total: int, 
     return done
 
 
-def test_killed_local_sweep_resumes_to_the_same_table(tmp_path, local_sweep):
-    sweep = write(tmp_path)
-    out = tmp_path / "sweeps" / "sweep"
-    done = kill_after_first_point(_sweep_process(sweep, "--quiet"), out / "points", 4)
-    resumed = _sweep_process(sweep)
-    assert resumed.wait(timeout=600) == 0
-    log = resumed.stderr.read()
-    assert f"{done} point(s) finished before" in log
-    same_numbers(tidy(out), tidy(local_sweep[0].parent / "sweeps" / "sweep"))
-
-
 # --------------------------------------------------------------------------- Ray
 
 
@@ -244,10 +248,12 @@ def _wait_for_port(port: int, head: subprocess.Popen, timeout: float = 60) -> No
 
 
 def test_ray_backend_gives_the_local_backend_numbers(tmp_path, ray_cluster, local_sweep):
-    sweep = write(tmp_path, SWEEP + "resources: {cpus: 1, memory_gb: 1}\n")
+    """Seed 0's two points as Ray tasks (one each on the 2 CPUs): the local backend's numbers."""
+    sweep = write(tmp_path, SWEEP.replace("seed: [0, 1]", "seed: [0]") + "resources: {cpus: 1, memory_gb: 1}\n")
     outcome = run_sweep(sweep, backend="ray", address=ray_cluster, progress=False)
-    assert sorted(outcome.ran) == ["p000", "p001", "p002", "p003"] and not outcome.failed
-    same_numbers(tidy(tmp_path / "sweeps" / "sweep"), tidy(local_sweep[0].parent / "sweeps" / "sweep"))
+    assert sorted(outcome.ran) == ["p000", "p001"] and not outcome.failed
+    local = tidy(local_sweep[0].parent / "sweeps" / "sweep")
+    same_numbers(tidy(tmp_path / "sweeps" / "sweep"), local[local["seed"] == "0"].reset_index(drop=True))
 
 
 def test_ray_backend_refuses_an_unreachable_cluster(tmp_path, cli):
