@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -290,6 +289,3 @@ def _spec_path(text: str) -> Tuple[Any, ...]:
         parts.extend(int(i) for i in indices if i.isdigit())
     return tuple(parts)
 
-
-def labels_json(point: Point) -> str:
-    return json.dumps(point.labels, sort_keys=True)

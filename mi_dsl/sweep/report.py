@@ -78,8 +78,9 @@ def _head_attribution_ids(results) -> List[str]:
     return [i for i, a in results.get("analyses", {}).items() if a.get("kind") == "head_attribution"]
 
 
-def _heatmaps(sweep, runs, folder: Path) -> List[str]:
-    """One figure per head_attribution analysis: every run's [layer, head] grid side by side."""
+def _heatmaps(sweep, runs, folder: Path) -> List[tuple]:
+    """One figure per head_attribution analysis: every run's [layer, head] grid side by side;
+    [(path, height in pixels)]."""
     if not runs:
         return []
     from plotly.subplots import make_subplots
@@ -97,9 +98,11 @@ def _heatmaps(sweep, runs, folder: Path) -> List[str]:
             fig.add_trace(go.Heatmap(z=grid, coloraxis="coloraxis"), row=i // cols + 1, col=i % cols + 1)
         fig.update_layout(title=f"{analysis_id}: direct logit difference per head (layer on y, head on x)",
                           coloraxis={"colorscale": "RdBu", "cmid": 0}, height=320 * rows + 80)
+        fig.update_xaxes(dtick=1)
+        fig.update_yaxes(dtick=1)
         path = folder / "figures" / f"{analysis_id}.html"
         fig.write_html(str(path), include_plotlyjs="directory", full_html=True)
-        out.append(f"figures/{path.name}")
+        out.append((f"figures/{path.name}", 320 * rows + 120))
     return out
 
 
@@ -159,7 +162,8 @@ def _index(sweep, runs, table, stability, figures, have_numbers: bool) -> str:
         parts.append("<p class='muted'>needs a <code>seed</code> axis and a head_attribution analysis.</p>")
     if figures:
         parts.append("<h2>Head attribution, side by side</h2>")
-        parts += [f"<p><a href='{f}'>{e(f)}</a></p><iframe src='{f}' loading='lazy'></iframe>" for f in figures]
+        parts += [f"<p><a href='{f}'>{e(f)}</a></p><iframe src='{f}' loading='lazy' style='height:{h}px'></iframe>"
+                  for f, h in figures]
     parts.append("<h2>Every number</h2>")
     parts.append("<p>One row per number of every run, the axes as columns: <a href='results.csv'>results.csv</a>, "
                  "<a href='results.parquet'>results.parquet</a>; the runs table: <a href='runs.csv'>runs.csv</a>.</p>"
