@@ -37,7 +37,7 @@ def device_placement(spec: ModelSpec, hf_model, dtype) -> Optional[Dict[str, Any
     if count > torch.cuda.device_count():
         raise RunError(f"model.n_devices is {count} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     no_split = list(getattr(hf_model, "_no_split_modules", None) or [])
-    budget = {i: torch.cuda.mem_get_info(i)[0] for i in range(count)}
+    budget = {i: int(torch.cuda.mem_get_info(i)[0] * 0.85) for i in range(count)}  # room for activations
     if spec.device_map == "balanced" or spec.n_devices > 1:
         budget = get_balanced_memory(hf_model, max_memory=budget, no_split_module_classes=no_split, dtype=dtype)
     placement = infer_auto_device_map(hf_model, max_memory=budget, no_split_module_classes=no_split, dtype=dtype)
