@@ -186,3 +186,23 @@ def test_a_vocabulary_file_error_points_at_the_spec(tmp_path):
     with pytest.raises(FileAccessError) as info:
         read_text(tmp_path / "nouns.txt", "vocabulary", where)
     assert info.value.location == where and "vocabulary file" in info.value.message
+
+
+@pytest.mark.parametrize("text, at, words", [
+    # an unquoted colon inside a value
+    ("description: Ratio: clean vs corrupted\n", (1, 19), ["quote the value", 'description: "Ratio: clean vs corrupted"']),
+    # a list item's second key one column too deep (issue 15's "mapping values are not allowed here")
+    ("analyses:\n  - kind: logit_attribution\n     id: x\n", (3, 8), ["indented more than the line above it",
+                                                                    "line 2, column 5", "column 5"]),
+    # a key that lines up with nothing above it
+    ("model:\n    source: random\n  name: x\n", (3, 3), ["column 3", "columns 1, 5", "mis-indented"]),
+    ("pipeline:\n  - keep: a\n   - sample: {n: 3}\n", (3, 4), ["column 4", "mis-indented"]),
+    # a tab after a key, not in the indentation
+    ("model:\n  source:\trandom\n", (2, 10), ["tab", "space"]),
+])
+def test_yaml_syntax_errors_get_a_hint(text, at, words):
+    with pytest.raises(SpecSyntaxError) as info:
+        parse_yaml(text, "hint.yaml")
+    assert (info.value.location.line, info.value.location.column) == at
+    for w in words:
+        assert w in info.value.hint, info.value.hint

@@ -14,6 +14,7 @@ from typing import Any, Dict, Tuple, Union
 import yaml
 
 from ..errors import FileAccessError, Location, SpecSyntaxError
+from .yaml_hints import syntax_hint
 
 PathKey = Tuple[Union[str, int], ...]
 
@@ -212,7 +213,7 @@ def parse_yaml(text: str, file: str) -> Document:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
         problem = err.problem or err.context or "invalid YAML"
-        hint = "YAML indents with spaces, never tabs" if "'\\t'" in problem else ""
+        hint = syntax_hint(text, problem, line, col)
         raise SpecSyntaxError(f"invalid YAML: {problem}", Location(file, line, col), hint=hint) from None
     except yaml.reader.ReaderError as err:  # a character YAML does not allow
         line, col = _line_col(text, err.position)

@@ -7,11 +7,12 @@ is missing, the value of the wrong type, each at its own line and column.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 import jsonschema
 
 from ..errors import Location, SchemaError
+from .indentation import misindented
 from .loader import Document
 from ..suggest import did_you_mean, unknown
 
@@ -39,7 +40,31 @@ def validate_document(doc: Document) -> None:
                           where)
     errors = list(_validator().iter_errors(doc.data))
     if errors:
-        raise _explain(_most_specific(errors), doc)
+        error = _most_specific(errors)
+        raise _as_misindented(error, doc) or _explain(error, doc)
+
+
+def _error_paths(data: Any) -> List[Tuple]:
+    return [tuple(e.absolute_path) for e in _validator().iter_errors(data)]
+
+
+def _as_misindented(error: jsonschema.ValidationError, doc: Document) -> Optional[SchemaError]:
+    """The fault told as a mis-indented key, when moving one key in or out repairs it."""
+    path = tuple(error.absolute_path)
+    if error.validator == "required":
+        missing = error.message.split("'")[1]
+        key_path = path[:-1] + (missing,) if path else None
+    elif error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})),
+                       key=lambda k: doc.source.key(path + (k,)).line or 0)
+        key_path = path + (extra[0],) if extra else None
+    else:
+        key_path = path if path and isinstance(path[-1], str) else None
+    message = misindented(doc, key_path, _error_paths) if key_path else None
+    if message is None:
+        return None
+    as_written = _explain(error, doc)
+    return SchemaError(message, doc.source.key(key_path), hint=f"as written: {as_written.message}")
 
 
 def _most_specific(errors: List[jsonschema.ValidationError]) -> jsonschema.ValidationError:
