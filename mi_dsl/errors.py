@@ -96,3 +96,25 @@ class RunError(MiError):
     """A fault while running: model cannot load offline, NaN in a metric, ..."""
 
     kind = "run error"
+
+
+@dataclass(frozen=True)
+class SpecWarning:
+    """Something a user should know that does not stop the run, located like an error.
+
+    Printed, stored in the run log and shown in the report as
+    `FILE:LINE:COL: warning: message (at path)`: never as a Python warning with a
+    source path inside mi-dsl."""
+
+    message: str
+    location: Location = Location()
+    hint: str = ""
+
+    def format(self) -> str:
+        text = f"{self.location.prefix()}: warning: {self.message}"
+        if self.location.path:
+            text += f" (at {self.location.path})"
+        return text + (f"\n  hint: {self.hint}" if self.hint else "")
+
+    def __str__(self) -> str:
+        return self.format()

@@ -12,6 +12,7 @@ it) and (slow) on the embedded Gemma-3-270m:
 """
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -340,11 +341,16 @@ def test_patterns_equal_a_plain_forward(main_run, loaded):
 def test_figures_and_offline_view_are_written(main_run):
     _, run_dir = main_run
     figures = {p.name for p in (run_dir / "figures").iterdir()}
-    for name in ["named__L1H2.html", "ranked__view.html", "lowest__view.html", "avc__L0H0.html",
+    for name in ["named__heads.html", "ranked__view.html", "lowest__view.html", "avc__L0H0.html",
                  "detect__induction.html", "detect__previous_token.html", "detect__duplicate_token.html",
                  "detect__view.html", "detect__pattern_L1H1.html"]:
         assert name in figures, sorted(figures)
     assert any(n.startswith("ranked__") and n.endswith("_prompt3.html") for n in figures)
+    # Small multiples: one figure holds every named head's pattern, one heatmap per head, titled.
+    grid = json.loads((run_dir / "figures" / "named__heads.json").read_text())
+    assert [t["name"] for t in grid["data"]] == ["L1H2", "L0H0", "L0H1", "L0H2", "L0H3"]
+    assert all(t["type"] == "heatmap" for t in grid["data"])
+    assert not any(n.startswith("named__L") for n in figures)
     page = (run_dir / "figures" / "ranked__view.html").read_text()
     assert not re.search(r"https?://", page)
     assert page.count("CircuitsVis.render(") == 2  # one view per prompt

@@ -134,7 +134,7 @@ def test_pythia_answers_are_first_tokens_of_the_descriptor_and_its_opposite(pyth
 
 def test_pythia_duplicate_pigs_warn_and_dedupe_drops_them(pythia, pythia_tokenizer):
     _, _, dataset = pythia
-    assert dataset.warnings == ["vocabulary 'nouns' lists 'Pigs' more than once; duplicates are kept "
+    assert [w.message for w in dataset.warnings] == ["vocabulary 'nouns' lists 'Pigs' more than once; duplicates are kept "
                                 "(set dedupe: true to drop them)"]
     assert dataset.vocab["nouns"].duplicates == ["Pigs"]
     spec = load_spec(PYTHIA_SPEC, [f"model.tokenizer={pythia_tokenizer}", "vocabularies.nouns.dedupe=true"])
@@ -178,7 +178,7 @@ def test_item_filters_duplicates_and_dedupe(build):
     _, _, dataset = build(text)
     assert dataset.vocab["animal"].kept == ["cats", "dogs", "cats"]
     assert dataset.vocab["animal"].dropped == ["zebras"]
-    assert "'cats' more than once" in dataset.warnings[0]
+    assert "'cats' more than once" in dataset.warnings[0].message
     _, _, deduped = build(text, "vocabularies.animal.dedupe=true")
     assert deduped.vocab["animal"].kept == ["cats", "dogs"] and not deduped.warnings
 
@@ -322,7 +322,7 @@ def test_sample_larger_than_the_set_keeps_all_and_warns():
     class Executor:
         warnings = []
 
-        def _warn(self, message):
+        def warn(self, message, where=None):
             self.warnings.append(message)
 
     executor = Executor()

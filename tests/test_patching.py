@@ -13,7 +13,6 @@ The embedded Gemma-3-270m runs in the slow tests.
 from __future__ import annotations
 
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -92,12 +91,9 @@ def with_analyses(text: str, body: str = DATA) -> str:
 def run_context(folder: Path, model: str, body: str = DATA):
     """The RunContext of a finished run of the spec (pipeline, baselines, its analyses)."""
     from mi_dsl.compile import prepare
-    from mi_dsl.runtime.run import Session
+    from mi_dsl.runtime.run import run_context as finished_context
 
-    p = prepare(str(write_spec(folder, model, body)), [], [])
-    session = Session(p.spec, p.plan, p.dataset, p.tokenizer, progress=False, say=lambda m: None)
-    session.run(time.perf_counter())
-    return session.context
+    return finished_context(prepare(str(write_spec(folder, model, body)), [], []))
 
 
 @pytest.fixture(scope="module")

@@ -116,6 +116,41 @@ def pattern_heatmap(pattern, tokens: Sequence[str], title: str):
     return fig
 
 
+def pattern_grid(patterns, names: Sequence[str], tokens: Sequence[str], title: str):
+    """Small multiples: one query x key heatmap per head, in a grid of up to four columns sharing
+    one colour scale (0..1), so N heads read as one figure."""
+    import math
+
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    n, count = len(tokens), len(names)
+    columns = min(4, count)
+    rows = math.ceil(count / columns)
+    labels = [f"{i} {t!r}" for i, t in enumerate(tokens)]
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=list(names), horizontal_spacing=0.04,
+                        vertical_spacing=min(0.12, 0.5 / rows))
+    hover = [[[labels[q], labels[k]] for k in range(n)] for q in range(n)]
+    for index, pattern in enumerate(patterns):
+        row, column = index // columns + 1, index % columns + 1
+        fig.add_trace(go.Heatmap(z=pattern, colorscale="Blues", zmin=0.0, zmax=1.0, coloraxis="coloraxis",
+                                 customdata=hover, name=names[index],
+                                 hovertemplate=f"{names[index]}<br>query %{{customdata[0]}}<br>key "
+                                               "%{customdata[1]}<br>attention %{z:.4f}<extra></extra>"),
+                      row=row, col=column)
+    ticks = {"tickmode": "array", "tickvals": list(range(n)), "ticktext": labels, "tickfont": {"size": 8}}
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(autorange="reversed", showticklabels=False)
+    for row in range(1, rows + 1):
+        fig.update_yaxes(row=row, col=1, showticklabels=True, **ticks)
+    for column in range(1, columns + 1):
+        fig.update_xaxes(row=rows, col=column, showticklabels=True, **ticks)
+    side = max(220, 12 * n + 60)
+    fig.update_layout(title=title, template="plotly_white", coloraxis={"colorscale": "Blues", "cmin": 0, "cmax": 1},
+                      height=rows * side + 160, width=min(1400, columns * side + 260))
+    return fig
+
+
 def _offline(text: str) -> str:
     """Escape slashes so neither a URL nor a closing </script> appears (JavaScript and JSON read
     `\\/` as `/`)."""
@@ -168,19 +203,24 @@ def head_names(heads: Sequence[Tuple[int, int]]) -> List[str]:
 
 
 def pattern_figures(prompts, names, run, title: str):
-    """A heatmap per head and prompt, and one interactive view of every head on every prompt.
+    """Per prompt, one figure of every head's pattern (small multiples; a single heatmap for one
+    head), and one interactive view of every head on every prompt.
 
     prompts: [{"label", "text", "tokens", "patterns": [head][query][key]}]."""
     title = run.spec.analyses[run.analysis_index].get("title", title)
     figures = []
     for p in prompts:
         suffix = "" if len(prompts) == 1 else f"_{p['label'].replace(' ', '')}"
-        for name, pattern in zip(names, p["patterns"]):
-            figures.append((f"{name}{suffix}", pattern_heatmap(pattern, p["tokens"], f"{title}: {name}, {p['label']}")))
+        if len(names) == 1:
+            figures.append((f"{names[0]}{suffix}", pattern_heatmap(p["patterns"][0], p["tokens"],
+                                                                   f"{title}: {names[0]}, {p['label']}")))
+        else:
+            figures.append((f"heads{suffix}", pattern_grid(p["patterns"], names, p["tokens"],
+                                                           f"{title}: {len(names)} heads, {p['label']}")))
     view = attention_view([(f"{p['label']}: {p['text']}", p["tokens"], p["patterns"], names) for p in prompts], title)
     if view is None:
-        run.executor.warnings.append("circuitsvis is not installed, so the interactive attention view was "
-                                     "not written (the static heatmaps were)")
+        run.executor.warn("circuitsvis is not installed, so the interactive attention view was not written "
+                          "(the static heatmaps were)", run.where())
     else:
         figures.append(("view", view))
     return figures

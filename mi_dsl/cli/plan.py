@@ -44,7 +44,7 @@ def _print_plan(s: Dict[str, Any]) -> None:
         echo(f"  clean:     {ex['clean']}\n  corrupted: {ex['corrupted']}\n"
               f"  answer {ex['answer'][0]} {ex['answer'][1]!r}  foil {ex['foil'][0]} {ex['foil'][1]!r}")
     for w in s["warnings"]:
-        echo(f"warning: {w}")
+        echo(w)
 
 
 def _print_memory(m: Dict[str, Any]) -> None:

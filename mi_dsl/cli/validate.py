@@ -28,7 +28,7 @@ def validate_specs(paths: List[str], overrides, allow_paths, debug: bool = False
             echo(f"{path}: valid (schema and meaning); tokenizer checks skipped: {skipped} [{took:.1f}s]")
         else:
             for warning in dataset.warnings:
-                echo(f"{path}: warning: {warning}")
+                echo(warning.format())
             prompts = (f"{len(dataset.pairs)} candidate prompts of {'/'.join(map(str, dataset.token_lengths))} "
                        "tokens" if dataset.pairs else "no prompt set")
             echo(f"{path}: valid; {prompts}, {len(plan.analyses)} analyses [{took:.1f}s]")

@@ -34,7 +34,7 @@ def plan_summary(prepared, examples: int = 3) -> Dict[str, Any]:
                       "positions": s.positions, "depends_on": list(s.depends_on)} for s in plan.analyses],
         "batch_size": plan.batch_size,
         "memory": estimate(spec, plan, tokenizer.vocab_size, max(dataset.token_lengths or [1])),
-        "warnings": dataset.warnings,
+        "warnings": [w.format() for w in dataset.warnings],
     }
 
 

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import SpecMeaningError
+from ..errors import SpecMeaningError, SpecWarning
 from ..expr import Env, Scope, compile_expression, expect_type
 from ..spec.resolve import Spec, VocabSpec
 from ..suggest import unknown
@@ -58,7 +58,7 @@ class Dataset:
     pairs: List[PromptPair]
     vocab: Dict[str, VocabReport]
     slots: List[str]
-    warnings: List[str] = field(default_factory=list)
+    warnings: List[SpecWarning] = field(default_factory=list)
 
     @property
     def token_lengths(self) -> List[int]:
@@ -142,8 +142,8 @@ def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
     template = compile_template(spec, ("prompts", "template"), slots_to_vocab)
     used = template.slots
     reports = {name: filter_vocabulary(v, spec, tokenizer) for name, v in spec.vocabularies.items()}
-    warnings = [f"vocabulary '{r.name}' lists {', '.join(repr(d) for d in r.duplicates)} more than once; "
-                f"duplicates are kept (set dedupe: true to drop them)"
+    warnings = [SpecWarning(f"vocabulary '{r.name}' lists {', '.join(repr(d) for d in r.duplicates)} more than "
+                            "once; duplicates are kept (set dedupe: true to drop them)", spec.loc("vocabularies", r.name))
                 for r in reports.values() if r.duplicates and not spec.vocabularies[r.name].dedupe]
     order = _product_order(spec, used)
     pools = [reports[slots_to_vocab[s]].kept for s in order]

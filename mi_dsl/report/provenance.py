@@ -19,18 +19,18 @@ def versions() -> Dict[str, str]:
     return out
 
 
-def provenance(session) -> Dict[str, Any]:
+def provenance(spec, plan, loaded, tokenizer) -> Dict[str, Any]:
     import torch
 
-    device = session.loaded.device
+    device = loaded.device
     return {
-        "spec_hash": session.spec.hash(),
-        "spec_file": session.spec.file,
-        "overrides": list(session.spec.overrides),
-        "model": session.loaded.info,
-        "model_spec": session.plan.model.identity(),
-        "tokenizer": session.tokenizer.origin,
-        "seed": session.spec.seed,
+        "spec_hash": spec.hash(),
+        "spec_file": spec.file,
+        "overrides": list(spec.overrides),
+        "model": loaded.info,
+        "model_spec": plan.model.identity(),
+        "tokenizer": tokenizer.origin,
+        "seed": spec.seed,
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
                                  f" ({platform.machine()}, {torch.get_num_threads()} threads)"),
         "versions": versions(),

@@ -8,13 +8,12 @@ and retries a batch that runs out of memory.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..errors import RunError
+from ..errors import Location, RunError, SpecWarning
 from ..compile.memory import activation_bytes_per_row
 
 # What to keep of an activation: a callable (act -> kept tensor). Common ones:
@@ -39,7 +38,9 @@ class Executor:
     batch_size: object = "auto"           # int or "auto"
     memory_gb: Optional[float] = None
     progress: bool = True
-    warnings: List[str] = field(default_factory=list)
+    warnings: List[SpecWarning] = field(default_factory=list)
+    where: Location = Location()          # the spec step running now: where its warnings point
+    on_warning: Optional[Callable[[SpecWarning], None]] = None
     forwards: int = 0                     # forward passes run, for the report
     oom_cap: Optional[int] = None         # rows per batch that last fit after an out-of-memory split
 
@@ -98,7 +99,7 @@ class Executor:
                                    "use a smaller model or run.memory_gb") from None
                 size = max(1, (stop - start) // 2)
                 self.oom_cap = size
-                self._warn(f"out of memory with {stop - start} prompts per batch while {what}; "
+                self.warn(f"out of memory with {stop - start} prompts per batch while {what}; "
                            f"retrying with {size}")
                 self._free()
                 continue
@@ -116,9 +117,13 @@ class Executor:
 
         return tqdm(total=total, desc=what, unit="prompt", leave=False)
 
-    def _warn(self, message: str) -> None:
-        self.warnings.append(message)
-        warnings.warn(message, stacklevel=3)
+    def warn(self, message: str, where: Optional[Location] = None) -> None:
+        """A located warning (at `where`, else at the step running now): kept for the run log and
+        passed to `on_warning` (the progress line), never raised as a Python warning."""
+        warning = SpecWarning(message, where or self.where)
+        self.warnings.append(warning)
+        if self.on_warning is not None:
+            self.on_warning(warning)
 
     def _free(self) -> None:
         if self.device.type == "cuda":

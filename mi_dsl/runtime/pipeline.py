@@ -63,7 +63,8 @@ def run_pipeline(plan, spec, dataset, executor, unembed) -> PipelineOutcome:
         if step.kind == "keep":
             outcome.pairs = _keep(spec, index, params, outcome, executor, unembed)
         elif step.kind == "sample":
-            outcome.pairs = _sample(outcome.pairs, params["n"], params["seed"], executor)
+            outcome.pairs = _sample(outcome.pairs, params["n"], params["seed"], executor,
+                                    spec.loc("pipeline", index, "sample", "n"))
         elif step.kind == "symmetric" and params["enabled"]:
             outcome.pairs = symmetric(outcome.pairs)
         outcome.stages.append({"step": step.kind, "description": step.description, "before": before,
@@ -96,9 +97,9 @@ def _keep(spec, index, params, outcome, executor, unembed):
     return kept
 
 
-def _sample(pairs, n: int, seed: int, executor):
+def _sample(pairs, n: int, seed: int, executor, where=None):
     if n > len(pairs):
-        executor._warn(f"sample asks for {n} prompts but only {len(pairs)} are left; keeping all")
+        executor.warn(f"sample asks for {n} prompts but only {len(pairs)} are left; keeping all", where)
         return list(pairs)
     indices = random.Random(seed).sample(range(len(pairs)), n)  # = random.seed(seed); random.sample
     return [pairs[i] for i in indices]

@@ -1,33 +1,59 @@
-"""Run a spec end to end: compile, load the model, run the pipeline and analyses, report.
+"""Run a prepared spec: a function from (Spec, Plan, Dataset) to a frozen RunLog.
 
-    spec file --load/validate--> Spec --dataset--> Dataset --compile--> Plan
-      --models--> LoadedModel --pipeline--> final pairs + baselines
-      --analyses--> Results --report--> runs/<name>/<timestamp>/
+    spec file --compile.prepare--> Prepared(spec, plan, dataset, tokenizer)
+      --execute--> RunLog (runtime/log.py) --report.write_report--> runs/<name>/<timestamp>/
+
+`execute` loads the model, runs the dataset step (pipeline + final metrics) and each
+analysis through the step store, and returns the log; nothing it hands out is mutated
+afterwards. Each analysis computes on its own `RunContext`: a tuple of its pairs (its
+`max_pairs` prefix), its baselines and a read-only view of the results before it.
+`run_spec` / `run_prepared` are the entry points of the CLI, `mi_dsl.run` and the
+benchmarks: execute, then write the report.
 """
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ..errors import MiError
+from ..errors import Location, MiError, SpecWarning
+from .log import RUN_LOG_VERSION, RunLog
 from .store import StepStore, digest
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunOutcome:
-    results: Dict[str, Any]
+    log: RunLog
     run_dir: Path
     report_path: Path
 
+    @property
+    def results(self) -> Dict[str, Any]:
+        """The log as plain data: what results.json holds."""
+        return self.log.to_json()
 
-def _say(progress: bool):
+
+def _say(progress: bool) -> Callable[[str], None]:
     def say(message: str) -> None:
         if progress:
             print(f"[mi-run] {message}", file=sys.stderr, flush=True)
     return say
+
+
+def default_runs_root() -> Path:
+    return Path.cwd() / "runs"
+
+
+def runs_root_of(spec, out_dir: Optional[str] = None) -> Path:
+    """Where runs go: --out DIR, else the spec's output.dir, else ./runs under the current directory."""
+    if out_dir:
+        return Path(out_dir).expanduser().resolve()
+    return spec.output_dir if spec.output_dir is not None else default_runs_root()
 
 
 def run_spec(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str] = (), fresh: bool = False,
@@ -44,113 +70,155 @@ def run_prepared(prepared, *, started: Optional[float] = None, fresh: bool = Fal
     """Run a prepared spec (`compile.prepare`) and write its report."""
     from ..report.html import write_report
 
+    root = runs_root_of(prepared.spec, out_dir)
+    log = execute(prepared, started=started, fresh=fresh, store_dir=root / prepared.spec.name / ".store",
+                  progress=progress)
+    run_dir = write_report(log, root)
+    return RunOutcome(log, run_dir, run_dir / "index.html")
+
+
+def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, store_dir: Optional[Path] = None,
+            progress: bool = True) -> RunLog:
+    """Run the plan: model, dataset step, analyses. Returns the frozen run log."""
     started = time.perf_counter() if started is None else started
-    say = _say(progress)
-    spec, dataset = prepared.spec, prepared.dataset
-    for warning in dataset.warnings:
-        say(f"warning: {warning}")
-    say(f"{len(dataset.pairs)} candidate prompts; loading model ({spec.model.source})")
-    runs_root = Path(out_dir).resolve() if out_dir else spec.output_dir
-    session = Session(spec, prepared.plan, dataset, prepared.tokenizer, progress=progress, say=say, fresh=fresh,
-                      runs_root=runs_root)
-    results = session.run(started)
-    run_dir = write_report(session, results, runs_root)
-    return RunOutcome(results, run_dir, run_dir / "index.html")
+    run = _Run(prepared, _say(progress), progress)
+    with run.library_warnings():
+        run.open(started)
+        store = StepStore(store_dir or runs_root_of(prepared.spec) / prepared.spec.name / ".store",
+                          enabled=not fresh)
+        run.dataset_step(store)
+        run.analyses(store)
+    run.timings["total"] = time.perf_counter() - started
+    return run.log(store)
 
 
-@dataclass
-class Session:
-    """The state of one run, shared by the pipeline, the analyses and the report."""
+def run_context(prepared, progress: bool = False):
+    """The RunContext of a finished run (all pairs, every analysis's result), for calling analyses
+    by hand in tests and notebooks; nothing is stored or written."""
+    run = _Run(prepared, _say(progress), progress)
+    run.open(time.perf_counter())
+    store = StepStore(Path("."), enabled=False)
+    run.dataset_step(store)
+    run.analyses(store)
+    return run.context(len(prepared.spec.analyses), dict(run.results), run.pairs, run.baselines)
 
-    spec: Any
-    plan: Any
-    dataset: Any
-    tokenizer: Any
-    progress: bool = True
-    say: Any = print
-    fresh: bool = False
-    runs_root: Optional[Path] = None
-    timings: Dict[str, float] = field(default_factory=dict)
-    figures: Dict[str, List] = field(default_factory=dict)   # analysis id -> [(name, fig)]
-    context: Any = None
-    outcome: Any = None
-    loaded: Any = None
 
-    def run(self, started: float) -> Dict[str, Any]:
+class _Run:
+    """The live objects of one execution (model, executor); private to `execute`."""
+
+    def __init__(self, prepared, say: Callable[[str], None], progress: bool):
+        self.spec, self.plan, self.dataset, self.tokenizer = (prepared.spec, prepared.plan, prepared.dataset,
+                                                              prepared.tokenizer)
+        self.say, self.progress = say, progress
+        self.timings: Dict[str, float] = {}
+        self.results: Dict[str, Any] = {}     # analysis id -> Result
+        self.figures: Dict[str, list] = {}
+        self.summaries: Dict[str, Dict[str, Any]] = {}
+        for warning in self.dataset.warnings:
+            say(warning.format())
+
+    @contextmanager
+    def library_warnings(self):
+        """A Python warning from a library during the run becomes a located warning at the spec
+        file (no Python source path on the terminal), kept in the run log."""
+        caught: List[SpecWarning] = []
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            module = Path(filename).stem
+            warning = SpecWarning(f"{category.__name__} from {module}: {message}", Location(self.spec.file))
+            caught.append(warning)
+            self.say(warning.format())
+
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            yield
+        self.library_warnings_caught = caught
+
+    def open(self, started: float) -> None:
         import torch
 
-        from .context import RunContext
         from .executor import Executor
-        from .unembed import Unembed
         from .models import load_model
+        from .unembed import Unembed
 
+        self.say(f"{len(self.dataset.pairs)} candidate prompts; loading model ({self.spec.model.source})")
         torch.manual_seed(self.spec.seed)
-        with torch.no_grad():
-            t = time.perf_counter()
-            try:
-                self.loaded = load_model(self.plan.model, progress=self.say if self.progress else None)
-            except MiError as err:  # the loader knows what failed, the spec knows where it was asked for
-                raise err.at(_model_location(self.spec)) from None
-            self.timings["model_load"] = time.perf_counter() - t
-            self.timings["launch_to_model_ready"] = time.perf_counter() - started
-            self.say(f"model ready in {self.timings['model_load']:.1f}s ({self.loaded.info.get('id')})")
-            _check_token_ids(self)
-            executor = Executor(self.loaded, self.plan.batch_size, self.plan.memory_gb, self.progress)
-            unembed = Unembed.of(self.loaded.bridge)
-            store = StepStore((self.runs_root or self.spec.output_dir) / self.spec.name / ".store",
-                              enabled=not self.fresh)
-            key = digest("dataset", self.plan.model.identity(), self.loaded.info.get("id"), self.tokenizer.origin,
-                         [(p.clean.ids, p.corrupted.ids, p.answer, p.foil) for p in self.dataset.pairs],
-                         self.plan.metrics_needed, self.plan.metric, [s.params for s in self.plan.pipeline])
-            t = time.perf_counter()
-            final = self._dataset_step(store, key, executor, unembed)
-            self.timings["pipeline"] = time.perf_counter() - t
-            pairs = self.outcome.pairs
-            baselines = {r: float(sum(final[r][self.plan.metric]) / len(pairs))
-                         for r in ("clean", "corrupted")} if pairs else {}
-            if pairs:
-                self.say(f"dataset: {len(pairs)} prompt pairs after the pipeline; baselines ({self.plan.metric}): "
-                         f"clean {baselines['clean']:.4f}, corrupted {baselines['corrupted']:.4f}")
-            self.context = RunContext(executor, unembed, self.spec, self.plan, self.tokenizer, pairs,
-                                      baselines=baselines)
-            self.final = final
-            analyses = self._run_analyses(store, key)
-        self.timings["total"] = time.perf_counter() - started
-        self.store = store
-        return self._results(final, baselines, analyses, executor)
+        t = time.perf_counter()
+        try:
+            self.loaded = load_model(self.plan.model, progress=self.say if self.progress else None)
+        except MiError as err:  # the loader knows what failed, the spec knows where it was asked for
+            raise err.at(_model_location(self.spec)) from None
+        self.timings["model_load"] = time.perf_counter() - t
+        self.timings["launch_to_model_ready"] = time.perf_counter() - started
+        self.say(f"model ready in {self.timings['model_load']:.1f}s ({self.loaded.info.get('id')})")
+        _check_token_ids(self)
+        self.executor = Executor(self.loaded, self.plan.batch_size, self.plan.memory_gb, self.progress,
+                                 on_warning=lambda w: self.say(w.format()))
+        self.unembed = Unembed.of(self.loaded.bridge)
 
-    def _dataset_step(self, store: "StepStore", key: str, executor, unembed) -> Dict[str, Dict[str, list]]:
+    def dataset_step(self, store: StepStore) -> None:
         """The pipeline and the final pairs' metrics, from the store when this exact step ran before."""
-        from .pipeline import PipelineOutcome, pair_metrics, run_pipeline
+        import torch
 
-        stored = store.get("dataset", key)
+        from .pipeline import pair_metrics, run_pipeline
+
+        self.key = digest("dataset", self.plan.model.identity(), self.loaded.info.get("id"), self.tokenizer.origin,
+                          [(p.clean.ids, p.corrupted.ids, p.answer, p.foil) for p in self.dataset.pairs],
+                          self.plan.metrics_needed, self.plan.metric, [s.params for s in self.plan.pipeline])
+        t = time.perf_counter()
+        self.executor.where = self.spec.loc("pipeline") if "pipeline" in self.spec.data else Location(self.spec.file)
+        stored = store.get("dataset", self.key)
         if stored is not None:
             self.say("dataset step: reusing the stored result")
             pairs = [self.dataset.pairs[i].swapped() if swapped else self.dataset.pairs[i]
                      for i, swapped in stored["pairs"]]
-            self.outcome = PipelineOutcome(pairs, stored["stages"], stored["candidate_metrics"])
-            return stored["final"]
-        self.outcome = run_pipeline(self.plan, self.spec, self.dataset, executor, unembed)
-        if not self.outcome.pairs:
-            return {"clean": {}, "corrupted": {}}
-        metrics = pair_metrics(executor, unembed, self.outcome.pairs, self.plan.metrics_needed, "baselines")
-        final = {r: {k: v.tolist() for k, v in m.items()} for r, m in metrics.items()}
-        store.put("dataset", key, {"pairs": _pair_references(self.dataset.pairs, self.outcome.pairs),
-                                   "stages": self.outcome.stages,
-                                   "candidate_metrics": self.outcome.candidate_metrics, "final": final})
-        return final
+            self.stages, self.candidate_metrics, self.final = (stored["stages"], stored["candidate_metrics"],
+                                                               stored["final"])
+        else:
+            with torch.no_grad():
+                outcome = run_pipeline(self.plan, self.spec, self.dataset, self.executor, self.unembed)
+                pairs = outcome.pairs
+                self.final = {"clean": {}, "corrupted": {}}
+                if pairs:
+                    metrics = pair_metrics(self.executor, self.unembed, pairs, self.plan.metrics_needed, "baselines")
+                    self.final = {r: {k: v.tolist() for k, v in m.items()} for r, m in metrics.items()}
+            self.stages, self.candidate_metrics = outcome.stages, outcome.candidate_metrics
+            if pairs:
+                store.put("dataset", self.key, {"pairs": _pair_references(self.dataset.pairs, pairs),
+                                                "stages": self.stages, "candidate_metrics": self.candidate_metrics,
+                                                "final": self.final})
+        self.pairs = tuple(pairs)
+        self.baselines = self._baselines(len(self.pairs))
+        self.timings["pipeline"] = time.perf_counter() - t
+        if self.pairs:
+            self.say(f"dataset: {len(self.pairs)} prompt pairs after the pipeline; baselines ({self.plan.metric}): "
+                     f"clean {self.baselines['clean']:.4f}, corrupted {self.baselines['corrupted']:.4f}")
 
-    def _run_analyses(self, store: "StepStore", key: str) -> Dict[str, Any]:
+    def _baselines(self, n: int) -> Dict[str, float]:
+        """Mean metric of the first n final pairs (patching normalises against them)."""
+        if not n:
+            return {}
+        return {r: float(sum(self.final[r][self.plan.metric][:n]) / n) for r in ("clean", "corrupted")}
+
+    def context(self, index: int, earlier: Dict[str, Any], pairs: tuple, baselines: Dict[str, float]):
+        from .context import RunContext
+
+        return RunContext(self.executor, self.unembed, self.spec, self.plan, self.tokenizer, pairs,
+                          results=earlier, baselines=baselines, analysis_index=index)
+
+    def analyses(self, store: StepStore) -> None:
+        import torch
+
         from ..analyses.base import Result
         from ..analyses.registry import REGISTRY
 
-        out = {}
-        all_pairs, all_baselines = self.context.pairs, self.context.baselines
+        key = self.key
         for index, (step, params) in enumerate(zip(self.plan.analyses, self.spec.analyses)):
-            self.context.analysis_index = index
-            self.context.pairs, self.context.baselines = all_pairs, all_baselines
-            if params.get("max_pairs") and params["max_pairs"] < len(all_pairs):
-                self._restrict(params["max_pairs"])
+            n = min(params.get("max_pairs") or len(self.pairs), len(self.pairs))
+            # Its own view: a tuple of its pairs, its baselines, the earlier results read-only.
+            run = self.context(index, MappingProxyType(dict(self.results)), self.pairs[:n],
+                               MappingProxyType(self._baselines(n) if n < len(self.pairs) else self.baselines))
+            self.executor.where = self.spec.loc("analyses", index)
             impl = REGISTRY[step.kind].implementation()
             # Chained: earlier results feed later ones. The spec's seed is part of the key because
             # an analysis may draw from it (head_detection's random tokens): a seed sweep must
@@ -163,50 +231,62 @@ class Session:
                 result = Result(stored["data"], stored["tables"], stored["summary"])
             else:
                 self.say(f"analysis {step.id} ({step.kind})")
-                result = _json_roundtrip(impl.compute(params, self.context))
-                store.put("analysis", key, {"data": result.data, "tables": result.tables,
-                                            "summary": result.summary})
-            self.context.results[step.id] = result
-            self.figures[step.id] = impl.figures(result, self.context)
+                with torch.no_grad():
+                    result = _json_roundtrip(impl.compute(params, run))
+                store.put("analysis", key, {"data": result.data, "tables": result.tables, "summary": result.summary})
+            self.results[step.id] = result
+            self.figures[step.id] = impl.figures(result, run)
             self.timings[f"analysis:{step.id}"] = time.perf_counter() - t
-            out[step.id] = {"kind": step.kind, "summary": result.summary, "pairs_used": len(self.context.pairs),
-                            **result.data}
+            self.summaries[step.id] = {"kind": step.kind, "summary": result.summary, "pairs_used": n, **result.data}
             if result.summary:
                 self.say(f"  {result.summary}")
-        self.context.pairs, self.context.baselines = all_pairs, all_baselines
-        return out
 
-    def _restrict(self, n: int) -> None:
-        """The first n pairs, with their own baselines (patching normalises against them)."""
-        metric = self.plan.metric
-        self.context.pairs = self.context.pairs[:n]
-        self.context.baselines = {r: float(sum(self.final[r][metric][:n]) / n) for r in ("clean", "corrupted")}
-
-    def _results(self, final, baselines, analyses, executor) -> Dict[str, Any]:
+    def log(self, store: StepStore) -> RunLog:
+        from ..compile.summary import plan_summary
         from ..report.provenance import provenance
+        from ..dataset.examples import pair_examples
 
-        pairs = self.outcome.pairs
-        return {
-            "spec": {"file": self.spec.file, "name": self.spec.name, "hash": self.spec.hash()},
-            "provenance": provenance(self),
-            "dataset": {
+        warnings_ = list(self.dataset.warnings) + self.executor.warnings + getattr(self, "library_warnings_caught", [])
+        plan = plan_summary(_PreparedView(self.spec, self.plan, self.dataset, self.tokenizer), examples=0)
+        return RunLog.build(
+            figures=self.figures,
+            format_version=RUN_LOG_VERSION,
+            status="complete",
+            spec={"file": self.spec.file, "name": self.spec.name, "hash": self.spec.hash(),
+                  "description": self.spec.data.get("description", ""), "resolved": self.spec.data},
+            plan={k: plan[k] for k in ("model", "tokenizer", "pipeline", "metric", "metrics_needed", "analyses",
+                                       "batch_size")},
+            dataset={
                 "candidates": len(self.dataset.pairs),
                 "vocab": {n: {"before": r.before, "after": r.after, "dropped": r.dropped}
                           for n, r in self.dataset.vocab.items()},
-                "stages": self.outcome.stages,
-                "final_pairs": len(pairs),
-                "token_lengths": sorted({len(p.clean.ids) for p in pairs}),
+                "stages": self.stages,
+                "final_pairs": len(self.pairs),
+                "token_lengths": sorted({len(p.clean.ids) for p in self.pairs}),
+                "pairs": [{"clean": p.clean.text, "corrupted": p.corrupted.text, "answer": p.answer,
+                           "foil": p.foil} for p in self.pairs],
+                "examples": pair_examples(self.pairs[:4], self.tokenizer),
             },
-            "metric": self.plan.metric,
-            "baselines": baselines,
-            "per_prompt": final,
-            "candidate_metrics": self.outcome.candidate_metrics,
-            "analyses": analyses,
-            "timings": self.timings,
-            "forward_passes": executor.forwards,
-            "store": {"reused": self.store.hits, "computed": self.store.computed},
-            "warnings": list(self.dataset.warnings) + executor.warnings,
-        }
+            metric=self.plan.metric,
+            baselines=self.baselines,
+            per_prompt=self.final,
+            candidate_metrics=self.candidate_metrics,
+            analyses=self.summaries,
+            tables={k: r.tables for k, r in self.results.items()},
+            timings=self.timings,
+            forward_passes=self.executor.forwards,
+            store={"reused": store.hits, "computed": store.computed},
+            provenance=provenance(self.spec, self.plan, self.loaded, self.tokenizer),
+            warnings=[w.format() for w in warnings_],
+        )
+
+
+@dataclass(frozen=True)
+class _PreparedView:
+    spec: Any
+    plan: Any
+    dataset: Any
+    tokenizer: Any
 
 
 def _model_location(spec):
@@ -237,17 +317,16 @@ def _json_roundtrip(result):
     return Result(data["data"], data["tables"], result.summary)
 
 
-def _check_token_ids(session: "Session") -> None:
+def _check_token_ids(run: "_Run") -> None:
     """The compiler's tokenizer and the model's must agree, or every position is off."""
     from ..errors import RunError
 
-    if not session.dataset.pairs:
+    if not run.dataset.pairs:
         return
-    pair = session.dataset.pairs[0]
-    bridge = session.loaded.bridge
-    ids = bridge.to_tokens(pair.clean.text, prepend_bos=session.plan.model.prepend_bos)[0].tolist()
+    pair = run.dataset.pairs[0]
+    ids = run.loaded.bridge.to_tokens(pair.clean.text, prepend_bos=run.plan.model.prepend_bos)[0].tolist()
     if ids != list(pair.clean.ids):
         raise RunError("the model's tokenizer splits the prompts differently from the spec's tokenizer "
                        f"({len(ids)} vs {len(pair.clean.ids)} tokens for '{pair.clean.text}')",
-                       session.spec.loc("model", "tokenizer") if session.spec.model.tokenizer else
-                       session.spec.loc("model"), hint="point model.tokenizer at the model's own tokenizer")
+                       run.spec.loc("model", "tokenizer") if run.spec.model.tokenizer else run.spec.loc("model"),
+                       hint="point model.tokenizer at the model's own tokenizer")

@@ -45,7 +45,7 @@ class Spec:
     vocabularies: Dict[str, VocabSpec]
     seed: int
     metric: str
-    output_dir: Path
+    output_dir: Optional[Path]   # None: the spec names none (runs go to ./runs)
     overrides: Tuple[str, ...] = ()
     allowed_roots: Tuple[Path, ...] = ()
 
@@ -161,10 +161,12 @@ def _resolve(doc: Document, file: Path, overrides, cli_paths: set, allowed_roots
     )
     _check_model_fields(doc, model)
     out_key = ("output", "dir")
-    out_raw = data.get("output", {}).get("dir", "runs")
-    output_dir = Path(spec_path(out_key, out_raw) if out_key in cli_paths else (dir_of(out_key) / out_raw).resolve())
-    if out_key not in cli_paths:
-        _confine(output_dir, roots, doc.source.value(out_key), "output directory")
+    out_raw = data.get("output", {}).get("dir")
+    output_dir = None  # not named by the spec: ./runs under the current directory (runtime.run.runs_root_of)
+    if out_raw is not None:
+        output_dir = Path(spec_path(out_key, out_raw) if out_key in cli_paths else (dir_of(out_key) / out_raw).resolve())
+        if out_key not in cli_paths:
+            _confine(output_dir, roots, doc.source.value(out_key), "output directory")
     vocabularies = {name: _vocab(doc, name, dir_of(("vocabularies", name, "file")), roots)
                     for name in data.get("vocabularies", {})}
     return Spec(file=str(file), name=data.get("name", file.stem), data=data, doc=doc, model=model,

@@ -158,8 +158,13 @@ RUN = _obj("How to execute.", {
 })
 
 OUTPUT = _obj("Where the report goes.", {
-    "dir": _str("Runs directory relative to the spec's directory (default runs); each run writes "
-                "runs/<name>/<timestamp>/."),
+    "dir": _str("Runs directory, relative to the spec's directory and inside its tree (default: runs/ "
+                "under the current directory); each run writes DIR/<name>/<timestamp>/. `mi-run --out DIR` "
+                "overrides it."),
+    "static": {"type": "array", "items": {"type": "string", "enum": ["png", "svg"]}, "uniqueItems": True,
+               "description": "Also write static copies of the plotly figures to figures/static/ in these "
+                              "formats, for papers (needs kaleido and Chrome/Chromium; the report says when "
+                              "they are missing). Default none."},
 })
 
 

@@ -1,0 +1,24 @@
+"""Prompt pairs token by token, for the report's dataset section and the run log.
+
+Each prompt is its tokens as text with, per token, the slot it belongs to (from the
+pair's slot spans), so a reader sees exactly what the model was given; the answer and
+foil are the tokens the metric compares at the final position."""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+
+def pair_examples(pairs: Sequence[Any], tokenizer) -> List[Dict[str, Any]]:
+    return [{"clean": _prompt(p.clean, tokenizer), "corrupted": _prompt(p.corrupted, tokenizer),
+             "answer": [p.answer, tokenizer.token_str(p.answer)], "foil": [p.foil, tokenizer.token_str(p.foil)]}
+            for p in pairs]  # no slot values: a swapped pair keeps its original's (PromptPair.swapped)
+
+
+def _prompt(prompt, tokenizer) -> Dict[str, Any]:
+    slots: List[Any] = [None] * len(prompt.ids)
+    for slot, spans in prompt.spans.items():
+        for start, end in spans:
+            for i in range(start, min(end, len(slots))):
+                slots[i] = slot
+    return {"text": prompt.text, "tokens": tokenizer.token_strs(prompt.ids), "slots": slots,
+            "spans": {slot: [list(s) for s in spans] for slot, spans in prompt.spans.items()}}
