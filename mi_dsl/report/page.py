@@ -38,7 +38,7 @@ function drawFigure(box){
   if(box.dataset.drawn||typeof Plotly==='undefined')return;
   var data=JSON.parse(document.getElementById(box.dataset.fig).textContent);
   var target=box.querySelector('.plot');
-  Plotly.newPlot(target,data.data,data.layout,{responsive:true});box.dataset.drawn='1';
+  Plotly.newPlot(target,data.data,data.layout,{responsive:true,displaylogo:false});box.dataset.drawn='1';
 }
 document.querySelectorAll('details[data-fig]').forEach(function(box){
   if(box.open)drawFigure(box);

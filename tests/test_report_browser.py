@@ -1,0 +1,119 @@
+"""The report in a real browser: headless Chromium (Debian's `chromium`, which .ci/run
+installs) driven by playwright. A tiny random model's run is opened from disk and must
+show no console error, draw every plotly figure, mount the circuitsvis view, and have
+every link, iframe and script resolve to a file of the run (or an anchor of the page).
+
+`MI_DSL_SCREENSHOT=PATH` also saves a screenshot of the report (docs/report.png is one).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+
+from test_api import write
+
+ATTENTION = """\
+  - {kind: attention, id: patterns, heads: 'top(heads, 3)', prompts: [0, 1]}
+"""
+
+
+def chromium() -> str:
+    for candidate in (os.environ.get("MI_DSL_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser")):
+        if candidate and Path(candidate).exists():
+            return candidate
+    pytest.skip("no Chromium on this machine (apt-get install chromium; .ci/run installs it)")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    pytest.importorskip("playwright.sync_api", reason="playwright is a test dependency (pip install -e .[test])")
+    import mi_dsl
+    from test_api import BODY
+
+    folder = tmp_path_factory.mktemp("browser")
+    spec = write(folder, BODY + ATTENTION)
+    results = mi_dsl.run(spec, out_dir=str(folder / "runs"), progress=False)
+    return results.run_dir
+
+
+@pytest.fixture(scope="module")
+def page(report):
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda err: errors.append(str(err)))
+        page.on("requestfailed", lambda r: errors.append(f"failed to load {r.url}"))
+        page.goto((report / "index.html").as_uri())
+        page.wait_for_load_state("load")
+        if os.environ.get("MI_DSL_SCREENSHOT"):
+            page.evaluate("document.querySelector('#a-heads').scrollIntoView()")
+            page.wait_for_timeout(500)
+            page.screenshot(path=os.environ["MI_DSL_SCREENSHOT"])
+            page.evaluate("window.scrollTo(0, 0)")
+        # Open every collapsed figure: each draws when opened.
+        page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
+        page.wait_for_timeout(1500)
+        yield page, errors
+        browser.close()
+
+
+def test_no_console_errors(page):
+    _, errors = page
+    assert errors == []
+
+
+def test_every_plotly_figure_is_drawn(page, report):
+    p, _ = page
+    boxes = p.locator("details[data-fig]")
+    count = boxes.count()
+    figures = list((report / "figures").glob("*.json"))
+    assert count == len(figures) >= 4
+    for i in range(count):
+        assert boxes.nth(i).locator(".plot .main-svg").count() >= 1, boxes.nth(i).inner_text()
+    # the small multiples: one figure with a heatmap per head
+    grid = p.locator("details[data-fig]", has_text="heads_prompt0")
+    assert grid.locator(".plot .hm, .plot .heatmaplayer image, .plot image").count() >= 1
+
+
+def test_the_circuitsvis_view_is_mounted(page):
+    p, _ = page
+    frame = next(f for f in p.frames if f.url.endswith("patterns__view.html"))
+    frame.wait_for_selector("#view-0 *", timeout=15000)
+    assert frame.locator("#view-0 *").count() > 5
+    assert frame.locator("#view-1 *").count() > 5
+
+
+def test_every_link_resolves(page, report):
+    p, _ = page
+    targets = p.evaluate("""() => [
+        ...[...document.querySelectorAll('a[href]')].map(a => a.getAttribute('href')),
+        ...[...document.querySelectorAll('iframe[src], script[src]')].map(e => e.getAttribute('src'))]""")
+    assert len(targets) > 10
+    ids = set(p.evaluate("() => [...document.querySelectorAll('[id]')].map(e => e.id)"))
+    for target in targets:
+        if target.startswith("#"):
+            assert target[1:] in ids, target
+            continue
+        parsed = urlparse(target)
+        assert not parsed.scheme and not parsed.netloc, f"the report links outside the run: {target}"
+        assert (report / unquote(parsed.path)).is_file(), target
+
+
+def test_sidebar_and_sections(page):
+    p, _ = page
+    nav = p.locator("nav a").all_inner_texts()
+    assert nav[:2] == ["Overview", "Dataset"] and any(t.startswith("heads") for t in nav)
+    assert any(t.startswith("Warnings") for t in nav)
+    # token-by-token pairs: answer and foil marked, slot tokens coloured
+    assert p.locator("#dataset .tok.answer").count() >= 2 and p.locator("#dataset .tok[title*='slot noun']").count()
+    assert "forward passes" in p.locator("#timings").inner_text()
+    assert "top heads" in p.locator("#a-heads .summary").inner_text()
