@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a spec and write its report")
     spec_options(run)
     run.add_argument("--fresh", action="store_true", help="ignore stored step results; recompute all")
-    run.add_argument("--out", metavar="DIR", help="runs directory (default: the spec's output.dir)")
+    run.add_argument("--out", metavar="DIR", help="runs directory (default: the spec's output.dir, else ./runs)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     validate = sub.add_parser("validate", help="check specs without loading weights")
     spec_options(validate, many=True)
