@@ -45,6 +45,11 @@ def _say(progress: bool) -> Callable[[str], None]:
     return say
 
 
+def _print_warning(warning: SpecWarning) -> None:
+    """Warnings print even without progress lines, as FILE:LINE:COL: warning: ... (editors jump there)."""
+    print(warning.format(), file=sys.stderr, flush=True)
+
+
 def default_runs_root() -> Path:
     return Path.cwd() / "runs"
 
@@ -115,7 +120,7 @@ class _Run:
         self.figures: Dict[str, list] = {}
         self.summaries: Dict[str, Dict[str, Any]] = {}
         for warning in self.dataset.warnings:
-            say(warning.format())
+            _print_warning(warning)
 
     @contextmanager
     def library_warnings(self):
@@ -127,7 +132,7 @@ class _Run:
             module = Path(filename).stem
             warning = SpecWarning(f"{category.__name__} from {module}: {message}", Location(self.spec.file))
             caught.append(warning)
-            self.say(warning.format())
+            _print_warning(warning)
 
         with warnings.catch_warnings():
             warnings.showwarning = show
@@ -153,7 +158,7 @@ class _Run:
         self.say(f"model ready in {self.timings['model_load']:.1f}s ({self.loaded.info.get('id')})")
         _check_token_ids(self)
         self.executor = Executor(self.loaded, self.plan.batch_size, self.plan.memory_gb, self.progress,
-                                 on_warning=lambda w: self.say(w.format()))
+                                 on_warning=_print_warning)
         self.unembed = Unembed.of(self.loaded.bridge)
 
     def dataset_step(self, store: StepStore) -> None:
