@@ -29,7 +29,7 @@ details{border:1px solid #ddd;border-radius:4px;margin:.5em 0;padding:.3em .6em}
 iframe{width:100%;height:620px;border:0}.tok{display:inline-block;border:1px solid #ddd;border-radius:3px;margin:1px;
 padding:0 3px;font-family:ui-monospace,monospace;font-size:13px;white-space:pre}.bos{color:#999}
 .pair{margin:.6em 0 1.1em}.pair .label{display:inline-block;width:6.5em;color:#555;font-size:13px}
-.answer{background:#d8f5d0;border-color:#5a5}.foil{background:#fbd9d3;border-color:#c66}
+.answer{background:#d8f5d0;border-color:#5a5;margin-left:4px}.foil{background:#fbd9d3;border-color:#c66}
 """
 _SLOT_COLOURS = ["#ffe9a8", "#cfe3ff", "#e7d4ff", "#c9f0ec", "#ffd6ea", "#e0e0e0"]
 
