@@ -100,11 +100,14 @@ def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, s
 def run_context(prepared, progress: bool = False):
     """The RunContext of a finished run (all pairs, every analysis's result), for calling analyses
     by hand in tests and notebooks; nothing is stored or written."""
+    import tempfile
+
     run = _Run(prepared, _say(progress), progress)
     run.open(time.perf_counter())
-    store = StepStore(Path("."), enabled=False)
-    run.dataset_step(store)
-    run.analyses(store)
+    with tempfile.TemporaryDirectory() as scratch:  # the store writes every step it computes
+        store = StepStore(Path(scratch), enabled=False)
+        run.dataset_step(store)
+        run.analyses(store)
     return run.context(len(prepared.spec.analyses), dict(run.results), run.pairs, run.baselines)
 
 
