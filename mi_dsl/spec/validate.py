@@ -100,7 +100,10 @@ def _explain(error: jsonschema.ValidationError, doc: Document) -> SchemaError:
         allowed = list(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed), key=lambda k: smap.key(path + (k,)).line or 0)
         key = extra[0]
-        return SchemaError(unknown("key", str(key), allowed, f"in {_describe(path)}"), smap.key(path + (key,)))
+        hint = ("this looks like the end of a value that a comma split inside { }: quote the whole value, "
+                "e.g. heads: 'top(head_attr, 3)'" if ")" in str(key) or "]" in str(key) else "")
+        return SchemaError(unknown("key", str(key), allowed, f"in {_describe(path)}"), smap.key(path + (key,)),
+                           hint=hint)
     if validator == "required":
         missing = error.message.split("'")[1]
         desc = error.schema.get("properties", {}).get(missing, {}).get("description", "")
