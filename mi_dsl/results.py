@@ -97,6 +97,8 @@ class Results:
         self._check(analysis_id)
         if self.log.figures:
             return [name for name, _ in self.log.figures.get(analysis_id, ())]
+        if "figures" in self.log.analyses[analysis_id]:  # the run's order
+            return list(self.log.analyses[analysis_id]["figures"])
         folder = self.run_dir / "figures" if self.run_dir else None
         prefix = f"{analysis_id}__"
         return sorted(p.stem[len(prefix):] for p in folder.glob(f"{prefix}*.html")) if folder else []

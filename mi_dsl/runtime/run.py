@@ -245,7 +245,8 @@ class _Run:
             self.results[step.id] = result
             self.figures[step.id] = impl.figures(result, run)
             self.timings[f"analysis:{step.id}"] = time.perf_counter() - t
-            self.summaries[step.id] = {"kind": step.kind, "summary": result.summary, "pairs_used": n, **result.data}
+            self.summaries[step.id] = {"kind": step.kind, "summary": result.summary, "pairs_used": n, **result.data,
+                                       "figures": [name for name, _ in self.figures[step.id]]}
             if result.summary:
                 self.say(f"  {result.summary}")
 
