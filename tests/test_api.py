@@ -201,3 +201,52 @@ def test_tutorial_table_as_the_issue_asks(tmp_path, monkeypatch):
 
 
 test_tutorial_table_as_the_issue_asks = pytest.mark.slow(test_tutorial_table_as_the_issue_asks)
+
+
+PROBE = '''
+from mi_dsl.analyses.registry import analysis
+from mi_dsl.analyses.base import Result, step
+
+@analysis("toy_probe", "reports what an analysis is handed (a test toy)", params={})
+class ToyProbe:
+    def compile(self, params, ctx):
+        return step(ctx, params, "probe")
+    def compute(self, params, run):
+        tried = {}
+        for name, attempt in (("pairs", lambda: run.pairs.append(run.pairs[0])),
+                              ("results", lambda: run.results.__setitem__("x", 1)),
+                              ("baselines", lambda: run.baselines.__setitem__("clean", 0.0))):
+            try:
+                attempt()
+                tried[name] = "mutated"
+            except (AttributeError, TypeError):
+                tried[name] = "refused"
+        return Result({"pairs": len(run.pairs), "pairs_type": type(run.pairs).__name__,
+                       "earlier": sorted(run.results), "refused": tried,
+                       "clean_baseline": run.baselines["clean"]}, {}, "probed")
+    def figures(self, result, run):
+        return []
+'''
+
+
+def test_each_analysis_gets_its_own_read_only_view(tmp_path):
+    """A toy analysis registered from outside: its pairs are a tuple (its max_pairs prefix),
+    earlier results and baselines read-only; a later analysis sees the full set again."""
+    (tmp_path / "toy_probe.py").write_text(PROBE)
+    spec = write(tmp_path, BODY.replace("  - {kind: logit_lens, max_pairs: 5}\n",
+                                        "  - {kind: toy_probe, id: first, max_pairs: 3}\n"
+                                        "  - {kind: toy_probe, id: second}\n"))
+    code = (f"import sys, json; sys.path.insert(0, {str(tmp_path)!r}); import toy_probe, mi_dsl\n"
+            f"r = mi_dsl.run({str(spec)!r}, out_dir={str(tmp_path / 'runs')!r}, progress=False)\n"
+            "print(json.dumps({k: r['analyses'][k] for k in ('first', 'second')}))\n"
+            "print(json.dumps(r['per_prompt']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    analyses, per_prompt = [json.loads(line) for line in done.stdout.strip().splitlines()[-2:]]
+    first, second = analyses["first"], analyses["second"]
+    assert first["pairs"] == 3 and first["pairs_type"] == "tuple" and first["earlier"] == ["heads"]
+    assert first["refused"] == {"pairs": "refused", "results": "refused", "baselines": "refused"}
+    assert first["clean_baseline"] == pytest.approx(sum(per_prompt["clean"]["logit_diff"][:3]) / 3, rel=1e-9)
+    assert second["pairs"] == 48 and second["earlier"] == ["first", "heads"]
+    assert second["clean_baseline"] == pytest.approx(sum(per_prompt["clean"]["logit_diff"]) / 48, rel=1e-9)
+
