@@ -26,7 +26,7 @@ table{border-collapse:collapse;margin:.4em 0}td,th{border:1px solid #ccc;padding
 th{background:#f0f2f5}code{background:#f4f4f4;padding:0 .2em}.muted{color:#777}.warn{color:#a05a00}
 .summary{font-size:1.05em}.convention{background:#f3f6fb;border-left:3px solid #7a9cc6;padding:.3em .7em;font-size:14px}
 details{border:1px solid #ddd;border-radius:4px;margin:.5em 0;padding:.3em .6em}summary{cursor:pointer;font-weight:600}
-iframe{width:100%;height:620px;border:0}.tok{display:inline-block;border:1px solid #ddd;border-radius:3px;margin:1px;
+.plot{overflow-x:auto}iframe{width:100%;height:620px;border:0}.tok{display:inline-block;border:1px solid #ddd;border-radius:3px;margin:1px;
 padding:0 3px;font-family:ui-monospace,monospace;font-size:13px;white-space:pre}.bos{color:#999}
 .pair{margin:.6em 0 1.1em}.pair .label{display:inline-block;width:6.5em;color:#555;font-size:13px}
 .answer{background:#d8f5d0;border-color:#5a5;margin-left:4px}.foil{background:#fbd9d3;border-color:#c66}
