@@ -250,3 +250,16 @@ def test_each_analysis_gets_its_own_read_only_view(tmp_path):
     assert second["pairs"] == 48 and second["earlier"] == ["first", "heads"]
     assert second["clean_baseline"] == pytest.approx(sum(per_prompt["clean"]["logit_diff"]) / 48, rel=1e-9)
 
+
+
+def test_where_runs_go(tmp_path, monkeypatch):
+    """--out DIR, else output.dir (relative to the spec, inside its tree), else ./runs here."""
+    from mi_dsl.compile import prepare
+    from mi_dsl.runtime.run import runs_root_of
+
+    monkeypatch.chdir(tmp_path)
+    plain = prepare(write(tmp_path / "a"), need_tokenizer=False).spec
+    assert plain.output_dir is None and runs_root_of(plain) == tmp_path / "runs"
+    named = prepare(write(tmp_path / "b", BODY + "output: {dir: results}\n"), need_tokenizer=False).spec
+    assert runs_root_of(named) == tmp_path / "b" / "results"
+    assert runs_root_of(named, "elsewhere") == tmp_path / "elsewhere"
