@@ -7,8 +7,9 @@
 analysis through the step store, and returns the log; nothing it hands out is mutated
 afterwards. Each analysis computes on its own `RunContext`: a tuple of its pairs (its
 `max_pairs` prefix), its baselines and a read-only view of the results before it.
-`run_spec` / `run_prepared` are the entry points of the CLI, `mi_dsl.run` and the
-benchmarks: execute, then write the report.
+`run_spec` / `run_prepared` are the entry points of the CLI and `mi_dsl.run`: execute,
+then write the report. `Session` holds the live side (model, executor) while `execute`
+runs; its steps are public so the benchmarks time exactly what a run does.
 """
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, s
             progress: bool = True) -> RunLog:
     """Run the plan: model, dataset step, analyses. Returns the frozen run log."""
     started = time.perf_counter() if started is None else started
-    run = _Run(prepared, _say(progress), progress)
+    run = Session.of(prepared, progress)
     with run.library_warnings():
         run.open(started)
         store = StepStore(store_dir or runs_root_of(prepared.spec) / prepared.spec.name / ".store",
@@ -102,22 +103,25 @@ def run_context(prepared, progress: bool = False):
     by hand in tests and notebooks; nothing is stored or written."""
     import tempfile
 
-    run = _Run(prepared, _say(progress), progress)
-    run.open(time.perf_counter())
+    run = Session.of(prepared, progress)
+    run.open()
     with tempfile.TemporaryDirectory() as scratch:  # the store writes every step it computes
         store = StepStore(Path(scratch), enabled=False)
         run.dataset_step(store)
         run.analyses(store)
-    return run.context(len(prepared.spec.analyses), dict(run.results), run.pairs, run.baselines)
+    return run.context_for(run.pairs, run.baselines, len(prepared.spec.analyses), dict(run.results))
 
 
-class _Run:
-    """The live objects of one execution (model, executor); private to `execute`."""
+class Session:
+    """The live side of one run: model, executor, results so far. `execute` drives it and turns
+    it into the RunLog; the benchmarks call its steps (open, run_pipeline, context_for,
+    compute_analysis) to time exactly what a run does. Nothing after the run receives it: the
+    report and `Results` read the frozen log."""
 
-    def __init__(self, prepared, say: Callable[[str], None], progress: bool):
-        self.spec, self.plan, self.dataset, self.tokenizer = (prepared.spec, prepared.plan, prepared.dataset,
-                                                              prepared.tokenizer)
-        self.say, self.progress = say, progress
+    def __init__(self, spec, plan, dataset, tokenizer, progress: bool = True,
+                 say: Optional[Callable[[str], None]] = None):
+        self.spec, self.plan, self.dataset, self.tokenizer = spec, plan, dataset, tokenizer
+        self.say, self.progress = say or _say(progress), progress
         self.timings: Dict[str, float] = {}
         self.results: Dict[str, Any] = {}     # analysis id -> Result
         self.figures: Dict[str, list] = {}
@@ -142,7 +146,12 @@ class _Run:
             yield
         self.library_warnings_caught = caught
 
-    def open(self, started: float) -> None:
+    @classmethod
+    def of(cls, prepared, progress: bool = True, say: Optional[Callable[[str], None]] = None) -> "Session":
+        return cls(prepared.spec, prepared.plan, prepared.dataset, prepared.tokenizer, progress, say)
+
+    def open(self, started: Optional[float] = None) -> None:
+        """Load the model, check its tokenizer against the spec's, make the executor and unembedding."""
         import torch
 
         from .executor import Executor
@@ -157,7 +166,7 @@ class _Run:
         except MiError as err:  # the loader knows what failed, the spec knows where it was asked for
             raise err.at(_model_location(self.spec)) from None
         self.timings["model_load"] = time.perf_counter() - t
-        self.timings["launch_to_model_ready"] = time.perf_counter() - started
+        self.timings["launch_to_model_ready"] = time.perf_counter() - (t if started is None else started)
         self.say(f"model ready in {self.timings['model_load']:.1f}s ({self.loaded.info.get('id')})")
         _check_token_ids(self)
         self.executor = Executor(self.loaded, self.plan.batch_size, self.plan.memory_gb, self.progress,
@@ -168,7 +177,7 @@ class _Run:
         """The pipeline and the final pairs' metrics, from the store when this exact step ran before."""
         import torch
 
-        from .pipeline import pair_metrics, run_pipeline
+        from .pipeline import pair_metrics
 
         self.key = digest("dataset", self.plan.model.identity(), self.loaded.info.get("id"), self.tokenizer.origin,
                           [(p.clean.ids, p.corrupted.ids, p.answer, p.foil) for p in self.dataset.pairs],
@@ -184,7 +193,7 @@ class _Run:
                                                                stored["final"])
         else:
             with torch.no_grad():
-                outcome = run_pipeline(self.plan, self.spec, self.dataset, self.executor, self.unembed)
+                outcome = self.run_pipeline()
                 pairs = outcome.pairs
                 self.final = {"clean": {}, "corrupted": {}}
                 if pairs:
@@ -208,11 +217,43 @@ class _Run:
             return {}
         return {r: float(sum(self.final[r][self.plan.metric][:n]) / n) for r in ("clean", "corrupted")}
 
-    def context(self, index: int, earlier: Dict[str, Any], pairs: tuple, baselines: Dict[str, float]):
-        from .context import RunContext
+    def run_pipeline(self, candidates=None):
+        """The plan's pipeline (keep, sample, symmetric) over the dataset's candidates or `candidates`."""
+        import dataclasses
 
-        return RunContext(self.executor, self.unembed, self.spec, self.plan, self.tokenizer, pairs,
-                          results=earlier, baselines=baselines, analysis_index=index)
+        from .pipeline import run_pipeline
+
+        dataset = self.dataset if candidates is None else dataclasses.replace(self.dataset, pairs=list(candidates))
+        return run_pipeline(self.plan, self.spec, dataset, self.executor, self.unembed)
+
+    def context_for(self, pairs, baselines: Optional[Dict[str, float]] = None, index: int = 0,
+                    earlier: Optional[Dict[str, Any]] = None):
+        """What an analysis computes with: `pairs` as a tuple, their baselines (measured unless
+        given), the results before it."""
+        from .context import RunContext
+        from .pipeline import pair_metrics
+
+        if baselines is None and pairs:
+            import torch
+
+            with torch.no_grad():
+                metrics = pair_metrics(self.executor, self.unembed, pairs, [self.plan.metric], "baselines")
+            baselines = {r: float(metrics[r][self.plan.metric].mean()) for r in ("clean", "corrupted")}
+        return RunContext(self.executor, self.unembed, self.spec, self.plan, self.tokenizer, tuple(pairs),
+                          results=earlier if earlier is not None else {}, baselines=baselines or {},
+                          analysis_index=index)
+
+    def compute_analysis(self, analysis_id: str, context, **changes):
+        """One analysis of the plan on `context` as a run computes it (`changes` replace parameters)."""
+        import torch
+
+        from ..analyses.registry import REGISTRY
+
+        index = next(i for i, s in enumerate(self.plan.analyses) if s.id == analysis_id)
+        context.analysis_index = index
+        with torch.no_grad():
+            return REGISTRY[self.plan.analyses[index].kind].implementation().compute(
+                dict(self.spec.analyses[index], **changes), context)
 
     def analyses(self, store: StepStore) -> None:
         import torch
@@ -224,8 +265,9 @@ class _Run:
         for index, (step, params) in enumerate(zip(self.plan.analyses, self.spec.analyses)):
             n = min(params.get("max_pairs") or len(self.pairs), len(self.pairs))
             # Its own view: a tuple of its pairs, its baselines, the earlier results read-only.
-            run = self.context(index, MappingProxyType(dict(self.results)), self.pairs[:n],
-                               MappingProxyType(self._baselines(n) if n < len(self.pairs) else self.baselines))
+            run = self.context_for(self.pairs[:n], MappingProxyType(self._baselines(n) if n < len(self.pairs)
+                                                                    else self.baselines),
+                                   index, MappingProxyType(dict(self.results)))
             self.executor.where = self.spec.loc("analyses", index)
             impl = REGISTRY[step.kind].implementation()
             # Chained: earlier results feed later ones. The spec's seed is part of the key because
@@ -326,7 +368,7 @@ def _json_roundtrip(result):
     return Result(data["data"], data["tables"], result.summary)
 
 
-def _check_token_ids(run: "_Run") -> None:
+def _check_token_ids(run: Session) -> None:
     """The compiler's tokenizer and the model's must agree, or every position is off."""
     from ..errors import RunError
 
