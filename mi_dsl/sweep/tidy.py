@@ -14,7 +14,9 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-BOOKKEEPING = ("timings", "provenance", "store", "forward_passes", "warnings", "spec")
+BOOKKEEPING = ("timings", "provenance", "store", "forward_passes", "warnings", "spec",
+               "format_version", "status", "plan", "tables")  # the run log's own fields; tables repeat analyses
+DATASET_TEXT = ("pairs", "examples")  # the run log's final pairs and token views: prompts, not measurements
 
 
 def finished_runs(sweep) -> List[Dict[str, Any]]:
@@ -40,6 +42,8 @@ def tidy_rows(sweep, runs) -> List[Dict[str, Any]]:
         for section, value in run["results"].items():
             if section in BOOKKEEPING:
                 continue
+            if section == "dataset":
+                value = {k: v for k, v in value.items() if k not in DATASET_TEXT}
             if section == "analyses":
                 for analysis_id, data in value.items():
                     for quantity, index, label, number in _numbers(data, ""):
