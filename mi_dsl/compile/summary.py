@@ -27,14 +27,21 @@ def plan_summary(prepared, examples: int = 3) -> Dict[str, Any]:
             "answer_pairs": _answer_pairs(dataset, tokenizer),
             "examples": [_example(p, tokenizer) for p in dataset.pairs[:examples]],
         },
-        "pipeline": _pipeline_counts(plan, len(dataset.pairs)),
+        **plan_steps(plan, len(dataset.pairs)),
+        "memory": estimate(spec, plan, tokenizer.vocab_size, max(dataset.token_lengths or [1])),
+        "warnings": [w.format() for w in dataset.warnings],
+    }
+
+
+def plan_steps(plan, candidates: int) -> Dict[str, Any]:
+    """The plan's steps as data: what `mi-run plan` prints and the run log records."""
+    return {
+        "pipeline": _pipeline_counts(plan, candidates),
         "metric": plan.metric,
         "metrics_needed": list(plan.metrics_needed),
         "analyses": [{"id": s.id, "kind": s.kind, "description": s.description, "hooks": list(s.hooks),
                       "positions": s.positions, "depends_on": list(s.depends_on)} for s in plan.analyses],
         "batch_size": plan.batch_size,
-        "memory": estimate(spec, plan, tokenizer.vocab_size, max(dataset.token_lengths or [1])),
-        "warnings": [w.format() for w in dataset.warnings],
     }
 
 

@@ -293,20 +293,21 @@ class Session:
                 self.say(f"  {result.summary}")
 
     def log(self, store: StepStore) -> RunLog:
-        from ..compile.summary import plan_summary
+        from ..compile.summary import plan_steps
         from ..report.provenance import provenance
         from ..dataset.examples import pair_examples
 
         warnings_ = list(self.dataset.warnings) + self.executor.warnings + getattr(self, "library_warnings_caught", [])
-        plan = plan_summary(_PreparedView(self.spec, self.plan, self.dataset, self.tokenizer), examples=0)
+        model = self.spec.model
         return RunLog.build(
             figures=self.figures,
             format_version=RUN_LOG_VERSION,
             status="complete",
             spec={"file": self.spec.file, "name": self.spec.name, "hash": self.spec.hash(),
                   "description": self.spec.data.get("description", ""), "resolved": self.spec.data},
-            plan={k: plan[k] for k in ("model", "tokenizer", "pipeline", "metric", "metrics_needed", "analyses",
-                                       "batch_size")},
+            plan={"model": {"source": model.source, "name": model.name, "path": model.path,
+                            "prepend_bos": model.prepend_bos},
+                  "tokenizer": self.tokenizer.origin, **plan_steps(self.plan, len(self.dataset.pairs))},
             dataset={
                 "candidates": len(self.dataset.pairs),
                 "vocab": {n: {"before": r.before, "after": r.after, "dropped": r.dropped}
@@ -330,14 +331,6 @@ class Session:
             provenance=provenance(self.spec, self.plan, self.loaded, self.tokenizer),
             warnings=[w.format() for w in warnings_],
         )
-
-
-@dataclass(frozen=True)
-class _PreparedView:
-    spec: Any
-    plan: Any
-    dataset: Any
-    tokenizer: Any
 
 
 def _model_location(spec):
