@@ -58,7 +58,7 @@ MODEL = _obj("The model to run and how to tokenize for it.", {
     "tokenizer": _str("Tokenizer: a hub id, a directory or a tokenizer.json file (relative to the spec). "
                       "Defaults to the model's own."),
     "bos_token": _str("The BOS token's text when a bare tokenizer.json does not say (e.g. <|endoftext|>)."),
-    "architecture": _str("Architecture of a random model.", enum=["gpt_neox", "gemma3", "gpt2"]),
+    "architecture": _str("Architecture of a random model.", enum=["gpt_neox", "gemma3", "gpt2", "llama"]),
     "size": _str("Size preset of a random model, e.g. tiny, pythia-160m, gemma-3-270m."),
     "seed": _int("Seed of a random model's initialisation.", 0),
     "prepend_bos": _bool("Whether every prompt starts with the BOS token. Required: models disagree on "

@@ -58,6 +58,19 @@ def _gemma3(hidden: int, layers: int, heads: int, kv_heads: int, head_dim: int,
     return make
 
 
+def _llama(hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int) -> Callable[[int], Any]:
+    def make(vocab: int):
+        from transformers import LlamaConfig
+
+        config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+                             num_attention_heads=heads, num_key_value_heads=kv_heads,
+                             intermediate_size=intermediate, max_position_embeddings=2048,
+                             tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
+        config.architectures = ["LlamaForCausalLM"]
+        return config
+    return make
+
+
 def _gpt2(hidden: int, layers: int, heads: int, positions: int) -> Callable[[int], Any]:
     def make(vocab: int):
         from transformers import GPT2Config
@@ -82,6 +95,10 @@ SHAPES: Dict[str, Dict[str, Shape]] = {
         # 4 query heads share 1 key/value head (grouped-query), as in Gemma-3-270m.
         "tiny": Shape("google/gemma-3-270m", _gemma3(64, 2, 4, 1, 16, 256, 64)),
         "gemma-3-270m": Shape("google/gemma-3-270m", _gemma3(640, 18, 4, 1, 256, 2048, 512), 262144),
+    },
+    "llama": {
+        # 3 query heads share each key/value head, as in SmolLM2-135M (9 on 3).
+        "tiny": Shape("HuggingFaceTB/SmolLM2-135M", _llama(48, 2, 6, 2, 128)),
     },
     "gpt2": {
         "tiny": Shape("openai-community/gpt2", _gpt2(64, 2, 4, 1024)),

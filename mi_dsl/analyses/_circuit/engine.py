@@ -1,0 +1,244 @@
+"""Hooked passes over the graph: capture node outputs, run circuit-ablated forwards,
+read gradients at node inputs.
+
+Where a node's output is read and its input is changed (TransformerBridge hook names):
+  input       output  blocks.0.hook_resid_pre (embeddings, scaled and with positions)
+  head l.h    output  z_h @ W_O[l, h], times the post-attention norm's weight / scale of
+                      this run where the model has one (Gemma): the head's share of what
+                      the layer writes; the rest of attn_out must be a constant bias,
+                      which every pass checks
+  MLP l       output  blocks.l.hook_mlp_out (after a post-MLP norm)
+  q/k/v l     input   blocks.l.attn.hook_{q,k,v}_input (use_split_qkv_input: the
+                      residual before ln1, one copy per query head or key/value head)
+  MLP l       input   blocks.l.ln2.hook_in
+  logits      input   ln_final.hook_in
+The metric is computed at unembed.hook_in (final position) and the forward stops there.
+
+A circuit-ablated forward adds, at each input v, sum over its parents u of
+(1 - kept[u, v]) * (off_u - current_u): the edges not kept carry u's "off" output
+(the corrupted run's, a mean, or zero) while kept edges carry this run's own output.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional
+
+import torch
+
+from ...errors import RunError
+from .graph import Graph
+
+Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_final [B, d], rows [B]) -> [B]
+STOP_AT = "unembed.hook_in"
+LETTERS = ("q", "k", "v")
+
+
+class _Stop(Exception):
+    """Raised at the metric's hook: nothing after it is needed."""
+
+
+@dataclass
+class Pass:
+    """What one forward does. All tensors are per batch row unless noted."""
+
+    rows: torch.Tensor                          # [B] dataset indices of the batch's prompts (for the metric)
+    capture_outputs: bool = True                # keep current node outputs in `outputs`
+    capture_inputs: bool = False                # keep node inputs in `inputs`
+    off: Optional[torch.Tensor] = None          # [B, S, F, d] outputs ablated edges carry
+    complement: Optional[torch.Tensor] = None   # [F, Bw] or [B, F, Bw]: 1 where an edge is ablated
+    embed: Optional[torch.Tensor] = None        # [B, S, d] replaces the input node's output (EAP-IG inputs)
+    pin_inputs: Optional[torch.Tensor] = None   # [B, S, Bw, d] values of inputs, gradient passed through
+    on_grad: Optional[Callable[[int, int, torch.Tensor], None]] = None  # (start, stop, grad [B,S,n,d])
+    outputs: Optional[torch.Tensor] = None
+    inputs: Optional[torch.Tensor] = None
+    delta: Optional[torch.Tensor] = None        # off - current, filled as the forward runs
+    metric: Optional[torch.Tensor] = None
+    _z: Dict[int, torch.Tensor] = field(default_factory=dict)
+    _scale: Dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+class GraphModel:
+    """A bridge seen as the graph's nodes and edges."""
+
+    def __init__(self, bridge, graph: Graph, metric: Metric):
+        self.bridge = bridge
+        self.graph = graph
+        self.metric = metric
+        self.W_O = bridge.W_O.detach()                      # [L, H, d_head, d_model]
+        self.post_norm = hasattr(bridge.blocks[0], "ln1_post")
+        self.post_weight = [self._post_weight(layer) for layer in range(graph.n_layers)] \
+            if self.post_norm else None
+        self.n_upstream = graph.n_upstream()
+        self.d_model = bridge.cfg.d_model
+        self.forwards = 0
+        self.backwards = 0
+
+    def _post_weight(self, layer: int) -> torch.Tensor:
+        norm = self.bridge.blocks[layer].ln1_post
+        w = next(iter(dict(norm.named_parameters()).values())).detach()
+        return (1.0 + w) if getattr(self.bridge.cfg, "rmsnorm_uses_offset", False) else w
+
+    # ------------------------------------------------------------------ one forward
+
+    @contextmanager
+    def split_inputs(self) -> Iterator[None]:
+        """The bridge's per-head q/k/v inputs, on for the duration; parameters frozen."""
+        bridge = self.bridge
+        was = bool(getattr(bridge.cfg, "use_split_qkv_input", False))
+        grads = [(p, p.requires_grad) for p in bridge.parameters()]
+        try:
+            bridge.set_use_split_qkv_input(True)
+        except Exception as err:  # an attention implementation without the fork
+            raise RunError(f"this model's attention cannot take separate q/k/v inputs "
+                           f"({str(err).splitlines()[0]}); edge-level circuits need them") from None
+        for p, _ in grads:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p, flag in grads:
+                p.requires_grad_(flag)
+            bridge.set_use_split_qkv_input(was)
+
+    def run(self, tokens: torch.Tensor, job: Pass, grad: bool = False) -> Pass:
+        """One forward of `tokens` [B, S] doing what `job` says (call inside split_inputs)."""
+        B, S = tokens.shape
+        F, Bw = self.graph.n_forward, self.graph.n_backward
+        dev, dtype = self.W_O.device, self.W_O.dtype
+        if job.capture_outputs or job.off is not None:
+            job.outputs = torch.zeros(B, S, F, self.d_model, device=dev, dtype=dtype)
+        if job.off is not None:
+            job.delta = job.off.clone()
+        if job.capture_inputs:
+            job.inputs = torch.zeros(B, S, Bw, self.d_model, device=dev, dtype=dtype)
+        hooks = self._hooks(job, grad)
+        self.forwards += 1
+        with torch.set_grad_enabled(grad):
+            try:
+                with self.bridge.hooks(fwd_hooks=hooks):
+                    self.bridge(tokens.to(dev), prepend_bos=False)
+            except _Stop:
+                pass
+        if job.metric is None:
+            raise RunError(f"the forward never reached {STOP_AT}")
+        return job
+
+    def _hooks(self, job: Pass, grad: bool) -> List:
+        g = self.graph
+        hooks = [("blocks.0.hook_resid_pre", self._input_node(job, grad))]
+        for layer in range(g.n_layers):
+            for letter in LETTERS:
+                hooks.append((f"blocks.{layer}.attn.hook_{letter}_input",
+                              self._input_hook(job, g.input_slice(layer, letter), g.n_upstream_of(layer, letter))))
+            hooks.append((f"blocks.{layer}.attn.hook_z", self._keep_z(job, layer)))
+            if self.post_norm:
+                hooks.append((f"blocks.{layer}.ln1_post.hook_scale", self._keep_scale(job, layer)))
+            hooks.append((f"blocks.{layer}.hook_attn_out", self._heads_out(job, layer)))
+            hooks.append((f"blocks.{layer}.ln2.hook_in",
+                          self._input_hook(job, g.input_slice(layer, "m"), g.n_upstream_of(layer, "m"))))
+            hooks.append((f"blocks.{layer}.hook_mlp_out", self._output_hook(job, g.mlp_index(layer))))
+        logits = slice(g.logits_index, g.logits_index + 1)
+        hooks.append(("ln_final.hook_in", self._input_hook(job, logits, g.n_forward)))
+        hooks.append((STOP_AT, self._metric_hook(job)))
+        return hooks
+
+    # ------------------------------------------------------------------ outputs
+
+    def _record(self, job: Pass, index: slice, value: torch.Tensor) -> None:
+        """value [B, S, n, d]: current outputs of forward nodes `index`."""
+        value = value.detach()
+        if job.outputs is not None:
+            job.outputs[:, :, index] = value
+        if job.delta is not None:
+            job.delta[:, :, index] -= value
+
+    def _input_node(self, job: Pass, grad: bool):
+        def hook(act, hook=None):
+            if job.embed is not None:
+                act = job.embed.to(act.dtype)
+            if grad and not act.requires_grad:  # parameters are frozen: start the graph here
+                act = act.detach().requires_grad_(True)
+            self._record(job, slice(0, 1), act[:, :, None])
+            return act
+        return hook
+
+    def _output_hook(self, job: Pass, index: int):
+        def hook(act, hook=None):
+            self._record(job, slice(index, index + 1), act[:, :, None])
+            return act
+        return hook
+
+    def _keep_z(self, job: Pass, layer: int):
+        def hook(act, hook=None):
+            job._z[layer] = act
+            return act
+        return hook
+
+    def _keep_scale(self, job: Pass, layer: int):
+        def hook(act, hook=None):
+            job._scale[layer] = act
+            return act
+        return hook
+
+    def _heads_out(self, job: Pass, layer: int):
+        g = self.graph
+
+        def hook(act, hook=None):
+            heads = self.head_outputs(job._z.pop(layer), layer, job._scale.pop(layer, None))
+            self._check_split(act, heads, layer)
+            start = g.head_index(layer, 0)
+            self._record(job, slice(start, start + g.n_heads), heads)
+            return act
+        return hook
+
+    def head_outputs(self, z: torch.Tensor, layer: int, scale: Optional[torch.Tensor]) -> torch.Tensor:
+        """z [B, S, H, d_head] -> each head's write into the residual stream [B, S, H, d_model]."""
+        out = torch.einsum("bshd,hdm->bshm", z.to(self.W_O.dtype), self.W_O[layer])
+        if self.post_norm:
+            out = out * self.post_weight[layer] / scale[:, :, None, :]
+        return out
+
+    def _check_split(self, attn_out: torch.Tensor, heads: torch.Tensor, layer: int) -> None:
+        """What the heads do not explain must be one bias vector, or edges would not add up."""
+        with torch.no_grad():
+            rest = attn_out.detach() - heads.detach().sum(2)
+            spread = (rest - rest[:1, :1]).abs().max()
+            if spread > 1e-4 * (1.0 + attn_out.detach().abs().max()):
+                raise RunError(f"layer {layer}'s attention output does not split into its heads' outputs "
+                               f"(residual spread {float(spread):.3g}); this architecture is not supported "
+                               "by edge-level circuits")
+
+    # ------------------------------------------------------------------ inputs
+
+    def _input_hook(self, job: Pass, index: slice, n_up: int):
+        def hook(act, hook=None):
+            squeeze = act.dim() == 3
+            x = act[:, :, None] if squeeze else act                       # [B, S, n, d]
+            if job.delta is not None and job.complement is not None:
+                x = x + self._ablation(job, index, n_up).to(x.dtype)
+            if job.pin_inputs is not None:
+                x = x + (job.pin_inputs[:, :, index].to(x.dtype) - x).detach()
+            if job.capture_inputs:
+                job.inputs[:, :, index] = x.detach()
+            if job.on_grad is not None and x.requires_grad:
+                x.register_hook(lambda grad, i=index: job.on_grad(i.start, i.stop, grad))
+            return x[:, :, 0] if squeeze else x
+        return hook
+
+    def _ablation(self, job: Pass, index: slice, n_up: int) -> torch.Tensor:
+        delta = job.delta[:, :, :n_up]
+        if job.complement.dim() == 2:
+            return torch.einsum("bsfd,fn->bsnd", delta, job.complement[:n_up, index])
+        return torch.einsum("bsfd,bfn->bsnd", delta, job.complement[:, :n_up, index])
+
+    def _metric_hook(self, job: Pass):
+        def hook(act, hook=None):
+            job.metric = self.metric(act[:, -1], job.rows)
+            raise _Stop()
+        return hook
+
+
+def batches(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
