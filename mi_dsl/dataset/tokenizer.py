@@ -110,7 +110,8 @@ def _load_cached(tokenizer, source, name, path, architecture, bos_token) -> Toke
     if ref is None:
         default = default_tokenizer(source, architecture)
         if default in ("embedded", "gguf"):
-            return _from_gguf(default, path if default == "gguf" else None, bos_token)
+            return _from_gguf(default, path if default == "gguf" else None, bos_token,
+                              name if source == "embedded" else None)
         ref = {"path": path, "name": name}.get(default)
     if ref is None:
         raise RunError("this model needs `model.tokenizer` (a tokenizer.json, a directory or a hub id)")
@@ -137,9 +138,10 @@ def _from_reference(ref: str, bos_token: Optional[str]) -> Tokenizer:
     return _from_file(cached / "tokenizer.json", bos_token, ref, cached)
 
 
-def _from_gguf(source: str, path: Optional[str], bos_token: Optional[str]) -> Tokenizer:
+def _from_gguf(source: str, path: Optional[str], bos_token: Optional[str], name: Optional[str] = None) -> Tokenizer:
     # Converting a GGUF's tokenizer needs transformers (once); the result is cached as tokenizer.json.
     from ..runtime.models import tokenizer_dir_for
 
-    directory = Path(tokenizer_dir_for(ModelSpec(source=source, path=path)))
-    return _from_file(directory / "tokenizer.json", bos_token, f"{source}:{path or 'gemma-3-270m'}", directory)
+    directory = Path(tokenizer_dir_for(ModelSpec(source=source, path=path, name=name)))
+    return _from_file(directory / "tokenizer.json", bos_token, f"{source}:{path or name or 'gemma-3-270m'}",
+                      directory)

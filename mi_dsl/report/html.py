@@ -44,6 +44,7 @@ def write_report(log: RunLog, root: Path) -> Path:
     (run_dir / "results.json").write_text(json.dumps(json_safe(data), indent=1))
     tables = _write_tables(data, run_dir)
     figures = _write_figures(log, run_dir)
+    _write_files(log, run_dir, tables)
     formats = list((data["spec"]["resolved"].get("output") or {}).get("static") or [])
     static = export_static(log, run_dir, formats)
     (run_dir / "index.html").write_text(index_page(data, tables, figures, static, run_dir))
@@ -74,6 +75,18 @@ def _csv(path: Path, rows) -> None:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def _write_files(log: RunLog, run_dir: Path, links: Dict[str, List[str]]) -> None:
+    """Files an analysis asks for ({relative path: text}), confined to the run directory."""
+    for analysis_id, files in log.files.items():
+        for relative, text in files.items():
+            path = (run_dir / relative).resolve()
+            if run_dir.resolve() not in path.parents:
+                raise ValueError(f"analysis {analysis_id} asked to write outside the run directory: {relative}")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            links.setdefault(analysis_id, []).append(relative)
 
 
 def _write_figures(log: RunLog, run_dir: Path) -> Dict[str, List[Tuple[str, str, str]]]:

@@ -84,12 +84,17 @@ class RunLog:
     warnings: Tuple[str, ...]
     figures: Mapping[str, Tuple[Tuple[str, Any], ...]] = field(default_factory=lambda: MappingProxyType({}),
                                                                compare=False, repr=False)
+    # analysis id -> {relative path: text}: files an analysis writes into the run directory (MIB export)
+    files: Mapping[str, Mapping[str, str]] = field(default_factory=lambda: MappingProxyType({}),
+                                                   compare=False, repr=False)
 
     @classmethod
-    def build(cls, figures: Dict[str, list] = None, **parts: Any) -> "RunLog":
+    def build(cls, figures: Dict[str, list] = None, files: Dict[str, Dict[str, str]] = None,
+              **parts: Any) -> "RunLog":
         frozen = {name: freeze(parts[name]) for name in _FIELDS}
         figs = MappingProxyType({k: tuple(v) for k, v in (figures or {}).items()})
-        return cls(**frozen, figures=figs)
+        extra = MappingProxyType({k: MappingProxyType(dict(v)) for k, v in (files or {}).items()})
+        return cls(**frozen, figures=figs, files=extra)
 
     def to_json(self) -> Dict[str, Any]:
         """The log as plain data (results.json), without the figures."""

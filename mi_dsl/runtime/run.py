@@ -125,6 +125,7 @@ class Session:
         self.timings: Dict[str, float] = {}
         self.results: Dict[str, Any] = {}     # analysis id -> Result
         self.figures: Dict[str, list] = {}
+        self.files: Dict[str, Dict[str, str]] = {}  # analysis id -> {relative path: text} for the run directory
         self.summaries: Dict[str, Dict[str, Any]] = {}
         for warning in self.dataset.warnings:
             _print_warning(warning)
@@ -286,6 +287,8 @@ class Session:
                 store.put("analysis", key, {"data": result.data, "tables": result.tables, "summary": result.summary})
             self.results[step.id] = result
             self.figures[step.id] = impl.figures(result, run)
+            if hasattr(impl, "files"):  # extra files an analysis writes into the run directory
+                self.files[step.id] = impl.files(result, run)
             self.timings[f"analysis:{step.id}"] = time.perf_counter() - t
             self.summaries[step.id] = {"kind": step.kind, "summary": result.summary, "pairs_used": n, **result.data,
                                        "figures": [name for name, _ in self.figures[step.id]]}
@@ -301,6 +304,7 @@ class Session:
         model = self.spec.model
         return RunLog.build(
             figures=self.figures,
+            files=self.files,
             format_version=RUN_LOG_VERSION,
             status="complete",
             spec={"file": self.spec.file, "name": self.spec.name, "hash": self.spec.hash(),

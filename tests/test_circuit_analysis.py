@@ -1,0 +1,135 @@
+"""The `circuit` analysis end to end on a tiny random Gemma-3 (grouped-query, post-norms):
+the spec runs, the report carries curves, graph, tables and the MIB export, the export
+reads back to the same scores and circuit, and bad inputs get located errors."""
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from mi_dsl.analyses._circuit import mib
+from mi_dsl.analyses._circuit.graph import Graph
+from mi_dsl.errors import FileAccessError, MiError
+from mi_dsl.runner import run_spec
+
+SPEC = """
+version: 1
+name: circuit
+model: {source: random, architecture: gemma3, size: tiny, seed: 3, prepend_bos: true}
+vocabularies:
+  names: {items: [Mary, John, Alice, Bob], filter: 'ntokens(" " + item) == 1'}
+prompts:
+  template: "When {io} and {s} went out, {s} gave it to"
+  slots: {io: names, s: names}
+  where: 'io != s'
+  answer: 'first_token(" " + io)'
+  foil: 'first_token(" " + s)'
+  corrupt: {template: "When {io} and {s} went out, {io} gave it to"}
+  equal_lengths: true
+metric: logit_diff
+analyses:
+  - kind: circuit
+    id: circ
+    methods: [eap, eap_ig_inputs, exact]
+    steps: 3
+    keep_percent: 20
+    stability: {bootstrap: 2}
+    mib: {task: ioi}
+"""
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("circuit")
+    path = folder / "spec.yaml"
+    path.write_text(textwrap.dedent(SPEC))
+    outcome = run_spec(path, progress=False)
+    return outcome
+
+
+def test_circuit_result_has_scores_curve_comparison_stability(finished):
+    data = finished.results["analyses"]["circ"]
+    assert data["graph"]["edges"] == 68 and data["graph"]["n_kv_heads"] == 1
+    for method in ("eap", "eap_ig_inputs", "exact"):
+        m = data["methods"][method]
+        assert len(m["scores"]) == 68
+        assert m["curve"]["faithfulness"][-1] == pytest.approx(1.0, abs=1e-4)
+        assert m["circuit_edges"] <= data["keep_edges_requested"] == 13
+    assert data["methods"]["eap"]["curve"]["random_cpr"] is not None
+    assert {(r["a"], r["b"]) for r in data["comparison"]} == {("eap", "eap_ig_inputs"), ("eap", "exact"),
+                                                             ("eap_ig_inputs", "exact")}
+    assert len(data["stability"]["resamples"]) == 2
+    assert "x-axis" in data["methods"]["eap"]["curve"]["area_note"] and "f = (m(C)" in data["convention"]
+    assert "CPR" in finished.results["analyses"]["circ"]["summary"]
+
+
+def test_report_has_figures_tables_and_the_mib_export(finished):
+    run_dir = Path(finished.run_dir)
+    figures = {p.name for p in (run_dir / "figures").iterdir()}
+    assert {"circ__faithfulness.html", "circ__circuit_graph.html", "circ__stability.html"} <= figures
+    assert (run_dir / "tables" / "circ__top_edges.csv").is_file()
+    folder = run_dir / "mib" / "eap" / "ioi_gemma3-tiny"
+    graph, scores, kept = mib.read_folder(folder)
+    data = finished.results["analyses"]["circ"]
+    expected = torch.tensor(data["methods"]["eap"]["scores"])
+    torch.testing.assert_close(scores[graph.edge_mask()], expected, rtol=1e-5, atol=1e-7)
+    assert kept[graph.edge_mask()].nonzero().flatten().tolist() == data["methods"]["eap"]["circuit"]
+    assert "mib/eap/ioi_gemma3-tiny/importances.json" in (run_dir / "index.html").read_text()
+
+
+def test_mib_round_trip_and_format_rules_with_grouped_heads():
+    graph = Graph(3, 6, 2)
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(graph.n_forward, graph.n_backward, generator=gen) * graph.edge_mask()
+    kept = (torch.rand(graph.n_forward, graph.n_backward, generator=gen) > 0.7) & graph.edge_mask()
+    obj = json.loads(json.dumps(mib.to_mib(graph, scores, kept, d_model=48)))
+    mib.check(obj)
+    # MIB's own graph: q, k and v per query head
+    assert "a1.h5->a2.h0<k>" in obj["edges"] and len(obj["edges"]) == len(mib.mib_edge_names(obj["cfg"]))
+    back_graph, back_scores, back_kept = mib.from_mib(obj)
+    assert back_graph.n_kv_heads == 2
+    torch.testing.assert_close(back_scores, scores, rtol=1e-5, atol=1e-6)
+    assert torch.equal(back_kept, kept)
+    # the group's share: a key edge of group 0 appears on heads 0, 1, 2 with a third each
+    s, t = graph.head_index(0, 1), graph.input_slice(1, "k").start
+    assert obj["edges"]["a0.h1->a1.h2<k>"]["score"] == pytest.approx(float(scores[s, t]) / 3, rel=1e-5)
+
+
+def test_mib_format_rules_are_enforced(tmp_path):
+    graph = Graph(2, 4, 4, parallel_attn_mlp=True)
+    obj = mib.to_mib(graph, torch.zeros(graph.n_forward, graph.n_backward), graph.edge_mask(), 64)
+    assert "a0.h1->m0" not in obj["edges"]  # parallel: a layer's heads do not feed its MLP
+    broken = json.loads(json.dumps(obj))
+    del broken["edges"]["input->logits"]
+    with pytest.raises(FileAccessError, match="1 missing"):
+        mib.check(broken)
+    broken = json.loads(json.dumps(obj))
+    broken["edges"]["input->m0"]["score"] = "high"
+    with pytest.raises(FileAccessError, match="finite float"):
+        mib.check(broken)
+    bad = tmp_path / "ioi_gpt2_extra"
+    bad.mkdir()
+    with pytest.raises(FileAccessError, match="one underscore"):
+        mib.read_folder(bad)
+
+
+def test_unequal_lengths_are_refused_at_the_analysis(tmp_path):
+    text = textwrap.dedent(SPEC).replace("equal_lengths: true", "equal_lengths: false").replace(
+        'corrupt: {template: "When {io} and {s} went out, {io} gave it to"}',
+        'corrupt: {template: "When {io} and {s} went out today, {io} gave it to"}')
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(MiError) as info:
+        run_spec(path, progress=False)
+    message = str(info.value)
+    assert "spec.yaml:" in message and "tokens" in message
+
+
+def test_non_differentiable_metric_is_refused_at_compile(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(textwrap.dedent(SPEC).replace("metric: logit_diff", "metric: rank"))
+    with pytest.raises(MiError, match="differentiable"):
+        run_spec(path, progress=False)
