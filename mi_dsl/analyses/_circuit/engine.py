@@ -106,7 +106,7 @@ class GraphModel:
         B, S = tokens.shape
         F, Bw = self.graph.n_forward, self.graph.n_backward
         dev, dtype = self.W_O.device, self.W_O.dtype
-        if job.capture_outputs or job.off is not None:
+        if job.capture_outputs:
             job.outputs = torch.zeros(B, S, F, self.d_model, device=dev, dtype=dtype)
         if job.off is not None:
             job.delta = job.off.clone()
