@@ -235,3 +235,25 @@ def test_unequal_lengths_are_refused():
 
     with pytest.raises(RunError, match="one token length"):
         score_edges(s.model, s.clean, s.corrupted[:, :-1], "eap")
+
+
+def test_mean_ablation_of_one_prompt_is_patching_and_all_kept_is_clean_for_every_ablation():
+    s = Setup("gemma3", n=1)
+    mask = s.graph.edge_mask()
+    empty, full = torch.zeros_like(mask), mask
+    patched = circuit_metrics(s.model, s.clean, s.corrupted, [empty, full], ablation="patching")
+    mean = circuit_metrics(s.model, s.clean, s.corrupted, [empty, full], ablation="mean")
+    zero = circuit_metrics(s.model, s.clean, s.corrupted, [empty, full], ablation="zero")
+    assert mean == pytest.approx(patched, abs=1e-5)
+    assert zero[1] == pytest.approx(patched[1], abs=1e-5) and abs(zero[0] - patched[0]) > 1e-3
+
+
+@pytest.mark.parametrize("architecture", [pytest.param("llama", marks=needs_pythia), "gemma3"])
+def test_greedy_and_abs_circuits_prune_without_changing_the_metric(architecture):
+    s = Setup(architecture)
+    scores = score_edges(s.model, s.clean, s.corrupted, "eap_ig_inputs", steps=2).scores
+    for by in ("abs", "greedy"):
+        kept = top_edges(s.graph, scores, 25, by)
+        pruned = prune(s.graph, kept)
+        torch.testing.assert_close(run_circuit(s, pruned), run_circuit(s, kept), rtol=1e-5, atol=1e-5)
+        assert torch.equal(prune(s.graph, pruned), pruned)  # pruning is idempotent
