@@ -56,9 +56,9 @@ def circuit_metrics(model: GraphModel, clean: torch.Tensor, corrupted: torch.Ten
             rows = torch.arange(part.start, part.stop)
             off = off_outputs(model, corrupted[part], ablation, mean, rows)
             for i, kept in enumerate(circuits):
-                complement = (mask & ~kept).to(off.dtype)
+                complement = (mask & ~kept).to(device=off.device, dtype=off.dtype)
                 job = model.run(clean[part], Pass(rows, capture_outputs=False, off=off, complement=complement))
-                sums[i] += job.metric.double().sum()
+                sums[i] += float(job.metric.double().sum())
     return (sums / len(clean)).tolist()
 
 

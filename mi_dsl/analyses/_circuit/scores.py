@@ -84,7 +84,7 @@ def score_edges(model: GraphModel, clean: torch.Tensor, corrupted: torch.Tensor,
             off = off_outputs(model, corrupted[part], ablation, mean, rows)
             step = _METHOD_STEP[method]
             step(model, clean[part], off, rows, scores, steps=steps, mask=mask)
-    scores = (scores / len(clean)) * mask
+    scores = (scores / len(clean)).cpu() * mask  # masks and circuits live on the CPU
     return Scores(scores.float(), method, steps if method.startswith("eap_ig") else 1,
                   model.forwards - start_f, model.backwards - start_b)
 
@@ -125,7 +125,7 @@ def _ig_inputs(model, clean, off, rows, scores, steps, **_):
 def _ig_activations(model, clean, off, rows, scores, steps, mask, **_):
     with torch.no_grad():
         clean_job = model.run(clean, Pass(rows, capture_inputs=True))
-        off_job = model.run(clean, Pass(rows, capture_inputs=True, off=off, complement=mask.to(off.dtype)))
+        off_job = model.run(clean, Pass(rows, capture_inputs=True, off=off, complement=mask.to(device=off.device, dtype=off.dtype)))
     holder = {"diff": off - clean_job.outputs}
     on_grad = _accumulator(model, scores, holder, 1.0 / steps)
     clean_in, off_in = clean_job.inputs, off_job.inputs
@@ -147,12 +147,12 @@ def _exact(model, clean, off, rows, scores, mask, chunk_rows: int = 256, **_):
             chunk = edges[first:first + per_chunk]
             C = len(chunk)
             complement = torch.zeros(C, *mask.shape, dtype=off.dtype, device=off.device)
-            complement[torch.arange(C), chunk[:, 0], chunk[:, 1]] = 1.0
+            complement[torch.arange(C, device=off.device), chunk[:, 0].to(off.device), chunk[:, 1].to(off.device)] = 1.0
             job = Pass(rows.repeat(C), capture_outputs=False, off=off.repeat(C, 1, 1, 1),
                        complement=complement.repeat_interleave(B, dim=0))
             metric = model.run(clean.repeat(C, 1), job).metric.view(C, B)
             effect = (metric - base[None]).sum(1).double()
-            scores[chunk[:, 0], chunk[:, 1]] += effect
+            scores[chunk[:, 0].to(scores.device), chunk[:, 1].to(scores.device)] += effect
 
 
 _METHOD_STEP = {"eap": _eap, "eap_ig_inputs": _ig_inputs, "eap_ig_activations": _ig_activations, "exact": _exact}
