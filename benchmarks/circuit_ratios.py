@@ -59,9 +59,9 @@ def main() -> None:
     from mi_dsl.analyses._circuit.faithfulness import baselines, curve
     from mi_dsl.analyses._circuit.graph import graph_of
     from mi_dsl.analyses._circuit.scores import score_edges
-    from mi_dsl.plan import ModelSpec
-    from mi_dsl.runtime.metrics import Unembed
     from mi_dsl.runtime.models import load_model
+    from mi_dsl.runtime.unembed import Unembed
+    from mi_dsl.spec.model import ModelSpec
 
     loaded = load_model(ModelSpec(source="embedded", name=args.model, device=args.device))
     bridge, hf = loaded.bridge, loaded.hf_model

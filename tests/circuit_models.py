@@ -3,27 +3,31 @@ identity, not zero), so a hook point on the wrong side of a norm or a lost bias 
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import torch
 
-PYTHIA = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "pythia" / "20B_tokenizer.json"
+# As in conftest.py: the shared checkout's copy, or MI_DSL_PYTHIA_TOKENIZER.
+PYTHIA = Path(os.environ.get("MI_DSL_PYTHIA_TOKENIZER", Path(__file__).resolve().parents[2] / "shared" / "tokenizers"
+                             / "pythia" / "20B_tokenizer.json"))
 
 
 @functools.lru_cache(maxsize=None)
 def tiny_bridge(architecture: str, seed: int = 0, processing: bool = True):
-    from mi_dsl.plan import ModelSpec
-    from mi_dsl.runtime import models, random_models
+    from mi_dsl.runtime.models import boot, environment, random_weights
+    from mi_dsl.runtime.models.files import tokenizer_dir_for
+    from mi_dsl.spec.model import ModelSpec
 
     tokenizer = str(PYTHIA) if architecture in ("gpt_neox", "gpt2", "llama") else None
     spec = ModelSpec(source="random", architecture=architecture, size="tiny", seed=seed, device="cpu",
                      tokenizer=tokenizer)
-    with models._quiet():
-        tok = models._load_tokenizer(models.tokenizer_dir_for(spec))
-        shape = random_models.shape_for(architecture, "tiny")
-        hf = random_models.build(shape, len(tok), seed)
+    with environment.quiet():
+        tok = boot.load_bridge_tokenizer(tokenizer_dir_for(spec))
+        shape = random_weights.shape_for(architecture, "tiny")
+        hf = random_weights.build(shape, len(tok), seed)
         _randomise(hf, seed)
-        bridge = models._boot(shape.hub_name, hf, tok, torch.device("cpu"), torch.float32)
+        bridge = boot.boot_bridge(shape.hub_name, hf, tok, torch.device("cpu"), torch.float32)
         if processing:
             bridge.enable_compatibility_mode(disable_warnings=True)
         else:

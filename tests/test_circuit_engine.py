@@ -17,7 +17,7 @@ from mi_dsl.analyses._circuit.engine import GraphModel, Pass
 from mi_dsl.analyses._circuit.faithfulness import baselines, circuit_metrics, curve
 from mi_dsl.analyses._circuit.graph import Graph, graph_of
 from mi_dsl.analyses._circuit.scores import score_edges
-from mi_dsl.runtime.metrics import Unembed
+from mi_dsl.runtime.unembed import Unembed
 
 needs_pythia = pytest.mark.skipif(not PYTHIA.is_file(), reason=f"Pythia tokenizer {PYTHIA} absent")
 ARCHS = [pytest.param("gemma3", id="gemma3-gqa4:1"), pytest.param("llama", id="llama-gqa3:1", marks=needs_pythia),

