@@ -25,6 +25,12 @@ CONVENTION = (
     "pairs); negative scores support the clean behaviour when the clean metric is larger. Faithfulness "
     "f = (m(C) - m(empty)) / (m(full) - m(empty)); CPR = area under f, CMD = area under |1 - f|.")
 
+# Read (node outputs) and changed (node inputs) by the engine; "?": only where the model has it.
+HOOKS = ("blocks.0.hook_resid_pre", "blocks.{L}.attn.hook_q_input", "blocks.{L}.attn.hook_k_input",
+         "blocks.{L}.attn.hook_v_input", "blocks.{L}.attn.hook_z", "blocks.{L}.ln1_post.hook_scale?",
+         "blocks.{L}.hook_attn_out", "blocks.{L}.ln2.hook_in", "blocks.{L}.hook_mlp_out", "ln_final.hook_in",
+         "unembed.hook_in")
+
 PARAMS = {
     "methods": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string", "enum": METHODS},
                 "description": "Scoring methods, compared on the same pairs: eap (one forward and backward), "
@@ -77,7 +83,7 @@ class Circuit:
                                    f"the spec's metric is {ctx.spec.metric}", ctx.where("kind"))
         if "keep_edges" in params and "keep_percent" in params:
             raise SpecMeaningError("give keep_edges or keep_percent, not both", ctx.where("keep_edges"))
-        return step(ctx, params, sizes.plan_line(ctx.spec.model, params), positions="all")
+        return step(ctx, params, sizes.plan_line(ctx.spec.model, params), hooks=HOOKS, positions="all")
 
     def compute(self, params, run) -> Result:
         from ._circuit.run import compute
