@@ -48,7 +48,9 @@ def timed(fn, repeat: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--model", default="gemma-3-270m",
+                        help="an embedded name, or random:ARCH/SIZE (e.g. random:gpt_neox/pythia-70m) with --tokenizer")
+    parser.add_argument("--tokenizer", default=None)
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default="cpu")
@@ -63,7 +65,13 @@ def main() -> None:
     from mi_dsl.runtime.unembed import Unembed
     from mi_dsl.spec.model import ModelSpec
 
-    loaded = load_model(ModelSpec(source="embedded", name=args.model, device=args.device))
+    if args.model.startswith("random:"):
+        architecture, size = args.model.split(":", 1)[1].split("/")
+        spec = ModelSpec(source="random", architecture=architecture, size=size, device=args.device,
+                         tokenizer=args.tokenizer)
+    else:
+        spec = ModelSpec(source="embedded", name=args.model, device=args.device)
+    loaded = load_model(spec)
     bridge, hf = loaded.bridge, loaded.hf_model
     clean, corrupted, answers, foils = pairs(loaded.tokenizer, args.pairs)
     dev = loaded.device
@@ -101,7 +109,7 @@ def main() -> None:
            "machine": platform.processor() or platform.machine(), "date": str(date.today())}
     folder = Path(__file__).parent / "results"
     folder.mkdir(exist_ok=True)
-    stem = folder / f"circuit-{dev.type}-{args.model}-{date.today()}"
+    stem = folder / f"circuit-{dev.type}-{args.model.replace(':', '-').replace('/', '-')}-{date.today()}"
     stem.with_suffix(".json").write_text(json.dumps(out, indent=1))
     lines = [f"# Circuit engine vs bare forwards: {args.model}, {n} pairs x {clean.shape[1]} tokens, {dev}",
              "", f"{graph.n_edges} edges; bare forward {t['bare_forward']:.3f} s; torch threads "
