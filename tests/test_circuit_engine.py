@@ -257,3 +257,17 @@ def test_greedy_and_abs_circuits_prune_without_changing_the_metric(architecture)
         pruned = prune(s.graph, kept)
         torch.testing.assert_close(run_circuit(s, pruned), run_circuit(s, kept), rtol=1e-5, atol=1e-5)
         assert torch.equal(prune(s.graph, pruned), pruned)  # pruning is idempotent
+
+
+def test_rank_correlation_overlap_and_resamples():
+    from mi_dsl.analyses._circuit.compare import jaccard, ranks, resamples, spearman
+
+    assert ranks(torch.tensor([3.0, 1.0, 3.0, 2.0])).tolist() == [2.5, 0.0, 2.5, 1.0]  # ties share their mean rank
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert spearman(x, x ** 3) == pytest.approx(1.0)        # monotone, not linear
+    assert spearman(x, -x) == pytest.approx(-1.0)
+    assert spearman(x, torch.tensor([2.0, 1.0, 4.0, 3.0, 5.0])) == pytest.approx(0.8)  # 1 - 6*4/(5*24)
+    a, b = torch.tensor([True, True, False, False]), torch.tensor([True, False, True, False])
+    assert jaccard(a, b) == pytest.approx(1 / 3) and jaccard(a & ~a, b & ~b) is None
+    first, again = resamples(10, 3, seed=7), resamples(10, 3, seed=7)
+    assert all(torch.equal(p, q) for p, q in zip(first, again)) and not torch.equal(first[0], first[1])
