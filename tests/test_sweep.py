@@ -256,6 +256,17 @@ def test_ray_backend_gives_the_local_backend_numbers(tmp_path, ray_cluster, loca
     same_numbers(tidy(tmp_path / "sweeps" / "sweep"), local[local["seed"] == "0"].reset_index(drop=True))
 
 
+def test_ray_backend_without_an_address_runs_a_ray_of_its_own(tmp_path):
+    """No --address: a new local Ray (never a stale cluster file's), shut down after the sweep."""
+    pytest.importorskip("ray")
+    sweep = write(tmp_path, "version: 1\nspec: spec.yaml\naxes:\n  seed: [4]\n")
+    outcome = run_sweep(sweep, backend="ray", progress=False)
+    assert outcome.ran == ["p000"] and not outcome.failed
+    import ray
+
+    assert not ray.is_initialized()
+
+
 def test_ray_backend_refuses_an_unreachable_cluster(tmp_path, cli):
     pytest.importorskip("ray")
     with socket.socket() as probe:

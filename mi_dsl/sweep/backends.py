@@ -62,7 +62,8 @@ def ray(jobs: List[Job], resources: Dict[str, float], address: Optional[str]) ->
     if address:
         _check_reachable(address)  # Ray itself retries an unreachable address for minutes
     try:
-        ray_lib.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+        # "local": always a new instance of our own, never a stale one another `ray start` left.
+        ray_lib.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                      ignore_reinit_error=True)
     except (ConnectionError, ValueError, RuntimeError) as err:
         raise RunError(f"cannot reach the Ray cluster at {address!r}: {str(err).strip().splitlines()[0]}"
