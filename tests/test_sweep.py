@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -233,6 +234,7 @@ def ray_cluster():
                 break
             time.sleep(2)
         head.wait(timeout=30)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _wait_for_port(port: int, head: subprocess.Popen, timeout: float = 60) -> None:
