@@ -24,6 +24,9 @@ from mi_dsl.sweep import run_sweep
 # Ray binds to the loopback address only when this is set before it is imported (in this
 # process, the test's Ray and its workers): the test cluster is never reachable from outside.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# No token authentication for the test's loopback-only Rays: a new local Ray would otherwise
+# write ~/.ray/auth_token, and every later `ray start` on the machine would then demand it.
+os.environ["RAY_AUTH_MODE"] = "disabled"
 
 SPEC = """
 version: 1
