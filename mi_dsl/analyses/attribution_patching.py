@@ -19,6 +19,10 @@ from .registry import analysis
 
 DIFFERENTIABLE = ("logit_diff", "logprob", "prob")
 
+CONVENTION = ("first-order (gradient) estimate of activation patching: (source - base activation) . "
+              "d metric / d activation at the base run, per prompt, averaged; exact only where the metric is "
+              "linear in the patched activation. Normalised 0 = corrupted, 1 = clean baseline.")
+
 PARAMS = dict(core.PARAMS)
 PARAMS["batch_size"] = {"type": "integer", "minimum": 1,
                         "description": "Prompts per forward and backward pass (default: the run's batch size, "
@@ -56,15 +60,16 @@ class AttributionPatching:
         base = core.baselines(run)
         (effects, passes), seconds = core.timed(
             lambda: core.attribution_patching(run, grid, direction, params.get("batch_size")))
-        start = base.corrupted if direction == "denoising" else base.clean
-        data, rows = core.summarise(grid, effects + start, base, params, run, {
+        data, rows = core.summarise(grid, effects + _start(base, direction), base, params, run, {
             "method": "attribution", "passes": passes, "seconds": round(seconds, 3)})
+        data["convention"] = CONVENTION
         other = _comparison_id(params, run)
         if other is not None:
-            data["comparison"] = compare(rows, run.results[other].tables["cells"], other)
+            data["comparison"] = _compare_on_their_pairs(params, run, grid, effects, other)
         summary = f"{len(grid.cells)} cells from one forward and backward per batch ({seconds:.1f}s)"
         if "comparison" in data and data["comparison"]["spearman"] is not None:
-            summary += f"; Spearman vs {other}: {data['comparison']['spearman']:.3f}"
+            c = data["comparison"]
+            summary += f"; Spearman vs {other} on the same {c['pairs']['count']} pairs: {c['spearman']:.3f}"
         return Result(data, tables={"cells": rows}, summary=summary)
 
     def figures(self, result, run):
@@ -91,6 +96,11 @@ def _check_comparison(params, ctx) -> None:
     if mine != theirs:
         raise SpecMeaningError(f"compare_with names '{other}', which patches {theirs}, not {mine}",
                                ctx.where("compare_with"))
+    mine, theirs = core.direction_of(params), core.direction_of(spec_of)
+    if mine != theirs:
+        raise SpecMeaningError(f"compare_with names '{other}', which runs {theirs}, not {mine}: the two "
+                               "measure different effects", ctx.where("compare_with"),
+                               hint=f"set direction: {theirs} here, or compare with a {mine} activation_patching")
     ctx.references.append((other, ctx.where("compare_with")))
 
 
@@ -103,6 +113,40 @@ def _comparison_id(params, run):
                if result.data.get("method") == "exact" and result.data.get("target") == target
                and result.data.get("direction") == direction]
     return earlier[-1] if earlier else None
+
+
+def _start(base, direction: str) -> float:
+    """The metric of the unpatched base run: where every estimate starts."""
+    return base.corrupted if direction == "denoising" else base.clean
+
+
+def _compare_on_their_pairs(params, run, grid, effects, other: str):
+    """Attribution vs exact on the exact run's pairs: the per-prompt estimates of those pairs only,
+    normalised by their baselines. Refused when the exact run used a pair this one did not."""
+    from ..errors import RunError
+
+    exact = run.results[other]
+    where = run.where("compare_with") if "compare_with" in params else run.where("kind")
+    for key, mine in (("target", params.get("target", "z")), ("direction", core.direction_of(params))):
+        if exact.data.get(key) != mine:
+            raise RunError(f"'{other}' has {key} {exact.data.get(key)}, this one {mine}: not comparable", where)
+    theirs = exact.data.get("pairs", {}).get("indices")
+    mine = run.used_pair_indices()
+    if theirs is None:
+        theirs = mine[:exact.data["prompts"]] if exact.data.get("prompts") == len(mine) else None
+    column = {pair: i for i, pair in enumerate(mine)}
+    missing = [] if theirs is None else [p for p in theirs if p not in column]
+    if theirs is None or missing:
+        raise RunError(f"'{other}' patched pairs this attribution did not run on ({len(missing or theirs)} of "
+                       f"them), so the two cannot be compared on the same prompts", where,
+                       hint="give this analysis at least the exact run's max_pairs (or none)")
+    chosen = [column[p] for p in theirs]
+    base = core.Baselines(exact.data["baselines"]["clean"], exact.data["baselines"]["corrupted"])
+    subset = effects[:, chosen] + _start(base, core.direction_of(params))
+    _, rows = core.summarise(grid, subset, base, params, run, {})
+    out = compare(rows, exact.tables["cells"], other)
+    out["pairs"] = {"count": len(theirs), "indices": list(theirs)}
+    return out
 
 
 def compare(rows, exact_rows, other: str):

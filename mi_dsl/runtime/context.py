@@ -28,6 +28,7 @@ class RunContext:
     results: Dict[str, Any] = field(default_factory=dict)   # analysis id -> Result
     baselines: Dict[str, float] = field(default_factory=dict)
     analysis_index: int = 0
+    pair_indices: Optional[List[int]] = None  # which final pairs `pairs` are (None: all, in order)
 
     # ------------------------------------------------------------------ data
 
@@ -62,6 +63,10 @@ class RunContext:
 
     def foils(self) -> torch.Tensor:
         return torch.tensor([p.foil for p in self.pairs], dtype=torch.long)
+
+    def used_pair_indices(self) -> List[int]:
+        """Indices into the final dataset of the pairs this analysis runs on."""
+        return list(self.pair_indices) if self.pair_indices is not None else list(range(len(self.pairs)))
 
     def result(self, analysis_id: str):
         return self.results[analysis_id]

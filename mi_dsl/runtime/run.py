@@ -270,6 +270,7 @@ class Session:
                                                                     else self.baselines),
                                    index, MappingProxyType(dict(self.results)))
             self.executor.where = self.spec.loc("analyses", index)
+            run.pair_indices = list(range(n))
             impl = REGISTRY[step.kind].implementation()
             # Chained: earlier results feed later ones. The spec's seed is part of the key because
             # an analysis may draw from it (head_detection's random tokens): a seed sweep must
@@ -285,6 +286,7 @@ class Session:
                 with torch.no_grad():
                     result = _json_roundtrip(impl.compute(params, run))
                 store.put("analysis", key, {"data": result.data, "tables": result.tables, "summary": result.summary})
+            result.data["pairs"] = _pairs_record(REGISTRY[step.kind], run)
             self.results[step.id] = result
             self.figures[step.id] = impl.figures(result, run)
             if hasattr(impl, "files"):  # extra files an analysis writes into the run directory
@@ -335,6 +337,15 @@ class Session:
             provenance=provenance(self.spec, self.plan, self.loaded, self.tokenizer),
             warnings=[w.format() for w in warnings_],
         )
+
+
+def _pairs_record(kind, context) -> Dict[str, Any]:
+    """Which final prompt pairs a result used (indices into the run's final dataset), so two
+    results are only ever compared on the same pairs."""
+    if not kind.needs_dataset:
+        return {"count": 0, "indices": [], "note": "runs on its own inputs, not the dataset's pairs"}
+    indices = context.used_pair_indices()
+    return {"count": len(indices), "indices": indices}
 
 
 def _model_location(spec):
