@@ -71,3 +71,32 @@ def test_compare_with_checks_the_direction(tmp_path):
         prepare(str(write_spec(tmp_path, GEMMA, body)), [], [])
     assert "runs noising, not denoising" in str(info.value)
     assert info.value.location.path == "analyses[2].compare_with"
+
+
+# --------------------------------------------------------------------------- top / top_abs
+
+
+def test_patching_summary_names_the_heads_the_selectors_pick(compared):
+    summary = compared.results["exact"].summary
+    for rule in ("top", "top_abs"):
+        (layer, head), = compared.select_heads({"heads": f"{rule}(exact, 1)"})
+        assert f"{rule}(exact, 1): L{layer}H{head} " in summary, (rule, summary)
+
+
+def test_top_and_top_abs_differ_on_a_negative_score_and_summaries_say_which():
+    from mi_dsl.analyses._patching import ranking_summary
+    from mi_dsl.analyses.base import ranked_heads
+
+    table = [[0.5, -0.9], [0.1, 0.2]]
+    assert ranked_heads(table, "top", 1) == [(0, 0)]
+    assert ranked_heads(table, "top_abs", 1) == [(0, 1)]
+    assert ranked_heads(table, "bottom", 1) == [(0, 1)]
+    data = {"per_head": table, "top": []}
+    text = ranking_summary(data, {"kind": "activation_patching", "id": "p"})
+    assert "top(p, 1): L0H0 0.500" in text and "top_abs(p, 1): L0H1 -0.900" in text
+
+
+def test_head_attribution_top_list_is_what_top_selects(compared):
+    data = compared.results["head_attr"].data
+    picked = compared.select_heads({"heads": "top(head_attr, 5)"})
+    assert [t["head"] for t in data["top"][:5]] == [f"L{l}H{h}" for l, h in picked]

@@ -35,11 +35,8 @@ class ActivationPatching:
             lambda: core.exact_patching(run, grid, direction, params.get("batch_size")))
         data, rows = core.summarise(grid, per_prompt, base, params, run, {
             "method": "exact", "passes": passes, "seconds": round(seconds, 3)})
-        best = data["top"][0] if data["top"] else None
         summary = (f"{len(grid.cells)} cells x {len(run.pairs)} prompts in {passes['patched_forwards']} "
-                   f"forwards ({seconds:.1f}s)"
-                   + (f"; largest effect {best['label']}: {best['normalized']:.3f}" if best and
-                      best["normalized"] is not None else ""))
+                   f"forwards ({seconds:.1f}s)") + core.ranking_summary(data, params)
         return Result(data, tables={"cells": rows}, summary=summary)
 
     def figures(self, result, run):

@@ -45,5 +45,23 @@ def head_grid_rows(values, name: str) -> List[Dict[str, Any]]:
             for layer, row in enumerate(values) for head, v in enumerate(row)]
 
 
+def ranked_heads(table, rule: str, count: int):
+    """The (layer, head) cells a head selector `rule(ID, count)` picks from a [layer][head] table:
+    the selectors' own ranking, so a summary names the heads a spec would select."""
+    from ..expr.functions import FUNCTIONS
+
+    return FUNCTIONS[rule].implementation(table, count)
+
+
+def selector_summary(table, result_id: str, count: int = 1, rules=("top", "top_abs")) -> str:
+    """E.g. "top(patch_heads, 1): L1H2 0.613; top_abs(patch_heads, 1): L3H0 -0.802"."""
+    parts = []
+    for rule in rules:
+        heads = ranked_heads(table, rule, count)
+        named = ", ".join(f"{head_label(l, h)} {table[l][h]:.3f}" for l, h in heads)
+        parts.append(f"{rule}({result_id}, {count}): {named}")
+    return "; ".join(parts)
+
+
 COMPONENT_SPLIT_NOTE = ("Components are read at the final position and scaled by the final "
                         "normalisation of the clean run (the seed's apply_ln_to_stack).")

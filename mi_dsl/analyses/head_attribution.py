@@ -6,7 +6,7 @@ bar chart (plot_attention_heads, as a fraction of the clean logit difference).
 """
 from __future__ import annotations
 
-from .base import Result, head_grid_rows, head_label, step
+from .base import Result, head_grid_rows, head_label, ranked_heads, step
 from ._figures import hbar, heatmap
 from .registry import analysis
 
@@ -25,20 +25,18 @@ class HeadAttribution:
                            "blocks.{L}.ln1_post.hook_scale?"))
 
     def compute(self, params, run) -> Result:
-        import torch
-
         run.require_processing("head_attribution")
         values = per_head_logit_diffs(run)
         table = values.tolist()
-        top_k = params.get("top_k", 12)
         flat = values.flatten()
-        order = torch.argsort(flat, descending=True)[:top_k].tolist()
-        n_heads = values.shape[1]
-        top = [{"head": head_label(i // n_heads, i % n_heads), "logit_diff": float(flat[i])} for i in order]
+        # ranked as the top() selector ranks (signed, largest first), so the chart shows what top() picks
+        top = [{"head": head_label(l, h), "logit_diff": table[l][h]}
+               for l, h in ranked_heads(table, "top", params.get("top_k", 12))]
         return Result({"per_head": table, "top": top, "total": float(flat.sum()),
                        "normalize": params.get("normalize", True)},
                       tables={"head_attribution": head_grid_rows(table, "logit_diff")},
-                      summary="top heads: " + ", ".join(f"{t['head']} {t['logit_diff']:.3f}" for t in top[:5]))
+                      summary=f"top({params.get('id', 'head_attribution')}): "
+                              + ", ".join(f"{t['head']} {t['logit_diff']:.3f}" for t in top[:5]))
 
     def figures(self, result, run):
         d = result.data

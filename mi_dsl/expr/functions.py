@@ -99,18 +99,19 @@ def _ranked(table, count: int, key: Callable[[float], float]) -> List[Tuple[int,
 
 
 @_register("top", ("analysis", "int"), "heads",
-           "the n heads with the largest scores, largest first (head selectors only)")
+           "the n heads with the largest signed scores, largest first (a large negative score "
+           "ranks last; head selectors only)")
 def _top(table, count: int) -> List[Tuple[int, int]]:
     return _ranked(table, count, lambda score: -score)
 
 
 @_register("bottom", ("analysis", "int"), "heads",
-           "the n heads with the smallest scores, smallest first (head selectors only)")
+           "the n heads with the smallest signed scores, most negative first (head selectors only)")
 def _bottom(table, count: int) -> List[Tuple[int, int]]:
     return _ranked(table, count, lambda score: score)
 
 
 @_register("top_abs", ("analysis", "int"), "heads",
-           "the n heads with the largest absolute scores, largest first (head selectors only)")
+           "the n heads with the largest absolute scores, either sign, largest first (head selectors only)")
 def _top_abs(table, count: int) -> List[Tuple[int, int]]:
     return _ranked(table, count, lambda score: -abs(score))

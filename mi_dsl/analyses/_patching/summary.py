@@ -34,7 +34,9 @@ def summarise(grid: Grid, per_prompt, base: Baselines, params, run, extra: Dict[
         "patched_positions": list(grid.patched_positions) if target.has_heads and not target.by_position else None,
         "labels": labels, "values": values, "normalized": normalised,
         "baselines": {"clean": base.clean, "corrupted": base.corrupted},
-        "top": top, "cells": len(grid.cells), "prompts": int(per_prompt.shape[1]),
+        "top": top, "top_rule": "largest |value - unpatched baseline|: the effect's size, either sign "
+                                "(top() ranks the normalised per-head scores signed, top_abs() by size)",
+        "cells": len(grid.cells), "prompts": int(per_prompt.shape[1]),
     }
     complete = (target.has_heads and not target.by_position and not _grouped(run.cfg, target)
                 and len(grid.cells) == run.cfg.n_layers * run.cfg.n_heads)
@@ -42,6 +44,19 @@ def summarise(grid: Grid, per_prompt, base: Baselines, params, run, extra: Dict[
         data["per_head"] = normalised
     data.update(extra)
     return data, rows
+
+
+def ranking_summary(data, params) -> str:
+    """The heads top() and top_abs() would select from this result (its `per_head` table of
+    normalised scores), or, for grids selectors cannot rank, the largest effect by size."""
+    from ..base import selector_summary
+
+    if data.get("per_head") is not None and not any(v is None for row in data["per_head"] for v in row):
+        return "; " + selector_summary(data["per_head"], params.get("id", params["kind"]))
+    best = data["top"][0] if data["top"] else None
+    if best is None or best["normalized"] is None:
+        return ""
+    return f"; largest |effect| (either sign) {best['label']}: {best['normalized']:.3f}"
 
 
 def _row(grid: Grid, cell: Cell, value: float, norm: Optional[float], run) -> Dict[str, Any]:
