@@ -100,3 +100,57 @@ def test_head_attribution_top_list_is_what_top_selects(compared):
     data = compared.results["head_attr"].data
     picked = compared.select_heads({"heads": "top(head_attr, 5)"})
     assert [t["head"] for t in data["top"][:5]] == [f"L{l}H{h}" for l, h in picked]
+
+
+# --------------------------------------------------------------------------- conventions
+
+
+@pytest.mark.parametrize("kind", ["logit_lens", "layer_attribution", "head_attribution"])
+def test_decomposing_a_nonlinear_metric_is_refused_unless_a_direction_is_named(tmp_path, kind):
+    from mi_dsl.compile import prepare
+    from test_patching import write_spec
+
+    body = DATA.replace("metric: logit_diff", "metric: prob").replace(
+        "  - {kind: head_attribution, id: head_attr}\n", f"  - {{kind: {kind}}}\n")
+    with pytest.raises(MiError) as info:
+        prepare(str(write_spec(tmp_path, GEMMA, body)), [], [])
+    assert "not linear" in str(info.value) and "direction: logit_diff" in info.value.hint
+    assert info.value.location.path == "analyses[0].kind"
+    named = body.replace(f"{{kind: {kind}}}", f"{{kind: {kind}, direction: logit_diff}}")
+    prepare(str(write_spec(tmp_path, GEMMA, named)), [], [])
+
+
+def test_every_result_states_its_convention(compared):
+    for name, result in compared.results.items():
+        assert len(result.data.get("convention", "")) > 40, name
+    assert "first-order" in compared.results["attrib"].data["convention"]
+    assert "post-attention norm" in compared.results["head_attr"].data["convention"]  # Gemma
+
+
+@pytest.fixture(scope="module")
+def lens(tmp_path_factory):
+    body = with_analyses("""
+        - {kind: logit_lens, id: final}
+        - {kind: logit_lens, id: per_layer, normalize: per_layer}
+    """)
+    return run_context(tmp_path_factory.mktemp("lens"), GEMMA, body)
+
+
+def test_logit_lens_per_layer_applies_the_final_norm_at_each_layer(lens):
+    """Independent: the model's own ln_final module on each captured residual, then the
+    unembedding columns (the bridge folds the norm's weights into W_U)."""
+    run = lens
+    n_layers = run.cfg.n_layers
+    names = [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
+    with torch.no_grad():
+        kept = run.capture_final(names)
+        W_U = run.model.W_U
+        direction = W_U[:, run.answers()] - W_U[:, run.foils()]  # [d, N]
+        expected = [float((run.model.ln_final(kept[n]) * direction.T).sum(-1).mean()) for n in names]
+    per_layer = run.results["per_layer"].data
+    assert per_layer["normalize"] == "per_layer"
+    assert per_layer["logit_diff"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    final = run.results["final"].data["logit_diff"]
+    assert final[-1] == pytest.approx(per_layer["logit_diff"][-1], rel=1e-5)  # the same scale at the end
+    assert final[0] != pytest.approx(per_layer["logit_diff"][0], rel=1e-2)    # not elsewhere
+    assert "per_layer" in per_layer["convention"] and "own scale" in per_layer["convention"]

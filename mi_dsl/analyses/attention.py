@@ -40,7 +40,9 @@ class Attention:
         prompts = chosen_prompts(params, run)
         patterns = capture_patterns(run, [ids for _, _, ids in prompts], heads)
         names = head_names(heads)
-        data = {"heads": names, "prompts": [], "note": "patterns[head][query][key]; rows sum to 1"}
+        data = {"heads": names, "prompts": [], "note": "patterns[head][query][key]; rows sum to 1",
+                "convention": "attention probabilities (hook_pattern) of the clean prompts as the model computes "
+                              "them, BOS included; each query row sums to 1"}
         rows = []
         for (label, text, ids), pattern in zip(prompts, patterns):
             tokens = run.tokenizer.token_strs(ids)

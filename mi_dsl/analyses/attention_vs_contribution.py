@@ -67,7 +67,12 @@ class AttentionVsContribution:
                 "from_positions": queries, "to_positions": keys,
                 "note": "attention: mean over query positions of the summed attention to the key positions; "
                         "contribution: the head's output at the final position / final-norm scale, on the "
-                        "direction"}
+                        "direction",
+                "convention": "x: attention probability from the `from` positions summed over the `to` positions "
+                              "(mean over `from`); y: the head's direct output at the final position, scaled as in "
+                              "head_attribution (clean final-norm and post-attention scales frozen), on "
+                              + ("W_U[answer]" if params.get("direction", "answer") == "answer"
+                                 else "W_U[answer] - W_U[foil]") + ", per prompt"}
         rows = [{"head": h["head"], "prompt": i, "text": prompts[i].text, "attention": h["attention"][i],
                  "contribution": h["contribution"][i]} for h in per_head for i in range(len(prompts))]
         summary = "; ".join(f"{h['head']} r={h['correlation']:.2f}" if h["correlation"] is not None

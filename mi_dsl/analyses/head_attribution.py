@@ -6,7 +6,8 @@ bar chart (plot_attention_heads, as a fraction of the clean logit difference).
 """
 from __future__ import annotations
 
-from .base import Result, head_grid_rows, head_label, ranked_heads, step
+from .base import (DIRECTION_PARAM, Result, final_norm_convention, head_grid_rows, head_label, ranked_heads,
+                   require_linear_metric, step)
 from ._figures import hbar, heatmap
 from .registry import analysis
 
@@ -17,9 +18,11 @@ from .registry import analysis
                             "description": "Heads in the bar chart of largest contributions (default 12)."},
                   "normalize": {"type": "boolean",
                                 "description": "Bar chart as a fraction of the clean logit difference "
-                                               "(default true, as the seed's plot)."}})
+                                               "(default true, as the seed's plot)."},
+                  "direction": DIRECTION_PARAM})
 class HeadAttribution:
     def compile(self, params, ctx):
+        require_linear_metric(params, ctx, "head_attribution")
         return step(ctx, params, "every head's output (z @ W_O) at the final position -> logit difference",
                     hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale",
                            "blocks.{L}.ln1_post.hook_scale?"))
@@ -33,7 +36,7 @@ class HeadAttribution:
         top = [{"head": head_label(l, h), "logit_diff": table[l][h]}
                for l, h in ranked_heads(table, "top", params.get("top_k", 12))]
         return Result({"per_head": table, "top": top, "total": float(flat.sum()),
-                       "normalize": params.get("normalize", True)},
+                       "normalize": params.get("normalize", True), "convention": head_convention(run)},
                       tables={"head_attribution": head_grid_rows(table, "logit_diff")},
                       summary=f"top({params.get('id', 'head_attribution')}): "
                               + ", ".join(f"{t['head']} {t['logit_diff']:.3f}" for t in top[:5]))
@@ -49,6 +52,15 @@ class HeadAttribution:
                                           f"Top {len(top)} heads by direct logit difference (fraction of clean)",
                                           "Logit diff / clean logit diff")),
         ]
+
+
+def head_convention(run) -> str:
+    post = ("; first each head's share of the layer's post-attention norm, with the clean run's norm scale "
+            "frozen (each head's value is then a linearisation; heads still sum exactly to the layer)"
+            if run.has_post_attn_norm() else "")
+    return (f"direct logit attribution: each head's output z @ W_O at the final position, "
+            f"{final_norm_convention(run)}{post}. Heads sum to the attention layers' direct effect, not to the "
+            "logit difference (embeddings, MLPs, attention biases and the unembedding bias make the rest)")
 
 
 def per_head_logit_diffs(run, which: str = "clean", interventions=()):

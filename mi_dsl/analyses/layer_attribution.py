@@ -5,15 +5,17 @@ output; each part's direct contribution to the logit difference.
 """
 from __future__ import annotations
 
-from .base import Result, step
+from .base import DIRECTION_PARAM, Result, final_norm_convention, require_linear_metric, step
 from ._figures import line
 from .registry import analysis
 
 
 @analysis("layer_attribution", "Direct logit difference of the embeddings and of each layer's attention "
-                               "and MLP output (the seed's Layer Attribution).")
+                               "and MLP output (the seed's Layer Attribution).",
+          params={"direction": DIRECTION_PARAM})
 class LayerAttribution:
     def compile(self, params, ctx):
+        require_linear_metric(params, ctx, "layer_attribution")
         return step(ctx, params, "embedding + each attention/MLP output at the final position -> logit difference",
                     hooks=("blocks.0.hook_resid_pre", "blocks.{L}.hook_attn_out", "blocks.{L}.hook_mlp_out",
                            "ln_final.hook_scale"))
@@ -33,7 +35,11 @@ class LayerAttribution:
         total = sum(values) + bias
         return Result(
             {"labels": labels, "logit_diff": values, "sum": total, "measured_logit_diff": measured,
-             "unembed_bias_diff": bias},
+             "unembed_bias_diff": bias,
+             "convention": "direct effect of each part (embeddings, each attention and MLP output) at the final "
+                           f"position, {final_norm_convention(run)}; the parts plus the unembedding bias sum "
+                           "exactly to the measured logit difference; effects through later layers are not "
+                           "counted"},
             tables={"layer_attribution": [{"component": c, "logit_diff": v} for c, v in zip(labels, values)]},
             summary=f"components sum to {total:.4f}; measured {measured:.4f}")
 

@@ -2,37 +2,54 @@
 
 The residual stream entering each layer, and the final one, read through the final
 normalisation and the logit-difference direction: where in depth the answer appears.
+`normalize: final` (default, the seed's apply_ln_to_stack) divides every layer by the
+final layer's scale, a linear reading in which the entries are comparable sums;
+`normalize: per_layer` normalises each layer's residual by its own scale, as if the
+final norm were applied there (the usual logit lens), so each entry is a logit
+difference the model could read at that depth.
 """
 from __future__ import annotations
 
-from .base import Result, step
+from .base import DIRECTION_PARAM, Result, final_norm_convention, require_linear_metric, step
 from ._figures import line
 from .registry import analysis
 
+NORMALIZE = ("final", "per_layer")
+
 
 @analysis("logit_lens", "Logit difference read from the accumulated residual stream before each "
-                        "layer and at the end (the seed's Logit Lens).")
+                        "layer and at the end (the seed's Logit Lens).",
+          params={"normalize": {"type": "string", "enum": list(NORMALIZE),
+                                "description": "final (default, the seed's): divide every layer's residual by "
+                                               "the final layer's norm scale (linear; entries are comparable "
+                                               "sums); per_layer: normalise each layer's residual by its own "
+                                               "scale, as if the final norm were applied there."},
+                  "direction": DIRECTION_PARAM})
 class LogitLens:
     def compile(self, params, ctx):
-        return step(ctx, params, "accumulated residual stream at the final position -> logit difference",
+        require_linear_metric(params, ctx, "logit_lens")
+        return step(ctx, params, f"accumulated residual stream at the final position -> logit difference "
+                                 f"(normalised by the {params.get('normalize', 'final')} scale)",
                     hooks=("blocks.{L}.hook_resid_pre", "blocks.{last}.hook_resid_post", "ln_final.hook_scale"))
 
     def compute(self, params, run) -> Result:
         import torch
 
         run.require_processing("logit_lens")
+        normalize = params.get("normalize", "final")
         n_layers = run.cfg.n_layers
         names = [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)]
         names += [f"blocks.{n_layers - 1}.hook_resid_post", "ln_final.hook_scale"]
         kept = run.capture_final(names)
         stack = torch.stack([kept[n] for n in names[:-1]])  # [L+1, N, d]
-        values = run.attribute(stack, kept["ln_final.hook_scale"]).tolist()
+        scale = kept["ln_final.hook_scale"] if normalize == "final" else run.own_final_scale(stack)
+        values = run.attribute(stack, scale).tolist()
         labels = [f"{l}_pre" for l in range(n_layers)] + ["final_post"]
         measured = run.measured(kept)
         bias = float(run.bias_diff().mean())
         return Result(
             {"labels": labels, "logit_diff": values, "measured_logit_diff": measured,
-             "unembed_bias_diff": bias},
+             "unembed_bias_diff": bias, "normalize": normalize, "convention": _convention(run, normalize)},
             tables={"logit_lens": [{"component": c, "logit_diff": v} for c, v in zip(labels, values)]},
             summary=f"final entry {values[-1]:.4f} (+ unembedding bias {bias:.4f}) vs measured {measured:.4f}")
 
@@ -40,3 +57,13 @@ class LogitLens:
         d = result.data
         return [("logit_lens", line(d["logit_diff"], d["labels"],
                                     "Logit difference from the accumulated residual stream", "logit difference"))]
+
+
+def _convention(run, normalize: str) -> str:
+    if normalize == "final":
+        how = final_norm_convention(run) + " for every layer (a linear reading, not each layer's own norm)"
+    else:
+        how = ("each layer's residual normalised by its own scale (as if the final norm were applied at that "
+               "layer), then projected on W_U[answer] - W_U[foil]")
+    return (f"logit lens, normalize: {normalize}: the accumulated residual at the final position, {how}; "
+            "the last entry plus the unembedding bias is the measured logit difference")

@@ -137,6 +137,14 @@ class RunContext:
             stack = stack - stack.mean(-1, keepdim=True)
         return stack / scale
 
+    def own_final_scale(self, stack: torch.Tensor) -> torch.Tensor:
+        """[..., N, 1]: the scale the final norm would divide each residual of `stack` by, were it
+        the final one (per-layer logit lens), with the final norm's epsilon."""
+        x = stack.float()
+        if self.cfg.normalization_type in ("LN", "LNPre"):
+            x = x - x.mean(-1, keepdim=True)
+        return (x.pow(2).mean(-1, keepdim=True) + self.cfg.eps).sqrt().to(stack.dtype)
+
     def attribute(self, stack: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Mean over prompts of each component's logit difference: [..., N, d] -> [...]."""
         scaled = self.apply_final_ln(stack, scale)

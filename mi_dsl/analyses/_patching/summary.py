@@ -42,6 +42,9 @@ def summarise(grid: Grid, per_prompt, base: Baselines, params, run, extra: Dict[
                 and len(grid.cells) == run.cfg.n_layers * run.cfg.n_heads)
     if complete:  # a full [layer][head] table: top(ID, n) can rank by it
         data["per_head"] = normalised
+    data["convention"] = (f"exact: the metric ({run.metric}) of each patched run at the final position, mean over "
+                          f"{int(per_prompt.shape[1])} prompts, normalised (m - corrupted) / (clean - corrupted) "
+                          f"by these pairs' baselines; {direction_of(params)}")
     data.update(extra)
     return data, rows
 
