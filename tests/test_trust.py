@@ -154,3 +154,66 @@ def test_logit_lens_per_layer_applies_the_final_norm_at_each_layer(lens):
     assert final[-1] == pytest.approx(per_layer["logit_diff"][-1], rel=1e-5)  # the same scale at the end
     assert final[0] != pytest.approx(per_layer["logit_diff"][0], rel=1e-2)    # not elsewhere
     assert "per_layer" in per_layer["convention"] and "own scale" in per_layer["convention"]
+
+
+# --------------------------------------------------------------------------- head detection
+
+
+def tl_detect(run, tokens, exclude_bos=False, exclude_current_token=False):
+    """transformer_lens.head_detector.detect_head on each sequence (its own forward and cache), averaged:
+    [3, L, H]. detect_head tokenizes a string; it is handed the same token ids instead."""
+    from transformer_lens.head_detector import detect_head
+
+    model = run.model
+    out = []
+    for row in tokens:
+        sequence = row[None]
+        with torch.no_grad():
+            _, cache = model.run_with_cache(sequence, remove_batch_dim=True)
+        original = model.to_tokens
+        model.to_tokens = lambda seq, *a, **k: sequence
+        try:
+            out.append(torch.stack([detect_head(model, "ids", name, cache=cache, exclude_bos=exclude_bos,
+                                                exclude_current_token=exclude_current_token)
+                                    for name in ("previous_token_head", "duplicate_token_head", "induction_head")]))
+        finally:
+            model.to_tokens = original
+    return torch.stack(out).mean(0).double()
+
+
+@pytest.mark.parametrize("flags", [{}, {"exclude_bos": True}, {"exclude_bos": True, "exclude_current_token": True}])
+def test_transformer_lens_definition_equals_detect_head(compared, flags):
+    from mi_dsl.analyses.head_detection import random_repeated_tokens
+
+    # few token ids, so the first copy repeats tokens too ("any earlier copy" matters)
+    params = dict(seq_len=8, batch=3, low=100, high=107, definition="transformer_lens", **flags)
+    result = compute(compared, "head_detection", "detect_tl", **params)
+    tokens = random_repeated_tokens(compared, params)
+    assert len(set(tokens[0, 1:9].tolist())) < 8
+    expected = tl_detect(compared, tokens, **flags)
+    for i, kind in enumerate(("previous_token", "duplicate_token", "induction")):
+        got = torch.tensor(result.data[kind], dtype=torch.float64)
+        assert torch.allclose(got, expected[i], atol=1e-6, rtol=0), kind
+    assert result.data["definition"] == "transformer_lens" and "detect_head" in result.data["convention"]
+
+
+def test_diagonal_and_transformer_lens_definitions_differ_as_documented(compared):
+    """On two-copy sequences of distinct tokens, TL's duplicate score counts only the second copy's queries
+    (and divides by all queries): about half the diagonal mean."""
+    params = dict(seq_len=12, batch=2, low=100, high=20000)
+    diagonal = compute(compared, "head_detection", "detect_diag", **params).data
+    tl = compute(compared, "head_detection", "detect_tl2", definition="transformer_lens", **params).data
+    assert diagonal["definition"] == "diagonal"
+    d, t = torch.tensor(diagonal["duplicate_token"]), torch.tensor(tl["duplicate_token"])
+    assert not torch.allclose(d, t, atol=1e-3)
+    assert t.sum() < d.sum()
+
+
+def test_exclude_flags_need_the_transformer_lens_definition(tmp_path):
+    from mi_dsl.compile import prepare
+    from test_patching import write_spec
+
+    body = with_analyses("- {kind: head_detection, exclude_bos: true}")
+    with pytest.raises(MiError) as info:
+        prepare(str(write_spec(tmp_path, GEMMA, body)), [], [])
+    assert info.value.location.path == "analyses[1].exclude_bos"

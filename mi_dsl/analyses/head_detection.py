@@ -8,6 +8,14 @@ pattern without BOS's row and column, so the offsets mean the same token pairs a
 seed's BOS-free run (the model still attends to BOS; that attention just counts for no
 score). Only the attention patterns are captured, reduced to scores inside the hook; the
 forward stops after the last layer's pattern, so no logits are computed.
+
+`definition: transformer_lens` scores as transformer_lens.head_detector.detect_head does
+(its "mul" measure): the attention on the query-key pairs of a 0/1 detection pattern,
+divided by the head's total attention (after zeroing the BOS column and/or the diagonal
+when excluded), per sequence, averaged. Its duplicate and induction patterns come from
+the tokens (a key counts at any earlier copy of the query's token, or just after one), so
+on two-copy sequences, where the first copy has no earlier copy, they are about half of
+the diagonal scores.
 """
 from __future__ import annotations
 
@@ -18,6 +26,8 @@ from ._figures import heatmap
 from .registry import analysis
 
 KINDS = ("previous_token", "duplicate_token", "induction")
+DEFINITIONS = ("diagonal", "transformer_lens")
+TL_ONLY = ("exclude_bos", "exclude_current_token")
 TITLES = {"previous_token": "Previous Token Scores", "duplicate_token": "Duplicate Token Scores",
           "induction": "Induction Head Scores"}
 VIEW_HEADS = 4
@@ -46,6 +56,20 @@ VIEW_HEADS = 4
                                                         "sequence, when `heads` is given)."},
               "repeat": {"type": "integer", "minimum": 1, "maximum": 16,
                          "description": "Repeat `text` this many times, joined as written (default 2)."},
+              "definition": {"type": "string", "enum": list(DEFINITIONS),
+                             "description": "diagonal (default, the seed's): the mean of one diagonal of the "
+                                            "pattern, BOS row and column left out; transformer_lens: "
+                                            "transformer_lens.head_detector.detect_head's score (attention on "
+                                            "the detection pattern / total attention, duplicates at any earlier "
+                                            "copy)."},
+              "exclude_bos": {"type": "boolean",
+                              "description": "definition: transformer_lens only: zero the attention to "
+                                             "position 0 before scoring (detect_head's exclude_bos; default "
+                                             "false)."},
+              "exclude_current_token": {"type": "boolean",
+                                        "description": "definition: transformer_lens only: zero the attention "
+                                                       "to the current token (detect_head's "
+                                                       "exclude_current_token; default false)."},
           },
           needs_dataset=False)
 class HeadDetection:
@@ -56,9 +80,14 @@ class HeadDetection:
         if params.get("low", 100) >= params.get("high", 20000):
             raise SpecMeaningError(f"low ({params.get('low', 100)}) must be below high ({params.get('high', 20000)})",
                                    ctx.where("low" if "low" in params else "high"))
+        if params.get("definition", "diagonal") == "diagonal":
+            for key in TL_ONLY:
+                if key in params:
+                    raise SpecMeaningError(f"`{key}` applies to definition: transformer_lens only",
+                                           ctx.where(key), hint="add definition: transformer_lens or remove it")
         seq_len, batch = params.get("seq_len", 100), params.get("batch", 2)
         return step(ctx, params, f"{batch} sequences of {seq_len} random tokens, repeated; attention patterns "
-                                 "reduced to three diagonal scores per head in the hook",
+                                 f"reduced to three {params.get('definition', 'diagonal')} scores per head in the hook",
                     hooks=("blocks.{L}.attn.hook_pattern",), positions="all")
 
     def compute(self, params, run) -> Result:
@@ -66,11 +95,14 @@ class HeadDetection:
 
         seq_len, bos = params.get("seq_len", 100), run.plan.model.prepend_bos
         tokens = random_repeated_tokens(run, params)
-        scores = _scores(run, tokens, seq_len, bos)  # [3, L, H]
+        definition = params.get("definition", "diagonal")
+        score = _score_function(params, seq_len, bos)
+        scores = _scores(run, tokens, score)  # [3, L, H]
         rank_by = params.get("rank_by", "induction")
         data = {kind: scores[i].tolist() for i, kind in enumerate(KINDS)}
         data.update({"per_head": data[rank_by], "rank_by": rank_by, "seq_len": seq_len,
-                     "batch": tokens.shape[0], "bos": bos,
+                     "batch": tokens.shape[0], "bos": bos, "definition": definition,
+                     "convention": _convention(params, bos),
                      "token_range": token_range(run, params)})
         flat = scores[KINDS.index(rank_by)].flatten()
         n_heads = run.cfg.n_heads
@@ -81,7 +113,7 @@ class HeadDetection:
                 row[kind] = float(value)
         if "heads" in params or "text" in params:
             data["view"] = _view(params, run, tokens[0], scores[KINDS.index(rank_by)])
-        return Result(data, tables={"head_detection": rows}, summary=f"top {rank_by} heads: {', '.join(top)}")
+        return Result(data, tables={"head_detection": rows}, summary=f"top {rank_by} heads ({definition}): {', '.join(top)}")
 
     def figures(self, result, run):
         d = result.data
@@ -103,6 +135,50 @@ def detection_scores(pattern, seq_len: int, bos: bool):
         raise ValueError(f"expected a pattern over {2 * seq_len} tokens, got {pattern.shape[-1]}")
     diagonals = [pattern.diagonal(offset=o, dim1=-1, dim2=-2).mean(-1) for o in (1, seq_len, seq_len - 1)]
     return torch.stack(diagonals, dim=1)
+
+
+def transformer_lens_scores(pattern, tokens, exclude_bos: bool = False, exclude_current_token: bool = False):
+    """pattern [B, H, Q, K], tokens [B, Q] -> [B, 3, H]: previous-token, duplicate-token and induction
+    scores as detect_head's "mul" measure: attention on the detection pattern's 1s / total attention."""
+    import torch
+
+    n, device = tokens.shape[-1], pattern.device
+    below = torch.ones(n, n, dtype=torch.bool, device=device).tril(-1)        # key strictly before query
+    tokens = tokens.to(device)
+    duplicate = (tokens[:, :, None] == tokens[:, None, :]) & below           # [B, Q, K] an earlier copy
+    induction = torch.zeros_like(duplicate)
+    induction[:, :, 1:] = duplicate[:, :, :-1]                               # the key just after one
+    previous = torch.eye(n, dtype=torch.bool, device=device).roll(-1, dims=1).tril(-1).expand_as(duplicate)
+    if exclude_bos or exclude_current_token:
+        pattern = pattern.clone()
+        if exclude_bos:
+            pattern[..., 0] = 0
+        if exclude_current_token:
+            pattern.diagonal(dim1=-2, dim2=-1).zero_()
+    total = pattern.sum((-1, -2))  # [B, H]
+    scores = [(pattern * d[:, None].to(pattern.dtype)).sum((-1, -2)) / total for d in (previous, duplicate, induction)]
+    return torch.stack(scores, dim=1)
+
+
+def _score_function(params, seq_len: int, bos: bool):
+    """fn(pattern [B, H, Q, K] float, tokens [B, Q]) -> [B, 3, H] under the chosen definition."""
+    if params.get("definition", "diagonal") == "diagonal":
+        return lambda pattern, tokens: detection_scores(pattern, seq_len, bos)
+    flags = {key: params.get(key, False) for key in TL_ONLY}
+    return lambda pattern, tokens: transformer_lens_scores(pattern, tokens, **flags)
+
+
+def _convention(params, bos: bool) -> str:
+    if params.get("definition", "diagonal") == "diagonal":
+        return ("definition: diagonal (the seed's): mean over query positions of the attention on one diagonal "
+                "(offset 1: previous token; seq_len: the same token's first copy; seq_len - 1: the token after "
+                "it, induction)" + ("; BOS row and column left out, not renormalised" if bos else ""))
+    excluded = [k for k in TL_ONLY if params.get(k)]
+    return ("definition: transformer_lens (detect_head, \"mul\"): attention on the query-key pairs of the "
+            "detection pattern / the head's total attention, per sequence, averaged; duplicate and induction "
+            "pairs at any earlier copy of the token; BOS " + ("excluded and the rest renormalised"
+                                                             if "exclude_bos" in excluded else "included")
+            + ("; current token excluded" if "exclude_current_token" in excluded else ""))
 
 
 def token_range(run, params):
@@ -128,14 +204,14 @@ def random_repeated_tokens(run, params):
     return tokens
 
 
-def _scores(run, tokens, seq_len: int, bos: bool):
+def _scores(run, tokens, score):
     import torch
 
     n_layers = run.cfg.n_layers
     names = [PATTERN_HOOK.format(l) for l in range(n_layers)]
-    keep = {name: (lambda a: detection_scores(a.float(), seq_len, bos)) for name in names}
 
     def one_batch(rows: slice):
+        keep = {name: (lambda a, t=tokens[rows]: score(a.float(), t)) for name in names}
         return run.executor.capture(tokens[rows], keep, stop_after=names[-1])[1]
 
     parts = run.executor.map_batches(tokens.shape[0], tokens.shape[1], one_batch, "head detection")
