@@ -217,3 +217,27 @@ def test_exclude_flags_need_the_transformer_lens_definition(tmp_path):
     with pytest.raises(MiError) as info:
         prepare(str(write_spec(tmp_path, GEMMA, body)), [], [])
     assert info.value.location.path == "analyses[1].exclude_bos"
+
+
+# --------------------------------------------------------------------------- ablation under post-norms
+
+
+def test_ablation_splits_rescaling_by_the_post_norm_from_changed_output(compared):
+    """Gemma's post-attention norm: zeroing L0H0 at the final position changes layer 0's norm scale, so
+    its sibling heads' attributions move though their outputs do not. That move is all 'rescaled'."""
+    d = compute(compared, "ablation", "ablate", heads="L0H0", positions="final").data
+    before, after = torch.tensor(d["dla_before"]), torch.tensor(d["dla_after"])
+    rescaled, changed = torch.tensor(d["dla_rescaled"]), torch.tensor(d["dla_changed_output"])
+    size = float(before.abs().max())
+    assert torch.allclose(after - before, rescaled + changed, atol=1e-6 * size, rtol=1e-5)
+    assert torch.allclose(before, torch.tensor(compared.results["head_attr"].data["per_head"]), rtol=1e-4,
+                          atol=1e-6 * size)
+    ratios = [r["mean"] for r in d["post_attn_scale_ratio"]]
+    assert abs(ratios[0] - 1) > 1e-3                    # the ablated layer's norm scale moved
+    siblings = [(0, h) for h in range(1, before.shape[1])]
+    for l, h in siblings:                               # their z is computed before the ablation
+        assert abs(changed[l, h]) <= 1e-6 * size
+        assert float(rescaled[l, h]) == pytest.approx(float(after[l, h] - before[l, h]), rel=1e-4, abs=1e-7 * size)
+    assert any(abs(after[l, h] - before[l, h]) > 1e-3 * size for l, h in siblings)
+    assert all(b["head"] not in {f"L{l}H{h}" for l, h in siblings} for b in d["backup_heads"])
+    assert "changed output" in d["convention"]

@@ -3,7 +3,11 @@
 Knock out chosen heads (their z, before W_O) at chosen positions by zero, the dataset
 mean or the corrupted prompt's value; compare the metric and every head's direct logit
 attribution before and after. Heads whose attribution moves towards the lost effect
-are backups; the final LayerNorm scale ratio says how much of that is mere rescaling.
+are backups. On models with a norm after attention (Gemma), zeroing one head changes its
+layer's norm scale, which rescales every sibling head's attribution though its output did
+not change: each head's change is split into "rescaled by the norms" (its old output read
+with the new scales) and "changed output" (the change of its output, read with the new
+scales); the two sum to the change, and backups are read from the second.
 """
 from __future__ import annotations
 
@@ -69,7 +73,9 @@ class Ablation:
                                     "of heads (ablated heads in red)", "Ablated", "Original", color=colours,
                                     diagonal=True)),
             ("dla_change", heatmap(change, "Change in each head's direct logit attribution (after - before)")),
-        ]
+        ] + ([("dla_changed_output", heatmap(d["dla_changed_output"], "Change from each head's changed output "
+                                              "(the change less the norms' rescaling; backups read here)"))]
+             if "dla_changed_output" in d else [])
 
 
 def _replacements(run, heads, method: str):
@@ -121,25 +127,82 @@ def _ablate(heads, positions, replacement):
 
 
 def _sweep(run, interventions=()):
-    """One pass over the dataset: per-head DLA [L, H], the metric and the final norm scale per prompt."""
+    """One pass over the dataset: per head and prompt the output on the logit-difference direction before
+    any norm scale (`raw` [L, H, N]) and the scales dividing it (`inverse` [L, N]: 1 / (post-attention
+    scale x final scale)), the post-attention and final scales, and the metric per prompt."""
+    import torch
+
     from ..metrics import compute_metrics
     from ..runtime.unembed import UNEMBED_INPUT
-    from .head_attribution import capture_heads, head_dla
+    from .head_attribution import capture_heads
 
     kept = capture_heads(run, interventions=interventions)
     metric = compute_metrics(kept[UNEMBED_INPUT], run.answers().to(run.device), run.foils().to(run.device),
                              [run.metric], run.unembed)[run.metric]
-    return {"dla": head_dla(run, kept).float(), "metric": metric.cpu(),
-            "scale": kept["ln_final.hook_scale"].reshape(-1).float().cpu()}
+    final = kept["ln_final.hook_scale"].reshape(-1).float()
+    directions = run.logit_diff_directions()
+    raw, post = [], []
+    for layer in range(run.cfg.n_layers):
+        out = run.head_outputs(kept[f"blocks.{layer}.attn.hook_z"], layer, None)  # [N, H, d]
+        if run.has_post_attn_norm():
+            out = out * run.post_attn_weight(layer)
+            post.append(kept[f"blocks.{layer}.ln1_post.hook_scale"].reshape(-1).float())
+        centred = run.apply_final_ln(out.transpose(0, 1), torch.ones_like(final)[:, None].to(out.dtype))
+        raw.append((centred * directions).sum(-1).float())  # [H, N]
+    post_scales = torch.stack(post) if post else torch.ones(run.cfg.n_layers, len(final), device=final.device)
+    inverse = 1.0 / (post_scales * final)
+    return {"raw": torch.stack(raw).cpu(), "inverse": inverse.cpu(), "metric": metric.cpu(),
+            "scale": final.cpu(), "post_scales": post_scales.cpu() if post else None}
+
+
+def _dla(sweep):
+    """[L, H] mean over prompts of each head's direct logit difference."""
+    return (sweep["raw"] * sweep["inverse"][:, None, :]).mean(-1)
+
+
+def _split(before, after):
+    """Each head's change of attribution = rescaled (old output, new scales) + changed output (output
+    change, new scales); [L, H] each, means over prompts."""
+    rescaled = (before["raw"] * (after["inverse"] - before["inverse"])[:, None, :]).mean(-1)
+    changed = ((after["raw"] - before["raw"]) * after["inverse"][:, None, :]).mean(-1)
+    return rescaled, changed
+
+
+def _norm_scales(before, after):
+    """Per layer (post-attention norms) and at the end: mean and range of the scale ratio before / after."""
+    def ratio(b, a):
+        r = b / a
+        return {"mean": float(r.mean()), "min": float(r.min()), "max": float(r.max())}
+
+    layers = None
+    if before["post_scales"] is not None:
+        layers = [ratio(b, a) for b, a in zip(before["post_scales"], after["post_scales"])]
+    return layers, ratio(before["scale"], after["scale"])
+
+
+def _backups(heads, changed, own_change: float, n_heads: int, count: int = 5):
+    """Heads (not ablated) whose output changed to make up for the lost effect, largest first."""
+    sign = -1.0 if own_change > 0 else 1.0
+    order = sorted(((sign * float(v), l, h) for (l, h), v in _cells(changed)
+                    if (l, h) not in heads and sign * float(v) > 0), reverse=True)
+    return [{"head": head_label(l, h), "changed_output": float(changed[l, h])} for _, l, h in order[:count]]
+
+
+def _cells(table):
+    return [((l, h), table[l, h]) for l in range(table.shape[0]) for h in range(table.shape[1])]
 
 
 def _result(run, heads, method, positions, before, after) -> Result:
     names = head_names(heads)
+    dla_before, dla_after = _dla(before), _dla(after)
+    rescaled, changed = _split(before, after)
     flat = [l * run.cfg.n_heads + h for l, h in heads]
-    own_change = float((after["dla"].flatten()[flat] - before["dla"].flatten()[flat]).sum())
+    own_change = float((dla_after.flatten()[flat] - dla_before.flatten()[flat]).sum())
     m_before, m_after = float(before["metric"].mean()), float(after["metric"].mean())
     naive = m_before + own_change if run.metric == "logit_diff" else None
-    ratio = float((before["scale"] / after["scale"]).mean())
+    layer_ratios, final_ratio = _norm_scales(before, after)
+    ratio = final_ratio["mean"]
+    backups = _backups(heads, changed, own_change, run.cfg.n_heads)
     data = {
         "heads": names, "method": method, "positions": positions or "all", "metric": run.metric,
         "metric_before": m_before, "metric_after": m_after,
@@ -147,17 +210,38 @@ def _result(run, heads, method, positions, before, after) -> Result:
         "naive_prediction": naive,
         "naive_note": "metric before plus the ablated heads' own change in direct logit attribution "
                       "(what the metric would be if no other head changed); logit_diff only",
-        "dla_before": before["dla"].tolist(), "dla_after": after["dla"].tolist(),
+        "dla_before": dla_before.tolist(), "dla_after": dla_after.tolist(),
+        "dla_rescaled": rescaled.tolist(), "dla_changed_output": changed.tolist(),
+        "backup_heads": backups,
         "ln_scale_ratio": ratio,
         "ln_scale_note": "mean over prompts of ln_final.hook_scale at the final position, original / ablated",
         "ln_scale_before": before["scale"].tolist(), "ln_scale_after": after["scale"].tolist(),
+        "post_attn_scale_ratio": layer_ratios,
+        "convention": "metric: exact, re-measured with the heads ablated; direct logit attribution of each head "
+                      "before and after, each run read with its own final-norm (and post-attention norm) scales "
+                      "at the final position; change = rescaled by the norms (old output, new scales) + changed "
+                      "output (new output - old, new scales); backup heads are read from the changed output",
     }
     n_heads = run.cfg.n_heads
     rows = [{"layer": l, "head": h, "label": head_label(l, h), "ablated": (l, h) in heads,
-             "dla_before": float(before["dla"][l, h]), "dla_after": float(after["dla"][l, h]),
-             "change": float(after["dla"][l, h] - before["dla"][l, h])}
+             "dla_before": float(dla_before[l, h]), "dla_after": float(dla_after[l, h]),
+             "change": float(dla_after[l, h] - dla_before[l, h]),
+             "rescaled_by_norm": float(rescaled[l, h]), "changed_output": float(changed[l, h])}
             for l in range(run.cfg.n_layers) for h in range(n_heads)]
     naive_text = f" (naive {naive:.3f})" if naive is not None else ""
+    backup_text = (f"; largest backup (changed output) {backups[0]['head']} {backups[0]['changed_output']:+.4f}"
+                   if backups else "")
     summary = (f"{method}-ablating {', '.join(names[:6])}{', ...' if len(names) > 6 else ''}: {run.metric} "
-               f"{m_before:.3f} -> {m_after:.3f}{naive_text}; LN scale ratio {ratio:.3f}")
+               f"{m_before:.3f} -> {m_after:.3f}{naive_text}; final norm scale ratio {ratio:.3f}"
+               + _layer_ratio_text(layer_ratios) + backup_text)
     return Result(data, tables={"ablation": rows}, summary=summary)
+
+
+def _layer_ratio_text(layer_ratios) -> str:
+    if not layer_ratios:
+        return ""
+    moved = [(i, r) for i, r in enumerate(layer_ratios) if abs(r["mean"] - 1) > 1e-4]
+    if not moved:
+        return "; post-attention norm scales unchanged"
+    shown = ", ".join(f"L{i} {r['mean']:.3f} ({r['min']:.2f}-{r['max']:.2f})" for i, r in moved[:4])
+    return "; post-attention norm scale ratio " + shown + (", ..." if len(moved) > 4 else "")
