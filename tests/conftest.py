@@ -42,6 +42,45 @@ def tiny_tokenizer(tmp_path_factory) -> Path:
     return path
 
 
+ROUGH = "tiny-rough"
+
+
+def roughen(model) -> None:
+    """Norm weights and biases away from identity and zero: every norm's weight gets N(0, 0.5)
+    added (LayerNorm's 1 + noise; Gemma's stored w, used as 1 + w, becomes noise), every bias
+    N(0, 0.2). Folding the final norm into the unembedding, the unembedding bias that LayerNorm's
+    bias becomes, b_O and Gemma's (1 + w) weights then all matter to the numbers."""
+    import torch
+
+    for name, param in model.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        owner = name.rsplit(".", 2)[-2] if name.count(".") else ""
+        if leaf == "bias":
+            param.add_(0.2 * torch.randn_like(param))
+        elif leaf == "weight" and ("norm" in owner or owner.startswith("ln")):
+            param.add_(0.5 * torch.randn_like(param))
+
+
+@pytest.fixture(scope="session")
+def rough_models():
+    """Registers size `tiny-rough` for every random architecture: the tiny shape with sharper weights
+    (initializer_range 0.2) and roughened norms and biases (see `roughen`). Yields the size name."""
+    from mi_dsl.runtime.models import random_weights
+
+    def rough(shape):
+        def make(vocab):
+            config = shape.make_config(vocab)
+            config.initializer_range = 0.2
+            return config
+        return random_weights.Shape(shape.hub_name, make, shape.fixed_vocab, finish=roughen)
+
+    for sizes in random_weights.SHAPES.values():
+        sizes[ROUGH] = rough(sizes["tiny"])
+    yield ROUGH
+    for sizes in random_weights.SHAPES.values():
+        sizes.pop(ROUGH, None)
+
+
 @pytest.fixture(scope="session")
 def pythia_tokenizer() -> Path:
     if not PYTHIA_TOKENIZER.is_file():

@@ -554,6 +554,10 @@ def test_embedded_gemma_ablation_contribution_and_detection(tmp_path):
                           atol=1e-4)
     assert ablation["metric_after"] != pytest.approx(ablation["metric_before"], abs=1e-4)
     detect = a["head_detection"]
-    for kind in ("previous_token", "duplicate_token", "induction"):
-        assert all(0.0 <= v <= 1.0 for row in detect[kind] for v in row)
+    # Gemma-3-270m has clear previous-token and induction heads (0.67 and 0.78 at seq_len 20, tests/golden):
+    # scores read at a wrong offset or from a wrong layer would be near 0 everywhere
+    for kind in ("previous_token", "induction"):
+        scores = torch.tensor(detect[kind])
+        assert scores.max() > 0.4, kind
+        assert scores.max() > 5 * scores.median(), kind
     assert not re.search(r"https?://", (outcome.run_dir / "figures" / "head_detection__view.html").read_text())

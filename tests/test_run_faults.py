@@ -94,5 +94,15 @@ def test_python_api_returns_the_results(tmp_path):
     spec = write_spec(tmp_path, tiny("gpt_neox"), analyses="analyses:\n  - {kind: logit_lens}\n")
     results = mi_dsl.run(spec, progress=False)
     assert results["analyses"]["logit_lens"]["kind"] == "logit_lens"
-    measured = results["analyses"]["logit_lens"]["measured_logit_diff"]
-    assert results["baselines"]["clean"] == pytest.approx(measured, abs=1e-6)
+    # the baseline against the model's own forward (full logits, unembedding bias), not against another
+    # reading of the same unembedding input
+    from mi_dsl.runtime.models import load_model
+    from mi_dsl.compile import prepare
+
+    prepared = prepare(str(spec), [], [])
+    bridge = load_model(prepared.plan.model).bridge
+    with torch.no_grad():
+        diffs = [bridge(torch.tensor([p.clean.ids]))[0, -1] for p in prepared.dataset.pairs]
+    expected = sum(float(d[p.answer] - d[p.foil]) for d, p in zip(diffs, prepared.dataset.pairs)) / len(diffs)
+    assert abs(expected) > 1e-5
+    assert results["baselines"]["clean"] == pytest.approx(expected, rel=1e-4, abs=1e-7)

@@ -18,6 +18,7 @@ class Shape:
     hub_name: str                    # the name the bridge is booted with
     make_config: Callable[[int], Any]  # vocabulary size -> a transformers config
     fixed_vocab: Optional[int] = None  # the real model's (padded) vocabulary size, else the tokenizer's
+    finish: Optional[Callable[[Any], None]] = None  # fn(model) after initialisation, under the same seed
 
 
 def _gpt_neox(hidden: int, layers: int, heads: int, intermediate: int) -> Callable[[int], Any]:
@@ -132,4 +133,7 @@ def build(shape: Shape, vocab_size: int, seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        if shape.finish is not None:
+            with torch.no_grad():
+                shape.finish(model)
     return model.eval()
