@@ -1,0 +1,79 @@
+"""mi-dsl against an independent reference on the embedded Gemma (slow): baselines, the top
+heads' direct logit attribution and their exact patching cells recomputed in plain
+transformers with forward hooks (tests/hf_reference.py, a subprocess that never imports
+TransformerLens), 1e-3 relative. Guards against bridge bugs that every TransformerLens-based
+comparison would share."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+SPEC = """
+version: 1
+name: reference
+seed: 42
+model: {source: embedded, prepend_bos: true, dtype: float32}
+vocabularies:
+  categories: {items: [birds, fish, insects, mammals], filter: 'ntokens(" " + item) == 1'}
+  descriptors:
+    pairs: [[endothermic, ectothermic], [digitigrade, plantigrade], [toothed, toothless]]
+    filter: 'ntokens(" " + item) == 2'
+  nouns: {items: [Dogs, Cows, Horses, Wolves, Bears], filter: 'ntokens(" " + item) == 1 and ntokens(" " + lower(item)) == 1'}
+prompts:
+  template: "All {category} are {descriptor}. {noun} are {category}. Therefore, {lower(noun)} are"
+  slots: {category: categories, descriptor: descriptors, noun: nouns}
+  answer: 'first_token(" " + descriptor)'
+  foil: 'first_token(" " + opposite(descriptor))'
+  corrupt: {swap: descriptor}
+  equal_lengths: true
+metric: logit_diff
+pipeline:
+  - keep: 'clean.logit_diff > 2 and corrupted.logit_diff < -2'
+  - sample: {n: 4, seed: 42}
+analyses:
+  - {kind: head_attribution, id: head_attr}
+  - {kind: activation_patching, id: patch, target: z, heads: "top_abs(head_attr, 3)"}
+"""
+
+
+@pytest.mark.slow
+def test_embedded_gemma_matches_plain_transformers(tmp_path):
+    from mi_dsl.compile import prepare
+    from mi_dsl.runtime.run import Session
+
+    path = tmp_path / "reference.yaml"
+    path.write_text(textwrap.dedent(SPEC))
+    p = prepare(str(path), [], [])
+    session = Session(p.spec, p.plan, p.dataset, p.tokenizer, progress=False, say=lambda m: None)
+    results = session.run(time.perf_counter())
+    run = session.context
+    a = results["analyses"]
+    heads = run.select_heads({"heads": "top_abs(head_attr, 3)"})
+    request = {"model_dir": session.loaded.info["weights"], "heads": [list(h) for h in heads],
+               "pairs": [{"clean": list(x.clean.ids), "corrupted": list(x.corrupted.ids), "answer": x.answer,
+                          "foil": x.foil} for x in run.pairs]}
+    (tmp_path / "in.json").write_text(json.dumps(request))
+    done = subprocess.run([sys.executable, str(HERE / "hf_reference.py"), str(tmp_path / "in.json"),
+                           str(tmp_path / "out.json")], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ref = json.loads((tmp_path / "out.json").read_text())
+
+    for which in ("clean", "corrupted"):
+        assert results["baselines"][which] == pytest.approx(ref["baselines"][which], rel=1e-3)
+    per_head = a["head_attr"]["per_head"]
+    size = max(abs(v) for row in per_head for v in row)
+    for l, h in heads:
+        assert per_head[l][h] == pytest.approx(ref["head_dla"][f"L{l}H{h}"], rel=1e-3, abs=1e-4 * size), (l, h)
+    cells = {row["label"]: row["value"] for row in session.context.results["patch"].tables["cells"]}
+    gap = abs(ref["baselines"]["clean"] - ref["baselines"]["corrupted"])
+    for l, h in heads:
+        label = f"L{l}H{h}"
+        assert cells[label] == pytest.approx(ref["patched"][label], rel=1e-3, abs=1e-4 * gap), label
