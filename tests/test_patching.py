@@ -435,7 +435,11 @@ def test_position_selectors_pick_exactly_their_positions(neox):
 def compile_only(tmp_path, analyses: str, metric: str = "logit_diff"):
     from mi_dsl.compile import prepare
 
-    body = with_analyses(analyses, DATA.replace("metric: logit_diff", f"metric: {metric}"))
+    data = DATA.replace("metric: logit_diff", f"metric: {metric}")
+    if metric != "logit_diff":  # head attribution splits the logit difference: say so, or it is refused
+        data = data.replace("{kind: head_attribution, id: head_attr}",
+                            "{kind: head_attribution, id: head_attr, direction: logit_diff}")
+    body = with_analyses(analyses, data)
     p = prepare(str(write_spec(tmp_path, model_yaml("gemma3"), body)), [], [], need_tokenizer=False)
     return p.spec, p.plan, p.dataset, p.skipped
 
