@@ -241,3 +241,21 @@ def test_ablation_splits_rescaling_by_the_post_norm_from_changed_output(compared
     assert any(abs(after[l, h] - before[l, h]) > 1e-3 * size for l, h in siblings)
     assert all(b["head"] not in {f"L{l}H{h}" for l, h in siblings} for b in d["backup_heads"])
     assert "changed output" in d["convention"]
+
+
+def test_report_shows_each_convention_and_the_compared_pairs(tmp_path):
+    from mi_dsl.runtime.run import run_spec
+    from test_patching import write_spec
+
+    body = with_analyses("""
+        - {kind: logit_lens, normalize: per_layer}
+        - {kind: activation_patching, id: exact, target: z, max_pairs: 2}
+        - {kind: attribution_patching, target: z, compare_with: exact}
+    """)
+    outcome = run_spec(write_spec(tmp_path, GEMMA, body), progress=False, out_dir=str(tmp_path / "runs"))
+    page = outcome.report_path.read_text()
+    for name, a in outcome.results["analyses"].items():
+        assert a["convention"], name
+    assert page.count("Convention: ") == len(outcome.results["analyses"])
+    assert "normalize: per_layer" in page
+    assert "on the same 2 pairs" in page
