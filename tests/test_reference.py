@@ -26,7 +26,9 @@ vocabularies:
   descriptors:
     pairs: [[endothermic, ectothermic], [digitigrade, plantigrade], [toothed, toothless]]
     filter: 'ntokens(" " + item) == 2'
-  nouns: {items: [Dogs, Cows, Horses, Wolves, Bears], filter: 'ntokens(" " + item) == 1 and ntokens(" " + lower(item)) == 1'}
+  nouns:
+    items: [Dogs, Cows, Horses, Wolves, Bears]
+    filter: 'ntokens(" " + item) == 1 and ntokens(" " + lower(item)) == 1'
 prompts:
   template: "All {category} are {descriptor}. {noun} are {category}. Therefore, {lower(noun)} are"
   slots: {category: categories, descriptor: descriptors, noun: nouns}

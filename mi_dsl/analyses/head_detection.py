@@ -113,7 +113,8 @@ class HeadDetection:
                 row[kind] = float(value)
         if "heads" in params or "text" in params:
             data["view"] = _view(params, run, tokens[0], scores[KINDS.index(rank_by)])
-        return Result(data, tables={"head_detection": rows}, summary=f"top {rank_by} heads ({definition}): {', '.join(top)}")
+        return Result(data, tables={"head_detection": rows},
+                      summary=f"top {rank_by} heads ({definition}): {', '.join(top)}")
 
     def figures(self, result, run):
         d = result.data
@@ -156,7 +157,8 @@ def transformer_lens_scores(pattern, tokens, exclude_bos: bool = False, exclude_
         if exclude_current_token:
             pattern.diagonal(dim1=-2, dim2=-1).zero_()
     total = pattern.sum((-1, -2))  # [B, H]
-    scores = [(pattern * d[:, None].to(pattern.dtype)).sum((-1, -2)) / total for d in (previous, duplicate, induction)]
+    scores = [(pattern * d[:, None].to(pattern.dtype)).sum((-1, -2)) / total
+              for d in (previous, duplicate, induction)]
     return torch.stack(scores, dim=1)
 
 
