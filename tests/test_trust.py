@@ -259,3 +259,12 @@ def test_report_shows_each_convention_and_the_compared_pairs(tmp_path):
     assert page.count("Convention: ") == len(outcome.results["analyses"])
     assert "normalize: per_layer" in page
     assert "on the same 2 pairs" in page
+
+
+def test_single_prompt_analyses_record_the_one_pair_they_read(compared):
+    d = compute(compared, "predictions", "pred", index=1).data
+    assert d["pairs"] == {"count": 1, "indices": [1]}
+    d = compute(compared, "predictions", "pred2", prompt="The cats are", answer=" big").data
+    assert d["pairs"]["count"] == 0
+    d = compute(compared, "attention", "att", heads="L0H0", prompts=[0, 2]).data
+    assert d["pairs"] == {"count": 2, "indices": [0, 2]}

@@ -40,7 +40,9 @@ class Attention:
         prompts = chosen_prompts(params, run)
         patterns = capture_patterns(run, [ids for _, _, ids in prompts], heads)
         names = head_names(heads)
+        used = [] if "text" in params else [run.used_pair_indices()[i] for i in params.get("prompts", [0])]
         data = {"heads": names, "prompts": [], "note": "patterns[head][query][key]; rows sum to 1",
+                "pairs": {"count": len(used), "indices": used},
                 "convention": "attention probabilities (hook_pattern) of the clean prompts as the model computes "
                               "them, BOS included; each query row sums to 1"}
         rows = []

@@ -49,7 +49,9 @@ class Predictions:
         top = torch.topk(logits, params.get("top_k", 10))
         rows = [{"rank": r, "token_id": int(i), "token": tok.token_str(int(i)), "logit": float(v),
                  "prob": float(probs[i])} for r, (v, i) in enumerate(zip(top.values, top.indices))]
-        data = {"prompt": text, "tokens": tok.token_strs(ids), "top": rows,
+        used = {"count": 0, "indices": [], "note": "its own prompt"} if "prompt" in params else \
+            {"count": 1, "indices": [run.used_pair_indices()[params.get("index", 0)]]}
+        data = {"prompt": text, "tokens": tok.token_strs(ids), "top": rows, "pairs": used,
                 "convention": "the model's own next-token logits at the prompt's last position (unembedding bias "
                               "included) and their softmax over the whole vocabulary in float32"}
         summary = f"top token {rows[0]['token']!r} ({rows[0]['prob']:.1%})"

@@ -286,7 +286,7 @@ class Session:
                 with torch.no_grad():
                     result = _json_roundtrip(impl.compute(params, run))
                 store.put("analysis", key, {"data": result.data, "tables": result.tables, "summary": result.summary})
-            result.data["pairs"] = _pairs_record(REGISTRY[step.kind], run)
+            result.data.setdefault("pairs", _pairs_record(REGISTRY[step.kind], run))
             self.results[step.id] = result
             self.figures[step.id] = impl.figures(result, run)
             if hasattr(impl, "files"):  # extra files an analysis writes into the run directory
@@ -341,7 +341,8 @@ class Session:
 
 def _pairs_record(kind, context) -> Dict[str, Any]:
     """Which final prompt pairs a result used (indices into the run's final dataset), so two
-    results are only ever compared on the same pairs."""
+    results are only ever compared on the same pairs. An analysis that reads fewer (one prompt,
+    a literal text) records its own `pairs`."""
     if not kind.needs_dataset:
         return {"count": 0, "indices": [], "note": "runs on its own inputs, not the dataset's pairs"}
     indices = context.used_pair_indices()
