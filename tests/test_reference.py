@@ -46,20 +46,20 @@ analyses:
 """
 
 
-@pytest.mark.slow
-def test_embedded_gemma_matches_plain_transformers(tmp_path):
+def run_and_compare(tmp_path, spec_text: str, model_dir=None):
+    """Run the spec in mi-dsl, then tests/hf_reference.py on the same weights, pairs and heads; compare."""
     from mi_dsl.compile import prepare
     from mi_dsl.runtime.run import Session
 
     path = tmp_path / "reference.yaml"
-    path.write_text(textwrap.dedent(SPEC))
+    path.write_text(textwrap.dedent(spec_text))
     p = prepare(str(path), [], [])
     session = Session(p.spec, p.plan, p.dataset, p.tokenizer, progress=False, say=lambda m: None)
     results = session.run(time.perf_counter())
     run = session.context
     a = results["analyses"]
     heads = run.select_heads({"heads": "top_abs(head_attr, 3)"})
-    request = {"model_dir": session.loaded.info["weights"], "heads": [list(h) for h in heads],
+    request = {"model_dir": str(model_dir or session.loaded.info["weights"]), "heads": [list(h) for h in heads],
                "pairs": [{"clean": list(x.clean.ids), "corrupted": list(x.corrupted.ids), "answer": x.answer,
                           "foil": x.foil} for x in run.pairs]}
     (tmp_path / "in.json").write_text(json.dumps(request))
@@ -74,8 +74,35 @@ def test_embedded_gemma_matches_plain_transformers(tmp_path):
     size = max(abs(v) for row in per_head for v in row)
     for l, h in heads:
         assert per_head[l][h] == pytest.approx(ref["head_dla"][f"L{l}H{h}"], rel=1e-3, abs=1e-4 * size), (l, h)
-    cells = {row["label"]: row["value"] for row in session.context.results["patch"].tables["cells"]}
+    cells = {row["label"]: row["value"] for row in run.results["patch"].tables["cells"]}
     gap = abs(ref["baselines"]["clean"] - ref["baselines"]["corrupted"])
+    assert gap > 1e-3
     for l, h in heads:
         label = f"L{l}H{h}"
         assert cells[label] == pytest.approx(ref["patched"][label], rel=1e-3, abs=1e-4 * gap), label
+    return ref
+
+
+def test_tiny_rough_gemma_matches_plain_transformers(tmp_path, rough_models):
+    """The same comparison on a tiny Gemma-3 with random norm weights (Gemma's 1 + w), saved as a local
+    Hugging Face model: checks the reference itself, with no real model."""
+    from mi_dsl.runtime.models import random_weights
+    from test_patching import DATA
+    from test_runtime import TOKENIZER
+
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(TOKENIZER)).get_vocab_size()
+    model = random_weights.build(random_weights.SHAPES["gemma3"][rough_models], vocab, 11)
+    model.save_pretrained(tmp_path / "model")
+    spec = (f"version: 1\nname: tiny_reference\nseed: 1\nmodel:\n  source: local\n  path: {tmp_path / 'model'}\n"
+            f"  tokenizer: {TOKENIZER}\n  bos_token: '<|endoftext|>'\n  prepend_bos: true\n  dtype: float32\n"
+            + DATA.replace("[Cows, Horses]", "[Dogs, Horses]").replace("  - {kind: head_attribution, id: head_attr}\n",
+                           "  - {kind: head_attribution, id: head_attr}\n"
+                           "  - {kind: activation_patching, id: patch, target: z, heads: 'top_abs(head_attr, 3)'}\n"))
+    run_and_compare(tmp_path, spec, tmp_path / "model")
+
+
+@pytest.mark.slow
+def test_embedded_gemma_matches_plain_transformers(tmp_path):
+    run_and_compare(tmp_path, SPEC)
