@@ -11,7 +11,7 @@ from .registry import analysis
 
 
 @analysis("logit_lens", "Logit difference read from the accumulated residual stream before each "
-                        "layer and at the end (the seed's Logit Lens).")
+                        "layer and at the end (the seed's Logit Lens).", decomposes=True)
 class LogitLens:
     def compile(self, params, ctx):
         return step(ctx, params, "accumulated residual stream at the final position -> logit difference",

@@ -71,6 +71,7 @@ def compile_analyses(spec: Spec) -> Tuple[Step, ...]:
             raise SpecMeaningError(f"two analyses are named '{analysis_id}' (the first on line {first.line}); "
                                    "give one an `id:`", spec.loc("analyses", index, key))
         ids[analysis_id] = index
+        _check_metric_fits(spec, index, kind, params)
         compiled.append((index, kind, params))
     steps = []
     refs_of: Dict[str, List[Tuple[str, Location]]] = {}
@@ -83,6 +84,25 @@ def compile_analyses(spec: Spec) -> Tuple[Step, ...]:
         steps.append(replace(step, depends_on=tuple(dict.fromkeys(step.depends_on + referred))))
     _check_references(spec, [s.id for s in steps], refs_of, ids)
     return tuple(steps)
+
+
+def _check_metric_fits(spec: Spec, index: int, kind, params: Dict[str, Any]) -> None:
+    """Decompositions are exact only for a metric linear in the final residual; refuse others
+    unless the analysis names the linear quantity it decomposes instead."""
+    metric = METRICS[spec.metric]
+    if not kind.decomposes or metric.linear or "decompose" in params:
+        return
+    metric_at = spec.loc("metric") if "metric" in spec.data else None
+    stated = f" (line {metric_at.line})" if metric_at is not None and metric_at.line else ""
+    linear = ", ".join(sorted(n for n, m in METRICS.items() if m.linear))
+    if kind.kind == "attribution_patching":
+        hint = f"use a linear metric ({linear}), or activation_patching, which patches exactly for any metric"
+    else:
+        hint = (f"add `decompose: logit_diff` to this analysis to decompose the answer-minus-foil logit "
+                f"difference instead, or use a linear metric ({linear})")
+    raise SpecMeaningError(f"{params['kind']} decomposes the metric into parts, which is exact only for a "
+                           f"metric linear in the final residual; the spec's metric '{spec.metric}'{stated} "
+                           "is not", spec.loc("analyses", index, "kind"), hint=hint)
 
 
 def _check_references(spec: Spec, order: List[str], refs_of, ids) -> None:

@@ -27,6 +27,7 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
     from ..dataset import build_dataset, check_without_tokenizer
     from ..dataset.tokenizer import TokenizerUnavailable, load_tokenizer
     from ..spec import load_spec
+    from .alignment import check_alignment
     from .compiler import compile_plan
 
     spec = load_spec(str(spec_path), list(overrides), [Path(p) for p in allow_paths])
@@ -39,7 +40,9 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
             raise RunError(f"{why}; pass one with --set model.tokenizer=PATH", spec.loc("model")) from None
         return Prepared(spec, plan, None, None, str(why))
     _check_bos(spec, tokenizer)
-    return Prepared(spec, plan, build_dataset(spec, tokenizer), tokenizer)
+    dataset = build_dataset(spec, tokenizer)
+    check_alignment(spec, plan, dataset)
+    return Prepared(spec, plan, dataset, tokenizer)
 
 
 def tokenizer_location(spec):

@@ -34,13 +34,35 @@ class Prompt:
 class PromptPair:
     clean: Prompt
     corrupted: Prompt
-    answer: int
-    foil: int
+    answers: Tuple[int, ...]   # the answer token, or the answer token set
+    foils: Tuple[int, ...]     # the foil token, or the foil token set
     values: Tuple[Tuple[str, str], ...]  # slot values of the clean prompt
 
     def swapped(self) -> "PromptPair":
         """The corrupted prompt as a clean one, answer and foil swapped (symmetric pairing)."""
-        return PromptPair(self.corrupted, self.clean, self.foil, self.answer, self.values)
+        return PromptPair(self.corrupted, self.clean, self.foils, self.answers, self.values)
+
+    @property
+    def answer(self) -> int:
+        """The single answer token (code that cannot read token sets asks here and is refused)."""
+        return _single(self.answers, "answer")
+
+    @property
+    def foil(self) -> int:
+        return _single(self.foils, "foil")
+
+
+def _single(tokens: Tuple[int, ...], what: str) -> int:
+    if len(tokens) != 1:
+        from ..errors import RunError
+
+        raise RunError(f"this needs a single {what} token, but the {what} is a set of {len(tokens)} tokens")
+    return tokens[0]
+
+
+def as_token_set(value) -> Tuple[int, ...]:
+    """An answer expression's value (a token id or a token set) as a tuple of ids."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (int(value),)
 
 
 @dataclass
@@ -238,7 +260,7 @@ class _PairBuilder:
         path = ("prompts", key)
         compiled = compile_expression(self.spec.prompts[key], Scope.answer(list(self.slots_to_vocab), paired),
                                 where=lambda off: self.spec.source.inside(path, off))
-        expect_type(compiled, "token", lambda off: self.spec.source.inside(path, off))
+        expect_type(compiled, ("token", "tokens"), lambda off: self.spec.source.inside(path, off))
         return compiled
 
     def _corruption(self, paired: List[str], reports):
@@ -289,9 +311,9 @@ class _PairBuilder:
                 corrupted_values = {**values, slot: rng.choice(choices)}
         corrupted = self._prompt(template, corrupted_values) if self.corrupt else clean
         self.env.values = values
-        answer = self.answer.evaluate(self.env)
-        foil = self.foil.evaluate(self.env)
-        return PromptPair(clean, corrupted, answer, foil, tuple(values.items()))
+        answers = as_token_set(self.answer.evaluate(self.env))
+        foils = as_token_set(self.foil.evaluate(self.env))
+        return PromptPair(clean, corrupted, answers, foils, tuple(values.items()))
 
     def _prompt(self, template: Template, values: Dict[str, str]) -> Prompt:
         text, char_spans = template.render(values, self.env)
@@ -310,12 +332,19 @@ class _PairBuilder:
 
 def _check_answers(spec: Spec, tokenizer: Tokenizer, dataset: Dataset) -> None:
     for pair in dataset.pairs:
-        if pair.answer == pair.foil:
-            token = tokenizer.token_str(pair.answer)
+        shared = [t for t in pair.answers if t in pair.foils]
+        if not shared:
+            continue
+        token = tokenizer.token_str(shared[0])
+        if len(pair.answers) == len(pair.foils) == 1:
             raise SpecMeaningError(
-                f"answer and foil are the same token {pair.answer} ({token!r}) for the prompt "
+                f"answer and foil are the same token {shared[0]} ({token!r}) for the prompt "
                 f"'{pair.clean.text}', so their logit difference is always 0", spec.loc("prompts", "foil"),
                 hint="filter the vocabulary so each word and its opposite start with different tokens")
+        raise SpecMeaningError(
+            f"the answer and foil token sets share token {shared[0]} ({token!r}) for the prompt "
+            f"'{pair.clean.text}'; a token cannot count for and against the answer at once",
+            spec.loc("prompts", "foil"), hint="make the two sets disjoint")
 
 
 def _check_lengths(spec: Spec, dataset: Dataset) -> None:

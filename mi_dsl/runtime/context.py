@@ -58,10 +58,11 @@ class RunContext:
         return torch.tensor(rows, dtype=torch.long)
 
     def answers(self) -> torch.Tensor:
-        return torch.tensor([p.answer for p in self.pairs], dtype=torch.long)
+        """[N] answer tokens, or [N, K] answer token sets padded with -1."""
+        return token_sets([p.answers for p in self.pairs])
 
     def foils(self) -> torch.Tensor:
-        return torch.tensor([p.foil for p in self.pairs], dtype=torch.long)
+        return token_sets([p.foils for p in self.pairs])
 
     def result(self, analysis_id: str):
         return self.results[analysis_id]
@@ -115,13 +116,14 @@ class RunContext:
                            "set model.processing: true (fold_ln)", self.where())
 
     def logit_diff_directions(self) -> torch.Tensor:
-        """[N, d_model]: W_U[:, answer] - W_U[:, foil] per prompt."""
+        """[N, d_model]: W_U[:, answer] - W_U[:, foil] per prompt (for token sets, the mean
+        column of each set, so the direction reads the set-mean logit difference exactly)."""
         a, f = self.answers().to(self.device), self.foils().to(self.device)
-        return self.unembed.directions(a) - self.unembed.directions(f)
+        return self.unembed.set_directions(a) - self.unembed.set_directions(f)
 
     def bias_diff(self) -> torch.Tensor:
         a, f = self.answers().to(self.device), self.foils().to(self.device)
-        return self.unembed.bias(a) - self.unembed.bias(f)
+        return self.unembed.set_bias(a) - self.unembed.set_bias(f)
 
     def apply_final_ln(self, stack: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """The seed's apply_ln_to_stack: centre (LayerNorm only) and divide by the final scale.
@@ -200,6 +202,15 @@ class RunContext:
                     out[name] = values.new_empty((len(prompts), *values.shape[1:]))
                 out[name][index.to(values.device)] = values
         return out
+
+
+def token_sets(sets) -> torch.Tensor:
+    """[N] when every set has one token (the single-answer case, unchanged), else [N, K]
+    padded with -1."""
+    if all(len(s) == 1 for s in sets):
+        return torch.tensor([s[0] for s in sets], dtype=torch.long)
+    width = max(len(s) for s in sets)
+    return torch.tensor([list(s) + [-1] * (width - len(s)) for s in sets], dtype=torch.long)
 
 
 def _bind(fn, rows: torch.Tensor):

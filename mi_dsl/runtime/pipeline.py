@@ -15,7 +15,12 @@ import torch
 
 from ..errors import RunError
 from ..expr import Env
+from .context import token_sets
 from .unembed import final_metrics
+
+
+def _as_set(tokens):
+    return tuple(tokens) if isinstance(tokens, (tuple, list)) else (int(tokens),)
 
 
 @dataclass
@@ -35,8 +40,8 @@ def prompt_metrics(executor, unembed, prompts: Sequence[Sequence[int]], answers:
     out = {n: torch.empty(len(prompts)) for n in names}
     for length, rows in groups.items():
         tokens = torch.tensor([prompts[i] for i in rows], dtype=torch.long)
-        ans = torch.tensor([answers[i] for i in rows], dtype=torch.long)
-        foil = torch.tensor([foils[i] for i in rows], dtype=torch.long)
+        ans = token_sets([_as_set(answers[i]) for i in rows])
+        foil = token_sets([_as_set(foils[i]) for i in rows])
         parts = executor.map_batches(len(rows), length, lambda s: final_metrics(
             executor, tokens[s], ans[s], foil[s], names, unembed, interventions), what)
         index = torch.tensor(rows)
@@ -48,8 +53,8 @@ def prompt_metrics(executor, unembed, prompts: Sequence[Sequence[int]], answers:
 def pair_metrics(executor, unembed, pairs, names, what: str = "") -> Dict[str, Dict[str, torch.Tensor]]:
     """Clean and corrupted metrics of pairs, in one batched sweep over both."""
     prompts = [p.clean.ids for p in pairs] + [p.corrupted.ids for p in pairs]
-    answers = [p.answer for p in pairs] * 2
-    foils = [p.foil for p in pairs] * 2
+    answers = [p.answers for p in pairs] * 2
+    foils = [p.foils for p in pairs] * 2
     both = prompt_metrics(executor, unembed, prompts, answers, foils, names, what)
     n = len(pairs)
     return {"clean": {k: v[:n] for k, v in both.items()}, "corrupted": {k: v[n:] for k, v in both.items()}}

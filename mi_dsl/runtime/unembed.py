@@ -40,6 +40,20 @@ class Unembed:
         """Residual directions of tokens: W_U[:, ids].T, shape [..., d_model]."""
         return self.W_U[:, token_ids.reshape(-1)].T.reshape(*token_ids.shape, -1)
 
+    def set_directions(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """[N, d_model]: each row's token direction, or its set's mean direction ([N, K] ids, -1 pads)."""
+        if token_ids.dim() == 1:
+            return self.directions(token_ids)
+        mask = (token_ids >= 0).to(self.W_U.dtype)
+        found = self.directions(token_ids.clamp(min=0)) * mask[..., None]
+        return found.sum(1) / mask.sum(1, keepdim=True)
+
+    def set_bias(self, token_ids: torch.Tensor) -> torch.Tensor:
+        if token_ids.dim() == 1:
+            return self.bias(token_ids)
+        mask = (token_ids >= 0).to(self.W_U.dtype)
+        return (self.bias(token_ids.clamp(min=0)) * mask).sum(1) / mask.sum(1)
+
     def bias(self, token_ids: torch.Tensor) -> torch.Tensor:
         if self.b_U is None:
             return torch.zeros(token_ids.shape, device=self.W_U.device, dtype=self.W_U.dtype)

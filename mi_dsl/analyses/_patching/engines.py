@@ -58,11 +58,20 @@ def capture_all_positions(run, which: str, names: Sequence[str]):
 
 
 class _PatchIndex:
-    """Index tensors of the cells, to find the patched slices of any block of rows."""
+    """Index tensors of the cells, to find the patched slices of any block of rows.
 
-    def __init__(self, cells: Sequence[Cell], n_positions: int):
+    `source_of[p]` is the source-run position patched into base position p: p itself for
+    prompts of one length, the position aligned by name otherwise (-1: never patched)."""
+
+    def __init__(self, cells: Sequence[Cell], n_positions: int, source_positions=None):
         import torch
 
+        if source_positions is None:
+            self.source_of = torch.arange(n_positions)
+        else:
+            self.source_of = torch.full((n_positions,), -1, dtype=torch.long)
+            for base, source in source_positions.items():
+                self.source_of[base] = source
         self.layer = torch.tensor([c.layer for c in cells])
         self.head = torch.tensor([max(c.head, 0) for c in cells])
         self.mask = torch.zeros(len(cells), n_positions, dtype=torch.bool)
@@ -75,18 +84,18 @@ class _PatchIndex:
         rows = (self.layer[cell] == layer).nonzero().squeeze(1)
         k, pos = self.mask[cell[rows]].nonzero(as_tuple=True)
         rows = rows[k]
-        return rows, prompt[rows], pos, self.head[cell[rows]]
+        return rows, prompt[rows], pos, self.head[cell[rows]], self.source_of[pos]
 
 
 def _setter(layout: str, index, source):
     """A hook writing source[prompt, slice] into act[row, slice] for the index's slices."""
-    rows, prompts, pos, heads = index
+    rows, prompts, pos, heads, source_pos = index
     if layout == "resid":
-        where, values = (rows, pos), source[prompts, pos]
+        where, values = (rows, pos), source[prompts, source_pos]
     elif layout == "head":
-        where, values = (rows, pos, heads), source[prompts, pos, heads]
-    else:  # pattern [batch, head, dest, src]: patch whole rows of destination positions
-        where, values = (rows, heads, pos), source[prompts, heads, pos]
+        where, values = (rows, pos, heads), source[prompts, source_pos, heads]
+    else:  # pattern [batch, head, dest, src]: whole rows of destination positions (one length only)
+        where, values = (rows, heads, pos), source[prompts, heads, source_pos]
 
     def hook(act, hook=None):
         if act.requires_grad:
@@ -120,7 +129,7 @@ def _prepare(run, grid: Grid, direction: str) -> _Plan:
     counted = run.executor.forwards
     source = capture_all_positions(run, source_name, names)
     base = run.tokens(base_name)
-    return _Plan(layers, names, source, base, _PatchIndex(grid.cells, base.shape[1]),
+    return _Plan(layers, names, source, base, _PatchIndex(grid.cells, base.shape[1], grid.source_positions),
                  run.answers().to(run.device), run.foils().to(run.device),
                  {"source_forwards": run.executor.forwards - counted})
 
@@ -193,7 +202,7 @@ def attribution_patching(run, grid: Grid, direction: str, batch_size: Optional[i
             if grad is None:  # nothing downstream reads it
                 continue
             act = acts[name].detach().to(device)  # a device_map leaves it on its layer's device
-            delta = plan.source[name][rows] - act
+            delta = _aligned(plan.source[name][rows], index.source_of, grid.target.layout) - act
             per_slice = _per_position_head(grid.target.layout, delta * grad.to(device))  # [n, pos, head]
             chosen = (index.layer == layer).nonzero().squeeze(1)
             s = per_slice[:, :, index.head[chosen].to(device)]  # [n, pos, cells]
@@ -209,6 +218,22 @@ def attribution_patching(run, grid: Grid, direction: str, batch_size: Optional[i
                                      extra_bytes_per_row=extra)
     plan.passes["forward_backward_passes"] = executor.forwards - counted
     return torch.cat(parts, dim=1), plan.passes
+
+
+def _aligned(source, source_of, layout: str):
+    """The source run's activations at the base run's positions (zero where nothing is aligned,
+    which no cell patches)."""
+    if layout == "pattern" or (source_of == _arange_like(source_of)).all() and len(source_of) == source.shape[1]:
+        return source
+    picked = source[:, source_of.clamp(min=0).to(source.device)]
+    unmatched = (source_of < 0).to(source.device)
+    return picked.masked_fill(unmatched.view(1, -1, *([1] * (picked.dim() - 2))), 0)
+
+
+def _arange_like(index):
+    import torch
+
+    return torch.arange(len(index), device=index.device)
 
 
 def _grad_leaf(act, hook=None):

@@ -41,6 +41,10 @@ class Grid:
     columns: List[Column]        # position columns (by-position targets)
     patched_positions: Tuple[int, ...]  # all-position head targets: what each cell patches
     cells: List[Cell]
+    # Prompts of different lengths: base-run position -> the source-run position aligned with it by
+    # name (None: one length, index for index). Cells' positions are base-run positions.
+    source_positions: Optional[Dict[int, int]] = None
+    alignment: str = "index"
 
     @property
     def shape(self) -> Tuple[int, ...]:
@@ -68,8 +72,9 @@ def resolve(params: Dict[str, Any], run) -> Grid:
     n_heads = head_count(cfg, target)
     chosen = _selected_heads(params, run, target, n_heads)
     columns = _columns(params, run)
+    to_base, source_positions = _alignment(params, run)
     tokens_len = len(run.pairs[0].clean.ids)
-    patched = tuple(sorted({i for c in columns for i in c.indices})) if "positions" in params \
+    patched = tuple(sorted({to_base(i) for c in columns for i in c.indices})) if "positions" in params \
         else tuple(range(tokens_len))
     heads = list(range(n_heads))
     if chosen is not None:
@@ -80,7 +85,7 @@ def resolve(params: Dict[str, Any], run) -> Grid:
     cells: List[Cell] = []
     for li, layer in enumerate(layers):
         if not target.has_heads:
-            cells += [Cell(layer, -1, col.indices, (li, ci), f"L{layer} {col.label}")
+            cells += [Cell(layer, -1, tuple(map(to_base, col.indices)), (li, ci), f"L{layer} {col.label}")
                       for ci, col in enumerate(columns)]
             continue
         for hi, head in enumerate(heads):
@@ -88,11 +93,29 @@ def resolve(params: Dict[str, Any], run) -> Grid:
                 continue
             name = cell_head_label(target, cfg, layer, head)
             if target.by_position:
-                cells += [Cell(layer, head, col.indices, (li, hi, ci), f"{name} {col.label}")
+                cells += [Cell(layer, head, tuple(map(to_base, col.indices)), (li, hi, ci), f"{name} {col.label}")
                           for ci, col in enumerate(columns)]
             else:
                 cells.append(Cell(layer, head, patched, (li, hi), name))
-    return Grid(target, layers, heads, head_labels, columns if target.by_position else [], patched, cells)
+    return Grid(target, layers, heads, head_labels, columns if target.by_position else [], patched, cells,
+                source_positions, "index" if source_positions is None else "name")
+
+
+def _alignment(params, run):
+    """(clean position -> base-run position, base position -> source position or None).
+
+    Prompts of one length are patched index for index; clean and corrupted prompts of
+    different lengths are aligned by name (compile/alignment.py checked at plan time that
+    they can be, and refuses here again if the final pairs cannot)."""
+    from ...compile.alignment import position_map
+
+    aligned = position_map(run.spec, run.analysis_index, params, run.pairs)
+    if aligned is None:
+        return (lambda p: p), None
+    to_corrupted = {a: b for sel_a, sel_b in zip(aligned["clean"], aligned["corrupted"]) for a, b in zip(sel_a, sel_b)}
+    if params.get("direction", "denoising") == "denoising":  # base corrupted, source clean
+        return to_corrupted.__getitem__, {b: a for a, b in to_corrupted.items()}
+    return (lambda p: p), dict(to_corrupted)
 
 
 def head_count(cfg, target: Target) -> int:
