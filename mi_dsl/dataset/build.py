@@ -149,7 +149,7 @@ def compile_template(spec: Spec, key: Tuple[str, ...], slots: Dict[str, str]) ->
         text = text[part]
     paired = [s for s, v in slots.items() if spec.vocabularies[v].pairs is not None]
     template = parse_template(text, list(slots), paired, lambda off: spec.source.inside(key, off))
-    if not template.slots:
+    if not template.slots and key[-2:] != ("corrupt", "template"):  # a constant corrupted prompt is fine
         raise SpecMeaningError("the template has no {slot}; a prompt set needs at least one slot, "
                                "e.g. 'All {category} are ...'", spec.loc(*key))
     return template
