@@ -175,32 +175,34 @@ class RunContext:
                       interventions=()):
         """Capture hooks at the final position over the final dataset, batched; concatenated.
 
-        Prompts of different lengths run in separate batches (no padding), so final-position
-        analyses work without equal_lengths. `interventions` are (hook name,
-        fn(act, hook, rows)) pairs; `rows` indexes the dataset's prompts of the batch.
+        Prompts of different lengths share right-padded batches (executor.pad_right), each
+        read at its own final position, so final-position analyses work without
+        equal_lengths. `interventions` are (hook name, fn(act, hook, rows)) pairs; `rows`
+        indexes the dataset's prompts of the batch (positions stay those of the unpadded
+        prompt: padding is on the right).
         """
-        keep = {name: (lambda a: a[:, -1]) for name in hooks}
-        keep[UNEMBED_INPUT] = lambda a: a[:, -1]
-        keep.update(extra or {})
+        from .executor import at_final, pad_right
+        from .pipeline import by_length
+
         prompts = [getattr(p, which).ids for p in self.pairs]
-        groups: Dict[int, List[int]] = {}
-        for i, ids in enumerate(prompts):
-            groups.setdefault(len(ids), []).append(i)
+        order = by_length(prompts)
+        index = torch.tensor(order)
+
+        def one_batch(part: slice):
+            tokens, final = pad_right([prompts[i] for i in order[part]])
+            select = at_final(None if bool((final == tokens.shape[1] - 1).all()) else final)
+            keep = {name: select for name in list(hooks) + [UNEMBED_INPUT]}
+            keep.update(extra or {})
+            bound = [(name, _bind(fn, index[part])) for name, fn in interventions]
+            return self.executor.capture(tokens, keep, stop_after=UNEMBED_INPUT, interventions=bound)[1]
+
+        parts = self.executor.map_batches(len(order), max(len(p) for p in prompts), one_batch,
+                                          "capturing activations")
         out: Dict[str, torch.Tensor] = {}
-        for length, rows in groups.items():
-            tokens = torch.tensor([prompts[i] for i in rows], dtype=torch.long)
-            index = torch.tensor(rows)
-
-            def one_batch(part: slice, tokens=tokens, index=index):
-                bound = [(name, _bind(fn, index[part])) for name, fn in interventions]
-                return self.executor.capture(tokens[part], keep, stop_after=UNEMBED_INPUT, interventions=bound)[1]
-
-            parts = self.executor.map_batches(len(rows), length, one_batch, "capturing activations")
-            for name in keep:
-                values = torch.cat([p[name] for p in parts])
-                if name not in out:
-                    out[name] = values.new_empty((len(prompts), *values.shape[1:]))
-                out[name][index.to(values.device)] = values
+        for name in parts[0]:
+            values = torch.cat([p[name] for p in parts])
+            out[name] = values.new_empty(values.shape)
+            out[name][index.to(values.device)] = values
         return out
 
 

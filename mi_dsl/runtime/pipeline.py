@@ -7,7 +7,6 @@ clean and corrupted metrics satisfy a condition, sample with Python's `random` (
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence
 
@@ -16,6 +15,7 @@ import torch
 from ..errors import RunError
 from ..expr import Env
 from .context import token_sets
+from .executor import pad_right
 from .unembed import final_metrics
 
 
@@ -32,22 +32,30 @@ class PipelineOutcome:
 
 def prompt_metrics(executor, unembed, prompts: Sequence[Sequence[int]], answers: Sequence[int],
                    foils: Sequence[int], names, what: str = "", interventions=()) -> Dict[str, torch.Tensor]:
-    """Metrics for prompts of any lengths: grouped by length so no batch needs padding."""
+    """Metrics for prompts of any lengths: batches in order of length, right-padded
+    (executor.pad_right), each prompt read at its own final position."""
     names = list(names)
-    groups: Dict[int, List[int]] = defaultdict(list)
-    for i, ids in enumerate(prompts):
-        groups[len(ids)].append(i)
+    order = by_length(prompts)
+    ans = token_sets([_as_set(answers[i]) for i in order])
+    foil = token_sets([_as_set(foils[i]) for i in order])
+
+    def one_batch(s: slice):
+        tokens, final = pad_right([prompts[i] for i in order[s]])
+        return final_metrics(executor, tokens, ans[s], foil[s], names, unembed, interventions,
+                             None if bool((final == tokens.shape[1] - 1).all()) else final)
+
+    parts = executor.map_batches(len(order), max(len(p) for p in prompts), one_batch, what)
     out = {n: torch.empty(len(prompts)) for n in names}
-    for length, rows in groups.items():
-        tokens = torch.tensor([prompts[i] for i in rows], dtype=torch.long)
-        ans = token_sets([_as_set(answers[i]) for i in rows])
-        foil = token_sets([_as_set(foils[i]) for i in rows])
-        parts = executor.map_batches(len(rows), length, lambda s: final_metrics(
-            executor, tokens[s], ans[s], foil[s], names, unembed, interventions), what)
-        index = torch.tensor(rows)
-        for n in names:
-            out[n][index] = torch.cat([p[n].cpu() for p in parts])
+    index = torch.tensor(order)
+    for n in names:
+        out[n][index] = torch.cat([p[n].cpu() for p in parts])
     return out
+
+
+def by_length(prompts: Sequence[Sequence[int]]) -> List[int]:
+    """Prompt indices sorted by length (stable: prompts of one length keep their order), so a
+    batch pads little."""
+    return sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
 
 
 def pair_metrics(executor, unembed, pairs, names, what: str = "") -> Dict[str, Dict[str, torch.Tensor]]:

@@ -76,9 +76,12 @@ class Unembed:
 
 
 def final_metrics(executor, tokens: torch.Tensor, answers: torch.Tensor, foils: torch.Tensor,
-                  names: Iterable[str], unembed: Unembed, interventions=()) -> Dict[str, torch.Tensor]:
-    """Metrics of one batch: the forward stops at the unembedding's input."""
-    _, kept = executor.capture(tokens, {UNEMBED_INPUT: lambda a: a[:, -1]}, stop_after=UNEMBED_INPUT,
+                  names: Iterable[str], unembed: Unembed, interventions=(), final=None) -> Dict[str, torch.Tensor]:
+    """Metrics of one batch: the forward stops at the unembedding's input. `final` [B]: each
+    row's final real position in a right-padded batch (default: the last column)."""
+    from .executor import at_final
+
+    _, kept = executor.capture(tokens, {UNEMBED_INPUT: at_final(final)}, stop_after=UNEMBED_INPUT,
                                interventions=interventions)
     return compute_metrics(kept[UNEMBED_INPUT], answers.to(executor.device), foils.to(executor.device),
                            names, unembed)
