@@ -28,11 +28,13 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
     from ..dataset.tokenizer import TokenizerUnavailable, load_tokenizer
     from ..spec import load_spec
     from .alignment import check_alignment
+    from .shapes import check_model_shape, check_positions, model_shape
     from .compiler import compile_plan
 
     spec = load_spec(str(spec_path), list(overrides), [Path(p) for p in allow_paths])
     check_without_tokenizer(spec)  # prompts before analyses: faults reported in file order
     plan = compile_plan(spec)
+    check_model_shape(spec, model_shape(spec.model))
     try:
         tokenizer = load_tokenizer(spec.model, spec.bos_token, tokenizer_location(spec))
     except TokenizerUnavailable as why:
@@ -41,6 +43,7 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
         return Prepared(spec, plan, None, None, str(why))
     _check_bos(spec, tokenizer)
     dataset = build_dataset(spec, tokenizer)
+    check_positions(spec, dataset)
     check_alignment(spec, plan, dataset)
     return Prepared(spec, plan, dataset, tokenizer)
 
