@@ -147,3 +147,52 @@ def test_overlapping_sets_are_refused(tmp_path):
     with pytest.raises(SpecMeaningError, match="share token") as err:
         prepare(str(path), [], [])
     assert err.value.location.line == next(i for i, l in enumerate(text.splitlines(), 1) if "foil:" in l)
+
+
+# --------------------------------------------------------------------------- metric expressions
+
+def test_metric_expressions_equal_the_named_metrics_and_full_logits(gemma):
+    from mi_dsl.dataset.tokenizer import load_tokenizer
+    from mi_dsl.metric_expr import register_expression
+    from mi_dsl.metrics import compute_metrics
+    from mi_dsl.spec.model import ModelSpec
+
+    loaded, executor, unembed = gemma
+    tok = load_tokenizer(ModelSpec(source="random", architecture="gemma3", size="tiny"), None)
+    where = lambda off: None  # noqa: E731
+    exprs = ["prob(answer) - prob(foil)", "logit(answer) - logit(foil)",
+             'logit(" 5") - 2 * logprob(first_tokens("1|2")) + prob(answer) / 4']
+    for text in exprs:
+        register_expression(text, where, tok)
+    torch.manual_seed(2)
+    tokens = torch.randint(100, 5000, (4, 6))
+    answers = padded([(11, 12), (20,), (30, 31, 32), (40,)])
+    foils = padded([(60,), (61, 62), (63,), (64, 65)])
+    from mi_dsl.runtime.unembed import UNEMBED_INPUT
+
+    with torch.no_grad():
+        _, kept = executor.capture(tokens, {UNEMBED_INPUT: lambda a: a[:, -1]})
+        got = compute_metrics(kept[UNEMBED_INPUT], answers, foils, ["prob_diff", "logit_diff", *exprs], unembed)
+        logits = loaded.bridge(tokens, prepend_bos=False)[:, -1].float()
+    assert torch.allclose(got[exprs[0]], got["prob_diff"], rtol=1e-6, atol=1e-9)
+    assert torch.equal(got[exprs[1]], got["logit_diff"])
+    five, one, two = tok.encode(" 5")[0], tok.encode("1")[0], tok.encode("2")[0]
+    probs = logits.softmax(-1)
+    mass = (probs[:, one] + probs[:, two]).log()
+    answer_prob = torch.stack([probs[i, [t for t in answers[i].tolist() if t >= 0]].sum() for i in range(4)])
+    expected = logits[:, five] - 2 * mass + answer_prob / 4
+    assert torch.allclose(got[exprs[2]], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_metric_expressions_are_checked_where_written(tmp_path):
+    cases = [("'prob(answer) - rank(foil)'", "unknown function 'rank'", "rank"),
+             ("'prob(answer, foil)'", "reads one token or token set", "prob"),
+             ("'prob(descriptor)'", "a metric reads answer, foil", "descriptor"),
+             ("'prob(answer) > 0.5'", "combines logit(...)", "prob"),
+             ("logit_dif", "unknown value 'logit_dif' for 'metric'", "logit_dif")]
+    for metric, message, at in cases:
+        with pytest.raises(MiError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
+            prepare_spec(tmp_path, metric, "[]")
+        number, line = next((i, l) for i, l in enumerate((tmp_path / "spec.yaml").read_text().splitlines(), 1)
+                            if l.startswith("metric:"))
+        assert (err.value.location.line, err.value.location.column) == (number, line.index(at) + 1), metric

@@ -29,7 +29,7 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
     from ..spec import load_spec
     from .alignment import check_alignment
     from .shapes import check_model_shape, check_positions, model_shape
-    from .compiler import compile_plan
+    from .compiler import check_metric, compile_plan
 
     spec = load_spec(str(spec_path), list(overrides), [Path(p) for p in allow_paths])
     check_without_tokenizer(spec)  # prompts before analyses: faults reported in file order
@@ -42,6 +42,7 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
             raise RunError(f"{why}; pass one with --set model.tokenizer=PATH", spec.loc("model")) from None
         return Prepared(spec, plan, None, None, str(why))
     _check_bos(spec, tokenizer)
+    check_metric(spec, tokenizer)  # a metric expression's strings become token ids
     dataset = build_dataset(spec, tokenizer)
     check_positions(spec, dataset)
     check_alignment(spec, plan, dataset)

@@ -215,11 +215,20 @@ def build_schema() -> Dict[str, Any]:
                              "additionalProperties": VOCABULARY,
                              "propertyNames": {"pattern": NAME_PATTERN}},
             "prompts": PROMPTS,
-            "metric": _str("The metric on the final position: " + ", ".join(METRICS) + ".",
-                           enum=list(METRICS)),
+            # a registered name, or an expression (anything with a parenthesis, checked by the compiler)
+            "metric": {**_str("The metric on the final position: " + ", ".join(_named(METRICS)) + "; or an "
+                              "expression over logit(...), prob(...) and logprob(...) of answer, foil, a string "
+                              "(its first token) or first_tokens(\"...|...\"), e.g. 'prob(answer) - prob(foil)' "
+                              "(see Metrics)."),
+                       "anyOf": [{"enum": _named(METRICS)}, {"pattern": "[(]"}]},
             "pipeline": {"type": "array", "description": "Dataset steps in order.", "items": PIPELINE_STEP},
             "analyses": analyses_schema(),
             "run": RUN,
             "output": OUTPUT,
         },
     }
+
+
+def _named(metrics) -> list:
+    """The registered metrics' names (expression metrics, registered by specs, excluded)."""
+    return [name for name in metrics if "(" not in name]
