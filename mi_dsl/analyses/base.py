@@ -47,3 +47,8 @@ def head_grid_rows(values, name: str) -> List[Dict[str, Any]]:
 
 COMPONENT_SPLIT_NOTE = ("Components are read at the final position and scaled by the final "
                         "normalisation of the clean run (the seed's apply_ln_to_stack).")
+
+# What the logit lens and the attributions decompose, stated in their results: the spec's
+# metric when it is logit_diff (linear), else what `decompose: logit_diff` asked for.
+DECOMPOSED = ("logit_diff: the answer's logit minus the foil's at the final position (for token sets, "
+              "the mean logit of each set)")

@@ -6,7 +6,7 @@ bar chart (plot_attention_heads, as a fraction of the clean logit difference).
 """
 from __future__ import annotations
 
-from .base import Result, head_grid_rows, head_label, step
+from .base import DECOMPOSED, Result, head_grid_rows, head_label, step
 from ._figures import hbar, heatmap
 from .registry import analysis
 
@@ -35,7 +35,7 @@ class HeadAttribution:
         order = torch.argsort(flat, descending=True)[:top_k].tolist()
         n_heads = values.shape[1]
         top = [{"head": head_label(i // n_heads, i % n_heads), "logit_diff": float(flat[i])} for i in order]
-        return Result({"per_head": table, "top": top, "total": float(flat.sum()),
+        return Result({"per_head": table, "top": top, "total": float(flat.sum()), "decomposes": DECOMPOSED,
                        "normalize": params.get("normalize", True)},
                       tables={"head_attribution": head_grid_rows(table, "logit_diff")},
                       summary="top heads: " + ", ".join(f"{t['head']} {t['logit_diff']:.3f}" for t in top[:5]))

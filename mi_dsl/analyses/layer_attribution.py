@@ -5,7 +5,7 @@ output; each part's direct contribution to the logit difference.
 """
 from __future__ import annotations
 
-from .base import Result, step
+from .base import DECOMPOSED, Result, step
 from ._figures import line
 from .registry import analysis
 
@@ -33,6 +33,7 @@ class LayerAttribution:
         total = sum(values) + bias
         return Result(
             {"labels": labels, "logit_diff": values, "sum": total, "measured_logit_diff": measured,
+             "decomposes": DECOMPOSED,
              "unembed_bias_diff": bias},
             tables={"layer_attribution": [{"component": c, "logit_diff": v} for c, v in zip(labels, values)]},
             summary=f"components sum to {total:.4f}; measured {measured:.4f}")

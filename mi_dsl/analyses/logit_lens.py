@@ -5,7 +5,7 @@ normalisation and the logit-difference direction: where in depth the answer appe
 """
 from __future__ import annotations
 
-from .base import Result, step
+from .base import DECOMPOSED, Result, step
 from ._figures import line
 from .registry import analysis
 
@@ -31,7 +31,7 @@ class LogitLens:
         measured = run.measured(kept)
         bias = float(run.bias_diff().mean())
         return Result(
-            {"labels": labels, "logit_diff": values, "measured_logit_diff": measured,
+            {"labels": labels, "logit_diff": values, "measured_logit_diff": measured, "decomposes": DECOMPOSED,
              "unembed_bias_diff": bias},
             tables={"logit_lens": [{"component": c, "logit_diff": v} for c, v in zip(labels, values)]},
             summary=f"final entry {values[-1]:.4f} (+ unembedding bias {bias:.4f}) vs measured {measured:.4f}")
