@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ..errors import RunError
-from .executor import Executor
+from .executor import Executor, token_sets
 from ..metrics import compute_metrics
 from .unembed import UNEMBED_INPUT, Unembed
 
@@ -181,8 +181,7 @@ class RunContext:
         indexes the dataset's prompts of the batch (positions stay those of the unpadded
         prompt: padding is on the right).
         """
-        from .executor import at_final, pad_right
-        from .pipeline import by_length
+        from .executor import at_final, by_length, pad_right
 
         prompts = [getattr(p, which).ids for p in self.pairs]
         order = by_length(prompts)
@@ -204,15 +203,6 @@ class RunContext:
             out[name] = values.new_empty(values.shape)
             out[name][index.to(values.device)] = values
         return out
-
-
-def token_sets(sets) -> torch.Tensor:
-    """[N] when every set has one token (the single-answer case, unchanged), else [N, K]
-    padded with -1."""
-    if all(len(s) == 1 for s in sets):
-        return torch.tensor([s[0] for s in sets], dtype=torch.long)
-    width = max(len(s) for s in sets)
-    return torch.tensor([list(s) + [-1] * (width - len(s)) for s in sets], dtype=torch.long)
 
 
 def _bind(fn, rows: torch.Tensor):

@@ -196,5 +196,20 @@ def at_final(final: Optional[torch.Tensor]) -> Callable:
     return lambda act: act[torch.arange(act.shape[0], device=act.device), final.to(act.device)]
 
 
+def by_length(prompts: Sequence[Sequence[int]]) -> List[int]:
+    """Prompt indices sorted by length (stable: prompts of one length keep their order), so a
+    batch pads little."""
+    return sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+
+
+def token_sets(sets) -> torch.Tensor:
+    """[N] when every set has one token (the single-answer case, unchanged), else [N, K]
+    padded with -1."""
+    if all(len(s) == 1 for s in sets):
+        return torch.tensor([s[0] for s in sets], dtype=torch.long)
+    width = max(len(s) for s in sets)
+    return torch.tensor([list(s) + [-1] * (width - len(s)) for s in sets], dtype=torch.long)
+
+
 def stack(parts: Iterable[torch.Tensor]) -> torch.Tensor:
     return torch.cat(list(parts), dim=0)

@@ -14,8 +14,7 @@ import torch
 
 from ..errors import RunError
 from ..expr import Env
-from .context import token_sets
-from .executor import pad_right
+from .executor import by_length, pad_right, token_sets
 from .unembed import final_metrics
 
 
@@ -50,12 +49,6 @@ def prompt_metrics(executor, unembed, prompts: Sequence[Sequence[int]], answers:
     for n in names:
         out[n][index] = torch.cat([p[n].cpu() for p in parts])
     return out
-
-
-def by_length(prompts: Sequence[Sequence[int]]) -> List[int]:
-    """Prompt indices sorted by length (stable: prompts of one length keep their order), so a
-    batch pads little."""
-    return sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
 
 
 def pair_metrics(executor, unembed, pairs, names, what: str = "") -> Dict[str, Dict[str, torch.Tensor]]:
