@@ -196,3 +196,30 @@ def test_metric_expressions_are_checked_where_written(tmp_path):
         number, line = next((i, l) for i, l in enumerate((tmp_path / "spec.yaml").read_text().splitlines(), 1)
                             if l.startswith("metric:"))
         assert (err.value.location.line, err.value.location.column) == (number, line.index(at) + 1), metric
+
+
+def test_every_analysis_runs_on_token_sets_and_the_decompositions_add_up(tmp_path):
+    """Set answers through the whole run on a tiny Gemma: the logit lens ends at the measured
+    set logit difference and the layer attribution sums to it (logit_diff is linear)."""
+    from mi_dsl.runtime.run import run_prepared
+
+    analyses = """
+    - {kind: logit_lens}
+    - {kind: layer_attribution}
+    - {kind: head_attribution, id: heads}
+    - {kind: attention_vs_contribution, heads: 'top(heads, 2)', to: tens}
+    - {kind: ablation, heads: 'top(heads, 1)', positions: final}
+    - {kind: activation_patching, target: resid_pre, positions: [tens, final]}
+    - {kind: attribution_patching, target: z}
+    - {kind: predictions}
+    """
+    _, p = prepare_spec(tmp_path, "logit_diff", analyses)
+    assert any(len(pair.answers) > 1 for pair in p.dataset.pairs)
+    results = run_prepared(p, out_dir=str(tmp_path / "runs"), progress=False, fresh=True).results
+    lens, layers = results["analyses"]["logit_lens"], results["analyses"]["layer_attribution"]
+    measured = results["baselines"]["clean"]
+    assert lens["measured_logit_diff"] == pytest.approx(measured, rel=1e-5)
+    assert lens["logit_diff"][-1] + lens["unembed_bias_diff"] == pytest.approx(measured, rel=1e-4, abs=1e-5)
+    assert layers["sum"] == pytest.approx(measured, rel=1e-4, abs=1e-5)
+    assert abs(measured) > 1e-3  # not a trivial zero
+    assert results["analyses"]["predictions"]["answer"]["set_size"] > 1
