@@ -196,3 +196,54 @@ def test_attribution_patching_is_aligned_and_exact_where_linear(longer):
     finally:
         run.baselines.clear()
         run.baselines.update(saved)
+
+
+# --------------------------------------------------------------------------- several lengths in one set
+
+MIXED = LONGER.replace("nouns: {items: [Cows, Horses]}", "nouns: {items: [Cows, Horses, Dogs, Elephants]}")
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Nouns of one and two tokens and a corrupted template one token longer: every set mixes
+    lengths, and each clean prompt differs in length from its partner."""
+    if not PYTHIA.is_file():
+        pytest.skip(f"the Pythia tokenizer {PYTHIA} is not on this machine")
+    from mi_dsl.compile import prepare
+    from mi_dsl.runtime.run import Session
+
+    folder = tmp_path_factory.mktemp("mixed")
+    path = folder / "spec.yaml"
+    body = MIXED + "  - {kind: activation_patching, target: resid_pre, positions: [final, noun]}\n"
+    path.write_text("version: 1\nname: mixed\n" + model_yaml("gpt_neox") + textwrap.dedent(body))
+    p = prepare(str(path), [], [])
+    session = Session(p.spec, p.plan, p.dataset, p.tokenizer, progress=False, say=lambda m: None)
+    session.run(time.perf_counter())
+    return session.context
+
+
+@pytest.mark.parametrize("target", ["resid_pre", "z", "z_by_position", "attn_out"])
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
+def test_padded_batches_of_several_lengths_equal_each_pair_alone(mixed, target, direction):
+    """Each prompt's patched metric in one right-padded batch of every length equals the same
+    pair patched alone (one pair: one length each, no padding), for exact and attribution
+    patching."""
+    import dataclasses
+
+    from mi_dsl.analyses._patching import attribution_patching, exact_patching, resolve
+
+    run = mixed
+    assert len({len(p.clean.ids) for p in run.pairs}) > 1  # the set really mixes lengths
+    params = {"kind": "activation_patching", "target": target, "positions": ["final", "noun"],
+              "direction": direction, "layers": [0, run.cfg.n_layers - 1]}
+    with torch.no_grad():
+        together, _ = exact_patching(run, resolve(params, run), direction)
+    estimate, _ = attribution_patching(run, resolve(params, run), direction)
+    assert together.abs().max() > 0
+    for n, pair in enumerate(run.pairs):
+        alone_run = dataclasses.replace(run, pairs=[pair], baselines={})
+        with torch.no_grad():
+            alone, _ = exact_patching(alone_run, resolve(params, alone_run), direction)
+        alone_estimate, _ = attribution_patching(alone_run, resolve(params, alone_run), direction)
+        assert torch.allclose(together[:, n], alone[:, 0], rtol=1e-5, atol=1e-5), (n, pair.clean.text)
+        assert torch.allclose(estimate[:, n], alone_estimate[:, 0], rtol=1e-4, atol=1e-5), (n, pair.clean.text)

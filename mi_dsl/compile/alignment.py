@@ -7,13 +7,15 @@ index-for-index copy would silently patch the wrong token. Here, before any mode
 loads, every position selector of every pairwise analysis is resolved in both prompts
 of every candidate pair:
 
-- prompts of one length are patched index for index, positions named in the clean
+- prompts all of one length are patched index for index, positions named in the clean
   prompts (TransformerLens's convention);
-- prompts of different lengths are aligned by name: the source prompt's `final` is
-  patched into the destination's `final`, `name` into `name`, wherever each sits;
-- what cannot be aligned (every position of prompts of different lengths, a slot the
-  corrupted prompt lacks, a slot of a different token count, attention patterns whose
-  key axes differ) is refused with a located error.
+- prompts of several lengths (within a set, or a clean prompt and its partner) are
+  resolved per prompt and aligned by name: the source prompt's `final` is patched into
+  the base prompt's `final`, `name` into `name`, wherever each sits (batches are padded
+  on the right, runtime/executor.py);
+- what cannot be aligned (every position, an index, a slot one prompt lacks or holds in
+  another token count, attention patterns whose key axes differ) is refused with a
+  located error.
 
 The whole candidate set is checked, before the pipeline keeps or samples, so a spec
 that passes here cannot fail on alignment later.
@@ -57,56 +59,66 @@ def _one_length(spec, index: int, pairs, which: str, why: str) -> int:
     return next(iter(lengths))
 
 
+def one_length(pairs) -> bool:
+    """Every clean and corrupted prompt has the same token length (index-for-index patching)."""
+    return len({len(p.clean.ids) for p in pairs} | {len(p.corrupted.ids) for p in pairs}) == 1
+
+
 def position_map(spec, index: int, params: Dict[str, Any], pairs) -> Optional[Dict[str, Any]]:
-    """For a patching analysis whose clean and corrupted prompts differ in length: {"clean":
-    [per selector, its positions in the clean prompts], "corrupted": [... in the corrupted
-    prompts]}, the same for every pair; each selector names as many tokens in both, matched in
-    order. None when the lengths are equal: then positions are named in the clean prompts and
+    """None when every prompt has one length: positions are named in the clean prompts and
     patched index for index (TransformerLens's convention; a corrupted template may move a
-    slot, e.g. IOI's s#2 holds the io name in the corrupted prompt). Refuses what cannot be
-    aligned."""
+    slot, e.g. IOI's s#2 holds the io name in the corrupted prompt).
+
+    Otherwise (prompts of several lengths, within a set or between a clean prompt and its
+    partner) positions are resolved per pair and aligned by name: {"clean": [per selector,
+    per pair, its positions in the clean prompt], "corrupted": [... in the corrupted one]};
+    a selector names as many tokens in both prompts of a pair, matched in order. Refuses what
+    cannot be aligned."""
+    if one_length(pairs):
+        return None
     kind = spec.analyses[index]["kind"]
-    clean_len = _one_length(spec, index, pairs, "clean", "runs the prompts of each set in one batch")
-    corrupted_len = _one_length(spec, index, pairs, "corrupted", "runs the prompts of each set in one batch")
-    target = params.get("target", "z")
-    if clean_len == corrupted_len:
-        return None  # index for index, positions named in the clean prompts (TransformerLens's convention)
+    clean = sorted({len(p.clean.ids) for p in pairs})
+    corrupted = sorted({len(p.corrupted.ids) for p in pairs})
+    lengths = (f"clean prompts have {_tokens(clean)} and corrupted ones {_tokens(corrupted)}")
     if "positions" not in params:
         raise SpecMeaningError(
-            f"{kind} patches every position by default, but clean prompts have {clean_len} tokens and "
-            f"corrupted ones {corrupted_len}, so position i is not the same token in both "
-            f"(e.g. '{pairs[0].clean.text}' / '{pairs[0].corrupted.text}')",
+            f"{kind} patches every position by default, but {lengths}, so position i is not the same "
+            f"token in every prompt (e.g. '{pairs[0].clean.text}' / '{pairs[0].corrupted.text}')",
             spec.loc("analyses", index, "kind"),
             hint="name the positions to patch, e.g. positions: [final, name]; named positions are "
-                 "matched by name across the two prompts")
-    if target.startswith("pattern"):
+                 "matched by name in each prompt")
+    if params.get("target", "z").startswith("pattern"):
         raise SpecMeaningError(
-            f"attention patterns of prompts of different lengths ({clean_len} and {corrupted_len} tokens) "
-            "have key axes of different sizes, so a pattern row cannot be copied from one to the other",
+            f"attention patterns of prompts of different lengths ({lengths}) have key axes of different "
+            "sizes, so a pattern row cannot be copied from one to the other",
             spec.loc("analyses", index, "target"),
             hint="patch z, q, k or v instead, or make the prompts the same length")
     return _resolve_selectors(spec, index, params, pairs)
 
 
+def _tokens(lengths) -> str:
+    return (f"{lengths[0]} tokens" if len(lengths) == 1
+            else ", ".join(map(str, lengths[:-1])) + f" or {lengths[-1]} tokens")
+
+
 def _resolve_selectors(spec, index: int, params, pairs) -> Dict[str, Any]:
     from ..dataset.build import slot_vocabularies
-    from ..expr import Env, parse_positions
     from ..errors import ExpressionError
+    from ..expr import Env, parse_positions
 
     value = params["positions"]
     items: Sequence = list(value) if isinstance(value, (list, tuple)) else [value]
     slots = list(slot_vocabularies(spec, spec.prompts["template"]))
-    out: Dict[str, List[Tuple[int, ...]]] = {"clean": [], "corrupted": []}
+    out: Dict[str, List[List[Tuple[int, ...]]]] = {"clean": [], "corrupted": []}
     for i, item in enumerate(items):
         path = ("analyses", index, "positions") + ((i,) if isinstance(value, (list, tuple)) else ())
-        where = lambda off, p=path: spec.source.inside(p, off)  # noqa: E731
-        compiled = parse_positions(str(item), slots, where=where)
+        compiled = parse_positions(str(item), slots, where=lambda off, p=path: spec.source.inside(p, off))
         if str(item).strip().lstrip("-").isdigit():
             raise SpecMeaningError(
-                f"position {item} is an index, not a name; clean and corrupted prompts differ in length, "
-                "so an index does not name the same token in both", spec.source.value(path),
+                f"position {item} is an index, not a name; the prompts differ in length, so an index does "
+                "not name the same token in every prompt", spec.source.value(path),
                 hint="name the position: final, a slot (e.g. name) or a token of one (name[-1])")
-        found: Dict[str, Tuple[int, ...]] = {}
+        per_pair: Dict[str, List[Tuple[int, ...]]] = {"clean": [], "corrupted": []}
         for pair in pairs:
             got = {}
             for which in ("clean", "corrupted"):
@@ -117,6 +129,7 @@ def _resolve_selectors(spec, index: int, params, pairs) -> Dict[str, Any]:
                     raise SpecMeaningError(f"position '{item}' cannot be found in the {which} prompt "
                                            f"'{prompt.text}': {err.message}", err.location,
                                            hint="name positions both prompts have") from None
+                per_pair[which].append(got[which])
             if len(got["clean"]) != len(got["corrupted"]):
                 raise SpecMeaningError(
                     f"position '{item}' names {len(got['clean'])} token(s) in the clean prompt "
@@ -124,26 +137,19 @@ def _resolve_selectors(spec, index: int, params, pairs) -> Dict[str, Any]:
                     f"'{pair.corrupted.text}', so they cannot be patched token for token",
                     spec.source.value(path),
                     hint="select one token of the slot, e.g. name[-1], or filter the vocabulary on token counts")
-            for which in ("clean", "corrupted"):
-                if found.setdefault(which, got[which]) != got[which]:
-                    prompt = getattr(pair, which)
-                    raise SpecMeaningError(
-                        f"position '{item}' names positions {list(found[which])} in one {which} prompt and "
-                        f"{list(got[which])} in another ('{prompt.text}'); patching needs the same positions "
-                        "in every prompt of a batch", spec.source.value(path),
-                        hint="filter the vocabularies so each slot has one token count")
-        out["clean"].append(found["clean"])
-        out["corrupted"].append(found["corrupted"])
-    _check_one_to_one(spec, index, items, out)
+        out["clean"].append(per_pair["clean"])
+        out["corrupted"].append(per_pair["corrupted"])
+    for n, pair in enumerate(pairs):
+        _check_one_to_one(spec, index, items, [sel[n] for sel in out["clean"]], [sel[n] for sel in out["corrupted"]])
     return out
 
 
-def _check_one_to_one(spec, index: int, items, resolved) -> None:
+def _check_one_to_one(spec, index: int, items, clean, corrupted) -> None:
     """Two selectors may not send one clean position to two corrupted ones (or back)."""
     forward: Dict[int, int] = {}
     backward: Dict[int, int] = {}
-    for item, clean, corrupted in zip(items, resolved["clean"], resolved["corrupted"]):
-        for a, b in zip(clean, corrupted):
+    for item, a_positions, b_positions in zip(items, clean, corrupted):
+        for a, b in zip(a_positions, b_positions):
             if forward.setdefault(a, b) != b or backward.setdefault(b, a) != a:
                 raise SpecMeaningError(
                     f"position '{item}' maps clean position {a} to corrupted position {b}, but another "
