@@ -49,6 +49,7 @@ analyses:
   - {kind: attention_vs_contribution, heads: 'top(heads, 3)', from: final, to: descriptor}
   - {kind: ablation, heads: 'top(heads, 2)', positions: final, method: zero}
   - {kind: ablation, id: ablate_noun, heads: [L0H1, L1H0], positions: noun, method: zero}
+  - {kind: ablation, id: resample_noun, heads: [L0H1, L1H0], positions: noun, method: resample}
   - {kind: attention, heads: 'top(heads, 2)', prompts: [0, 1, 2, 3]}
   - {kind: predictions, index: 3}
   - {kind: activation_patching, id: patch, target: z_by_position, positions: [final, noun], layers: [1]}
@@ -80,7 +81,7 @@ def test_every_number_of_a_padded_run_equals_unpadded_runs(tmp_path):
     diffs = differences(_without_passes(golden_numbers(alone)), golden_numbers(padded))
     assert not diffs, "\n".join(diffs[:20])
     # and the check can fail: the ablations moved the metric, the heads differ
-    for name in ("ablation", "ablate_noun"):
+    for name in ("ablation", "ablate_noun", "resample_noun"):
         data = padded["analyses"][name]
         assert abs(data["metric_after"] - data["metric_before"]) > 1e-4, name
     assert padded["per_prompt"]["clean"]["logit_diff"] != padded["per_prompt"]["corrupted"]["logit_diff"]
