@@ -178,7 +178,7 @@ def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
         raise SpecMeaningError("no slot combination satisfies prompts.where", spec.loc("prompts", "where"))
     dataset = Dataset(pairs, reports, order, warnings)
     _check_answers(spec, tokenizer, dataset)
-    _check_lengths(spec, dataset)
+    _keep_equal_lengths(spec, dataset)
     return dataset
 
 
@@ -347,17 +347,28 @@ def _check_answers(spec: Spec, tokenizer: Tokenizer, dataset: Dataset) -> None:
             spec.loc("prompts", "foil"), hint="make the two sets disjoint")
 
 
-def _check_lengths(spec: Spec, dataset: Dataset) -> None:
-    if not spec.prompts.get("equal_lengths", True):
+def _keep_equal_lengths(spec: Spec, dataset: Dataset) -> None:
+    """`equal_lengths: true` (opt-in): keep the pairs whose clean and corrupted prompts both
+    have the most common token length, and say how many were dropped. Without it prompts of
+    any lengths are kept: batches are padded and patching aligns positions by name (or
+    refuses, at plan time, what it cannot align)."""
+    if not spec.prompts.get("equal_lengths", False):
         return
     lengths = Counter(len(p.clean.ids) for p in dataset.pairs) + Counter(len(p.corrupted.ids) for p in dataset.pairs)
     if len(lengths) <= 1:
         return
     common = lengths.most_common(1)[0][0]
-    odd = {q.text: len(q.ids) for p in dataset.pairs for q in (p.clean, p.corrupted) if len(q.ids) != common}
-    shown = "; ".join(f"'{text}' ({n} tokens)" for text, n in list(odd.items())[:3])
-    raise SpecMeaningError(
-        f"prompts have different token lengths {sorted(lengths)} (most have {common}); for example {shown}",
-        spec.loc("prompts", "equal_lengths") if "equal_lengths" in spec.prompts else spec.loc("prompts", "template"),
-        hint="add vocabulary filters on token counts so every prompt has the same length, "
-             "or set prompts.equal_lengths: false")
+    kept = [p for p in dataset.pairs if len(p.clean.ids) == len(p.corrupted.ids) == common]
+    dropped = [p for p in dataset.pairs if p not in kept]
+    odd = next(q for p in dropped for q in (p.clean, p.corrupted) if len(q.ids) != common)
+    if not kept:
+        raise SpecMeaningError(
+            f"equal_lengths: true keeps the pairs whose clean and corrupted prompts both have {common} tokens "
+            f"(the most common length), but none has: lengths {sorted(lengths)}, e.g. '{odd.text}' "
+            f"({len(odd.ids)} tokens)", spec.loc("prompts", "equal_lengths"),
+            hint="remove equal_lengths (prompts of different lengths are padded and aligned by name), or "
+                 "filter the vocabularies on token counts")
+    dataset.pairs = kept
+    dataset.warnings.append(
+        f"equal_lengths: kept {len(kept)} of {len(kept) + len(dropped)} prompt pairs ({common} tokens); dropped "
+        f"{len(dropped)} of other lengths, e.g. '{odd.text}' ({len(odd.ids)} tokens)")

@@ -54,7 +54,7 @@ class RunContext:
         rows = [getattr(p, which).ids for p in self.pairs]
         if len({len(r) for r in rows}) > 1:
             raise RunError("this analysis needs prompts of one token length; set prompts.equal_lengths: true "
-                           "(or filter the vocabularies)", self.where())
+                           "to keep the most common length (or filter the vocabularies)", self.where())
         return torch.tensor(rows, dtype=torch.long)
 
     def answers(self) -> torch.Tensor:

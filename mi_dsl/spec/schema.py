@@ -129,8 +129,9 @@ PROMPTS = _obj("The prompt set: a template filled by the product over vocabulari
     "foil": _str("The wrong-answer token the metric compares against, e.g. "
                  "first_token(\" \" + opposite(descriptor))."),
     "corrupt": CORRUPT,
-    "equal_lengths": _bool("Require every prompt (clean and corrupted) to have the same token length "
-                           "(default true; the seed checks 17)."),
+    "equal_lengths": _bool("Opt-in filter: keep only the pairs whose clean and corrupted prompts both have "
+                           "the most common token length (the seed checks 17), saying how many were dropped. "
+                           "Default false: prompts of any lengths are padded and patched by named position."),
     "max_prompts": _int("Refuse a product of vocabularies larger than this (default 100000).", 1),
 }, required=["template", "answer", "foil"])
 
