@@ -28,7 +28,7 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
     from ..dataset.tokenizer import TokenizerUnavailable, load_tokenizer
     from ..spec import load_spec
     from .alignment import check_alignment
-    from .shapes import check_model_shape, check_positions, model_shape
+    from .shapes import check_model_shape, check_positions, check_prompt_indices, model_shape
     from .compiler import check_metric, compile_plan
 
     spec = load_spec(str(spec_path), list(overrides), [Path(p) for p in allow_paths])
@@ -45,6 +45,7 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
     check_metric(spec, tokenizer)  # a metric expression's strings become token ids
     dataset = build_dataset(spec, tokenizer)
     check_positions(spec, dataset)
+    check_prompt_indices(spec, plan, dataset)
     check_alignment(spec, plan, dataset)
     return Prepared(spec, plan, dataset, tokenizer)
 

@@ -96,3 +96,27 @@ def check_positions(spec, dataset) -> None:
                     except ExpressionError as err:
                         raise SpecMeaningError(f"{err.message} (in the prompt '{prompt.text}')",
                                                err.location, hint=err.hint) from None
+
+
+def check_prompt_indices(spec, plan, dataset) -> None:
+    """`attention.prompts: [40]` or `predictions.index: 40` beyond the most prompts the pipeline
+    can leave (exact until a keep-condition; then an upper bound) fail for sure: refuse now."""
+    if dataset is None or "prompts" not in spec.data:
+        return
+    most = len(dataset.pairs)
+    for step in plan.pipeline:
+        params = dict(step.params)
+        if step.kind == "sample":
+            most = min(most, params["n"])
+        elif step.kind == "symmetric" and params["enabled"]:
+            most = 2 * most
+    for index, params in enumerate(spec.analyses):
+        wanted = [("prompts", i, v) for i, v in enumerate(params.get("prompts") or [])
+                  if params["kind"] == "attention" and "text" not in params]
+        if params["kind"] == "predictions" and "prompt" not in params and "index" in params:
+            wanted.append(("index", None, params["index"]))
+        for key, i, value in wanted:
+            if isinstance(value, int) and value >= most:
+                where = spec.loc("analyses", index, key, i) if i is not None else spec.loc("analyses", index, key)
+                raise SpecMeaningError(f"prompt {value} does not exist: the pipeline leaves at most {most} prompt "
+                                       f"pairs (0 to {most - 1})", where)
