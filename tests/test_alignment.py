@@ -14,7 +14,6 @@ ending in a raw RuntimeError. Here:
 from __future__ import annotations
 
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -83,14 +82,11 @@ def longer(request, tmp_path_factory):
     """The issue's case on a tiny NeoX and on a tiny grouped-query Gemma-3 (post-attention norms)."""
     if request.param == "gpt_neox" and not PYTHIA.is_file():
         pytest.skip(f"the Pythia tokenizer {PYTHIA} is not on this machine")
-    from mi_dsl.runtime.run import Session
+    from mi_dsl.runtime.run import run_context
 
-    p = prepare_spec(tmp_path_factory.mktemp("longer"),
-                     "- {kind: activation_patching, target: resid_pre, positions: [final, descriptor, noun]}",
-                     request.param)
-    session = Session(p.spec, p.plan, p.dataset, p.tokenizer, progress=False, say=lambda m: None)
-    session.run(time.perf_counter())
-    return session.context
+    return run_context(prepare_spec(tmp_path_factory.mktemp("longer"),
+                                    "- {kind: activation_patching, target: resid_pre, positions: [final, descriptor, noun]}",
+                                    request.param))
 
 
 def by_hand(run, hook: str, moves, direction: str = "denoising"):
@@ -215,16 +211,13 @@ def mixed(tmp_path_factory):
     if not PYTHIA.is_file():
         pytest.skip(f"the Pythia tokenizer {PYTHIA} is not on this machine")
     from mi_dsl.compile import prepare
-    from mi_dsl.runtime.run import Session
+    from mi_dsl.runtime.run import run_context
 
     folder = tmp_path_factory.mktemp("mixed")
     path = folder / "spec.yaml"
     body = MIXED + "  - {kind: activation_patching, target: resid_pre, positions: [final, noun]}\n"
     path.write_text("version: 1\nname: mixed\n" + model_yaml("gpt_neox") + textwrap.dedent(body))
-    p = prepare(str(path), [], [])
-    session = Session(p.spec, p.plan, p.dataset, p.tokenizer, progress=False, say=lambda m: None)
-    session.run(time.perf_counter())
-    return session.context
+    return run_context(prepare(str(path), [], []))
 
 
 @pytest.mark.parametrize("target", ["resid_pre", "z", "z_by_position", "attn_out"])

@@ -76,7 +76,7 @@ def position_map(spec, index: int, params: Dict[str, Any], pairs) -> Optional[Di
     cannot be aligned."""
     if one_length(pairs):
         return None
-    kind = spec.analyses[index]["kind"]
+    kind = params.get("kind") or spec.analyses[index]["kind"]
     clean = sorted({len(p.clean.ids) for p in pairs})
     corrupted = sorted({len(p.corrupted.ids) for p in pairs})
     lengths = (f"clean prompts have {_tokens(clean)} and corrupted ones {_tokens(corrupted)}")
