@@ -39,6 +39,12 @@ def check_alignment(spec, plan, dataset) -> None:
             position_map(spec, index, params, dataset.pairs)
         elif step.kind == "ablation":
             _check_ablation(spec, index, params, dataset.pairs)
+        elif step.kind == "circuit" and not one_length(dataset.pairs):
+            lengths = sorted({len(p.clean.ids) for p in dataset.pairs} | {len(p.corrupted.ids) for p in dataset.pairs})
+            raise SpecMeaningError(
+                f"circuit compares clean and corrupted prompts position by position, but the prompts have "
+                f"{_tokens(lengths)}", spec.loc("analyses", index, "kind"),
+                hint="set prompts.equal_lengths: true to keep the most common length, or filter the vocabularies")
 
 
 def _lengths(prompts) -> Counter:
