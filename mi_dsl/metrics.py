@@ -41,17 +41,34 @@ def needs_full_logits(names: Iterable[str]) -> bool:
     return any(METRICS[n].needs_full_logits for n in names)
 
 
+def as_id_sets(ids, device=None):
+    """Token ids of each prompt's answer (or foil) as a padded [B, K] tensor (-1 pads) and its
+    mask, from a [B] tensor (one token each) or a [B, K] one."""
+    import torch
+
+    ids = torch.as_tensor(ids)
+    if ids.dim() == 1:
+        ids = ids[:, None]
+    if device is not None:
+        ids = ids.to(device)
+    return ids, ids >= 0
+
+
 class Readout:
     """One batch's final-position readout, computed once per need.
 
-    x [B, d_model] is the unembedding input; answers and foils [B] token ids. Full logits
-    are computed in the model's dtype and read in float32, so softmax and log-sum-exp
-    are float32 whatever the model's dtype.
+    x [B, d_model] is the unembedding input; answers and foils are token ids, [B] (one
+    token each) or [B, K] token sets padded with -1. Full logits are computed in the
+    model's dtype and read in float32, so softmax and log-sum-exp are float32 whatever
+    the model's dtype. A set's logit is the mean of its members' logits (so the logit
+    difference stays linear in x); its probability is the sum of its members'.
     """
 
     def __init__(self, x, answers, foils, unembed):
         self.x = x.to(unembed.W_U.dtype)
-        self.answers, self.foils, self.unembed = answers, foils, unembed
+        self.unembed = unembed
+        self.answers, self.answer_mask = as_id_sets(answers, x.device)
+        self.foils, self.foil_mask = as_id_sets(foils, x.device)
         self._full = None
 
     def full_logits(self):
@@ -59,41 +76,82 @@ class Readout:
             self._full = self.unembed.full(self.x).float()
         return self._full
 
-    def answer_logit(self):
+    def _single(self, ids, mask) -> bool:
+        return ids.shape[1] == 1 and bool(mask.all())
+
+    def _member_logits(self, ids, mask):
+        """[B, K] logits of each set member (0 where padded)."""
+        safe = ids.clamp(min=0)
         if self._full is not None:  # the same matmul as the full row, so ranks judge ties consistently
-            return self._full.gather(1, self.answers[:, None])[:, 0]
-        return self.unembed.logits_of(self.x, self.answers).float()
+            got = self._full.gather(1, safe)
+        elif self._single(ids, mask):  # one token each: exactly the single-token arithmetic of old
+            got = self.unembed.logits_of(self.x, safe[:, 0]).float()[:, None]
+        else:
+            got = self.unembed.logits_of(self.x[:, None, :].expand(-1, ids.shape[1], -1), safe).float()
+        return got * mask
+
+    def set_logit(self, ids, mask):
+        """Mean logit of each row's set [B] (a single token's own logit)."""
+        logits = self._member_logits(ids, mask)
+        if self._single(ids, mask):
+            return logits[:, 0]
+        return logits.sum(-1) / mask.sum(-1)
+
+    def answer_logit(self):
+        return self.set_logit(self.answers, self.answer_mask)
 
     def foil_logit(self):
-        return self.unembed.logits_of(self.x, self.foils).float()
+        return self.set_logit(self.foils, self.foil_mask)
 
-    def answer_logprob(self):
+    def set_logprob(self, ids, mask):
+        """log of the probability mass of each row's set [B]."""
         import torch
 
         full = self.full_logits()
-        return self.answer_logit() - torch.logsumexp(full, dim=-1)
+        norm = torch.logsumexp(full, dim=-1)
+        if self._single(ids, mask):
+            return full.gather(1, ids)[:, 0] - norm
+        member = full.gather(1, ids.clamp(min=0)).masked_fill(~mask, float("-inf"))
+        return torch.logsumexp(member, dim=-1) - norm
+
+    def answer_logprob(self):
+        return self.set_logprob(self.answers, self.answer_mask)
+
+    def foil_logprob(self):
+        return self.set_logprob(self.foils, self.foil_mask)
 
 
 @metric("logit_diff", "logit of the answer minus logit of the foil at the final position "
-                      "(the seed's get_logit_diff)", linear=True)
+                      "(the seed's get_logit_diff); for token sets, the mean logit of the answer set "
+                      "minus the mean logit of the foil set", linear=True)
 def _logit_diff(r: Readout):
     return r.answer_logit() - r.foil_logit()
 
 
-@metric("prob", "probability of the answer at the final position", needs_full_logits=True)
+@metric("prob", "probability of the answer at the final position (for a token set: the probability "
+                "mass of the set, the sum of its members' probabilities)", needs_full_logits=True)
 def _prob(r: Readout):
     return r.answer_logprob().exp()
 
 
-@metric("logprob", "log-probability of the answer at the final position", needs_full_logits=True)
+@metric("prob_diff", "probability mass of the answer (set) minus that of the foil (set) at the final "
+                     "position (Hanna et al.'s greater-than probability difference)", needs_full_logits=True)
+def _prob_diff(r: Readout):
+    return r.answer_logprob().exp() - r.foil_logprob().exp()
+
+
+@metric("logprob", "log-probability of the answer at the final position (for a token set: the log of "
+                   "its probability mass)", needs_full_logits=True)
 def _logprob(r: Readout):
     return r.answer_logprob()
 
 
-@metric("rank", "rank of the answer among all tokens at the final position (0 = top)", needs_full_logits=True)
+@metric("rank", "rank of the answer among all tokens at the final position (0 = top; for a token set, "
+                "the rank of its best member)", needs_full_logits=True)
 def _rank(r: Readout):
     full = r.full_logits()
-    return (full > r.answer_logit()[:, None]).sum(-1).float()
+    best = r._member_logits(r.answers, r.answer_mask).masked_fill(~r.answer_mask, float("-inf")).max(-1).values
+    return (full > best[:, None]).sum(-1).float()
 
 
 def compute_metrics(x, answers, foils, names: Iterable[str], unembed) -> Dict[str, Any]:

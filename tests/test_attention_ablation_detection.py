@@ -306,7 +306,7 @@ def test_selectors_pick_exactly_the_named_heads(main_run):
 
 @needs_pythia
 @pytest.mark.parametrize("analyses, says", [
-    ("- {kind: attention, heads: L0H0, prompts: [0, 99]}", "prompt 99 does not exist: the dataset has 10 prompt pairs"),
+    ("- {kind: attention, heads: L0H0, prompts: [0, 99]}", "prompt 99 does not exist: the pipeline leaves at most 10 prompt pairs"),
     ("- {kind: logit_lens, id: lens}\n- {kind: attention, heads: 'top(lens, 2)'}",
      "analysis 'lens' gives no per-head scores"),
     ("- {kind: attention, heads: L5H0}", "layer 5 is out of range: the model has 2 layers"),

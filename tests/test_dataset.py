@@ -407,12 +407,17 @@ def test_empty_vocabulary_after_filter_names_the_words(build):
         build(SMALL.replace("[cats, dogs, owls, mice]", "[cats, dogs, owls, mice]\n    filter: 'len(item) > 9'"))
 
 
-def test_unequal_lengths_are_refused_unless_allowed(build):
+def test_unequal_lengths_are_kept_unless_equal_lengths_filters_them(build):
     text = SMALL.replace("[fast, slow]]", "[fast, very slow]]")
-    with pytest.raises(SpecMeaningError, match=r"different token lengths \[9, 10\]"):
-        build(text)
-    _, _, dataset = build(text, "prompts.equal_lengths=false")
+    _, _, dataset = build(text)
     assert dataset.token_lengths == [9, 10]
+    _, _, filtered = build(text, "prompts.equal_lengths=true")
+    assert filtered.token_lengths == [9] and 0 < len(filtered.pairs) < len(dataset.pairs)
+    assert f"kept {len(filtered.pairs)} of {len(dataset.pairs)} prompt pairs (9 tokens)" in filtered.warnings[-1]
+    only_long = text.replace("[[big, small], [tall, short], [fast, very slow]]", "[[fast, very slow]]")
+    assert only_long != text
+    with pytest.raises(SpecMeaningError, match="none has"):
+        build(only_long, "prompts.equal_lengths=true")
 
 
 # --------------------------------------------------------------------------- no torch before the runtime

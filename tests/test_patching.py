@@ -465,7 +465,7 @@ def test_compile_checks_the_parameters(tmp_path):
     for text, message in cases:
         with pytest.raises(MiError, match=message):
             compile_only(tmp_path, text)
-    with pytest.raises(SpecMeaningError, match="differentiable"):
+    with pytest.raises(SpecMeaningError, match="linear in the final residual"):
         compile_only(tmp_path, "- {kind: attribution_patching}", metric="rank")
 
 

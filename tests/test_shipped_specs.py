@@ -51,6 +51,14 @@ def test_shipped_spec_runs(name, tmp_path):
     if results["baselines"]:
         assert results["baselines"]["clean"] > 0 > results["baselines"]["corrupted"]
     check_golden(name[:-len(".yaml")], results)
+    model = results["provenance"]["model"]
+    if model.get("source") == "embedded":  # the shape validate checks selectors against, without weights
+        from mi_dsl.compile.shapes import model_shape
+        from mi_dsl.spec.model import ModelSpec
+
+        shape = model_shape(ModelSpec(source="embedded"))
+        assert (model["n_layers"], model["n_heads"], model["n_kv_heads"]) == (shape.n_layers, shape.n_heads,
+                                                                              shape.n_kv_heads)
 
 
 @pytest.mark.slow

@@ -256,7 +256,7 @@ def test_report_shows_each_convention_and_the_compared_pairs(tmp_path):
     page = outcome.report_path.read_text()
     for name, a in outcome.results["analyses"].items():
         assert a["convention"], name
-    assert page.count("Convention: ") == len(outcome.results["analyses"])
+    assert page.count("<b>Convention.</b>") == len(outcome.results["analyses"])
     assert "normalize: per_layer" in page
     assert "on the same 2 pairs" in page
 

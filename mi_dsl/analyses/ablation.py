@@ -99,12 +99,15 @@ def _replacements(run, heads, method: str):
     kept = capture_each(run, prompts, keep, names[max(layers)], f"capturing {which} z for {method} ablation")
     out = {}
     for layer in layers:
-        values = torch.stack([k[names[layer]] for k in kept])  # [N, S, h, d]
+        per_prompt = [k[names[layer]] for k in kept]  # [S_i, h, d]; prompts may differ in length
+        longest = max(v.shape[0] for v in per_prompt)
+        values = torch.stack([torch.nn.functional.pad(v, (0, 0, 0, 0, 0, longest - v.shape[0]))
+                              for v in per_prompt])  # [N, S, h, d], zeros past a prompt's end (never ablated)
         if method == "mean":
             mean = values.mean(0)
             out[layer] = lambda ids, z, mean=mean: mean.to(z.device, z.dtype).expand(z.shape[0], *mean.shape)
         else:
-            out[layer] = lambda ids, z, values=values: values[ids].to(z.device, z.dtype)
+            out[layer] = lambda ids, z, values=values: values[ids, :z.shape[1]].to(z.device, z.dtype)
     return out
 
 

@@ -120,7 +120,7 @@ def _contribution(run, kept, heads, direction: str):
         return torch.stack([k[name] for k in kept]).to(run.device)
 
     answers = run.answers().to(run.device)
-    vector = run.unembed.directions(answers)
+    vector = run.unembed.set_directions(answers)  # a token set: its mean direction
     if direction == "logit_diff":
         vector = run.logit_diff_directions()
     scale = stacked("ln_final.hook_scale")

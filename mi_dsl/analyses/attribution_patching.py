@@ -38,7 +38,7 @@ PARAMS["compare_with"] = {
           "Attribution patching: the gradient estimate of activation patching, (source - base activation) "
           ". d metric / d activation, from one forward and one backward per batch; compared with exact "
           "patching of the same target when the spec has it.",
-          params=PARAMS, needs_pairs=True)
+          params=PARAMS, needs_pairs=True, decomposes=True)
 class AttributionPatching:
     def compile(self, params, ctx):
         if ctx.spec.metric not in DIFFERENTIABLE:

@@ -63,31 +63,14 @@ def selector_summary(table, result_id: str, count: int = 1, rules=("top", "top_a
     return "; ".join(parts)
 
 
-DIRECTION_PARAM = {
-    "type": "string", "enum": ["logit_diff"],
-    "description": "The direction the components are read on: logit_diff (the answer's unembedding minus the "
-                   "foil's, the seed's). Required when the spec's metric is not linear in the residual stream "
-                   "(prob, logprob, rank): the parts then add up to the logit difference, not to the metric."}
-
-
-def require_linear_metric(params, ctx, what: str) -> None:
-    """Refuse to decompose a metric the parts cannot add up to, unless the spec names the direction."""
-    from ..errors import SpecMeaningError
-    from ..metrics import METRICS
-
-    metric = ctx.spec.metric
-    if METRICS[metric].linear or "direction" in params:
-        return
-    raise SpecMeaningError(
-        f"{what} splits the logit difference (answer minus foil) into parts that add up to it; the spec's "
-        f"metric is {metric}, which is not linear in the residual stream, so the parts would not be parts of it",
-        ctx.where("kind"),
-        hint="add `direction: logit_diff` to this analysis to read the logit difference anyway, or use "
-             "metric: logit_diff")
-
-
 def final_norm_convention(run) -> str:
     """How the components are scaled, in words, for the model at hand."""
     centred = "centred and " if run.cfg.normalization_type in ("LN", "LNPre") else ""
     return (f"{centred}divided by the clean run's final-norm scale at the final position (frozen, the "
             "seed's apply_ln_to_stack), then projected on W_U[answer] - W_U[foil]")
+
+
+# What the logit lens and the attributions decompose, stated in their results: the spec's
+# metric when it is logit_diff (linear), else what `direction: logit_diff` asked for.
+DECOMPOSED = ("logit_diff: the answer's logit minus the foil's at the final position (for token sets, "
+              "the mean logit of each set)")

@@ -6,8 +6,8 @@ bar chart (plot_attention_heads, as a fraction of the clean logit difference).
 """
 from __future__ import annotations
 
-from .base import (DIRECTION_PARAM, Result, final_norm_convention, head_grid_rows, head_label, ranked_heads,
-                   require_linear_metric, step)
+from .base import (DECOMPOSED, Result, final_norm_convention, head_grid_rows, head_label, ranked_heads,
+                   step)
 from ._figures import hbar, heatmap
 from .registry import analysis
 
@@ -18,11 +18,9 @@ from .registry import analysis
                             "description": "Heads in the bar chart of largest contributions (default 12)."},
                   "normalize": {"type": "boolean",
                                 "description": "Bar chart as a fraction of the clean logit difference "
-                                               "(default true, as the seed's plot)."},
-                  "direction": DIRECTION_PARAM})
+                                               "(default true, as the seed's plot)."}}, decomposes=True)
 class HeadAttribution:
     def compile(self, params, ctx):
-        require_linear_metric(params, ctx, "head_attribution")
         return step(ctx, params, "every head's output (z @ W_O) at the final position -> logit difference",
                     hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale",
                            "blocks.{L}.ln1_post.hook_scale?"))
@@ -36,7 +34,8 @@ class HeadAttribution:
         top = [{"head": head_label(l, h), "logit_diff": table[l][h]}
                for l, h in ranked_heads(table, "top", params.get("top_k", 12))]
         return Result({"per_head": table, "top": top, "total": float(flat.sum()),
-                       "normalize": params.get("normalize", True), "convention": head_convention(run)},
+                       "normalize": params.get("normalize", True), "convention": head_convention(run),
+                       "decomposes": DECOMPOSED},
                       tables={"head_attribution": head_grid_rows(table, "logit_diff")},
                       summary=f"top({params.get('id', 'head_attribution')}): "
                               + ", ".join(f"{t['head']} {t['logit_diff']:.3f}" for t in top[:5]))

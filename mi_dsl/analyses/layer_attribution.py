@@ -5,17 +5,15 @@ output; each part's direct contribution to the logit difference.
 """
 from __future__ import annotations
 
-from .base import DIRECTION_PARAM, Result, final_norm_convention, require_linear_metric, step
+from .base import DECOMPOSED, Result, final_norm_convention, step
 from ._figures import line
 from .registry import analysis
 
 
 @analysis("layer_attribution", "Direct logit difference of the embeddings and of each layer's attention "
-                               "and MLP output (the seed's Layer Attribution).",
-          params={"direction": DIRECTION_PARAM})
+                               "and MLP output (the seed's Layer Attribution).", decomposes=True)
 class LayerAttribution:
     def compile(self, params, ctx):
-        require_linear_metric(params, ctx, "layer_attribution")
         return step(ctx, params, "embedding + each attention/MLP output at the final position -> logit difference",
                     hooks=("blocks.0.hook_resid_pre", "blocks.{L}.hook_attn_out", "blocks.{L}.hook_mlp_out",
                            "ln_final.hook_scale"))
@@ -35,7 +33,7 @@ class LayerAttribution:
         total = sum(values) + bias
         return Result(
             {"labels": labels, "logit_diff": values, "sum": total, "measured_logit_diff": measured,
-             "unembed_bias_diff": bias,
+             "unembed_bias_diff": bias, "decomposes": DECOMPOSED,
              "convention": "direct effect of each part (embeddings, each attention and MLP output) at the final "
                            f"position, {final_norm_convention(run)}; the parts plus the unembedding bias sum "
                            "exactly to the measured logit difference; effects through later layers are not "

@@ -10,7 +10,7 @@ difference the model could read at that depth.
 """
 from __future__ import annotations
 
-from .base import DIRECTION_PARAM, Result, final_norm_convention, require_linear_metric, step
+from .base import DECOMPOSED, Result, final_norm_convention, step
 from ._figures import line
 from .registry import analysis
 
@@ -23,11 +23,10 @@ NORMALIZE = ("final", "per_layer")
                                 "description": "final (default, the seed's): divide every layer's residual by "
                                                "the final layer's norm scale (linear; entries are comparable "
                                                "sums); per_layer: normalise each layer's residual by its own "
-                                               "scale, as if the final norm were applied there."},
-                  "direction": DIRECTION_PARAM})
+                                               "scale, as if the final norm were applied there."}},
+          decomposes=True)
 class LogitLens:
     def compile(self, params, ctx):
-        require_linear_metric(params, ctx, "logit_lens")
         return step(ctx, params, f"accumulated residual stream at the final position -> logit difference "
                                  f"(normalised by the {params.get('normalize', 'final')} scale)",
                     hooks=("blocks.{L}.hook_resid_pre", "blocks.{last}.hook_resid_post", "ln_final.hook_scale"))
@@ -49,7 +48,8 @@ class LogitLens:
         bias = float(run.bias_diff().mean())
         return Result(
             {"labels": labels, "logit_diff": values, "measured_logit_diff": measured,
-             "unembed_bias_diff": bias, "normalize": normalize, "convention": _convention(run, normalize)},
+             "unembed_bias_diff": bias, "normalize": normalize, "convention": _convention(run, normalize),
+             "decomposes": DECOMPOSED},
             tables={"logit_lens": [{"component": c, "logit_diff": v} for c, v in zip(labels, values)]},
             summary=f"final entry {values[-1]:.4f} (+ unembedding bias {bias:.4f}) vs measured {measured:.4f}")
 

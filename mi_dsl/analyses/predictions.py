@@ -34,18 +34,20 @@ class Predictions:
             if run.plan.model.prepend_bos:
                 ids = [tok.bos_id] + ids
             answer_ids = tok.encode(params["answer"]) if "answer" in params else []
-            answer = answer_ids[0] if answer_ids else None
+            candidates = answer_ids[:1]
         else:
             index = params.get("index", 0)
             if index >= len(run.pairs):
                 raise RunError(f"predictions.index {index} is beyond the {len(run.pairs)} prompts of the dataset",
                                run.where("index"))
             pair = run.pairs[index]
-            text, ids, answer = pair.clean.text, list(pair.clean.ids), pair.answer
+            text, ids, candidates = pair.clean.text, list(pair.clean.ids), list(pair.answers)
         tokens = torch.tensor([ids], dtype=torch.long)
         _, kept = run.executor.capture(tokens, {UNEMBED_INPUT: lambda a: a[:, -1]}, stop_after=UNEMBED_INPUT)
         logits = run.unembed.full(kept[UNEMBED_INPUT].to(run.unembed.W_U.dtype))[0].float()
         probs = logits.softmax(-1)
+        # a token set's answer is its best-ranked member (the rank metric's convention)
+        answer = max(candidates, key=lambda t: float(logits[t])) if candidates else None
         top = torch.topk(logits, params.get("top_k", 10))
         rows = [{"rank": r, "token_id": int(i), "token": tok.token_str(int(i)), "logit": float(v),
                  "prob": float(probs[i])} for r, (v, i) in enumerate(zip(top.values, top.indices))]
@@ -58,7 +60,8 @@ class Predictions:
         if answer is not None:
             rank = int((logits > logits[answer]).sum())
             data["answer"] = {"token_id": answer, "token": tok.token_str(answer), "rank": rank,
-                              "logit": float(logits[answer]), "prob": float(probs[answer])}
+                              "logit": float(logits[answer]), "prob": float(probs[answer]), "set_size": len(candidates),
+                              "set_prob": float(probs[candidates].sum())}
             summary += f"; answer {tok.token_str(answer)!r} at rank {rank}"
         return Result(data, tables={"predictions": rows}, summary=summary)
 

@@ -38,6 +38,7 @@ class AnalysisKind:
     implementation: Any  # the registered class; instantiated per run
     needs_pairs: bool = False  # needs clean/corrupted pairs (patching, ablation by resampling)
     needs_dataset: bool = True  # False: runs on its own inputs (head detection)
+    decomposes: bool = False  # splits the metric into parts linearly: needs a linear metric (metrics.py)
 
     def schema(self) -> Dict[str, Any]:
         props = dict(COMMON_PARAMS)
@@ -52,19 +53,32 @@ class AnalysisKind:
         }
 
 
+# A decomposition reads the metric as a sum of parts, exact only for a metric that is linear in
+# the final residual. For another metric the spec must name the linear direction to read instead.
+DIRECTION_PARAM: Dict[str, Any] = {
+    "type": "string", "enum": ["logit_diff"],
+    "description": "The direction the parts are read on when the spec's metric is not linear in the final "
+                   "residual (prob, prob_diff, logprob, rank): `logit_diff`, the answer-minus-foil logit "
+                   "difference (mean logits for token sets); the parts then add up to it, not to the metric. "
+                   "Default: the spec's metric, which must then be linear.",
+}
+
 REGISTRY: Dict[str, AnalysisKind] = {}
 
 
 def analysis(kind: str, description: str, params: Optional[Dict[str, Any]] = None,
              required: Optional[List[str]] = None, needs_pairs: bool = False,
-             needs_dataset: bool = True) -> Callable:
+             needs_dataset: bool = True, decomposes: bool = False) -> Callable:
     """Class decorator registering an analysis kind."""
 
     def register(cls):
         if kind in REGISTRY:
             raise ValueError(f"analysis kind '{kind}' is registered twice")
-        REGISTRY[kind] = AnalysisKind(kind, description, params or {}, required or [], cls,
-                                      needs_pairs, needs_dataset)
+        params_ = dict(params or {})
+        if decomposes and kind != "attribution_patching":  # its `direction` is denoising/noising
+            params_.setdefault("direction", DIRECTION_PARAM)
+        REGISTRY[kind] = AnalysisKind(kind, description, params_, required or [], cls,
+                                      needs_pairs, needs_dataset, decomposes)
         cls.kind = kind
         return cls
 

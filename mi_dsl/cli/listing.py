@@ -13,7 +13,9 @@ def catalogue() -> Dict[str, List[Dict[str, str]]]:
     kinds = load_all()
     return {
         "analyses": [{"name": k, "description": kinds[k].description} for k in sorted(kinds)],
-        "metrics": [{"name": m.name, "description": m.description, "linear": m.linear} for m in METRICS.values()],
+        # expression metrics are registered by the specs that write them, not listed
+        "metrics": [{"name": m.name, "description": m.description, "linear": m.linear} for m in METRICS.values()
+                    if "(" not in m.name],
         "functions": [{"name": n, "signature": s, "description": d} for n, s, d in describe_functions()],
     }
 
@@ -48,7 +50,14 @@ def reference_markdown() -> str:
         params = {k: v for k, v in then["properties"].items() if k not in ("kind",)}
         out += [f"- `{k}`{_type(v)}: {v.get('description', '')}" for k, v in params.items()]
         out.append("")
-    out += ["## Metrics", ""] + [f"- `{m['name']}`: {m['description']}" for m in cat["metrics"]]
+    out += ["## Metrics", "", "Each metric says whether it is linear in the final residual: decompositions "
+            "(logit_lens, layer_attribution, head_attribution, attribution_patching) read only linear metrics "
+            "exactly and refuse the others unless told `direction: logit_diff`. Answers and foils may be "
+            "token sets (first_tokens, number_tokens).", ""]
+    out += [f"- `{m['name']}`{' (linear)' if m['linear'] else ''}: {m['description']}" for m in cat["metrics"]]
+    out += ["- an expression over `logit(...)`, `prob(...)` and `logprob(...)` at the final position, with "
+            "`+ - * /` and numbers; each reads `answer`, `foil`, a string (its first token) or "
+            "`first_tokens(\" she| her\")`, e.g. `metric: 'prob(answer) - prob(foil)'` (not linear)"]
     out += ["", "## Expression functions", ""]
     out += [f"- `{f['signature']}`: {f['description']}" for f in cat["functions"]]
     return "\n".join(out) + "\n"

@@ -22,6 +22,7 @@ def compile_plan(spec: Spec) -> Plan:
     if spec.pipeline and "prompts" not in spec.data:
         raise SpecMeaningError("a pipeline filters prompts, but this spec has no `prompts:`",
                                spec.loc("pipeline"))
+    check_metric(spec)
     metrics_needed = {spec.metric}
     pipeline = tuple(_pipeline_step(spec, i, step, metrics_needed) for i, step in enumerate(spec.pipeline))
     analyses = compile_analyses(spec)
@@ -30,9 +31,24 @@ def compile_plan(spec: Spec) -> Plan:
                 pipeline, analyses, run.get("batch_size", "auto"), run.get("memory_gb"))
 
 
+def check_metric(spec: Spec, tokenizer=None) -> None:
+    """A registered metric's name, or an expression over logit()/prob()/logprob() (registered
+    under its own text; with a tokenizer, its string literals become token ids)."""
+    from ..metric_expr import is_expression, register_expression
+    from ..suggest import did_you_mean
+
+    if is_expression(spec.metric):
+        register_expression(spec.metric, lambda off: spec.source.inside(("metric",), off), tokenizer)
+    elif spec.metric not in METRICS:
+        hint = did_you_mean(spec.metric, [n for n in METRICS if "(" not in n])
+        raise SpecMeaningError(f"unknown value '{spec.metric}' for 'metric'" + (f"; {hint}" if hint else ""),
+                               spec.loc("metric"),
+                               hint="a metric's name (mi-run list) or an expression such as prob(answer) - prob(foil)")
+
+
 def compile_keep(spec: Spec, index: int):
     path = ("pipeline", index, "keep")
-    compiled = compile_expression(spec.pipeline[index]["keep"], Scope.keep(list(METRICS)),
+    compiled = compile_expression(spec.pipeline[index]["keep"], Scope.keep([n for n in METRICS if "(" not in n]),
                             where=lambda off: spec.source.inside(path, off))
     expect_type(compiled, "bool", lambda off: spec.source.inside(path, off))
     return compiled
@@ -71,6 +87,7 @@ def compile_analyses(spec: Spec) -> Tuple[Step, ...]:
             raise SpecMeaningError(f"two analyses are named '{analysis_id}' (the first on line {first.line}); "
                                    "give one an `id:`", spec.loc("analyses", index, key))
         ids[analysis_id] = index
+        _check_metric_fits(spec, index, kind, params)
         compiled.append((index, kind, params))
     steps = []
     refs_of: Dict[str, List[Tuple[str, Location]]] = {}
@@ -83,6 +100,26 @@ def compile_analyses(spec: Spec) -> Tuple[Step, ...]:
         steps.append(replace(step, depends_on=tuple(dict.fromkeys(step.depends_on + referred))))
     _check_references(spec, [s.id for s in steps], refs_of, ids)
     return tuple(steps)
+
+
+def _check_metric_fits(spec: Spec, index: int, kind, params: Dict[str, Any]) -> None:
+    """Decompositions are exact only for a metric linear in the final residual; refuse others
+    unless the analysis names the linear direction it reads instead (`direction: logit_diff`)."""
+    metric = METRICS[spec.metric]
+    patching = kind.kind == "attribution_patching"  # its `direction` is denoising/noising, not a read-out
+    if not kind.decomposes or metric.linear or (not patching and "direction" in params):
+        return
+    metric_at = spec.loc("metric") if "metric" in spec.data else None
+    stated = f" (line {metric_at.line})" if metric_at is not None and metric_at.line else ""
+    linear = ", ".join(sorted(n for n, m in METRICS.items() if m.linear and "(" not in n))
+    if patching:
+        hint = f"use a linear metric ({linear}), or activation_patching, which patches exactly for any metric"
+    else:
+        hint = (f"add `direction: logit_diff` to this analysis to read the answer-minus-foil logit difference "
+                f"instead (the parts then add up to it), or use a linear metric ({linear})")
+    raise SpecMeaningError(f"{params['kind']} decomposes the metric into parts that add up to it, which holds "
+                           f"only for a metric linear in the final residual; the spec's metric "
+                           f"'{spec.metric}'{stated} is not linear", spec.loc("analyses", index, "kind"), hint=hint)
 
 
 def _check_references(spec: Spec, order: List[str], refs_of, ids) -> None:

@@ -58,9 +58,10 @@ def model_dims(model, vocab_size: Optional[int]) -> Optional[Dict[str, Any]]:
         from ..runtime.models.random_weights import SHAPES
 
         shape = SHAPES.get(model.architecture, {}).get(model.size)
-        if shape is None or vocab_size is None:
+        dims = getattr(getattr(shape, "make_config", None), "dims", None)  # a test's own shape may have none
+        if dims is None or vocab_size is None:
             return None
-        return dict(shape.make_config.dims, vocab=shape.fixed_vocab or vocab_size,
+        return dict(dims, vocab=shape.fixed_vocab or vocab_size,
                     origin=f"random preset {model.architecture}/{model.size}")
     config = _config_file(model)
     if config is None:

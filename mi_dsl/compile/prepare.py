@@ -27,11 +27,14 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
     from ..dataset import build_dataset, check_without_tokenizer
     from ..dataset.tokenizer import TokenizerUnavailable, load_tokenizer
     from ..spec import load_spec
-    from .compiler import compile_plan
+    from .alignment import check_alignment
+    from .shapes import check_model_shape, check_positions, check_prompt_indices, model_shape
+    from .compiler import check_metric, compile_plan
 
     spec = load_spec(str(spec_path), list(overrides), [Path(p) for p in allow_paths])
     check_without_tokenizer(spec)  # prompts before analyses: faults reported in file order
     plan = compile_plan(spec)
+    check_model_shape(spec, model_shape(spec.model))
     try:
         tokenizer = load_tokenizer(spec.model, spec.bos_token, tokenizer_location(spec))
     except TokenizerUnavailable as why:
@@ -39,7 +42,12 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
             raise RunError(f"{why}; pass one with --set model.tokenizer=PATH", spec.loc("model")) from None
         return Prepared(spec, plan, None, None, str(why))
     _check_bos(spec, tokenizer)
-    return Prepared(spec, plan, build_dataset(spec, tokenizer), tokenizer)
+    check_metric(spec, tokenizer)  # a metric expression's strings become token ids
+    dataset = build_dataset(spec, tokenizer)
+    check_positions(spec, dataset)
+    check_prompt_indices(spec, plan, dataset)
+    check_alignment(spec, plan, dataset)
+    return Prepared(spec, plan, dataset, tokenizer)
 
 
 def tokenizer_location(spec):

@@ -57,17 +57,26 @@ def _answer_pairs(dataset, tokenizer) -> List[Dict[str, Any]]:
     """Each (answer, foil) pair with its prompt count and the clean slot values its prompts share."""
     groups: Dict[Any, List[Dict[str, str]]] = {}
     for pair in dataset.pairs:
-        groups.setdefault((pair.answer, pair.foil), []).append(dict(pair.values))
-    return [{"answer": a, "answer_token": tokenizer.token_str(a), "foil": f, "foil_token": tokenizer.token_str(f),
+        groups.setdefault((pair.answers, pair.foils), []).append(dict(pair.values))
+    return [{"answer": _ids(a), "answer_token": _strs(tokenizer, a), "foil": _ids(f), "foil_token": _strs(tokenizer, f),
              "prompts": len(values),
              "values": {slot: word for slot, word in values[0].items() if all(v[slot] == word for v in values)}}
             for (a, f), values in groups.items()]
 
 
+def _ids(tokens):
+    """One token as its id (as before token sets existed); a set as a list of ids."""
+    return tokens[0] if len(tokens) == 1 else list(tokens)
+
+
+def _strs(tokenizer, tokens):
+    return tokenizer.token_str(tokens[0]) if len(tokens) == 1 else [tokenizer.token_str(t) for t in tokens]
+
+
 def _example(pair, tokenizer) -> Dict[str, Any]:
     return {"clean": pair.clean.text, "corrupted": pair.corrupted.text,
-            "answer": [pair.answer, tokenizer.token_str(pair.answer)],
-            "foil": [pair.foil, tokenizer.token_str(pair.foil)],
+            "answer": [_ids(pair.answers), _strs(tokenizer, pair.answers)],
+            "foil": [_ids(pair.foils), _strs(tokenizer, pair.foils)],
             "clean_tokens": tokenizer.token_strs(pair.clean.ids), "values": dict(pair.values)}
 
 

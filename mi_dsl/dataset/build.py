@@ -34,13 +34,35 @@ class Prompt:
 class PromptPair:
     clean: Prompt
     corrupted: Prompt
-    answer: int
-    foil: int
+    answers: Tuple[int, ...]   # the answer token, or the answer token set
+    foils: Tuple[int, ...]     # the foil token, or the foil token set
     values: Tuple[Tuple[str, str], ...]  # slot values of the clean prompt
 
     def swapped(self) -> "PromptPair":
         """The corrupted prompt as a clean one, answer and foil swapped (symmetric pairing)."""
-        return PromptPair(self.corrupted, self.clean, self.foil, self.answer, self.values)
+        return PromptPair(self.corrupted, self.clean, self.foils, self.answers, self.values)
+
+    @property
+    def answer(self) -> int:
+        """The single answer token (code that cannot read token sets asks here and is refused)."""
+        return _single(self.answers, "answer")
+
+    @property
+    def foil(self) -> int:
+        return _single(self.foils, "foil")
+
+
+def _single(tokens: Tuple[int, ...], what: str) -> int:
+    if len(tokens) != 1:
+        from ..errors import RunError
+
+        raise RunError(f"this needs a single {what} token, but the {what} is a set of {len(tokens)} tokens")
+    return tokens[0]
+
+
+def as_token_set(value) -> Tuple[int, ...]:
+    """An answer expression's value (a token id or a token set) as a tuple of ids."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (int(value),)
 
 
 @dataclass
@@ -127,7 +149,7 @@ def compile_template(spec: Spec, key: Tuple[str, ...], slots: Dict[str, str]) ->
         text = text[part]
     paired = [s for s, v in slots.items() if spec.vocabularies[v].pairs is not None]
     template = parse_template(text, list(slots), paired, lambda off: spec.source.inside(key, off))
-    if not template.slots:
+    if not template.slots and key[-2:] != ("corrupt", "template"):  # a constant corrupted prompt is fine
         raise SpecMeaningError("the template has no {slot}; a prompt set needs at least one slot, "
                                "e.g. 'All {category} are ...'", spec.loc(*key))
     return template
@@ -156,7 +178,7 @@ def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
         raise SpecMeaningError("no slot combination satisfies prompts.where", spec.loc("prompts", "where"))
     dataset = Dataset(pairs, reports, order, warnings)
     _check_answers(spec, tokenizer, dataset)
-    _check_lengths(spec, dataset)
+    _keep_equal_lengths(spec, dataset)
     return dataset
 
 
@@ -238,7 +260,7 @@ class _PairBuilder:
         path = ("prompts", key)
         compiled = compile_expression(self.spec.prompts[key], Scope.answer(list(self.slots_to_vocab), paired),
                                 where=lambda off: self.spec.source.inside(path, off))
-        expect_type(compiled, "token", lambda off: self.spec.source.inside(path, off))
+        expect_type(compiled, ("token", "tokens"), lambda off: self.spec.source.inside(path, off))
         return compiled
 
     def _corruption(self, paired: List[str], reports):
@@ -289,9 +311,9 @@ class _PairBuilder:
                 corrupted_values = {**values, slot: rng.choice(choices)}
         corrupted = self._prompt(template, corrupted_values) if self.corrupt else clean
         self.env.values = values
-        answer = self.answer.evaluate(self.env)
-        foil = self.foil.evaluate(self.env)
-        return PromptPair(clean, corrupted, answer, foil, tuple(values.items()))
+        answers = as_token_set(self.answer.evaluate(self.env))
+        foils = as_token_set(self.foil.evaluate(self.env))
+        return PromptPair(clean, corrupted, answers, foils, tuple(values.items()))
 
     def _prompt(self, template: Template, values: Dict[str, str]) -> Prompt:
         text, char_spans = template.render(values, self.env)
@@ -310,25 +332,43 @@ class _PairBuilder:
 
 def _check_answers(spec: Spec, tokenizer: Tokenizer, dataset: Dataset) -> None:
     for pair in dataset.pairs:
-        if pair.answer == pair.foil:
-            token = tokenizer.token_str(pair.answer)
+        shared = [t for t in pair.answers if t in pair.foils]
+        if not shared:
+            continue
+        token = tokenizer.token_str(shared[0])
+        if len(pair.answers) == len(pair.foils) == 1:
             raise SpecMeaningError(
-                f"answer and foil are the same token {pair.answer} ({token!r}) for the prompt "
+                f"answer and foil are the same token {shared[0]} ({token!r}) for the prompt "
                 f"'{pair.clean.text}', so their logit difference is always 0", spec.loc("prompts", "foil"),
                 hint="filter the vocabulary so each word and its opposite start with different tokens")
+        raise SpecMeaningError(
+            f"the answer and foil token sets share token {shared[0]} ({token!r}) for the prompt "
+            f"'{pair.clean.text}'; a token cannot count for and against the answer at once",
+            spec.loc("prompts", "foil"), hint="make the two sets disjoint")
 
 
-def _check_lengths(spec: Spec, dataset: Dataset) -> None:
-    if not spec.prompts.get("equal_lengths", True):
+def _keep_equal_lengths(spec: Spec, dataset: Dataset) -> None:
+    """`equal_lengths: true` (opt-in): keep the pairs whose clean and corrupted prompts both
+    have the most common token length, and say how many were dropped. Without it prompts of
+    any lengths are kept: batches are padded and patching aligns positions by name (or
+    refuses, at plan time, what it cannot align)."""
+    if not spec.prompts.get("equal_lengths", False):
         return
     lengths = Counter(len(p.clean.ids) for p in dataset.pairs) + Counter(len(p.corrupted.ids) for p in dataset.pairs)
     if len(lengths) <= 1:
         return
     common = lengths.most_common(1)[0][0]
-    odd = {q.text: len(q.ids) for p in dataset.pairs for q in (p.clean, p.corrupted) if len(q.ids) != common}
-    shown = "; ".join(f"'{text}' ({n} tokens)" for text, n in list(odd.items())[:3])
-    raise SpecMeaningError(
-        f"prompts have different token lengths {sorted(lengths)} (most have {common}); for example {shown}",
-        spec.loc("prompts", "equal_lengths") if "equal_lengths" in spec.prompts else spec.loc("prompts", "template"),
-        hint="add vocabulary filters on token counts so every prompt has the same length, "
-             "or set prompts.equal_lengths: false")
+    kept = [p for p in dataset.pairs if len(p.clean.ids) == len(p.corrupted.ids) == common]
+    dropped = [p for p in dataset.pairs if p not in kept]
+    odd = next(q for p in dropped for q in (p.clean, p.corrupted) if len(q.ids) != common)
+    if not kept:
+        raise SpecMeaningError(
+            f"equal_lengths: true keeps the pairs whose clean and corrupted prompts both have {common} tokens "
+            f"(the most common length), but none has: lengths {sorted(lengths)}, e.g. '{odd.text}' "
+            f"({len(odd.ids)} tokens)", spec.loc("prompts", "equal_lengths"),
+            hint="remove equal_lengths (prompts of different lengths are padded and aligned by name), or "
+                 "filter the vocabularies on token counts")
+    dataset.pairs = kept
+    dataset.warnings.append(
+        f"equal_lengths: kept {len(kept)} of {len(kept) + len(dropped)} prompt pairs ({common} tokens); dropped "
+        f"{len(dropped)} of other lengths, e.g. '{odd.text}' ({len(odd.ids)} tokens)")

@@ -10,7 +10,8 @@ from typing import Any, Dict, List, Sequence
 
 def pair_examples(pairs: Sequence[Any], tokenizer) -> List[Dict[str, Any]]:
     return [{"clean": _prompt(p.clean, tokenizer), "corrupted": _prompt(p.corrupted, tokenizer),
-             "answer": [p.answer, tokenizer.token_str(p.answer)], "foil": [p.foil, tokenizer.token_str(p.foil)]}
+             "answer": [token_ids(p.answers), token_texts(tokenizer, p.answers)],
+             "foil": [token_ids(p.foils), token_texts(tokenizer, p.foils)]}
             for p in pairs]  # no slot values: a swapped pair keeps its original's (PromptPair.swapped)
 
 
@@ -22,3 +23,12 @@ def _prompt(prompt, tokenizer) -> Dict[str, Any]:
                 slots[i] = slot
     return {"text": prompt.text, "tokens": tokenizer.token_strs(prompt.ids), "slots": slots,
             "spans": {slot: [list(s) for s in spans] for slot, spans in prompt.spans.items()}}
+
+
+def token_ids(tokens: Sequence[int]):
+    """An answer or foil for display: one token as its id (as before token sets), a set as a list."""
+    return tokens[0] if len(tokens) == 1 else list(tokens)
+
+
+def token_texts(tokenizer, tokens: Sequence[int]):
+    return tokenizer.token_str(tokens[0]) if len(tokens) == 1 else [tokenizer.token_str(t) for t in tokens]

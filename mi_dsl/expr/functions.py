@@ -58,6 +58,41 @@ def _first_token(tokenizer, text: str) -> int:
     return ids[0]
 
 
+@_register("first_tokens", ("str",), "tokens",
+           "a token set: the first token of each '|'-separated alternative, e.g. first_tokens(\" she| her\")",
+           "tokenizer")
+def _first_tokens(tokenizer, text: str) -> Tuple[int, ...]:
+    return _token_set(tokenizer, text.split("|"), f"first_tokens({text!r})")
+
+
+@_register("number_tokens", ("str", "int", "int"), "tokens",
+           "a token set: the first token of prefix + n for every integer lo <= n < hi, e.g. "
+           "number_tokens(\"\", 5, 10) is the digits 5 to 9", "tokenizer")
+def _number_tokens(tokenizer, prefix: str, low: int, high: int) -> Tuple[int, ...]:
+    return _token_set(tokenizer, [prefix + str(n) for n in range(low, high)],
+                      f"number_tokens({prefix!r}, {low}, {high})")
+
+
+def _token_set(tokenizer, texts: List[str], call: str) -> Tuple[int, ...]:
+    if not texts:
+        raise Fault(f"{call} is an empty token set")
+    out: List[int] = []
+    for text in texts:
+        ids = tokenizer.encode(text)
+        if not ids:
+            raise Fault(f"{call}: {text!r} has no tokens")
+        if ids[0] not in out:
+            out.append(ids[0])
+    return tuple(out)
+
+
+@_register("to_int", ("str",), "int", "the integer a string of digits spells, e.g. to_int(\"07\") is 7")
+def _to_int(text: str) -> int:
+    if not text.strip().lstrip("+-").isdigit():
+        raise Fault(f"to_int({text!r}): not an integer")
+    return int(text)
+
+
 _register("lower", ("str",), "str", "the string in lower case")(str.lower)
 _register("upper", ("str",), "str", "the string in upper case")(str.upper)
 _register("strip", ("str",), "str", "the string without leading and trailing white space")(str.strip)

@@ -12,17 +12,19 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Iterable, Mapping, Optional
 
-TYPES = ("str", "int", "float", "bool", "token", "record", "heads", "positions")
+TYPES = ("str", "int", "float", "bool", "token", "tokens", "record", "heads", "positions")
 NUMBERS = ("int", "float")
 
 _STRING_FUNCTIONS = frozenset({"lower", "upper", "capitalize", "strip", "len"})
 _NUMBER_FUNCTIONS = frozenset({"abs", "min", "max"})
 _TOKEN_FUNCTIONS = frozenset({"ntokens", "first_token"})
+_ANSWER_FUNCTIONS = frozenset({"first_tokens", "number_tokens", "to_int"})
 # opposite() is offered even when no slot is paired, so using it explains what is missing.
 _SLOT_FUNCTIONS = frozenset({"opposite"})
 HEAD_FUNCTIONS = frozenset({"top", "bottom", "top_abs"})
 
-_TYPE_WORDS = {"num": "int or float", "bool": "bool (true/false)", "token": "token (a token id)"}
+_TYPE_WORDS = {"num": "int or float", "bool": "bool (true/false)", "token": "token (a token id)",
+               "tokens": "tokens (a token set)"}
 
 
 def describe_type(type_: str) -> str:
@@ -55,7 +57,7 @@ class Scope:
     @classmethod
     def answer(cls, slots: Iterable[str], paired_slots: Iterable[str] = ()) -> "Scope":
         """An answer or foil: `first_token(" " + opposite(descriptor))`."""
-        functions = _STRING_FUNCTIONS | _NUMBER_FUNCTIONS | _TOKEN_FUNCTIONS | _SLOT_FUNCTIONS
+        functions = _STRING_FUNCTIONS | _NUMBER_FUNCTIONS | _TOKEN_FUNCTIONS | _ANSWER_FUNCTIONS | _SLOT_FUNCTIONS
         return cls(_frozen(dict.fromkeys(slots, "str")), functions, "an answer", "slot", frozenset(paired_slots))
 
     @classmethod

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ..errors import RunError
-from .executor import Executor
+from .executor import Executor, token_sets
 from ..metrics import compute_metrics
 from .unembed import UNEMBED_INPUT, Unembed
 
@@ -55,14 +55,15 @@ class RunContext:
         rows = [getattr(p, which).ids for p in self.pairs]
         if len({len(r) for r in rows}) > 1:
             raise RunError("this analysis needs prompts of one token length; set prompts.equal_lengths: true "
-                           "(or filter the vocabularies)", self.where())
+                           "to keep the most common length (or filter the vocabularies)", self.where())
         return torch.tensor(rows, dtype=torch.long)
 
     def answers(self) -> torch.Tensor:
-        return torch.tensor([p.answer for p in self.pairs], dtype=torch.long)
+        """[N] answer tokens, or [N, K] answer token sets padded with -1."""
+        return token_sets([p.answers for p in self.pairs])
 
     def foils(self) -> torch.Tensor:
-        return torch.tensor([p.foil for p in self.pairs], dtype=torch.long)
+        return token_sets([p.foils for p in self.pairs])
 
     def used_pair_indices(self) -> List[int]:
         """Indices into the final dataset of the pairs this analysis runs on."""
@@ -120,13 +121,14 @@ class RunContext:
                            "set model.processing: true (fold_ln)", self.where())
 
     def logit_diff_directions(self) -> torch.Tensor:
-        """[N, d_model]: W_U[:, answer] - W_U[:, foil] per prompt."""
+        """[N, d_model]: W_U[:, answer] - W_U[:, foil] per prompt (for token sets, the mean
+        column of each set, so the direction reads the set-mean logit difference exactly)."""
         a, f = self.answers().to(self.device), self.foils().to(self.device)
-        return self.unembed.directions(a) - self.unembed.directions(f)
+        return self.unembed.set_directions(a) - self.unembed.set_directions(f)
 
     def bias_diff(self) -> torch.Tensor:
         a, f = self.answers().to(self.device), self.foils().to(self.device)
-        return self.unembed.bias(a) - self.unembed.bias(f)
+        return self.unembed.set_bias(a) - self.unembed.set_bias(f)
 
     def apply_final_ln(self, stack: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """The seed's apply_ln_to_stack: centre (LayerNorm only) and divide by the final scale.
@@ -186,32 +188,33 @@ class RunContext:
                       interventions=()):
         """Capture hooks at the final position over the final dataset, batched; concatenated.
 
-        Prompts of different lengths run in separate batches (no padding), so final-position
-        analyses work without equal_lengths. `interventions` are (hook name,
-        fn(act, hook, rows)) pairs; `rows` indexes the dataset's prompts of the batch.
+        Prompts of different lengths share right-padded batches (executor.pad_right), each
+        read at its own final position, so final-position analyses work without
+        equal_lengths. `interventions` are (hook name, fn(act, hook, rows)) pairs; `rows`
+        indexes the dataset's prompts of the batch (positions stay those of the unpadded
+        prompt: padding is on the right).
         """
-        keep = {name: (lambda a: a[:, -1]) for name in hooks}
-        keep[UNEMBED_INPUT] = lambda a: a[:, -1]
-        keep.update(extra or {})
+        from .executor import at_final, by_length, pad_right
+
         prompts = [getattr(p, which).ids for p in self.pairs]
-        groups: Dict[int, List[int]] = {}
-        for i, ids in enumerate(prompts):
-            groups.setdefault(len(ids), []).append(i)
+        order = by_length(prompts)
+        index = torch.tensor(order)
+
+        def one_batch(part: slice):
+            tokens, final = pad_right([prompts[i] for i in order[part]])
+            select = at_final(None if bool((final == tokens.shape[1] - 1).all()) else final)
+            keep = {name: select for name in list(hooks) + [UNEMBED_INPUT]}
+            keep.update(extra or {})
+            bound = [(name, _bind(fn, index[part])) for name, fn in interventions]
+            return self.executor.capture(tokens, keep, stop_after=UNEMBED_INPUT, interventions=bound)[1]
+
+        parts = self.executor.map_batches(len(order), max(len(p) for p in prompts), one_batch,
+                                          "capturing activations")
         out: Dict[str, torch.Tensor] = {}
-        for length, rows in groups.items():
-            tokens = torch.tensor([prompts[i] for i in rows], dtype=torch.long)
-            index = torch.tensor(rows)
-
-            def one_batch(part: slice, tokens=tokens, index=index):
-                bound = [(name, _bind(fn, index[part])) for name, fn in interventions]
-                return self.executor.capture(tokens[part], keep, stop_after=UNEMBED_INPUT, interventions=bound)[1]
-
-            parts = self.executor.map_batches(len(rows), length, one_batch, "capturing activations")
-            for name in keep:
-                values = torch.cat([p[name] for p in parts])
-                if name not in out:
-                    out[name] = values.new_empty((len(prompts), *values.shape[1:]))
-                out[name][index.to(values.device)] = values
+        for name in parts[0]:
+            values = torch.cat([p[name] for p in parts])
+            out[name] = values.new_empty(values.shape)
+            out[name][index.to(values.device)] = values
         return out
 
 

@@ -177,5 +177,39 @@ def _stopper(act, hook=None):
     raise _StopForward()
 
 
+def pad_right(rows: Sequence[Sequence[int]]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Prompts of different lengths as one batch: (tokens [B, longest], final index [B]).
+
+    Each row is padded on the right by repeating its own last token. In a causal model no
+    position reads a later one, so every real position, the final one included, computes
+    exactly what it computes unpadded, with its own position ids 0..n-1 and no attention
+    mask; the padding is never read back (and is no pad id a model could treat specially)."""
+    longest = max(len(r) for r in rows)
+    tokens = torch.tensor([list(r) + [r[-1]] * (longest - len(r)) for r in rows], dtype=torch.long)
+    return tokens, torch.tensor([len(r) - 1 for r in rows], dtype=torch.long)
+
+
+def at_final(final: Optional[torch.Tensor]) -> Callable:
+    """What to keep of an activation [B, pos, ...]: each row's final real position."""
+    if final is None:
+        return FINAL
+    return lambda act: act[torch.arange(act.shape[0], device=act.device), final.to(act.device)]
+
+
+def by_length(prompts: Sequence[Sequence[int]]) -> List[int]:
+    """Prompt indices sorted by length (stable: prompts of one length keep their order), so a
+    batch pads little."""
+    return sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+
+
+def token_sets(sets) -> torch.Tensor:
+    """[N] when every set has one token (the single-answer case, unchanged), else [N, K]
+    padded with -1."""
+    if all(len(s) == 1 for s in sets):
+        return torch.tensor([s[0] for s in sets], dtype=torch.long)
+    width = max(len(s) for s in sets)
+    return torch.tensor([list(s) + [-1] * (width - len(s)) for s in sets], dtype=torch.long)
+
+
 def stack(parts: Iterable[torch.Tensor]) -> torch.Tensor:
     return torch.cat(list(parts), dim=0)

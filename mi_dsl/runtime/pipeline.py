@@ -7,7 +7,6 @@ clean and corrupted metrics satisfy a condition, sample with Python's `random` (
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence
 
@@ -15,7 +14,12 @@ import torch
 
 from ..errors import RunError
 from ..expr import Env
+from .executor import by_length, pad_right, token_sets
 from .unembed import final_metrics
+
+
+def _as_set(tokens):
+    return tuple(tokens) if isinstance(tokens, (tuple, list)) else (int(tokens),)
 
 
 @dataclass
@@ -27,29 +31,31 @@ class PipelineOutcome:
 
 def prompt_metrics(executor, unembed, prompts: Sequence[Sequence[int]], answers: Sequence[int],
                    foils: Sequence[int], names, what: str = "", interventions=()) -> Dict[str, torch.Tensor]:
-    """Metrics for prompts of any lengths: grouped by length so no batch needs padding."""
+    """Metrics for prompts of any lengths: batches in order of length, right-padded
+    (executor.pad_right), each prompt read at its own final position."""
     names = list(names)
-    groups: Dict[int, List[int]] = defaultdict(list)
-    for i, ids in enumerate(prompts):
-        groups[len(ids)].append(i)
+    order = by_length(prompts)
+    ans = token_sets([_as_set(answers[i]) for i in order])
+    foil = token_sets([_as_set(foils[i]) for i in order])
+
+    def one_batch(s: slice):
+        tokens, final = pad_right([prompts[i] for i in order[s]])
+        return final_metrics(executor, tokens, ans[s], foil[s], names, unembed, interventions,
+                             None if bool((final == tokens.shape[1] - 1).all()) else final)
+
+    parts = executor.map_batches(len(order), max(len(p) for p in prompts), one_batch, what)
     out = {n: torch.empty(len(prompts)) for n in names}
-    for length, rows in groups.items():
-        tokens = torch.tensor([prompts[i] for i in rows], dtype=torch.long)
-        ans = torch.tensor([answers[i] for i in rows], dtype=torch.long)
-        foil = torch.tensor([foils[i] for i in rows], dtype=torch.long)
-        parts = executor.map_batches(len(rows), length, lambda s: final_metrics(
-            executor, tokens[s], ans[s], foil[s], names, unembed, interventions), what)
-        index = torch.tensor(rows)
-        for n in names:
-            out[n][index] = torch.cat([p[n].cpu() for p in parts])
+    index = torch.tensor(order)
+    for n in names:
+        out[n][index] = torch.cat([p[n].cpu() for p in parts])
     return out
 
 
 def pair_metrics(executor, unembed, pairs, names, what: str = "") -> Dict[str, Dict[str, torch.Tensor]]:
     """Clean and corrupted metrics of pairs, in one batched sweep over both."""
     prompts = [p.clean.ids for p in pairs] + [p.corrupted.ids for p in pairs]
-    answers = [p.answer for p in pairs] * 2
-    foils = [p.foil for p in pairs] * 2
+    answers = [p.answers for p in pairs] * 2
+    foils = [p.foils for p in pairs] * 2
     both = prompt_metrics(executor, unembed, prompts, answers, foils, names, what)
     n = len(pairs)
     return {"clean": {k: v[:n] for k, v in both.items()}, "corrupted": {k: v[n:] for k, v in both.items()}}

@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..errors import Location, MiError, SpecWarning
 from .log import RUN_LOG_VERSION, RunLog
+from ..dataset.examples import token_ids
 from .store import StepStore, digest
 
 
@@ -181,7 +182,7 @@ class Session:
         from .pipeline import pair_metrics
 
         self.key = digest("dataset", self.plan.model.identity(), self.loaded.info.get("id"), self.tokenizer.origin,
-                          [(p.clean.ids, p.corrupted.ids, p.answer, p.foil) for p in self.dataset.pairs],
+                          [(p.clean.ids, p.corrupted.ids, p.answers, p.foils) for p in self.dataset.pairs],
                           self.plan.metrics_needed, self.plan.metric, [s.params for s in self.plan.pipeline])
         t = time.perf_counter()
         self.executor.where = self.spec.loc("pipeline") if "pipeline" in self.spec.data else Location(self.spec.file)
@@ -321,8 +322,8 @@ class Session:
                 "stages": self.stages,
                 "final_pairs": len(self.pairs),
                 "token_lengths": sorted({len(p.clean.ids) for p in self.pairs}),
-                "pairs": [{"clean": p.clean.text, "corrupted": p.corrupted.text, "answer": p.answer,
-                           "foil": p.foil} for p in self.pairs],
+                "pairs": [{"clean": p.clean.text, "corrupted": p.corrupted.text, "answer": token_ids(p.answers),
+                           "foil": token_ids(p.foils)} for p in self.pairs],
                 "examples": pair_examples(self.pairs[:4], self.tokenizer),
             },
             metric=self.plan.metric,

@@ -40,6 +40,20 @@ class Unembed:
         """Residual directions of tokens: W_U[:, ids].T, shape [..., d_model]."""
         return self.W_U[:, token_ids.reshape(-1)].T.reshape(*token_ids.shape, -1)
 
+    def set_directions(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """[N, d_model]: each row's token direction, or its set's mean direction ([N, K] ids, -1 pads)."""
+        if token_ids.dim() == 1:
+            return self.directions(token_ids)
+        mask = (token_ids >= 0).to(self.W_U.dtype)
+        found = self.directions(token_ids.clamp(min=0)) * mask[..., None]
+        return found.sum(1) / mask.sum(1, keepdim=True)
+
+    def set_bias(self, token_ids: torch.Tensor) -> torch.Tensor:
+        if token_ids.dim() == 1:
+            return self.bias(token_ids)
+        mask = (token_ids >= 0).to(self.W_U.dtype)
+        return (self.bias(token_ids.clamp(min=0)) * mask).sum(1) / mask.sum(1)
+
     def bias(self, token_ids: torch.Tensor) -> torch.Tensor:
         if self.b_U is None:
             return torch.zeros(token_ids.shape, device=self.W_U.device, dtype=self.W_U.dtype)
@@ -62,9 +76,12 @@ class Unembed:
 
 
 def final_metrics(executor, tokens: torch.Tensor, answers: torch.Tensor, foils: torch.Tensor,
-                  names: Iterable[str], unembed: Unembed, interventions=()) -> Dict[str, torch.Tensor]:
-    """Metrics of one batch: the forward stops at the unembedding's input."""
-    _, kept = executor.capture(tokens, {UNEMBED_INPUT: lambda a: a[:, -1]}, stop_after=UNEMBED_INPUT,
+                  names: Iterable[str], unembed: Unembed, interventions=(), final=None) -> Dict[str, torch.Tensor]:
+    """Metrics of one batch: the forward stops at the unembedding's input. `final` [B]: each
+    row's final real position in a right-padded batch (default: the last column)."""
+    from .executor import at_final
+
+    _, kept = executor.capture(tokens, {UNEMBED_INPUT: at_final(final)}, stop_after=UNEMBED_INPUT,
                                interventions=interventions)
     return compute_metrics(kept[UNEMBED_INPUT], answers.to(executor.device), foils.to(executor.device),
                            names, unembed)

@@ -129,8 +129,9 @@ PROMPTS = _obj("The prompt set: a template filled by the product over vocabulari
     "foil": _str("The wrong-answer token the metric compares against, e.g. "
                  "first_token(\" \" + opposite(descriptor))."),
     "corrupt": CORRUPT,
-    "equal_lengths": _bool("Require every prompt (clean and corrupted) to have the same token length "
-                           "(default true; the seed checks 17)."),
+    "equal_lengths": _bool("Opt-in filter: keep only the pairs whose clean and corrupted prompts both have "
+                           "the most common token length (the seed checks 17), saying how many were dropped. "
+                           "Default false: prompts of any lengths are padded and patched by named position."),
     "max_prompts": _int("Refuse a product of vocabularies larger than this (default 100000).", 1),
 }, required=["template", "answer", "foil"])
 
@@ -215,11 +216,20 @@ def build_schema() -> Dict[str, Any]:
                              "additionalProperties": VOCABULARY,
                              "propertyNames": {"pattern": NAME_PATTERN}},
             "prompts": PROMPTS,
-            "metric": _str("The metric on the final position: " + ", ".join(METRICS) + ".",
-                           enum=list(METRICS)),
+            # a registered name, or an expression (anything with a parenthesis, checked by the compiler)
+            "metric": {**_str("The metric on the final position: " + ", ".join(_named(METRICS)) + "; or an "
+                              "expression over logit(...), prob(...) and logprob(...) of answer, foil, a string "
+                              "(its first token) or first_tokens(\"...|...\"), e.g. 'prob(answer) - prob(foil)' "
+                              "(see Metrics)."),
+                       "anyOf": [{"enum": _named(METRICS)}, {"pattern": "[(]"}]},
             "pipeline": {"type": "array", "description": "Dataset steps in order.", "items": PIPELINE_STEP},
             "analyses": analyses_schema(),
             "run": RUN,
             "output": OUTPUT,
         },
     }
+
+
+def _named(metrics) -> list:
+    """The registered metrics' names (expression metrics, registered by specs, excluded)."""
+    return [name for name in metrics if "(" not in name]

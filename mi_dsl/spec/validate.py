@@ -166,6 +166,10 @@ def _explain_alternatives(error: jsonschema.ValidationError, doc: Document) -> S
                                + (f"; found '{first}'" if first is not None else ""),
                                doc.source.key(path + (first,)) if first is not None else doc.source.value(path),
                                hint=hint)
+    # A name from a list or a pattern (the metric: a name, or an expression): the list explains better.
+    enums = [e for e in error.context if e.validator == "enum"]
+    if enums and not isinstance(instance, (dict, list)):
+        return _explain(enums[0], doc)
     # The branch of the value's own type is the one meant: explain what is wrong inside it.
     typed = [i for i, b in enumerate(branches) if b.get("type") in _JSON_TYPES.get(type(instance), ())]
     sub = [e for e in error.context if len(typed) == 1 and e.schema_path and e.schema_path[0] == typed[0]]

@@ -24,6 +24,7 @@ SIZES = {
     "ioi": ["pipeline.0.sample.n=8", "analyses.3.max_pairs=4", "analyses.4.max_pairs=4"],
     "induction": ["analyses.0.seq_len=20", "analyses.0.batch=2"],
     "ioi_circuit": ["analyses.0.max_pairs=6", "analyses.0.steps=2", "analyses.0.stability.bootstrap=2"],
+    "greater_than": ["pipeline.0.sample.n=6", "analyses.2.max_pairs=2", "analyses.3.max_pairs=2"],
     "syllogism": ["pipeline.1.sample.n=16", "analyses.7.max_pairs=6", "analyses.8.max_pairs=6",
                   "analyses.11.seq_len=20", "analyses.12.max_pairs=6"],
 }

@@ -40,13 +40,14 @@ def baselines(run) -> Baselines:
     return Baselines(float(final["clean"][run.metric].mean()), float(final["corrupted"][run.metric].mean()))
 
 
-def capture_all_positions(run, which: str, names: Sequence[str]):
-    """{hook name: [N, ...]} every position of the named hooks, one batched sweep of `which`."""
+def capture_all_positions(run, which: str, names: Sequence[str], tokens=None):
+    """{hook name: [N, ...]} every position of the named hooks, one batched sweep of `which`
+    (or of `tokens`, e.g. right-padded prompts of several lengths)."""
     import torch
 
     from ...runtime.executor import ALL
 
-    tokens = run.tokens(which)
+    tokens = run.tokens(which) if tokens is None else tokens
     keep = {name: ALL for name in names}
     last = names[-1]  # names are in forward order; nothing after the last one is needed
 
@@ -58,35 +59,76 @@ def capture_all_positions(run, which: str, names: Sequence[str]):
 
 
 class _PatchIndex:
-    """Index tensors of the cells, to find the patched slices of any block of rows."""
+    """Index tensors of the cells, to find the patched slices of any block of rows.
 
-    def __init__(self, cells: Sequence[Cell], n_positions: int):
+    Prompts of one length: mask [cells, positions], and a base position p takes the source
+    run's position p. Prompts of several lengths (grid.named): mask [cells, prompts,
+    positions] and source_of [prompts, positions], the source position of the same name
+    (-1: never patched)."""
+
+    def __init__(self, grid: Grid, n_prompts: int, n_positions: int):
         import torch
 
+        cells, named = grid.cells, grid.named
+        self.named = named is not None
         self.layer = torch.tensor([c.layer for c in cells])
         self.head = torch.tensor([max(c.head, 0) for c in cells])
-        self.mask = torch.zeros(len(cells), n_positions, dtype=torch.bool)
+        if not self.named:
+            self.source_of = torch.arange(n_positions)
+            self.mask = torch.zeros(len(cells), n_positions, dtype=torch.bool)
+            for i, c in enumerate(cells):
+                self.mask[i, list(c.positions)] = True
+            return
+        self.source_of = torch.full((n_prompts, n_positions), -1, dtype=torch.long)
+        for p, mapping in enumerate(named.source_of):
+            for base, source in mapping.items():
+                self.source_of[p, base] = source
+        self.mask = torch.zeros(len(cells), n_prompts, n_positions, dtype=torch.bool)
         for i, c in enumerate(cells):
-            self.mask[i, list(c.positions)] = True
+            per_prompt = named.positions[c.grid_index[-1]] if grid.target.by_position else named.union
+            for p, positions in enumerate(per_prompt):
+                self.mask[i, p, list(positions)] = True
 
     def slices(self, cell, prompt, layer: int):
         """For rows whose cells are `cell` and prompts `prompt` ([R] each): the (row, source
-        prompt, position, head) of every patched slice at `layer`."""
+        prompt, position, head, source position) of every patched slice at `layer`."""
         rows = (self.layer[cell] == layer).nonzero().squeeze(1)
-        k, pos = self.mask[cell[rows]].nonzero(as_tuple=True)
+        if not self.named:
+            k, pos = self.mask[cell[rows]].nonzero(as_tuple=True)
+            rows = rows[k]
+            return rows, prompt[rows], pos, self.head[cell[rows]], self.source_of[pos]
+        k, pos = self.mask[cell[rows], prompt[rows]].nonzero(as_tuple=True)
         rows = rows[k]
-        return rows, prompt[rows], pos, self.head[cell[rows]]
+        return rows, prompt[rows], pos, self.head[cell[rows]], self.source_of[prompt[rows], pos]
+
+    def cell_mask(self, chosen, prompts):
+        """[positions, cells] (one length) or [prompts, positions, cells] of the chosen cells."""
+        if not self.named:
+            return self.mask[chosen].T
+        return self.mask[chosen][:, prompts].permute(1, 2, 0)
+
+    def aligned_source(self, source, prompts, layout: str):
+        """The source run's activations of `prompts` at the base run's positions."""
+        import torch
+
+        if not self.named:
+            return source[prompts]
+        index = self.source_of[prompts].to(source.device)               # [n, positions]
+        rows = torch.arange(index.shape[0], device=source.device)[:, None]
+        picked = source[prompts][rows, index.clamp(min=0)]
+        unmatched = (index < 0).view(*index.shape, *([1] * (picked.dim() - 2)))
+        return picked.masked_fill(unmatched, 0)  # never patched: masked out of every cell
 
 
 def _setter(layout: str, index, source):
     """A hook writing source[prompt, slice] into act[row, slice] for the index's slices."""
-    rows, prompts, pos, heads = index
+    rows, prompts, pos, heads, source_pos = index
     if layout == "resid":
-        where, values = (rows, pos), source[prompts, pos]
+        where, values = (rows, pos), source[prompts, source_pos]
     elif layout == "head":
-        where, values = (rows, pos, heads), source[prompts, pos, heads]
-    else:  # pattern [batch, head, dest, src]: patch whole rows of destination positions
-        where, values = (rows, heads, pos), source[prompts, heads, pos]
+        where, values = (rows, pos, heads), source[prompts, source_pos, heads]
+    else:  # pattern [batch, head, dest, src]: whole rows of destination positions (one length only)
+        where, values = (rows, heads, pos), source[prompts, heads, source_pos]
 
     def hook(act, hook=None):
         if act.requires_grad:
@@ -111,18 +153,27 @@ class _Plan:
     answers: Any
     foils: Any
     passes: Dict[str, int]
+    final: Any = None           # [prompts] each base prompt's final position (right-padded), or None
 
 
 def _prepare(run, grid: Grid, direction: str) -> _Plan:
+    from ...runtime.executor import pad_right
+
     base_name, source_name = base_and_source(direction)
     layers = sorted({c.layer for c in grid.cells})
     names = [grid.target.hook_name(l) for l in layers]
     counted = run.executor.forwards
-    source = capture_all_positions(run, source_name, names)
-    base = run.tokens(base_name)
-    return _Plan(layers, names, source, base, _PatchIndex(grid.cells, base.shape[1]),
+    final = None
+    if grid.named is None:
+        source = capture_all_positions(run, source_name, names)
+        base = run.tokens(base_name)
+    else:  # prompts of several lengths: right-padded (never read past a prompt's own final token)
+        source_tokens, _ = pad_right([getattr(p, source_name).ids for p in run.pairs])
+        source = capture_all_positions(run, source_name, names, source_tokens)
+        base, final = pad_right([getattr(p, base_name).ids for p in run.pairs])
+    return _Plan(layers, names, source, base, _PatchIndex(grid, base.shape[0], base.shape[1]),
                  run.answers().to(run.device), run.foils().to(run.device),
-                 {"source_forwards": run.executor.forwards - counted})
+                 {"source_forwards": run.executor.forwards - counted}, final)
 
 
 def exact_patching(run, grid: Grid, direction: str, batch_size: Optional[int] = None):
@@ -132,6 +183,7 @@ def exact_patching(run, grid: Grid, direction: str, batch_size: Optional[int] = 
     import torch
 
     from ...metrics import compute_metrics
+    from ...runtime.executor import at_final
     from ...runtime.unembed import UNEMBED_INPUT
 
     plan, device, layout = _prepare(run, grid, direction), run.device, grid.target.layout
@@ -145,7 +197,8 @@ def exact_patching(run, grid: Grid, direction: str, batch_size: Optional[int] = 
             found = plan.index.slices(cell, prompt, layer)
             if len(found[0]):  # only the layers whose cells are in this batch get a hook
                 hooks.append((name, _setter(layout, [t.to(device) for t in found], plan.source[name])))
-        _, kept = run.executor.capture(plan.base[prompt], {UNEMBED_INPUT: lambda a: a[:, -1]},
+        select = at_final(None if plan.final is None else plan.final[prompt])
+        _, kept = run.executor.capture(plan.base[prompt], {UNEMBED_INPUT: select},
                                        interventions=hooks, stop_after=UNEMBED_INPUT)
         p = prompt.to(device)
         return compute_metrics(kept[UNEMBED_INPUT], plan.answers[p], plan.foils[p], [run.metric],
@@ -165,6 +218,7 @@ def attribution_patching(run, grid: Grid, direction: str, batch_size: Optional[i
     import torch
 
     from ...metrics import compute_metrics
+    from ...runtime.executor import at_final
     from ...runtime.unembed import UNEMBED_INPUT
 
     plan, device, executor = _prepare(run, grid, direction), run.device, run.executor
@@ -185,19 +239,21 @@ def attribution_patching(run, grid: Grid, direction: str, batch_size: Optional[i
         with torch.enable_grad():
             executor.capture(plan.base[rows], {UNEMBED_INPUT: lambda a: a[:, -1]}, interventions=hooks,
                              stop_after=UNEMBED_INPUT)
-            values = compute_metrics(acts[UNEMBED_INPUT][:, -1], plan.answers[rows], plan.foils[rows],
+            final = at_final(None if plan.final is None else plan.final[rows])
+            values = compute_metrics(final(acts[UNEMBED_INPUT]), plan.answers[rows], plan.foils[rows],
                                      [run.metric], run.unembed)[run.metric]
             grads = torch.autograd.grad(values.sum(), [acts[n] for n in plan.names], allow_unused=True)
         out = torch.zeros(len(grid.cells), rows.stop - rows.start)
         for layer, name, grad in zip(plan.layers, plan.names, grads):
             if grad is None:  # nothing downstream reads it
                 continue
+            prompts = torch.arange(rows.start, rows.stop)
             act = acts[name].detach().to(device)  # a device_map leaves it on its layer's device
-            delta = plan.source[name][rows] - act
+            delta = index.aligned_source(plan.source[name], prompts, grid.target.layout) - act
             per_slice = _per_position_head(grid.target.layout, delta * grad.to(device))  # [n, pos, head]
             chosen = (index.layer == layer).nonzero().squeeze(1)
             s = per_slice[:, :, index.head[chosen].to(device)]  # [n, pos, cells]
-            mask = index.mask[chosen].T.to(device)               # [pos, cells]
+            mask = index.cell_mask(chosen, prompts).to(device)   # [pos, cells] or [n, pos, cells]
             out[chosen] = (s * mask).sum(1).T.float().cpu()
         return out
 

@@ -41,6 +41,13 @@ class Grid:
     columns: List[Column]        # position columns (by-position targets)
     patched_positions: Tuple[int, ...]  # all-position head targets: what each cell patches
     cells: List[Cell]
+    # Prompts of several lengths: positions per prompt, aligned by name (None: one length, index
+    # for index; cells' positions are then every prompt's).
+    named: Optional["Named"] = None
+
+    @property
+    def alignment(self) -> str:
+        return "index" if self.named is None else "name"
 
     @property
     def shape(self) -> Tuple[int, ...]:
@@ -67,32 +74,89 @@ def resolve(params: Dict[str, Any], run) -> Grid:
                        run.where("target"), hint="patch resid_pre, attn_out or mlp_out instead")
     n_heads = head_count(cfg, target)
     chosen = _selected_heads(params, run, target, n_heads)
-    columns = _columns(params, run)
+    named = _alignment(params, run)
+    columns = _columns(params, run) if named is None else named.columns
     tokens_len = len(run.pairs[0].clean.ids)
     patched = tuple(sorted({i for c in columns for i in c.indices})) if "positions" in params \
         else tuple(range(tokens_len))
+    if named is not None:  # cells hold the first prompt's base positions; `named` has every prompt's
+        patched = named.union[0]
     heads = list(range(n_heads))
     if chosen is not None:
         layers = [l for l in layers if any(cl == l for cl, _ in chosen)]
         if not layers:
             raise RunError("the head selector and `layers` select no head together", run.where("heads"))
     head_labels = [head_axis_label(target, cfg, h) for h in heads]
+    at = (lambda ci: columns[ci].indices) if named is None else (lambda ci: named.positions[ci][0])
     cells: List[Cell] = []
     for li, layer in enumerate(layers):
         if not target.has_heads:
-            cells += [Cell(layer, -1, col.indices, (li, ci), f"L{layer} {col.label}")
-                      for ci, col in enumerate(columns)]
+            cells += [Cell(layer, -1, at(ci), (li, ci), f"L{layer} {col.label}") for ci, col in enumerate(columns)]
             continue
         for hi, head in enumerate(heads):
             if chosen is not None and (layer, head) not in chosen:
                 continue
             name = cell_head_label(target, cfg, layer, head)
             if target.by_position:
-                cells += [Cell(layer, head, col.indices, (li, hi, ci), f"{name} {col.label}")
+                cells += [Cell(layer, head, at(ci), (li, hi, ci), f"{name} {col.label}")
                           for ci, col in enumerate(columns)]
             else:
                 cells.append(Cell(layer, head, patched, (li, hi), name))
-    return Grid(target, layers, heads, head_labels, columns if target.by_position else [], patched, cells)
+    return Grid(target, layers, heads, head_labels, columns if target.by_position else [], patched, cells, named)
+
+
+@dataclass(frozen=True)
+class Named:
+    """Positions resolved in each prompt and aligned by name (prompts of several lengths).
+
+    positions[column][prompt]: the base run's positions of a column in that prompt;
+    union[prompt]: of all columns (what an all-position head target patches);
+    source_of[prompt]: base position -> the source run's position of the same name;
+    base_final[prompt]: the base prompt's final position (batches are right-padded)."""
+
+    columns: List[Column]
+    positions: List[List[Tuple[int, ...]]]
+    union: List[Tuple[int, ...]]
+    source_of: List[Dict[int, int]]
+    base_final: List[int]
+    source_lengths: List[int]
+
+
+def _alignment(params, run) -> Optional[Named]:
+    """None for prompts of one length (index for index, positions named in the clean prompts);
+    otherwise each named position of the source prompt goes to the same-named position of the
+    base prompt (compile/alignment.py checked at plan time that it can, and refuses here again
+    if the final pairs cannot)."""
+    from ...compile.alignment import position_map
+
+    aligned = position_map(run.spec, run.analysis_index, params, run.pairs)
+    if aligned is None:
+        return None
+    base, source = ("corrupted", "clean") if params.get("direction", "denoising") == "denoising" \
+        else ("clean", "corrupted")
+    items = [str(x) for x in _items(params["positions"])]
+    keep = [j for j, item in enumerate(items) if item not in items[:j]]  # the same selector twice: one column
+    n = len(run.pairs)
+    positions = [[tuple(aligned[base][j][p]) for p in range(n)] for j in keep]
+    source_of: List[Dict[int, int]] = [{} for _ in range(n)]
+    for j in keep:
+        for p in range(n):
+            source_of[p].update(zip(aligned[base][j][p], aligned[source][j][p]))
+    union = [tuple(sorted(source_of[p])) for p in range(n)]
+    first = run.pairs[0].clean
+    tokens = run.tokenizer.token_strs(first.ids)
+    slot_at = _slot_names(first.spans)
+    columns = []
+    for j in keep:
+        shown_at = aligned["clean"][j][0]
+        slot_names = {slot_at.get(q) for q in shown_at}
+        slot = slot_names.pop() if len(slot_names) == 1 else None
+        columns.append(Column(f"{items[j]} (by name; first prompt @{','.join(map(str, shown_at))} "
+                              f"{' '.join(repr(tokens[q]) for q in shown_at)})", tuple(shown_at),
+                              tuple(tokens[q] for q in shown_at), slot))
+    return Named(columns, positions, union, source_of,
+                 [len(getattr(pair, base).ids) - 1 for pair in run.pairs],
+                 [len(getattr(pair, source).ids) for pair in run.pairs])
 
 
 def head_count(cfg, target: Target) -> int:

@@ -37,6 +37,9 @@ def summarise(grid: Grid, per_prompt, base: Baselines, params, run, extra: Dict[
         "top": top, "top_rule": "largest |value - unpatched baseline|: the effect's size, either sign "
                                 "(top() ranks the normalised per-head scores signed, top_abs() by size)",
         "cells": len(grid.cells), "prompts": int(per_prompt.shape[1]),
+        "alignment": ("index for index, positions named in the clean prompts" if grid.alignment == "index" else
+                      "by name: each named position of the source prompt patched into the same-named "
+                      "position of the base prompt (clean and corrupted prompts differ in length)"),
     }
     complete = (target.has_heads and not target.by_position and not _grouped(run.cfg, target)
                 and len(grid.cells) == run.cfg.n_layers * run.cfg.n_heads)

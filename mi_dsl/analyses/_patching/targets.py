@@ -79,10 +79,14 @@ PARAMS: Dict[str, Any] = {
                                  "corrupted activations. Scores are normalised alike: 0 = corrupted baseline, "
                                  "1 = clean baseline."},
     "positions": {"type": ["string", "integer", "array"], "items": _SELECTOR, "minItems": 1,
-                  "description": "Position selector(s), e.g. final, descriptor, noun#2[-1], 4, named in the clean "
-                                 "prompts (default: every position). Each selector is one column; one naming "
-                                 "several tokens (a slot) patches them together. All-position head targets (z, q, "
-                                 "k, v, pattern) patch the union of the selected positions."},
+                  "description": "Position selector(s), e.g. final, descriptor, noun#2[-1], 4 (default: every "
+                                 "position). Each selector is one column; one naming several tokens (a slot) "
+                                 "patches them together. All-position head targets (z, q, k, v, pattern) patch "
+                                 "the union of the selected positions. Prompts of one length: named in the clean "
+                                 "prompts, patched index for index (TransformerLens's convention). Prompts of "
+                                 "several lengths: resolved in each prompt, and each named position of the source "
+                                 "prompt is patched into the same-named position of the base prompt (indices, "
+                                 "every position and patterns are refused there)."},
     "layers": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1,
                "description": "Only these layers (default: all)."},
     "heads": {"type": ["string", "array"], "items": {"type": "string"}, "minItems": 1,

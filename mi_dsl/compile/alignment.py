@@ -1,0 +1,178 @@
+"""Plan-time checks of positions against the tokenized prompts (no torch).
+
+Patching copies activations from one prompt into another position by position. When a
+clean prompt and its corrupted partner differ in length (a longer name, a corrupted
+template with another word), the same index names different tokens in the two, so an
+index-for-index copy would silently patch the wrong token. Here, before any model
+loads, every position selector of every pairwise analysis is resolved in both prompts
+of every candidate pair:
+
+- prompts all of one length are patched index for index, positions named in the clean
+  prompts (TransformerLens's convention);
+- prompts of several lengths (within a set, or a clean prompt and its partner) are
+  resolved per prompt and aligned by name: the source prompt's `final` is patched into
+  the base prompt's `final`, `name` into `name`, wherever each sits (batches are padded
+  on the right, runtime/executor.py);
+- what cannot be aligned (every position, an index, a slot one prompt lacks or holds in
+  another token count, attention patterns whose key axes differ) is refused with a
+  located error.
+
+The whole candidate set is checked, before the pipeline keeps or samples, so a spec
+that passes here cannot fail on alignment later.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import SpecMeaningError
+
+PAIRWISE_PATCHING = ("activation_patching", "attribution_patching")
+
+
+def check_alignment(spec, plan, dataset) -> None:
+    if dataset is None or not dataset.pairs:
+        return
+    for index, step in enumerate(plan.analyses):
+        params = dict(step.params)
+        if step.kind in PAIRWISE_PATCHING:
+            position_map(spec, index, params, dataset.pairs)
+        elif step.kind == "ablation":
+            _check_ablation(spec, index, params, dataset.pairs)
+        elif step.kind == "circuit" and not one_length(dataset.pairs):
+            lengths = sorted({len(p.clean.ids) for p in dataset.pairs} | {len(p.corrupted.ids) for p in dataset.pairs})
+            raise SpecMeaningError(
+                f"circuit compares clean and corrupted prompts position by position, but the prompts have "
+                f"{_tokens(lengths)}", spec.loc("analyses", index, "kind"),
+                hint="set prompts.equal_lengths: true to keep the most common length, or filter the vocabularies")
+
+
+def _lengths(prompts) -> Counter:
+    return Counter(len(p.ids) for p in prompts)
+
+
+def _one_length(spec, index: int, pairs, which: str, why: str) -> int:
+    lengths = _lengths(getattr(p, which) for p in pairs)
+    if len(lengths) > 1:
+        shown = ", ".join(f"{n} tokens ({c} prompts)" for n, c in sorted(lengths.items()))
+        example = next(getattr(p, which).text for p in pairs
+                       if len(getattr(p, which).ids) != lengths.most_common(1)[0][0])
+        raise SpecMeaningError(
+            f"{spec.analyses[index]['kind']} {why}, but the {which} prompts have different token lengths: "
+            f"{shown}; e.g. '{example}'", spec.loc("analyses", index, "kind"),
+            hint="filter the vocabularies on token counts (e.g. ntokens(\" \" + item) == 1) or set "
+                 "prompts.equal_lengths: true to find the odd ones")
+    return next(iter(lengths))
+
+
+def one_length(pairs) -> bool:
+    """Every clean and corrupted prompt has the same token length (index-for-index patching)."""
+    return len({len(p.clean.ids) for p in pairs} | {len(p.corrupted.ids) for p in pairs}) == 1
+
+
+def position_map(spec, index: int, params: Dict[str, Any], pairs) -> Optional[Dict[str, Any]]:
+    """None when every prompt has one length: positions are named in the clean prompts and
+    patched index for index (TransformerLens's convention; a corrupted template may move a
+    slot, e.g. IOI's s#2 holds the io name in the corrupted prompt).
+
+    Otherwise (prompts of several lengths, within a set or between a clean prompt and its
+    partner) positions are resolved per pair and aligned by name: {"clean": [per selector,
+    per pair, its positions in the clean prompt], "corrupted": [... in the corrupted one]};
+    a selector names as many tokens in both prompts of a pair, matched in order. Refuses what
+    cannot be aligned."""
+    if one_length(pairs):
+        return None
+    kind = params.get("kind") or spec.analyses[index]["kind"]
+    clean = sorted({len(p.clean.ids) for p in pairs})
+    corrupted = sorted({len(p.corrupted.ids) for p in pairs})
+    lengths = (f"clean prompts have {_tokens(clean)} and corrupted ones {_tokens(corrupted)}")
+    if "positions" not in params:
+        raise SpecMeaningError(
+            f"{kind} patches every position by default, but {lengths}, so position i is not the same "
+            f"token in every prompt (e.g. '{pairs[0].clean.text}' / '{pairs[0].corrupted.text}')",
+            spec.loc("analyses", index, "kind"),
+            hint="name the positions to patch, e.g. positions: [final, name]; named positions are "
+                 "matched by name in each prompt")
+    if params.get("target", "z").startswith("pattern"):
+        raise SpecMeaningError(
+            f"attention patterns of prompts of different lengths ({lengths}) have key axes of different "
+            "sizes, so a pattern row cannot be copied from one to the other",
+            spec.loc("analyses", index, "target"),
+            hint="patch z, q, k or v instead, or make the prompts the same length")
+    return _resolve_selectors(spec, index, params, pairs)
+
+
+def _tokens(lengths) -> str:
+    return (f"{lengths[0]} tokens" if len(lengths) == 1
+            else ", ".join(map(str, lengths[:-1])) + f" or {lengths[-1]} tokens")
+
+
+def _resolve_selectors(spec, index: int, params, pairs) -> Dict[str, Any]:
+    from ..dataset.build import slot_vocabularies
+    from ..errors import ExpressionError
+    from ..expr import Env, parse_positions
+
+    value = params["positions"]
+    items: Sequence = list(value) if isinstance(value, (list, tuple)) else [value]
+    slots = list(slot_vocabularies(spec, spec.prompts["template"]))
+    out: Dict[str, List[List[Tuple[int, ...]]]] = {"clean": [], "corrupted": []}
+    for i, item in enumerate(items):
+        path = ("analyses", index, "positions") + ((i,) if isinstance(value, (list, tuple)) else ())
+        compiled = parse_positions(str(item), slots, where=lambda off, p=path: spec.source.inside(p, off))
+        if str(item).strip().lstrip("-").isdigit():
+            raise SpecMeaningError(
+                f"position {item} is an index, not a name; the prompts differ in length, so an index does "
+                "not name the same token in every prompt", spec.source.value(path),
+                hint="name the position: final, a slot (e.g. name) or a token of one (name[-1])")
+        per_pair: Dict[str, List[Tuple[int, ...]]] = {"clean": [], "corrupted": []}
+        for pair in pairs:
+            got = {}
+            for which in ("clean", "corrupted"):
+                prompt = getattr(pair, which)
+                try:
+                    got[which] = tuple(compiled.evaluate(Env(n_tokens=len(prompt.ids), slot_spans=prompt.spans)))
+                except ExpressionError as err:
+                    raise SpecMeaningError(f"position '{item}' cannot be found in the {which} prompt "
+                                           f"'{prompt.text}': {err.message}", err.location,
+                                           hint="name positions both prompts have") from None
+                per_pair[which].append(got[which])
+            if len(got["clean"]) != len(got["corrupted"]):
+                raise SpecMeaningError(
+                    f"position '{item}' names {len(got['clean'])} token(s) in the clean prompt "
+                    f"'{pair.clean.text}' and {len(got['corrupted'])} in its corrupted partner "
+                    f"'{pair.corrupted.text}', so they cannot be patched token for token",
+                    spec.source.value(path),
+                    hint="select one token of the slot, e.g. name[-1], or filter the vocabulary on token counts")
+        out["clean"].append(per_pair["clean"])
+        out["corrupted"].append(per_pair["corrupted"])
+    for n, pair in enumerate(pairs):
+        _check_one_to_one(spec, index, items, [sel[n] for sel in out["clean"]], [sel[n] for sel in out["corrupted"]])
+    return out
+
+
+def _check_one_to_one(spec, index: int, items, clean, corrupted) -> None:
+    """Two selectors may not send one clean position to two corrupted ones (or back)."""
+    forward: Dict[int, int] = {}
+    backward: Dict[int, int] = {}
+    for item, a_positions, b_positions in zip(items, clean, corrupted):
+        for a, b in zip(a_positions, b_positions):
+            if forward.setdefault(a, b) != b or backward.setdefault(b, a) != a:
+                raise SpecMeaningError(
+                    f"position '{item}' maps clean position {a} to corrupted position {b}, but another "
+                    "selector maps them differently; the alignment by name must be one to one",
+                    spec.loc("analyses", index, "positions"))
+
+
+def _check_ablation(spec, index: int, params, pairs) -> None:
+    method = params.get("method", "zero")
+    if method == "mean":
+        _one_length(spec, index, pairs, "clean", "with method: mean averages each position over the prompts")
+    elif method == "resample":
+        odd = [p for p in pairs if len(p.clean.ids) != len(p.corrupted.ids)]
+        if odd:
+            raise SpecMeaningError(
+                f"resample ablation takes each head's value from the corrupted prompt at the same position, "
+                f"but {len(odd)} corrupted prompt(s) differ in length from their clean prompt, e.g. "
+                f"'{odd[0].clean.text}' ({len(odd[0].clean.ids)} tokens) / '{odd[0].corrupted.text}' "
+                f"({len(odd[0].corrupted.ids)} tokens)", spec.loc("analyses", index, "method"),
+                hint="use method: zero or mean, or make the corrupted prompts as long as the clean ones")
