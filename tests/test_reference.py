@@ -9,7 +9,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -49,17 +48,15 @@ analyses:
 def run_and_compare(tmp_path, spec_text: str, model_dir=None):
     """Run the spec in mi-dsl, then tests/hf_reference.py on the same weights, pairs and heads; compare."""
     from mi_dsl.compile import prepare
-    from mi_dsl.runtime.run import Session
+    from mi_dsl.runtime.run import run_context
 
     path = tmp_path / "reference.yaml"
     path.write_text(textwrap.dedent(spec_text))
-    p = prepare(str(path), [], [])
-    session = Session(p.spec, p.plan, p.dataset, p.tokenizer, progress=False, say=lambda m: None)
-    results = session.run(time.perf_counter())
-    run = session.context
-    a = results["analyses"]
+    run = run_context(prepare(str(path), [], []))
+    results = {"baselines": dict(run.baselines)}
+    a = {name: r.data for name, r in run.results.items()}
     heads = run.select_heads({"heads": "top_abs(head_attr, 3)"})
-    request = {"model_dir": str(model_dir or session.loaded.info["weights"]), "heads": [list(h) for h in heads],
+    request = {"model_dir": str(model_dir or run.executor.loaded.info["weights"]), "heads": [list(h) for h in heads],
                "pairs": [{"clean": list(x.clean.ids), "corrupted": list(x.corrupted.ids), "answer": x.answer,
                           "foil": x.foil} for x in run.pairs]}
     (tmp_path / "in.json").write_text(json.dumps(request))

@@ -8,7 +8,6 @@ numbers computed another way (the model's own forward logits, its own b_O).
 """
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -30,16 +29,17 @@ def rough_yaml(architecture: str, size: str) -> str:
 
 
 def session_of(tmp_path, architecture, size):
+    """(the finished run's context, {"baselines", "analyses": {id: data}})."""
     from mi_dsl.compile import prepare
-    from mi_dsl.runtime.run import Session
+    from mi_dsl.runtime.run import run_context
 
     # keep one sign: the dataset holds each pair both ways round, which would cancel the unembedding
     # bias (and most of the logit difference) in the means
     keep = "pipeline:\n  - keep: 'clean.logit_diff > 0'\n"
     p = prepare(str(write_spec(tmp_path, rough_yaml(architecture, size), analyses=ANALYSES, extra=keep)), [], [])
-    session = Session(p.spec, p.plan, p.dataset, p.tokenizer, progress=False, say=lambda m: None)
-    results = session.run(time.perf_counter())
-    return session, results
+    context = run_context(p)
+    return context, {"baselines": dict(context.baselines),
+                     "analyses": {name: r.data for name, r in context.results.items()}}
 
 
 def test_rough_models_are_rough(rough_models):
@@ -59,9 +59,8 @@ def rough(request, rough_models, tmp_path_factory):
     return session_of(tmp_path_factory.mktemp(request.param), request.param, rough_models)
 
 
-def own_forward_logit_diffs(session) -> torch.Tensor:
+def own_forward_logit_diffs(run) -> torch.Tensor:
     """Per pair, the logit difference from the model's own full forward (bias and final norm included)."""
-    run = session.context
     out = []
     with torch.no_grad():
         for pair in run.pairs:
@@ -71,22 +70,21 @@ def own_forward_logit_diffs(session) -> torch.Tensor:
 
 
 def test_measured_metric_is_the_models_own_forward(rough):
-    session, results = rough
-    expected = own_forward_logit_diffs(session)
-    got = torch.tensor(results["per_prompt"]["clean"]["logit_diff"], dtype=torch.float64)
+    run, results = rough
+    expected = own_forward_logit_diffs(run)
     assert expected.abs().max() > 0.1  # the tiny rough model has real logit differences
-    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+    assert results["baselines"]["clean"] == pytest.approx(float(expected.mean()), rel=1e-4)
 
 
 def test_logit_lens_and_layers_add_up_to_the_measured_logit_diff(rough):
-    session, results = rough
+    run, results = rough
     a = results["analyses"]
-    measured = float(own_forward_logit_diffs(session).mean())
+    measured = float(own_forward_logit_diffs(run).mean())
     assert measured > 0.1
     lens, layers = a["logit_lens"], a["layer_attribution"]
     assert lens["logit_diff"][-1] + lens["unembed_bias_diff"] == pytest.approx(measured, rel=1e-4)
     assert sum(layers["logit_diff"]) + layers["unembed_bias_diff"] == pytest.approx(measured, rel=1e-4)
-    if session.context.cfg.normalization_type in ("LN", "LNPre"):
+    if run.cfg.normalization_type in ("LN", "LNPre"):
         # LayerNorm's random bias folds into an unembedding bias: it must be counted
         assert abs(lens["unembed_bias_diff"]) > 1e-3 * abs(measured)
 
@@ -94,8 +92,7 @@ def test_logit_lens_and_layers_add_up_to_the_measured_logit_diff(rough):
 def test_heads_add_up_to_each_attention_layer(rough):
     """Per layer: the heads' direct effects plus b_O's equal the layer's attention output's. b_O is
     read from the model and scaled here by hand (centred for LayerNorm, / final scale, on the direction)."""
-    session, results = rough
-    run = session.context
+    run, results = rough
     a = results["analyses"]
     labels = a["layer_attribution"]["labels"]
     with torch.no_grad():
