@@ -20,7 +20,7 @@ from . import values
 from .compiled import Compiled, Where, default_where
 from .functions import FUNCTIONS, Function
 from .parser import offset_of, parse
-from .scope import (HEAD_FUNCTIONS, NUMBERS, SCALARS, Scope, as_text, describe_type, element_of, is_record,
+from .scope import (HEAD_FUNCTIONS, NUMBERS, SCALARS, Scope, as_text, describe_type, element_of,
                     list_of, unify)
 from .syntax_errors import KEYWORDS_READ_AS_NAMES, keyword_misuse
 
