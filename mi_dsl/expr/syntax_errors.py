@@ -107,8 +107,10 @@ def _wanted(expected: Set[str], start: str) -> str:
             return "a name"
         return "a value (a name, number, string or '(')"
     options = []
-    if expected & _OPERATORS:
+    if expected & _OPERATORS - {"ELSE"}:
         options.append("an operator")
+    if "ELSE" in expected:  # `a if c` without its `else b`
+        options.append("'else'")
     options += [words for name, words in _PUNCTUATION.items() if name in expected and (name not in ("LPAR", "LSQB") or not options)]
     if "$END" in expected:
         options.append(f"the end of the {NOUNS[start]}")
