@@ -360,3 +360,17 @@ def test_plan_shows_records_as_their_text(build, tmp_path, tokenizer_file, cli):
     plan = json.loads(out)
     assert plan["vocab"]["names"]["kept"] == ["Mary", "John", "Anna", "Tom", "Lisa"]
     assert plan["dataset"]["examples"][0]["values"] == {"name": "Mary"}
+
+
+def test_the_readme_s_own_task_snippet_builds(build):
+    from conftest import REPO
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    snippet = re.search(r"## Your own task.*?```yaml\n(.*?)```", readme, re.S).group(1)
+    dataset = build(snippet)
+    assert len(dataset.pairs) == 4
+    for pair in dataset.pairs:
+        female = dict(pair.values)["name"] in ("Mary", "Anna")
+        assert (pair.corrupted.text.split()[1] in ("Mary", "Anna")) != female
+        assert pair.answer == WORDS.index("she" if female else "he")
