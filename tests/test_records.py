@@ -170,7 +170,7 @@ def test_token_lists_index_and_slice(tokenizer_file):
     ("yy in 5", 7, "'in' needs a list, a token list or a string on its right"),
     ("int([1])", 5, "int() expects a string, number or true/false"),
     ("len(5)", 5, "len() expects a string or a list"),
-    ("1 if true", 10, "expected an operator"),
+    ("1 if true", 10, "expected 'else' after 'true'"),
     ("yy[1:", 6, "unexpected end of expression"),
 ])
 def test_expression_faults_are_located(text, column, words):
