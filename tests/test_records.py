@@ -374,3 +374,42 @@ def test_the_readme_s_own_task_snippet_builds(build):
         female = dict(pair.values)["name"] in ("Mary", "Anna")
         assert (pair.corrupted.text.split()[1] in ("Mary", "Anna")) != female
         assert pair.answer == WORDS.index("she" if female else "he")
+
+
+# --------------------------------------------------------------------------- the shipped record specs
+
+@pytest.fixture(scope="module")
+def gemma_datasets():
+    """The two record specs' datasets on Gemma's own tokenizer (no weights load)."""
+    from conftest import SPECS
+    from mi_dsl.compile.prepare import prepare
+
+    return {name: prepare(SPECS / f"{name}.yaml") for name in ("gendered_pronoun", "factual_recall")}
+
+
+def test_gendered_pronoun_pairs_flip_the_gender_on_gemma(gemma_datasets):
+    prepared = gemma_datasets["gendered_pronoun"]
+    tokenizer, dataset = prepared.tokenizer, prepared.dataset
+    gender = {r["name"]: r["gender"] for r in prepared.spec.vocabularies["names"].records}
+    assert len(dataset.pairs) == 20 and dataset.token_lengths == [12]
+    for pair in dataset.pairs:
+        clean, other = dict(pair.values)["name"], pair.corrupted.text.split()[1]
+        assert gender[clean] != gender[other]
+        she = gender[clean] == "female"
+        assert tokenizer.token_str(pair.answer) == (" she" if she else " he")
+        assert tokenizer.token_str(pair.foil) == (" he" if she else " she")
+        assert pair.clean.spans["name"] == ((2, 3),) == pair.corrupted.spans["name"]
+
+
+def test_factual_recall_pairs_name_both_capitals_on_gemma(gemma_datasets):
+    prepared = gemma_datasets["factual_recall"]
+    tokenizer, dataset = prepared.tokenizer, prepared.dataset
+    records = {r["country"]: r for r in prepared.spec.vocabularies["countries"].records}
+    assert set(dataset.vocab["countries"].dropped) == {"Argentina", "Brazil", "Mexico", "Burkina Faso", "Kyrgyzstan"}
+    assert len(dataset.pairs) == 25 and dataset.token_lengths == [6]
+    for pair in dataset.pairs:
+        clean = records[dict(pair.values)["country"]]
+        other = records[pair.corrupted.text.split()[3]]
+        assert other["continent"] != clean["continent"]
+        assert tokenizer.token_str(pair.answer) == " " + clean["capital"]
+        assert tokenizer.token_str(pair.foil) == " " + other["capital"]
