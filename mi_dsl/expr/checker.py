@@ -198,8 +198,7 @@ class Checker:
             raise self.error(f"'in' needs a list, a token list or a string on its right, but this is "
                              f"{describe_type(container.type)}", container_node)
         joined = unify(as_text(item.type), element)
-        if joined is None or (joined == "float" and "float" not in (element, item.type)) or \
-                element_of(joined) is not None:
+        if joined is None or element_of(joined) is not None:  # a list is not looked for inside a list
             raise self.error(f"cannot look for {describe_type(item.type)} in {describe_type(container.type)}",
                              keyword)
         return Typed("bool", values.contains(item.run, container.run, negate))
