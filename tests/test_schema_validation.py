@@ -102,7 +102,7 @@ def test_a_valid_spec_passes():
     (("  prepend_bos: true\n", "  prepend_bos: yes please\n"), "'prepend_bos' must be true or false, not a string",
      (4, 16)),
     (("{items: [cats, dogs]}", "{items: []}"), "'items': [] should be non-empty", (6, 19)),
-    (("{items: [cats, dogs]}", "{items: [cats, 3]}"), "item 2 of 'items' must be a string, not an integer",
+    (("{items: [cats, dogs]}", "{items: [cats, 3]}"), "item 2 of 'items' must be a mapping or a string, not an integer",
      (6, 26)),
     (("[[big, small]]", "[[big, small, huge]]"), "is too long", (7, 18)),
     (("  size:", "  2size:"), "'2size' in 'vocabularies' is not a valid name", (7, 3)),

@@ -50,6 +50,7 @@ def test_shipped_spec_runs(name, tmp_path):
         assert f"figures/{figure.name}" in index
     if results["baselines"]:
         assert results["baselines"]["clean"] > 0 > results["baselines"]["corrupted"]
+    check_decompositions_end_at_the_metric(results)
     check_golden(name[:-len(".yaml")], results)
     model = results["provenance"]["model"]
     if model.get("source") == "embedded":  # the shape validate checks selectors against, without weights
@@ -59,6 +60,16 @@ def test_shipped_spec_runs(name, tmp_path):
         shape = model_shape(ModelSpec(source="embedded"))
         assert (model["n_layers"], model["n_heads"], model["n_kv_heads"]) == (shape.n_layers, shape.n_heads,
                                                                               shape.n_kv_heads)
+
+
+def check_decompositions_end_at_the_metric(results) -> None:
+    """The logit lens's last layer, and layer attribution's sum, are the measured logit difference."""
+    for analysis in results["analyses"].values():
+        if analysis["kind"] not in ("logit_lens", "layer_attribution"):
+            continue
+        end = analysis["sum"] if analysis["kind"] == "layer_attribution" else analysis["logit_diff"][-1]
+        measured = analysis["measured_logit_diff"]
+        assert abs(end + analysis["unembed_bias_diff"] - measured) <= 1e-4 * max(1.0, abs(measured)), analysis
 
 
 @pytest.mark.slow

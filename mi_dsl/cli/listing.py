@@ -58,9 +58,35 @@ def reference_markdown() -> str:
     out += ["- an expression over `logit(...)`, `prob(...)` and `logprob(...)` at the final position, with "
             "`+ - * /` and numbers; each reads `answer`, `foil`, a string (its first token) or "
             "`first_tokens(\" she| her\")`, e.g. `metric: 'prob(answer) - prob(foil)'` (not linear)"]
+    out += ["", "## Expressions", ""] + _expression_section()
     out += ["", "## Expression functions", ""]
     out += [f"- `{f['signature']}`: {f['description']}" for f in cat["functions"]]
     return "\n".join(out) + "\n"
+
+
+def _expression_section() -> List[str]:
+    from ..expr.docs import EXAMPLE_NAMES, reference_lines
+
+    return [
+        "Filters, templates' placeholders, `where`, answers, `corrupt.set`/`corrupt.where` and keep "
+        "conditions are expressions of one small typed language (mi_dsl/expr/grammar.lark), checked "
+        "before anything runs; a fault is reported at its FILE:LINE:COL inside the YAML string.",
+        "",
+        "Types: `str`, `int`, `float`, `bool` (`true`/`false`), `token` (a token id), lists (`[1, 2]`; a "
+        "list of token ids, e.g. `tokens(\" Paris\")`, is a token list) and records. A slot bound to a "
+        "vocabulary of records is a record: it stands for its text wherever a string is expected "
+        "(`{country}`, `lower(country)`, `country == \"France\"`), and `country.capital` reads a field.",
+        "",
+        "Names: a vocabulary filter sees `item`; templates, `where`, `corrupt.set` see the slots; "
+        "`corrupt.where` also sees `new`, the candidate of the resampled slot; answers and foils also "
+        "see `corrupted.SLOT`, the corrupted prompt's values; keep conditions see `clean.METRIC` and "
+        "`corrupted.METRIC`.",
+        "",
+        "Operators, from the loosest binding to the tightest (generated from the grammar's `//@` lines; "
+        f"in the examples {EXAMPLE_NAMES}):",
+        "",
+        *reference_lines(),
+    ]
 
 
 def _type(node: Dict[str, Any]) -> str:

@@ -7,7 +7,6 @@ token ids, and the token span of every slot. No torch; needs only a tokenizer.
 from __future__ import annotations
 
 import itertools
-import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -16,6 +15,8 @@ from ..errors import SpecMeaningError, SpecWarning
 from ..expr import Env, Scope, compile_expression, expect_type
 from ..spec.resolve import Spec, VocabSpec
 from ..suggest import unknown
+from .corrupt import Corruption
+from .slots import CORRUPTED, SlotTypes, record_type, slot_types, vocabulary_values
 from .templates import Template, parse_template
 from .tokenizer import Tokenizer
 
@@ -91,14 +92,15 @@ class Dataset:
 
 def filter_vocabulary(vocab: VocabSpec, spec: Spec, tokenizer: Optional[Tokenizer]) -> VocabReport:
     """Apply the vocabulary's filter; a pair survives only when both words pass."""
-    words = list(vocab.items)
-    duplicates = [w for w, n in Counter(words).items() if n > 1]
+    words = vocabulary_values(vocab)
+    duplicates = [str.__str__(w) for w, n in Counter(words).items() if n > 1]
     keep = _filter_predicate(vocab, spec, tokenizer)
     if vocab.pairs is not None:
         pairs = [p for p in vocab.pairs if keep(p[0]) and keep(p[1])]
         if vocab.dedupe:
             pairs = list(dict.fromkeys(pairs))
-        kept = [w for p in pairs for w in p]
+        as_item = dict(zip(vocab.items, words))
+        kept = [as_item[w] for p in pairs for w in p]
     else:
         kept = [w for w in words if keep(w)]
         if vocab.dedupe:
@@ -118,7 +120,9 @@ def _filter_predicate(vocab: VocabSpec, spec: Spec, tokenizer: Optional[Tokenize
     if not vocab.filter:
         return lambda word: True
     path = vocab.path + ("filter",)
-    compiled = compile_expression(vocab.filter, Scope.filter(), where=lambda off: spec.source.inside(path, off))
+    type_, fields = record_type(vocab) if vocab.records is not None else ("str", None)
+    scope = Scope.filter(record=type_, records={type_: fields} if fields else None)
+    compiled = compile_expression(vocab.filter, scope, where=lambda off: spec.source.inside(path, off))
     expect_type(compiled, "bool", lambda off: spec.source.inside(path, off))
     env = Env(tokenizer=tokenizer)
 
@@ -143,12 +147,11 @@ def slot_vocabularies(spec: Spec, template_text: str) -> Dict[str, str]:
     return mapping
 
 
-def compile_template(spec: Spec, key: Tuple[str, ...], slots: Dict[str, str]) -> Template:
+def compile_template(spec: Spec, key: Tuple[str, ...], types: SlotTypes) -> Template:
     text = spec.data
     for part in key:
         text = text[part]
-    paired = [s for s, v in slots.items() if spec.vocabularies[v].pairs is not None]
-    template = parse_template(text, list(slots), paired, lambda off: spec.source.inside(key, off))
+    template = parse_template(text, types.scope(), lambda off: spec.source.inside(key, off))
     if not template.slots and key[-2:] != ("corrupt", "template"):  # a constant corrupted prompt is fine
         raise SpecMeaningError("the template has no {slot}; a prompt set needs at least one slot, "
                                "e.g. 'All {category} are ...'", spec.loc(*key))
@@ -157,21 +160,42 @@ def compile_template(spec: Spec, key: Tuple[str, ...], slots: Dict[str, str]) ->
 
 # ----------------------------------------------------------------------------- the whole dataset
 
+@dataclass(frozen=True)
+class _Layout:
+    """The templates and the slots of the product (the clean and the corrupted template's)."""
+
+    slots_to_vocab: Dict[str, str]
+    types: SlotTypes       # of the product's slots
+    template: Template
+    corrupted: Optional[Template]
+    order: List[str]
+
+
+def _layout(spec: Spec) -> _Layout:
+    slots_to_vocab = slot_vocabularies(spec, spec.prompts["template"])
+    types = slot_types(spec.vocabularies, slots_to_vocab)
+    template = compile_template(spec, ("prompts", "template"), types)
+    corrupted = None
+    if "template" in spec.prompts.get("corrupt", {}):
+        corrupted = compile_template(spec, ("prompts", "corrupt", "template"), types)
+    used = list(dict.fromkeys(template.slots + (corrupted.slots if corrupted else [])))
+    order = _product_order(spec, used)
+    return _Layout(slots_to_vocab, types.restricted(order), template, corrupted, order)
+
+
 def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
     if "prompts" not in spec.data:  # a spec of dataset-free analyses (head detection)
         return Dataset([], {}, [])
-    slots_to_vocab = slot_vocabularies(spec, spec.prompts["template"])
-    template = compile_template(spec, ("prompts", "template"), slots_to_vocab)
-    used = template.slots
+    layout = _layout(spec)
+    slots_to_vocab, order = layout.slots_to_vocab, layout.order
     reports = {name: filter_vocabulary(v, spec, tokenizer) for name, v in spec.vocabularies.items()}
     warnings = [SpecWarning(f"vocabulary '{r.name}' lists {', '.join(repr(d) for d in r.duplicates)} more than "
                             "once; duplicates are kept (set dedupe: true to drop them)", spec.loc("vocabularies", r.name))
                 for r in reports.values() if r.duplicates and not spec.vocabularies[r.name].dedupe]
-    order = _product_order(spec, used)
     pools = [reports[slots_to_vocab[s]].kept for s in order]
     _check_size(spec, order, pools)
-    builder = _PairBuilder(spec, tokenizer, template, slots_to_vocab, reports)
-    allowed = _combination_filter(spec, list(slots_to_vocab))
+    builder = _PairBuilder(spec, tokenizer, layout, reports)
+    allowed = _combination_filter(spec, layout.types, builder.env)
     combos = (dict(zip(order, combo)) for combo in itertools.product(*pools))
     pairs = [builder.pair(values) for values in combos if allowed(values)]
     if not pairs:
@@ -187,25 +211,25 @@ def check_without_tokenizer(spec: Spec) -> None:
     corruption), for `mi-run validate` when no tokenizer is available offline."""
     if "prompts" not in spec.data:
         return
-    slots_to_vocab = slot_vocabularies(spec, spec.prompts["template"])
-    template = compile_template(spec, ("prompts", "template"), slots_to_vocab)
+    layout = _layout(spec)
     for vocab in spec.vocabularies.values():
         _filter_predicate(vocab, spec, None)
-    unfiltered = {name: VocabReport(name, len(v.items), len(v.items), list(v.items), [], [])
+    unfiltered = {name: VocabReport(name, len(v.items), len(v.items), vocabulary_values(v), [], [])
                   for name, v in spec.vocabularies.items()}
-    _PairBuilder(spec, None, template, slots_to_vocab, unfiltered)
-    _combination_filter(spec, list(slots_to_vocab))
+    builder = _PairBuilder(spec, None, layout, unfiltered)
+    _combination_filter(spec, layout.types, builder.env)
 
 
-def _combination_filter(spec: Spec, slots: List[str]):
-    """prompts.where: a condition over the slot values of one prompt (e.g. io != s)."""
+def _combination_filter(spec: Spec, types: SlotTypes, env: Env):
+    """prompts.where: a condition over the slot values of one prompt (e.g. io != s); `env`
+    lends it the tokenizer and the opposite pairs."""
     text = spec.prompts.get("where")
     if text is None:
         return lambda values: True
     path = ("prompts", "where")
-    compiled = compile_expression(text, Scope.template(slots), where=lambda off: spec.source.inside(path, off))
+    compiled = compile_expression(text, types.scope("prompts.where", tokens=True),
+                                  where=lambda off: spec.source.inside(path, off))
     expect_type(compiled, "bool", lambda off: spec.source.inside(path, off))
-    env = Env()
 
     def allowed(values: Dict[str, str]) -> bool:
         env.values = values
@@ -235,15 +259,18 @@ def _check_size(spec: Spec, order: List[str], pools: List[List[str]]) -> None:
 class _PairBuilder:
     """Renders clean and corrupted prompts and evaluates answer and foil for slot values."""
 
-    def __init__(self, spec: Spec, tokenizer: Tokenizer, template: Template, slots_to_vocab, reports):
-        self.spec, self.tokenizer, self.template = spec, tokenizer, template
-        self.slots_to_vocab = slots_to_vocab
+    def __init__(self, spec: Spec, tokenizer: Tokenizer, layout: _Layout, reports):
+        self.spec, self.tokenizer, self.template = spec, tokenizer, layout.template
+        self.slots_to_vocab, self.types = layout.slots_to_vocab, layout.types
         self.opposites = self._opposite_table()
         self.env = Env(tokenizer=tokenizer, opposite=self._opposite)
-        paired = [s for s, v in slots_to_vocab.items() if spec.vocabularies[v].pairs is not None]
-        self.answer = self._compile_token_expr("answer", paired)
-        self.foil = self._compile_token_expr("foil", paired)
-        self.corrupt = self._corruption(paired, reports)
+        self.answer = self._compile_token_expr("answer")
+        self.foil = self._compile_token_expr("foil")
+        self.corrupt = None
+        if "corrupt" in spec.prompts:
+            pools = {s: reports[self.slots_to_vocab[s]].kept for s in layout.order}
+            self.corrupt = Corruption(spec, spec.prompts["corrupt"], layout.template, layout.corrupted,
+                                      layout.order, layout.types, pools, self.env, self._opposite)
 
     def _opposite_table(self) -> Dict[str, Dict[str, str]]:
         table = {}
@@ -256,64 +283,21 @@ class _PairBuilder:
     def _opposite(self, slot: str, word: str) -> str:
         return self.opposites[slot][word]
 
-    def _compile_token_expr(self, key: str, paired: List[str]):
+    def _compile_token_expr(self, key: str):
         path = ("prompts", key)
-        compiled = compile_expression(self.spec.prompts[key], Scope.answer(list(self.slots_to_vocab), paired),
+        compiled = compile_expression(self.spec.prompts[key], self.types.answer_scope(),
                                 where=lambda off: self.spec.source.inside(path, off))
         expect_type(compiled, ("token", "tokens"), lambda off: self.spec.source.inside(path, off))
         return compiled
 
-    def _corruption(self, paired: List[str], reports):
-        spec = self.spec
-        corrupt = spec.prompts.get("corrupt")
-        if corrupt is None:
-            return None
-        if "swap" in corrupt:
-            slot = corrupt["swap"]
-            where = spec.loc("prompts", "corrupt", "swap")
-            if slot not in self.template.slots:
-                raise SpecMeaningError(unknown("slot", slot, self.template.slots, "in corrupt.swap"), where)
-            if slot not in paired:
-                raise SpecMeaningError(f"corrupt.swap needs a slot whose vocabulary is a list of opposite "
-                                       f"pairs; '{slot}' uses plain items", where,
-                                       hint="write the vocabulary as `pairs:`, or corrupt with `resample:`")
-            return ("swap", slot)
-        if "template" in corrupt:
-            other = compile_template(spec, ("prompts", "corrupt", "template"), self.slots_to_vocab)
-            missing = [s for s in other.slots if s not in self.template.slots]
-            if missing:
-                raise SpecMeaningError(f"the corrupted template uses slot '{missing[0]}' that the clean "
-                                       "template does not fill", spec.loc("prompts", "corrupt", "template"))
-            return ("template", other)
-        slot = corrupt["resample"]
-        where = spec.loc("prompts", "corrupt", "resample")
-        if slot not in self.template.slots:
-            raise SpecMeaningError(unknown("slot", slot, self.template.slots, "in corrupt.resample"), where)
-        pool = reports[self.slots_to_vocab[slot]].kept
-        if len(set(pool)) < 2:
-            raise SpecMeaningError(f"cannot resample slot '{slot}': its vocabulary has fewer than two "
-                                   "distinct words after filtering", where)
-        return ("resample", slot, pool, random.Random(corrupt.get("seed", spec.seed)))
-
     def pair(self, values: Dict[str, str]) -> PromptPair:
         clean = self._prompt(self.template, values)
-        corrupted_values, template = values, self.template
-        if self.corrupt is not None:
-            kind = self.corrupt[0]
-            if kind == "swap":
-                slot = self.corrupt[1]
-                corrupted_values = {**values, slot: self._opposite(slot, values[slot])}
-            elif kind == "template":
-                template = self.corrupt[1]
-            else:
-                _, slot, pool, rng = self.corrupt
-                choices = [w for w in pool if w != values[slot]]
-                corrupted_values = {**values, slot: rng.choice(choices)}
+        corrupted_values, template = self.corrupt.apply(values) if self.corrupt else (values, self.template)
         corrupted = self._prompt(template, corrupted_values) if self.corrupt else clean
-        self.env.values = values
+        self.env.values = values if CORRUPTED in values else {**values, CORRUPTED: corrupted_values}
         answers = as_token_set(self.answer.evaluate(self.env))
         foils = as_token_set(self.foil.evaluate(self.env))
-        return PromptPair(clean, corrupted, answers, foils, tuple(values.items()))
+        return PromptPair(clean, corrupted, answers, foils, tuple((s, str.__str__(v)) for s, v in values.items()))
 
     def _prompt(self, template: Template, values: Dict[str, str]) -> Prompt:
         text, char_spans = template.render(values, self.env)

@@ -1,7 +1,8 @@
 """Prompt templates: `All {category} are {descriptor}. {noun} are {category}. Therefore, {lower(noun)} are`.
 
 A template is literal text and placeholders; each placeholder is an expression over
-exactly one slot (`{noun}`, `{lower(noun)}`). `{{` and `}}` are literal braces.
+exactly one slot (`{noun}`, `{lower(noun)}`, `{country.capital}`) and belongs to that
+slot (its span is one of the slot's occurrences). `{{` and `}}` are literal braces.
 Rendering records the character span of every placeholder so the compiler can map
 slots to token positions.
 """
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Tuple, Union
 
 from ..errors import Location, SpecMeaningError
-from ..expr import Env, Scope, compile_expression
+from ..expr import Env, Scope, compile_expression, expect_type
 
 
 @dataclass(frozen=True)
@@ -49,16 +50,15 @@ class Template:
             if isinstance(piece, str):
                 text = piece
             else:
-                text = piece.expr.evaluate(env)
+                text = str.__str__(piece.expr.evaluate(env))
                 spans.append((piece.slot, piece.occurrence, length, length + len(text)))
             out.append(text)
             length += len(text)
         return "".join(out), spans
 
 
-def parse_template(text: str, slots: List[str], paired: List[str], where: Callable[[int], Location]) -> Template:
+def parse_template(text: str, scope: Scope, where: Callable[[int], Location]) -> Template:
     """Split `text` into literals and compiled placeholders; unknown slots are located errors."""
-    scope = Scope.template(slots, paired)
     pieces: List[Piece] = []
     literal: List[str] = []
     counts: Dict[str, int] = {}
@@ -83,6 +83,7 @@ def parse_template(text: str, slots: List[str], paired: List[str], where: Callab
             raise SpecMeaningError("empty placeholder '{}' in template; name a slot, e.g. {noun}", where(i))
         start = i + 1
         compiled = compile_expression(source, scope, where=lambda off, s=start: where(s + off))
+        expect_type(compiled, "str", lambda off, s=start: where(s + off), "a placeholder")
         used = sorted(compiled.names_used())
         if len(used) != 1:
             raise SpecMeaningError(f"a placeholder must use exactly one slot; '{{{source}}}' uses "

@@ -20,10 +20,12 @@ from . import values
 from .compiled import Compiled, Where, default_where
 from .functions import FUNCTIONS, Function
 from .parser import offset_of, parse
-from .scope import HEAD_FUNCTIONS, NUMBERS, Scope, describe_type
+from .scope import (HEAD_FUNCTIONS, NUMBERS, SCALARS, Scope, as_text, describe_type, element_of,
+                    list_of, unify)
 from .syntax_errors import KEYWORDS_READ_AS_NAMES, keyword_misuse
 
-_ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+_ARITHMETIC = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+               "//": operator.floordiv, "%": operator.mod}
 _COMPARISONS = {
     "==": operator.eq, "!=": operator.ne, "<": operator.lt,
     "<=": operator.le, ">": operator.gt, ">=": operator.ge,
@@ -98,8 +100,10 @@ class Checker:
     def _attribute(self, node: Tree) -> Typed:
         target, attribute = node.children
         record = self.check(target)
+        if record.type in self.scope.records:
+            return self._field(target, record, attribute)
         if record.type != "record":
-            records = ", ".join(n for n, t in self.scope.names.items() if t == "record")
+            records = ", ".join(n for n, t in self.scope.names.items() if t == "record" or t in self.scope.records)
             where_records = f"only records ({records}) have" if records else "nothing here has"
             raise self.error(f"'.{attribute}' needs a record, but this is {describe_type(record.type)}; "
                              f"{where_records} attributes", attribute)
@@ -108,6 +112,96 @@ class Checker:
         owner = str(target.children[0]) if target.data == "name" else "the record"
         self.metrics.add((owner, str(attribute)))
         return Typed("float", values.metric(record.run, str(attribute), owner, attribute.start_pos, self.where))
+
+    def _field(self, target, record: Typed, attribute: Token) -> Typed:
+        fields = self.scope.records[record.type]
+        name = str(attribute)
+        if name not in fields:
+            owner = f"'{target.children[0]}'" if target.data == "name" else "this record"
+            what = "slot" if record.type.startswith("ns:") else "field"
+            hint = ("a field of a record is one of the keys its vocabulary's items are written with"
+                    if what == "field" else "")
+            raise self.error(unknown(what, name, sorted(fields), f"of {owner}"), attribute, hint)
+        return Typed(fields[name], values.field(record.run, name, attribute.start_pos, self.where))
+
+    def _index_op(self, node: Tree) -> Typed:
+        target_node, index_node = node.children
+        target = self._sequence(target_node, "[i]")
+        index = self._integer(index_node, "an index")
+        element = "str" if as_text(target.type) == "str" else element_of(target.type)
+        return Typed(element, values.subscript(target.run, index.run, offset_of(index_node), self.where))
+
+    def _slice_op(self, node: Tree) -> Typed:
+        target_node, start_node, _colon, stop_node = node.children
+        target = self._sequence(target_node, "[i:j]")
+        bounds = [values.constant(None) if n is None else self._integer(n, "a slice bound").run
+                  for n in (start_node, stop_node)]
+        return Typed(as_text(target.type), values.slice_of(target.run, *bounds))
+
+    def _sequence(self, node, form: str) -> Typed:
+        typed = self.check(node)
+        if as_text(typed.type) != "str" and element_of(typed.type) is None:
+            raise self.error(f"'{form}' needs a list, a token list or a string, but this is "
+                             f"{describe_type(typed.type)}", node)
+        return typed
+
+    def _integer(self, node, what: str) -> Typed:
+        typed = self.check(node)
+        if typed.type != "int":
+            raise self.error(f"{what} must be an int, but this is {describe_type(typed.type)}", node,
+                             "convert with int(...)" if typed.type in ("str", "float") else "")
+        return typed
+
+    def _list_literal(self, node: Tree) -> Typed:
+        arguments = node.children[0]
+        if arguments is None:
+            raise self.error("an empty list [] has no element type; write at least one element", node)
+        elements = [self.check(child) for child in arguments.children]
+        element = elements[0].type
+        for child, typed in zip(arguments.children[1:], elements[1:]):
+            joined = unify(element, typed.type)
+            if joined is None or element_of(joined) is not None or joined in ("heads", "positions"):
+                raise self.error(f"a list holds values of one type: this is {describe_type(typed.type)}, "
+                                 f"the first element {describe_type(element)}", child)
+            element = joined
+        if element_of(element) is not None or element.startswith(("ns:", "record")):
+            raise self.error(f"a list cannot hold {describe_type(element)}", arguments.children[0])
+        runs = [typed.run if element != "float" else values.as_float(typed.run, 0, self.where) for typed in elements]
+        return Typed(list_of(element), values.listing(runs, as_tuple=element == "token"))
+
+    def _conditional(self, node: Tree) -> Typed:
+        yes_node, _if, condition_node, _else, no_node = node.children
+        yes = self.check(yes_node)
+        condition = self._boolean(condition_node, "the condition after 'if' must be true/false, but")
+        no = self.check(no_node)
+        joined = unify(yes.type, no.type)
+        if joined is None:
+            raise self.error(f"both sides of 'if ... else' must give one type: {describe_type(yes.type)} "
+                             f"before 'if', {describe_type(no.type)} after 'else'", no_node)
+        yes_run, no_run = yes.run, no.run
+        if joined == "float":
+            yes_run, no_run = (values.as_float(r, 0, self.where) for r in (yes_run, no_run))
+        return Typed(joined, values.choose(condition.run, yes_run, no_run))
+
+    def _membership(self, node: Tree) -> Typed:
+        return self._contains(node.children[0], node.children[-1], node.children[1], negate=False)
+
+    def _non_membership(self, node: Tree) -> Typed:
+        return self._contains(node.children[0], node.children[-1], node.children[1], negate=True)
+
+    def _contains(self, item_node, container_node, keyword, negate: bool) -> Typed:
+        item, container = self.check(item_node), self.check(container_node)
+        element = element_of(container.type)
+        if as_text(container.type) == "str":
+            element = "str"  # a substring
+        if element is None:
+            raise self.error(f"'in' needs a list, a token list or a string on its right, but this is "
+                             f"{describe_type(container.type)}", container_node)
+        joined = unify(as_text(item.type), element)
+        if joined is None or element_of(joined) is not None:  # a list is not looked for inside a list
+            raise self.error(f"cannot look for {describe_type(item.type)} in {describe_type(container.type)}",
+                             keyword)
+        return Typed("bool", values.contains(item.run, container.run, negate))
 
     # --- operators ----------------------------------------------------------
 
@@ -141,11 +235,14 @@ class Checker:
         return Typed("bool", lambda env: compare(run_left(env), run_right(env)))
 
     def _check_comparable(self, op: Token, left: str, right: str) -> None:
+        left, right = as_text(left), as_text(right)
         if "record" in (left, right):
             raise self.error("records cannot be compared; compare a metric, e.g. clean.logit_diff > 3", op)
         same = left == right or (left in NUMBERS and right in NUMBERS)
         if not same:
             raise self.error(f"cannot compare {describe_type(left)} with {describe_type(right)}", op)
+        if not same and element_of(left) and element_of(right):
+            same = unify(left, right) is not None
         if str(op) not in ("==", "!=") and left not in NUMBERS and left != "str":
             raise self.error(f"'{op}' does not apply to {describe_type(left)} values; use == or !=", op)
 
@@ -166,7 +263,7 @@ class Checker:
         return Typed(result, values.fold(first.run, steps, self.where))
 
     def _arithmetic_type(self, op: Token, left: str, right: str) -> str:
-        if str(op) == "+" and left == right == "str":
+        if str(op) == "+" and as_text(left) == as_text(right) == "str":
             return "str"
         if left in NUMBERS and right in NUMBERS:
             return "int" if left == right == "int" and str(op) != "/" else "float"
@@ -226,10 +323,9 @@ class Checker:
 
     def _argument(self, function: Function, param: str, node: Tree, position: int) -> Typed:
         typed = self.check(node)
-        accepted = NUMBERS if param == "num" else (param,)
-        if typed.type not in accepted:
+        if not _accepts(param, typed.type):
             which = f" as argument {position}" if len(function.params) > 1 else ""
-            raise self.error(f"{function.name}() expects {describe_type(param)}{which}, "
+            raise self.error(f"{function.name}() expects {_PARAM_WORDS.get(param) or describe_type(param)}{which}, "
                              f"got {describe_type(typed.type)}", node)
         return typed
 
@@ -246,3 +342,16 @@ class Checker:
                              f"(paired slots here: {paired})")
         return [values.constant(slot), typed.run]
 
+
+
+_PARAM_WORDS = {"scalar": "a string, number or true/false", "sized": "a string or a list"}
+
+
+def _accepts(param: str, type_: str) -> bool:
+    if param == "num":
+        return type_ in NUMBERS
+    if param == "scalar":
+        return as_text(type_) in SCALARS
+    if param == "sized":
+        return as_text(type_) == "str" or element_of(type_) is not None
+    return as_text(type_) == param

@@ -6,7 +6,7 @@ from typing import Any, Callable, FrozenSet, Iterable, List, Optional, Tuple, Un
 
 from ..errors import ExpressionError, Location
 from .functions import FUNCTIONS
-from .scope import NUMBERS, describe_type
+from .scope import NUMBERS, as_text, describe_type
 
 Where = Callable[[int], Location]  # 0-based offset in the expression text -> Location
 
@@ -56,7 +56,7 @@ def expect_type(
     """Check the type of a whole expression ("num" accepts int and float); return it unchanged."""
     wanted = (expected,) if isinstance(expected, str) else tuple(expected)
     allowed = {t for want in wanted for t in (NUMBERS if want == "num" else (want,))}
-    if compiled.type in allowed:
+    if compiled.type in allowed or as_text(compiled.type) in allowed:
         return compiled
     words = " or ".join(describe_type(t) for t in wanted)
     hint = ""

@@ -1,7 +1,8 @@
 """The functions an expression may call: one registry, one entry per function.
 
-Parameter kinds: "str", "int", "num" (int or float), "slot" (a bare name of a paired
-slot) and "analysis" (a bare name of an earlier analysis). A result of "num" is int
+Parameter kinds: "str" (a record passes as its text), "int", "num" (int or float),
+"scalar" (str, int, float or bool), "sized" (a string or a list), "slot" (a bare name of
+a paired slot) and "analysis" (a bare name of an earlier analysis). A result of "num" is int
 when every numeric argument is int, else float. A function with a `service` gets
 that attribute of the evaluation env (e.g. the tokenizer) as its first argument.
 Implementations raise `Fault` with a short fact; the call site adds the column.
@@ -96,7 +97,40 @@ def _to_int(text: str) -> int:
 _register("lower", ("str",), "str", "the string in lower case")(str.lower)
 _register("upper", ("str",), "str", "the string in upper case")(str.upper)
 _register("strip", ("str",), "str", "the string without leading and trailing white space")(str.strip)
-_register("len", ("str",), "int", "number of characters of the string")(len)
+_register("len", ("sized",), "int", "number of characters of a string, or of elements of a list")(len)
+
+
+@_register("tokens", ("str",), "tokens", "the string's token ids, a token list (no special tokens)", "tokenizer")
+def _tokens(tokenizer, text: str) -> tuple:
+    return tuple(tokenizer.encode(text))
+
+
+@_register("int", ("scalar",), "int", "a number or a string of digits as an integer (a float is truncated), "
+                                      "e.g. int(\"07\") is 7")
+def _int(value) -> int:
+    if isinstance(value, str):
+        text = value.strip()
+        if not text.lstrip("+-").isdigit():
+            raise Fault(f"int({value!r}): the string is not an integer")
+        return int(text)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise Fault(f"int({value}): not a finite number")
+    return int(value)
+
+
+@_register("float", ("scalar",), "float", "a number or a numeric string as a float")
+def _float(value) -> float:
+    try:
+        return float(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        raise Fault(f"float({value!r}): the string is not a number") from None
+
+
+@_register("str", ("scalar",), "str", "a value as a string (true/false for truth values; a record's text)")
+def _str(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str.__str__(value) if isinstance(value, str) else str(value)
 
 
 @_register("capitalize", ("str",), "str", "the string with its first character in upper case (the rest unchanged)")

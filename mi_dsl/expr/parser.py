@@ -18,7 +18,7 @@ MAX_LENGTH = 2000
 MAX_DEPTH = 100  # tree levels; keeps checking and evaluation far from Python's recursion limit
 
 # Words the grammar reserves: a slot or record with one of these names cannot be written.
-RESERVED_WORDS = frozenset({"and", "or", "not", "true", "false"})
+RESERVED_WORDS = frozenset({"and", "or", "not", "true", "false", "if", "else", "in"})
 POSITION_WORDS = frozenset({"final", "last"})
 
 Node = Union[Tree, Token]

@@ -1,23 +1,29 @@
 """Static types and the Scope an expression is checked against.
 
 Types are plain strings: "str", "int", "float", "bool", "token" (a token id),
-"record" (clean/corrupted: metric name -> float), "heads" and "positions".
+"record" (clean/corrupted: metric name -> float), "heads" and "positions"; lists are
+"list[str]", "list[int]", "list[float]", "list[bool]", and a list of token ids is
+"tokens". A slot bound to a vocabulary of records has the type "rec:VOCAB": it stands
+for its text wherever a string is expected, and `slot.field` reads a field (the fields'
+types are in `Scope.records`). "ns:corrupted" is the corrupted prompt's slot values,
+read in answers as `corrupted.SLOT`.
 Which names and functions exist depends on where the expression is written, so each
 context has a factory: `Scope.filter()`, `.template(slots)`, `.answer(slots, paired)`,
 `.keep(metrics)`, `.heads(analyses)`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Iterable, Mapping, Optional
 
 TYPES = ("str", "int", "float", "bool", "token", "tokens", "record", "heads", "positions")
 NUMBERS = ("int", "float")
+SCALARS = ("str", "int", "float", "bool")
 
-_STRING_FUNCTIONS = frozenset({"lower", "upper", "capitalize", "strip", "len"})
+_STRING_FUNCTIONS = frozenset({"lower", "upper", "capitalize", "strip", "len", "int", "float", "str"})
 _NUMBER_FUNCTIONS = frozenset({"abs", "min", "max"})
-_TOKEN_FUNCTIONS = frozenset({"ntokens", "first_token"})
+_TOKEN_FUNCTIONS = frozenset({"ntokens", "first_token", "tokens"})
 _ANSWER_FUNCTIONS = frozenset({"first_tokens", "number_tokens", "to_int"})
 # opposite() is offered even when no slot is paired, so using it explains what is missing.
 _SLOT_FUNCTIONS = frozenset({"opposite"})
@@ -29,7 +35,50 @@ _TYPE_WORDS = {"num": "int or float", "bool": "bool (true/false)", "token": "tok
 
 def describe_type(type_: str) -> str:
     """How a type reads in a message: 'num' becomes 'int or float'."""
+    if is_record(type_):
+        return f"a record of vocabulary '{type_[4:]}'"
+    if type_.startswith("ns:"):
+        return f"the {type_[3:]} prompt's slot values"
+    if type_.startswith("list["):
+        return f"a list of {describe_type(type_[5:-1])}"
+    if type_ == "tokens":
+        return "a token list"
     return _TYPE_WORDS.get(type_, type_)
+
+
+def is_record(type_: str) -> bool:
+    """A vocabulary record: has fields and stands for its text where a string is expected."""
+    return type_.startswith("rec:")
+
+
+def as_text(type_: str) -> str:
+    """A record read as a string is its text."""
+    return "str" if is_record(type_) else type_
+
+
+def list_of(element: str) -> str:
+    return "tokens" if element == "token" else f"list[{as_text(element)}]"
+
+
+def element_of(type_: str):
+    """The element type of a list type (None when `type_` is not a list)."""
+    if type_ == "tokens":
+        return "token"
+    return type_[5:-1] if type_.startswith("list[") else None
+
+
+def unify(left: str, right: str):
+    """One type for two values that may stand in one place (a list, the arms of `if`), or None."""
+    if left == right:
+        return left
+    if left in NUMBERS and right in NUMBERS:
+        return "float"
+    if as_text(left) == as_text(right) == "str":
+        return "str"
+    a, b = element_of(left), element_of(right)
+    if a is not None and b is not None and unify(a, b) is not None and a != "token" and b != "token":
+        return list_of(unify(a, b))
+    return None
 
 
 @dataclass(frozen=True)
@@ -41,24 +90,33 @@ class Scope:
     paired_slots: frozenset = frozenset()  # slots whose vocabulary is a list of opposite pairs
     metrics: frozenset = frozenset()  # attributes of records
     analyses: Optional[frozenset] = None  # what top()/bottom() may rank; None: not checked here
+    records: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # "rec:V"/"ns:X" -> field -> type
 
     @classmethod
-    def filter(cls, name: str = "item") -> "Scope":
-        """A vocabulary filter: `ntokens(" " + item) == 2`."""
+    def filter(cls, name: str = "item", record: Optional[str] = None,
+               records: Optional[Mapping[str, Mapping[str, str]]] = None) -> "Scope":
+        """A vocabulary filter: `ntokens(" " + item) == 2`, `item.gender == "female"`."""
         functions = _STRING_FUNCTIONS | _NUMBER_FUNCTIONS | _TOKEN_FUNCTIONS
-        return cls(_frozen({name: "str"}), functions, "a vocabulary filter")
+        return cls(_frozen({name: record or "str"}), functions, "a vocabulary filter",
+                   records=_frozen(records or {}))
 
     @classmethod
-    def template(cls, slots: Iterable[str], paired_slots: Iterable[str] = ()) -> "Scope":
-        """A slot transform inside a template: `{lower(noun)}`, `{opposite(descriptor)}`."""
-        functions = _STRING_FUNCTIONS | _NUMBER_FUNCTIONS | _SLOT_FUNCTIONS
-        return cls(_frozen(dict.fromkeys(slots, "str")), functions, "a template", "slot", frozenset(paired_slots))
+    def template(cls, slots: Iterable[str], paired_slots: Iterable[str] = (),
+                 records: Optional[Mapping[str, Mapping[str, str]]] = None, context: str = "a template",
+                 tokens: bool = False) -> "Scope":
+        """A slot transform inside a template: `{lower(noun)}`, `{opposite(descriptor)}`,
+        `{country.capital}`. `slots` is a list of names (strings) or a mapping name -> type."""
+        functions = _STRING_FUNCTIONS | _NUMBER_FUNCTIONS | _SLOT_FUNCTIONS | (_TOKEN_FUNCTIONS if tokens else frozenset())
+        return cls(_slot_types(slots), functions, context, "slot", frozenset(paired_slots),
+                   records=_frozen(records or {}))
 
     @classmethod
-    def answer(cls, slots: Iterable[str], paired_slots: Iterable[str] = ()) -> "Scope":
+    def answer(cls, slots: Iterable[str], paired_slots: Iterable[str] = (),
+               records: Optional[Mapping[str, Mapping[str, str]]] = None) -> "Scope":
         """An answer or foil: `first_token(" " + opposite(descriptor))`."""
         functions = _STRING_FUNCTIONS | _NUMBER_FUNCTIONS | _TOKEN_FUNCTIONS | _ANSWER_FUNCTIONS | _SLOT_FUNCTIONS
-        return cls(_frozen(dict.fromkeys(slots, "str")), functions, "an answer", "slot", frozenset(paired_slots))
+        return cls(_slot_types(slots), functions, "an answer", "slot", frozenset(paired_slots),
+                   records=_frozen(records or {}))
 
     @classmethod
     def keep(cls, metric_names: Iterable[str], records: Iterable[str] = ("clean", "corrupted")) -> "Scope":
@@ -75,4 +133,10 @@ class Scope:
 
 def _frozen(names: dict) -> Mapping[str, str]:
     return MappingProxyType(dict(names))
+
+
+def _slot_types(slots) -> Mapping[str, str]:
+    if isinstance(slots, Mapping):
+        return _frozen(slots)
+    return _frozen(dict.fromkeys(slots, "str"))
 

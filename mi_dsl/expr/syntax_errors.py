@@ -23,8 +23,8 @@ FORM_HINTS = {
 }
 
 _OPERAND_STARTS = {"NAME", "INT", "FLOAT", "STRING", "TRUE", "FALSE", "NOT", "HEAD", "FINAL", "LAST"}
-_OPERATORS = {"OR", "AND", "COMP_OP", "PLUS", "STAR", "SLASH"}
-_PUNCTUATION = {"COMMA": "','", "RPAR": "')'", "RSQB": "']'", "HASH": "'#'", "LSQB": "'['", "LPAR": "'('"}
+_OPERATORS = {"OR", "AND", "COMP_OP", "PLUS", "STAR", "SLASH", "DOUBLE_SLASH", "PERCENT", "IN", "IF", "ELSE"}
+_PUNCTUATION = {"COMMA": "','", "RPAR": "')'", "RSQB": "']'", "COLON": "':'", "HASH": "'#'", "LSQB": "'['", "LPAR": "'('"}
 _CLOSING = {"RPAR": "LPAR", "RSQB": "LSQB"}
 # Keywords the contextual lexer reads as names where only a name fits (`1 < not x`).
 KEYWORDS_READ_AS_NAMES = frozenset({"and", "or", "not"})
@@ -98,6 +98,8 @@ def _misused_keyword(stack: list) -> Optional[Token]:
 
 def _wanted(expected: Set[str], start: str) -> str:
     """What may come next, in words: "an operator, ',' or ')'"."""
+    if "IN" in expected:  # after a value, `not` can only start `not in`: an operator
+        expected = expected - {"NOT"}
     if expected & _OPERAND_STARTS:
         if expected <= {"INT", "MINUS"}:
             return "a number"
@@ -105,9 +107,11 @@ def _wanted(expected: Set[str], start: str) -> str:
             return "a name"
         return "a value (a name, number, string or '(')"
     options = []
-    if expected & _OPERATORS:
+    if expected & _OPERATORS - {"ELSE"}:
         options.append("an operator")
-    options += [words for name, words in _PUNCTUATION.items() if name in expected and (name != "LPAR" or not options)]
+    if "ELSE" in expected:  # `a if c` without its `else b`
+        options.append("'else'")
+    options += [words for name, words in _PUNCTUATION.items() if name in expected and (name not in ("LPAR", "LSQB") or not options)]
     if "$END" in expected:
         options.append(f"the end of the {NOUNS[start]}")
     if not options:

@@ -7,7 +7,7 @@ called then, so the happy path does no location work.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, List, Sequence, Tuple
+from typing import Any, Callable, List, Mapping, Sequence, Tuple
 
 from lark import Token
 
@@ -136,3 +136,73 @@ def as_float(run: Run, offset: int, where) -> Run:
             raise ExpressionError("the result is too large to compute", where(offset)) from None
 
     return converted
+
+
+class Record(str):
+    """A vocabulary item with fields: the string is its text (what `{country}` renders),
+    `fields` its named values (`country.capital`). Equal texts are equal items."""
+
+    __slots__ = ("fields",)
+
+    def __new__(cls, text: str, fields: Mapping[str, Any]):
+        item = super().__new__(cls, text)
+        item.fields = dict(fields)
+        return item
+
+    def __reduce__(self):
+        return (Record, (str(self), self.fields))
+
+
+def field(target: Run, name: str, offset: int, where) -> Run:
+    """`record.name`: a field of a vocabulary record, or one slot of a namespace (a mapping)."""
+
+    def run(env):
+        value = target(env)
+        fields = value.fields if isinstance(value, Record) else value
+        try:
+            return fields[name]
+        except (LookupError, TypeError, AttributeError):
+            raise ExpressionError(f"no value of field '{name}' was given for {str(value)!r}", where(offset)) from None
+
+    return run
+
+
+def subscript(target: Run, index: Run, offset: int, where) -> Run:
+    def run(env):
+        value, position = target(env), index(env)
+        try:
+            return value[position]
+        except IndexError:
+            raise ExpressionError(f"index {position} is out of range: there are {len(value)} elements "
+                                  f"(indices 0 to {len(value) - 1}, or -1 to -{len(value)})", where(offset)) from None
+
+    return run
+
+
+def slice_of(target: Run, start: Run, stop: Run) -> Run:
+    def run(env):
+        value = target(env)
+        piece = value[start(env):stop(env)]
+        return str.__str__(piece) if isinstance(piece, str) else piece
+
+    return run
+
+
+def listing(elements: List[Run], as_tuple: bool) -> Run:
+    def run(env):
+        values = [element(env) for element in elements]
+        return tuple(values) if as_tuple else values
+
+    return run
+
+
+def choose(condition: Run, yes: Run, no: Run) -> Run:
+    return lambda env: yes(env) if condition(env) else no(env)
+
+
+def contains(item: Run, container: Run, negate: bool) -> Run:
+    def run(env):
+        found = item(env) in container(env)
+        return not found if negate else found
+
+    return run

@@ -19,20 +19,10 @@ from .loader import Document, PathKey, parse_yaml
 from ..suggest import unknown
 from .model import EMBEDDED_MODELS, ModelSpec, Processing, needed_fields
 from .validate import validate_document
+from .vocab import VocabSpec, read_vocabulary
 
 # Keys whose values are paths; when given with --set they are relative to the working directory.
 PATH_KEYS = {("model", "path"), ("model", "tokenizer"), ("output", "dir")}
-
-
-@dataclass(frozen=True)
-class VocabSpec:
-    name: str
-    items: Tuple[str, ...]
-    pairs: Optional[Tuple[Tuple[str, str], ...]]  # None for plain vocabularies
-    filter: Optional[str]
-    dedupe: bool
-    path: PathKey              # where in the spec it was defined
-    item_locations: Tuple[Location, ...]
 
 
 @dataclass(frozen=True)
@@ -168,7 +158,8 @@ def _resolve(doc: Document, file: Path, overrides, cli_paths: set, allowed_roots
         output_dir = Path(spec_path(out_key, out_raw) if out_key in cli_paths else (dir_of(out_key) / out_raw).resolve())
         if out_key not in cli_paths:
             _confine(output_dir, roots, doc.source.value(out_key), "output directory")
-    vocabularies = {name: _vocab(doc, name, dir_of(("vocabularies", name, "file")), roots)
+    confine = lambda path, where, what: _confine(path, roots, where, what)  # noqa: E731
+    vocabularies = {name: read_vocabulary(doc, name, dir_of(("vocabularies", name, "file")), confine)
                     for name in data.get("vocabularies", {})}
     return Spec(file=str(file), name=data.get("name", file.stem), data=data, doc=doc, model=model,
                 bos_token=m.get("bos_token"), vocabularies=vocabularies, seed=data.get("seed", 0),
@@ -178,7 +169,7 @@ def _resolve(doc: Document, file: Path, overrides, cli_paths: set, allowed_roots
 
 def _looks_like_path(value: str, base: Path = Path(".")) -> bool:
     """Paths start with . / ~, end in a file suffix, or exist; hub ids (org/name) do not."""
-    return value.startswith((".", "/", "~")) or value.endswith((".json", ".gguf", ".txt")) or (
+    return value.startswith((".", "/", "~")) or value.endswith((".json", ".gguf", ".txt", ".csv", ".jsonl")) or (
         (base / value).exists())
 
 
@@ -222,58 +213,3 @@ def _check_model_fields(doc: Document, model: ModelSpec) -> None:
         if getattr(model, key) is None:
             raise SchemaError(f"a model with source '{model.source}' needs 'model.{key}'",
                               doc.source.value(("model", "source")))
-
-
-def _vocab(doc: Document, name: str, base: Path, roots) -> VocabSpec:
-    raw = doc.data["vocabularies"][name]
-    path: PathKey = ("vocabularies", name)
-    given = [k for k in ("items", "pairs", "file") if k in raw]
-    if len(given) != 1:
-        raise SchemaError(f"vocabulary '{name}' needs exactly one of 'items', 'pairs' or 'file'"
-                          + (f" (found {', '.join(given)})" if given else ""), doc.source.key(path))
-    smap = doc.source
-    if "items" in raw:
-        items = tuple(raw["items"])
-        locs = tuple(smap.value(path + ("items", i)) for i in range(len(items)))
-        pairs = None
-    elif "pairs" in raw:
-        pairs = tuple(tuple(p) for p in raw["pairs"])
-        items = tuple(w for p in pairs for w in p)
-        locs = tuple(smap.value(path + ("pairs", i, j)) for i in range(len(pairs)) for j in range(2))
-    else:
-        items, pairs, locs = _read_vocab_file(doc, name, raw, base, roots)
-    for word, loc in zip(items, locs):
-        if not isinstance(word, str):
-            raise SchemaError(f"vocabulary items must be strings; got {word!r} (quote it)", loc)
-    return VocabSpec(name, items, pairs, raw.get("filter"), raw.get("dedupe", False), path, locs)
-
-
-def _read_vocab_file(doc: Document, name: str, raw: Dict[str, Any], base: Path, roots):
-    from .loader import read_text
-
-    where = doc.source.value(("vocabularies", name, "file"))
-    file = (base / raw["file"]).resolve()
-    _confine(file, roots, where, "vocabulary file")
-    text = read_text(file, "vocabulary", where)
-    fmt = raw.get("format", "items")
-    items: List[str] = []
-    pairs: List[Tuple[str, str]] = []
-    locs: List[Location] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        here = Location(str(file), number, line.index(stripped[0]) + 1, f"vocabularies.{name}.file")
-        if fmt == "pairs":
-            parts = [p.strip() for p in (stripped.split("\t") if "\t" in stripped else stripped.split(","))]
-            if len(parts) != 2 or not all(parts):
-                raise SchemaError("a pairs file needs two words per line separated by a comma or a tab", here)
-            pairs.append((parts[0], parts[1]))
-            items.extend(parts)
-            locs.extend([here, here])
-        else:
-            items.append(stripped)
-            locs.append(here)
-    if not items:
-        raise SchemaError(f"vocabulary file '{raw['file']}' has no items", where)
-    return tuple(items), (tuple(pairs) if fmt == "pairs" else None), tuple(locs)

@@ -87,44 +87,67 @@ MODEL = _obj("The model to run and how to tokenize for it.", {
     "processing": PROCESSING,
 }, required=["source", "prepend_bos"])
 
+RECORD = {
+    "type": "object", "minProperties": 1,
+    "description": "A record: field -> value, e.g. {country: France, capital: Paris}. Every record of a "
+                   "vocabulary has the same fields; `{slot}` renders the text field, `slot.field` reads one.",
+    "propertyNames": {"pattern": NAME_PATTERN},
+    "additionalProperties": {"type": ["string", "integer", "number", "boolean"],
+                             "description": "A field's value (each field has one type across the records)."},
+}
+
 VOCABULARY = _obj(
-    "A vocabulary: plain items, or opposite pairs (each word's opposite is its partner), "
-    "inline or read from a text file next to the spec.", {
-        "items": {"type": "array", "description": "The words.", "items": _str("A word or phrase."),
-                  "minItems": 1},
-        "pairs": {"type": "array", "description": "Opposite pairs; opposite(x) of one member is the other.",
+    "A vocabulary: plain items, records with fields, or opposite pairs (each word's opposite is its "
+    "partner), inline or read from a file next to the spec.", {
+        "items": {"type": "array", "description": "The words, or records (mappings with the same fields).",
+                  "items": {"oneOf": [_str("A word or phrase."), RECORD]}, "minItems": 1},
+        "pairs": {"type": "array", "description": "Opposite pairs; opposite(x) (or x.opposite) of one member "
+                                                  "is the other. Sugar for records with an `opposite` field.",
                   "minItems": 1,
                   "items": {"type": "array", "description": "Two words that are each other's opposite.",
                             "items": _str("A word."), "minItems": 2, "maxItems": 2}},
-        "file": _str("Text file (relative to the spec) with one item per line, or for pairs two words "
-                     "separated by a comma or a tab. Lines starting with # are comments."),
-        "format": _str("How to read `file`.", enum=["items", "pairs"]),
-        "filter": _str("Keep an item only when this is true; `item` names it. " + EXPR),
+        "file": _str("File (relative to the spec, inside its tree) with the items: text with one item per "
+                     "line (or, for pairs, two words separated by a comma or a tab; # starts a comment), "
+                     "or records: CSV with a header row (values are strings), JSONL (one object per "
+                     "line) or YAML (a list of mappings)."),
+        "format": _str("How to read `file` (default from its suffix: .csv, .jsonl, .yaml/.yml, else items).",
+                       enum=["items", "pairs", "csv", "jsonl", "yaml"]),
+        "text": _str("For records: the field a record stands for in a template ({slot}) and wherever a "
+                     "string is expected (default: the first field)."),
+        "filter": _str("Keep an item only when this is true; `item` names it (a record: item.field). " + EXPR),
         "dedupe": _bool("Drop repeated items (default false: the seed keeps 'Pigs' twice; a warning says so)."),
     })
 
-CORRUPT = {
-    "description": "How each clean prompt's corrupted partner is made.",
-    "oneOf": [
-        _obj("Replace a paired slot's value by its opposite (the seed's corruption).",
-             {"swap": _str("The slot to swap (its vocabulary must be pairs).")}, required=["swap"]),
-        _obj("Render a second template with the same slot values.",
-             {"template": _str("The corrupted template; same slots as the clean one.")}, required=["template"]),
-        _obj("Replace a slot by a different value drawn (seeded) from its vocabulary.",
-             {"resample": _str("The slot to resample."), "seed": _int("Random seed.", 0)},
-             required=["resample"]),
-    ],
-}
+CORRUPT = _obj(
+    "How each clean prompt's corrupted partner is made. It has the clean prompt's slot values except "
+    "those `swap`, `resample` or `set` change (each slot changed once at most), and is rendered with "
+    "`template` if given, else the clean template. Answer and foil are computed once per pair (they may "
+    "read the corrupted values as corrupted.SLOT).", {
+        "swap": _str("A slot to replace by its opposite (its vocabulary must be pairs; the seed's corruption)."),
+        "resample": _str("A slot to replace by a different item drawn (seeded) from its vocabulary after "
+                         "its filter."),
+        "where": _str("With `resample`: draw only items for which this is true; `new` is the candidate, "
+                      "the slot names are the clean values, e.g. new.gender != name.gender. " + EXPR),
+        "seed": _int("Random seed of `resample` (default: the spec's seed).", 0),
+        "set": {"type": "object", "minProperties": 1,
+                "description": "Slots set to an expression over the clean values, e.g. {yy: '\"01\"'} (a "
+                               "record slot: the item of its vocabulary with that text).",
+                "propertyNames": {"pattern": NAME_PATTERN},
+                "additionalProperties": _str("An expression giving the slot's corrupted value. " + EXPR)},
+        "template": _str("The corrupted template; it may use fields ({country.capital}) and slots the clean "
+                         "template does not (they join the product of slots)."),
+    }, minProperties=1, dependentRequired={"where": ["resample"], "seed": ["resample"]})
 
 PROMPTS = _obj("The prompt set: a template filled by the product over vocabularies.", {
-    "template": _str("Text with {slot} places; {lower(slot)} applies a transform. A slot may appear "
+    "template": _str("Text with {slot} places; {lower(slot)} applies a transform and {slot.field} reads a "
+                     "record's field; a placeholder belongs to the one slot it uses. A slot may appear "
                      "several times."),
     "slots": {"type": "object", "description": "Which vocabulary fills each slot (default: the vocabulary "
                                                "of the slot's own name).",
               "additionalProperties": _str("A vocabulary name."),
               "propertyNames": {"pattern": NAME_PATTERN}},
     "where": _str("Keep only slot combinations for which this is true, e.g. io != s (two slots "
-                  "filled from one vocabulary). " + EXPR),
+                  "filled from one vocabulary) or a.gender == b.gender. " + EXPR),
     "answer": _str("The answer token: " + EXPR + " e.g. first_token(\" \" + descriptor)."),
     "foil": _str("The wrong-answer token the metric compares against, e.g. "
                  "first_token(\" \" + opposite(descriptor))."),

@@ -133,6 +133,14 @@ def _explain(error: jsonschema.ValidationError, doc: Document) -> SchemaError:
                                hint=error.schema.get("description", ""))
         return SchemaError(f"{_describe(path)} value {error.instance!r} is not a valid name "
                            f"(letters, digits and _; pattern {error.validator_value})", smap.value(path))
+    if validator == "dependentRequired":
+        key = next(k for k, needs in error.validator_value.items() if k in error.instance
+                   and any(n not in error.instance for n in needs))
+        needed = next(n for n in error.validator_value[key] if n not in error.instance)
+        return SchemaError(f"'{key}' in {_describe(path)} needs '{needed}' beside it", smap.key(path + (key,)),
+                           hint=error.schema.get("properties", {}).get(key, {}).get("description", ""))
+    if validator == "minProperties" and not error.instance:
+        return SchemaError(f"{_describe(path)} is empty; " + error.schema.get("description", ""), smap.value(path))
     if validator in ("minimum", "exclusiveMinimum", "maximum", "minItems", "maxItems"):
         return SchemaError(f"{_describe(path)}: {error.message}", smap.value(path))
     return SchemaError(f"{_describe(path)}: {error.message}", smap.value(path))

@@ -27,6 +27,8 @@ SIZES = {
     "greater_than": ["pipeline.0.sample.n=6", "analyses.2.max_pairs=2", "analyses.3.max_pairs=2"],
     "syllogism": ["pipeline.1.sample.n=16", "analyses.7.max_pairs=6", "analyses.8.max_pairs=6",
                   "analyses.11.seq_len=20", "analyses.12.max_pairs=6"],
+    "gendered_pronoun": ["analyses.4.max_pairs=4"],
+    "factual_recall": ["analyses.3.max_pairs=6"],
 }
 
 # Results that are not numbers of the science (wall-clock, paths, versions).
