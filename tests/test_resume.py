@@ -82,3 +82,12 @@ def test_fresh_ignores_the_store_and_reproduces(tmp_path):
     assert {k: v for k, v in one.items() if k not in VOLATILE} == {k: v for k, v in two.items() if k not in VOLATILE}
     assert one["store"] == {"reused": 0, "computed": 5}  # the dataset step and four analyses
     assert two["store"] == {"reused": 0, "computed": 5}
+
+
+def test_store_keys_change_when_mi_dsl_code_changes(monkeypatch):
+    """A fix to an analysis must not replay a result the old code stored (same version number)."""
+    from mi_dsl.runtime import store
+
+    before = store.digest("analysis", "same inputs")
+    monkeypatch.setattr(store, "code_fingerprint", lambda: "another-code-version")
+    assert store.digest("analysis", "same inputs") != before

@@ -3,7 +3,9 @@
 A rerun of the same spec reuses finished steps, so a run killed in the middle (even by
 SIGKILL) resumes where it stopped and ends with the same numbers. Keys hash the step's
 inputs: the model's identity and processing, the tokenizer, the prompts, the spec
-section and mi-dsl's version; anything else changing means a new key, never a stale hit.
+section and mi-dsl's own code (a hash of its source files, not just its version number, so
+a fix to an analysis never replays a result the old code computed); anything else
+changing means a new key, never a stale hit.
 Writes are atomic (temporary file, then rename), so a killed write leaves nothing.
 """
 from __future__ import annotations
@@ -13,14 +15,26 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from functools import lru_cache
 from typing import Any, Optional
 
 from .. import __version__
 
 
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """A hash of every mi_dsl source file: part of every key, so changed code recomputes."""
+    root = Path(__file__).resolve().parents[1]
+    sha = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")) + sorted(root.rglob("*.lark")):
+        sha.update(str(path.relative_to(root)).encode())
+        sha.update(path.read_bytes())
+    return sha.hexdigest()[:16]
+
+
 def digest(*parts: Any) -> str:
     text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(f"mi-dsl {__version__}|{text}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"mi-dsl {__version__} {code_fingerprint()}|{text}".encode()).hexdigest()[:32]
 
 
 class StepStore:
