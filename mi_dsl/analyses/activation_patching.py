@@ -25,7 +25,8 @@ class ActivationPatching:
         source = "clean" if direction == "denoising" else "corrupted"
         return core.compile_patching(params, ctx, f"{direction}: patch {source} {target.what} into the "
                                                   f"{core.base_and_source(direction)[0]} run, cells stacked "
-                                                  "in the batch; metric at the final position")
+                                                  "in the batch; metric at the final position; "
+                                                  + core.predicted_saving(params))
 
     def compute(self, params, run) -> Result:
         grid = core.resolve(params, run)
