@@ -25,7 +25,7 @@ class HeadAttribution:
         require_linear_metric(params, ctx, "head_attribution")
         return step(ctx, params, "every head's output (z @ W_O) at the final position -> logit difference",
                     hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale",
-                           "blocks.{L}.ln1_post.hook_scale?"))
+                           "blocks.{L}.ln1_post.hook_scale?"), shares_final_pass=True)
 
     def compute(self, params, run) -> Result:
         run.require_processing("head_attribution")

@@ -30,7 +30,8 @@ class LogitLens:
         require_linear_metric(params, ctx, "logit_lens")
         return step(ctx, params, f"accumulated residual stream at the final position -> logit difference "
                                  f"(normalised by the {params.get('normalize', 'final')} scale)",
-                    hooks=("blocks.{L}.hook_resid_pre", "blocks.{last}.hook_resid_post", "ln_final.hook_scale"))
+                    hooks=("blocks.{L}.hook_resid_pre", "blocks.{last}.hook_resid_post", "ln_final.hook_scale"),
+                    shares_final_pass=True)
 
     def compute(self, params, run) -> Result:
         import torch

@@ -29,6 +29,9 @@ class RunContext:
     baselines: Dict[str, float] = field(default_factory=dict)
     analysis_index: int = 0
     pair_indices: Optional[List[int]] = None  # which final pairs `pairs` are (None: all, in order)
+    fuse: bool = True                   # serve capture_final from the plan's shared passes
+    shared: Dict[Any, Dict[str, torch.Tensor]] = field(default_factory=dict)  # pass key -> captures
+    pass_forwards: Dict[str, int] = field(default_factory=dict)  # pass id -> forwards it ran
 
     # ------------------------------------------------------------------ data
 
@@ -190,6 +193,47 @@ class RunContext:
         analyses work without equal_lengths. `interventions` are (hook name,
         fn(act, hook, rows)) pairs; `rows` indexes the dataset's prompts of the batch.
         """
+        if not interventions and not extra and self.fuse:
+            shared = self._from_shared_pass(hooks, which)
+            if shared is not None:
+                return shared
+        return self._capture_final(hooks, which, extra, interventions)
+
+    def _from_shared_pass(self, hooks: List[str], which: str) -> Optional[Dict[str, torch.Tensor]]:
+        """The hooks from this analysis's shared pass (run it if it has not run on these prompts)."""
+        from ..compile.fusion import expand_hooks
+
+        step = self.plan.analyses[self.analysis_index] if self.analysis_index < len(self.plan.analyses) else None
+        shared = self.plan.pass_of(step.id) if step is not None else None
+        if shared is None or which != shared.prompts:
+            return None
+        key = (shared.id, tuple(id(p) for p in self.pairs))
+        if key not in self.shared:
+            names = expand_hooks(shared.hooks, self.cfg.n_layers, self._has_hook)
+            names = list(dict.fromkeys(names + [h for h in hooks if h != UNEMBED_INPUT]))
+            counted = self.executor.forwards
+            self.shared[key] = self._capture_final(names, which)
+            self.pass_forwards[shared.id] = self.pass_forwards.get(shared.id, 0) + self.executor.forwards - counted
+        kept = self.shared[key]
+        if any(h not in kept for h in hooks):
+            return None  # the pass does not hold them all (an undeclared hook): capture as usual
+        return {name: kept[name] for name in list(hooks) + [UNEMBED_INPUT]}
+
+    def release_shared(self, analysis_id: str) -> None:
+        """Drop a shared pass's captures once its last analysis has run."""
+        shared = self.plan.pass_of(analysis_id)
+        if shared is not None and shared.analyses[-1] == analysis_id:
+            for key in [k for k in self.shared if k[0] == shared.id]:
+                del self.shared[key]
+
+    def _has_hook(self, name: str) -> bool:
+        try:
+            return name in self.model.hook_dict
+        except AttributeError:
+            return True
+
+    def _capture_final(self, hooks: List[str], which: str = "clean", extra: Optional[Dict] = None,
+                       interventions=()):
         keep = {name: (lambda a: a[:, -1]) for name in hooks}
         keep[UNEMBED_INPUT] = lambda a: a[:, -1]
         keep.update(extra or {})
