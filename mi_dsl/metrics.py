@@ -46,7 +46,8 @@ class Readout:
 
     x [B, d_model] is the unembedding input; answers and foils [B] token ids. Full logits
     are computed in the model's dtype and read in float32, so softmax and log-sum-exp
-    are float32 whatever the model's dtype.
+    are float32 whatever the model's dtype; single logits (logit_diff) are float32 dot
+    products.
     """
 
     def __init__(self, x, answers, foils, unembed):
@@ -60,7 +61,9 @@ class Readout:
         return self._full
 
     def answer_logit(self):
-        if self._full is not None:  # the same matmul as the full row, so ranks judge ties consistently
+        # float32 models: the same matmul as the full row; half precision: the float32 dot
+        # product (the full row was rounded to the model's dtype)
+        if self._full is not None and self.x.dtype == self._full.dtype:
             return self._full.gather(1, self.answers[:, None])[:, 0]
         return self.unembed.logits_of(self.x, self.answers).float()
 
@@ -92,8 +95,8 @@ def _logprob(r: Readout):
 
 @metric("rank", "rank of the answer among all tokens at the final position (0 = top)", needs_full_logits=True)
 def _rank(r: Readout):
-    full = r.full_logits()
-    return (full > r.answer_logit()[:, None]).sum(-1).float()
+    full = r.full_logits()  # compared with its own entry, so ties are judged consistently
+    return (full > full.gather(1, r.answers[:, None])).sum(-1).float()
 
 
 def compute_metrics(x, answers, foils, names: Iterable[str], unembed) -> Dict[str, Any]:

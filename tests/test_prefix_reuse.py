@@ -130,3 +130,27 @@ def test_saved_work_is_the_skipped_blocks(run):
     assert passes["blocks_full"] == len(run.pairs) * n_layers * run.cfg.n_heads * n_layers
     expected = sum(range(n_layers)) / n_layers / n_layers
     assert passes["block_work_saved"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_out_of_memory_during_prefix_reuse_splits_and_restores_the_blocks(run, monkeypatch):
+    """A patched forward of more than 5 rows 'runs out of memory' (as CUDA would): the batch
+    is halved and retried, the numbers are unchanged and no block is left skipped."""
+    reference, _ = patched(run, "denoising", True, target="z")
+    executor = run.executor
+    real = type(executor).capture
+
+    def small_memory(tokens, *args, **kwargs):
+        if tokens.shape[0] > 5:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (forced by the test)")
+        return real(executor, tokens, *args, **kwargs)
+
+    monkeypatch.setattr(executor, "capture", small_memory)
+    saved_cap, executor.oom_cap = executor.oom_cap, None
+    try:
+        with pytest.warns(UserWarning, match="out of memory"):
+            squeezed, passes = patched(run, "denoising", True, target="z")
+    finally:
+        executor.oom_cap = saved_cap
+    assert passes["prefix_reuse"]
+    assert close(squeezed, reference)
+    assert all("forward" not in block.__dict__ for block in run.model.blocks)

@@ -149,9 +149,10 @@ class RunContext:
         return (x.pow(2).mean(-1, keepdim=True) + self.cfg.eps).sqrt().to(stack.dtype)
 
     def attribute(self, stack: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Mean over prompts of each component's logit difference: [..., N, d] -> [...]."""
-        scaled = self.apply_final_ln(stack, scale)
-        return (scaled * self.logit_diff_directions()).sum(-1).mean(-1)
+        """Mean over prompts of each component's logit difference: [..., N, d] -> [...], in float32
+        (half-precision models included: the captures are upcast before the arithmetic)."""
+        scaled = self.apply_final_ln(stack.float(), scale.float())
+        return (scaled * self.logit_diff_directions().float()).sum(-1).mean(-1)
 
     def head_outputs(self, z: torch.Tensor, layer: int, post_scale: Optional[torch.Tensor]) -> torch.Tensor:
         """Each head's write into the residual stream: z [N, H, d_head] -> [N, H, d_model].
