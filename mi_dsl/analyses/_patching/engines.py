@@ -163,11 +163,14 @@ def _resume_inputs(run, plan: "_Plan"):
     from ...runtime.prefix import block_returns_tensor
 
     layers = [l for l in plan.layers if l > 0]
-    if not layers or not block_returns_tensor(run.model, plan.base):
+    if not layers:
+        return None
+    if run.executor.resumable is None:  # one short probe forward per model
+        run.executor.resumable = block_returns_tensor(run.model, plan.base)
+    if not run.executor.resumable:
         return None
     names = [f"blocks.{l}.hook_resid_pre" for l in layers]
-    base_name = "corrupted" if plan.base_name == "corrupted" else "clean"
-    captured = capture_all_positions(run, base_name, names)
+    captured = capture_all_positions(run, plan.base_name, names)
     return {l: captured[n] for l, n in zip(layers, names)}
 
 
