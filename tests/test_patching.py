@@ -453,7 +453,7 @@ def test_compile_checks_the_parameters(tmp_path):
     """)
     ap, attr = plan.analyses[1:]
     assert ap.depends_on == ("head_attr",) and attr.depends_on == ("ap",)
-    assert ap.hooks == ("blocks.{L}.attn.hook_z", "unembed.hook_in")
+    assert ap.hooks == ("blocks.{L}.attn.hook_z", "unembed.hook_in", "blocks.{L}.hook_resid_pre")  # + prefix reuse
     cases = [
         ("- {kind: activation_patching, target: resid_pre, heads: L0H1}", "has no heads to select"),
         ("- {kind: activation_patching, positions: nuon}", "nuon"),

@@ -8,6 +8,8 @@ forwards of cells x prompts rows (see _patching for the mechanics and directions
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from . import _patching as core
 from .base import Result
 from .registry import analysis
@@ -28,11 +30,15 @@ class ActivationPatching:
         target = core.TARGETS[params.get("target", "z")]
         direction = core.direction_of(params)
         source = "clean" if direction == "denoising" else "corrupted"
-        return core.compile_patching(params, ctx, f"{direction}: patch {source} {target.what} into the "
+        compiled = core.compile_patching(params, ctx, f"{direction}: patch {source} {target.what} into the "
                                                   f"{core.base_and_source(direction)[0]} run, cells stacked "
                                                   "in the batch; metric at the final position; "
                                                   + (core.predicted_saving(params)
                                                      if params.get("prefix_reuse", True) else "every block recomputed"))
+        if not params.get("prefix_reuse", True):
+            return compiled
+        # prefix reuse reads the base run's residual entering each patched layer
+        return replace(compiled, hooks=tuple(dict.fromkeys(compiled.hooks + ("blocks.{L}.hook_resid_pre",))))
 
     def compute(self, params, run) -> Result:
         grid = core.resolve(params, run)
