@@ -173,6 +173,8 @@ def _item_row(key: str, item: str, r: dict) -> str:
         return (f"| {key} | attrib vs exact | {r['n_pairs']} | - | {cell('exact_tl')} (exact TL) | {cell('mi')} "
                 f"(exact {cell('exact_mi')}) | - | - | - | exact/attrib {ra['exact_mi/attrib']:.1f}x | - | - | - | "
                 f"{peak} | {verdict} |")
+    if ag.get("checked") is False:  # every method skipped (--skip) or no mi-dsl numbers
+        return f"| {key} | {item} | {r['n_pairs']} | (skipped) |" + " - |" * 11
     verdict = ("yes" if ag.get("agree") else "NO") + (
         f" (max diff {max(ag['max_abs_diff'].values()):.1e} <= {ag['tolerance']:.1e})" if ag.get("max_abs_diff") else "")
     return (f"| {key} | {item} | {r['n_pairs']} | {cell('seed')} | {cell('tl')} | {cell('mi')} | {cell('mi_full')} | "
