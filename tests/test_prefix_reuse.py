@@ -154,3 +154,19 @@ def test_out_of_memory_during_prefix_reuse_splits_and_restores_the_blocks(run, m
     assert passes["prefix_reuse"]
     assert close(squeezed, reference)
     assert all("forward" not in block.__dict__ for block in run.model.blocks)
+
+
+def test_an_instance_forward_is_put_back(run):
+    """A block that carries its own instance-level forward (accelerate's device-map wrapper
+    does) gets it back after a resumed forward, not deleted."""
+    from mi_dsl.runtime.prefix import resume_at
+
+    block = run.model.blocks[0]
+    marker = block.forward  # a bound method standing in for accelerate's wrapper
+    block.__dict__["forward"] = marker
+    try:
+        with resume_at(run.model, 2, torch.zeros(1)):
+            assert block.__dict__["forward"] is not marker
+        assert block.__dict__["forward"] is marker
+    finally:
+        block.__dict__.pop("forward", None)

@@ -22,6 +22,9 @@ from typing import Dict
 import torch
 
 
+_ABSENT = object()
+
+
 def _passthrough(hidden_states=None, *args, **kwargs):
     return hidden_states
 
@@ -58,10 +61,15 @@ def resume_at(model, layer: int, resid: torch.Tensor):
     blocks = model.blocks
 
     def replace_input(module, args, kwargs):
+        given = args[0] if args else kwargs["hidden_states"]
+        swapped = resid.to(device=given.device, dtype=given.dtype)  # where the real input would be
         if args:
-            return (resid.to(args[0].dtype),) + tuple(args[1:]), kwargs
-        return args, dict(kwargs, hidden_states=resid.to(kwargs["hidden_states"].dtype))
+            return (swapped,) + tuple(args[1:]), kwargs
+        return args, dict(kwargs, hidden_states=swapped)
 
+    # An instance may already carry its own `forward` (accelerate's device-map wrapper does):
+    # it is put back afterwards, not deleted.
+    saved = [block.__dict__.get("forward", _ABSENT) for block in blocks[:layer]]
     for block in blocks[:layer]:
         # in the instance's own __dict__: the bridge's __setattr__ would pass `forward` on to
         # the wrapped transformers layer; the class's forward is untouched
@@ -71,5 +79,8 @@ def resume_at(model, layer: int, resid: torch.Tensor):
         yield
     finally:
         handle.remove()
-        for block in blocks[:layer]:
-            block.__dict__.pop("forward", None)
+        for block, previous in zip(blocks[:layer], saved):
+            if previous is _ABSENT:
+                block.__dict__.pop("forward", None)
+            else:
+                block.__dict__["forward"] = previous

@@ -190,7 +190,7 @@ def _patched_batch(run, plan: "_Plan", layout: str, cells, name: str, resume, st
         cell, prompt = cells[r // n_prompts], r % n_prompts
         found = plan.index.slices(cell, prompt, layer)
         hooks = [(name, _setter(layout, [t.to(device) for t in found], plan.source[name]))]
-        resid = resume[start][prompt.to(device)] if start > 0 else None
+        resid = resume[start][prompt.to(resume[start].device)] if start > 0 else None
         with resume_at(run.model, start, resid):
             _, kept = run.executor.capture(plan.base[prompt], {UNEMBED_INPUT: lambda a: a[:, -1]},
                                            interventions=hooks, stop_after=UNEMBED_INPUT)
