@@ -4,12 +4,10 @@ are those of separate sweeps."""
 from __future__ import annotations
 
 import textwrap
-import time
 
 import pytest
 import torch
 
-from mi_dsl.analyses.registry import REGISTRY
 
 SHARING = ["logit_lens", "layer_attribution", "head_attr"]
 
@@ -61,32 +59,36 @@ def test_the_plan_lists_the_fewest_passes(tmp_path, tiny_tokenizer, cli):
 
 @pytest.mark.parametrize("architecture", ["gpt_neox", "gemma3"])
 def test_one_sweep_serves_the_analyses_with_the_same_numbers(tmp_path, tiny_tokenizer, architecture):
-    from mi_dsl.runtime.run import Session
+    from mi_dsl.runtime.run import Session, execute
 
     p = prepared(tmp_path, spec_text(tiny_tokenizer, architecture))
-    session = Session(p.spec, p.plan, p.dataset, p.tokenizer, progress=False, say=lambda m: None, fresh=True,
-                      runs_root=tmp_path / "runs")
-    results = session.run(time.perf_counter())
-    run = session.context
-    assert len(run.pairs) == 16
+    log = execute(p, fresh=True, store_dir=tmp_path / "store", progress=False)
+    assert log.dataset["final_pairs"] == 16
     batches = -(-16 // 4)
-    assert results["shared_passes"][0] == {"id": "final_pass_0", "analyses": SHARING, "forwards": batches}
+    assert dict(log.shared_passes[0]) == {"id": "final_pass_0", "analyses": tuple(SHARING), "forwards": batches}
+
+    session = Session.of(p, progress=False, say=lambda m: None)
+    session.open()
+    pairs = session.run_pipeline().pairs
 
     def sweep(fuse: bool):
-        """Compute the sharing analyses in plan order; (results, executor forwards they made)."""
-        run.fuse, run.shared = fuse, {}
-        counted, out = run.executor.forwards, {}
-        for index, step in enumerate(p.plan.analyses):
-            if step.id not in SHARING:
-                continue
-            run.analysis_index = index
-            with torch.no_grad():
-                out[step.id] = REGISTRY[step.kind].implementation().compute(dict(p.spec.analyses[index]), run)
-        return out, run.executor.forwards - counted
+        """The sharing analyses in plan order, each on its own context as a run makes them;
+        (results, executor forwards they made)."""
+        session.shared.clear()
+        counted, out = session.executor.forwards, {}
+        for step in p.plan.analyses:
+            if step.id in SHARING:
+                run = session.context_for(pairs)
+                run.fuse = fuse
+                out[step.id] = session.compute_analysis(step.id, run)
+        return out, session.executor.forwards - counted
 
     fused, fused_forwards = sweep(True)
     separate, separate_forwards = sweep(False)
-    assert fused_forwards == batches and separate_forwards == 3 * batches
+    # the baselines of each context cost forwards too: the same in both sweeps
+    baseline_forwards = 3 * 2 * batches
+    assert fused_forwards - baseline_forwards == batches
+    assert separate_forwards - baseline_forwards == 3 * batches
     for name in SHARING:
         for key in ("logit_diff", "per_head"):
             if key in separate[name].data:
@@ -94,4 +96,3 @@ def test_one_sweep_serves_the_analyses_with_the_same_numbers(tmp_path, tiny_toke
                 b = torch.tensor(separate[name].data[key])
                 assert torch.allclose(a, b, rtol=1e-6, atol=1e-7), name
                 assert float(b.abs().max()) > 0
-    run.fuse = True

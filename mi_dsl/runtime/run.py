@@ -63,31 +63,33 @@ def runs_root_of(spec, out_dir: Optional[str] = None) -> Path:
 
 
 def run_spec(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str] = (), fresh: bool = False,
-             out_dir: Optional[str] = None, progress: bool = True) -> RunOutcome:
+             out_dir: Optional[str] = None, progress: bool = True, threads: Optional[int] = None) -> RunOutcome:
     from ..compile import prepare
 
     started = time.perf_counter()
     prepared = prepare(spec_path, list(overrides), list(allow_paths))
-    return run_prepared(prepared, started=started, fresh=fresh, out_dir=out_dir, progress=progress)
+    return run_prepared(prepared, started=started, fresh=fresh, out_dir=out_dir, progress=progress,
+                        threads=threads)
 
 
 def run_prepared(prepared, *, started: Optional[float] = None, fresh: bool = False, out_dir: Optional[str] = None,
-                 progress: bool = True) -> RunOutcome:
-    """Run a prepared spec (`compile.prepare`) and write its report."""
+                 progress: bool = True, threads: Optional[int] = None) -> RunOutcome:
+    """Run a prepared spec (`compile.prepare`) and write its report. `threads`: torch's CPU
+    threads (None: the policy of runtime/threads.py)."""
     from ..report.html import write_report
 
     root = runs_root_of(prepared.spec, out_dir)
     log = execute(prepared, started=started, fresh=fresh, store_dir=root / prepared.spec.name / ".store",
-                  progress=progress)
+                  progress=progress, threads=threads)
     run_dir = write_report(log, root)
     return RunOutcome(log, run_dir, run_dir / "index.html")
 
 
 def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, store_dir: Optional[Path] = None,
-            progress: bool = True) -> RunLog:
+            progress: bool = True, threads: Optional[int] = None) -> RunLog:
     """Run the plan: model, dataset step, analyses. Returns the frozen run log."""
     started = time.perf_counter() if started is None else started
-    run = Session.of(prepared, progress)
+    run = Session.of(prepared, progress, threads=threads)
     with run.library_warnings():
         run.open(started)
         store = StepStore(store_dir or runs_root_of(prepared.spec) / prepared.spec.name / ".store",
@@ -119,8 +121,10 @@ class Session:
     report and `Results` read the frozen log."""
 
     def __init__(self, spec, plan, dataset, tokenizer, progress: bool = True,
-                 say: Optional[Callable[[str], None]] = None):
+                 say: Optional[Callable[[str], None]] = None, threads: Optional[int] = None):
         self.spec, self.plan, self.dataset, self.tokenizer = spec, plan, dataset, tokenizer
+        self.threads, self.thread_choice = threads, {}  # asked for (None: runtime/threads.py), chosen
+        self.shared, self.pass_forwards = {}, {}  # shared passes' captures, across the analyses' contexts
         self.say, self.progress = say or _say(progress), progress
         self.timings: Dict[str, float] = {}
         self.results: Dict[str, Any] = {}     # analysis id -> Result
@@ -148,16 +152,26 @@ class Session:
         self.library_warnings_caught = caught
 
     @classmethod
-    def of(cls, prepared, progress: bool = True, say: Optional[Callable[[str], None]] = None) -> "Session":
-        return cls(prepared.spec, prepared.plan, prepared.dataset, prepared.tokenizer, progress, say)
+    def of(cls, prepared, progress: bool = True, say: Optional[Callable[[str], None]] = None,
+           threads: Optional[int] = None) -> "Session":
+        return cls(prepared.spec, prepared.plan, prepared.dataset, prepared.tokenizer, progress, say, threads)
 
     def open(self, started: Optional[float] = None) -> None:
-        """Load the model, check its tokenizer against the spec's, make the executor and unembedding."""
+        """Set torch's threads, load the model, check its tokenizer against the spec's, make the
+        executor and unembedding."""
         import torch
 
         from .executor import Executor
         from .models import load_model
+        from .models.environment import torch_device
+        from .threads import apply_threads
         from .unembed import Unembed
+
+        try:
+            device_type = torch_device(self.plan.model.device).type
+        except MiError:
+            device_type = "cpu"  # load_model reports the bad device with its location
+        self.thread_choice = apply_threads(self.threads, device_type)
 
         self.say(f"{len(self.dataset.pairs)} candidate prompts; loading model ({self.spec.model.source})")
         torch.manual_seed(self.spec.seed)
@@ -242,7 +256,7 @@ class Session:
             baselines = {r: float(metrics[r][self.plan.metric].mean()) for r in ("clean", "corrupted")}
         return RunContext(self.executor, self.unembed, self.spec, self.plan, self.tokenizer, tuple(pairs),
                           results=earlier if earlier is not None else {}, baselines=baselines or {},
-                          analysis_index=index)
+                          analysis_index=index, shared=self.shared, pass_forwards=self.pass_forwards)
 
     def compute_analysis(self, analysis_id: str, context, **changes):
         """One analysis of the plan on `context` as a run computes it (`changes` replace parameters)."""
@@ -287,6 +301,7 @@ class Session:
                     result = _json_roundtrip(impl.compute(params, run))
                 store.put("analysis", key, {"data": result.data, "tables": result.tables, "summary": result.summary})
             result.data.setdefault("pairs", _pairs_record(REGISTRY[step.kind], run))
+            run.release_shared(step.id)
             self.results[step.id] = result
             self.figures[step.id] = impl.figures(result, run)
             if hasattr(impl, "files"):  # extra files an analysis writes into the run directory
@@ -336,6 +351,9 @@ class Session:
             store={"reused": store.hits, "computed": store.computed},
             provenance=provenance(self.spec, self.plan, self.loaded, self.tokenizer),
             warnings=[w.format() for w in warnings_],
+            threads=self.thread_choice,
+            shared_passes=[{"id": p.id, "analyses": list(p.analyses), "forwards": self.pass_forwards.get(p.id, 0)}
+                           for p in self.plan.passes],
         )
 
 
