@@ -56,5 +56,9 @@ class Plan:
     def pass_of(self, analysis_id: str) -> Optional[Pass]:
         return next((p for p in self.passes if analysis_id in p.analyses), None)
 
+    def pass_log(self, forwards: Dict[str, int]):
+        """Each shared pass with the forwards it ran (for the run log)."""
+        return [{"id": p.id, "analyses": list(p.analyses), "forwards": forwards.get(p.id, 0)} for p in self.passes]
+
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

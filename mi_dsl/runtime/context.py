@@ -215,17 +215,11 @@ class RunContext:
             counted = self.executor.forwards
             self.shared[key] = self._capture_final(names, which)
             self.pass_forwards[shared.id] = self.pass_forwards.get(shared.id, 0) + self.executor.forwards - counted
-        kept = self.shared[key]
+        # the pass's last analysis takes the captures with it: nothing later needs them
+        kept = self.shared.pop(key) if step.id == shared.analyses[-1] else self.shared[key]
         if any(h not in kept for h in hooks):
             return None  # the pass does not hold them all (an undeclared hook): capture as usual
         return {name: kept[name] for name in list(hooks) + [UNEMBED_INPUT]}
-
-    def release_shared(self, analysis_id: str) -> None:
-        """Drop a shared pass's captures once its last analysis has run."""
-        shared = self.plan.pass_of(analysis_id)
-        if shared is not None and shared.analyses[-1] == analysis_id:
-            for key in [k for k in self.shared if k[0] == shared.id]:
-                del self.shared[key]
 
     def _has_hook(self, name: str) -> bool:
         try:

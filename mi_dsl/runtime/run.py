@@ -68,14 +68,12 @@ def run_spec(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str
 
     started = time.perf_counter()
     prepared = prepare(spec_path, list(overrides), list(allow_paths))
-    return run_prepared(prepared, started=started, fresh=fresh, out_dir=out_dir, progress=progress,
-                        threads=threads)
+    return run_prepared(prepared, started=started, fresh=fresh, out_dir=out_dir, progress=progress, threads=threads)
 
 
 def run_prepared(prepared, *, started: Optional[float] = None, fresh: bool = False, out_dir: Optional[str] = None,
                  progress: bool = True, threads: Optional[int] = None) -> RunOutcome:
-    """Run a prepared spec (`compile.prepare`) and write its report. `threads`: torch's CPU
-    threads (None: the policy of runtime/threads.py)."""
+    """Run a prepared spec (`compile.prepare`) and write its report (threads: runtime/threads.py)."""
     from ..report.html import write_report
 
     root = runs_root_of(prepared.spec, out_dir)
@@ -123,8 +121,8 @@ class Session:
     def __init__(self, spec, plan, dataset, tokenizer, progress: bool = True,
                  say: Optional[Callable[[str], None]] = None, threads: Optional[int] = None):
         self.spec, self.plan, self.dataset, self.tokenizer = spec, plan, dataset, tokenizer
-        self.threads, self.thread_choice = threads, {}  # asked for (None: runtime/threads.py), chosen
-        self.shared, self.pass_forwards = {}, {}  # shared passes' captures, across the analyses' contexts
+        # threads asked for (None: runtime/threads.py) and chosen; shared passes' captures and forwards
+        self.threads, self.thread_choice, self.shared, self.pass_forwards = threads, {}, {}, {}
         self.say, self.progress = say or _say(progress), progress
         self.timings: Dict[str, float] = {}
         self.results: Dict[str, Any] = {}     # analysis id -> Result
@@ -157,21 +155,15 @@ class Session:
         return cls(prepared.spec, prepared.plan, prepared.dataset, prepared.tokenizer, progress, say, threads)
 
     def open(self, started: Optional[float] = None) -> None:
-        """Set torch's threads, load the model, check its tokenizer against the spec's, make the
-        executor and unembedding."""
+        """Set torch's threads, load the model, check its tokenizer, make the executor and unembedding."""
         import torch
 
         from .executor import Executor
         from .models import load_model
-        from .models.environment import torch_device
-        from .threads import apply_threads
+        from .threads import apply_threads_for
         from .unembed import Unembed
 
-        try:
-            device_type = torch_device(self.plan.model.device).type
-        except MiError:
-            device_type = "cpu"  # load_model reports the bad device with its location
-        self.thread_choice = apply_threads(self.threads, device_type)
+        self.thread_choice = apply_threads_for(self.threads, self.plan.model.device)
 
         self.say(f"{len(self.dataset.pairs)} candidate prompts; loading model ({self.spec.model.source})")
         torch.manual_seed(self.spec.seed)
@@ -301,7 +293,6 @@ class Session:
                     result = _json_roundtrip(impl.compute(params, run))
                 store.put("analysis", key, {"data": result.data, "tables": result.tables, "summary": result.summary})
             result.data.setdefault("pairs", _pairs_record(REGISTRY[step.kind], run))
-            run.release_shared(step.id)
             self.results[step.id] = result
             self.figures[step.id] = impl.figures(result, run)
             if hasattr(impl, "files"):  # extra files an analysis writes into the run directory
@@ -352,8 +343,7 @@ class Session:
             provenance=provenance(self.spec, self.plan, self.loaded, self.tokenizer),
             warnings=[w.format() for w in warnings_],
             threads=self.thread_choice,
-            shared_passes=[{"id": p.id, "analyses": list(p.analyses), "forwards": self.pass_forwards.get(p.id, 0)}
-                           for p in self.plan.passes],
+            shared_passes=self.plan.pass_log(self.pass_forwards),
         )
 
 

@@ -57,3 +57,16 @@ def apply_threads(requested: Optional[int], device_type: str) -> Dict[str, objec
     if choice["threads"] is not None and torch.get_num_threads() != choice["threads"]:
         torch.set_num_threads(int(choice["threads"]))
     return dict(choice, in_effect=torch.get_num_threads())
+
+
+def apply_threads_for(requested: Optional[int], device_name: str) -> Dict[str, object]:
+    """apply_threads for a spec's device name (auto, cpu, cuda...); a bad name counts as the CPU
+    here (the model loader reports it, with its location)."""
+    from ..errors import MiError
+    from .models.environment import torch_device
+
+    try:
+        device_type = torch_device(device_name).type
+    except MiError:
+        device_type = "cpu"
+    return apply_threads(requested, device_type)
