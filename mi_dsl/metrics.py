@@ -60,7 +60,8 @@ class Readout:
     x [B, d_model] is the unembedding input; answers and foils are token ids, [B] (one
     token each) or [B, K] token sets padded with -1. Full logits are computed in the
     model's dtype and read in float32, so softmax and log-sum-exp are float32 whatever
-    the model's dtype. A set's logit is the mean of its members' logits (so the logit
+    the model's dtype; single logits (logit_diff) are float32 dot products for half-precision
+    models. A set's logit is the mean of its members' logits (so the logit
     difference stays linear in x); its probability is the sum of its members'.
     """
 
@@ -82,7 +83,9 @@ class Readout:
     def _member_logits(self, ids, mask):
         """[B, K] logits of each set member (0 where padded)."""
         safe = ids.clamp(min=0)
-        if self._full is not None:  # the same matmul as the full row, so ranks judge ties consistently
+        # float32 models: the same matmul as the full row (ties judged consistently); half
+        # precision: float32 dot products (the full row was rounded to the model's dtype)
+        if self._full is not None and self.x.dtype == self._full.dtype:
             got = self._full.gather(1, safe)
         elif self._single(ids, mask):  # one token each: exactly the single-token arithmetic of old
             got = self.unembed.logits_of(self.x, safe[:, 0]).float()[:, None]
@@ -149,9 +152,9 @@ def _logprob(r: Readout):
 @metric("rank", "rank of the answer among all tokens at the final position (0 = top; for a token set, "
                 "the rank of its best member)", needs_full_logits=True)
 def _rank(r: Readout):
-    full = r.full_logits()
-    best = r._member_logits(r.answers, r.answer_mask).masked_fill(~r.answer_mask, float("-inf")).max(-1).values
-    return (full > best[:, None]).sum(-1).float()
+    full = r.full_logits()  # the set's best member, read from the same row: ties judged consistently
+    members = full.gather(1, r.answers.clamp(min=0)).masked_fill(~r.answer_mask, float("-inf"))
+    return (full > members.max(-1).values[:, None]).sum(-1).float()
 
 
 def compute_metrics(x, answers, foils, names: Iterable[str], unembed) -> Dict[str, Any]:

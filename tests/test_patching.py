@@ -279,15 +279,17 @@ def test_resid_mid_is_refused_without_it(neox):
 
 @needs_pythia
 def test_batch_size_and_stacking_do_not_change_numbers(neox):
-    """The whole grid in one forward, rows of a cell split across batches of 7 or 5 rows,
+    """Each layer's cells in one forward, rows of a cell split across batches of 7 or 5 rows,
     and a plain loop of one run_with_hooks per cell all agree."""
     params = dict(target="z_by_position", positions=["noun", "final"])  # noun: 2 tokens patched together
     default = compute(neox, **params)
-    assert default.data["passes"]["patched_forwards"] == 1  # the whole grid in one forward
+    n_layers = len(default.data["layers"])
+    assert default.data["passes"]["patched_forwards"] == n_layers  # one forward per layer's cells
     for batch_size in (7, 5):  # 8 prompts: a cell's rows split across batches
         other = compute(neox, batch_size=batch_size, **params)
         assert torch.allclose(grid(other), grid(default), atol=1e-6)
-    assert other.data["passes"]["patched_forwards"] == -(-len(neox.pairs) * len(default.tables["cells"]) // 5)
+    per_layer = len(neox.pairs) * len(default.tables["cells"]) // n_layers  # rows of one layer's cells
+    assert other.data["passes"]["patched_forwards"] == n_layers * -(-per_layer // 5)
     assert torch.allclose(grid(default), naive_loop(neox, default), atol=1e-6)
 
 
@@ -451,7 +453,7 @@ def test_compile_checks_the_parameters(tmp_path):
     """)
     ap, attr = plan.analyses[1:]
     assert ap.depends_on == ("head_attr",) and attr.depends_on == ("ap",)
-    assert ap.hooks == ("blocks.{L}.attn.hook_z", "unembed.hook_in")
+    assert ap.hooks == ("blocks.{L}.attn.hook_z", "unembed.hook_in", "blocks.{L}.hook_resid_pre")  # + prefix reuse
     cases = [
         ("- {kind: activation_patching, target: resid_pre, heads: L0H1}", "has no heads to select"),
         ("- {kind: activation_patching, positions: nuon}", "nuon"),

@@ -8,6 +8,8 @@ forwards of cells x prompts rows (see _patching for the mechanics and directions
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from . import _patching as core
 from .base import Result
 from .registry import analysis
@@ -17,22 +19,34 @@ from .registry import analysis
           "Exact activation patching of residual streams, layer outputs or attention heads (q, k, v, z, "
           "pattern) between clean and corrupted prompts, many patched runs per forward pass; scores "
           "normalised to 0 = corrupted, 1 = clean.",
-          params=core.PARAMS, needs_pairs=True)
+          params={**core.PARAMS, "prefix_reuse": {
+              "type": "boolean",
+              "description": "Start each layer-l cell's forward from the base run's residual entering layer l "
+                             "(blocks before a patch cannot change; default true). false recomputes every "
+                             "block (same numbers, for checking and benchmarks)."}},
+          needs_pairs=True)
 class ActivationPatching:
     def compile(self, params, ctx):
         target = core.TARGETS[params.get("target", "z")]
         direction = core.direction_of(params)
         source = "clean" if direction == "denoising" else "corrupted"
-        return core.compile_patching(params, ctx, f"{direction}: patch {source} {target.what} into the "
+        compiled = core.compile_patching(params, ctx, f"{direction}: patch {source} {target.what} into the "
                                                   f"{core.base_and_source(direction)[0]} run, cells stacked "
-                                                  "in the batch; metric at the final position")
+                                                  "in the batch; metric at the final position; "
+                                                  + (core.predicted_saving(params)
+                                                     if params.get("prefix_reuse", True) else "every block recomputed"))
+        if not params.get("prefix_reuse", True):
+            return compiled
+        # prefix reuse reads the base run's residual entering each patched layer
+        return replace(compiled, hooks=tuple(dict.fromkeys(compiled.hooks + ("blocks.{L}.hook_resid_pre",))))
 
     def compute(self, params, run) -> Result:
         grid = core.resolve(params, run)
         direction = core.direction_of(params)
         base = core.baselines(run)
         (per_prompt, passes), seconds = core.timed(
-            lambda: core.exact_patching(run, grid, direction, params.get("batch_size")))
+            lambda: core.exact_patching(run, grid, direction, params.get("batch_size"),
+                                     params.get("prefix_reuse", True)))
         data, rows = core.summarise(grid, per_prompt, base, params, run, {
             "method": "exact", "passes": passes, "seconds": round(seconds, 3)})
         summary = (f"{len(grid.cells)} cells x {len(run.pairs)} prompts in {passes['patched_forwards']} "

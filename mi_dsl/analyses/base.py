@@ -21,10 +21,13 @@ class Result:
 
 
 def step(ctx, params: Dict[str, Any], description: str, hooks=(), positions: str = "final",
-         depends_on=()) -> Step:
+         depends_on=(), shares_final_pass: bool = False) -> Step:
+    """A plan step. `shares_final_pass`: the analysis reads its clean final-position hooks
+    through `RunContext.capture_final` only, so a pass shared with others can serve it."""
     return Step(id=params.get("id", params["kind"]), kind=params["kind"], description=description,
                 hooks=tuple(hooks), positions=positions, depends_on=tuple(depends_on),
-                params=tuple(sorted((k, _freeze(v)) for k, v in params.items())))
+                params=tuple(sorted((k, _freeze(v)) for k, v in params.items())),
+                shares_final_pass=shares_final_pass)
 
 
 def _freeze(value):

@@ -23,7 +23,7 @@ class HeadAttribution:
     def compile(self, params, ctx):
         return step(ctx, params, "every head's output (z @ W_O) at the final position -> logit difference",
                     hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale",
-                           "blocks.{L}.ln1_post.hook_scale?"))
+                           "blocks.{L}.ln1_post.hook_scale?"), shares_final_pass=True)
 
     def compute(self, params, run) -> Result:
         run.require_processing("head_attribution")

@@ -16,7 +16,7 @@ class LayerAttribution:
     def compile(self, params, ctx):
         return step(ctx, params, "embedding + each attention/MLP output at the final position -> logit difference",
                     hooks=("blocks.0.hook_resid_pre", "blocks.{L}.hook_attn_out", "blocks.{L}.hook_mlp_out",
-                           "ln_final.hook_scale"))
+                           "ln_final.hook_scale"), shares_final_pass=True)
 
     def compute(self, params, run) -> Result:
         import torch

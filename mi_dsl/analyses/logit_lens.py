@@ -29,7 +29,8 @@ class LogitLens:
     def compile(self, params, ctx):
         return step(ctx, params, f"accumulated residual stream at the final position -> logit difference "
                                  f"(normalised by the {params.get('normalize', 'final')} scale)",
-                    hooks=("blocks.{L}.hook_resid_pre", "blocks.{last}.hook_resid_post", "ln_final.hook_scale"))
+                    hooks=("blocks.{L}.hook_resid_pre", "blocks.{last}.hook_resid_post", "ln_final.hook_scale"),
+                    shares_final_pass=True)
 
     def compute(self, params, run) -> Result:
         import torch

@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="ignore stored step results; recompute all")
     run.add_argument("--out", metavar="DIR", help="runs directory (default: the spec's output.dir, else ./runs)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--threads", type=_positive_int, metavar="N",
+                     help="CPU threads for torch (default: OMP_NUM_THREADS, else the cores the load leaves "
+                          "free; see docs/architecture.md, 'Threads')")
     validate = sub.add_parser("validate", help="check specs without loading weights")
     spec_options(validate, many=True)
     plan = sub.add_parser("plan", help="show the compiled dataset and plan")
@@ -67,6 +70,16 @@ def _sweep_parser(sub) -> None:
                        help="allow vocabulary files and outputs under DIR (outside the spec's tree)")
     sweep.add_argument("--quiet", action="store_true", help="no progress lines")
     sweep.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show Python tracebacks")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def main(argv: Optional[List[str]] = None) -> int:

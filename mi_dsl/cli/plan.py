@@ -38,6 +38,12 @@ def _print_plan(s: Dict[str, Any]) -> None:
         for a in s["analyses"]:
             deps = f" (after {', '.join(a['depends_on'])})" if a["depends_on"] else ""
             echo(f"  - {a['id']} [{a['kind']}]: {a['description']}{deps}; hooks {', '.join(a['hooks']) or '-'}")
+    if s["passes"]:
+        echo("shared passes (one sweep of the prompts serves several analyses' final-position captures):")
+        for p in s["passes"]:
+            prompts = f"first {p['max_pairs']} " if p["max_pairs"] else ""
+            echo(f"  - {p['id']}: {prompts}{p['prompts']} prompts -> {', '.join(p['analyses'])}; "
+                 f"hooks {', '.join(p['hooks'])}")
     _print_memory(s["memory"])
     echo("examples:")
     for ex in d["examples"]:

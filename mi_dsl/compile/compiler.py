@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Tuple
 from ..analyses.registry import REGISTRY, load_all
 from ..errors import ExpressionError, Location, SpecMeaningError
 from ..expr import Scope, compile_expression, expect_type
+from .fusion import fuse
 from .plan import Plan, Step
 from ..metrics import METRICS
 from ..spec.resolve import Spec
@@ -28,7 +29,7 @@ def compile_plan(spec: Spec) -> Plan:
     analyses = compile_analyses(spec)
     run = spec.run_options
     return Plan(spec.file, spec.hash(), spec.name, spec.model, spec.metric, tuple(sorted(metrics_needed)),
-                pipeline, analyses, run.get("batch_size", "auto"), run.get("memory_gb"))
+                pipeline, analyses, run.get("batch_size", "auto"), run.get("memory_gb"), fuse(analyses))
 
 
 def check_metric(spec: Spec, tokenizer=None) -> None:

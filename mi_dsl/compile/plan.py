@@ -23,6 +23,20 @@ class Step:
     positions: str = "final"             # which positions the captures keep
     depends_on: Tuple[str, ...] = ()
     params: Tuple[Tuple[str, Any], ...] = ()  # the analysis's parameters as written
+    shares_final_pass: bool = False      # its clean final-position captures can come from a shared pass
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One forward sweep over the clean prompts whose final-position captures serve several
+    analyses (pass fusion). Hooks: the union of theirs ({L} every layer, {last} the last
+    layer, a trailing '?' only when the model has the hook)."""
+
+    id: str
+    analyses: Tuple[str, ...]
+    hooks: Tuple[str, ...]
+    prompts: str = "clean"
+    max_pairs: Optional[int] = None      # the analyses' max_pairs (the same prompts)
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,14 @@ class Plan:
     analyses: Tuple[Step, ...]
     batch_size: Any = "auto"
     memory_gb: Optional[float] = None
+    passes: Tuple[Pass, ...] = ()        # shared final-position passes (compile/fusion.py)
+
+    def pass_of(self, analysis_id: str) -> Optional[Pass]:
+        return next((p for p in self.passes if analysis_id in p.analyses), None)
+
+    def pass_log(self, forwards: Dict[str, int]):
+        """Each shared pass with the forwards it ran (for the run log)."""
+        return [{"id": p.id, "analyses": list(p.analyses), "forwards": forwards.get(p.id, 0)} for p in self.passes]
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

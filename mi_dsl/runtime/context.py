@@ -29,6 +29,9 @@ class RunContext:
     baselines: Dict[str, float] = field(default_factory=dict)
     analysis_index: int = 0
     pair_indices: Optional[List[int]] = None  # which final pairs `pairs` are (None: all, in order)
+    fuse: bool = True                   # serve capture_final from the plan's shared passes
+    shared: Dict[Any, Dict[str, torch.Tensor]] = field(default_factory=dict)  # pass key -> captures
+    pass_forwards: Dict[str, int] = field(default_factory=dict)  # pass id -> forwards it ran
 
     # ------------------------------------------------------------------ data
 
@@ -148,9 +151,10 @@ class RunContext:
         return (x.pow(2).mean(-1, keepdim=True) + self.cfg.eps).sqrt().to(stack.dtype)
 
     def attribute(self, stack: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Mean over prompts of each component's logit difference: [..., N, d] -> [...]."""
-        scaled = self.apply_final_ln(stack, scale)
-        return (scaled * self.logit_diff_directions()).sum(-1).mean(-1)
+        """Mean over prompts of each component's logit difference: [..., N, d] -> [...], in float32
+        (half-precision models included: the captures are upcast before the arithmetic)."""
+        scaled = self.apply_final_ln(stack.float(), scale.float())
+        return (scaled * self.logit_diff_directions().float()).sum(-1).mean(-1)
 
     def head_outputs(self, z: torch.Tensor, layer: int, post_scale: Optional[torch.Tensor]) -> torch.Tensor:
         """Each head's write into the residual stream: z [N, H, d_head] -> [N, H, d_model].
@@ -194,6 +198,41 @@ class RunContext:
         indexes the dataset's prompts of the batch (positions stay those of the unpadded
         prompt: padding is on the right).
         """
+        if not interventions and not extra and self.fuse:
+            shared = self._from_shared_pass(hooks, which)
+            if shared is not None:
+                return shared
+        return self._capture_final(hooks, which, extra, interventions)
+
+    def _from_shared_pass(self, hooks: List[str], which: str) -> Optional[Dict[str, torch.Tensor]]:
+        """The hooks from this analysis's shared pass (run it if it has not run on these prompts)."""
+        from ..compile.fusion import expand_hooks
+
+        step = self.plan.analyses[self.analysis_index] if self.analysis_index < len(self.plan.analyses) else None
+        shared = self.plan.pass_of(step.id) if step is not None else None
+        if shared is None or which != shared.prompts:
+            return None
+        key = (shared.id, tuple(id(p) for p in self.pairs))
+        if key not in self.shared:
+            names = expand_hooks(shared.hooks, self.cfg.n_layers, self._has_hook)
+            names = list(dict.fromkeys(names + [h for h in hooks if h != UNEMBED_INPUT]))
+            counted = self.executor.forwards
+            self.shared[key] = self._capture_final(names, which)
+            self.pass_forwards[shared.id] = self.pass_forwards.get(shared.id, 0) + self.executor.forwards - counted
+        # the pass's last analysis takes the captures with it: nothing later needs them
+        kept = self.shared.pop(key) if step.id == shared.analyses[-1] else self.shared[key]
+        if any(h not in kept for h in hooks):
+            return None  # the pass does not hold them all (an undeclared hook): capture as usual
+        return {name: kept[name] for name in list(hooks) + [UNEMBED_INPUT]}
+
+    def _has_hook(self, name: str) -> bool:
+        try:
+            return name in self.model.hook_dict
+        except AttributeError:
+            return True
+
+    def _capture_final(self, hooks: List[str], which: str = "clean", extra: Optional[Dict] = None,
+                       interventions=()):
         from .executor import at_final, by_length, pad_right
 
         prompts = [getattr(p, which).ids for p in self.pairs]

@@ -43,6 +43,7 @@ class Executor:
     on_warning: Optional[Callable[[SpecWarning], None]] = None
     forwards: int = 0                     # forward passes run, for the report
     oom_cap: Optional[int] = None         # rows per batch that last fit after an out-of-memory split
+    resumable: Optional[bool] = None      # blocks can be skipped (runtime/prefix.py); checked once
 
     @property
     def model(self):

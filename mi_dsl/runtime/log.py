@@ -15,6 +15,8 @@ and `plan`), so a run directory can be read back (`RunLog.from_json`) without to
     analyses         analysis id -> {kind, summary, convention?, pairs_used, ...its data}
     tables           analysis id -> {table name -> rows}  (also written as CSV)
     timings, forward_passes, store, provenance
+    threads          torch's CPU threads and why (runtime/threads.py)
+    shared_passes    each shared final-position pass: id, analyses, forwards it ran
     warnings         located messages, `FILE:LINE:COL: warning: ...`
 
 Figures are not numbers: they travel beside the log (`RunLog.figures`), are written
@@ -32,7 +34,7 @@ from ..errors import RunError
 RUN_LOG_VERSION = 1
 _FIELDS = ("format_version", "status", "spec", "plan", "dataset", "metric", "baselines", "per_prompt",
            "candidate_metrics", "analyses", "tables", "timings", "forward_passes", "store", "provenance",
-           "warnings")
+           "warnings", "threads", "shared_passes")
 
 
 def freeze(value: Any) -> Any:
@@ -82,6 +84,8 @@ class RunLog:
     store: Mapping[str, Any]
     provenance: Mapping[str, Any]
     warnings: Tuple[str, ...]
+    threads: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # runtime/threads.py's choice
+    shared_passes: Tuple[Mapping[str, Any], ...] = ()   # each shared pass: id, analyses, forwards
     figures: Mapping[str, Tuple[Tuple[str, Any], ...]] = field(default_factory=lambda: MappingProxyType({}),
                                                                compare=False, repr=False)
     # analysis id -> {relative path: text}: files an analysis writes into the run directory (MIB export)
@@ -109,4 +113,5 @@ class RunLog:
         if version > RUN_LOG_VERSION:
             raise RunError(f"this results.json has run-log format {version}; this mi-dsl reads up to "
                            f"{RUN_LOG_VERSION}", hint="upgrade mi-dsl")
-        return cls.build(figures, **{name: data.get(name, {}) for name in _FIELDS})
+        return cls.build(figures, **{name: data.get(name, [] if name == "shared_passes" else {})
+                                     for name in _FIELDS})

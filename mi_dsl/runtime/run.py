@@ -22,6 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from ..spec.model import fault_location
 from ..errors import Location, MiError, SpecWarning
 from .log import RUN_LOG_VERSION, RunLog
 from ..dataset.examples import token_ids
@@ -64,31 +65,31 @@ def runs_root_of(spec, out_dir: Optional[str] = None) -> Path:
 
 
 def run_spec(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str] = (), fresh: bool = False,
-             out_dir: Optional[str] = None, progress: bool = True) -> RunOutcome:
+             out_dir: Optional[str] = None, progress: bool = True, threads: Optional[int] = None) -> RunOutcome:
     from ..compile import prepare
 
     started = time.perf_counter()
     prepared = prepare(spec_path, list(overrides), list(allow_paths))
-    return run_prepared(prepared, started=started, fresh=fresh, out_dir=out_dir, progress=progress)
+    return run_prepared(prepared, started=started, fresh=fresh, out_dir=out_dir, progress=progress, threads=threads)
 
 
 def run_prepared(prepared, *, started: Optional[float] = None, fresh: bool = False, out_dir: Optional[str] = None,
-                 progress: bool = True) -> RunOutcome:
-    """Run a prepared spec (`compile.prepare`) and write its report."""
+                 progress: bool = True, threads: Optional[int] = None) -> RunOutcome:
+    """Run a prepared spec (`compile.prepare`) and write its report (threads: runtime/threads.py)."""
     from ..report.html import write_report
 
     root = runs_root_of(prepared.spec, out_dir)
     log = execute(prepared, started=started, fresh=fresh, store_dir=root / prepared.spec.name / ".store",
-                  progress=progress)
+                  progress=progress, threads=threads)
     run_dir = write_report(log, root)
     return RunOutcome(log, run_dir, run_dir / "index.html")
 
 
 def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, store_dir: Optional[Path] = None,
-            progress: bool = True) -> RunLog:
+            progress: bool = True, threads: Optional[int] = None) -> RunLog:
     """Run the plan: model, dataset step, analyses. Returns the frozen run log."""
     started = time.perf_counter() if started is None else started
-    run = Session.of(prepared, progress)
+    run = Session.of(prepared, progress, threads=threads)
     with run.library_warnings():
         run.open(started)
         store = StepStore(store_dir or runs_root_of(prepared.spec) / prepared.spec.name / ".store",
@@ -120,8 +121,10 @@ class Session:
     report and `Results` read the frozen log."""
 
     def __init__(self, spec, plan, dataset, tokenizer, progress: bool = True,
-                 say: Optional[Callable[[str], None]] = None):
+                 say: Optional[Callable[[str], None]] = None, threads: Optional[int] = None):
         self.spec, self.plan, self.dataset, self.tokenizer = spec, plan, dataset, tokenizer
+        # threads asked for (None: runtime/threads.py) and chosen; shared passes' captures and forwards
+        self.threads, self.thread_choice, self.shared, self.pass_forwards = threads, {}, {}, {}
         self.say, self.progress = say or _say(progress), progress
         self.timings: Dict[str, float] = {}
         self.results: Dict[str, Any] = {}     # analysis id -> Result
@@ -149,16 +152,20 @@ class Session:
         self.library_warnings_caught = caught
 
     @classmethod
-    def of(cls, prepared, progress: bool = True, say: Optional[Callable[[str], None]] = None) -> "Session":
-        return cls(prepared.spec, prepared.plan, prepared.dataset, prepared.tokenizer, progress, say)
+    def of(cls, prepared, progress: bool = True, say: Optional[Callable[[str], None]] = None,
+           threads: Optional[int] = None) -> "Session":
+        return cls(prepared.spec, prepared.plan, prepared.dataset, prepared.tokenizer, progress, say, threads)
 
     def open(self, started: Optional[float] = None) -> None:
-        """Load the model, check its tokenizer against the spec's, make the executor and unembedding."""
+        """Set torch's threads, load the model, check its tokenizer, make the executor and unembedding."""
         import torch
 
         from .executor import Executor
         from .models import load_model
+        from .threads import apply_threads_for
         from .unembed import Unembed
+
+        self.thread_choice = apply_threads_for(self.threads, self.plan.model.device)
 
         self.say(f"{len(self.dataset.pairs)} candidate prompts; loading model ({self.spec.model.source})")
         torch.manual_seed(self.spec.seed)
@@ -166,7 +173,7 @@ class Session:
         try:
             self.loaded = load_model(self.plan.model, progress=self.say if self.progress else None)
         except MiError as err:  # the loader knows what failed, the spec knows where it was asked for
-            raise err.at(_model_location(self.spec)) from None
+            raise err.at(fault_location(self.spec)) from None
         self.timings["model_load"] = time.perf_counter() - t
         self.timings["launch_to_model_ready"] = time.perf_counter() - (t if started is None else started)
         self.say(f"model ready in {self.timings['model_load']:.1f}s ({self.loaded.info.get('id')})")
@@ -243,7 +250,7 @@ class Session:
             baselines = {r: float(metrics[r][self.plan.metric].mean()) for r in ("clean", "corrupted")}
         return RunContext(self.executor, self.unembed, self.spec, self.plan, self.tokenizer, tuple(pairs),
                           results=earlier if earlier is not None else {}, baselines=baselines or {},
-                          analysis_index=index)
+                          analysis_index=index, shared=self.shared, pass_forwards=self.pass_forwards)
 
     def compute_analysis(self, analysis_id: str, context, **changes):
         """One analysis of the plan on `context` as a run computes it (`changes` replace parameters)."""
@@ -337,6 +344,8 @@ class Session:
             store={"reused": store.hits, "computed": store.computed},
             provenance=provenance(self.spec, self.plan, self.loaded, self.tokenizer),
             warnings=[w.format() for w in warnings_],
+            threads=self.thread_choice,
+            shared_passes=self.plan.pass_log(self.pass_forwards),
         )
 
 
@@ -348,15 +357,6 @@ def _pairs_record(kind, context) -> Dict[str, Any]:
         return {"count": 0, "indices": [], "note": "runs on its own inputs, not the dataset's pairs"}
     indices = context.used_pair_indices()
     return {"count": len(indices), "indices": indices}
-
-
-def _model_location(spec):
-    """The spec field a model-loading fault is about."""
-    from ..spec.model import SOURCES
-
-    source = SOURCES.get(spec.model.source)
-    field = source.fault_field if source else None
-    return spec.loc("model", field) if field and field in spec.data["model"] else spec.loc("model", "source")
 
 
 def _pair_references(candidates, pairs) -> List[List[Any]]:

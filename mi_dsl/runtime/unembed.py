@@ -60,8 +60,9 @@ class Unembed:
         return self.b_U[token_ids]
 
     def logits_of(self, x: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-        """Logits of one token per row: x [B, d], ids [B] -> [B]."""
-        raw = (x * self.directions(token_ids)).sum(-1) + self.bias(token_ids)
+        """Logits of one token per row: x [B, d], ids [B] -> [B], in float32 whatever the model's
+        dtype (a half-precision dot product over d_model would round a logit difference)."""
+        raw = (x.float() * self.directions(token_ids).float()).sum(-1) + self.bias(token_ids).float()
         return self._cap(raw)
 
     def full(self, x: torch.Tensor) -> torch.Tensor:

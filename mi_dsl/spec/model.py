@@ -52,6 +52,13 @@ def needed_fields(source: str, architecture: Optional[str]) -> Tuple[str, ...]:
     return needs
 
 
+def fault_location(spec):
+    """The field of a resolved Spec that a model-loading fault is about (its source's field, when given)."""
+    source = SOURCES.get(spec.model.source)
+    field = source.fault_field if source else None
+    return spec.loc("model", field) if field and field in spec.data["model"] else spec.loc("model", "source")
+
+
 def default_tokenizer(source: str, architecture: Optional[str]) -> Optional[str]:
     """'embedded', 'gguf', 'path', 'name' or None: where a spec without `model.tokenizer` gets one."""
     if source == "random" and architecture == "gemma3":

@@ -34,8 +34,10 @@ SIZES = {
 # Results that are not numbers of the science (wall-clock, paths, versions).
 # The run log's bookkeeping (format, status, the plan) and its tables (the analyses' data again) too.
 VOLATILE = {"timings", "provenance", "store", "spec", "warnings", "forward_passes", "format_version", "status",
-            "plan", "tables"}
-TIMING_KEYS = {"seconds"}  # an analysis's own wall-clock, anywhere in its data
+            "plan", "tables", "threads", "shared_passes"}
+# An analysis's own wall-clock, and its pass counts (how the work was batched, not what it found:
+# prefix reuse runs exact patching layer by layer), anywhere in its data.
+TIMING_KEYS = {"seconds", "passes"}
 
 
 def golden_numbers(results: dict) -> dict:

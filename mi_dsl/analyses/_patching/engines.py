@@ -152,8 +152,9 @@ class _Plan:
     index: "_PatchIndex"
     answers: Any
     foils: Any
-    passes: Dict[str, int]
+    passes: Dict[str, Any]
     final: Any = None           # [prompts] each base prompt's final position (right-padded), or None
+    base_name: str = "corrupted"   # which run is patched
 
 
 def _prepare(run, grid: Grid, direction: str) -> _Plan:
@@ -173,42 +174,84 @@ def _prepare(run, grid: Grid, direction: str) -> _Plan:
         base, final = pad_right([getattr(p, base_name).ids for p in run.pairs])
     return _Plan(layers, names, source, base, _PatchIndex(grid, base.shape[0], base.shape[1]),
                  run.answers().to(run.device), run.foils().to(run.device),
-                 {"source_forwards": run.executor.forwards - counted}, final)
+                 {"source_forwards": run.executor.forwards - counted}, final, base_name)
 
 
-def exact_patching(run, grid: Grid, direction: str, batch_size: Optional[int] = None):
+def exact_patching(run, grid: Grid, direction: str, batch_size: Optional[int] = None, reuse_prefix: bool = True):
     """([cells, prompts] metric of every cell's patched run, pass counts); many cells per forward.
 
-    Row r of the stacked batch is cell r // prompts on prompt r % prompts."""
+    Cells run layer by layer; within a layer, row r of the stacked batch is the layer's
+    cell r // prompts on prompt r % prompts. With `reuse_prefix` (and a model whose
+    blocks allow it, see runtime.prefix) a layer-l batch runs only blocks l..L-1, started
+    from the base run's residual stream entering block l: blocks before the patch cannot
+    change, so the numbers equal full recomputation."""
+    import torch
+
+    plan, layout = _prepare(run, grid, direction), grid.target.layout
+    n_prompts, n_positions = plan.base.shape
+    n_layers = run.cfg.n_layers
+    resume = _resume_inputs(run, plan) if reuse_prefix else None
+    out = torch.empty(len(grid.cells), n_prompts)
+    counted, n_rows, blocks_run = run.executor.forwards, len(grid.cells) * n_prompts, 0
+    for layer, name in zip(plan.layers, plan.names):
+        cells = (plan.index.layer == layer).nonzero().squeeze(1)
+        start = layer if resume is not None else 0
+        one_batch = _patched_batch(run, plan, layout, cells, name, resume, start)
+        with _batch_size(run.executor, batch_size):
+            parts = run.executor.map_batches(len(cells) * n_prompts, n_positions, one_batch,
+                                             f"patching {len(cells)} cells at layer {layer}")
+        out[cells] = torch.cat(parts).view(len(cells), n_prompts).cpu()
+        blocks_run += len(cells) * n_prompts * (n_layers - start)
+    plan.passes.update(patched_rows=n_rows, patched_forwards=run.executor.forwards - counted,
+                       prefix_reuse=resume is not None, blocks_run=blocks_run, blocks_full=n_rows * n_layers,
+                       block_work_saved=round(1 - blocks_run / max(1, n_rows * n_layers), 4))
+    return out, plan.passes
+
+
+def _resume_inputs(run, plan: "_Plan"):
+    """{layer: [prompts, positions, d_model]} the base run's residual entering each patched
+    layer > 0, or None when the model's blocks cannot be resumed (full recomputation)."""
+    from ...runtime.prefix import block_returns_tensor
+
+    layers = [l for l in plan.layers if l > 0]
+    if not layers:
+        return None
+    if run.executor.resumable is None:  # one short probe forward per model
+        run.executor.resumable = block_returns_tensor(run.model, plan.base)
+    if not run.executor.resumable:
+        return None
+    names = [f"blocks.{l}.hook_resid_pre" for l in layers]
+    captured = capture_all_positions(run, plan.base_name, names, plan.base)  # padded as the batches are
+    return {l: captured[n] for l, n in zip(layers, names)}
+
+
+def _patched_batch(run, plan: "_Plan", layout: str, cells, name: str, resume, start: int):
+    """fn(rows) -> metric of the rows (cell cells[r // prompts], prompt r % prompts) of one layer."""
     import torch
 
     from ...metrics import compute_metrics
     from ...runtime.executor import at_final
+    from ...runtime.prefix import resume_at
     from ...runtime.unembed import UNEMBED_INPUT
 
-    plan, device, layout = _prepare(run, grid, direction), run.device, grid.target.layout
-    n_prompts, n_positions = plan.base.shape
+    device, n_prompts = run.device, plan.base.shape[0]
+    layer = int(plan.index.layer[cells[0]])
 
     def one_batch(rows: slice):
         r = torch.arange(rows.start, rows.stop)
-        cell, prompt = r // n_prompts, r % n_prompts
-        hooks = []
-        for layer, name in zip(plan.layers, plan.names):
-            found = plan.index.slices(cell, prompt, layer)
-            if len(found[0]):  # only the layers whose cells are in this batch get a hook
-                hooks.append((name, _setter(layout, [t.to(device) for t in found], plan.source[name])))
+        cell, prompt = cells[r // n_prompts], r % n_prompts
+        found = plan.index.slices(cell, prompt, layer)
+        hooks = [(name, _setter(layout, [t.to(device) for t in found], plan.source[name]))]
+        resid = resume[start][prompt.to(resume[start].device)] if start > 0 else None
         select = at_final(None if plan.final is None else plan.final[prompt])
-        _, kept = run.executor.capture(plan.base[prompt], {UNEMBED_INPUT: select},
-                                       interventions=hooks, stop_after=UNEMBED_INPUT)
+        with resume_at(run.model, start, resid):
+            _, kept = run.executor.capture(plan.base[prompt], {UNEMBED_INPUT: select},
+                                           interventions=hooks, stop_after=UNEMBED_INPUT)
         p = prompt.to(device)
         return compute_metrics(kept[UNEMBED_INPUT], plan.answers[p], plan.foils[p], [run.metric],
                                run.unembed)[run.metric]
 
-    counted, n_rows = run.executor.forwards, len(grid.cells) * n_prompts
-    with _batch_size(run.executor, batch_size):
-        parts = run.executor.map_batches(n_rows, n_positions, one_batch, f"patching {len(grid.cells)} cells")
-    plan.passes.update(patched_rows=n_rows, patched_forwards=run.executor.forwards - counted)
-    return torch.cat(parts).view(len(grid.cells), n_prompts).cpu(), plan.passes
+    return one_batch
 
 
 def attribution_patching(run, grid: Grid, direction: str, batch_size: Optional[int] = None):

@@ -123,3 +123,14 @@ def compile_patching(params: Dict[str, Any], ctx, description: str):
     refs = tuple(dict.fromkeys(ref for ref, _ in ctx.references))
     hooks = (target.hook.replace("{layer}", "{L}"), "unembed.hook_in")
     return step(ctx, params, description, hooks=hooks, positions="all", depends_on=refs)
+
+
+def predicted_saving(params: Dict[str, Any]) -> str:
+    """The plan's prediction of what prefix reuse saves (the model's depth is not known yet)."""
+    if "layers" in params:
+        chosen = sorted(set(params["layers"]))
+        mean = sum(chosen) / len(chosen)
+        return (f"prefix reuse: cells at layer l run blocks l..L-1 only, saving {mean:g}/L of the "
+                f"block work (layers {chosen})")
+    return ("prefix reuse: cells at layer l run blocks l..L-1 only, saving (L-1)/(2L) of the block work "
+            "(every layer; about half on deep models)")

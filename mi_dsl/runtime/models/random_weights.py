@@ -89,6 +89,8 @@ def _gpt2(hidden: int, layers: int, heads: int, positions: int) -> Callable[[int
 SHAPES: Dict[str, Dict[str, Shape]] = {
     "gpt_neox": {
         "tiny": Shape("EleutherAI/pythia-160m", _gpt_neox(64, 2, 4, 256)),
+        # 4 layers x 8 heads, d_model 256: a Pythia-shaped model a 2-core CPU patches in seconds
+        "small": Shape("EleutherAI/pythia-160m", _gpt_neox(256, 4, 8, 1024), 50304),
         "pythia-70m": Shape("EleutherAI/pythia-70m", _gpt_neox(512, 6, 8, 2048), 50304),
         "pythia-160m": Shape("EleutherAI/pythia-160m", _gpt_neox(768, 12, 12, 3072), 50304),
     },

@@ -1,0 +1,40 @@
+"""Pass fusion: analyses that read the clean prompts at the final position share one pass.
+
+Head attribution, logit lens and layer attribution each need a few hooks at the final
+position of the same clean prompts. Run one after another, each would sweep the dataset;
+fused, the first of them captures the union of their hooks in one sweep and the others
+read it (runtime/context.py, `RunContext.capture_final`). Analyses over different
+prompts (`max_pairs`) get separate passes. No torch here: the plan lists the passes.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+from .plan import Pass, Step
+
+
+def fuse(steps: Tuple[Step, ...]) -> Tuple[Pass, ...]:
+    """The fewest shared passes: one per distinct prompt set of the steps that can share."""
+    groups: Dict[Optional[int], List[Step]] = {}
+    for step in steps:
+        if step.shares_final_pass:
+            groups.setdefault(dict(step.params).get("max_pairs"), []).append(step)
+    passes = []
+    for n, (max_pairs, members) in enumerate(groups.items()):
+        hooks = tuple(dict.fromkeys(h for s in members for h in s.hooks))
+        passes.append(Pass(f"final_pass_{n}", tuple(s.id for s in members), hooks, "clean", max_pairs))
+    return tuple(passes)
+
+
+def expand_hooks(patterns, n_layers: int, has_hook) -> List[str]:
+    """Hook names of `patterns` for a model of n_layers ({L}, {last}, optional '?')."""
+    names: List[str] = []
+    for pattern in patterns:
+        optional = pattern.endswith("?")
+        pattern = pattern.rstrip("?")
+        if "{L}" in pattern:
+            expanded = [pattern.replace("{L}", str(l)) for l in range(n_layers)]
+        else:
+            expanded = [pattern.replace("{last}", str(n_layers - 1))]
+        names += [n for n in expanded if not optional or has_hook(n)]
+    return list(dict.fromkeys(names))

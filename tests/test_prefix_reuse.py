@@ -1,0 +1,169 @@
+"""Prefix reuse in exact patching (runtime/prefix.py, analyses/_patching/engines.py).
+
+A cell patched at layer l runs only blocks l..L-1 from the base run's residual stream
+entering block l. These tests compare it with full recomputation of every cell, for
+every target and both directions, on tiny random models of three architectures whose
+norm weights and biases are randomised (so a wrong layer, row or position shows).
+"""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+
+from mi_dsl.analyses import _patching as core
+
+DEEP = "tiny-deep"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def deep_models():
+    """The tiny shapes with 4 layers and a wider initialisation, so later layers differ."""
+    from mi_dsl.runtime.models import random_weights as random_models
+
+    def deeper(shape):
+        def make(vocab):
+            config = shape.make_config(vocab)
+            config.initializer_range = 0.2
+            for key in ("num_hidden_layers", "n_layer"):
+                if hasattr(config, key):
+                    setattr(config, key, 4)
+            if hasattr(config, "layer_types") and config.layer_types:
+                config.layer_types = (list(config.layer_types) * 4)[:4]
+            return config
+        return random_models.Shape(shape.hub_name, make, shape.fixed_vocab)
+
+    for sizes in random_models.SHAPES.values():
+        sizes[DEEP] = deeper(sizes["tiny"])
+    yield
+    for sizes in random_models.SHAPES.values():
+        sizes.pop(DEEP, None)
+
+
+def spec_text(architecture: str, tokenizer) -> str:
+    tok = f"tokenizer: {tokenizer}, bos_token: '<bos>', " if architecture != "gemma3" else ""
+    words = ("[cats, dogs]", "[[big, small], [tall, short]]") if architecture != "gemma3" else \
+        ("[cats, dogs]", "[[big, small], [tall, short]]")
+    return textwrap.dedent(f"""
+        version: 1
+        name: prefix
+        model: {{source: random, architecture: {architecture}, size: {DEEP}, seed: 5, {tok}prepend_bos: true}}
+        vocabularies:
+          animal: {{items: {words[0]}}}
+          size: {{pairs: {words[1]}}}
+        prompts:
+          template: "The {{animal}} are {{size}}. Are the {{animal}}"
+          answer: 'first_token(" " + size)'
+          foil: 'first_token(" " + opposite(size))'
+          corrupt: {{swap: size}}
+          equal_lengths: true
+        metric: logit_diff
+        analyses:
+          - {{kind: head_attribution, id: head_attr}}
+        """)
+
+
+def randomise_norms_and_biases(model, seed: int = 0) -> None:
+    """Norm weights and every bias drawn at random (not the identity a fresh init gives)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            lowered = name.lower()
+            if "bias" in lowered or "norm" in lowered or "ln" in lowered.split("."):
+                noise = torch.randn(param.shape, generator=generator) * 0.3
+                param.add_(noise.to(param.dtype))
+
+
+@pytest.fixture(scope="module", params=["gpt_neox", "gemma3", "gpt2"])
+def run(request, tmp_path_factory, tiny_tokenizer):
+    from mi_dsl.compile import prepare
+    from mi_dsl.runtime.run import run_context
+
+    folder = tmp_path_factory.mktemp(request.param)
+    path = folder / "spec.yaml"
+    path.write_text(spec_text(request.param, tiny_tokenizer))
+    context = run_context(prepare(str(path), [], []))
+    randomise_norms_and_biases(context.model)
+    context.baselines = {}  # the model changed: baselines are recomputed by the patching code
+    return context
+
+
+def patched(run, direction: str, reuse: bool, **params):
+    grid = core.resolve(params, run)
+    with torch.no_grad():
+        return core.exact_patching(run, grid, direction, reuse_prefix=reuse)
+
+
+def close(a, b, rel=1e-5):
+    scale = max(1.0, float(b.abs().max()))
+    return float((a - b).abs().max()) <= rel * scale
+
+
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
+@pytest.mark.parametrize("target", sorted(core.TARGETS))
+def test_prefix_reuse_equals_full_recomputation(run, target, direction):
+    if target.startswith("resid_mid") and "blocks.0.hook_resid_mid" not in run.model.hook_dict:
+        pytest.skip("parallel-residual model: no resid_mid")
+    params = {"target": target}
+    if target.endswith("_by_position") or not core.TARGETS[target].has_heads:
+        params["positions"] = ["size", "final"]
+    reused, passes = patched(run, direction, True, **params)
+    full, full_passes = patched(run, direction, False, **params)
+    assert passes["prefix_reuse"] and not full_passes["prefix_reuse"]
+    assert passes["blocks_run"] < full_passes["blocks_run"]
+    assert close(reused, full), (target, direction, float((reused - full).abs().max()))
+    # the patch does something: otherwise equality would prove little
+    clean_tokens = run.tokens("corrupted" if direction == "denoising" else "clean")
+    assert reused.shape[1] == clean_tokens.shape[0]
+    assert float(reused.std()) > 0
+
+
+def test_saved_work_is_the_skipped_blocks(run):
+    """All layers patched: a layer-l cell skips l of L blocks, so the work saved is mean(l)/L."""
+    _, passes = patched(run, "denoising", True, target="z")
+    n_layers = run.cfg.n_layers
+    assert passes["blocks_full"] == len(run.pairs) * n_layers * run.cfg.n_heads * n_layers
+    expected = sum(range(n_layers)) / n_layers / n_layers
+    assert passes["block_work_saved"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_out_of_memory_during_prefix_reuse_splits_and_restores_the_blocks(run, monkeypatch):
+    """A patched forward of more than 5 rows 'runs out of memory' (as CUDA would): the batch
+    is halved and retried, the numbers are unchanged and no block is left skipped."""
+    reference, _ = patched(run, "denoising", True, target="z")
+    executor = run.executor
+    real = type(executor).capture
+
+    def small_memory(tokens, *args, **kwargs):
+        if tokens.shape[0] > 5:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (forced by the test)")
+        return real(executor, tokens, *args, **kwargs)
+
+    monkeypatch.setattr(executor, "capture", small_memory)
+    saved_cap, executor.oom_cap = executor.oom_cap, None
+    warned = len(executor.warnings)
+    try:
+        squeezed, passes = patched(run, "denoising", True, target="z")
+    finally:
+        executor.oom_cap = saved_cap
+    assert any("out of memory" in str(w) for w in executor.warnings[warned:])
+    assert passes["prefix_reuse"]
+    assert close(squeezed, reference)
+    assert all("forward" not in block.__dict__ for block in run.model.blocks)
+
+
+def test_an_instance_forward_is_put_back(run):
+    """A block that carries its own instance-level forward (accelerate's device-map wrapper
+    does) gets it back after a resumed forward, not deleted."""
+    from mi_dsl.runtime.prefix import resume_at
+
+    block = run.model.blocks[0]
+    marker = block.forward  # a bound method standing in for accelerate's wrapper
+    block.__dict__["forward"] = marker
+    try:
+        with resume_at(run.model, 2, torch.zeros(1)):
+            assert block.__dict__["forward"] is not marker
+        assert block.__dict__["forward"] is marker
+    finally:
+        block.__dict__.pop("forward", None)
