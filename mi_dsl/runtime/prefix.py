@@ -46,7 +46,7 @@ def block_returns_tensor(model, tokens: torch.Tensor) -> bool:
 
     handle = blocks[0].register_forward_hook(check, with_kwargs=True)
     try:
-        model(tokens[:1], prepend_bos=False)
+        model(tokens[:1].to(next(model.parameters()).device), prepend_bos=False)  # found on a GPU
     finally:
         handle.remove()
     return seen.get("ok", False)
