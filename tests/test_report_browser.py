@@ -116,4 +116,4 @@ def test_sidebar_and_sections(page):
     # token-by-token pairs: answer and foil marked, slot tokens coloured
     assert p.locator("#dataset .tok.answer").count() >= 2 and p.locator("#dataset .tok[title*='slot noun']").count()
     assert "forward passes" in p.locator("#timings").inner_text()
-    assert "top heads" in p.locator("#a-heads .summary").inner_text()
+    assert "top(heads): " in p.locator("#a-heads .summary").inner_text()
