@@ -136,3 +136,11 @@ def test_an_analysis_and_a_metric_register_from_one_outside_module(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True"] * 4
+
+
+def test_every_model_source_has_a_loader():
+    """spec/model.py's SOURCES (read by validation) and runtime/models/weights.py's LOADERS stay in step."""
+    from mi_dsl.runtime.models.weights import LOADERS
+    from mi_dsl.spec.model import SOURCES
+
+    assert set(LOADERS) == set(SOURCES)

@@ -146,5 +146,3 @@ def from_dir(name_or_dir, dtype):
 
     return AutoModelForCausalLM.from_pretrained(str(name_or_dir), dtype=dtype,
                                                 local_files_only=not online())
-
-assert set(LOADERS) == set(SOURCES), "every source in spec.model.SOURCES has a loader"
