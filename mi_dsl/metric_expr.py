@@ -31,8 +31,9 @@ def is_expression(text: str) -> bool:
 
 
 def register_expression(text: str, where, tokenizer=None) -> Metric:
-    """Check the expression and register it in METRICS under its own text; with a tokenizer,
-    its string literals become token ids (without one, only the check runs)."""
+    """Check the expression and register it in METRICS under its own text; with a tokenizer, its
+    string literals are checked to have tokens (they are tokenized at run time, by the run's own
+    tokenizer)."""
     from .expr.parser import parse
 
     tree = parse(text, "expression", where)
@@ -128,23 +129,34 @@ def _token_set(node, where, tokenizer) -> Callable:
 
 
 def _constant_set(texts, node, where, tokenizer) -> Callable:
+    """The strings' first tokens, read with the tokenizer of the run that computes (the Readout's
+    unembedding carries it): the registered metric holds no token ids, so one process preparing
+    the same expression for two models (a sweep) can never read one model's ids on the other."""
     from .expr.parser import offset_of
 
-    if tokenizer is None:  # checking only
-        return lambda r: (_ for _ in ()).throw(RuntimeError("metric expression compiled without a tokenizer"))
-    ids: list = []
-    for text in texts:
-        encoded = tokenizer.encode(text)
-        if not encoded:
-            raise ExpressionError(f"{text!r} has no tokens", where(offset_of(node)))
-        if encoded[0] not in ids:
-            ids.append(encoded[0])
+    if tokenizer is not None:  # checked now, located
+        _first_tokens(texts, tokenizer, lambda text: ExpressionError(f"{text!r} has no tokens",
+                                                                     where(offset_of(node))))
 
     def pick(r):
         import torch
 
+        tokenizer = getattr(r.unembed, "tokenizer", None)
+        if tokenizer is None:
+            raise RuntimeError("a metric expression reads strings, but the unembedding has no tokenizer")
+        ids = _first_tokens(texts, tokenizer, lambda text: RuntimeError(f"{text!r} has no tokens"))
         row = torch.tensor(ids, device=r.x.device)[None, :].expand(r.x.shape[0], -1)
         return row, row >= 0
 
     return pick
 
+
+def _first_tokens(texts, tokenizer, fault) -> list:
+    ids: list = []
+    for text in texts:
+        encoded = tokenizer.encode(text)
+        if not encoded:
+            raise fault(text)
+        if encoded[0] not in ids:
+            ids.append(encoded[0])
+    return ids

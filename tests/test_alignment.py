@@ -21,7 +21,7 @@ import torch
 
 from mi_dsl.errors import SpecMeaningError
 
-from test_patching import PYTHIA, compute, grid, model_yaml, needs_pythia, sharp_models  # noqa: F401
+from test_patching import PYTHIA, compiled, compute, grid, model_yaml, needs_pythia, sharp_models  # noqa: F401
 
 LONGER = """
 vocabularies:
@@ -232,8 +232,8 @@ def test_padded_batches_of_several_lengths_equal_each_pair_alone(mixed, target, 
 
     run = mixed
     assert len({len(p.clean.ids) for p in run.pairs}) > 1  # the set really mixes lengths
-    params = {"kind": "activation_patching", "target": target, "positions": ["final", "noun"],
-              "direction": direction, "layers": [0, run.cfg.n_layers - 1]}
+    params = compiled(run, target=target, positions=["final", "noun"], direction=direction,
+                      layers=[0, run.cfg.n_layers - 1])
     with torch.no_grad():
         together, _ = exact_patching(run, resolve(params, run), direction)
     estimate, _ = attribution_patching(run, resolve(params, run), direction)

@@ -108,12 +108,19 @@ def gemma(tmp_path_factory):
     return run_context(tmp_path_factory.mktemp("gemma"), model_yaml("gemma3"))
 
 
+def compiled(run, kind: str = "activation_patching", **params):
+    """An analysis's parameters compiled against the run's spec, as the compiler compiles the
+    spec's own (defaults filled, selectors compiled); earlier results are rankable."""
+    from mi_dsl.compile.compiler import compile_analysis
+
+    return compile_analysis(run.spec, {"kind": kind, **params}, known=list(run.results)).params
+
+
 def compute(run, kind: str = "activation_patching", id: str = None, **params):
     """Run one analysis on a finished run, as the runner does (under no_grad); keep its result."""
     load_all()
-    params = {"kind": kind, **params}
     with torch.no_grad():
-        result = REGISTRY[kind].implementation().compute(params, run)
+        result = REGISTRY[kind].implementation().compute(compiled(run, kind, **params), run)
     run.results[id or kind] = result
     return result
 

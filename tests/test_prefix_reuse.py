@@ -90,7 +90,9 @@ def run(request, tmp_path_factory, tiny_tokenizer):
 
 
 def patched(run, direction: str, reuse: bool, **params):
-    grid = core.resolve(params, run)
+    from test_patching import compiled
+
+    grid = core.resolve(compiled(run, direction=direction, **params), run)
     with torch.no_grad():
         return core.exact_patching(run, grid, direction, reuse_prefix=reuse)
 

@@ -55,7 +55,10 @@ def run_and_compare(tmp_path, spec_text: str, model_dir=None):
     run = run_context(prepare(str(path), [], []))
     results = {"baselines": dict(run.baselines)}
     a = {name: r.data for name, r in run.results.items()}
-    heads = run.select_heads({"heads": "top_abs(head_attr, 3)"})
+    from mi_dsl.compile.compiler import compile_analysis
+
+    selector = compile_analysis(run.spec, {"kind": "attention", "heads": "top_abs(head_attr, 3)"}).params
+    heads = run.select_heads(selector)
     request = {"model_dir": str(model_dir or run.executor.loaded.info["weights"]), "heads": [list(h) for h in heads],
                "pairs": [{"clean": list(x.clean.ids), "corrupted": list(x.corrupted.ids), "answer": x.answer,
                           "foil": x.foil} for x in run.pairs]}

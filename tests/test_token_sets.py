@@ -6,6 +6,8 @@ random Gemma-3 whose unembedding is soft-capped and whose norms are not identity
 """
 from __future__ import annotations
 
+import dataclasses
+
 import textwrap
 from pathlib import Path
 
@@ -172,7 +174,8 @@ def test_metric_expressions_equal_the_named_metrics_and_full_logits(gemma):
 
     with torch.no_grad():
         _, kept = executor.capture(tokens, {UNEMBED_INPUT: lambda a: a[:, -1]})
-        got = compute_metrics(kept[UNEMBED_INPUT], answers, foils, ["prob_diff", "logit_diff", *exprs], unembed)
+        got = compute_metrics(kept[UNEMBED_INPUT], answers, foils, ["prob_diff", "logit_diff", *exprs],
+                              dataclasses.replace(unembed, tokenizer=tok))
         logits = loaded.bridge(tokens, prepend_bos=False)[:, -1].float()
     assert torch.allclose(got[exprs[0]], got["prob_diff"], rtol=1e-6, atol=1e-9)
     assert torch.equal(got[exprs[1]], got["logit_diff"])

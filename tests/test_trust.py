@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mi_dsl.errors import MiError
-from test_patching import DATA, compute, model_yaml, run_context, sharp_models, with_analyses  # noqa: F401
+from test_patching import DATA, compiled, compute, model_yaml, run_context, sharp_models, with_analyses  # noqa: F401
 
 GEMMA = model_yaml("gemma3")
 
@@ -79,7 +79,7 @@ def test_compare_with_checks_the_direction(tmp_path):
 def test_patching_summary_names_the_heads_the_selectors_pick(compared):
     summary = compared.results["exact"].summary
     for rule in ("top", "top_abs"):
-        (layer, head), = compared.select_heads({"heads": f"{rule}(exact, 1)"})
+        (layer, head), = compared.select_heads(compiled(compared, "attention", heads=f"{rule}(exact, 1)"))
         assert f"{rule}(exact, 1): L{layer}H{head} " in summary, (rule, summary)
 
 
@@ -98,7 +98,7 @@ def test_top_and_top_abs_differ_on_a_negative_score_and_summaries_say_which():
 
 def test_head_attribution_top_list_is_what_top_selects(compared):
     data = compared.results["head_attr"].data
-    picked = compared.select_heads({"heads": "top(head_attr, 5)"})
+    picked = compared.select_heads(compiled(compared, "attention", heads="top(head_attr, 5)"))
     assert [t["head"] for t in data["top"][:5]] == [f"L{l}H{h}" for l, h in picked]
 
 
@@ -188,7 +188,7 @@ def test_transformer_lens_definition_equals_detect_head(compared, flags):
     # few token ids, so the first copy repeats tokens too ("any earlier copy" matters)
     params = dict(seq_len=8, batch=3, low=100, high=107, definition="transformer_lens", **flags)
     result = compute(compared, "head_detection", "detect_tl", **params)
-    tokens = random_repeated_tokens(compared, params)
+    tokens = random_repeated_tokens(compared, compiled(compared, "head_detection", **params))
     assert len(set(tokens[0, 1:9].tolist())) < 8
     expected = tl_detect(compared, tokens, **flags)
     for i, kind in enumerate(("previous_token", "duplicate_token", "induction")):

@@ -28,7 +28,7 @@ METHODS = ["zero", "mean", "resample"]
               "positions": {"type": ["string", "integer"],
                             "description": "Where to ablate: a position selector such as `final` (the seed's "
                                            "experiment), -1 or a slot name; default every position."},
-              "method": {"type": "string", "enum": METHODS,
+              "method": {"type": "string", "enum": METHODS, "default": "zero",
                          "description": "`zero` (default, the seed's knock-out), `mean` (the head's mean over "
                                         "the dataset's clean prompts at the same position; needs prompts of "
                                         "one length) or `resample` (the head's value on the paired corrupted "
@@ -38,7 +38,7 @@ METHODS = ["zero", "mean", "resample"]
 class Ablation:
     def compile(self, params, ctx):
         ctx.heads(params)
-        ctx.positions(params, "positions", ctx.slots())
+        ctx.positions(params, "positions", ctx.slots())  # absent: every position
         where = params.get("positions", "every position")
         return step(ctx, params, f"{params.get('method', 'zero')}-ablate the heads' z at {where}; every head's "
                                  "output at the final position with and without",
@@ -48,7 +48,7 @@ class Ablation:
     def compute(self, params, run) -> Result:
         run.require_processing("ablation")
         heads = run.select_heads(params)
-        method = params.get("method", "zero")
+        method = params["method"]
         prompts = [p.clean for p in run.pairs]
         if "positions" in params:
             positions = run.select_positions(params, "positions", prompts)
@@ -58,7 +58,8 @@ class Ablation:
         interventions = [(f"blocks.{layer}.attn.hook_z", _ablate(hs, positions, replace[layer]))
                          for layer, hs in by_layer(heads).items()]
         before, after = _sweep(run), _sweep(run, interventions)
-        return _result(run, heads, method, params.get("positions"), before, after)
+        written = params["positions"].to_json() if "positions" in params else None
+        return _result(run, heads, method, written, before, after)
 
     def figures(self, result, run):
         d = result.data

@@ -20,22 +20,22 @@ from .registry import analysis
           "pattern) between clean and corrupted prompts, many patched runs per forward pass; scores "
           "normalised to 0 = corrupted, 1 = clean.",
           params={**core.PARAMS, "prefix_reuse": {
-              "type": "boolean",
+              "type": "boolean", "default": True,
               "description": "Start each layer-l cell's forward from the base run's residual entering layer l "
                              "(blocks before a patch cannot change; default true). false recomputes every "
                              "block (same numbers, for checking and benchmarks)."}},
           needs_pairs=True)
 class ActivationPatching:
     def compile(self, params, ctx):
-        target = core.TARGETS[params.get("target", "z")]
-        direction = core.direction_of(params)
+        target = core.TARGETS[ctx.value(params, "target")]
+        direction = ctx.value(params, "direction")
         source = "clean" if direction == "denoising" else "corrupted"
         compiled = core.compile_patching(params, ctx, f"{direction}: patch {source} {target.what} into the "
                                                   f"{core.base_and_source(direction)[0]} run, cells stacked "
                                                   "in the batch; metric at the final position; "
                                                   + (core.predicted_saving(params)
-                                                     if params.get("prefix_reuse", True) else "every block recomputed"))
-        if not params.get("prefix_reuse", True):
+                                                     if ctx.value(params, "prefix_reuse") else "every block recomputed"))
+        if not ctx.value(params, "prefix_reuse"):
             return compiled
         # prefix reuse reads the base run's residual entering each patched layer
         return replace(compiled, hooks=tuple(dict.fromkeys(compiled.hooks + ("blocks.{L}.hook_resid_pre",))))
@@ -45,8 +45,7 @@ class ActivationPatching:
         direction = core.direction_of(params)
         base = core.baselines(run)
         (per_prompt, passes), seconds = core.timed(
-            lambda: core.exact_patching(run, grid, direction, params.get("batch_size"),
-                                     params.get("prefix_reuse", True)))
+            lambda: core.exact_patching(run, grid, direction, params.get("batch_size"), params["prefix_reuse"]))
         data, rows = core.summarise(grid, per_prompt, base, params, run, {
             "method": "exact", "passes": passes, "seconds": round(seconds, 3)})
         summary = (f"{len(grid.cells)} cells x {len(run.pairs)} prompts in {passes['patched_forwards']} "

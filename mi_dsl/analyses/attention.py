@@ -22,7 +22,7 @@ from .registry import analysis
                           "description": "Indices of the dataset's final clean prompts to show (default [0])."},
               "text": {"type": "string", "description": "A literal prompt instead of dataset prompts (BOS "
                                                         "prepended as model.prepend_bos says)."},
-              "repeat": {"type": "integer", "minimum": 1, "maximum": 16,
+              "repeat": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1,
                          "description": "Repeat `text` this many times, joined as written (the seed's "
                                         "example_text + example_text is repeat: 2); default 1."},
           },
@@ -31,7 +31,9 @@ class Attention:
     def compile(self, params, ctx):
         ctx.heads(params)
         check_text_params(params, ctx)
-        source = "a literal text" if "text" in params else f"dataset prompts {params.get('prompts', [0])}"
+        if "text" not in params:
+            params = {"prompts": [0], **params}  # the first final prompt unless told
+        source = "a literal text" if "text" in params else f"dataset prompts {params['prompts']}"
         return step(ctx, params, f"attention patterns of the selected heads' layers on {source}",
                     hooks=("blocks.{L}.attn.hook_pattern",), positions="all")
 
@@ -40,7 +42,7 @@ class Attention:
         prompts = chosen_prompts(params, run)
         patterns = capture_patterns(run, [ids for _, _, ids in prompts], heads)
         names = head_names(heads)
-        used = [] if "text" in params else [run.used_pair_indices()[i] for i in params.get("prompts", [0])]
+        used = [] if "text" in params else [run.used_pair_indices()[i] for i in params["prompts"]]
         data = {"heads": names, "prompts": [], "note": "patterns[head][query][key]; rows sum to 1",
                 "pairs": {"count": len(used), "indices": used},
                 "convention": "attention probabilities (hook_pattern) of the clean prompts as the model computes "
@@ -72,10 +74,10 @@ def check_text_params(params, ctx) -> None:
 def chosen_prompts(params, run):
     """[(label, text, ids)]: the literal text (repeated, BOS as the model wants) or dataset prompts."""
     if "text" in params:
-        text = params["text"] * params.get("repeat", 1)
+        text = params["text"] * params["repeat"]
         return [("text", text, literal_ids(run, text))]
     out = []
-    for index in params.get("prompts", [0]):
+    for index in params["prompts"]:
         if index >= len(run.pairs):
             raise RunError(f"prompt {index} does not exist: the dataset has {len(run.pairs)} prompt pairs after "
                            f"the pipeline (0 to {len(run.pairs) - 1})", run.where("prompts"))

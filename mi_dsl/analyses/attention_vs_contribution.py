@@ -22,13 +22,13 @@ DEFAULT_FROM, DEFAULT_TO = "final", "descriptor"
           "scatter_attention_and_contribution_logic).",
           params={
               "heads": heads_param("Which heads, e.g. [L8H2, L10H10] or top(head_attr, 6)."),
-              "from": {"type": ["string", "integer"],
+              "from": {"type": ["string", "integer"], "default": DEFAULT_FROM,
                        "description": "Query position selector (default `final`). Several positions: their "
                                       "attention is averaged."},
-              "to": {"type": ["string", "integer"],
+              "to": {"type": ["string", "integer"], "default": DEFAULT_TO,
                      "description": "Key position selector (default `descriptor`). A slot of several tokens: the "
                                     "attention to its tokens is summed."},
-              "direction": {"type": "string", "enum": ["answer", "logit_diff"],
+              "direction": {"type": "string", "enum": ["answer", "logit_diff"], "default": "answer",
                             "description": "y is the head's output on the answer's unembedding direction "
                                            "(`answer`, default, as the seed) or on answer - foil "
                                            "(`logit_diff`)."},
@@ -38,12 +38,12 @@ class AttentionVsContribution:
     def compile(self, params, ctx):
         ctx.heads(params)
         slots = ctx.slots()
-        for key in ("from", "to"):
-            ctx.positions(params, key, slots)
         if "to" not in params and DEFAULT_TO not in slots:
             raise SpecMeaningError(f"`to` defaults to '{DEFAULT_TO}', but the template has no slot '{DEFAULT_TO}'",
                                    ctx.where(), hint=f"set to: to a position selector, e.g. one of {sorted(slots)}")
-        return step(ctx, params, f"attention {params.get('from', DEFAULT_FROM)} -> {params.get('to', DEFAULT_TO)} "
+        for key in ("from", "to"):
+            ctx.positions(params, key, slots, default=ctx.value(params, key))
+        return step(ctx, params, f"attention {ctx.value(params, 'from')} -> {ctx.value(params, 'to')} "
                                  "and each head's output at the final position on the answer direction",
                     hooks=("blocks.{L}.attn.hook_pattern", "blocks.{L}.attn.hook_z", "ln_final.hook_scale",
                            "blocks.{L}.ln1_post.hook_scale?"),
@@ -53,17 +53,17 @@ class AttentionVsContribution:
         run.require_processing("attention_vs_contribution")
         heads = run.select_heads(params)
         prompts = [p.clean for p in run.pairs]
-        queries = run.select_positions(params, "from", prompts, DEFAULT_FROM)
-        keys = run.select_positions(params, "to", prompts, DEFAULT_TO)
+        queries = run.select_positions(params, "from", prompts)
+        keys = run.select_positions(params, "to", prompts)
         kept = capture_each(run, [p.ids for p in prompts], _keep(run, heads), "ln_final.hook_scale",
                             "capturing attention and head outputs")
         x = _attention(kept, heads, queries, keys)
-        y = _contribution(run, kept, heads, params.get("direction", "answer"))
+        y = _contribution(run, kept, heads, params["direction"])
         names = head_names(heads)
         per_head = [{"head": n, "attention": x[:, j].tolist(), "contribution": y[:, j].tolist(),
                      "correlation": _correlation(x[:, j], y[:, j])} for j, n in enumerate(names)]
-        data = {"heads": per_head, "from": params.get("from", DEFAULT_FROM), "to": params.get("to", DEFAULT_TO),
-                "direction": params.get("direction", "answer"), "prompts": [p.text for p in prompts],
+        data = {"heads": per_head, "from": params["from"].to_json(), "to": params["to"].to_json(),
+                "direction": params["direction"], "prompts": [p.text for p in prompts],
                 "from_positions": queries, "to_positions": keys,
                 "note": "attention: mean over query positions of the summed attention to the key positions; "
                         "contribution: the head's output at the final position / final-norm scale, on the "
@@ -71,7 +71,7 @@ class AttentionVsContribution:
                 "convention": "x: attention probability from the `from` positions summed over the `to` positions "
                               "(mean over `from`); y: the head's direct output at the final position, scaled as in "
                               "head_attribution (clean final-norm and post-attention scales frozen), on "
-                              + ("W_U[answer]" if params.get("direction", "answer") == "answer"
+                              + ("W_U[answer]" if params["direction"] == "answer"
                                  else "W_U[answer] - W_U[foil]") + ", per prompt"}
         rows = [{"head": h["head"], "prompt": i, "text": prompts[i].text, "attention": h["attention"][i],
                  "contribution": h["contribution"][i]} for h in per_head for i in range(len(prompts))]

@@ -47,8 +47,8 @@ class AttributionPatching:
                                    ctx.where("kind"), hint="use activation_patching for this metric")
         if "compare_with" in params:
             _check_comparison(params, ctx)
-        direction = core.direction_of(params)
-        target = core.TARGETS[params.get("target", "z")]
+        direction = ctx.value(params, "direction")
+        target = core.TARGETS[ctx.value(params, "target")]
         compiled = core.compile_patching(params, ctx, f"{direction}: gradient estimate for {target.what}; one "
                                                       "forward and backward per batch")
         # The embedding output is the backward pass's leaf (where the model has that hook).
@@ -88,15 +88,18 @@ def _check_comparison(params, ctx) -> None:
     other = params["compare_with"]
     if other not in ctx.ids:
         raise SpecMeaningError(unknown("analysis", other, ctx.ids), ctx.where("compare_with"))
+    if ctx.ids[other] >= len(ctx.spec.analyses):
+        ctx.references.append((other, ctx.where("compare_with")))
+        return  # a result computed outside the spec (the Python API): compared at run time
     spec_of = ctx.spec.analyses[ctx.ids[other]]
     if spec_of["kind"] != "activation_patching":
         raise SpecMeaningError(f"compare_with names '{other}', a {spec_of['kind']}; it must name an "
                                "activation_patching", ctx.where("compare_with"))
-    mine, theirs = params.get("target", "z"), spec_of.get("target", "z")
+    mine, theirs = ctx.value(params, "target"), ctx.value(spec_of, "target")
     if mine != theirs:
         raise SpecMeaningError(f"compare_with names '{other}', which patches {theirs}, not {mine}",
                                ctx.where("compare_with"))
-    mine, theirs = core.direction_of(params), core.direction_of(spec_of)
+    mine, theirs = ctx.value(params, "direction"), ctx.value(spec_of, "direction")
     if mine != theirs:
         raise SpecMeaningError(f"compare_with names '{other}', which runs {theirs}, not {mine}: the two "
                                "measure different effects", ctx.where("compare_with"),
@@ -108,7 +111,7 @@ def _comparison_id(params, run):
     """compare_with, or the last earlier exact patching of the same target and direction."""
     if "compare_with" in params:
         return params["compare_with"]
-    target, direction = params.get("target", "z"), core.direction_of(params)
+    target, direction = params["target"], core.direction_of(params)
     earlier = [name for name, result in run.results.items()
                if result.data.get("method") == "exact" and result.data.get("target") == target
                and result.data.get("direction") == direction]
@@ -127,7 +130,7 @@ def _compare_on_their_pairs(params, run, grid, effects, other: str):
 
     exact = run.results[other]
     where = run.where("compare_with") if "compare_with" in params else run.where("kind")
-    for key, mine in (("target", params.get("target", "z")), ("direction", core.direction_of(params))):
+    for key, mine in (("target", params["target"]), ("direction", core.direction_of(params))):
         if exact.data.get(key) != mine:
             raise RunError(f"'{other}' has {key} {exact.data.get(key)}, this one {mine}: not comparable", where)
     theirs = exact.data.get("pairs", {}).get("indices")

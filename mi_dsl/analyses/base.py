@@ -22,20 +22,14 @@ class Result:
 
 def step(ctx, params: Dict[str, Any], description: str, hooks=(), positions: str = "final",
          depends_on=(), shares_final_pass: bool = False) -> Step:
-    """A plan step. `shares_final_pass`: the analysis reads its clean final-position hooks
-    through `RunContext.capture_final` only, so a pass shared with others can serve it."""
-    return Step(id=params.get("id", params["kind"]), kind=params["kind"], description=description,
+    """A plan step with the analysis's compiled parameters (compile/params.py): the selectors
+    its `compile` compiled through `ctx`, the schema's defaults filled. `shares_final_pass`: the
+    analysis reads its clean final-position hooks through `RunContext.capture_final` only, so a
+    pass shared with others can serve it."""
+    compiled = ctx.compiled_params(params)
+    return Step(id=compiled["id"], kind=params["kind"], description=description,
                 hooks=tuple(hooks), positions=positions, depends_on=tuple(depends_on),
-                params=tuple(sorted((k, _freeze(v)) for k, v in params.items())),
-                shares_final_pass=shares_final_pass)
-
-
-def _freeze(value):
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    return value
+                params=compiled, shares_final_pass=shares_final_pass)
 
 
 def head_label(layer: int, head: int) -> str:

@@ -32,36 +32,36 @@ HOOKS = ("blocks.0.hook_resid_pre", "blocks.{L}.attn.hook_q_input", "blocks.{L}.
          "unembed.hook_in")
 
 PARAMS = {
-    "methods": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string", "enum": METHODS},
+    "methods": {"type": "array", "default": ["eap_ig_inputs"], "minItems": 1, "uniqueItems": True, "items": {"type": "string", "enum": METHODS},
                 "description": "Scoring methods, compared on the same pairs: eap (one forward and backward), "
                                "eap_ig_inputs / eap_ig_activations (gradients integrated over `steps` "
                                "interpolations of the input embeddings / of every node input), exact (one "
                                "patched forward per edge; small graphs only). Default [eap_ig_inputs]."},
-    "steps": {"type": "integer", "minimum": 1, "maximum": 256, "description": "Interpolation steps of EAP-IG (default 8)."},
-    "ablation": {"type": "string", "enum": ["patching", "mean", "zero"],
+    "steps": {"type": "integer", "default": 8, "minimum": 1, "maximum": 256, "description": "Interpolation steps of EAP-IG (default 8)."},
+    "ablation": {"type": "string", "default": "patching", "enum": ["patching", "mean", "zero"],
                  "description": "What edges outside the circuit carry: the corrupted run's output of their "
                                 "source (patching, default), its mean over the corrupted prompts, or zero."},
-    "select": {"type": "string", "enum": ["abs", "signed", "greedy"],
+    "select": {"type": "string", "default": "abs", "enum": ["abs", "signed", "greedy"],
                "description": "How edges are ranked for a circuit: by |score| (default), by signed score (edges "
                               "whose ablation moves the metric towards the ablated value first), or greedily "
                               "from the logits up."},
     "keep_percent": {"type": "number", "exclusiveMinimum": 0, "maximum": 100,
                      "description": "The circuit: this percentage of the graph's edges, before pruning (default 5)."},
     "keep_edges": {"type": "integer", "minimum": 1, "description": "The circuit: this many edges (overrides keep_percent)."},
-    "curve": {"type": "boolean", "description": "Measure the faithfulness curve at the MIB levels with CPR and CMD "
+    "curve": {"type": "boolean", "default": True, "description": "Measure the faithfulness curve at the MIB levels with CPR and CMD "
                                                 "(default true)."},
-    "levels": {"type": "array", "minItems": 2, "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
+    "levels": {"type": "array", "default": list(sizes.LEVELS), "minItems": 2, "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
                "description": "Percentages of edges for the curve (default MIB's 0.1 ... 100)."},
-    "random_baseline": {"type": "boolean", "description": "Random circuits of the same sizes as a baseline (default true)."},
-    "seed": {"type": "integer", "description": "Seed of the random baseline and of bootstrap resamples (default 0)."},
+    "random_baseline": {"type": "boolean", "default": True, "description": "Random circuits of the same sizes as a baseline (default true)."},
+    "seed": {"type": "integer", "default": 0, "description": "Seed of the random baseline and of bootstrap resamples (default 0)."},
     "stability": {"type": "object", "additionalProperties": False,
                   "description": "Rescore the first method on resampled pairs and report the overlap of the circuits.",
                   "properties": {"bootstrap": {"type": "integer", "minimum": 2, "maximum": 200,
                                                "description": "Number of bootstrap resamples of the pairs."}},
                   "required": ["bootstrap"]},
-    "top_table": {"type": "integer", "minimum": 1, "description": "Rows of the top-edges table per method (default 30)."},
+    "top_table": {"type": "integer", "default": 30, "minimum": 1, "description": "Rows of the top-edges table per method (default 30)."},
     "batch_size": {"type": "integer", "minimum": 1, "description": "Prompts per pass (default: what fits, at most 16)."},
-    "max_exact_edges": {"type": "integer", "minimum": 1,
+    "max_exact_edges": {"type": "integer", "default": 5000, "minimum": 1,
                         "description": "Refuse `exact` on graphs with more edges than this (default 5000)."},
     "mib": {"type": "object", "additionalProperties": False,
             "description": "Also write the MIB circuit-localization submission folder(s) into the run directory.",
@@ -83,7 +83,10 @@ class Circuit:
                                    f"the spec's metric is {ctx.spec.metric}", ctx.where("kind"))
         if "keep_edges" in params and "keep_percent" in params:
             raise SpecMeaningError("give keep_edges or keep_percent, not both", ctx.where("keep_edges"))
-        return step(ctx, params, sizes.plan_line(ctx.spec.model, params), hooks=HOOKS, positions="all")
+        if "keep_edges" not in params:
+            params = {"keep_percent": 5, **params}  # the circuit's size unless keep_edges gives it
+        full = ctx.compiled_params(params)
+        return step(ctx, params, sizes.plan_line(ctx.spec.model, full), hooks=HOOKS, positions="all")
 
     def compute(self, params, run) -> Result:
         from ._circuit.run import compute

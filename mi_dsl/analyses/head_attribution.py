@@ -14,9 +14,9 @@ from .registry import analysis
 
 @analysis("head_attribution", "Direct logit attribution of every attention head at the final position "
                               "(the seed's Head Attribution), with a top-k bar chart.",
-          params={"top_k": {"type": "integer", "minimum": 1,
+          params={"top_k": {"type": "integer", "minimum": 1, "default": 12,
                             "description": "Heads in the bar chart of largest contributions (default 12)."},
-                  "normalize": {"type": "boolean",
+                  "normalize": {"type": "boolean", "default": True,
                                 "description": "Bar chart as a fraction of the clean logit difference "
                                                "(default true, as the seed's plot)."}}, decomposes=True)
 class HeadAttribution:
@@ -32,12 +32,12 @@ class HeadAttribution:
         flat = values.flatten()
         # ranked as the top() selector ranks (signed, largest first), so the chart shows what top() picks
         top = [{"head": head_label(l, h), "logit_diff": table[l][h]}
-               for l, h in ranked_heads(table, "top", params.get("top_k", 12))]
+               for l, h in ranked_heads(table, "top", params["top_k"])]
         return Result({"per_head": table, "top": top, "total": float(flat.sum()),
-                       "normalize": params.get("normalize", True), "convention": head_convention(run),
+                       "normalize": params["normalize"], "convention": head_convention(run),
                        "decomposes": DECOMPOSED},
                       tables={"head_attribution": head_grid_rows(table, "logit_diff")},
-                      summary=f"top({params.get('id', 'head_attribution')}): "
+                      summary=f"top({params['id']}): "
                               + ", ".join(f"{t['head']} {t['logit_diff']:.3f}" for t in top[:5]))
 
     def figures(self, result, run):

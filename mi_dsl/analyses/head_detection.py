@@ -37,36 +37,36 @@ VIEW_HEADS = 4
                             "random tokens (the seed's Early Heads are Induction Heads), and optionally the "
                             "attention view of chosen heads on a repeated text.",
           params={
-              "seq_len": {"type": "integer", "minimum": 2, "maximum": 4096,
+              "seq_len": {"type": "integer", "minimum": 2, "default": 100, "maximum": 4096,
                           "description": "Random tokens per sequence before repetition (default 100)."},
-              "batch": {"type": "integer", "minimum": 1, "maximum": 4096,
+              "batch": {"type": "integer", "minimum": 1, "default": 2, "maximum": 4096,
                         "description": "How many random sequences (default 2, as the seed)."},
               "seed": {"type": "integer", "description": "Seed of the random tokens (default: the spec's seed)."},
-              "low": {"type": "integer", "minimum": 0,
+              "low": {"type": "integer", "minimum": 0, "default": 100,
                       "description": "Smallest random token id (default 100, as the seed)."},
-              "high": {"type": "integer", "minimum": 1,
+              "high": {"type": "integer", "minimum": 1, "default": 20000,
                        "description": "Random token ids stay below this (default 20000, as the seed; clipped to "
                                       "the vocabulary size)."},
-              "rank_by": {"type": "string", "enum": list(KINDS),
+              "rank_by": {"type": "string", "enum": list(KINDS), "default": "induction",
                           "description": "Which score is this result's per-head table for top()/bottom() in "
                                          "later analyses (default induction)."},
               "heads": heads_param("Heads to show in the attention view, e.g. [L1H4, L2H3] (default: the "
                                    f"{VIEW_HEADS} highest by `rank_by`, when `text` is given)."),
               "text": {"type": "string", "description": "Text for the attention view (default: the first random "
                                                         "sequence, when `heads` is given)."},
-              "repeat": {"type": "integer", "minimum": 1, "maximum": 16,
+              "repeat": {"type": "integer", "minimum": 1, "default": 2, "maximum": 16,
                          "description": "Repeat `text` this many times, joined as written (default 2)."},
-              "definition": {"type": "string", "enum": list(DEFINITIONS),
+              "definition": {"type": "string", "enum": list(DEFINITIONS), "default": "diagonal",
                              "description": "diagonal (default, the seed's): the mean of one diagonal of the "
                                             "pattern, BOS row and column left out; transformer_lens: "
                                             "transformer_lens.head_detector.detect_head's score (attention on "
                                             "the detection pattern / total attention, duplicates at any earlier "
                                             "copy)."},
-              "exclude_bos": {"type": "boolean",
+              "exclude_bos": {"type": "boolean", "default": False,
                               "description": "definition: transformer_lens only: zero the attention to "
                                              "position 0 before scoring (detect_head's exclude_bos; default "
                                              "false)."},
-              "exclude_current_token": {"type": "boolean",
+              "exclude_current_token": {"type": "boolean", "default": False,
                                         "description": "definition: transformer_lens only: zero the attention "
                                                        "to the current token (detect_head's "
                                                        "exclude_current_token; default false)."},
@@ -77,28 +77,30 @@ class HeadDetection:
         ctx.heads(params)
         if "repeat" in params and "text" not in params:
             raise SpecMeaningError("`repeat` repeats `text`, which is not given", ctx.where("repeat"))
-        if params.get("low", 100) >= params.get("high", 20000):
-            raise SpecMeaningError(f"low ({params.get('low', 100)}) must be below high ({params.get('high', 20000)})",
+        low, high = ctx.value(params, "low"), ctx.value(params, "high")
+        if low >= high:
+            raise SpecMeaningError(f"low ({low}) must be below high ({high})",
                                    ctx.where("low" if "low" in params else "high"))
-        if params.get("definition", "diagonal") == "diagonal":
+        if ctx.value(params, "definition") == "diagonal":
             for key in TL_ONLY:
                 if key in params:
                     raise SpecMeaningError(f"`{key}` applies to definition: transformer_lens only",
                                            ctx.where(key), hint="add definition: transformer_lens or remove it")
-        seq_len, batch = params.get("seq_len", 100), params.get("batch", 2)
+        seq_len, batch = ctx.value(params, "seq_len"), ctx.value(params, "batch")
+        params = {"seed": ctx.spec.seed, **params}  # the random tokens' seed: the spec's unless given
         return step(ctx, params, f"{batch} sequences of {seq_len} random tokens, repeated; attention patterns "
-                                 f"reduced to three {params.get('definition', 'diagonal')} scores per head in the hook",
+                                 f"reduced to three {ctx.value(params, 'definition')} scores per head in the hook",
                     hooks=("blocks.{L}.attn.hook_pattern",), positions="all")
 
     def compute(self, params, run) -> Result:
         import torch
 
-        seq_len, bos = params.get("seq_len", 100), run.plan.model.prepend_bos
+        seq_len, bos = params["seq_len"], run.plan.model.prepend_bos
         tokens = random_repeated_tokens(run, params)
-        definition = params.get("definition", "diagonal")
+        definition = params["definition"]
         score = _score_function(params, seq_len, bos)
         scores = _scores(run, tokens, score)  # [3, L, H]
-        rank_by = params.get("rank_by", "induction")
+        rank_by = params["rank_by"]
         data = {kind: scores[i].tolist() for i, kind in enumerate(KINDS)}
         data.update({"per_head": data[rank_by], "rank_by": rank_by, "seq_len": seq_len,
                      "batch": tokens.shape[0], "bos": bos, "definition": definition,
@@ -164,14 +166,14 @@ def transformer_lens_scores(pattern, tokens, exclude_bos: bool = False, exclude_
 
 def _score_function(params, seq_len: int, bos: bool):
     """fn(pattern [B, H, Q, K] float, tokens [B, Q]) -> [B, 3, H] under the chosen definition."""
-    if params.get("definition", "diagonal") == "diagonal":
+    if params["definition"] == "diagonal":
         return lambda pattern, tokens: detection_scores(pattern, seq_len, bos)
-    flags = {key: params.get(key, False) for key in TL_ONLY}
+    flags = {key: params[key] for key in TL_ONLY}
     return lambda pattern, tokens: transformer_lens_scores(pattern, tokens, **flags)
 
 
 def _convention(params, bos: bool) -> str:
-    if params.get("definition", "diagonal") == "diagonal":
+    if params["definition"] == "diagonal":
         return ("definition: diagonal (the seed's): mean over query positions of the attention on one diagonal "
                 "(offset 1: previous token; seq_len: the same token's first copy; seq_len - 1: the token after "
                 "it, induction)" + ("; BOS row and column left out, not renormalised" if bos else ""))
@@ -185,7 +187,7 @@ def _convention(params, bos: bool) -> str:
 
 def token_range(run, params):
     """[low, high): the random token ids, high clipped to the vocabulary."""
-    return [params.get("low", 100), min(params.get("high", 20000), run.cfg.d_vocab)]
+    return [params["low"], min(params["high"], run.cfg.d_vocab)]
 
 
 def random_repeated_tokens(run, params):
@@ -196,8 +198,8 @@ def random_repeated_tokens(run, params):
     if low >= high:
         raise RunError(f"no token ids in [{low}, {high}): the model's vocabulary has {run.cfg.d_vocab} tokens",
                        run.where("low"))
-    generator = torch.Generator().manual_seed(params.get("seed", run.spec.seed))
-    tokens = torch.randint(low, high, (params.get("batch", 2), params.get("seq_len", 100)), generator=generator)
+    generator = torch.Generator().manual_seed(params["seed"])
+    tokens = torch.randint(low, high, (params["batch"], params["seq_len"]), generator=generator)
     tokens = torch.cat([tokens, tokens], dim=1)
     if run.plan.model.prepend_bos:
         if run.tokenizer.bos_id is None:
@@ -231,7 +233,7 @@ def _view(params, run, first_sequence, ranking):
         order = torch.argsort(ranking.flatten(), descending=True)[:VIEW_HEADS].tolist()
         heads = [(i // run.cfg.n_heads, i % run.cfg.n_heads) for i in order]
     if "text" in params:
-        text = params["text"] * params.get("repeat", 2)
+        text = params["text"] * params["repeat"]
         ids = literal_ids(run, text)
     else:
         ids = first_sequence.tolist()

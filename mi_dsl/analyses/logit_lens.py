@@ -19,7 +19,7 @@ NORMALIZE = ("final", "per_layer")
 
 @analysis("logit_lens", "Logit difference read from the accumulated residual stream before each "
                         "layer and at the end (the seed's Logit Lens).",
-          params={"normalize": {"type": "string", "enum": list(NORMALIZE),
+          params={"normalize": {"type": "string", "enum": list(NORMALIZE), "default": "final",
                                 "description": "final (default, the seed's): divide every layer's residual by "
                                                "the final layer's norm scale (linear; entries are comparable "
                                                "sums); per_layer: normalise each layer's residual by its own "
@@ -28,7 +28,7 @@ NORMALIZE = ("final", "per_layer")
 class LogitLens:
     def compile(self, params, ctx):
         return step(ctx, params, f"accumulated residual stream at the final position -> logit difference "
-                                 f"(normalised by the {params.get('normalize', 'final')} scale)",
+                                 f"(normalised by the {ctx.value(params, 'normalize')} scale)",
                     hooks=("blocks.{L}.hook_resid_pre", "blocks.{last}.hook_resid_post", "ln_final.hook_scale"),
                     shares_final_pass=True)
 
@@ -36,7 +36,7 @@ class LogitLens:
         import torch
 
         run.require_processing("logit_lens")
-        normalize = params.get("normalize", "final")
+        normalize = params["normalize"]
         n_layers = run.cfg.n_layers
         names = [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)]
         names += [f"blocks.{n_layers - 1}.hook_resid_post", "ln_final.hook_scale"]

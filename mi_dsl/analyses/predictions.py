@@ -12,9 +12,9 @@ from .registry import analysis
                                                              "of the dataset)."},
                   "answer": {"type": "string", "description": "The answer's text, e.g. ' angios' (default: the "
                                                              "dataset prompt's answer token)."},
-                  "index": {"type": "integer", "minimum": 0,
+                  "index": {"type": "integer", "minimum": 0, "default": 0,
                             "description": "Which dataset prompt when `prompt` is not given (default 0)."},
-                  "top_k": {"type": "integer", "minimum": 1, "maximum": 1000,
+                  "top_k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10,
                             "description": "How many top tokens to list (default 10)."}})
 class Predictions:
     def compile(self, params, ctx):
@@ -36,7 +36,7 @@ class Predictions:
             answer_ids = tok.encode(params["answer"]) if "answer" in params else []
             candidates = answer_ids[:1]
         else:
-            index = params.get("index", 0)
+            index = params["index"]
             if index >= len(run.pairs):
                 raise RunError(f"predictions.index {index} is beyond the {len(run.pairs)} prompts of the dataset",
                                run.where("index"))
@@ -48,11 +48,11 @@ class Predictions:
         probs = logits.softmax(-1)
         # a token set's answer is its best-ranked member (the rank metric's convention)
         answer = max(candidates, key=lambda t: float(logits[t])) if candidates else None
-        top = torch.topk(logits, params.get("top_k", 10))
+        top = torch.topk(logits, params["top_k"])
         rows = [{"rank": r, "token_id": int(i), "token": tok.token_str(int(i)), "logit": float(v),
                  "prob": float(probs[i])} for r, (v, i) in enumerate(zip(top.values, top.indices))]
         used = {"count": 0, "indices": [], "note": "its own prompt"} if "prompt" in params else \
-            {"count": 1, "indices": [run.used_pair_indices()[params.get("index", 0)]]}
+            {"count": 1, "indices": [run.used_pair_indices()[params["index"]]]}
         data = {"prompt": text, "tokens": tok.token_strs(ids), "top": rows, "pairs": used,
                 "convention": "the model's own next-token logits at the prompt's last position (unembedding bias "
                               "included) and their softmax over the whole vocabulary in float32"}

@@ -23,7 +23,7 @@ that passes here cannot fail on alignment later.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import SpecMeaningError
 
@@ -34,7 +34,7 @@ def check_alignment(spec, plan, dataset) -> None:
     if dataset is None or not dataset.pairs:
         return
     for index, step in enumerate(plan.analyses):
-        params = dict(step.params)
+        params = step.params
         if step.kind in PAIRWISE_PATCHING:
             position_map(spec, index, params, dataset.pairs)
         elif step.kind == "ablation":
@@ -70,7 +70,7 @@ def one_length(pairs) -> bool:
     return len({len(p.clean.ids) for p in pairs} | {len(p.corrupted.ids) for p in pairs}) == 1
 
 
-def position_map(spec, index: int, params: Dict[str, Any], pairs) -> Optional[Dict[str, Any]]:
+def position_map(spec, index: int, params, pairs) -> Optional[Dict[str, Any]]:
     """None when every prompt has one length: positions are named in the clean prompts and
     patched index for index (TransformerLens's convention; a corrupted template may move a
     slot, e.g. IOI's s#2 holds the io name in the corrupted prompt).
@@ -82,7 +82,7 @@ def position_map(spec, index: int, params: Dict[str, Any], pairs) -> Optional[Di
     cannot be aligned."""
     if one_length(pairs):
         return None
-    kind = params.get("kind") or spec.analyses[index]["kind"]
+    kind = params["kind"]
     clean = sorted({len(p.clean.ids) for p in pairs})
     corrupted = sorted({len(p.corrupted.ids) for p in pairs})
     lengths = (f"clean prompts have {_tokens(clean)} and corrupted ones {_tokens(corrupted)}")
@@ -93,7 +93,7 @@ def position_map(spec, index: int, params: Dict[str, Any], pairs) -> Optional[Di
             spec.loc("analyses", index, "kind"),
             hint="name the positions to patch, e.g. positions: [final, name]; named positions are "
                  "matched by name in each prompt")
-    if params.get("target", "z").startswith("pattern"):
+    if params["target"].startswith("pattern"):
         raise SpecMeaningError(
             f"attention patterns of prompts of different lengths ({lengths}) have key axes of different "
             "sizes, so a pattern row cannot be copied from one to the other",
@@ -108,17 +108,13 @@ def _tokens(lengths) -> str:
 
 
 def _resolve_selectors(spec, index: int, params, pairs) -> Dict[str, Any]:
-    from ..dataset.build import slot_vocabularies
     from ..errors import ExpressionError
-    from ..expr import Env, parse_positions
+    from ..expr import Env
 
-    value = params["positions"]
-    items: Sequence = list(value) if isinstance(value, (list, tuple)) else [value]
-    slots = list(slot_vocabularies(spec, spec.prompts["template"]))
+    items = [selector.text for selector in params["positions"]]
     out: Dict[str, List[List[Tuple[int, ...]]]] = {"clean": [], "corrupted": []}
-    for i, item in enumerate(items):
-        path = ("analyses", index, "positions") + ((i,) if isinstance(value, (list, tuple)) else ())
-        compiled = parse_positions(str(item), slots, where=lambda off, p=path: spec.source.inside(p, off))
+    for selector in params["positions"]:  # compiled by the compiler
+        item, path, compiled = selector.text, selector.path, selector.compiled
         if str(item).strip().lstrip("-").isdigit():
             raise SpecMeaningError(
                 f"position {item} is an index, not a name; the prompts differ in length, so an index does "
@@ -164,7 +160,7 @@ def _check_one_to_one(spec, index: int, items, clean, corrupted) -> None:
 
 
 def _check_ablation(spec, index: int, params, pairs) -> None:
-    method = params.get("method", "zero")
+    method = params["method"]
     if method == "mean":
         _one_length(spec, index, pairs, "clean", "with method: mean averages each position over the prompts")
     elif method == "resample":

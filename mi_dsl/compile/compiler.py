@@ -7,12 +7,13 @@ which. `mi-run plan` prints it; the runtime executes it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..analyses.registry import REGISTRY, load_all
 from ..errors import ExpressionError, Location, SpecMeaningError
 from ..expr import Scope, compile_expression, expect_type
 from .fusion import fuse
+from .params import Params, Selection, Selector, with_defaults
 from .plan import Plan, Step
 from ..metrics import METRICS
 from ..spec.resolve import Spec
@@ -34,7 +35,7 @@ def compile_plan(spec: Spec) -> Plan:
 
 def check_metric(spec: Spec, tokenizer=None) -> None:
     """A registered metric's name, or an expression over logit()/prob()/logprob() (registered
-    under its own text; with a tokenizer, its string literals become token ids)."""
+    under its own text; with a tokenizer, its string literals are checked to have tokens)."""
     from ..metric_expr import is_expression, register_expression
     from ..suggest import did_you_mean
 
@@ -62,14 +63,14 @@ def _pipeline_step(spec: Spec, index: int, step: Dict[str, Any], metrics_needed:
         metrics_needed.update(used)
         return Step(f"keep_{index}", "keep", f"keep prompts where {step['keep']}",
                     hooks=("ln_final.hook_normalized",), positions="final",
-                    params=(("condition", step["keep"]), ("metrics", tuple(used))))
+                    params=Params({"condition": compiled, "metrics": used}))
     if "sample" in step:
         n, seed = step["sample"]["n"], step["sample"].get("seed", spec.seed)
         return Step(f"sample_{index}", "sample", f"sample {n} prompts (seed {seed})",
-                    params=(("n", n), ("seed", seed)))
+                    params=Params({"n": n, "seed": seed}))
     return Step(f"symmetric_{index}", "symmetric",
                 "symmetric pairing: each corrupted prompt joins the clean set, answer and foil swapped",
-                params=(("enabled", step["symmetric"]),))
+                params=Params({"enabled": step["symmetric"]}))
 
 
 def compile_analyses(spec: Spec) -> Tuple[Step, ...]:
@@ -101,6 +102,26 @@ def compile_analyses(spec: Spec) -> Tuple[Step, ...]:
         steps.append(replace(step, depends_on=tuple(dict.fromkeys(step.depends_on + referred))))
     _check_references(spec, [s.id for s in steps], refs_of, ids)
     return tuple(steps)
+
+
+def compile_analysis(spec: Spec, params: Dict[str, Any], known: Sequence[str] = ()) -> Step:
+    """The plan step of an analysis the spec need not list (the Python API and tests compute extra
+    analyses on a finished run): parameters checked against the analysis's schema, selectors
+    compiled, defaults filled, as the compiler does for the spec's own. `known`: ids of results
+    (besides the spec's analyses) its head selectors may rank by. Faults point at `analyses`."""
+    import jsonschema
+
+    load_all()
+    if params.get("kind") not in REGISTRY:
+        raise SpecMeaningError(unknown("analysis kind", params.get("kind"), REGISTRY), spec.loc("analyses"))
+    kind = REGISTRY[params["kind"]]
+    fault = next(iter(jsonschema.Draft202012Validator(kind.schema()).iter_errors(params)), None)
+    if fault is not None:
+        where = ".".join(str(p) for p in fault.absolute_path) or params["kind"]
+        raise SpecMeaningError(f"{where}: {fault.message}", spec.loc("analyses"))
+    ids = {p.get("id", p["kind"]): i for i, p in enumerate(spec.analyses)}
+    ids.update({name: len(spec.analyses) for name in known if name not in ids})
+    return kind.implementation().compile(dict(params), AnalysisContext(spec, len(spec.analyses), ids))
 
 
 def _check_metric_fits(spec: Spec, index: int, kind, params: Dict[str, Any]) -> None:
@@ -161,6 +182,7 @@ class AnalysisContext:
     index: int
     ids: Dict[str, int]
     references: List[Tuple[str, Location]] = field(default_factory=list)  # (analysis id, where in the spec)
+    selections: Dict[str, Selection] = field(default_factory=dict)  # compiled selector parameters
 
     def path(self, *keys) -> Tuple:
         return ("analyses", self.index, *keys)
@@ -169,16 +191,15 @@ class AnalysisContext:
         return self.spec.source.value(self.path(*keys))
 
     def heads(self, params: Dict[str, Any], key: str = "heads"):
-        """Compile a head selector (a string or a list of strings); records references."""
+        """Compile a head selector (a string or a list of strings) into the step's parameters;
+        records the analyses it ranks by. Returns the Selection (None when absent)."""
+        from ..expr import parse_heads
+
         value = params.get(key)
         if value is None:
             return None
-        items = value if isinstance(value, list) else [value]
-        out = []
-        for i, text in enumerate(items):
-            path = self.path(key, i) if isinstance(value, list) else self.path(key)
-            from ..expr import parse_heads
-
+        selectors = []
+        for path, text in self._items(key, value):
             compiled = parse_heads(str(text), list(self.ids),
                                    where=lambda off, p=path: self.spec.source.inside(p, off))
             for ref, offset in compiled.references():
@@ -186,17 +207,48 @@ class AnalysisContext:
                 if ref not in self.ids:
                     raise ExpressionError(unknown("analysis", ref, self.ids, "in head selector"), where)
                 self.references.append((ref, where))
-            out.append(compiled)
-        return out
+            selectors.append(Selector(text, path, compiled))
+        self.selections[key] = Selection("heads", tuple(selectors), isinstance(value, list))
+        return self.selections[key]
 
-    def positions(self, params: Dict[str, Any], key: str, slots):
+    def positions(self, params: Dict[str, Any], key: str, slots, default: Optional[str] = None):
+        """Compile a position selector (or a list of them) into the step's parameters; `default`
+        (compiled too, located at the analysis) when the spec leaves it out. None when absent."""
         from ..expr import parse_positions
 
         value = params.get(key)
-        if value is None:
+        if value is None and default is None:
             return None
-        path = self.path(key)
-        return parse_positions(str(value), list(slots), where=lambda off: self.spec.source.inside(path, off))
+        if value is None:
+            analysis = self.spec.loc(*self.path())
+            compiled = parse_positions(default, list(slots), where=lambda off: analysis)
+            self.selections[key] = Selection("positions", (Selector(default, self.path(), compiled),), False, True)
+            return self.selections[key]
+        selectors = tuple(
+            Selector(item, path, parse_positions(str(item), list(slots),
+                                                 where=lambda off, p=path: self.spec.source.inside(p, off)))
+            for path, item in self._items(key, value))
+        self.selections[key] = Selection("positions", selectors, isinstance(value, list))
+        return self.selections[key]
+
+    def _items(self, key: str, value):
+        """(spec path, item) of a parameter written as one value or a list of them."""
+        if isinstance(value, list):
+            return [(self.path(key, i), item) for i, item in enumerate(value)]
+        return [(self.path(key), value)]
+
+    def value(self, params: Dict[str, Any], key: str):
+        """A parameter as written, else the default its schema part declares (None if none)."""
+        if key in params:
+            return params[key]
+        return REGISTRY[params["kind"]].schema()["properties"].get(key, {}).get("default")
+
+    def compiled_params(self, params: Dict[str, Any]) -> Params:
+        """The step's frozen parameters: the spec's, the schema's defaults, the compiled selectors."""
+        full = with_defaults(params, REGISTRY[params["kind"]].schema()["properties"])
+        full.setdefault("id", params["kind"])
+        full.update(self.selections)
+        return Params(full)
 
     def slots(self):
         from ..dataset.build import slot_vocabularies

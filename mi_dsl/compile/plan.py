@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional, Tuple
 
 from ..spec.model import ModelSpec
+from .params import Params
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Step:
     hooks: Tuple[str, ...] = ()
     positions: str = "final"             # which positions the captures keep
     depends_on: Tuple[str, ...] = ()
-    params: Tuple[Tuple[str, Any], ...] = ()  # the analysis's parameters as written
+    params: Params = Params()           # compiled: defaults filled, selectors compiled (params.py)
     shares_final_pass: bool = False      # its clean final-position captures can come from a shared pass
 
 

@@ -34,7 +34,7 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
     spec = load_spec(str(spec_path), list(overrides), [Path(p) for p in allow_paths])
     check_without_tokenizer(spec)  # prompts before analyses: faults reported in file order
     plan = compile_plan(spec)
-    check_model_shape(spec, model_shape(spec.model))
+    check_model_shape(spec, plan, model_shape(spec.model))
     try:
         tokenizer = load_tokenizer(spec.model, spec.bos_token, tokenizer_location(spec))
     except TokenizerUnavailable as why:
@@ -44,7 +44,7 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
     _check_bos(spec, tokenizer)
     check_metric(spec, tokenizer)  # a metric expression's strings become token ids
     dataset = build_dataset(spec, tokenizer)
-    check_positions(spec, dataset)
+    check_positions(spec, plan, dataset)
     check_prompt_indices(spec, plan, dataset)
     check_alignment(spec, plan, dataset)
     return Prepared(spec, plan, dataset, tokenizer)

@@ -36,66 +36,50 @@ def model_shape(model) -> Optional[ModelShape]:
     return ModelShape(dims["layers"], dims["heads"], dims["kv_heads"], dims["origin"])
 
 
-def check_model_shape(spec, shape: Optional[ModelShape]) -> None:
-    """`layers` and literal head selectors of every analysis, against the model's shape."""
+def check_model_shape(spec, plan, shape: Optional[ModelShape]) -> None:
+    """`layers` and the compiled head selectors of every analysis, against the model's shape."""
     if shape is None:
         return
-    from ..expr import Env, parse_heads
+    from ..expr import Env
 
-    for index, params in enumerate(spec.analyses):
-        for i, layer in enumerate(params.get("layers") or []):
+    def table(name):  # a stand-in of the right shape: only a ranking's count is checked here
+        return [[0.0] * shape.n_heads for _ in range(shape.n_layers)]
+
+    for index, step in enumerate(plan.analyses):
+        for i, layer in enumerate(step.params.get("layers") or []):
             if isinstance(layer, int) and layer >= shape.n_layers:
                 raise SpecMeaningError(
                     f"layer {layer} is out of range: the model has {shape.n_layers} layers (0 to "
                     f"{shape.n_layers - 1}; {shape.origin})", spec.loc("analyses", index, "layers", i))
-        value = params.get("heads")
-        if value is None:
-            continue
-        items = value if isinstance(value, list) else [value]
-        for i, text in enumerate(items):
-            path = ("analyses", index, "heads") + ((i,) if isinstance(value, list) else ())
-            compiled = parse_heads(str(text), None, where=lambda off, p=path: spec.source.inside(p, off))
-            if list(compiled.references()):
-                _check_count(spec, path, str(text), shape)
-            else:
-                compiled.evaluate(Env(n_layers=shape.n_layers, n_heads=shape.n_heads))
+        for selector in _selections(step, ("heads",)):  # top(x, 500) on 72 heads: refused now
+            selector.compiled.evaluate(Env(n_layers=shape.n_layers, n_heads=shape.n_heads, result=table))
 
 
-def _check_count(spec, path, text: str, shape: ModelShape) -> None:
-    """top(x, 500) on a model of 72 heads: refused now, not after the model loaded."""
-    from ..expr import Env, parse_heads
-
-    def table(name):  # a stand-in of the right shape: only the count is checked here
-        return [[0.0] * shape.n_heads for _ in range(shape.n_layers)]
-
-    compiled = parse_heads(text, None, where=lambda off: spec.source.inside(path, off))
-    compiled.evaluate(Env(n_layers=shape.n_layers, n_heads=shape.n_heads, result=table))
-
-
-def check_positions(spec, dataset) -> None:
-    """Every position selector of every analysis resolves in every tokenized clean prompt."""
+def check_positions(spec, plan, dataset) -> None:
+    """Every compiled position selector of every analysis resolves in every tokenized clean prompt."""
     if dataset is None or not dataset.pairs or "prompts" not in spec.data:
         return
-    from ..dataset.build import slot_vocabularies
-    from ..expr import Env, parse_positions
+    from ..expr import Env
 
-    slots = list(slot_vocabularies(spec, spec.prompts["template"]))
     prompts = [p.clean for p in dataset.pairs]
-    for index, params in enumerate(spec.analyses):
-        for key in POSITION_KEYS:
-            value = params.get(key)
-            if value is None or not isinstance(value, (str, int, list)):
-                continue
-            items = value if isinstance(value, list) else [value]
-            for i, item in enumerate(items):
-                path = ("analyses", index, key) + ((i,) if isinstance(value, list) else ())
-                compiled = parse_positions(str(item), slots, where=lambda off, p=path: spec.source.inside(p, off))
-                for prompt in prompts:
-                    try:
-                        compiled.evaluate(Env(n_tokens=len(prompt.ids), slot_spans=prompt.spans))
-                    except ExpressionError as err:
-                        raise SpecMeaningError(f"{err.message} (in the prompt '{prompt.text}')",
-                                               err.location, hint=err.hint) from None
+    for step in plan.analyses:
+        for selector in _selections(step, POSITION_KEYS):
+            for prompt in prompts:
+                try:
+                    selector.compiled.evaluate(Env(n_tokens=len(prompt.ids), slot_spans=prompt.spans))
+                except ExpressionError as err:
+                    raise SpecMeaningError(f"{err.message} (in the prompt '{prompt.text}')",
+                                           err.location, hint=err.hint) from None
+
+
+def _selections(step, keys):
+    """The compiled selectors of a plan step's parameters `keys` (compile/params.py)."""
+    from .params import Selection
+
+    for key in keys:
+        value = step.params.get(key)
+        if isinstance(value, Selection):
+            yield from value
 
 
 def check_prompt_indices(spec, plan, dataset) -> None:

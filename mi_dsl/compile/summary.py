@@ -40,7 +40,8 @@ def plan_steps(plan, candidates: int) -> Dict[str, Any]:
         "metric": plan.metric,
         "metrics_needed": list(plan.metrics_needed),
         "analyses": [{"id": s.id, "kind": s.kind, "description": s.description, "hooks": list(s.hooks),
-                      "positions": s.positions, "depends_on": list(s.depends_on)} for s in plan.analyses],
+                      "positions": s.positions, "depends_on": list(s.depends_on), "params": s.params.to_json()}
+                     for s in plan.analyses],
         "passes": [{"id": p.id, "prompts": p.prompts, "max_pairs": p.max_pairs, "analyses": list(p.analyses),
                     "hooks": list(p.hooks)} for p in plan.passes],
         "batch_size": plan.batch_size,

@@ -38,10 +38,13 @@ class PromptPair:
     answers: Tuple[int, ...]   # the answer token, or the answer token set
     foils: Tuple[int, ...]     # the foil token, or the foil token set
     values: Tuple[Tuple[str, str], ...]  # slot values of the clean prompt
+    corrupted_values: Tuple[Tuple[str, str], ...] = ()  # slot values of the corrupted prompt
 
     def swapped(self) -> "PromptPair":
-        """The corrupted prompt as a clean one, answer and foil swapped (symmetric pairing)."""
-        return PromptPair(self.corrupted, self.clean, self.foils, self.answers, self.values)
+        """The corrupted prompt as a clean one, answer and foil swapped (symmetric pairing); the
+        slot values swap with the prompts, so `values` always describe `clean`."""
+        return PromptPair(self.corrupted, self.clean, self.foils, self.answers, self.corrupted_values,
+                          self.values)
 
     @property
     def answer(self) -> int:
@@ -51,6 +54,11 @@ class PromptPair:
     @property
     def foil(self) -> int:
         return _single(self.foils, "foil")
+
+
+def _plain_values(values) -> Tuple[Tuple[str, str], ...]:
+    """(slot, text) pairs; a record slot's value as its text."""
+    return tuple((s, str.__str__(v)) for s, v in values.items())
 
 
 def _single(tokens: Tuple[int, ...], what: str) -> int:
@@ -297,7 +305,7 @@ class _PairBuilder:
         self.env.values = values if CORRUPTED in values else {**values, CORRUPTED: corrupted_values}
         answers = as_token_set(self.answer.evaluate(self.env))
         foils = as_token_set(self.foil.evaluate(self.env))
-        return PromptPair(clean, corrupted, answers, foils, tuple((s, str.__str__(v)) for s, v in values.items()))
+        return PromptPair(clean, corrupted, answers, foils, _plain_values(values), _plain_values(corrupted_values))
 
     def _prompt(self, template: Template, values: Dict[str, str]) -> Prompt:
         text, char_spans = template.render(values, self.env)

@@ -77,20 +77,15 @@ class RunContext:
 
     # ------------------------------------------------------------------ selectors
 
-    def select_heads(self, params: Dict[str, Any], key: str = "heads") -> List[tuple]:
-        """(layer, head) pairs named by a head selector or a list of them, in order, no repeats.
+    def select_heads(self, params, key: str = "heads") -> List[tuple]:
+        """(layer, head) pairs named by the compiled head selector(s) `params[key]`, in order, no
+        repeats. top()/bottom()/top_abs() rank by an earlier result's `per_head` [layer][head] table."""
+        from ..expr import Env
 
-        top()/bottom()/top_abs() rank by an earlier result's `per_head` [layer][head] table."""
-        from ..expr import Env, parse_heads
-
-        value = params[key]
-        items = value if isinstance(value, list) else [value]
         env = Env(n_layers=self.cfg.n_layers, n_heads=self.cfg.n_heads, result=self._per_head_scores)
         heads: List[tuple] = []
-        for i, text in enumerate(items):
-            path = ("analyses", self.analysis_index, key) + ((i,) if isinstance(value, list) else ())
-            compiled = parse_heads(str(text), None, where=lambda off, p=path: self.spec.source.inside(p, off))
-            heads += [h for h in compiled.evaluate(env) if h not in heads]
+        for selector in _selection(params, key, "heads"):
+            heads += [h for h in selector.compiled.evaluate(env) if h not in heads]
         return heads
 
     def _per_head_scores(self, analysis_id: str):
@@ -102,19 +97,14 @@ class RunContext:
             raise Fault(f"analysis '{analysis_id}' gives no per-head scores to rank heads by")
         return table
 
-    def select_positions(self, params: Dict[str, Any], key: str, prompts, default: Optional[str] = None):
-        """Per prompt (a dataset Prompt: ids and slot spans), the positions a selector names."""
-        from ..dataset.build import slot_vocabularies
-        from ..expr import Env, parse_positions
+    def select_positions(self, params, key: str, prompts):
+        """Per prompt (a dataset Prompt: ids and slot spans), the positions the compiled selector
+        `params[key]` names (its default when the spec left it out, compiled by the compiler)."""
+        from ..expr import Env
 
-        text = params.get(key, default)
-        if key in params:
-            where = lambda off: self.spec.source.inside(("analyses", self.analysis_index, key), off)  # noqa: E731
-        else:
-            where = lambda off: self.where()  # noqa: E731  (a default: point at the analysis)
-        slots = list(slot_vocabularies(self.spec, self.spec.prompts["template"]))  # names; a mapping means counts
-        compiled = parse_positions(str(text), slots, where)
-        return [sorted(set(compiled.evaluate(Env(n_tokens=len(p.ids), slot_spans=p.spans)))) for p in prompts]
+        (selector,) = _selection(params, key, "positions").selectors
+        return [sorted(set(selector.compiled.evaluate(Env(n_tokens=len(p.ids), slot_spans=p.spans))))
+                for p in prompts]
 
     # ------------------------------------------------------------------ attribution arithmetic
 
@@ -259,3 +249,15 @@ class RunContext:
 
 def _bind(fn, rows: torch.Tensor):
     return lambda act, hook=None: fn(act, hook, rows)
+
+
+def _selection(params, key: str, kind: str):
+    """The compiled Selection of `key` (compile/params.py); the compiler makes one for every
+    selector an analysis's `compile` declares through its context."""
+    from ..compile.params import Selection
+
+    value = params[key]
+    if not isinstance(value, Selection) or value.kind != kind:
+        raise TypeError(f"parameter '{key}' was not compiled as a {kind} selector: declare it in the "
+                        f"analysis's compile() (ctx.{kind}(params, ...))")
+    return value

@@ -65,7 +65,7 @@ def run_pipeline(plan, spec, dataset, executor, unembed) -> PipelineOutcome:
     outcome = PipelineOutcome(list(dataset.pairs))
     for index, step in enumerate(plan.pipeline):
         before = len(outcome.pairs)
-        params = dict(step.params)
+        params = step.params
         if step.kind == "keep":
             outcome.pairs = _keep(spec, index, params, outcome, executor, unembed)
         elif step.kind == "sample":
@@ -83,9 +83,7 @@ def run_pipeline(plan, spec, dataset, executor, unembed) -> PipelineOutcome:
 
 
 def _keep(spec, index, params, outcome, executor, unembed):
-    from ..compile.compiler import compile_keep
-
-    condition = compile_keep(spec, index)
+    condition = params["condition"]  # compiled once, by the compiler
     metrics = pair_metrics(executor, unembed, outcome.pairs, params["metrics"], "keep-condition")
     for record in ("clean", "corrupted"):
         for name, values in metrics[record].items():

@@ -180,7 +180,7 @@ class Session:
         _check_token_ids(self)
         self.executor = Executor(self.loaded, self.plan.batch_size, self.plan.memory_gb, self.progress,
                                  on_warning=_print_warning)
-        self.unembed = Unembed.of(self.loaded.bridge)
+        self.unembed = Unembed.of(self.loaded.bridge, self.tokenizer)
 
     def dataset_step(self, store: StepStore) -> None:
         """The pipeline and the final pairs' metrics, from the store when this exact step ran before."""
@@ -252,8 +252,8 @@ class Session:
                           results=earlier if earlier is not None else {}, baselines=baselines or {},
                           analysis_index=index, shared=self.shared, pass_forwards=self.pass_forwards)
 
-    def compute_analysis(self, analysis_id: str, context, **changes):
-        """One analysis of the plan on `context` as a run computes it (`changes` replace parameters)."""
+    def compute_analysis(self, analysis_id: str, context):
+        """One analysis of the plan on `context` as a run computes it."""
         import torch
 
         from ..analyses.registry import REGISTRY
@@ -261,8 +261,8 @@ class Session:
         index = next(i for i, s in enumerate(self.plan.analyses) if s.id == analysis_id)
         context.analysis_index = index
         with torch.no_grad():
-            return REGISTRY[self.plan.analyses[index].kind].implementation().compute(
-                dict(self.spec.analyses[index], **changes), context)
+            step = self.plan.analyses[index]
+            return REGISTRY[step.kind].implementation().compute(step.params, context)
 
     def analyses(self, store: StepStore) -> None:
         import torch
@@ -271,7 +271,8 @@ class Session:
         from ..analyses.registry import REGISTRY
 
         key = self.key
-        for index, (step, params) in enumerate(zip(self.plan.analyses, self.spec.analyses)):
+        for index, step in enumerate(self.plan.analyses):
+            params = step.params  # compiled: compute never reads the spec's raw mapping
             n = min(params.get("max_pairs") or len(self.pairs), len(self.pairs))
             # Its own view: a tuple of its pairs, its baselines, the earlier results read-only.
             run = self.context_for(self.pairs[:n], MappingProxyType(self._baselines(n) if n < len(self.pairs)

@@ -33,8 +33,13 @@ def code_fingerprint() -> str:
 
 
 def digest(*parts: Any) -> str:
-    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    text = json.dumps(parts, sort_keys=True, default=_plain, separators=(",", ":"))
     return hashlib.sha256(f"mi-dsl {__version__} {code_fingerprint()}|{text}".encode()).hexdigest()[:32]
+
+
+def _plain(value):
+    """Compiled parameters (compile/params.py) hash as what they print; anything else as its str."""
+    return value.to_json() if hasattr(value, "to_json") else str(value)
 
 
 class StepStore:

@@ -7,7 +7,7 @@ rank need the final position's full logits (one row per prompt), never every pos
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional
 
 import torch
 
@@ -21,9 +21,10 @@ class Unembed:
     W_U: torch.Tensor          # [d_model, d_vocab]
     b_U: Optional[torch.Tensor]  # [d_vocab] or None
     softcap: float = 0.0
+    tokenizer: Any = None      # the run's tokenizer: metric expressions read strings with it
 
     @classmethod
-    def of(cls, bridge) -> "Unembed":
+    def of(cls, bridge, tokenizer=None) -> "Unembed":
         # On the capture device (cfg.device, the embedding's): under a device_map the
         # unembedding may sit on another one, and every captured residual is gathered here.
         device = bridge.cfg.device
@@ -34,7 +35,7 @@ class Unembed:
         except AttributeError:  # bias-free unembedding
             b_U = None
         softcap = float(getattr(bridge.cfg, "output_logits_soft_cap", 0.0) or 0.0)
-        return cls(W_U, b_U, softcap if softcap > 0 else 0.0)
+        return cls(W_U, b_U, softcap if softcap > 0 else 0.0, tokenizer)
 
     def directions(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Residual directions of tokens: W_U[:, ids].T, shape [..., d_model]."""

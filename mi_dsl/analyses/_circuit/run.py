@@ -10,7 +10,7 @@ from ...errors import RunError
 from .circuits import nodes_of, prune, top_edges
 from .compare import compare_methods, jaccard, pairwise_mean, resamples, spearman
 from .engine import GraphModel
-from .faithfulness import LEVELS, baselines, circuit_metrics, curve
+from .faithfulness import baselines, circuit_metrics, curve
 from .graph import Graph, graph_of
 from .scores import score_edges
 
@@ -21,12 +21,12 @@ def compute(params: Dict[str, Any], run) -> Tuple[Dict[str, Any], Dict[str, List
     graph = graph_of(bridge)
     make_model = _model_factory(run, bridge, graph)
     batch = params.get("batch_size") or _batch_size(run, graph, clean.shape[1])
-    ablation, select = params.get("ablation", "patching"), params.get("select", "abs")
-    methods = params.get("methods", ["eap_ig_inputs"])
+    ablation, select = params["ablation"], params["select"]
+    methods = params["methods"]
     model = make_model(torch.arange(len(clean)))
     base = baselines(model, clean, corrupted, ablation=ablation, batch_size=batch)
     mask = graph.edge_mask()
-    n_keep = params.get("keep_edges") or max(1, int(graph.n_edges * params.get("keep_percent", 5) / 100))
+    n_keep = params.get("keep_edges") or max(1, int(graph.n_edges * params["keep_percent"] / 100))
 
     scores, circuits, out = {}, {}, {}
     for method in methods:
@@ -44,11 +44,11 @@ def compute(params: Dict[str, Any], run) -> Tuple[Dict[str, Any], Dict[str, List
         out[method].update({"circuit": kept[mask].nonzero().flatten().tolist(), "circuit_edges": int(kept.sum()),
                             "circuit_nodes": int(nodes_of(graph, kept).sum()), "metric": m,
                             "faithfulness": base.faithfulness(m)})
-        if params.get("curve", True):
-            out[method]["curve"] = curve(model, clean, corrupted, scores[method], levels=params.get("levels", LEVELS),
+        if params["curve"]:
+            out[method]["curve"] = curve(model, clean, corrupted, scores[method], levels=params["levels"],
                                          by=select, ablation=ablation, batch_size=batch,
-                                         random_seed=params.get("seed", 0), base=base,
-                                         random_baseline=params.get("random_baseline", True) and method == methods[0])
+                                         random_seed=params["seed"], base=base,
+                                         random_baseline=params["random_baseline"] and method == methods[0])
     data: Dict[str, Any] = {
         "graph": dict(graph.describe(), d_model=int(run.cfg.d_model)), "pairs": len(clean), "batch_size": batch, "ablation": ablation, "select": select,
         "keep_edges_requested": n_keep, "metric_name": run.metric,
@@ -61,7 +61,7 @@ def compute(params: Dict[str, Any], run) -> Tuple[Dict[str, Any], Dict[str, List
                                        circuits[methods[0]], n_keep, select, base.direction, batch, ablation)
     if params.get("mib"):
         data["mib"] = {"task": params["mib"]["task"], "model": params["mib"].get("model") or _model_name(run)}
-    return data, _tables(graph, data, params.get("top_table", 30))
+    return data, _tables(graph, data, params["top_table"])
 
 
 def _tokens(run) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -96,14 +96,14 @@ def _batch_size(run, graph: Graph, length: int) -> int:
 
 
 def _score(model, clean, corrupted, method, params, batch, ablation):
-    return score_edges(model, clean, corrupted, method, steps=params.get("steps", 8), batch_size=batch,
-                       ablation=ablation, max_exact_edges=params.get("max_exact_edges", 5000))
+    return score_edges(model, clean, corrupted, method, steps=params["steps"], batch_size=batch,
+                       ablation=ablation, max_exact_edges=params["max_exact_edges"])
 
 
 def _stability(params, make_model, graph, clean, corrupted, method, full_scores, full_circuit, n_keep, select,
                direction, batch, ablation) -> Dict[str, Any]:
     mask = graph.edge_mask()
-    draws = resamples(len(clean), params["stability"]["bootstrap"], params.get("seed", 0))
+    draws = resamples(len(clean), params["stability"]["bootstrap"], params["seed"])
     circuits, rows = [], []
     for i, index in enumerate(draws):
         result = _score(make_model(index), clean[index], corrupted[index], method, params, batch, ablation)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
+# MIB's faithfulness-curve levels: percentages of the graph's edges.
+LEVELS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+
 # (n_layers, n_heads, n_kv_heads, parallel attention and MLP)
 KNOWN = {
     ("embedded", "gemma-3-270m"): (18, 4, 1, False),
@@ -52,8 +55,8 @@ def passes(method: str, steps: int) -> Tuple[int, int]:
 
 
 def plan_line(model, params: Dict[str, Any]) -> str:
-    methods = params.get("methods", ["eap_ig_inputs"])
-    steps = params.get("steps", 8)
+    methods = params["methods"]
+    steps = params["steps"]
     dims = dimensions(model)
     if dims is None:
         size = "graph sizes counted when the model loads"
@@ -69,13 +72,13 @@ def plan_line(model, params: Dict[str, Any]) -> str:
         extra = f" + {n_edges:,} stacked patched rows" if m == "exact" and n_edges else \
             (" + one stacked patched row per edge" if m == "exact" else "")
         work.append(f"{m}{f' ({steps} steps)' if m.startswith('eap_ig') else ''}: {f} forwards + {b} backwards{extra}")
-    n_levels = len(params.get("levels", [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]))
-    if params.get("curve", True):
-        per = 1 + n_levels * (2 if params.get("random_baseline", True) else 1)
+    n_levels = len(params["levels"])
+    if params["curve"]:
+        per = 1 + n_levels * (2 if params["random_baseline"] else 1)
         work.append(f"curve: {per} forwards per method (+4 for the baselines)")
     boot = params.get("stability", {}).get("bootstrap")
     if boot:
         work.append(f"stability: {boot} rescorings of {methods[0]}")
     keep = (f"{params['keep_edges']} edges" if "keep_edges" in params
-            else f"{params.get('keep_percent', 5)}% of edges")
-    return f"edge circuit over {size}; per batch {'; '.join(work)}; circuit: top {keep} by {params.get('select', 'abs')}"
+            else f"{params['keep_percent']}% of edges")
+    return f"edge circuit over {size}; per batch {'; '.join(work)}; circuit: top {keep} by {params['select']}"

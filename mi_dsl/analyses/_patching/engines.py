@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .grid import Cell, Grid, _has_hook
+from .grid import Grid, _has_hook
 
 
 @dataclass
@@ -23,7 +23,8 @@ class Baselines:
 
 
 def direction_of(params) -> str:
-    return params.get("direction", "denoising")
+    """The compiled parameters' direction (its default filled by the compiler)."""
+    return params["direction"]
 
 
 def base_and_source(direction: str) -> Tuple[str, str]:

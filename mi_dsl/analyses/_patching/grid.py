@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import RunError
-from .targets import TARGETS, Target, _items
+from .targets import TARGETS, Target
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,9 @@ class Grid:
         return (len(self.layers), len(self.heads))
 
 
-def resolve(params: Dict[str, Any], run) -> Grid:
-    target = TARGETS[params.get("target", "z")]
+def resolve(params, run) -> Grid:
+    """The grid of cells the compiled parameters name on this model and these pairs."""
+    target = TARGETS[params["target"]]
     cfg = run.cfg
     n_layers = cfg.n_layers
     layers = list(range(n_layers))
@@ -132,9 +133,8 @@ def _alignment(params, run) -> Optional[Named]:
     aligned = position_map(run.spec, run.analysis_index, params, run.pairs)
     if aligned is None:
         return None
-    base, source = ("corrupted", "clean") if params.get("direction", "denoising") == "denoising" \
-        else ("clean", "corrupted")
-    items = [str(x) for x in _items(params["positions"])]
+    base, source = ("corrupted", "clean") if params["direction"] == "denoising" else ("clean", "corrupted")
+    items = [s.text for s in params["positions"]]
     keep = [j for j, item in enumerate(items) if item not in items[:j]]  # the same selector twice: one column
     n = len(run.pairs)
     positions = [[tuple(aligned[base][j][p]) for p in range(n)] for j in keep]
@@ -202,17 +202,16 @@ def _columns(params, run) -> List[Column]:
     if "positions" not in params:
         return [Column(_position_label(i, tokens[i], slot_at.get(i)), (i,), (tokens[i],), slot_at.get(i))
                 for i in range(len(first.ids))]
-    from ...dataset.build import slot_vocabularies
-    from ...expr import Env, parse_positions
+    from ...expr import Env
 
-    value = params["positions"]
-    slots = list(slot_vocabularies(run.spec, run.spec.prompts["template"]))
     columns: List[Column] = []
-    for i, item in enumerate(_items(value)):
-        if str(item) in {str(x) for x in _items(value)[:i]}:
+    seen = set()
+    for selector in params["positions"]:  # compiled by the compiler
+        item = selector.text
+        if item in seen:
             continue  # the same selector twice is one column
-        path = ("analyses", run.analysis_index, "positions") + ((i,) if isinstance(value, list) else ())
-        compiled = parse_positions(str(item), slots, where=lambda off, p=path: run.spec.source.inside(p, off))
+        seen.add(item)
+        compiled, path = selector.compiled, selector.path
         resolved = None
         for pair in run.pairs:  # slots are named in the clean prompts (a corrupted template may move them)
             prompt = pair.clean

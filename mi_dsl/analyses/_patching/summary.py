@@ -23,7 +23,7 @@ def summarise(grid: Grid, per_prompt, base: Baselines, params, run, extra: Dict[
         rows.append(_row(grid, cell, value, norm, run))
     resting = base.corrupted if base_and_source(direction_of(params))[0] == "corrupted" else base.clean
     order = sorted(range(len(rows)), key=lambda i: -abs(rows[i]["value"] - resting))
-    top = [rows[i] for i in order[:params.get("top_k", 10)]]
+    top = [rows[i] for i in order[:params["top_k"]]]
     target = grid.target
     data = {
         "target": target.name, "hook": target.hook.replace("{layer}", "{L}"), "direction": direction_of(params),
@@ -58,7 +58,7 @@ def ranking_summary(data, params) -> str:
     from ..base import selector_summary
 
     if data.get("per_head") is not None and not any(v is None for row in data["per_head"] for v in row):
-        return "; " + selector_summary(data["per_head"], params.get("id", params["kind"]))
+        return "; " + selector_summary(data["per_head"], params["id"])
     best = data["top"][0] if data["top"] else None
     if best is None or best["normalized"] is None:
         return ""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Tuple
 
 from ...errors import SpecMeaningError
 from ..base import step
@@ -67,13 +67,13 @@ _SELECTOR = {"type": ["string", "integer"]}
 
 
 PARAMS: Dict[str, Any] = {
-    "target": {"type": "string", "enum": list(TARGETS),
+    "target": {"type": "string", "enum": list(TARGETS), "default": "z",
                "description": "Which activation to patch: resid_pre, resid_mid, attn_out, mlp_out (a layer x "
                               "position grid); z, q, k, v, pattern (each head at all selected positions at once: "
                               "a layer x head grid; k and v per key/value head); z_by_position, q_by_position, "
                               "k_by_position, v_by_position, pattern_by_position (layer x head x position; for the pattern, "
                               "the destination position). Default z."},
-    "direction": {"type": "string", "enum": list(DIRECTIONS),
+    "direction": {"type": "string", "enum": list(DIRECTIONS), "default": "denoising",
                   "description": "denoising (default, TransformerLens's convention): run the corrupted prompts and "
                                  "patch in clean activations; noising: run the clean prompts and patch in "
                                  "corrupted activations. Scores are normalised alike: 0 = corrupted baseline, "
@@ -96,30 +96,19 @@ PARAMS: Dict[str, Any] = {
     "batch_size": {"type": "integer", "minimum": 1,
                    "description": "Rows per forward pass (for exact patching a row is one patched prompt; "
                                   "default: the run's batch size, or what fits the memory budget)."},
-    "top_k": {"type": "integer", "minimum": 1,
+    "top_k": {"type": "integer", "minimum": 1, "default": 10,
               "description": "How many of the largest effects to list (default 10)."},
 }
 
 
-def _items(value) -> List:
-    return list(value) if isinstance(value, list) else [value]
-
-
 def compile_patching(params: Dict[str, Any], ctx, description: str):
-    """The plan step of a patching analysis; every selector is parsed and checked here."""
-    from ...expr import parse_positions
-
-    target = TARGETS[params.get("target", "z")]
+    """The plan step of a patching analysis; every selector is compiled and checked here."""
+    target = TARGETS[ctx.value(params, "target")]
     if "heads" in params and not target.has_heads:
         raise SpecMeaningError(f"target '{target.name}' has no heads to select; `heads` applies to "
                                f"{', '.join(HEAD_TARGETS)}", ctx.where("heads"))
     ctx.heads(params)
-    if "positions" in params:
-        slots = ctx.slots()
-        value = params["positions"]
-        for i, item in enumerate(_items(value)):
-            path = ctx.path("positions", i) if isinstance(value, list) else ctx.path("positions")
-            parse_positions(str(item), slots, where=lambda off, p=path: ctx.spec.source.inside(p, off))
+    ctx.positions(params, "positions", ctx.slots())  # absent: every position
     refs = tuple(dict.fromkeys(ref for ref, _ in ctx.references))
     hooks = (target.hook.replace("{layer}", "{L}"), "unembed.hook_in")
     return step(ctx, params, description, hooks=hooks, positions="all", depends_on=refs)
