@@ -301,14 +301,14 @@ def tokenizer_dir_for(spec: ModelSpec, *, cache_root: Optional[Path] = None,
         if spec.source == "local":
             ref = str(existing_dir(spec.path, "model directory"))
         elif spec.source == "pretrained":
-            ref = _required_name(spec)
+            ref = required_name(spec)
     if ref is None:
         raise RunError(f"a {spec.source!r} model needs `model.tokenizer`",
                        hint="give a tokenizer.json file, a tokenizer directory or a hub id")
     return _tokenizer_dir_from_reference(ref, root)
 
 
-def _required_name(spec: ModelSpec) -> str:
+def required_name(spec: ModelSpec) -> str:
     if not spec.name:
         raise RunError("`source: pretrained` needs `model.name` (a Hugging Face model id)")
     return spec.name

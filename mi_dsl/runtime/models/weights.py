@@ -11,7 +11,7 @@ from ...errors import FileAccessError, RunError
 from ...spec.model import SOURCES, ModelSpec
 from . import cache
 from .environment import in_hub_cache, online
-from .files import (_required_name, assembled_embedded, convert_gguf, embedded_name, embedded_package, existing_dir,
+from .files import (required_name, assembled_embedded, convert_gguf, embedded_name, embedded_package, existing_dir,
                     existing_file, first_line, smollm2_file)
 
 
@@ -53,7 +53,7 @@ def preflight(spec: ModelSpec) -> None:
     elif spec.source == "gguf":
         existing_file(spec.path, "GGUF file")
     elif spec.source == "pretrained":
-        name = _required_name(spec)
+        name = required_name(spec)
         if not online() and not in_hub_cache(name, "config.json"):
             raise RunError(f"model '{name}' is not in the local Hugging Face cache and this machine "
                            "is offline", hint=OFFLINE_HINT)
@@ -116,7 +116,7 @@ def _local(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
 
 
 def _pretrained(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
-    name = _required_name(spec)
+    name = required_name(spec)
     say(f"loading {name}")
     try:
         hf_model = from_dir(name, dtype)
