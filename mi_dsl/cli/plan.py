@@ -38,6 +38,9 @@ def _print_plan(s: Dict[str, Any]) -> None:
         for a in s["analyses"]:
             deps = f" (after {', '.join(a['depends_on'])})" if a["depends_on"] else ""
             echo(f"  - {a['id']} [{a['kind']}]: {a['description']}{deps}; hooks {', '.join(a['hooks']) or '-'}")
+            shown = {k: v for k, v in a["params"].items() if k not in ("kind", "id")}
+            if shown:  # as compiled: defaults filled
+                echo("      params: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in shown.items()))
     if s["passes"]:
         echo("shared passes (one sweep of the prompts serves several analyses' final-position captures):")
         for p in s["passes"]:
