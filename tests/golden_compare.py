@@ -38,10 +38,7 @@ def differences(golden: Any, actual: Any, path: str = "") -> List[str]:
 
 
 def check_golden(name: str, results: dict) -> None:
-    import sys
-
-    sys.path.insert(0, str(GOLDEN))
-    from record import golden_numbers
+    from tests.golden.record import golden_numbers
 
     golden = json.loads((GOLDEN / f"{name}.json").read_text())
     diffs = differences(golden, json.loads(json.dumps(golden_numbers(results))))

@@ -1,5 +1,5 @@
 """An independent reference: the embedded Gemma in plain transformers, forward hooks on the
-Hugging Face modules, no TransformerLens (run as a subprocess by test_reference.py, so the
+Hugging Face modules, no TransformerLens (run as a subprocess by tests/runtime/test_reference.py, so the
 bridge cannot have touched this process: TransformerLens #1795 swaps Gemma's attention
 function process-wide).
 

@@ -14,7 +14,7 @@ import yaml
 import mi_dsl
 from mi_dsl.errors import MiError, RunError, SchemaError
 
-from test_runtime import tiny
+from tests.runtime.test_runtime import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 from mi_dsl.runtime.run import run_spec
 
-from golden_compare import check_golden
+from tests.golden.record import SIZES  # the test sizes: a minute or two each on a CPU
+from tests.golden_compare import check_golden
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "golden"))
-from record import SIZES  # noqa: E402  (the test sizes: a minute or two each on a CPU)
 
 SMALL = {f"{name}.yaml": overrides for name, overrides in SIZES.items() if name != "syllogism"}
 

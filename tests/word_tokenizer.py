@@ -20,7 +20,7 @@ SPLIT = {" Cows": [" C", "ows"], " herbivorous": [" herb", "iv", "orous"], " car
 
 
 def _words() -> list:
-    text = "".join(p.read_text() for p in [*ROOT.glob("tests/*.py"), *ROOT.glob("specs/*.yaml")])
+    text = "".join(p.read_text() for p in [*ROOT.glob("tests/**/*.py"), *ROOT.glob("specs/*.yaml")])
     words = set(re.findall(r"[A-Za-z]+|[0-9]", text))
     punctuation = set(".,:;!?'\"-()[]{}")
     return sorted(words | punctuation)

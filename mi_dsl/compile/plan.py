@@ -17,7 +17,7 @@ class Step:
     id: str
     kind: str
     description: str
-    # Every hook the step captures or intervenes on (tests/test_plan_is_what_runs.py checks it):
+    # Every hook the step captures or intervenes on (tests/compile/test_plan_is_what_runs.py checks it):
     # {L} stands for every layer, {last} for the last; a trailing "?" marks a hook only some
     # architectures have (Gemma's post-attention norm scale); unembed.hook_in is implied. Where a
     # selector picks the layers at run time (top(x, n), L1H*), {L} is the bound, not every layer.

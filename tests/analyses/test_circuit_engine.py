@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from circuit_models import PYTHIA, tiny_bridge
+from tests.circuit_models import PYTHIA, tiny_bridge
 from mi_dsl.analyses._circuit.circuits import prune, top_edges
 from mi_dsl.analyses._circuit.engine import GraphModel, Pass
 from mi_dsl.analyses._circuit.faithfulness import baselines, circuit_metrics, curve

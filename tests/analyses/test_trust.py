@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mi_dsl.errors import MiError
-from test_patching import DATA, compiled, compute, model_yaml, run_context, sharp_models, with_analyses  # noqa: F401
+from tests.analyses.test_patching import DATA, compiled, compute, model_yaml, run_context, sharp_models, with_analyses  # noqa: F401
 
 GEMMA = model_yaml("gemma3")
 
@@ -61,7 +61,7 @@ def test_attribution_on_fewer_pairs_than_the_exact_run_is_refused(tmp_path):
 
 def test_compare_with_checks_the_direction(tmp_path):
     from mi_dsl.compile import prepare
-    from test_patching import write_spec
+    from tests.analyses.test_patching import write_spec
 
     body = with_analyses("""
         - {kind: activation_patching, id: exact, target: z, direction: noising}
@@ -108,7 +108,7 @@ def test_head_attribution_top_list_is_what_top_selects(compared):
 @pytest.mark.parametrize("kind", ["logit_lens", "layer_attribution", "head_attribution"])
 def test_decomposing_a_nonlinear_metric_is_refused_unless_a_direction_is_named(tmp_path, kind):
     from mi_dsl.compile import prepare
-    from test_patching import write_spec
+    from tests.analyses.test_patching import write_spec
 
     body = DATA.replace("metric: logit_diff", "metric: prob").replace(
         "  - {kind: head_attribution, id: head_attr}\n", f"  - {{kind: {kind}}}\n")
@@ -211,7 +211,7 @@ def test_diagonal_and_transformer_lens_definitions_differ_as_documented(compared
 
 def test_exclude_flags_need_the_transformer_lens_definition(tmp_path):
     from mi_dsl.compile import prepare
-    from test_patching import write_spec
+    from tests.analyses.test_patching import write_spec
 
     body = with_analyses("- {kind: head_detection, exclude_bos: true}")
     with pytest.raises(MiError) as info:
@@ -245,7 +245,7 @@ def test_ablation_splits_rescaling_by_the_post_norm_from_changed_output(compared
 
 def test_report_shows_each_convention_and_the_compared_pairs(tmp_path):
     from mi_dsl.runtime.run import run_spec
-    from test_patching import write_spec
+    from tests.analyses.test_patching import write_spec
 
     body = with_analyses("""
         - {kind: logit_lens, normalize: per_layer}

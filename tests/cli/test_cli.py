@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SPECS
+from tests.conftest import REPO, SPECS
 
 SHIPPED = sorted(SPECS.glob("*.yaml"))
 

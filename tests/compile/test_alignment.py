@@ -21,7 +21,7 @@ import torch
 
 from mi_dsl.errors import SpecMeaningError
 
-from test_patching import PYTHIA, compiled, compute, grid, model_yaml, needs_pythia, sharp_models  # noqa: F401
+from tests.analyses.test_patching import PYTHIA, compiled, compute, grid, model_yaml, needs_pythia, sharp_models  # noqa: F401
 
 LONGER = """
 vocabularies:

@@ -9,7 +9,7 @@ import pytest
 
 from mi_dsl.compile.shapes import model_shape
 from mi_dsl.spec.model import ModelSpec
-from test_patching import PYTHIA
+from tests.analyses.test_patching import PYTHIA
 
 
 @pytest.mark.parametrize("architecture", ["gpt_neox", "gemma3", "gpt2"])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SPECS
+from tests.conftest import REPO, SPECS
 from mi_dsl.dataset import build_dataset
 from mi_dsl.errors import FileAccessError, SchemaError, SpecMeaningError
 from mi_dsl.spec import load_spec

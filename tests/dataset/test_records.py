@@ -363,7 +363,7 @@ def test_plan_shows_records_as_their_text(build, tmp_path, tokenizer_file, cli):
 
 
 def test_the_readme_s_own_task_snippet_builds(build):
-    from conftest import REPO
+    from tests.conftest import REPO
     import re
 
     readme = (REPO / "README.md").read_text()
@@ -381,7 +381,7 @@ def test_the_readme_s_own_task_snippet_builds(build):
 @pytest.fixture(scope="module")
 def gemma_datasets():
     """The two record specs' datasets on Gemma's own tokenizer (no weights load)."""
-    from conftest import SPECS
+    from tests.conftest import SPECS
     from mi_dsl.compile.prepare import prepare
 
     return {name: prepare(SPECS / f"{name}.yaml") for name in ("gendered_pronoun", "factual_recall")}

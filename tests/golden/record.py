@@ -4,7 +4,7 @@
 
 Each spec runs on the embedded Gemma-3-270m with the overrides in SIZES (the sizes the
 suite runs) and every number of its results (baselines, pipeline counts, each analysis's
-data) is written to tests/golden/<spec>.json. tests/test_golden.py reruns the same specs
+data) is written to tests/golden/<spec>.json. tests/test_shipped_specs.py reruns the same specs
 and fails when a number moves by more than its tolerance. Re-record only on purpose, and
 say why in CHANGELOG.md.
 """

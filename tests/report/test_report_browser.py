@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from test_api import write
+from tests.test_api import write
 
 ATTENTION = """\
   - {kind: attention, id: patterns, heads: 'top(heads, 3)', prompts: [0, 1]}
@@ -32,7 +32,7 @@ def chromium() -> str:
 def report(tmp_path_factory):
     pytest.importorskip("playwright.sync_api", reason="playwright is a test dependency (pip install -e .[test])")
     import mi_dsl
-    from test_api import BODY
+    from tests.test_api import BODY
 
     folder = tmp_path_factory.mktemp("browser")
     spec = write(folder, BODY + ATTENTION)

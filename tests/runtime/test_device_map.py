@@ -150,12 +150,12 @@ def test_plan_estimates_memory(tmp_path, cli):
 def test_device_map_on_gpus_gives_the_single_device_numbers(tmp_path):
     """On a machine with CUDA (skipped elsewhere): the tutorial (embedded Gemma-3-270m, weight
     processing on) with `device_map: auto` over every visible GPU, against `device: cuda`.
-    Run it where GPUs are: `python -m pytest tests/test_device_map.py -k gpus`."""
+    Run it where GPUs are: `python -m pytest tests/runtime/test_device_map.py -k gpus`."""
     import torch
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU (device_map over GPUs)")
-    spec = Path(__file__).resolve().parents[1] / "specs" / "tutorial.yaml"
+    spec = Path(__file__).resolve().parents[2] / "specs" / "tutorial.yaml"
     single = run_spec(spec, overrides=["model.device=cuda"], out_dir=str(tmp_path / "a"), progress=False).results
     spread = run_spec(spec, overrides=["model.device_map=auto"], out_dir=str(tmp_path / "b"), progress=False).results
     assert spread["provenance"]["model"]["device_map"], "the model was dispatched"

@@ -16,9 +16,9 @@ import pytest
 from mi_dsl.errors import FileAccessError, RunError
 from mi_dsl.spec.model import ModelSpec, Processing
 from mi_dsl.runtime.models import cache
-from word_tokenizer import word_tokenizer_file
+from tests.word_tokenizer import word_tokenizer_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Built in the run (tests/word_tokenizer.py): loading tests need no shared file.
 TOKENIZER = word_tokenizer_file()
 SYLLOGISM = "All flowers are angiosperms. Daisies are flowers. Therefore, daisies are"

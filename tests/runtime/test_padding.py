@@ -7,25 +7,22 @@ Here a dataset mixes token lengths (nouns of one and two tokens); the whole run,
 analysis kind that runs on such a dataset, is computed once with every prompt in one
 padded batch and once with one prompt per batch (nothing padded), and every number of the
 results must agree within 1e-5 relative. Patching pads the whole set once (its rows are
-cells x prompts), so here it only shows batch sizes change nothing; tests/test_alignment.py
+cells x prompts), so here it only shows batch sizes change nothing; tests/compile/test_alignment.py
 compares each prompt of a padded patching batch with the pair patched alone. head_detection
 has no dataset.
 """
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from test_patching import PYTHIA, model_yaml, needs_pythia, sharp_models  # noqa: F401
+from tests.analyses.test_patching import PYTHIA, model_yaml, needs_pythia, sharp_models  # noqa: F401
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent / "golden"))
-from golden_compare import differences  # noqa: E402
-from record import golden_numbers  # noqa: E402  (drops wall-clock, paths and pass counts)
+from tests.golden.record import golden_numbers  # drops wall-clock, paths and pass counts
+from tests.golden_compare import differences
 
 MIXED = """
 vocabularies:

@@ -90,7 +90,7 @@ def run(request, tmp_path_factory, tiny_tokenizer):
 
 
 def patched(run, direction: str, reuse: bool, **params):
-    from test_patching import compiled
+    from tests.analyses.test_patching import compiled
 
     grid = core.resolve(compiled(run, direction=direction, **params), run)
     with torch.no_grad():

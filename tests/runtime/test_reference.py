@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # tests/, where hf_reference.py is
 
 SPEC = """
 version: 1
@@ -87,8 +87,8 @@ def test_tiny_rough_gemma_matches_plain_transformers(tmp_path, rough_models):
     """The same comparison on a tiny Gemma-3 with random norm weights (Gemma's 1 + w), saved as a local
     Hugging Face model: checks the reference itself, with no real model."""
     from mi_dsl.runtime.models import random_weights
-    from test_patching import DATA
-    from test_runtime import TOKENIZER
+    from tests.analyses.test_patching import DATA
+    from tests.runtime.test_runtime import TOKENIZER
 
     from tokenizers import Tokenizer
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from test_runtime import tiny, write_spec
+from tests.runtime.test_runtime import tiny, write_spec
 
 ANALYSES = """
 analyses:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_runtime import SYLLOGISM, TOKENIZER, write_spec
+from tests.runtime.test_runtime import SYLLOGISM, TOKENIZER, write_spec
 
 ANALYSES = """
 analyses:

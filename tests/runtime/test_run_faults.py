@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_runtime import TOKENIZER, tiny, write_spec
+from tests.runtime.test_runtime import TOKENIZER, tiny, write_spec
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args):

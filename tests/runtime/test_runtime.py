@@ -15,7 +15,7 @@ import torch
 
 from mi_dsl.runtime.run import run_spec
 
-from word_tokenizer import word_tokenizer_file
+from tests.word_tokenizer import word_tokenizer_file
 
 # Built in the run (tests/word_tokenizer.py): these invariants need no shared file.
 TOKENIZER = word_tokenizer_file()

@@ -26,7 +26,7 @@ def test_unknown_embedded_name_is_a_located_error():
 
     from mi_dsl.compile.prepare import prepare
 
-    spec = Path(__file__).resolve().parents[1] / "specs" / "ioi_circuit.yaml"
+    spec = Path(__file__).resolve().parents[2] / "specs" / "ioi_circuit.yaml"
     with pytest.raises(MiError) as info:
         prepare(str(spec), ["model.name=smollm3-135m"], [], need_tokenizer=False)
     text = str(info.value)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-BAD = Path(__file__).parent / "bad_specs"
+BAD = Path(__file__).resolve().parents[1] / "bad_specs"
 EXPECTED = yaml.safe_load((BAD / "EXPECTED.yaml").read_text(encoding="utf-8"))
 CORPUS = sorted(p.name for p in BAD.glob("*.yaml") if p.name != "EXPECTED.yaml")
 

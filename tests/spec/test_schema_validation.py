@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 import yaml
 
-from conftest import REPO, SPECS
+from tests.conftest import REPO, SPECS
 from mi_dsl.errors import SchemaError
 from mi_dsl.spec.loader import parse_yaml
 from mi_dsl.spec.schema import build_schema

@@ -283,7 +283,7 @@ def test_ray_backend_refuses_an_unreachable_cluster(tmp_path, cli):
 
 # --------------------------------------------------------------------------- the acceptance test
 
-TUTORIAL_SWEEP = Path(__file__).resolve().parents[1] / "specs" / "sweeps" / "tutorial.yaml"
+TUTORIAL_SWEEP = Path(__file__).resolve().parents[2] / "specs" / "sweeps" / "tutorial.yaml"
 
 
 @pytest.mark.slow
