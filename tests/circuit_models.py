@@ -3,14 +3,10 @@ identity, not zero), so a hook point on the wrong side of a norm or a lost bias 
 from __future__ import annotations
 
 import functools
-import os
-from pathlib import Path
 
 import torch
 
-# As in conftest.py: the shared checkout's copy, or MI_DSL_PYTHIA_TOKENIZER.
-PYTHIA = Path(os.environ.get("MI_DSL_PYTHIA_TOKENIZER", Path(__file__).resolve().parents[2] / "shared" / "tokenizers"
-                             / "pythia" / "20B_tokenizer.json"))
+from tests.word_tokenizer import word_tokenizer_file
 
 
 @functools.lru_cache(maxsize=None)
@@ -19,7 +15,7 @@ def tiny_bridge(architecture: str, seed: int = 0, processing: bool = True):
     from mi_dsl.runtime.models.files import tokenizer_dir_for
     from mi_dsl.spec.model import ModelSpec
 
-    tokenizer = str(PYTHIA) if architecture in ("gpt_neox", "gpt2", "llama") else None
+    tokenizer = str(word_tokenizer_file()) if architecture in ("gpt_neox", "gpt2", "llama") else None
     spec = ModelSpec(source="random", architecture=architecture, size="tiny", seed=seed, device="cpu",
                      tokenizer=tokenizer)
     with environment.quiet():

@@ -4,12 +4,13 @@ Two tokenizers serve the tests:
 - `tiny_tokenizer`: a word-level tokenizer.json written by the `tokenizers` library into a
   temporary folder (every word of the test specs is one token, unknown words are
   [UNK], "<bos>" is the BOS). Always there, so no test needs a downloaded file.
-- `pythia_tokenizer`: the real GPT-NeoX tokenizer of Pythia, which the project does not
-  ship; tests that need it skip with the reason when it is absent.
+- `pythia_tokenizer`: the real GPT-NeoX tokenizer of Pythia (tests/seed_tokenizer.py), which
+  the project does not ship, for the tests that reproduce the seed's own numbers; they skip
+  with that reason when it is absent.
+Runtime tests use the tokenizer built in the run instead (tests/word_tokenizer.py).
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +18,10 @@ from typing import List, Tuple
 
 import pytest
 
+from tests.seed_tokenizer import ABSENT, PYTHIA
+
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "specs"
-# The shared checkout's copy; MI_DSL_PYTHIA_TOKENIZER points elsewhere when it lives elsewhere.
-PYTHIA_TOKENIZER = Path(os.environ.get("MI_DSL_PYTHIA_TOKENIZER",
-                                       REPO.parent / "shared" / "tokenizers" / "pythia" / "20B_tokenizer.json"))
 
 # Every word the tiny-tokenizer specs use; anything else becomes [UNK].
 TINY_WORDS = ["<bos>", "[UNK]", "The", "the", "All", "are", "Are", "is", ".", ",", "?", "Therefore",
@@ -83,10 +83,9 @@ def rough_models():
 
 @pytest.fixture(scope="session")
 def pythia_tokenizer() -> Path:
-    if not PYTHIA_TOKENIZER.is_file():
-        pytest.skip(f"the Pythia tokenizer {PYTHIA_TOKENIZER} is not on this machine (mi-dsl does not "
-                    "ship it; set MI_DSL_PYTHIA_TOKENIZER to a copy of 20B_tokenizer.json)")
-    return PYTHIA_TOKENIZER
+    if not PYTHIA.is_file():
+        pytest.skip(ABSENT)
+    return PYTHIA
 
 
 def mi_run_command() -> List[str]:

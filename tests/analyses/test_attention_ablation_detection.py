@@ -25,16 +25,17 @@ import torch
 
 from mi_dsl.analyses.head_detection import detection_scores
 
-PYTHIA = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "pythia" / "20B_tokenizer.json"
-needs_pythia = pytest.mark.skipif(not PYTHIA.exists(), reason=f"the shared Pythia tokenizer is not at {PYTHIA} "
-                                                               "(mi-dsl does not ship it)")
+from tests.word_tokenizer import word_tokenizer_file
+
+# Built in the run (tests/word_tokenizer.py), with Pythia's token lengths for these words.
+TOKENIZER = word_tokenizer_file()
 
 MODEL = f"""
 model:
   source: random
   architecture: gpt_neox
   size: tiny
-  tokenizer: {PYTHIA}
+  tokenizer: {TOKENIZER}
   bos_token: "<|endoftext|>"
   prepend_bos: true
   device: cpu
@@ -73,12 +74,10 @@ def spec_text(analyses: str, pipeline: str = PIPELINE, model: str = MODEL, data:
 
 @pytest.fixture(scope="module")
 def loaded():
-    if not PYTHIA.exists():
-        pytest.skip(f"the shared Pythia tokenizer is not at {PYTHIA} (mi-dsl does not ship it)")
     from mi_dsl.spec.model import ModelSpec
     from mi_dsl.runtime.models import load_model
 
-    return load_model(ModelSpec(source="random", architecture="gpt_neox", size="tiny", tokenizer=str(PYTHIA),
+    return load_model(ModelSpec(source="random", architecture="gpt_neox", size="tiny", tokenizer=str(TOKENIZER),
                                 device="cpu"))
 
 
@@ -292,7 +291,6 @@ def test_compiling_the_four_analyses_imports_no_torch(tmp_path, tiny_tokenizer):
 # --------------------------------------------------------------------------- attention
 
 
-@needs_pythia
 def test_selectors_pick_exactly_the_named_heads(main_run):
     a = main_run[0]["analyses"]
     assert a["named"]["heads"] == ["L1H2", "L0H0", "L0H1", "L0H2", "L0H3"]  # in order, no repeats
@@ -304,7 +302,6 @@ def test_selectors_pick_exactly_the_named_heads(main_run):
     assert [h["head"] for h in a["avc"]["heads"]] == [label(i) for i in range(len(scores))]
 
 
-@needs_pythia
 @pytest.mark.parametrize("analyses, says", [
     ("- {kind: attention, heads: L0H0, prompts: [0, 99]}", "prompt 99 does not exist: the pipeline leaves at most 10 prompt pairs"),
     ("- {kind: logit_lens, id: lens}\n- {kind: attention, heads: 'top(lens, 2)'}",
@@ -319,7 +316,6 @@ def test_runtime_selector_faults_are_located(run, analyses, says):
     assert says in str(caught.value) and caught.value.location.line is not None, str(caught.value)
 
 
-@needs_pythia
 def test_patterns_equal_a_plain_forward(main_run, loaded):
     results, _ = main_run
     ranked = results["analyses"]["ranked"]
@@ -337,7 +333,6 @@ def test_patterns_equal_a_plain_forward(main_run, loaded):
     assert len(lowest["tokens"]) == 1 + 2 * len(single)
 
 
-@needs_pythia
 def test_figures_and_offline_view_are_written(main_run):
     _, run_dir = main_run
     figures = {p.name for p in (run_dir / "figures").iterdir()}
@@ -359,7 +354,6 @@ def test_figures_and_offline_view_are_written(main_run):
 # --------------------------------------------------------------------------- attention_vs_contribution
 
 
-@needs_pythia
 def test_contribution_on_logit_diff_averages_to_head_attribution(main_run):
     a = main_run[0]["analyses"]
     per_head = torch.tensor(a["head_attr"]["per_head"]).flatten()
@@ -367,7 +361,6 @@ def test_contribution_on_logit_diff_averages_to_head_attribution(main_run):
     assert torch.allclose(means, per_head, atol=1e-6)
 
 
-@needs_pythia
 def test_attention_to_a_multi_token_slot_is_summed(main_run, loaded, run):
     results, _ = main_run
     avc = results["analyses"]["avc_answer"]
@@ -392,7 +385,6 @@ def zero_output_weights(loaded, layer: int, head: int):
     return weight, saved
 
 
-@needs_pythia
 def test_zero_ablating_a_head_with_zero_output_weights_changes_nothing(run, loaded):
     weight, saved = zero_output_weights(loaded, 1, 2)
     try:
@@ -411,7 +403,6 @@ def test_zero_ablating_a_head_with_zero_output_weights_changes_nothing(run, load
     assert max(abs(a - b) for a, b in zip(live["metric_after_per_prompt"], live["metric_before_per_prompt"])) > 1e-6
 
 
-@needs_pythia
 def test_mean_ablation_of_a_single_prompt_changes_nothing(run):
     results, _ = run("- {kind: ablation, heads: 'L*H*', method: mean}", pipeline="pipeline:\n  - sample: {n: 1}\n")
     a = results["analyses"]["ablation"]
@@ -420,7 +411,6 @@ def test_mean_ablation_of_a_single_prompt_changes_nothing(run):
     assert torch.allclose(torch.tensor(a["dla_after"]), torch.tensor(a["dla_before"]), atol=1e-7)
 
 
-@needs_pythia
 def test_ablation_follows_the_seed_hook_recipe(run, loaded):
     """Every method, done by hand with plain hooks on the bridge, gives the same metric."""
     results, run_dir = run("""
@@ -490,12 +480,13 @@ def pair_rows(run_dir: Path):
 # --------------------------------------------------------------------------- head detection
 
 
-@needs_pythia
 def test_head_detection_equals_diagonals_of_a_plain_forward(main_run, loaded):
     d = main_run[0]["analyses"]["detect"]
-    assert d["bos"] is True and d["token_range"] == [100, 20000] and d["batch"] == 3
+    high = min(20000, loaded.bridge.cfg.d_vocab)  # the seed's default, clipped to the vocabulary
+    assert loaded.bridge.cfg.d_vocab < 20000, "the test tokenizer's vocabulary: the clipping is tested too"
+    assert d["bos"] is True and d["token_range"] == [100, high] and d["batch"] == 3
     g = torch.Generator().manual_seed(5)
-    tokens = torch.randint(100, 20000, (3, 7), generator=g)
+    tokens = torch.randint(100, high, (3, 7), generator=g)
     tokens = torch.cat([torch.full((3, 1), loaded.bridge.tokenizer.bos_token_id), tokens, tokens], dim=1)
     with torch.no_grad():
         _, cache = loaded.bridge.run_with_cache(tokens, prepend_bos=False)
@@ -508,7 +499,6 @@ def test_head_detection_equals_diagonals_of_a_plain_forward(main_run, loaded):
     assert view["heads"] == ["L1H1"] and view["text"] == REPEATED * 2
 
 
-@needs_pythia
 def test_head_detection_without_bos_and_ranking_by_another_score(run, loaded):
     model = MODEL.replace("prepend_bos: true", "prepend_bos: false")
     results, _ = run("""

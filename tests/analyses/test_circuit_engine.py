@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.circuit_models import PYTHIA, tiny_bridge
+from tests.circuit_models import tiny_bridge
 from mi_dsl.analyses._circuit.circuits import prune, top_edges
 from mi_dsl.analyses._circuit.engine import GraphModel, Pass
 from mi_dsl.analyses._circuit.faithfulness import baselines, circuit_metrics, curve
@@ -19,10 +19,8 @@ from mi_dsl.analyses._circuit.graph import Graph, graph_of
 from mi_dsl.analyses._circuit.scores import score_edges
 from mi_dsl.runtime.unembed import Unembed
 
-needs_pythia = pytest.mark.skipif(not PYTHIA.is_file(), reason=f"Pythia tokenizer {PYTHIA} absent")
-ARCHS = [pytest.param("gemma3", id="gemma3-gqa4:1"), pytest.param("llama", id="llama-gqa3:1", marks=needs_pythia),
-         pytest.param("gpt_neox", id="neox-parallel", marks=needs_pythia),
-         pytest.param("gpt2", id="gpt2-biases", marks=needs_pythia)]
+ARCHS = [pytest.param("gemma3", id="gemma3-gqa4:1"), pytest.param("llama", id="llama-gqa3:1"),
+         pytest.param("gpt_neox", id="neox-parallel"), pytest.param("gpt2", id="gpt2-biases")]
 
 
 class Setup:
@@ -248,7 +246,7 @@ def test_mean_ablation_of_one_prompt_is_patching_and_all_kept_is_clean_for_every
     assert zero[1] == pytest.approx(patched[1], abs=1e-5) and abs(zero[0] - patched[0]) > 1e-3
 
 
-@pytest.mark.parametrize("architecture", [pytest.param("llama", marks=needs_pythia), "gemma3"])
+@pytest.mark.parametrize("architecture", ["llama", "gemma3"])
 def test_greedy_and_abs_circuits_prune_without_changing_the_metric(architecture):
     s = Setup(architecture)
     scores = score_edges(s.model, s.clean, s.corrupted, "eap_ig_inputs", steps=2).scores

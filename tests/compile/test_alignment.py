@@ -21,7 +21,7 @@ import torch
 
 from mi_dsl.errors import SpecMeaningError
 
-from tests.analyses.test_patching import PYTHIA, compiled, compute, grid, model_yaml, needs_pythia, sharp_models  # noqa: F401
+from tests.analyses.test_patching import compiled, compute, grid, model_yaml, sharp_models  # noqa: F401
 
 LONGER = """
 vocabularies:
@@ -58,7 +58,6 @@ def line_of(path: Path, text: str) -> int:
     return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
 
 
-@needs_pythia
 def test_every_position_of_prompts_of_different_lengths_is_refused_at_plan_time(tmp_path):
     for kind in ("activation_patching", "attribution_patching"):
         with pytest.raises(SpecMeaningError, match="patches every position by default") as err:
@@ -67,7 +66,6 @@ def test_every_position_of_prompts_of_different_lengths_is_refused_at_plan_time(
         assert "positions: [final" in err.value.hint
 
 
-@needs_pythia
 def test_patterns_and_one_sided_slots_are_refused(tmp_path):
     with pytest.raises(SpecMeaningError, match="key axes of different sizes") as err:
         prepare_spec(tmp_path, "- {kind: activation_patching, target: pattern, positions: final}")
@@ -80,8 +78,6 @@ def test_patterns_and_one_sided_slots_are_refused(tmp_path):
 @pytest.fixture(scope="module", params=["gpt_neox", "gemma3"])
 def longer(request, tmp_path_factory):
     """The issue's case on a tiny NeoX and on a tiny grouped-query Gemma-3 (post-attention norms)."""
-    if request.param == "gpt_neox" and not PYTHIA.is_file():
-        pytest.skip(f"the Pythia tokenizer {PYTHIA} is not on this machine")
     from mi_dsl.runtime.run import run_context
 
     return run_context(prepare_spec(tmp_path_factory.mktemp("longer"),
@@ -208,8 +204,6 @@ MIXED = LONGER.replace("nouns: {items: [Cows, Horses]}", "nouns: {items: [Cows, 
 def mixed(tmp_path_factory):
     """Nouns of one and two tokens and a corrupted template one token longer: every set mixes
     lengths, and each clean prompt differs in length from its partner."""
-    if not PYTHIA.is_file():
-        pytest.skip(f"the Pythia tokenizer {PYTHIA} is not on this machine")
     from mi_dsl.compile import prepare
     from mi_dsl.runtime.run import run_context
 

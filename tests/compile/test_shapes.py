@@ -9,16 +9,14 @@ import pytest
 
 from mi_dsl.compile.shapes import model_shape
 from mi_dsl.spec.model import ModelSpec
-from tests.analyses.test_patching import PYTHIA
+from tests.word_tokenizer import word_tokenizer_file
 
 
 @pytest.mark.parametrize("architecture", ["gpt_neox", "gemma3", "gpt2"])
 def test_random_model_shapes_match_the_loaded_models(architecture):
     from mi_dsl.runtime.models import load_model
 
-    if architecture != "gemma3" and not PYTHIA.is_file():
-        pytest.skip("needs the Pythia tokenizer")
-    tokenizer = None if architecture == "gemma3" else str(PYTHIA)
+    tokenizer = None if architecture == "gemma3" else str(word_tokenizer_file())
     spec = ModelSpec(source="random", architecture=architecture, size="tiny", tokenizer=tokenizer)
     cfg = load_model(spec).bridge.cfg
     shape = model_shape(spec)

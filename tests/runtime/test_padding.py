@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.analyses.test_patching import PYTHIA, model_yaml, needs_pythia, sharp_models  # noqa: F401
+from tests.analyses.test_patching import model_yaml, sharp_models  # noqa: F401
 
 from tests.golden.record import golden_numbers  # drops wall-clock, paths and pass counts
 from tests.golden_compare import differences
@@ -68,7 +68,6 @@ def run_with_batch(folder: Path, batch_size: int) -> dict:
     return json.loads((outcome.run_dir / "results.json").read_text())
 
 
-@needs_pythia
 def test_every_number_of_a_padded_run_equals_unpadded_runs(tmp_path):
     padded = run_with_batch(tmp_path / "padded", 64)
     alone = run_with_batch(tmp_path / "alone", 1)
