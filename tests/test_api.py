@@ -15,6 +15,7 @@ import mi_dsl
 from mi_dsl.errors import MiError, RunError, SchemaError
 
 from tests.runtime.test_runtime import tiny
+from tests.spec_parts import syllogism
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,17 +23,7 @@ BODY = """\
 version: 1
 name: api
 description: the API test spec
-vocabularies:
-  categories: {items: [birds, fish, mammals]}
-  descriptors: {pairs: [[herbivorous, carnivorous], [bipedal, quadrupedal]]}
-  nouns: {items: [Cows, Horses, Wolves, Cows]}
-prompts:
-  template: "All {category} are {descriptor}. {noun} are {category}. Therefore, {lower(noun)} are"
-  slots: {category: categories, descriptor: descriptors, noun: nouns}
-  answer: 'first_token(" " + descriptor)'
-  foil: 'first_token(" " + opposite(descriptor))'
-  corrupt: {swap: descriptor}
-  equal_lengths: false
+""" + syllogism(nouns=("Cows", "Horses", "Wolves", "Cows"), equal_lengths=False) + """\
 pipeline:
   - sample: {n: 500, seed: 0}
 analyses:

@@ -25,6 +25,8 @@ import torch
 
 from mi_dsl.analyses.head_detection import detection_scores
 
+from tests.spec_parts import ANIMAL_TEMPLATE, animals, syllogism
+from tests.spec_parts import spec_text as spec_parts
 from tests.word_tokenizer import word_tokenizer_file
 
 # Built in the run (tests/word_tokenizer.py), with Pythia's token lengths for these words.
@@ -41,19 +43,8 @@ model:
   device: cpu
 """
 
-DATA = """
-vocabularies:
-  categories: {items: [birds, fish, insects, mammals]}
-  descriptors: {pairs: [[herbivorous, carnivorous], [bipedal, quadrupedal]]}
-  nouns: {items: [Cows, Horses, Pigs, Wolves]}
-prompts:
-  template: "All {category} are {descriptor}. {noun} are {category}. Therefore, {lower(noun)} are"
-  slots: {category: categories, descriptor: descriptors, noun: nouns}
-  answer: 'first_token(" " + descriptor)'
-  foil: 'first_token(" " + opposite(descriptor))'
-  corrupt: {swap: descriptor}
-  equal_lengths: true
-"""
+DATA = "\n" + syllogism(categories=("birds", "fish", "insects", "mammals"), nouns=("Cows", "Horses", "Pigs", "Wolves"),
+                       equal_lengths=True)
 
 PIPELINE = """
 pipeline:
@@ -210,22 +201,13 @@ def compile_errors(tmp_path, tiny_tokenizer):
     from mi_dsl.compile import prepare
     from mi_dsl.errors import MiError
 
-    def compile_with(analyses: str, template: str = "The {animal} are {size}. Are the {animal}"):
-        text = textwrap.dedent(f"""
+    def compile_with(analyses: str, template: str = ANIMAL_TEMPLATE):
+        text = spec_parts(f"""
             version: 1
             name: c
             model: {{source: random, architecture: gpt_neox, size: tiny, tokenizer: {tiny_tokenizer},
                      prepend_bos: true, bos_token: "<bos>"}}
-            vocabularies:
-              animal: {{items: [cats, dogs, owls]}}
-              size: {{pairs: [[big, small], [tall, short]]}}
-            prompts:
-              template: "{template}"
-              answer: 'first_token(" " + size)'
-              foil: 'first_token(" " + opposite(size))'
-              corrupt: {{swap: size}}
-            analyses:
-            """) + textwrap.indent(textwrap.dedent(analyses).strip(), "  ") + "\n"
+            """, animals(template=template), "analyses:") + textwrap.indent(textwrap.dedent(analyses).strip(), "  ") + "\n"
         path = tmp_path / "c.yaml"
         path.write_text(text)
         try:
@@ -262,25 +244,18 @@ def test_ablation_method_is_checked_by_the_schema(compile_errors):
 
 def test_compiling_the_four_analyses_imports_no_torch(tmp_path, tiny_tokenizer):
     spec = tmp_path / "s.yaml"
-    spec.write_text(textwrap.dedent(f"""
+    spec.write_text(spec_parts(f"""
         version: 1
         name: s
         model: {{source: random, architecture: gpt_neox, size: tiny, tokenizer: {tiny_tokenizer},
                  prepend_bos: true, bos_token: "<bos>"}}
-        vocabularies:
-          animal: {{items: [cats, dogs, owls]}}
-          size: {{pairs: [[big, small], [tall, short]]}}
-        prompts:
-          template: "The {{animal}} are {{size}}. Are the {{animal}}"
-          answer: 'first_token(" " + size)'
-          foil: 'first_token(" " + opposite(size))'
-          corrupt: {{swap: size}}
+        """, animals(), """
         analyses:
-          - {{kind: head_attribution, id: h}}
-          - {{kind: attention, heads: "top(h, 2)"}}
-          - {{kind: attention_vs_contribution, heads: [L0H0], to: size}}
-          - {{kind: ablation, heads: "L1H*", positions: final, method: mean}}
-          - {{kind: head_detection, heads: [L0H1], text: "The cats"}}
+          - {kind: head_attribution, id: h}
+          - {kind: attention, heads: "top(h, 2)"}
+          - {kind: attention_vs_contribution, heads: [L0H0], to: size}
+          - {kind: ablation, heads: "L1H*", positions: final, method: mean}
+          - {kind: head_detection, heads: [L0H1], text: "The cats"}
         """))
     code = (f"import sys; from mi_dsl.compile import prepare; prepare({str(spec)!r}, [], []); "
             "print(sorted(m for m in ('torch', 'transformer_lens', 'plotly') if m in sys.modules))")

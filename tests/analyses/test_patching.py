@@ -22,6 +22,7 @@ from mi_dsl.analyses._patching import baselines
 from mi_dsl.analyses.registry import REGISTRY, load_all
 from mi_dsl.errors import MiError, SpecMeaningError
 
+from tests.spec_parts import syllogism
 from tests.word_tokenizer import word_tokenizer_file
 
 # Built in the run (tests/word_tokenizer.py), with Pythia's token lengths for these words.
@@ -29,18 +30,7 @@ TOKENIZER = word_tokenizer_file()
 
 # 8 pairs of prompts of one length; the descriptor (1 token) is the only difference between
 # clean and corrupted; the first noun is 2 tokens (as in Pythia's tokenizer: a 2-token slot).
-DATA = """
-vocabularies:
-  categories: {items: [birds]}
-  descriptors: {pairs: [[big, small], [wild, tame]]}
-  nouns: {items: [Cows, Horses]}
-prompts:
-  template: "All {category} are {descriptor}. {noun} are {category}. Therefore, {lower(noun)} are"
-  slots: {category: categories, descriptor: descriptors, noun: nouns}
-  answer: 'first_token(" " + descriptor)'
-  foil: 'first_token(" " + opposite(descriptor))'
-  corrupt: {swap: descriptor}
-  equal_lengths: true
+DATA = "\n" + syllogism(("birds",), (("big", "small"), ("wild", "tame")), ("Cows", "Horses"), equal_lengths=True) + """\
 metric: logit_diff
 analyses:
   - {kind: head_attribution, id: head_attr}

@@ -3,37 +3,30 @@ prompts at the final position share one sweep; the plan lists the passes; the nu
 are those of separate sweeps."""
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 import torch
 
+from tests.spec_parts import animals
+from tests.spec_parts import spec_text as spec_parts
 
 SHARING = ["logit_lens", "layer_attribution", "head_attr"]
 
 
 def spec_text(tokenizer, architecture="gpt_neox", extra: str = "") -> str:
     tok = f"tokenizer: {tokenizer}, bos_token: '<bos>', " if architecture != "gemma3" else ""
-    return textwrap.dedent(f"""
+    return spec_parts(f"""
         version: 1
         name: fusion
         model: {{source: random, architecture: {architecture}, size: tiny, seed: 2, {tok}prepend_bos: true}}
-        vocabularies:
-          animal: {{items: [cats, dogs, owls, mice]}}
-          size: {{pairs: [[big, small], [tall, short]]}}
-        prompts:
-          template: "The {{animal}} are {{size}}. Are the {{animal}}"
-          answer: 'first_token(" " + size)'
-          foil: 'first_token(" " + opposite(size))'
-          corrupt: {{swap: size}}
+        """, animals(("cats", "dogs", "owls", "mice")), """
         metric: logit_diff
-        run: {{batch_size: 4}}
+        run: {batch_size: 4}
         analyses:
-          - {{kind: logit_lens}}
-          - {{kind: predictions}}
-          - {{kind: layer_attribution}}
-          - {{kind: head_attribution, id: head_attr}}
-          - {{kind: head_attribution, id: head_few, max_pairs: 3}}
+          - {kind: logit_lens}
+          - {kind: predictions}
+          - {kind: layer_attribution}
+          - {kind: head_attribution, id: head_attr}
+          - {kind: head_attribution, id: head_few, max_pairs: 3}
         """) + extra
 
 

@@ -7,6 +7,8 @@ import textwrap
 
 import pytest
 
+from tests.spec_parts import SYLLOGISM_PROMPTS
+
 SPEC = """
 version: 1
 name: plan_truth
@@ -17,12 +19,7 @@ vocabularies:
     pairs: [[endothermic, ectothermic], [toothed, toothless], [herbivorous, carnivorous]]
     filter: 'ntokens(" " + item) == 2'
   nouns: {items: [Dogs, Cows, Wolves], filter: 'ntokens(" " + lower(item)) == 1'}
-prompts:
-  template: "All {category} are {descriptor}. {noun} are {category}. Therefore, {lower(noun)} are"
-  slots: {category: categories, descriptor: descriptors, noun: nouns}
-  answer: 'first_token(" " + descriptor)'
-  foil: 'first_token(" " + opposite(descriptor))'
-  corrupt: {swap: descriptor}
+""" + SYLLOGISM_PROMPTS + """\
 analyses:
   - kind: predictions
   - kind: logit_lens

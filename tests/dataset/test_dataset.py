@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, SPECS
+from tests.spec_parts import ANIMAL_PROMPTS
 from mi_dsl.dataset import build_dataset
 from mi_dsl.errors import FileAccessError, SchemaError, SpecMeaningError
 from mi_dsl.spec import load_spec
@@ -33,12 +34,7 @@ vocabularies:
     items: [cats, dogs, owls, mice]
   size:
     pairs: [[big, small], [tall, short], [fast, slow]]
-prompts:
-  template: "The {animal} are {size}. Are the {animal}"
-  answer: 'first_token(" " + size)'
-  foil: 'first_token(" " + opposite(size))'
-  corrupt: {swap: size}
-"""
+""" + ANIMAL_PROMPTS
 
 
 @pytest.fixture
@@ -338,12 +334,7 @@ model: {source: pretrained, name: mi-dsl-tests/no-such-model, prepend_bos: true}
 vocabularies:
   animal: {file: vocab/animals.txt}
   size: {file: vocab/sizes.txt, format: pairs}
-prompts:
-  template: "The {animal} are {size}. Are the {animal}"
-  answer: 'first_token(" " + size)'
-  foil: 'first_token(" " + opposite(size))'
-  corrupt: {swap: size}
-"""
+""" + ANIMAL_PROMPTS
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mi_dsl.runtime.run import run_spec
+from tests.spec_parts import SYLLOGISM_PROMPTS
 
 BODY = """
 vocabularies:
@@ -20,12 +21,7 @@ vocabularies:
     pairs: [[endothermic, ectothermic], [toothed, toothless]]
     filter: 'ntokens(" " + item) == 2'
   nouns: {items: [Dogs, Cows, Wolves], filter: 'ntokens(" " + lower(item)) == 1'}
-prompts:
-  template: "All {category} are {descriptor}. {noun} are {category}. Therefore, {lower(noun)} are"
-  slots: {category: categories, descriptor: descriptors, noun: nouns}
-  answer: 'first_token(" " + descriptor)'
-  foil: 'first_token(" " + opposite(descriptor))'
-  corrupt: {swap: descriptor}
+""" + SYLLOGISM_PROMPTS + """\
 pipeline:
   - sample: {n: 4, seed: 2}
 analyses:

@@ -1,31 +1,25 @@
 """Half-precision weights (model.dtype: bfloat16 / float16) with metrics in float32."""
 from __future__ import annotations
 
-import textwrap
 
 import pytest
 import torch
 
+from tests.spec_parts import animals, spec_text
+
 
 def spec(tmp_path, tokenizer, dtype: str):
     path = tmp_path / f"{dtype}.yaml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(spec_text(f"""
         version: 1
         name: half
         model: {{source: random, architecture: gpt_neox, size: tiny, seed: 4, tokenizer: {tokenizer},
                  bos_token: '<bos>', prepend_bos: true, dtype: {dtype}, device: cpu}}
-        vocabularies:
-          animal: {{items: [cats, dogs, owls]}}
-          size: {{pairs: [[big, small], [tall, short]]}}
-        prompts:
-          template: "The {{animal}} are {{size}}. Are the {{animal}}"
-          answer: 'first_token(" " + size)'
-          foil: 'first_token(" " + opposite(size))'
-          corrupt: {{swap: size}}
+        """, animals(), """
         metric: logit_diff
         analyses:
-          - {{kind: head_attribution, id: heads}}
-          - {{kind: activation_patching, target: resid_pre, positions: [size, final]}}
+          - {kind: head_attribution, id: heads}
+          - {kind: activation_patching, target: resid_pre, positions: [size, final]}
         """))
     return path
 

@@ -23,19 +23,10 @@ from tests.analyses.test_patching import model_yaml, sharp_models  # noqa: F401
 
 from tests.golden.record import golden_numbers  # drops wall-clock, paths and pass counts
 from tests.golden_compare import differences
+from tests.spec_parts import syllogism
 
-MIXED = """
-vocabularies:
-  categories: {items: [birds, fish]}
-  descriptors: {pairs: [[big, small], [wild, tame]]}
-  nouns: {items: [Cows, Horses, Dogs, Elephants]}
-prompts:
-  template: "All {category} are {descriptor}. {noun} are {category}. Therefore, {lower(noun)} are"
-  slots: {category: categories, descriptor: descriptors, noun: nouns}
-  answer: 'first_token(" " + descriptor)'
-  foil: 'first_token(" " + opposite(descriptor))'
-  corrupt: {swap: descriptor}
-  equal_lengths: false
+MIXED = "\n" + syllogism(("birds", "fish"), (("big", "small"), ("wild", "tame")), ("Cows", "Horses", "Dogs", "Elephants"),
+                        equal_lengths=False) + """\
 metric: logit_diff
 pipeline:
   - symmetric: true

@@ -7,12 +7,14 @@ norm weights and biases are randomised (so a wrong layer, row or position shows)
 """
 from __future__ import annotations
 
-import textwrap
 
 import pytest
 import torch
 
 from mi_dsl.analyses import _patching as core
+
+from tests.spec_parts import animals
+from tests.spec_parts import spec_text as spec_parts
 
 DEEP = "tiny-deep"
 
@@ -43,24 +45,15 @@ def deep_models():
 
 def spec_text(architecture: str, tokenizer) -> str:
     tok = f"tokenizer: {tokenizer}, bos_token: '<bos>', " if architecture != "gemma3" else ""
-    words = ("[cats, dogs]", "[[big, small], [tall, short]]") if architecture != "gemma3" else \
-        ("[cats, dogs]", "[[big, small], [tall, short]]")
-    return textwrap.dedent(f"""
+    return spec_parts(f"""
         version: 1
         name: prefix
         model: {{source: random, architecture: {architecture}, size: {DEEP}, seed: 5, {tok}prepend_bos: true}}
-        vocabularies:
-          animal: {{items: {words[0]}}}
-          size: {{pairs: {words[1]}}}
-        prompts:
-          template: "The {{animal}} are {{size}}. Are the {{animal}}"
-          answer: 'first_token(" " + size)'
-          foil: 'first_token(" " + opposite(size))'
-          corrupt: {{swap: size}}
+        """, animals(("cats", "dogs")), """
           equal_lengths: true
         metric: logit_diff
         analyses:
-          - {{kind: head_attribution, id: head_attr}}
+          - {kind: head_attribution, id: head_attr}
         """)
 
 

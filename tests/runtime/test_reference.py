@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.spec_parts import SYLLOGISM_PROMPTS
+
 HERE = Path(__file__).resolve().parents[1]  # tests/, where hf_reference.py is
 
 SPEC = """
@@ -28,12 +30,7 @@ vocabularies:
   nouns:
     items: [Dogs, Cows, Horses, Wolves, Bears]
     filter: 'ntokens(" " + item) == 1 and ntokens(" " + lower(item)) == 1'
-prompts:
-  template: "All {category} are {descriptor}. {noun} are {category}. Therefore, {lower(noun)} are"
-  slots: {category: categories, descriptor: descriptors, noun: nouns}
-  answer: 'first_token(" " + descriptor)'
-  foil: 'first_token(" " + opposite(descriptor))'
-  corrupt: {swap: descriptor}
+""" + SYLLOGISM_PROMPTS + """\
   equal_lengths: true
 metric: logit_diff
 pipeline:

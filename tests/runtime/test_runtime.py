@@ -15,24 +15,13 @@ import torch
 
 from mi_dsl.runtime.run import run_spec
 
+from tests.spec_parts import syllogism
 from tests.word_tokenizer import word_tokenizer_file
 
 # Built in the run (tests/word_tokenizer.py): these invariants need no shared file.
 TOKENIZER = word_tokenizer_file()
 
-SYLLOGISM = """
-vocabularies:
-  categories: {items: [birds, fish, mammals]}
-  descriptors: {pairs: [[herbivorous, carnivorous], [bipedal, quadrupedal]]}
-  nouns: {items: [Cows, Horses, Wolves]}
-prompts:
-  template: "All {category} are {descriptor}. {noun} are {category}. Therefore, {lower(noun)} are"
-  slots: {category: categories, descriptor: descriptors, noun: nouns}
-  answer: 'first_token(" " + descriptor)'
-  foil: 'first_token(" " + opposite(descriptor))'
-  corrupt: {swap: descriptor}
-  equal_lengths: false
-"""
+SYLLOGISM = "\n" + syllogism(equal_lengths=False)
 
 ANALYSES = """
 analyses:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 
 from mi_dsl.runtime import threads
+
+from tests.spec_parts import animals, spec_text
 
 
 def test_requested_beats_the_environment(monkeypatch):
@@ -34,21 +35,14 @@ def test_mi_run_threads_is_honoured_and_recorded(tmp_path, tiny_tokenizer, cli):
     import torch
 
     spec = tmp_path / "t.yaml"
-    spec.write_text(textwrap.dedent(f"""
+    spec.write_text(spec_text(f"""
         version: 1
         name: t
         model: {{source: random, architecture: gpt_neox, size: tiny, tokenizer: {tiny_tokenizer},
                  prepend_bos: true, bos_token: "<bos>", device: cpu}}
-        vocabularies:
-          animal: {{items: [cats, dogs]}}
-          size: {{pairs: [[big, small]]}}
-        prompts:
-          template: "The {{animal}} are {{size}}. Are the {{animal}}"
-          answer: 'first_token(" " + size)'
-          foil: 'first_token(" " + opposite(size))'
-          corrupt: {{swap: size}}
+        """, animals(("cats", "dogs"), (("big", "small"),)), """
         analyses:
-          - {{kind: predictions}}
+          - {kind: predictions}
         """))
     before = torch.get_num_threads()
     try:

@@ -21,6 +21,8 @@ import pytest
 
 from mi_dsl.sweep import run_sweep
 
+from tests.spec_parts import syllogism
+
 # Ray binds to the loopback address only when this is set before it is imported (in this
 # process, the test's Ray and its workers): the test cluster is never reachable from outside.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -32,17 +34,7 @@ SPEC = """
 version: 1
 name: t
 model: {source: random, architecture: gemma3, size: tiny, seed: 3, prepend_bos: true}
-vocabularies:
-  categories: {items: [birds, fish, mammals]}
-  descriptors: {pairs: [[herbivorous, carnivorous], [bipedal, quadrupedal]]}
-  nouns: {items: [Cows, Horses, Wolves]}
-prompts:
-  template: "All {category} are {descriptor}. {noun} are {category}. Therefore, {lower(noun)} are"
-  slots: {category: categories, descriptor: descriptors, noun: nouns}
-  answer: 'first_token(" " + descriptor)'
-  foil: 'first_token(" " + opposite(descriptor))'
-  corrupt: {swap: descriptor}
-  equal_lengths: false
+""" + syllogism(equal_lengths=False) + """\
 pipeline:
   - sample: {n: 6, seed: 7}   # fixed: the seed axis then changes only head_detection (see test_seeds_...)
   - symmetric: true
