@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from test_plan_is_what_runs import SPEC
+from tests.compile.test_plan_is_what_runs import SPEC
 
 SPECS_WITH_SELECTORS = SPEC.replace(
     "  - {kind: ablation, heads: 'top(heads, 2)'}",
