@@ -153,13 +153,14 @@ def test_head_targets_are_aligned_too(longer):
         assert float(values[0, head]) == pytest.approx(float(m["logit_diff"].mean()), rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.parametrize("longer", ["gpt_neox"], indirect=True)
 def test_attribution_patching_is_aligned_and_exact_where_linear(longer):
     """The linearised final norm of test_patching's linear check: on the last layer's z and
-    attn_out the first-order estimate must equal exact patching, also across lengths."""
+    attn_out the first-order estimate must equal exact patching, also across lengths. NeoX
+    only: the exact linear case needs the last layer's outputs to enter the final residual
+    unnormalised; Gemma's post-attention norm is not linear."""
     run = longer
-    if run.has_post_attn_norm():
-        pytest.skip("the exact linear case needs the last layer's outputs to enter the final residual "
-                    "unnormalised (NeoX); Gemma's post-attention norm is not linear")
+    assert not run.has_post_attn_norm()
     last = run.cfg.n_layers - 1
     final = {}
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from mi_dsl.analyses import _patching as core
+from mi_dsl.errors import RunError
 
 from tests.spec_parts import animals
 from tests.spec_parts import spec_text as spec_parts
@@ -98,11 +99,14 @@ def close(a, b, rel=1e-5):
 @pytest.mark.parametrize("direction", ["denoising", "noising"])
 @pytest.mark.parametrize("target", sorted(core.TARGETS))
 def test_prefix_reuse_equals_full_recomputation(run, target, direction):
-    if target.startswith("resid_mid") and "blocks.0.hook_resid_mid" not in run.model.hook_dict:
-        pytest.skip("parallel-residual model: no resid_mid")
     params = {"target": target}
     if target.endswith("_by_position") or not core.TARGETS[target].has_heads:
         params["positions"] = ["size", "final"]
+    if target.startswith("resid_mid") and "blocks.0.hook_resid_mid" not in run.model.hook_dict:
+        for reuse in (True, False):  # a parallel-residual block has no resid_mid: refused either way
+            with pytest.raises(RunError, match="no resid_mid"):
+                patched(run, direction, reuse, **params)
+        return
     reused, passes = patched(run, direction, True, **params)
     full, full_passes = patched(run, direction, False, **params)
     assert passes["prefix_reuse"] and not full_passes["prefix_reuse"]
