@@ -4,8 +4,8 @@ One row per number of a run's results.json: the axes' value labels, `point`, `se
 (baselines, dataset, per_prompt, an analysis id, ...), `quantity` (the dotted path inside
 it), `index` (list positions, e.g. "3,2" for layer 3 head 2 of a [layer, head] grid),
 `label` (the text fields of a table row, e.g. "head=L11H2") and `value`. Run-dependent
-bookkeeping (timings, provenance, store counts, forward-pass counts) is left out: it
-differs between two runs of the same work, the numbers do not.
+bookkeeping (timings, provenance, store counts, forward-pass counts, shared-pass forwards,
+threads) is left out: it differs between two runs of the same work, the numbers do not.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-BOOKKEEPING = ("timings", "provenance", "store", "forward_passes", "warnings", "spec",
+BOOKKEEPING = ("timings", "provenance", "store", "forward_passes", "shared_passes", "threads", "warnings", "spec",
                "format_version", "status", "plan", "tables")  # the run log's own fields; tables repeat analyses
 DATASET_TEXT = ("pairs", "examples")  # the run log's final pairs and token views: prompts, not measurements
 
