@@ -11,6 +11,12 @@ norm), so decompositions (logit lens, attributions, attribution patching) read i
 exactly. `needs_full_logits` says it reads the whole vocabulary row (one per prompt,
 never every position): Gemma's vocabulary has 262,144 tokens. Importing this module
 does not import torch; `Readout` does so when a run computes.
+
+`reads="continuation"` marks a metric of multi-token continuations (answers written
+continuation(...)): it reads a `ContinuationReadout`, the teacher-forced log-probability
+of each prompt's answer and foil continuation, computed by runtime/continuation.py from a
+forward of the prompt followed by the continuation. The compiler keeps the two kinds
+apart: continuation answers take continuation metrics only, and the reverse.
 """
 from __future__ import annotations
 
@@ -25,16 +31,27 @@ class Metric:
     compute: Callable[["Readout"], Any]
     linear: bool = False
     needs_full_logits: bool = False
+    reads: str = "final"   # "final": a Readout at the final position; "continuation": a ContinuationReadout
+
+    @property
+    def reads_continuation(self) -> bool:
+        return self.reads == "continuation"
 
 
 METRICS: Dict[str, Metric] = {}
 
 
-def metric(name: str, description: str, *, linear: bool = False, needs_full_logits: bool = False):
+def metric(name: str, description: str, *, linear: bool = False, needs_full_logits: bool = False,
+           reads: str = "final"):
     def register(compute):
-        METRICS[name] = Metric(name, description, compute, linear, needs_full_logits)
+        METRICS[name] = Metric(name, description, compute, linear, needs_full_logits, reads)
         return compute
     return register
+
+
+def reads_continuation(names: Iterable[str]) -> bool:
+    """True when the named metrics read continuations (the compiler never mixes the two kinds)."""
+    return any(METRICS[n].reads_continuation for n in names)
 
 
 def needs_full_logits(names: Iterable[str]) -> bool:
@@ -157,9 +174,57 @@ def _rank(r: Readout):
     return (full > members.max(-1).values[:, None]).sum(-1).float()
 
 
+class ContinuationReadout:
+    """One batch's teacher-forced continuation log-probabilities, each side computed on first use.
+
+    `answer` and `foil` are callables giving [B] float32: the sum over a continuation's
+    tokens c_0..c_{n-1} of log softmax(logits at position final + i)[c_i], from one forward
+    of the prompt followed by c_0..c_{n-2} (runtime/continuation.py). A metric that reads the
+    answer only never pays for the foil's forward."""
+
+    def __init__(self, answer: Callable[[], Any], foil: Callable[[], Any]):
+        self._sides = {"answer": answer, "foil": foil}
+        self._values: Dict[str, Any] = {}
+
+    def logprob(self, side: str):
+        if side not in self._values:
+            self._values[side] = self._sides[side]()
+        return self._values[side]
+
+    def answer_logprob(self):
+        return self.logprob("answer")
+
+    def foil_logprob(self):
+        return self.logprob("foil")
+
+
+@metric("continuation_logprob", "teacher-forced log-probability of the answer continuation (answer: "
+                                "continuation(...)), summed over its tokens: the prompt followed by the "
+                                "continuation's tokens but the last is one forward, and token i of the "
+                                "continuation is read at position final + i", needs_full_logits=True,
+        reads="continuation")
+def _continuation_logprob(r: ContinuationReadout):
+    return r.answer_logprob()
+
+
+@metric("continuation_logprob_diff", "teacher-forced log-probability of the answer continuation minus that of "
+                                     "the foil continuation (each summed over its own tokens, each from its own "
+                                     "forward of the prompt followed by it)", needs_full_logits=True,
+        reads="continuation")
+def _continuation_logprob_diff(r: ContinuationReadout):
+    return r.answer_logprob() - r.foil_logprob()
+
+
+def compute_continuation_metrics(readout: ContinuationReadout, names: Iterable[str]) -> Dict[str, Any]:
+    """Each named continuation metric per prompt (float32 [B])."""
+    return {name: METRICS[name].compute(readout).float() for name in names}
+
+
 def compute_metrics(x, answers, foils, names: Iterable[str], unembed) -> Dict[str, Any]:
     """Each named metric per prompt (float32 [B]) from the final position's unembedding input."""
     names = list(names)
+    if reads_continuation(names):  # the compiler refuses this; a caller that forgot must not get a number
+        raise RuntimeError(f"{names} read continuations, not the final position: use runtime/continuation.py")
     readout = Readout(x, answers, foils, unembed)
     if needs_full_logits(names):
         readout.full_logits()

@@ -24,7 +24,7 @@ from .registry import analysis
               "description": "Start each layer-l cell's forward from the base run's residual entering layer l "
                              "(blocks before a patch cannot change; default true). false recomputes every "
                              "block (same numbers, for checking and benchmarks)."}},
-          needs_pairs=True)
+          needs_pairs=True, answers="any")
 class ActivationPatching:
     def compile(self, params, ctx):
         target = core.TARGETS[ctx.value(params, "target")]

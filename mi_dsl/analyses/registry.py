@@ -39,6 +39,9 @@ class AnalysisKind:
     needs_pairs: bool = False  # needs clean/corrupted pairs (patching, ablation by resampling)
     needs_dataset: bool = True  # False: runs on its own inputs (head detection)
     decomposes: bool = False  # splits the metric into parts linearly: needs a linear metric (metrics.py)
+    # What it reads of the answers: "final" (tokens at the final position: refused for continuation(...)
+    # answers at compile time), "any" (measures any metric, continuation metrics included), "none"
+    answers: str = "final"
 
     def schema(self) -> Dict[str, Any]:
         props = dict(COMMON_PARAMS)
@@ -68,7 +71,7 @@ REGISTRY: Dict[str, AnalysisKind] = {}
 
 def analysis(kind: str, description: str, params: Optional[Dict[str, Any]] = None,
              required: Optional[List[str]] = None, needs_pairs: bool = False,
-             needs_dataset: bool = True, decomposes: bool = False) -> Callable:
+             needs_dataset: bool = True, decomposes: bool = False, answers: str = "final") -> Callable:
     """Class decorator registering an analysis kind."""
 
     def register(cls):
@@ -77,8 +80,10 @@ def analysis(kind: str, description: str, params: Optional[Dict[str, Any]] = Non
         params_ = dict(params or {})
         if decomposes and kind != "attribution_patching":  # its `direction` is denoising/noising
             params_.setdefault("direction", DIRECTION_PARAM)
+        if answers not in ("final", "any", "none"):
+            raise ValueError(f"analysis '{kind}': answers={answers!r} is not final, any or none")
         REGISTRY[kind] = AnalysisKind(kind, description, params_, required or [], cls,
-                                      needs_pairs, needs_dataset, decomposes)
+                                      needs_pairs, needs_dataset, decomposes, answers)
         cls.kind = kind
         return cls
 

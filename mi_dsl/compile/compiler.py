@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..analyses.registry import REGISTRY, load_all
+from ..dataset.build import answers_are_continuation
 from ..errors import ExpressionError, Location, SpecMeaningError
 from ..expr import Scope, compile_expression, expect_type
 from .fusion import fuse
@@ -25,9 +26,12 @@ def compile_plan(spec: Spec) -> Plan:
         raise SpecMeaningError("a pipeline filters prompts, but this spec has no `prompts:`",
                                spec.loc("pipeline"))
     check_metric(spec)
+    continuation = answers_are_continuation(spec)
+    _check_metric_reads(spec, spec.metric, continuation, spec.loc("metric") if "metric" in spec.data else None)
     metrics_needed = {spec.metric}
-    pipeline = tuple(_pipeline_step(spec, i, step, metrics_needed) for i, step in enumerate(spec.pipeline))
-    analyses = compile_analyses(spec)
+    pipeline = tuple(_pipeline_step(spec, i, step, metrics_needed, continuation)
+                     for i, step in enumerate(spec.pipeline))
+    analyses = compile_analyses(spec, continuation)
     run = spec.run_options
     return Plan(spec.file, spec.hash(), spec.name, spec.model, spec.metric, tuple(sorted(metrics_needed)),
                 pipeline, analyses, run.get("batch_size", "auto"), run.get("memory_gb"), fuse(analyses))
@@ -56,10 +60,45 @@ def compile_keep(spec: Spec, index: int):
     return compiled
 
 
-def _pipeline_step(spec: Spec, index: int, step: Dict[str, Any], metrics_needed: set) -> Step:
+def _check_metric_reads(spec: Spec, name: str, continuation: bool, where) -> None:
+    """Continuation answers take continuation metrics only, token answers the others: a metric of
+    one token at the final position never silently reads a continuation's first token."""
+    metric = METRICS[name]
+    if metric.reads_continuation == continuation:
+        return
+    answer_at = spec.loc("prompts", "answer")
+    others = ", ".join(n for n, m in METRICS.items() if m.reads_continuation == continuation and "(" not in n)
+    if continuation:
+        raise SpecMeaningError(
+            f"the answer is a continuation (continuation(...), line {answer_at.line}), but the metric '{name}' "
+            "reads one token at the final position", where or answer_at,
+            hint=f"use a continuation metric ({others}); or, to compare the first tokens only, write "
+                 "first_token(...) for answer and foil")
+    raise SpecMeaningError(
+        f"the metric '{name}' reads multi-token continuations, but the answer (line {answer_at.line}) is a "
+        "token or token set", where or answer_at,
+        hint=f"write answer and foil as continuation(...), or use a final-position metric ({others})")
+
+
+def _check_answers_fit(spec: Spec, index: int, kind, continuation: bool) -> None:
+    """An analysis that reads answers as tokens at the final position cannot measure a continuation."""
+    if not continuation or kind.answers != "final":
+        return
+    able = ", ".join(sorted(k for k, a in REGISTRY.items() if a.answers == "any"))
+    raise SpecMeaningError(
+        f"{kind.kind} reads the answer and foil as tokens at the final position, so it cannot measure the "
+        f"continuation metric '{spec.metric}' (the answer is continuation(...))", spec.loc("analyses", index, "kind"),
+        hint=f"analyses that measure continuations: {able}; or write answer and foil with first_token(...) "
+             "to study the first tokens only")
+
+
+def _pipeline_step(spec: Spec, index: int, step: Dict[str, Any], metrics_needed: set,
+                   continuation: bool = False) -> Step:
     if "keep" in step:
         compiled = compile_keep(spec, index)
         used = sorted({metric for _record, metric in compiled.metrics_used()})
+        for name in used:
+            _check_metric_reads(spec, name, continuation, spec.loc("pipeline", index, "keep"))
         metrics_needed.update(used)
         return Step(f"keep_{index}", "keep", f"keep prompts where {step['keep']}",
                     hooks=("ln_final.hook_normalized",), positions="final",
@@ -73,7 +112,7 @@ def _pipeline_step(spec: Spec, index: int, step: Dict[str, Any], metrics_needed:
                 params=Params({"enabled": step["symmetric"]}))
 
 
-def compile_analyses(spec: Spec) -> Tuple[Step, ...]:
+def compile_analyses(spec: Spec, continuation: bool = False) -> Tuple[Step, ...]:
     load_all()
     ids: Dict[str, int] = {}
     compiled: List[Tuple[int, Any, Dict[str, Any]]] = []
@@ -89,6 +128,7 @@ def compile_analyses(spec: Spec) -> Tuple[Step, ...]:
             raise SpecMeaningError(f"two analyses are named '{analysis_id}' (the first on line {first.line}); "
                                    "give one an `id:`", spec.loc("analyses", index, key))
         ids[analysis_id] = index
+        _check_answers_fit(spec, index, kind, continuation)
         _check_metric_fits(spec, index, kind, params)
         compiled.append((index, kind, params))
     steps = []

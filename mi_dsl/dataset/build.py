@@ -15,6 +15,7 @@ from ..errors import SpecMeaningError, SpecWarning
 from ..expr import Env, Scope, compile_expression, expect_type
 from ..spec.resolve import Spec, VocabSpec
 from ..suggest import unknown
+from .answers import answers_are_continuations, check_continuations, compile_answer, set_warning
 from .corrupt import Corruption
 from .slots import CORRUPTED, SlotTypes, record_type, slot_types, vocabulary_values
 from .templates import Template, parse_template
@@ -35,25 +36,26 @@ class Prompt:
 class PromptPair:
     clean: Prompt
     corrupted: Prompt
-    answers: Tuple[int, ...]   # the answer token, or the answer token set
-    foils: Tuple[int, ...]     # the foil token, or the foil token set
+    answers: Tuple[int, ...]   # the answer token, the answer token set, or its continuation's tokens in order
+    foils: Tuple[int, ...]     # the foil token, the foil token set, or its continuation's tokens in order
     values: Tuple[Tuple[str, str], ...]  # slot values of the clean prompt
     corrupted_values: Tuple[Tuple[str, str], ...] = ()  # slot values of the corrupted prompt
+    continuation: bool = False  # answers and foils are continuations (continuation(...)), not token sets
 
     def swapped(self) -> "PromptPair":
         """The corrupted prompt as a clean one, answer and foil swapped (symmetric pairing); the
         slot values swap with the prompts, so `values` always describe `clean`."""
         return PromptPair(self.corrupted, self.clean, self.foils, self.answers, self.corrupted_values,
-                          self.values)
+                          self.values, self.continuation)
 
     @property
     def answer(self) -> int:
-        """The single answer token (code that cannot read token sets asks here and is refused)."""
-        return _single(self.answers, "answer")
+        """The single answer token (code that cannot read token sets or continuations asks here and is refused)."""
+        return _single(self.answers, "answer", self.continuation)
 
     @property
     def foil(self) -> int:
-        return _single(self.foils, "foil")
+        return _single(self.foils, "foil", self.continuation)
 
 
 def _plain_values(values) -> Tuple[Tuple[str, str], ...]:
@@ -61,11 +63,12 @@ def _plain_values(values) -> Tuple[Tuple[str, str], ...]:
     return tuple((s, str.__str__(v)) for s, v in values.items())
 
 
-def _single(tokens: Tuple[int, ...], what: str) -> int:
-    if len(tokens) != 1:
+def _single(tokens: Tuple[int, ...], what: str, continuation: bool = False) -> int:
+    if len(tokens) != 1 or continuation:
         from ..errors import RunError
 
-        raise RunError(f"this needs a single {what} token, but the {what} is a set of {len(tokens)} tokens")
+        kind = "a continuation" if continuation else "a set"
+        raise RunError(f"this needs a single {what} token, but the {what} is {kind} of {len(tokens)} tokens")
     return tokens[0]
 
 
@@ -208,10 +211,18 @@ def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
     pairs = [builder.pair(values) for values in combos if allowed(values)]
     if not pairs:
         raise SpecMeaningError("no slot combination satisfies prompts.where", spec.loc("prompts", "where"))
-    dataset = Dataset(pairs, reports, order, warnings)
+    dataset = Dataset(pairs, reports, order, warnings + builder.warnings)
     _check_answers(spec, tokenizer, dataset)
     _keep_equal_lengths(spec, dataset)
     return dataset
+
+
+def answers_are_continuation(spec: Spec) -> bool:
+    """Whether the spec's answer and foil are continuation(...)s (no tokenizer needed; mixing is refused)."""
+    if "prompts" not in spec.data:
+        return False
+    types = _layout(spec).types
+    return answers_are_continuations(spec, compile_answer(spec, "answer", types), compile_answer(spec, "foil", types))
 
 
 def check_without_tokenizer(spec: Spec) -> None:
@@ -272,8 +283,10 @@ class _PairBuilder:
         self.slots_to_vocab, self.types = layout.slots_to_vocab, layout.types
         self.opposites = self._opposite_table()
         self.env = Env(tokenizer=tokenizer, opposite=self._opposite)
-        self.answer = self._compile_token_expr("answer")
-        self.foil = self._compile_token_expr("foil")
+        self.answer = compile_answer(spec, "answer", self.types)
+        self.foil = compile_answer(spec, "foil", self.types)
+        self.continuation = answers_are_continuations(spec, self.answer, self.foil)
+        self.warnings = [w for w in (set_warning(spec, self.answer, "answer"), set_warning(spec, self.foil, "foil")) if w]
         self.corrupt = None
         if "corrupt" in spec.prompts:
             pools = {s: reports[self.slots_to_vocab[s]].kept for s in layout.order}
@@ -291,13 +304,6 @@ class _PairBuilder:
     def _opposite(self, slot: str, word: str) -> str:
         return self.opposites[slot][word]
 
-    def _compile_token_expr(self, key: str):
-        path = ("prompts", key)
-        compiled = compile_expression(self.spec.prompts[key], self.types.answer_scope(),
-                                where=lambda off: self.spec.source.inside(path, off))
-        expect_type(compiled, ("token", "tokens"), lambda off: self.spec.source.inside(path, off))
-        return compiled
-
     def pair(self, values: Dict[str, str]) -> PromptPair:
         clean = self._prompt(self.template, values)
         corrupted_values, template = self.corrupt.apply(values) if self.corrupt else (values, self.template)
@@ -305,7 +311,8 @@ class _PairBuilder:
         self.env.values = values if CORRUPTED in values else {**values, CORRUPTED: corrupted_values}
         answers = as_token_set(self.answer.evaluate(self.env))
         foils = as_token_set(self.foil.evaluate(self.env))
-        return PromptPair(clean, corrupted, answers, foils, _plain_values(values), _plain_values(corrupted_values))
+        return PromptPair(clean, corrupted, answers, foils, _plain_values(values), _plain_values(corrupted_values),
+                          self.continuation)
 
     def _prompt(self, template: Template, values: Dict[str, str]) -> Prompt:
         text, char_spans = template.render(values, self.env)
@@ -324,6 +331,9 @@ class _PairBuilder:
 
 def _check_answers(spec: Spec, tokenizer: Tokenizer, dataset: Dataset) -> None:
     for pair in dataset.pairs:
+        if pair.continuation:
+            check_continuations(spec, tokenizer, pair)
+            continue
         shared = [t for t in pair.answers if t in pair.foils]
         if not shared:
             continue

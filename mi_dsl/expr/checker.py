@@ -164,8 +164,10 @@ class Checker:
                 raise self.error(f"a list holds values of one type: this is {describe_type(typed.type)}, "
                                  f"the first element {describe_type(element)}", child)
             element = joined
-        if element_of(element) is not None or element.startswith(("ns:", "record")):
-            raise self.error(f"a list cannot hold {describe_type(element)}", arguments.children[0])
+        if element_of(element) is not None or element.startswith(("ns:", "record")) or element == "continuation":
+            hint = ("a continuation is one ordered answer; a token set of alternatives is first_tokens(\"...|...\")"
+                    if element == "continuation" else "")
+            raise self.error(f"a list cannot hold {describe_type(element)}", arguments.children[0], hint)
         runs = [typed.run if element != "float" else values.as_float(typed.run, 0, self.where) for typed in elements]
         return Typed(list_of(element), values.listing(runs, as_tuple=element == "token"))
 

@@ -100,9 +100,24 @@ _register("strip", ("str",), "str", "the string without leading and trailing whi
 _register("len", ("sized",), "int", "number of characters of a string, or of elements of a list")(len)
 
 
-@_register("tokens", ("str",), "tokens", "the string's token ids, a token list (no special tokens)", "tokenizer")
+@_register("tokens", ("str",), "tokens",
+           "the string's token ids, a token list (no special tokens); as an answer or foil a token list is a "
+           "token SET read at the final position (each token one alternative next token), not a sequence: "
+           "write continuation(...) for a multi-token answer", "tokenizer")
 def _tokens(tokenizer, text: str) -> tuple:
     return tuple(tokenizer.encode(text))
+
+
+@_register("continuation", ("str",), "continuation",
+           "an answer or foil that is a multi-token continuation of the prompt, its tokens in order, e.g. "
+           "continuation(\" \" + country.capital) for \" Buenos Aires\"; read by the continuation_* metrics "
+           "(teacher-forced log-probability summed over its tokens). The string is tokenized on its own "
+           "(no special tokens), as first_token does", "tokenizer")
+def _continuation(tokenizer, text: str) -> tuple:
+    ids = tuple(tokenizer.encode(text))
+    if not ids:
+        raise Fault(f"continuation({text!r}): the string has no tokens, and a continuation needs at least one")
+    return ids
 
 
 @_register("int", ("scalar",), "int", "a number or a string of digits as an integer (a float is truncated), "

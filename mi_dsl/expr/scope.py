@@ -1,6 +1,7 @@
 """Static types and the Scope an expression is checked against.
 
 Types are plain strings: "str", "int", "float", "bool", "token" (a token id),
+"continuation" (an answer's ordered token sequence: continuation(...); never a set or a list),
 "record" (clean/corrupted: metric name -> float), "heads" and "positions"; lists are
 "list[str]", "list[int]", "list[float]", "list[bool]", and a list of token ids is
 "tokens". A slot bound to a vocabulary of records has the type "rec:VOCAB": it stands
@@ -17,20 +18,21 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Iterable, Mapping, Optional
 
-TYPES = ("str", "int", "float", "bool", "token", "tokens", "record", "heads", "positions")
+TYPES = ("str", "int", "float", "bool", "token", "tokens", "continuation", "record", "heads", "positions")
 NUMBERS = ("int", "float")
 SCALARS = ("str", "int", "float", "bool")
 
 _STRING_FUNCTIONS = frozenset({"lower", "upper", "capitalize", "strip", "len", "int", "float", "str"})
 _NUMBER_FUNCTIONS = frozenset({"abs", "min", "max"})
 _TOKEN_FUNCTIONS = frozenset({"ntokens", "first_token", "tokens"})
-_ANSWER_FUNCTIONS = frozenset({"first_tokens", "number_tokens", "to_int"})
+_ANSWER_FUNCTIONS = frozenset({"first_tokens", "number_tokens", "to_int", "continuation"})
 # opposite() is offered even when no slot is paired, so using it explains what is missing.
 _SLOT_FUNCTIONS = frozenset({"opposite"})
 HEAD_FUNCTIONS = frozenset({"top", "bottom", "top_abs"})
 
 _TYPE_WORDS = {"num": "int or float", "bool": "bool (true/false)", "token": "token (a token id)",
-               "tokens": "tokens (a token set)"}
+               "tokens": "tokens (a token set)",
+               "continuation": "a continuation (an ordered token sequence, continuation(...))"}
 
 
 def describe_type(type_: str) -> str:

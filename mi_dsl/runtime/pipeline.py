@@ -15,6 +15,7 @@ import torch
 from ..errors import RunError
 from ..expr import Env
 from .executor import by_length, pad_right, token_sets
+from ..metrics import reads_continuation
 from .unembed import final_metrics
 
 
@@ -32,8 +33,11 @@ class PipelineOutcome:
 def prompt_metrics(executor, unembed, prompts: Sequence[Sequence[int]], answers: Sequence[int],
                    foils: Sequence[int], names, what: str = "", interventions=()) -> Dict[str, torch.Tensor]:
     """Metrics for prompts of any lengths: batches in order of length, right-padded
-    (executor.pad_right), each prompt read at its own final position."""
+    (executor.pad_right), each prompt read at its own final position (continuation metrics:
+    at its own final position and the continuation's positions after it)."""
     names = list(names)
+    if reads_continuation(names):
+        return _continuation_prompt_metrics(executor, unembed, prompts, answers, foils, names, what, interventions)
     order = by_length(prompts)
     ans = token_sets([_as_set(answers[i]) for i in order])
     foil = token_sets([_as_set(foils[i]) for i in order])
@@ -44,6 +48,24 @@ def prompt_metrics(executor, unembed, prompts: Sequence[Sequence[int]], answers:
                              None if bool((final == tokens.shape[1] - 1).all()) else final)
 
     parts = executor.map_batches(len(order), max(len(p) for p in prompts), one_batch, what)
+    out = {n: torch.empty(len(prompts)) for n in names}
+    index = torch.tensor(order)
+    for n in names:
+        out[n][index] = torch.cat([p[n].cpu() for p in parts])
+    return out
+
+
+def _continuation_prompt_metrics(executor, unembed, prompts, answers, foils, names, what, interventions):
+    from .continuation import continuation_metrics, longest_row
+
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + max(len(answers[i]), len(foils[i])))
+
+    def one_batch(s: slice):
+        rows = order[s]
+        return continuation_metrics(executor, unembed, [prompts[i] for i in rows], [answers[i] for i in rows],
+                                    [foils[i] for i in rows], names, interventions)
+
+    parts = executor.map_batches(len(order), longest_row(prompts, answers, foils), one_batch, what)
     out = {n: torch.empty(len(prompts)) for n in names}
     index = torch.tensor(order)
     for n in names:

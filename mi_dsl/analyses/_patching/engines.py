@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ...metrics import reads_continuation
 from .grid import Grid, _has_hook
 
 
@@ -134,11 +135,21 @@ def _setter(layout: str, index, source):
     def hook(act, hook=None):
         if act.requires_grad:
             act = act.clone()
-        # On the layer's own device: under a device_map it need not be the capture device.
-        act[tuple(w.to(act.device) for w in where)] = values.to(act.device, act.dtype)
-        return act
+        if layout == "pattern" and act.shape[-1] > values.shape[-1]:
+            # a continuation follows the prompt: a prompt position attends to none of it (causal),
+            # so the source row (captured without it) is exactly zero there
+            import torch
+
+            return _write(act, where, torch.nn.functional.pad(values, (0, act.shape[-1] - values.shape[-1])))
+        return _write(act, where, values)
 
     return hook
+
+
+def _write(act, where, values):
+    # On the layer's own device: under a device_map it need not be the capture device.
+    act[tuple(w.to(act.device) for w in where)] = values.to(act.device, act.dtype)
+    return act
 
 
 @dataclass
@@ -156,6 +167,12 @@ class _Plan:
     passes: Dict[str, Any]
     final: Any = None           # [prompts] each base prompt's final position (right-padded), or None
     base_name: str = "corrupted"   # which run is patched
+    sides: Any = None           # continuation metrics: the base prompts with each side's continuation
+
+    @property
+    def width(self) -> int:
+        """The widest forward of a patched row."""
+        return self.base.shape[1] if self.sides is None else self.sides.width
 
 
 def _prepare(run, grid: Grid, direction: str) -> _Plan:
@@ -173,9 +190,14 @@ def _prepare(run, grid: Grid, direction: str) -> _Plan:
         source_tokens, _ = pad_right([getattr(p, source_name).ids for p in run.pairs])
         source = capture_all_positions(run, source_name, names, source_tokens)
         base, final = pad_right([getattr(p, base_name).ids for p in run.pairs])
+    sides = None
+    if reads_continuation([run.metric]):
+        from .continuation import Sides
+
+        sides = Sides(run, base_name, capture_all_positions)
     return _Plan(layers, names, source, base, _PatchIndex(grid, base.shape[0], base.shape[1]),
                  run.answers().to(run.device), run.foils().to(run.device),
-                 {"source_forwards": run.executor.forwards - counted}, final, base_name)
+                 {"source_forwards": run.executor.forwards - counted}, final, base_name, sides)
 
 
 def exact_patching(run, grid: Grid, direction: str, batch_size: Optional[int] = None, reuse_prefix: bool = True):
@@ -189,7 +211,7 @@ def exact_patching(run, grid: Grid, direction: str, batch_size: Optional[int] = 
     import torch
 
     plan, layout = _prepare(run, grid, direction), grid.target.layout
-    n_prompts, n_positions = plan.base.shape
+    n_prompts, n_positions = plan.base.shape[0], plan.width
     n_layers = run.cfg.n_layers
     resume = _resume_inputs(run, plan) if reuse_prefix else None
     out = torch.empty(len(grid.cells), n_prompts)
@@ -221,6 +243,8 @@ def _resume_inputs(run, plan: "_Plan"):
         run.executor.resumable = block_returns_tensor(run.model, plan.base)
     if not run.executor.resumable:
         return None
+    if plan.sides is not None:  # each side's inputs are captured when it first runs
+        return {}
     names = [f"blocks.{l}.hook_resid_pre" for l in layers]
     captured = capture_all_positions(run, plan.base_name, names, plan.base)  # padded as the batches are
     return {l: captured[n] for l, n in zip(layers, names)}
@@ -234,6 +258,7 @@ def _patched_batch(run, plan: "_Plan", layout: str, cells, name: str, resume, st
     from ...runtime.executor import at_final
     from ...runtime.prefix import resume_at
     from ...runtime.unembed import UNEMBED_INPUT
+    from .continuation import patched_metric
 
     device, n_prompts = run.device, plan.base.shape[0]
     layer = int(plan.index.layer[cells[0]])
@@ -243,6 +268,8 @@ def _patched_batch(run, plan: "_Plan", layout: str, cells, name: str, resume, st
         cell, prompt = cells[r // n_prompts], r % n_prompts
         found = plan.index.slices(cell, prompt, layer)
         hooks = [(name, _setter(layout, [t.to(device) for t in found], plan.source[name]))]
+        if plan.sides is not None:
+            return patched_metric(run, plan.sides, prompt, hooks, start, plan.layers, resume is not None)
         resid = resume[start][prompt.to(resume[start].device)] if start > 0 else None
         select = at_final(None if plan.final is None else plan.final[prompt])
         with resume_at(run.model, start, resid):

@@ -1,0 +1,143 @@
+"""Multi-token continuations (answer: continuation(...)) and their teacher-forced metrics.
+
+continuation_logprob is the sum over a continuation's tokens of log P(c_i | prompt, c_<i),
+read at positions final + i of one forward of the prompt followed by the continuation but
+its last token (runtime/continuation.py); continuation_logprob_diff is answer minus foil,
+each from its own forward. Checked here against a plain transformers forward of every
+prompt + continuation on its own (no padding, no hooks, torch's log_softmax), on tiny random
+models with roughened norms and biases, with prompts of several lengths (countries of one
+and two words) and continuations of one to three tokens in one padded batch; exact
+activation patching with a continuation metric against a hand-written per-prompt patch;
+and every misuse refused before a model loads, located.
+"""
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from word_tokenizer import word_tokenizer_file  # noqa: E402
+
+# Countries of one and two words (prompts of two lengths) and capitals of one to three
+# words (continuations of one to three tokens in the test tokenizer).
+COUNTRIES = """\
+vocabularies:
+  countries:
+    items:
+      - {country: France, capital: Paris}
+      - {country: Sri Lanka, capital: Sri Jayawardenepura Kotte}
+      - {country: Argentina, capital: Buenos Aires}
+      - {country: Mexico, capital: Mexico City}
+      - {country: Burkina Faso, capital: Ouagadougou}
+      - {country: Japan, capital: Tokyo}
+prompts:
+  template: "The capital of {country} is"
+  slots: {country: countries}
+  answer: 'continuation(" " + country.capital)'
+  foil: 'continuation(" " + corrupted.country.capital)'
+  corrupt: {resample: country, seed: 3}
+"""
+
+
+def write_spec(folder: Path, architecture: str, size: str, metric: str = "continuation_logprob_diff",
+               analyses: str = "", body: str = COUNTRIES, extra: str = "") -> Path:
+    path = folder / "spec.yaml"
+    model = (f"model:\n  source: random\n  architecture: {architecture}\n  size: {size}\n  seed: 4\n"
+             f"  tokenizer: {word_tokenizer_file()}\n  bos_token: '<|endoftext|>'\n  prepend_bos: true\n")
+    text = "version: 1\nname: continuations\n" + model + body + f"metric: {metric}\n" + extra
+    if analyses:
+        text += "analyses:\n" + textwrap.indent(textwrap.dedent(analyses).strip() + "\n", "  ")
+    path.write_text(text)
+    return path
+
+
+def local_model(folder: Path, architecture: str, size: str, seed: int = 7) -> Path:
+    """A tiny random model saved as a local Hugging Face folder, so a plain transformers forward of
+    the very same weights is the reference."""
+    from tokenizers import Tokenizer
+
+    from mi_dsl.runtime.models import random_weights
+
+    vocab = Tokenizer.from_file(str(word_tokenizer_file())).get_vocab_size()
+    model = random_weights.build(random_weights.SHAPES[architecture][size], vocab, seed)
+    model.save_pretrained(folder / "model")
+    return folder / "model"
+
+
+def local_spec(folder: Path, model_dir: Path, metric: str = "continuation_logprob_diff", analyses: str = "",
+               extra: str = "") -> Path:
+    path = folder / "spec.yaml"
+    model = (f"model:\n  source: local\n  path: {model_dir}\n  tokenizer: {word_tokenizer_file()}\n"
+             f"  bos_token: '<|endoftext|>'\n  prepend_bos: true\n  dtype: float32\n")
+    text = "version: 1\nname: continuations\n" + model + COUNTRIES + f"metric: {metric}\n" + extra
+    if analyses:
+        text += "analyses:\n" + textwrap.indent(textwrap.dedent(analyses).strip() + "\n", "  ")
+    path.write_text(text)
+    return path
+
+
+def reference_logprobs(model_dir: Path, rows) -> list:
+    """Per (prompt ids, continuation ids): the continuation's log-probability from a plain transformers
+    forward of that prompt + continuation alone (float64 log_softmax of its logits)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), torch_dtype=torch.float32).eval()
+    out = []
+    with torch.no_grad():
+        for prompt, continuation in rows:
+            ids = torch.tensor([list(prompt) + list(continuation)])
+            logp = model(ids).logits[0].double().log_softmax(-1)
+            final = len(prompt) - 1
+            out.append(sum(float(logp[final + i, t]) for i, t in enumerate(continuation)))
+    return out
+
+
+@pytest.fixture(scope="module", params=["gpt_neox", "llama"])
+def countries(request, rough_models, tmp_path_factory):
+    """(prepared spec, model folder, Session after the dataset step) on a rough tiny model."""
+    from mi_dsl.compile import prepare
+    from mi_dsl.runtime.run import Session
+    from mi_dsl.runtime.store import StepStore
+
+    folder = tmp_path_factory.mktemp(request.param)
+    model_dir = local_model(folder, request.param, rough_models)
+    prepared = prepare(str(local_spec(folder, model_dir)), [], [])
+    session = Session.of(prepared, progress=False)
+    session.open()
+    session.dataset_step(StepStore(folder / "store", enabled=False))
+    return prepared, model_dir, session
+
+
+def test_the_dataset_mixes_prompt_and_continuation_lengths(countries):
+    prepared, _, _ = countries
+    pairs = prepared.dataset.pairs
+    assert all(p.continuation for p in pairs)
+    assert len({len(p.clean.ids) for p in pairs}) == 2
+    assert {len(p.answers) for p in pairs} == {1, 2, 3}
+    assert any(len(p.answers) != len(p.foils) for p in pairs)
+
+
+@pytest.mark.parametrize("batch_size", [64, 1, 3])
+def test_continuation_metrics_equal_a_plain_forward_of_each_prompt_and_continuation(countries, batch_size):
+    from mi_dsl.runtime.pipeline import pair_metrics
+
+    prepared, model_dir, session = countries
+    pairs = session.pairs
+    names = ["continuation_logprob", "continuation_logprob_diff"]
+    session.executor.batch_size = batch_size
+    with torch.no_grad():
+        got = pair_metrics(session.executor, session.unembed, pairs, names)
+    for which in ("clean", "corrupted"):
+        prompts = [getattr(p, which).ids for p in pairs]
+        answer = reference_logprobs(model_dir, [(q, p.answers) for q, p in zip(prompts, pairs)])
+        foil = reference_logprobs(model_dir, [(q, p.foils) for q, p in zip(prompts, pairs)])
+        for i in range(len(pairs)):
+            assert float(got[which]["continuation_logprob"][i]) == pytest.approx(answer[i], rel=1e-5), (which, i)
+            assert float(got[which]["continuation_logprob_diff"][i]) == pytest.approx(answer[i] - foil[i],
+                                                                                     rel=1e-5, abs=1e-5), (which, i)
+    # the check can fail: continuations differ in log-probability, and a one-token read would not match
+    assert len({round(v, 3) for v in got["clean"]["continuation_logprob"].tolist()}) == len(pairs)
