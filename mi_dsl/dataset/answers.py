@@ -57,8 +57,8 @@ def check_continuations(spec, tokenizer, pair) -> None:
     """Answer and foil continuations that are the same tokens measure nothing."""
     if pair.answers != pair.foils:
         return
-    shown = "".join(tokenizer.token_str(t) for t in pair.answers)
+    shown = [tokenizer.token_str(t) for t in pair.answers]
     raise SpecMeaningError(
-        f"answer and foil are the same continuation {shown!r} ({len(pair.answers)} tokens) for the prompt "
+        f"answer and foil are the same continuation, tokens {shown}, for the prompt "
         f"'{pair.clean.text}', so their log-probability difference is always 0", spec.loc("prompts", "foil"),
         hint="make the foil another continuation, e.g. the corrupted prompt's answer")
