@@ -201,3 +201,55 @@ def test_patching_with_a_continuation_metric_equals_patching_by_hand(countries, 
     # the check can fail: patching moved the metric away from the corrupted baseline
     corrupted = torch.tensor(session.final["corrupted"]["continuation_logprob_diff"])
     assert (got - corrupted).abs().max() > 0.05
+
+
+# --------------------------------------------------------------------------- the real model
+
+FACTS = """\
+vocabularies:
+  countries:
+    items:
+      - {country: Argentina, capital: Buenos Aires, continent: America}
+      - {country: Mexico, capital: Mexico City, continent: America}
+      - {country: Burkina Faso, capital: Ouagadougou, continent: Africa}
+      - {country: France, capital: Paris, continent: Europe}
+prompts:
+  template: "The capital of {country} is"
+  slots: {country: countries}
+  answer: 'continuation(" " + country.capital)'
+  foil: 'continuation(" " + corrupted.country.capital)'
+  corrupt: {resample: country, where: 'new.continent != country.continent', seed: 1}
+metric: continuation_logprob_diff
+"""
+
+
+@pytest.mark.slow
+def test_embedded_gemma_prefers_the_true_multi_token_capital(tmp_path):
+    """On Gemma-3-270m every true capital, several tokens long, is more likely after its prompt than
+    another continent's capital (checked on the model beforehand: all 30 countries of specs/data hold),
+    and the batched metric equals the model's own full forward of each prompt + capital alone."""
+    from mi_dsl.compile import prepare
+    from mi_dsl.runtime.run import Session
+    from mi_dsl.runtime.store import StepStore
+
+    path = tmp_path / "spec.yaml"
+    path.write_text("version: 1\nname: facts\nmodel: {source: embedded, prepend_bos: true}\n" + FACTS)
+    prepared = prepare(str(path), [], [])
+    tok = prepared.tokenizer
+    by_country = {dict(p.values)["country"]: p for p in prepared.dataset.pairs}
+    assert [tok.token_str(t) for t in by_country["Argentina"].answers] == [" Buenos", " Aires"]
+    session = Session.of(prepared, progress=False)
+    session.open()
+    session.dataset_step(StepStore(tmp_path / "store", enabled=False))
+    clean = session.final["clean"]["continuation_logprob_diff"]
+    assert min(clean) > 1.0, clean  # the true capital wins, by a margin, for every country
+    assert max(session.final["corrupted"]["continuation_logprob_diff"]) < -1.0
+    with torch.no_grad():
+        for pair, value in zip(session.pairs, clean):
+            sides = []
+            for continuation in (pair.answers, pair.foils):
+                ids = torch.tensor([list(pair.clean.ids) + list(continuation)])
+                logp = session.loaded.bridge(ids, prepend_bos=False)[0].double().log_softmax(-1)
+                final = len(pair.clean.ids) - 1
+                sides.append(sum(float(logp[final + i, t]) for i, t in enumerate(continuation)))
+            assert value == pytest.approx(sides[0] - sides[1], rel=1e-4, abs=1e-4), pair.clean.text

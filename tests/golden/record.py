@@ -29,6 +29,7 @@ SIZES = {
                   "analyses.11.seq_len=20", "analyses.12.max_pairs=6"],
     "gendered_pronoun": ["analyses.4.max_pairs=4"],
     "factual_recall": ["analyses.3.max_pairs=6"],
+    "factual_recall_multitoken": ["analyses.0.max_pairs=4"],
 }
 
 # Results that are not numbers of the science (wall-clock, paths, versions).

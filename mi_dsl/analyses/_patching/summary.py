@@ -45,11 +45,20 @@ def summarise(grid: Grid, per_prompt, base: Baselines, params, run, extra: Dict[
                 and len(grid.cells) == run.cfg.n_layers * run.cfg.n_heads)
     if complete:  # a full [layer][head] table: top(ID, n) can rank by it
         data["per_head"] = normalised
-    data["convention"] = (f"exact: the metric ({run.metric}) of each patched run at the final position, mean over "
+    data["convention"] = (f"exact: the metric ({run.metric}) of each patched run {_read_at(run.metric)}, mean over "
                           f"{int(per_prompt.shape[1])} prompts, normalised (m - corrupted) / (clean - corrupted) "
                           f"by these pairs' baselines; {direction_of(params)}")
     data.update(extra)
     return data, rows
+
+
+def _read_at(metric: str) -> str:
+    from ...metrics import METRICS
+
+    if METRICS[metric].reads_continuation:
+        return ("teacher-forced over each continuation after the prompt (patches at prompt positions only; "
+                "answer and foil continuations each their own patched forward)")
+    return "at the final position"
 
 
 def ranking_summary(data, params) -> str:
