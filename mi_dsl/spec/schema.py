@@ -148,9 +148,11 @@ PROMPTS = _obj("The prompt set: a template filled by the product over vocabulari
               "propertyNames": {"pattern": NAME_PATTERN}},
     "where": _str("Keep only slot combinations for which this is true, e.g. io != s (two slots "
                   "filled from one vocabulary) or a.gender == b.gender. " + EXPR),
-    "answer": _str("The answer token: " + EXPR + " e.g. first_token(\" \" + descriptor)."),
+    "answer": _str("The answer token: " + EXPR + " e.g. first_token(\" \" + descriptor); a token set, e.g. "
+                   "first_tokens(\" she| her\"); or a multi-token continuation in order, continuation(\" \" + "
+                   "country.capital), read by the continuation_* metrics."),
     "foil": _str("The wrong-answer token the metric compares against, e.g. "
-                 "first_token(\" \" + opposite(descriptor))."),
+                 "first_token(\" \" + opposite(descriptor)); a continuation(...) when the answer is one."),
     "corrupt": CORRUPT,
     "equal_lengths": _bool("Opt-in filter: keep only the pairs whose clean and corrupted prompts both have "
                            "the most common token length (the seed checks 17), saying how many were dropped. "
@@ -240,7 +242,8 @@ def build_schema() -> Dict[str, Any]:
                              "propertyNames": {"pattern": NAME_PATTERN}},
             "prompts": PROMPTS,
             # a registered name, or an expression (anything with a parenthesis, checked by the compiler)
-            "metric": {**_str("The metric on the final position: " + ", ".join(_named(METRICS)) + "; or an "
+            "metric": {**_str("The metric on the final position (continuation_*: teacher-forced over the answer's "
+                              "continuation after it): " + ", ".join(_named(METRICS)) + "; or an "
                               "expression over logit(...), prob(...) and logprob(...) of answer, foil, a string "
                               "(its first token) or first_tokens(\"...|...\"), e.g. 'prob(answer) - prob(foil)' "
                               "(see Metrics)."),
