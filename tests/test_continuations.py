@@ -253,3 +253,66 @@ def test_embedded_gemma_prefers_the_true_multi_token_capital(tmp_path):
                 final = len(pair.clean.ids) - 1
                 sides.append(sum(float(logp[final + i, t]) for i, t in enumerate(continuation)))
             assert value == pytest.approx(sides[0] - sides[1], rel=1e-4, abs=1e-4), pair.clean.text
+
+
+# One-word countries only: clean and corrupted prompts of one length, so attention patterns can be
+# patched (every destination row of a head); capitals of one and two tokens.
+EQUAL = COUNTRIES.replace("      - {country: Sri Lanka, capital: Sri Jayawardenepura Kotte}\n", "").replace(
+    "      - {country: Burkina Faso, capital: Ouagadougou}\n", "")
+
+
+def test_pattern_patching_with_continuations_equals_a_patched_forward_of_each_prompt(rough_models, tmp_path):
+    """A prompt position attends to none of the continuation after it, so the clean pattern (captured
+    without one) is padded with zeros; each cell equals the model run on its own, one prompt + one
+    continuation at a time, with the head's clean pattern written over the prompt's rows."""
+    from mi_dsl.analyses import _patching as core
+    from mi_dsl.compile import prepare
+    from mi_dsl.runtime.run import Session
+    from mi_dsl.runtime.store import StepStore
+
+    path = write_spec(tmp_path, "gpt_neox", rough_models, body=EQUAL)
+    prepared = prepare(str(path), [], [])
+    assert len({len(p.clean.ids) for p in prepared.dataset.pairs} | {len(p.corrupted.ids) for p in prepared.dataset.pairs}) == 1
+    session = Session.of(prepared, progress=False)
+    session.open()
+    session.dataset_step(StepStore(tmp_path / "store", enabled=False))
+    run = session.context_for(session.pairs, session.baselines)
+    with torch.no_grad():
+        grid = core.resolve({"kind": "activation_patching", "target": "pattern"}, run)
+        got, _ = core.exact_patching(run, grid, "denoising")
+        bridge = session.loaded.bridge
+        for cell, row in zip(grid.cells, got):
+            name = f"blocks.{cell.layer}.attn.hook_pattern"
+            for pair, value in zip(run.pairs, row.tolist()):
+                _, cache = bridge.run_with_cache(torch.tensor([pair.clean.ids]), prepend_bos=False, names_filter=name)
+                clean, n = cache[name][0, cell.head], len(pair.corrupted.ids)
+
+                def patch(act, hook=None):
+                    act = act.clone()
+                    act[0, cell.head, :n, :n] = clean
+                    act[0, cell.head, :n, n:] = 0
+                    return act
+
+                sides = []
+                for continuation in (pair.answers, pair.foils):
+                    ids = torch.tensor([list(pair.corrupted.ids) + list(continuation)])
+                    with bridge.hooks(fwd_hooks=[(name, patch)]):
+                        logp = bridge(ids, prepend_bos=False)[0].double().log_softmax(-1)
+                    sides.append(sum(float(logp[n - 1 + i, t]) for i, t in enumerate(continuation)))
+                assert value == pytest.approx(sides[0] - sides[1], rel=1e-5, abs=1e-5), (cell.label, pair.clean.text)
+    assert (got - torch.tensor(session.final["corrupted"]["continuation_logprob_diff"])).abs().max() > 0.05
+
+
+def test_an_answer_written_with_tokens_is_a_set_and_the_dataset_says_so(rough_models, tmp_path):
+    from mi_dsl.compile import prepare
+
+    body = COUNTRIES.replace("continuation(", "tokens(")
+    prepared = prepare(str(write_spec(tmp_path, "gpt_neox", rough_models, metric="prob_diff", body=body)), [], [])
+    pair = next(p for p in prepared.dataset.pairs if dict(p.values)["country"] == "Argentina")
+    assert not pair.continuation and len(pair.answers) == 2
+    warned = [w for w in prepared.dataset.warnings if "SET of alternative next tokens" in w.format()]
+    assert len(warned) == 2 and warned[0].location.line == path_line(tmp_path / "spec.yaml", "answer:")
+
+
+def path_line(path: Path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
