@@ -316,3 +316,23 @@ def test_an_answer_written_with_tokens_is_a_set_and_the_dataset_says_so(rough_mo
 
 def path_line(path: Path, text: str) -> int:
     return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def test_forwards_run_only_for_the_sides_a_metric_reads(countries):
+    """continuation_logprob runs the answer's forward only; the difference runs the foil's too, unless
+    both feed the model the same tokens (continuations that differ in their last token only)."""
+    from mi_dsl.runtime.continuation import continuation_metrics
+
+    _, _, session = countries
+    executor, unembed = session.executor, session.unembed
+    prompts = [p.clean.ids for p in session.pairs]
+    one = [(5,)] * len(prompts)
+    two = [(5, 6)] * len(prompts)
+    cases = [("continuation_logprob", two, (7, 8), 1), ("continuation_logprob_diff", two, (7, 8), 2),
+             ("continuation_logprob_diff", one, (7,), 1), ("continuation_logprob_diff", two, (5, 8), 1)]
+    with torch.no_grad():
+        for name, answers, foil, forwards in cases:
+            before = executor.forwards
+            got = continuation_metrics(executor, unembed, prompts, answers, [foil] * len(prompts), [name])[name]
+            assert executor.forwards - before == forwards, (name, answers[0], foil)
+            assert torch.isfinite(got).all() and got.abs().min() > 0

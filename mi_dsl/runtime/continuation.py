@@ -12,7 +12,7 @@ Only the n positions of each row are unembedded (Gemma's vocabulary is 262,144 t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, Sequence
+from typing import Callable, Dict, Iterable, Sequence
 
 import torch
 
@@ -38,6 +38,9 @@ class ContinuationBatch:
         positions = (final[:, None] + torch.arange(longest)[None, :]).clamp(max=tokens.shape[1] - 1)
         return cls(tokens, positions, targets)
 
+    def rows(self, index: torch.Tensor) -> "ContinuationBatch":
+        return ContinuationBatch(self.tokens[index], self.positions[index], self.targets[index])
+
     def keep(self):
         """What to keep of an activation [B, W, ...]: [B, T, ...] at each row's read positions."""
         positions = self.positions
@@ -61,21 +64,38 @@ def summed_logprob(x: torch.Tensor, targets: torch.Tensor, unembed: Unembed) -> 
     return torch.where(targets >= 0, picked, torch.zeros_like(picked)).sum(-1)
 
 
-def batch_logprob(executor, unembed: Unembed, batch: ContinuationBatch, interventions=()) -> torch.Tensor:
-    """[B] continuation log-probabilities of one batch; the forward stops at the unembedding's input."""
+def unembed_inputs(executor, batch: ContinuationBatch, interventions=()) -> torch.Tensor:
+    """[B, T, d_model] the unembedding's input at each row's read positions; the forward stops there."""
     _, kept = executor.capture(batch.tokens, {UNEMBED_INPUT: batch.keep()}, stop_after=UNEMBED_INPUT,
                                interventions=interventions)
-    return summed_logprob(kept[UNEMBED_INPUT], batch.targets, unembed)
+    return kept[UNEMBED_INPUT]
+
+
+def readout_of(batches: Dict[str, ContinuationBatch], forward: Callable[[str, ContinuationBatch], torch.Tensor],
+               unembed: Unembed) -> ContinuationReadout:
+    """Each side's log-probabilities from forward(side, batch) -> unembedding inputs, run on first use.
+    When answer and foil feed the model the same tokens (they differ in their last token only, e.g.
+    one token each), one forward serves both: the inputs, and so every activation, are the same."""
+    answer, foil = batches["answer"], batches["foil"]
+    same = answer.tokens.shape == foil.tokens.shape and bool(torch.equal(answer.tokens, foil.tokens))
+    inputs: Dict[str, torch.Tensor] = {}
+
+    def side(name: str) -> torch.Tensor:
+        key = "answer" if same else name
+        if key not in inputs:
+            inputs[key] = forward(key, batches[key])
+        return summed_logprob(inputs[key], batches[name].targets, unembed)
+
+    return ContinuationReadout(lambda: side("answer"), lambda: side("foil"))
 
 
 def continuation_metrics(executor, unembed: Unembed, prompts: Sequence[Sequence[int]],
                          answers: Sequence[Sequence[int]], foils: Sequence[Sequence[int]],
                          names: Iterable[str], interventions=()) -> Dict[str, torch.Tensor]:
     """The named continuation metrics of one batch of prompts (any lengths): the answer's forward,
-    and the foil's only when a metric reads it."""
-    readout = ContinuationReadout(
-        lambda: batch_logprob(executor, unembed, ContinuationBatch.of(prompts, answers), interventions),
-        lambda: batch_logprob(executor, unembed, ContinuationBatch.of(prompts, foils), interventions))
+    and the foil's only when a metric reads it (and its inputs differ from the answer's)."""
+    batches = {"answer": ContinuationBatch.of(prompts, answers), "foil": ContinuationBatch.of(prompts, foils)}
+    readout = readout_of(batches, lambda _side, batch: unembed_inputs(executor, batch, interventions), unembed)
     return compute_continuation_metrics(readout, names)
 
 

@@ -47,17 +47,16 @@ class Sides:
 def patched_metric(run, sides: Sides, prompt, hooks, start: int, layers, resumable: bool):
     """The metric of rows `prompt` (indices into the pairs) with `hooks` patching them: one forward per
     side the metric reads, resumed at block `start` when it is > 0."""
-    from ...metrics import ContinuationReadout, compute_continuation_metrics
-    from ...runtime.continuation import batch_logprob
+    from ...metrics import compute_continuation_metrics
+    from ...runtime.continuation import readout_of, unembed_inputs
     from ...runtime.prefix import resume_at
 
-    def side(which: str):
-        batch = sides.batches[which]
-        rows = type(batch)(batch.tokens[prompt], batch.positions[prompt], batch.targets[prompt])
+    def forward(which: str, rows):
         resume = sides.resume(which, layers, resumable) if start > 0 else None
         resid = resume[start][prompt.to(resume[start].device)] if resume is not None else None
         with resume_at(run.model, start, resid):
-            return batch_logprob(run.executor, run.unembed, rows, hooks)
+            return unembed_inputs(run.executor, rows, hooks)
 
-    readout = ContinuationReadout(lambda: side("answer"), lambda: side("foil"))
+    batches = {side: batch.rows(prompt) for side, batch in sides.batches.items()}
+    readout = readout_of(batches, forward, run.unembed)
     return compute_continuation_metrics(readout, [run.metric])[run.metric]
