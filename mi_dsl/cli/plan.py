@@ -51,7 +51,7 @@ def _print_plan(s: Dict[str, Any]) -> None:
     echo("examples:")
     for ex in d["examples"]:
         echo(f"  clean:     {ex['clean']}\n  corrupted: {ex['corrupted']}\n"
-              f"  answer {ex['answer'][0]} {ex['answer'][1]!r}  foil {ex['foil'][0]} {ex['foil'][1]!r}")
+              f"  answer{_kind(ex)} {ex['answer'][0]} {ex['answer'][1]!r}  foil {ex['foil'][0]} {ex['foil'][1]!r}")
     for w in s["warnings"]:
         echo(w)
 
@@ -64,3 +64,8 @@ def _print_memory(m: Dict[str, Any]) -> None:
     echo(f"memory (estimate): weights {m['parameters'] / 1e6:.1f}M parameters in {m['dtype']} = "
          f"{m['weights_gb']:.2f} GB{per_device}; activations {m['activations_gb_per_batch']:.2f} GB per batch of "
          f"{m['batch_rows']} prompts x {m['max_tokens']} tokens (sizes from {m['sizes_from']})")
+
+
+def _kind(example) -> str:
+    """Continuations are ordered tokens; a list without the word is a token set."""
+    return " (continuation, in order)" if example.get("continuation") else ""

@@ -80,7 +80,8 @@ def _example(pair, tokenizer) -> Dict[str, Any]:
     return {"clean": pair.clean.text, "corrupted": pair.corrupted.text,
             "answer": [_ids(pair.answers), _strs(tokenizer, pair.answers)],
             "foil": [_ids(pair.foils), _strs(tokenizer, pair.foils)],
-            "clean_tokens": tokenizer.token_strs(pair.clean.ids), "values": dict(pair.values)}
+            "clean_tokens": tokenizer.token_strs(pair.clean.ids), "values": dict(pair.values),
+            "continuation": pair.continuation}
 
 
 def _pipeline_counts(plan, candidates: int) -> List[Dict[str, Any]]:
