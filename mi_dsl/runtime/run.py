@@ -189,7 +189,8 @@ class Session:
         from .pipeline import pair_metrics
 
         self.key = digest("dataset", self.plan.model.identity(), self.loaded.info.get("id"), self.tokenizer.origin,
-                          [(p.clean.ids, p.corrupted.ids, p.answers, p.foils) for p in self.dataset.pairs],
+                          [(p.clean.ids, p.corrupted.ids, p.answers, p.foils) + (("continuation",) if p.continuation else ())
+                           for p in self.dataset.pairs],
                           self.plan.metrics_needed, self.plan.metric, [s.params for s in self.plan.pipeline])
         t = time.perf_counter()
         self.executor.where = self.spec.loc("pipeline") if "pipeline" in self.spec.data else Location(self.spec.file)
