@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Sequence
 def pair_examples(pairs: Sequence[Any], tokenizer) -> List[Dict[str, Any]]:
     return [{"clean": _prompt(p.clean, tokenizer), "corrupted": _prompt(p.corrupted, tokenizer),
              "answer": [token_ids(p.answers), token_texts(tokenizer, p.answers)],
-             "foil": [token_ids(p.foils), token_texts(tokenizer, p.foils)]}
+             "foil": [token_ids(p.foils), token_texts(tokenizer, p.foils)],
+             "continuation": p.continuation}  # answer and foil are ordered tokens, not sets
             for p in pairs]  # no slot values: a swapped pair keeps its original's (PromptPair.swapped)
 
 

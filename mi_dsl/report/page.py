@@ -128,16 +128,19 @@ def _examples(examples) -> str:
             p = ex[which]
             toks = "".join(_token(t, s, i, colour) for i, (t, s) in enumerate(zip(p["tokens"], p["slots"])))
             answer, foil = (ex["answer"], ex["foil"]) if which == "clean" else (ex["foil"], ex["answer"])
+            # a continuation reads as its text (ids space-separated), a set as '|'-separated alternatives
+            sep, id_sep = ("", " ") if ex.get("continuation") else ("|", "|")
             out.append(f"<div><span class='label'>{which}</span>{toks} &rarr; "
-                       f"<span class='tok answer' title='answer, id {_joined(answer[0])}'>{e(_joined(answer[1]))}</span>"
-                       f"<span class='tok foil' title='foil, id {_joined(foil[0])}'>{e(_joined(foil[1]))}</span></div>")
+                       f"<span class='tok answer' title='answer, id {_joined(answer[0], id_sep)}'>"
+                       f"{e(_joined(answer[1], sep))}</span>"
+                       f"<span class='tok foil' title='foil, id {_joined(foil[0], id_sep)}'>{e(_joined(foil[1], sep))}</span></div>")
         out.append("</div>")
     return "".join(out)
 
 
-def _joined(value) -> str:
-    """A token (id or text) as is; a token set as its members, '|'-separated."""
-    return "|".join(map(str, value)) if isinstance(value, list) else str(value)
+def _joined(value, sep: str = "|") -> str:
+    """A token (id or text) as is; a token set as its members, '|'-separated (a continuation: `sep`)."""
+    return sep.join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _token(text: str, slot, position: int, colour) -> str:
