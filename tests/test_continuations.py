@@ -336,3 +336,17 @@ def test_forwards_run_only_for_the_sides_a_metric_reads(countries):
             got = continuation_metrics(executor, unembed, prompts, answers, [foil] * len(prompts), [name])[name]
             assert executor.forwards - before == forwards, (name, answers[0], foil)
             assert torch.isfinite(got).all() and got.abs().min() > 0
+
+
+def test_predictions_rank_a_continuations_first_token_and_say_so(countries):
+    from mi_dsl.analyses.registry import REGISTRY, load_all
+
+    _, _, session = countries
+    run = session.context_for(session.pairs, session.baselines)
+    index = next(i for i, p in enumerate(run.pairs) if len(p.answers) == 2)
+    load_all()
+    with torch.no_grad():
+        result = REGISTRY["predictions"].implementation().compute({"kind": "predictions", "index": index}, run)
+    answer = result.data["answer"]
+    assert answer["token_id"] == run.pairs[index].answers[0] and answer["continuation_tokens"] == 2
+    assert "first token" in answer["note"] and "first token (of 2)" in result.summary

@@ -15,7 +15,8 @@ from .registry import analysis
                   "index": {"type": "integer", "minimum": 0, "default": 0,
                             "description": "Which dataset prompt when `prompt` is not given (default 0)."},
                   "top_k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10,
-                            "description": "How many top tokens to list (default 10)."}})
+                            "description": "How many top tokens to list (default 10)."}},
+          answers="none")  # no metric; a continuation answer is shown as its first token, and says so
 class Predictions:
     def compile(self, params, ctx):
         return step(ctx, params, "one forward of the prompt; full logits at the final position only",
@@ -28,6 +29,7 @@ class Predictions:
         from ..runtime.unembed import UNEMBED_INPUT
 
         tok = run.tokenizer
+        continuation = 0
         if "prompt" in params:
             text = params["prompt"]
             ids = tok.encode(text)
@@ -42,6 +44,9 @@ class Predictions:
                                run.where("index"))
             pair = run.pairs[index]
             text, ids, candidates = pair.clean.text, list(pair.clean.ids), list(pair.answers)
+            continuation = len(candidates) if pair.continuation else 0
+            if continuation:  # the next token is the continuation's first: ranked as such, and labelled
+                candidates = candidates[:1]
         tokens = torch.tensor([ids], dtype=torch.long)
         _, kept = run.executor.capture(tokens, {UNEMBED_INPUT: lambda a: a[:, -1]}, stop_after=UNEMBED_INPUT)
         logits = run.unembed.full(kept[UNEMBED_INPUT].to(run.unembed.W_U.dtype))[0].float()
@@ -63,6 +68,11 @@ class Predictions:
                               "logit": float(logits[answer]), "prob": float(probs[answer]), "set_size": len(candidates),
                               "set_prob": float(probs[candidates].sum())}
             summary += f"; answer {tok.token_str(answer)!r} at rank {rank}"
+            if continuation:
+                data["answer"]["continuation_tokens"] = continuation
+                data["answer"]["note"] = (f"the answer is a continuation of {continuation} tokens; this is its first "
+                                          "token's next-token rank (the continuation metrics read all of them)")
+                summary = summary.replace("; answer ", f"; the answer continuation's first token (of {continuation}) ")
         return Result(data, tables={"predictions": rows}, summary=summary)
 
     def figures(self, result, run):
