@@ -76,7 +76,9 @@ def _expression_section() -> List[str]:
         "before anything runs; a fault is reported at its FILE:LINE:COL inside the YAML string.",
         "",
         "Types: `str`, `int`, `float`, `bool` (`true`/`false`), `token` (a token id), lists (`[1, 2]`; a "
-        "list of token ids, e.g. `tokens(\" Paris\")`, is a token list) and records. A slot bound to a "
+        "list of token ids, e.g. `tokens(\" Paris\")`, is a token list; as an answer it is a token set), "
+        "`continuation` (an answer's tokens in order, `continuation(\" Buenos Aires\")`: no list, index "
+        "or set takes one) and records. A slot bound to a "
         "vocabulary of records is a record: it stands for its text wherever a string is expected "
         "(`{country}`, `lower(country)`, `country == \"France\"`), and `country.capital` reads a field.",
         "",
