@@ -40,7 +40,8 @@ class AnalysisKind:
     needs_dataset: bool = True  # False: runs on its own inputs (head detection)
     decomposes: bool = False  # splits the metric into parts linearly: needs a linear metric (metrics.py)
     # What it reads of the answers: "final" (tokens at the final position: refused for continuation(...)
-    # answers at compile time), "any" (measures any metric, continuation metrics included), "none"
+    # answers at compile time), "any" (measures any metric, continuation metrics included), "none" (no
+    # metric: it reads no answer, or shows one and handles a continuation itself, as predictions does)
     answers: str = "final"
 
     def schema(self) -> Dict[str, Any]:
