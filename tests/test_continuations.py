@@ -147,18 +147,21 @@ def hf_layers(model):
     return model.gpt_neox.layers if hasattr(model, "gpt_neox") else model.model.layers
 
 
-def reference_patched(model_dir: Path, pairs, layer: int) -> list:
-    """Per pair, denoising by hand in plain transformers: the clean run's residual entering `layer` at the
-    clean prompt's final position replaces the corrupted run's at its own final position, in a forward of
-    the corrupted prompt followed by the answer (then by the foil) continuation; answer minus foil."""
+def reference_patched(model_dir: Path, pairs, layer: int, direction: str = "denoising") -> list:
+    """Per pair, patching by hand in plain transformers (denoising: the clean run's residual entering
+    `layer` at the clean prompt's final position replaces the corrupted run's at its own final position,
+    in a forward of the corrupted prompt followed by the answer, then by the foil, continuation; noising
+    the other way round); answer minus foil."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), torch_dtype=torch.float32).eval()
     out = []
     with torch.no_grad():
         for pair in pairs:
-            clean = model(torch.tensor([pair.clean.ids]), output_hidden_states=True).hidden_states[layer][0]
-            source, target = clean[len(pair.clean.ids) - 1], len(pair.corrupted.ids) - 1
+            source_prompt, base_prompt = ((pair.clean, pair.corrupted) if direction == "denoising"
+                                          else (pair.corrupted, pair.clean))
+            hidden = model(torch.tensor([source_prompt.ids]), output_hidden_states=True).hidden_states[layer][0]
+            source, target = hidden[len(source_prompt.ids) - 1], len(base_prompt.ids) - 1
 
             def patch(module, args, kwargs):
                 hidden = (args[0] if args else kwargs["hidden_states"]).clone()
@@ -171,7 +174,7 @@ def reference_patched(model_dir: Path, pairs, layer: int) -> list:
             try:
                 sides = []
                 for continuation in (pair.answers, pair.foils):
-                    ids = torch.tensor([list(pair.corrupted.ids) + list(continuation)])
+                    ids = torch.tensor([list(base_prompt.ids) + list(continuation)])
                     logp = model(ids).logits[0].double().log_softmax(-1)
                     sides.append(sum(float(logp[target + i, t]) for i, t in enumerate(continuation)))
             finally:
@@ -180,8 +183,8 @@ def reference_patched(model_dir: Path, pairs, layer: int) -> list:
     return out
 
 
-@pytest.mark.parametrize("prefix_reuse", [True, False])
-def test_patching_with_a_continuation_metric_equals_patching_by_hand(countries, prefix_reuse):
+@pytest.mark.parametrize("prefix_reuse,direction", [(True, "denoising"), (False, "denoising"), (True, "noising")])
+def test_patching_with_a_continuation_metric_equals_patching_by_hand(countries, prefix_reuse, direction):
     """Prompts of two lengths (clean and corrupted differ), continuations of one to three tokens: each
     cell (layer x the final position, aligned by name) and prompt equals the hand-patched forward."""
     from mi_dsl.analyses import _patching as core
@@ -189,18 +192,18 @@ def test_patching_with_a_continuation_metric_equals_patching_by_hand(countries, 
     _, model_dir, session = countries
     run = session.context_for(session.pairs, session.baselines)
     session.executor.batch_size = 5  # rows = cells x prompts: batches cut across cells and prompts
-    params = {"kind": "activation_patching", "target": "resid_pre", "positions": ["final"]}
+    params = {"kind": "activation_patching", "target": "resid_pre", "positions": ["final"], "direction": direction}
     with torch.no_grad():
         grid = core.resolve(params, run)
-        got, passes = core.exact_patching(run, grid, "denoising", reuse_prefix=prefix_reuse)
+        got, passes = core.exact_patching(run, grid, direction, reuse_prefix=prefix_reuse)
     assert passes["prefix_reuse"] is prefix_reuse
     assert [c.layer for c in grid.cells] == [0, 1]
     for cell, row in zip(grid.cells, got):
-        expected = reference_patched(model_dir, run.pairs, cell.layer)
+        expected = reference_patched(model_dir, run.pairs, cell.layer, direction)
         assert row.tolist() == pytest.approx(expected, rel=1e-5, abs=1e-5), cell.label
-    # the check can fail: patching moved the metric away from the corrupted baseline
-    corrupted = torch.tensor(session.final["corrupted"]["continuation_logprob_diff"])
-    assert (got - corrupted).abs().max() > 0.05
+    # the check can fail: patching moved the metric away from the unpatched run's
+    base = torch.tensor(session.final["corrupted" if direction == "denoising" else "clean"]["continuation_logprob_diff"])
+    assert (got - base).abs().max() > 0.05
 
 
 # --------------------------------------------------------------------------- the real model
