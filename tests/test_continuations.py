@@ -55,6 +55,13 @@ def write_spec(folder: Path, architecture: str, size: str, metric: str = "contin
     return path
 
 
+def compiled(run, params: dict):
+    """An analysis's parameters compiled against the run's spec, as the compiler does the spec's own."""
+    from mi_dsl.compile.compiler import compile_analysis
+
+    return compile_analysis(run.spec, params).params
+
+
 def local_model(folder: Path, architecture: str, size: str, seed: int = 7) -> Path:
     """A tiny random model saved as a local Hugging Face folder, so a plain transformers forward of
     the very same weights is the reference."""
@@ -192,7 +199,8 @@ def test_patching_with_a_continuation_metric_equals_patching_by_hand(countries, 
     _, model_dir, session = countries
     run = session.context_for(session.pairs, session.baselines)
     session.executor.batch_size = 5  # rows = cells x prompts: batches cut across cells and prompts
-    params = {"kind": "activation_patching", "target": "resid_pre", "positions": ["final"], "direction": direction}
+    params = compiled(run, {"kind": "activation_patching", "target": "resid_pre", "positions": ["final"],
+                            "direction": direction})
     with torch.no_grad():
         grid = core.resolve(params, run)
         got, passes = core.exact_patching(run, grid, direction, reuse_prefix=prefix_reuse)
@@ -281,7 +289,7 @@ def test_pattern_patching_with_continuations_equals_a_patched_forward_of_each_pr
     session.dataset_step(StepStore(tmp_path / "store", enabled=False))
     run = session.context_for(session.pairs, session.baselines)
     with torch.no_grad():
-        grid = core.resolve({"kind": "activation_patching", "target": "pattern"}, run)
+        grid = core.resolve(compiled(run, {"kind": "activation_patching", "target": "pattern"}), run)
         got, _ = core.exact_patching(run, grid, "denoising")
         bridge = session.loaded.bridge
         for cell, row in zip(grid.cells, got):
@@ -349,7 +357,20 @@ def test_predictions_rank_a_continuations_first_token_and_say_so(countries):
     index = next(i for i, p in enumerate(run.pairs) if len(p.answers) == 2)
     load_all()
     with torch.no_grad():
-        result = REGISTRY["predictions"].implementation().compute({"kind": "predictions", "index": index}, run)
+        result = REGISTRY["predictions"].implementation().compute(
+            compiled(run, {"kind": "predictions", "index": index}), run)
     answer = result.data["answer"]
     assert answer["token_id"] == run.pairs[index].answers[0] and answer["continuation_tokens"] == 2
     assert "first token" in answer["note"] and "first token (of 2)" in result.summary
+
+
+def test_analyses_computed_through_the_api_are_refused_too(countries):
+    """compile_analysis (extra analyses on a finished run) applies the same rule as the compiler."""
+    from mi_dsl.errors import SpecMeaningError
+
+    _, _, session = countries
+    run = session.context_for(session.pairs, session.baselines)
+    for kind in ("logit_lens", "head_attribution", "attribution_patching"):
+        with pytest.raises(SpecMeaningError, match="cannot measure the continuation metric"):
+            compiled(run, {"kind": kind})
+    assert compiled(run, {"kind": "activation_patching", "target": "resid_pre"})["target"] == "resid_pre"

@@ -80,14 +80,16 @@ def _check_metric_reads(spec: Spec, name: str, continuation: bool, where) -> Non
         hint=f"write answer and foil as continuation(...), or use a final-position metric ({others})")
 
 
-def _check_answers_fit(spec: Spec, index: int, kind, continuation: bool) -> None:
-    """An analysis that reads answers as tokens at the final position cannot measure a continuation."""
+def _check_answers_fit(spec: Spec, index: Optional[int], kind, continuation: bool) -> None:
+    """An analysis that reads answers as tokens at the final position cannot measure a continuation
+    (`index` None: an analysis the spec does not list, located at `analyses`)."""
     if not continuation or kind.answers != "final":
         return
     able = ", ".join(sorted(k for k, a in REGISTRY.items() if a.answers == "any"))
     raise SpecMeaningError(
         f"{kind.kind} reads the answer and foil as tokens at the final position, so it cannot measure the "
-        f"continuation metric '{spec.metric}' (the answer is continuation(...))", spec.loc("analyses", index, "kind"),
+        f"continuation metric '{spec.metric}' (the answer is continuation(...))",
+        spec.loc("analyses", index, "kind") if index is not None else spec.loc("analyses"),
         hint=f"analyses that measure continuations: {able}; or write answer and foil with first_token(...) "
              "to study the first tokens only")
 
@@ -159,6 +161,7 @@ def compile_analysis(spec: Spec, params: Dict[str, Any], known: Sequence[str] = 
     if fault is not None:
         where = ".".join(str(p) for p in fault.absolute_path) or params["kind"]
         raise SpecMeaningError(f"{where}: {fault.message}", spec.loc("analyses"))
+    _check_answers_fit(spec, None, kind, answers_are_continuation(spec))
     ids = {p.get("id", p["kind"]): i for i, p in enumerate(spec.analyses)}
     ids.update({name: len(spec.analyses) for name in known if name not in ids})
     return kind.implementation().compile(dict(params), AnalysisContext(spec, len(spec.analyses), ids))
