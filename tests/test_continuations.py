@@ -12,15 +12,13 @@ and every misuse refused before a model loads, located.
 """
 from __future__ import annotations
 
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from word_tokenizer import word_tokenizer_file  # noqa: E402
+from tests.word_tokenizer import word_tokenizer_file
 
 # Countries of one and two words (prompts of two lengths) and capitals of one to three
 # words (continuations of one to three tokens in the test tokenizer).
