@@ -201,7 +201,7 @@ def test_patching_with_a_continuation_metric_equals_patching_by_hand(countries, 
                             "direction": direction})
     with torch.no_grad():
         grid = core.resolve(params, run)
-        got, passes = core.exact_patching(run, grid, direction, reuse_prefix=prefix_reuse)
+        got, passes = core.exact_patching(run, grid, reuse_prefix=prefix_reuse)
     assert passes["prefix_reuse"] is prefix_reuse
     assert [c.layer for c in grid.cells] == [0, 1]
     for cell, row in zip(grid.cells, got):
@@ -288,7 +288,7 @@ def test_pattern_patching_with_continuations_equals_a_patched_forward_of_each_pr
     run = session.context_for(session.pairs, session.baselines)
     with torch.no_grad():
         grid = core.resolve(compiled(run, {"kind": "activation_patching", "target": "pattern"}), run)
-        got, _ = core.exact_patching(run, grid, "denoising")
+        got, _ = core.exact_patching(run, grid)
         bridge = session.loaded.bridge
         for cell, row in zip(grid.cells, got):
             name = f"blocks.{cell.layer}.attn.hook_pattern"

@@ -53,7 +53,7 @@ class ActivationPatching:
         direction = core.direction_of(params)
         base = core.baselines(run)
         (per_prompt, passes), seconds = core.timed(
-            lambda: core.exact_patching(run, grid, direction, params.get("batch_size"), params["prefix_reuse"]))
+            lambda: core.exact_patching(run, grid, params.get("batch_size"), params["prefix_reuse"]))
         data, rows = core.summarise(grid, per_prompt, base, params, run, {
             "method": "exact", "passes": passes, "seconds": round(seconds, 3)})
         summary = (f"{len(grid.cells)} cells x {len(run.pairs)} prompts in {passes['patched_forwards']} "

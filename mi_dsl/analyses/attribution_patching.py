@@ -59,7 +59,7 @@ class AttributionPatching:
         direction = core.direction_of(params)
         base = core.baselines(run)
         (effects, passes), seconds = core.timed(
-            lambda: core.attribution_patching(run, grid, direction, params.get("batch_size")))
+            lambda: core.attribution_patching(run, grid, params.get("batch_size")))
         data, rows = core.summarise(grid, effects + _start(base, direction), base, params, run, {
             "method": "attribution", "passes": passes, "seconds": round(seconds, 3)})
         data["convention"] = CONVENTION

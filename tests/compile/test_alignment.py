@@ -230,13 +230,13 @@ def test_padded_batches_of_several_lengths_equal_each_pair_alone(mixed, target, 
     params = compiled(run, target=target, positions=["final", "noun"], direction=direction,
                       layers=[0, run.cfg.n_layers - 1])
     with torch.no_grad():
-        together, _ = exact_patching(run, resolve(params, run), direction)
-    estimate, _ = attribution_patching(run, resolve(params, run), direction)
+        together, _ = exact_patching(run, resolve(params, run))
+    estimate, _ = attribution_patching(run, resolve(params, run))
     assert together.abs().max() > 0
     for n, pair in enumerate(run.pairs):
         alone_run = dataclasses.replace(run, pairs=[pair], baselines={})
         with torch.no_grad():
-            alone, _ = exact_patching(alone_run, resolve(params, alone_run), direction)
-        alone_estimate, _ = attribution_patching(alone_run, resolve(params, alone_run), direction)
+            alone, _ = exact_patching(alone_run, resolve(params, alone_run))
+        alone_estimate, _ = attribution_patching(alone_run, resolve(params, alone_run))
         assert torch.allclose(together[:, n], alone[:, 0], rtol=1e-5, atol=1e-5), (n, pair.clean.text)
         assert torch.allclose(estimate[:, n], alone_estimate[:, 0], rtol=1e-4, atol=1e-5), (n, pair.clean.text)

@@ -88,7 +88,7 @@ def patched(run, direction: str, reuse: bool, **params):
 
     grid = core.resolve(compiled(run, direction=direction, **params), run)
     with torch.no_grad():
-        return core.exact_patching(run, grid, direction, reuse_prefix=reuse)
+        return core.exact_patching(run, grid, reuse_prefix=reuse)
 
 
 def close(a, b, rel=1e-5):

@@ -175,10 +175,10 @@ class _Plan:
         return self.base.shape[1] if self.sides is None else self.sides.width
 
 
-def _prepare(run, grid: Grid, direction: str) -> _Plan:
+def _prepare(run, grid: Grid) -> _Plan:
     from ...runtime.executor import pad_right
 
-    base_name, source_name = base_and_source(direction)
+    base_name, source_name = base_and_source(grid.direction)
     layers = sorted({c.layer for c in grid.cells})
     names = [grid.target.hook_name(l) for l in layers]
     counted = run.executor.forwards
@@ -200,7 +200,7 @@ def _prepare(run, grid: Grid, direction: str) -> _Plan:
                  {"source_forwards": run.executor.forwards - counted}, final, base_name, sides)
 
 
-def exact_patching(run, grid: Grid, direction: str, batch_size: Optional[int] = None, reuse_prefix: bool = True):
+def exact_patching(run, grid: Grid, batch_size: Optional[int] = None, reuse_prefix: bool = True):
     """([cells, prompts] metric of every cell's patched run, pass counts); many cells per forward.
 
     Cells run layer by layer; within a layer, row r of the stacked batch is the layer's
@@ -210,7 +210,7 @@ def exact_patching(run, grid: Grid, direction: str, batch_size: Optional[int] = 
     change, so the numbers equal full recomputation."""
     import torch
 
-    plan, layout = _prepare(run, grid, direction), grid.target.layout
+    plan, layout = _prepare(run, grid), grid.target.layout
     n_prompts, n_positions = plan.base.shape[0], plan.width
     n_layers = run.cfg.n_layers
     resume = _resume_inputs(run, plan) if reuse_prefix else None
@@ -282,7 +282,7 @@ def _patched_batch(run, plan: "_Plan", layout: str, cells, name: str, resume, st
     return one_batch
 
 
-def attribution_patching(run, grid: Grid, direction: str, batch_size: Optional[int] = None):
+def attribution_patching(run, grid: Grid, batch_size: Optional[int] = None):
     """([cells, prompts] first-order estimate of each cell's change of the metric, pass counts):
     (source - base activation) . d metric / d activation over the cell's slice, from one
     forward and one backward of the base prompts per batch."""
@@ -292,7 +292,7 @@ def attribution_patching(run, grid: Grid, direction: str, batch_size: Optional[i
     from ...runtime.executor import at_final
     from ...runtime.unembed import UNEMBED_INPUT
 
-    plan, device, executor = _prepare(run, grid, direction), run.device, run.executor
+    plan, device, executor = _prepare(run, grid), run.device, run.executor
     n_prompts, n_positions = plan.base.shape
     index = plan.index
     leaf = [("hook_embed", _grad_leaf)] if _has_hook(run, "hook_embed") else []

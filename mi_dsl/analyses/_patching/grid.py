@@ -44,6 +44,9 @@ class Grid:
     # Prompts of several lengths: positions per prompt, aligned by name (None: one length, index
     # for index; cells' positions are then every prompt's).
     named: Optional["Named"] = None
+    # denoising or noising: which run is patched is part of the grid (the named alignment maps
+    # source positions to base ones), so the engines read it here and cannot be told otherwise
+    direction: str = "denoising"
 
     @property
     def alignment(self) -> str:
@@ -103,7 +106,8 @@ def resolve(params, run) -> Grid:
                           for ci, col in enumerate(columns)]
             else:
                 cells.append(Cell(layer, head, patched, (li, hi), name))
-    return Grid(target, layers, heads, head_labels, columns if target.by_position else [], patched, cells, named)
+    return Grid(target, layers, heads, head_labels, columns if target.by_position else [], patched, cells, named,
+                params["direction"])
 
 
 @dataclass(frozen=True)
