@@ -15,8 +15,8 @@ import torch
 from ..errors import RunError
 from ..expr import Env
 from .executor import by_length, pad_right, token_sets
-from ..metrics import reads_continuation
-from .unembed import final_metrics
+from ..metrics import compute_metrics, reads_continuation
+from .unembed import final_inputs, final_metrics
 
 
 def _as_set(tokens):
@@ -38,6 +38,8 @@ def prompt_metrics(executor, unembed, prompts: Sequence[Sequence[int]], answers:
     names = list(names)
     if reads_continuation(names):
         return _continuation_prompt_metrics(executor, unembed, prompts, answers, foils, names, what, interventions)
+    if not interventions:
+        return _shared_forwards(executor, unembed, prompts, answers, foils, names, what)
     order = by_length(prompts)
     ans = token_sets([_as_set(answers[i]) for i in order])
     foil = token_sets([_as_set(foils[i]) for i in order])
@@ -52,6 +54,33 @@ def prompt_metrics(executor, unembed, prompts: Sequence[Sequence[int]], answers:
     index = torch.tensor(order)
     for n in names:
         out[n][index] = torch.cat([p[n].cpu() for p in parts])
+    return out
+
+
+def _shared_forwards(executor, unembed, prompts, answers, foils, names, what) -> Dict[str, torch.Tensor]:
+    """As prompt_metrics, one forward per distinct prompt: a pair's corrupted prompt is often
+    another pair's clean one (the syllogisms' swapped descriptor), and the metric of each row
+    is read from its prompt's final residual with the row's own answer and foil."""
+    rows_of: Dict[tuple, List[int]] = {}
+    for i, ids in enumerate(prompts):
+        rows_of.setdefault(tuple(ids), []).append(i)
+    unique = list(rows_of)
+    order = by_length(unique)
+    ans = token_sets([_as_set(a) for a in answers])
+    foil = token_sets([_as_set(f) for f in foils])
+
+    def one_batch(s: slice):
+        tokens, final = pad_right([unique[u] for u in order[s]])
+        x = final_inputs(executor, tokens, (), None if bool((final == tokens.shape[1] - 1).all()) else final)
+        local = [j for j, u in enumerate(order[s]) for _ in rows_of[unique[u]]]
+        rows = [r for u in order[s] for r in rows_of[unique[u]]]
+        device = executor.device
+        return rows, compute_metrics(x[local], ans[rows].to(device), foil[rows].to(device), names, unembed)
+
+    out = {n: torch.empty(len(prompts)) for n in names}
+    for rows, values in executor.map_batches(len(order), max(len(p) for p in unique), one_batch, what):
+        for n in names:
+            out[n][torch.tensor(rows)] = values[n].cpu()
     return out
 
 

@@ -81,9 +81,14 @@ def final_metrics(executor, tokens: torch.Tensor, answers: torch.Tensor, foils: 
                   names: Iterable[str], unembed: Unembed, interventions=(), final=None) -> Dict[str, torch.Tensor]:
     """Metrics of one batch: the forward stops at the unembedding's input. `final` [B]: each
     row's final real position in a right-padded batch (default: the last column)."""
+    x = final_inputs(executor, tokens, interventions, final)
+    return compute_metrics(x, answers.to(executor.device), foils.to(executor.device), names, unembed)
+
+
+def final_inputs(executor, tokens: torch.Tensor, interventions=(), final=None) -> torch.Tensor:
+    """[B, d_model]: the unembedding's input at each row's final position (`final` as above)."""
     from .executor import at_final
 
     _, kept = executor.capture(tokens, {UNEMBED_INPUT: at_final(final)}, stop_after=UNEMBED_INPUT,
                                interventions=interventions)
-    return compute_metrics(kept[UNEMBED_INPUT], answers.to(executor.device), foils.to(executor.device),
-                           names, unembed)
+    return kept[UNEMBED_INPUT]
