@@ -97,6 +97,22 @@ def gemma(tmp_path_factory):
     return run_context(tmp_path_factory.mktemp("gemma"), model_yaml("gemma3"))
 
 
+def linear_final_norm(divisor: float):
+    """Forward hooks that replace the final norm by its linear part: the residual entering
+    ln_final, centred, divided by a constant (the exact-linear checks of attribution patching)."""
+    final = {}
+
+    def save(act, hook=None):
+        final["resid"] = act
+        return act
+
+    def linear_norm(act, hook=None):
+        x = final["resid"]
+        return (x - x.mean(-1, keepdim=True)) / divisor
+
+    return [("ln_final.hook_in", save), ("unembed.hook_in", linear_norm)]
+
+
 def compiled(run, kind: str = "activation_patching", **params):
     """An analysis's parameters compiled against the run's spec, as the compiler compiles the
     spec's own (defaults filled, selectors compiled); earlier results are rankable."""
@@ -324,19 +340,9 @@ def test_attribution_equals_exact_where_the_metric_is_linear(neox):
     and pattern of the last layer, where the first-order estimate must be exact.
     """
     last = neox.cfg.n_layers - 1
-    final = {}
-
-    def save(act, hook=None):
-        final["resid"] = act
-        return act
-
-    def linear_norm(act, hook=None):
-        x = final["resid"]
-        return (x - x.mean(-1, keepdim=True)) / 1.0
-
     saved = dict(neox.baselines)
     try:
-        with neox.model.hooks(fwd_hooks=[("ln_final.hook_in", save), ("unembed.hook_in", linear_norm)]):
+        with neox.model.hooks(fwd_hooks=linear_final_norm(1.0)):
             neox.baselines.clear()  # the baselines of the linearised model, computed as the analyses do
             with torch.no_grad():
                 linear = baselines(neox)

@@ -21,7 +21,7 @@ import torch
 
 from mi_dsl.errors import SpecMeaningError
 
-from tests.analyses.test_patching import compiled, compute, grid, model_yaml, sharp_models  # noqa: F401
+from tests.analyses.test_patching import compiled, compute, grid, linear_final_norm, model_yaml, sharp_models  # noqa: F401
 
 LONGER = """
 vocabularies:
@@ -162,21 +162,11 @@ def test_attribution_patching_is_aligned_and_exact_where_linear(longer):
     run = longer
     assert not run.has_post_attn_norm()
     last = run.cfg.n_layers - 1
-    final = {}
-
-    def save(act, hook=None):
-        final["resid"] = act
-        return act
-
-    def linear_norm(act, hook=None):
-        x = final["resid"]
-        return (x - x.mean(-1, keepdim=True)) / 4.0
-
     saved = dict(run.baselines)
     try:
         from mi_dsl.analyses._patching import baselines
 
-        with run.model.hooks(fwd_hooks=[("ln_final.hook_in", save), ("unembed.hook_in", linear_norm)]):
+        with run.model.hooks(fwd_hooks=linear_final_norm(4.0)):
             run.baselines.clear()
             with torch.no_grad():
                 linear = baselines(run)
