@@ -16,7 +16,7 @@ from ..errors import RunError
 from ..expr import Env
 from .executor import by_length, pad_right, token_sets
 from ..metrics import compute_metrics, reads_continuation
-from .unembed import final_inputs, final_metrics
+from .unembed import final_inputs
 
 
 def _as_set(tokens):
@@ -38,26 +38,10 @@ def prompt_metrics(executor, unembed, prompts: Sequence[Sequence[int]], answers:
     names = list(names)
     if reads_continuation(names):
         return _continuation_prompt_metrics(executor, unembed, prompts, answers, foils, names, what, interventions)
-    if not interventions:
-        return _shared_forwards(executor, unembed, prompts, answers, foils, names, what)
-    order = by_length(prompts)
-    ans = token_sets([_as_set(answers[i]) for i in order])
-    foil = token_sets([_as_set(foils[i]) for i in order])
-
-    def one_batch(s: slice):
-        tokens, final = pad_right([prompts[i] for i in order[s]])
-        return final_metrics(executor, tokens, ans[s], foil[s], names, unembed, interventions,
-                             None if bool((final == tokens.shape[1] - 1).all()) else final)
-
-    parts = executor.map_batches(len(order), max(len(p) for p in prompts), one_batch, what)
-    out = {n: torch.empty(len(prompts)) for n in names}
-    index = torch.tensor(order)
-    for n in names:
-        out[n][index] = torch.cat([p[n].cpu() for p in parts])
-    return out
+    return _shared_forwards(executor, unembed, prompts, answers, foils, names, what, interventions)
 
 
-def _shared_forwards(executor, unembed, prompts, answers, foils, names, what) -> Dict[str, torch.Tensor]:
+def _shared_forwards(executor, unembed, prompts, answers, foils, names, what, interventions=()):
     """As prompt_metrics, one forward per distinct prompt: a pair's corrupted prompt is often
     another pair's clean one (the syllogisms' swapped descriptor), and the metric of each row
     is read from its prompt's final residual with the row's own answer and foil."""
@@ -71,7 +55,7 @@ def _shared_forwards(executor, unembed, prompts, answers, foils, names, what) ->
 
     def one_batch(s: slice):
         tokens, final = pad_right([unique[u] for u in order[s]])
-        x = final_inputs(executor, tokens, (), None if bool((final == tokens.shape[1] - 1).all()) else final)
+        x = final_inputs(executor, tokens, interventions, None if bool((final == tokens.shape[1] - 1).all()) else final)
         local = [j for j, u in enumerate(order[s]) for _ in rows_of[unique[u]]]
         rows = [r for u in order[s] for r in rows_of[unique[u]]]
         device = executor.device
