@@ -5,6 +5,8 @@ over a word-level vocabulary of every word the test files and shipped specs use,
 words are one token; the words in SPLIT come out in the pieces given there (as Pythia
 splits them), so multi-token slots are tested too. Unknown words are "<unk>". "<|endoftext|>" is BOS
 and EOS. Tests whose point is the seed's own numbers use the real Pythia tokenizer.
+
+Ids are stable (LISTED, SIZE): editing a test's text does not change the random test models.
 """
 from __future__ import annotations
 
@@ -24,7 +26,22 @@ SPLIT = {" Cows": [" C", "ows"], " Horses": [" H", "orses"], " Pigs": [" P", "ig
          " quadrupedal": [" quadrup", "ed", "al"], " interpretability": [" interpret", "ability"]}
 
 
+# The words the vocabulary starts with, in order: token ids stay what they are when test text
+# changes (a new word takes a free id at the end), and the vocabulary keeps SIZE tokens, so a
+# seeded random model is the same model whatever words the tests add (its numbers once moved
+# with every edit of a test file: a Spearman threshold passed or failed by chance).
+LISTED = Path(__file__).with_name("word_tokenizer_words.txt")
+SIZE = 8192
+
+
 def _words() -> list:
+    """The listed words, then any word the test files and specs use that the list lacks."""
+    listed = LISTED.read_text().split()
+    known = set(listed)
+    return listed + [w for w in _found_words() if w not in known]
+
+
+def _found_words() -> list:
     text = "".join(p.read_text() for p in [*ROOT.glob("tests/**/*.py"), *ROOT.glob("specs/*.yaml")])
     words = set(re.findall(r"[A-Za-z]+|[0-9]", text))
     words |= {w.lower() for w in words}  # `lower(noun)` in a template makes words no file spells
@@ -49,6 +66,10 @@ def word_tokenizer_file() -> Path:
         for form in (word, " " + word):
             for piece, _ in pre.pre_tokenize_str(form):
                 vocab.setdefault(piece, len(vocab))
+    if len(vocab) > SIZE:
+        raise ValueError(f"the test vocabulary outgrew {SIZE} tokens: raise SIZE (every random test model changes)")
+    for i in range(len(vocab), SIZE):
+        vocab[f"<unused{i}>"] = i
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre
     backend.decoder = decoders.ByteLevel()
