@@ -18,7 +18,9 @@ from typing import List, Tuple
 
 import pytest
 
+from tests.random_sizes import tiny_variant
 from tests.seed_tokenizer import ABSENT, PYTHIA
+from tests.word_tokenizer import word_level_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "specs"
@@ -32,14 +34,7 @@ TINY_WORDS = ["<bos>", "[UNK]", "The", "the", "All", "are", "Are", "is", ".", ",
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory) -> Path:
     """A word-level tokenizer.json (whitespace and punctuation split, "<bos>" BOS)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(TINY_WORDS)}, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.add_special_tokens(["<bos>"])
-    path = tmp_path_factory.mktemp("tiny_tokenizer") / "tokenizer.json"
-    backend.save(str(path))
-    return path
+    return word_level_tokenizer(TINY_WORDS, tmp_path_factory.mktemp("tiny_tokenizer"))
 
 
 ROUGH = "tiny-rough"
@@ -65,20 +60,8 @@ def roughen(model) -> None:
 def rough_models():
     """Registers size `tiny-rough` for every random architecture: the tiny shape with sharper weights
     (initializer_range 0.2) and roughened norms and biases (see `roughen`). Yields the size name."""
-    from mi_dsl.runtime.models import random_weights
-
-    def rough(shape):
-        def make(vocab):
-            config = shape.make_config(vocab)
-            config.initializer_range = 0.2
-            return config
-        return random_weights.Shape(shape.hub_name, make, shape.fixed_vocab, finish=roughen)
-
-    for sizes in random_weights.SHAPES.values():
-        sizes[ROUGH] = rough(sizes["tiny"])
-    yield ROUGH
-    for sizes in random_weights.SHAPES.values():
-        sizes.pop(ROUGH, None)
+    with tiny_variant(ROUGH, finish=roughen) as name:
+        yield name
 
 
 @pytest.fixture(scope="session")

@@ -77,3 +77,16 @@ def word_tokenizer_file() -> Path:
     path = Path(tempfile.mkdtemp(prefix="mi-dsl-test-tokenizer-")) / "tokenizer.json"
     backend.save(str(path))
     return path
+
+
+def word_level_tokenizer(words: list, folder: Path) -> Path:
+    """A plain word-level tokenizer.json over `words` (ids in order) in `folder`: whitespace and
+    punctuation split, "[UNK]" for unknown words, "<bos>" a special token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.add_special_tokens(["<bos>"])
+    path = Path(folder) / "tokenizer.json"
+    backend.save(str(path))
+    return path

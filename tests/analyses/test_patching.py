@@ -22,6 +22,7 @@ from mi_dsl.analyses._patching import baselines
 from mi_dsl.analyses.registry import REGISTRY, load_all
 from mi_dsl.errors import MiError, SpecMeaningError
 
+from tests.random_sizes import tiny_variant
 from tests.spec_parts import syllogism
 from tests.word_tokenizer import word_tokenizer_file
 
@@ -44,20 +45,8 @@ SHARP = "tiny-sharp"
 def sharp_models():
     """The tiny shapes initialised with 10x the usual spread (initializer_range 0.2): sharper
     attention and logit differences of a few units, so patches move the metric visibly."""
-    from mi_dsl.runtime.models import random_weights as random_models
-
-    def sharpened(shape):
-        def make(vocab):
-            config = shape.make_config(vocab)
-            config.initializer_range = 0.2
-            return config
-        return random_models.Shape(shape.hub_name, make, shape.fixed_vocab)
-
-    for sizes in random_models.SHAPES.values():
-        sizes[SHARP] = sharpened(sizes["tiny"])
-    yield
-    for sizes in random_models.SHAPES.values():
-        sizes.pop(SHARP, None)
+    with tiny_variant(SHARP):
+        yield
 
 
 def model_yaml(architecture: str, source: str = "random") -> str:

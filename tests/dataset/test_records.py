@@ -19,6 +19,8 @@ from mi_dsl.expr.docs import example_scope_and_env, operator_docs
 from mi_dsl.expr.values import Record
 from mi_dsl.spec import load_spec
 
+from tests.word_tokenizer import word_level_tokenizer
+
 WORDS = ["<bos>", "[UNK]", "So", "is", "a", "really", "great", "friend", ",", "isn", "'", "t", "she", "he",
          "Mary", "John", "Anna", "Tom", "Lisa", "Bob", "The", "capital", "of", "France", "Paris", "Italy",
          "Rome", "Spain", "Madrid", "war", "lasted", "from", "the", "year", "17", "to", "01", "05", "07", "42",
@@ -27,14 +29,7 @@ WORDS = ["<bos>", "[UNK]", "So", "is", "a", "really", "great", "friend", ",", "i
 
 @pytest.fixture(scope="module")
 def tokenizer_file(tmp_path_factory):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.add_special_tokens(["<bos>"])
-    path = tmp_path_factory.mktemp("records_tokenizer") / "tokenizer.json"
-    backend.save(str(path))
-    return path
+    return word_level_tokenizer(WORDS, tmp_path_factory.mktemp("records_tokenizer"))
 
 
 @pytest.fixture

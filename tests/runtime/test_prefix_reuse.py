@@ -14,6 +14,7 @@ import torch
 from mi_dsl.analyses import _patching as core
 from mi_dsl.errors import RunError
 
+from tests.random_sizes import tiny_variant
 from tests.spec_parts import animals
 from tests.spec_parts import spec_text as spec_parts
 
@@ -23,25 +24,8 @@ DEEP = "tiny-deep"
 @pytest.fixture(scope="module", autouse=True)
 def deep_models():
     """The tiny shapes with 4 layers and a wider initialisation, so later layers differ."""
-    from mi_dsl.runtime.models import random_weights as random_models
-
-    def deeper(shape):
-        def make(vocab):
-            config = shape.make_config(vocab)
-            config.initializer_range = 0.2
-            for key in ("num_hidden_layers", "n_layer"):
-                if hasattr(config, key):
-                    setattr(config, key, 4)
-            if hasattr(config, "layer_types") and config.layer_types:
-                config.layer_types = (list(config.layer_types) * 4)[:4]
-            return config
-        return random_models.Shape(shape.hub_name, make, shape.fixed_vocab)
-
-    for sizes in random_models.SHAPES.values():
-        sizes[DEEP] = deeper(sizes["tiny"])
-    yield
-    for sizes in random_models.SHAPES.values():
-        sizes.pop(DEEP, None)
+    with tiny_variant(DEEP, layers=4):
+        yield
 
 
 def spec_text(architecture: str, tokenizer) -> str:
