@@ -26,7 +26,7 @@ def syntax_hint(text: str, problem: str, line: Optional[int], column: Optional[i
     if "mapping values are not allowed" in problem:
         return _colon_hint(lines, line, column)
     if "expected <block end>" in problem or "did not find expected" in problem:
-        return _indentation_hint(lines, line)
+        return _quoted_value_hint(here) or _indentation_hint(lines, line) or _trailing_text_hint(here, column)
     return ""
 
 
@@ -48,15 +48,47 @@ def _colon_hint(lines: List[str], line: int, column: Optional[int]) -> str:
     return "a key is probably mis-indented, or a value contains ': ' and needs quotes"
 
 
+def _quoted_value_hint(here: str) -> str:
+    """A value that starts with a quote ends at the matching quote: text after it on the line
+    (`template: "So {x if a == "b" else c}"`) is what YAML cannot read."""
+    key = _KEY.match(here)
+    value = here[key.end():].lstrip() if key else ""
+    if not value or value[0] not in "'\"":
+        return ""
+    quote, other = value[0], "'" if value[0] == '"' else '"'
+    close = value.find(quote, 1)
+    if close < 0 or not value[close + 1:].strip() or value[close + 1:].lstrip().startswith("#"):
+        return ""
+    name = key.group(2).strip()
+    rest = value.rstrip()
+    inner = rest[1:-1] if rest.endswith(quote) else rest[1:]
+    suggestion = f"{name}: {other}{inner}{other}" if other not in inner else \
+        f"{name}: '{inner.replace(chr(39), chr(39) * 2)}'"
+    doubled = " (inside single quotes, a single quote is written twice)" if suggestion.endswith("'") else ""
+    return (f"the value of '{name}' starts with {quote} so YAML ends it at the next {quote}, and the text "
+            f"after that quote is not YAML; quote the whole value with the other quote mark{doubled}: "
+            f"{suggestion}")
+
+
 def _indentation_hint(lines: List[str], line: int) -> str:
     here = lines[line - 1]
     indent = len(here) - len(here.lstrip(" "))
     columns = sorted({len(t) - len(t.lstrip(" ")) + 1 for t in lines[:line - 1]
                       if t.strip() and not t.lstrip().startswith("#")})
+    if indent + 1 in columns:  # it does line up: the fault is elsewhere on the line, so no guess
+        return ""
     where = ", ".join(str(c) for c in columns)
     return (f"this line starts at column {indent + 1}, which lines up with no mapping or list above it "
             f"(they start at columns {where}); items of one mapping or list start at the same column: "
             "the line is probably mis-indented")
+
+
+def _trailing_text_hint(here: str, column: Optional[int]) -> str:
+    if not column or column > len(here):
+        return ""
+    return (f"the value on this line ends before column {column} (at a closing quote or bracket) and YAML "
+            f"cannot read the text from there, '{here[column - 1:].strip()}'; quote the whole value, or move "
+            "that text inside the brackets")
 
 
 def _previous_key_line(lines: List[str], line: int) -> Optional[int]:

@@ -199,6 +199,10 @@ def test_a_vocabulary_file_error_points_at_the_spec(tmp_path):
     ("pipeline:\n  - keep: a\n   - sample: {n: 3}\n", (3, 4), ["column 4", "mis-indented"]),
     # a tab after a key, not in the indentation
     ("model:\n  source:\trandom\n", (2, 10), ["tab", "space"]),
+    # a double-quoted value with double quotes inside: YAML ends the value at the second quote
+    ('prompts:\n  template: "So {a if b == "x" else c}"\n', (2, 29),
+     ["the value of 'template' starts with \"", "template: 'So {a if b == \"x\" else c}'"]),
+    ("prompts:\n  answer: 'first_token(' + y\n", (2, 26), ['answer: "first_token(\' + y"']),
 ])
 def test_yaml_syntax_errors_get_a_hint(text, at, words):
     with pytest.raises(SpecSyntaxError) as info:
@@ -206,3 +210,12 @@ def test_yaml_syntax_errors_get_a_hint(text, at, words):
     assert (info.value.location.line, info.value.location.column) == at
     for w in words:
         assert w in info.value.hint, info.value.hint
+
+
+def test_a_line_that_lines_up_gets_no_indentation_guess():
+    """The fault is text after a closed flow list, so the hint must not claim the line lines up
+    with nothing when it lines up with the key above; it names the text YAML cannot read."""
+    with pytest.raises(SpecSyntaxError) as info:
+        parse_yaml("model:\n  source: random\n  name: [a, b] c\n", "hint.yaml")
+    assert "lines up with no mapping" not in info.value.hint
+    assert "ends before column 16" in info.value.hint and "'c'" in info.value.hint, info.value.hint
