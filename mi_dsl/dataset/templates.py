@@ -15,6 +15,12 @@ from ..errors import Location, SpecMeaningError
 from ..expr import Env, Scope, compile_expression, expect_type
 
 
+_ONE_SLOT_HINT = ("a placeholder's tokens are the positions named after its slot (`noun`, `noun[-1]`), so it "
+                  "reads one slot; put what depends on another slot into the vocabulary instead: records with "
+                  "a field per variant, e.g. {form: keys, stem: key, number: pl}, one slot bound to them, and "
+                  "`{noun.form}` in the template")
+
+
 @dataclass(frozen=True)
 class Placeholder:
     slot: str
@@ -87,7 +93,8 @@ def parse_template(text: str, scope: Scope, where: Callable[[int], Location]) ->
         used = sorted(compiled.names_used())
         if len(used) != 1:
             raise SpecMeaningError(f"a placeholder must use exactly one slot; '{{{source}}}' uses "
-                                   f"{len(used)}", where(i))
+                                   f"{len(used)}" + (f" ({', '.join(used)})" if used else ""), where(i),
+                                   hint=_ONE_SLOT_HINT if used else "write constant text into the template itself")
         if literal:
             pieces.append("".join(literal))
             literal = []
