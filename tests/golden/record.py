@@ -30,6 +30,7 @@ SIZES = {
     "gendered_pronoun": ["analyses.4.max_pairs=4"],
     "factual_recall": ["analyses.3.max_pairs=6"],
     "factual_recall_multitoken": ["analyses.0.max_pairs=4"],
+    "subject_verb_agreement": ["analyses.4.max_pairs=4"],
 }
 
 # Results that are not numbers of the science (wall-clock, paths, versions).
