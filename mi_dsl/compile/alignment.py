@@ -138,7 +138,8 @@ def _resolve_selectors(spec, index: int, params, pairs) -> Dict[str, Any]:
                     f"'{pair.clean.text}' and {len(got['corrupted'])} in its corrupted partner "
                     f"'{pair.corrupted.text}', so they cannot be patched token for token",
                     spec.source.value(path),
-                    hint="select one token of the slot, e.g. name[-1], or filter the vocabulary on token counts")
+                    hint=f"select one token of the slot, e.g. {_one_token_of(item)} (its last token), or filter "
+                         "the vocabulary on token counts")
         out["clean"].append(per_pair["clean"])
         out["corrupted"].append(per_pair["corrupted"])
     for n, pair in enumerate(pairs):
@@ -172,3 +173,9 @@ def _check_ablation(spec, index: int, params, pairs) -> None:
                 f"'{odd[0].clean.text}' ({len(odd[0].clean.ids)} tokens) / '{odd[0].corrupted.text}' "
                 f"({len(odd[0].corrupted.ids)} tokens)", spec.loc("analyses", index, "method"),
                 hint="use method: zero or mean, or make the corrupted prompts as long as the clean ones")
+
+
+def _one_token_of(item) -> str:
+    """An example selector of one token of the position the user wrote (`country` -> `country[-1]`)."""
+    text = str(item)
+    return f"{text}[-1]" if text.isidentifier() else "name[-1]"

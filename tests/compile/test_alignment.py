@@ -230,3 +230,35 @@ def test_padded_batches_of_several_lengths_equal_each_pair_alone(mixed, target, 
         alone_estimate, _ = attribution_patching(alone_run, resolve(params, alone_run))
         assert torch.allclose(together[:, n], alone[:, 0], rtol=1e-5, atol=1e-5), (n, pair.clean.text)
         assert torch.allclose(estimate[:, n], alone_estimate[:, 0], rtol=1e-4, atol=1e-5), (n, pair.clean.text)
+
+
+
+# The clean and corrupted descriptor differ in token count: " herbivorous" is 3 tokens, " small" 1.
+UNEVEN_SLOT = """
+vocabularies:
+  categories: {items: [birds]}
+  descriptors: {pairs: [[herbivorous, small]]}
+  nouns: {items: [Cows, Horses]}
+prompts:
+  template: "All {category} are {descriptor}. {noun} are {category}. Therefore, {lower(noun)} are"
+  slots: {category: categories, descriptor: descriptors, noun: nouns}
+  answer: 'first_token(" " + descriptor)'
+  foil: 'first_token(" " + opposite(descriptor))'
+  corrupt: {swap: descriptor}
+metric: logit_diff
+analyses:
+  - {kind: activation_patching, target: resid_pre, positions: [final, descriptor]}
+"""
+
+
+def test_a_slot_of_different_token_counts_is_refused_with_its_own_one_token_selector(tmp_path):
+    """`descriptor` cannot be patched token for token; the hint names the selector that can
+    (`descriptor[-1]`), not a generic example."""
+    from mi_dsl.compile import prepare
+
+    path = tmp_path / "spec.yaml"
+    path.write_text("version: 1\nname: lengths\n" + model_yaml("gpt_neox") + UNEVEN_SLOT)
+    with pytest.raises(SpecMeaningError, match="position 'descriptor' names 3 token") as err:
+        prepare(str(path), [], [])
+    assert err.value.location.line == line_of(path, "positions: [final, descriptor]")
+    assert "descriptor[-1]" in err.value.hint
