@@ -235,7 +235,7 @@ metric: continuation_logprob_diff
 @pytest.mark.slow
 def test_embedded_gemma_prefers_the_true_multi_token_capital(tmp_path):
     """On Gemma-3-270m every true capital, several tokens long, is more likely after its prompt than
-    another continent's capital (checked on the model beforehand: all 30 countries of specs/data hold),
+    another continent's capital (checked on the model beforehand on the countries of specs/data),
     and the batched metric equals the model's own full forward of each prompt + capital alone."""
     from mi_dsl.compile import prepare
     from mi_dsl.runtime.run import Session
