@@ -174,6 +174,10 @@ def _check_metric_fits(spec: Spec, index: int, kind, params: Dict[str, Any]) -> 
     patching = kind.kind == "attribution_patching"  # its `direction` is denoising/noising, not a read-out
     if not kind.decomposes or metric.linear or (not patching and "direction" in params):
         return
+    if patching and metric.reads_continuation:
+        # the one way to screen cells for a continuation: a first-order estimate of the summed
+        # teacher-forced log-probability, which its result's convention states
+        return
     metric_at = spec.loc("metric") if "metric" in spec.data else None
     stated = f" (line {metric_at.line})" if metric_at is not None and metric_at.line else ""
     linear = ", ".join(sorted(n for n, m in METRICS.items() if m.linear and "(" not in n))
