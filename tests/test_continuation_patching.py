@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.analyses.test_patching import compute, grid, linear_final_norm
+from tests.analyses.test_patching import SHARP, compute, grid, linear_final_norm, sharp_models  # noqa: F401
 from tests.spec_parts import syllogism
 from tests.test_continuations import countries, compiled, hf_layers, write_spec  # noqa: F401  (countries: a fixture)
 
@@ -175,19 +175,25 @@ def test_attribution_equals_exact_continuation_patching_where_the_metric_is_line
         run.baselines.update(saved)
 
 
-def test_attribution_ranks_cells_like_exact_continuation_patching(countries):  # noqa: F811
+def test_attribution_ranks_cells_like_exact_continuation_patching(sharp_models, tmp_path):
     """Off the linear case it is a first-order estimate: it must order cells as exact patching does.
-    z by position (layers x heads x {country[-1], final}: 16 cells on NeoX, 24 on Llama), prompts of
-    two lengths. Threshold 0.7, loose on purpose: a sum of log-softmaxes over up to three tokens bends
-    (the rough models' logits span several units), and the cells with the smallest effects, a third
-    or so of them, sit within each other's second-order error, so their order is noise; the large
-    effects must rank alike. When written it came out 0.95 (NeoX) and 0.94 (Llama)."""
-    run = _run(countries[2])
+    z by position (2 layers x 4 heads x {country[-1], final}: 16 cells), prompts of two lengths, on
+    test_patching's sharp tiny NeoX (initializer_range 0.2: logit differences of a few units, so the
+    sum of log-softmaxes over up to three tokens bends). Threshold 0.8: over model seeds 1-8 of this
+    spec (a change of the test vocabulary re-seeds it in effect) Spearman was 0.94-1.0; the smallest
+    effects sit within each other's second-order error, so their order is noise, and the threshold
+    leaves room for that, not for a wrong gradient. Not on the sharp or rough tiny Llama: there the
+    first-order estimate itself ranks poorly on some seeds (0.24-0.97 over the same seeds), and the
+    hand-gradient test above shows that is the method's error, not the code's."""
+    from mi_dsl.compile import prepare
+    from mi_dsl.runtime.run import run_context
+
+    run = run_context(prepare(str(write_spec(tmp_path, "gpt_neox", SHARP)), [], []))
     exact = compute(run, target="z_by_position", positions=["country[-1]", "final"], id="z_exact")
     estimate = compute(run, "attribution_patching", target="z_by_position", positions=["country[-1]", "final"])
     c = estimate.data["comparison"]
-    assert c["with"] == "z_exact" and c["cells"] == 2 * run.cfg.n_layers * run.cfg.n_heads
-    assert c["spearman"] > 0.7, c["spearman"]
+    assert c["with"] == "z_exact" and c["cells"] == 2 * run.cfg.n_layers * run.cfg.n_heads == 16
+    assert c["spearman"] > 0.8, c["spearman"]
     assert c["max_abs_difference"] > 1e-4  # not linear: the estimate is not exact here
     assert estimate.data["passes"]["forward_backward_passes"] == 2  # one batch: answer's forward + foil's
     assert "first-order" in estimate.data["convention"] and "summed" in estimate.data["convention"]
