@@ -368,7 +368,8 @@ def test_analyses_computed_through_the_api_are_refused_too(countries):
 
     _, _, session = countries
     run = session.context_for(session.pairs, session.baselines)
-    for kind in ("logit_lens", "head_attribution", "attribution_patching"):
+    for kind in ("logit_lens", "head_attribution", "ablation"):
         with pytest.raises(SpecMeaningError, match="cannot measure the continuation metric"):
-            compiled(run, {"kind": kind})
-    assert compiled(run, {"kind": "activation_patching", "target": "resid_pre"})["target"] == "resid_pre"
+            compiled(run, {"kind": kind, **({"heads": ["L0H0"]} if kind == "ablation" else {})})
+    for kind in ("activation_patching", "attribution_patching"):
+        assert compiled(run, {"kind": kind, "target": "resid_pre", "positions": ["final"]})["target"] == "resid_pre"

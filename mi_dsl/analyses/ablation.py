@@ -34,7 +34,13 @@ METHODS = ["zero", "mean", "resample"]
                                         "one length) or `resample` (the head's value on the paired corrupted "
                                         "prompt)."},
           },
-          required=["heads"])
+          required=["heads"],
+          reads_final="each head's direct logit attribution, before and after, reads one answer and one foil "
+                      "token's logits there",
+          continuation_instead="to measure what knocking out a head does to the continuation, use "
+                               "activation_patching with target: z, direction: noising and those heads (the "
+                               "corrupted prompt's z patched into the clean run one head at a time: ablation by "
+                               "resampling, the metric re-read over every continuation token)")
 class Ablation:
     def compile(self, params, ctx):
         ctx.heads(params)

@@ -5,23 +5,35 @@ summed over the cell's slice; one forward and one backward of the base prompts p
 batch stand in for a forward per cell. Exact where the metric is linear in the patched
 activation; elsewhere a fast screen, so it is reported beside an exact activation
 patching of the same target when the spec has one (Spearman rank correlation).
+
+With a continuation metric (answers written continuation(...)) what is linearised is the
+teacher-forced log-probability summed over the continuation's tokens (for the difference:
+the answer's forward minus the foil's, two token sequences after the prompt, whose gradients
+at a prompt position add up). Cells patch prompt positions only, as exact patching does.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
 from ..errors import SpecMeaningError
+from ..metrics import METRICS
 from ..suggest import unknown
 from . import _patching as core
 from .base import Result
 from ._figures import scatter
 from .registry import analysis
 
-DIFFERENTIABLE = ("logit_diff", "logprob", "prob")
+DIFFERENTIABLE = ("logit_diff", "logprob", "prob", "continuation_logprob", "continuation_logprob_diff")
 
 CONVENTION = ("first-order (gradient) estimate of activation patching: (source - base activation) . "
               "d metric / d activation at the base run, per prompt, averaged; exact only where the metric is "
               "linear in the patched activation. Normalised 0 = corrupted, 1 = clean baseline.")
+CONTINUATION_CONVENTION = (
+    " Continuation metric: what is linearised is the teacher-forced log-probability summed over the "
+    "continuation's tokens (log P(c_i | prompt, c_<i), one forward of the prompt followed by the continuation); "
+    "for the difference, the answer's forward minus the foil's, their gradients at each prompt position "
+    "added. Only prompt positions are patched; a sum of log-softmaxes is not linear, so this is a first-order "
+    "estimate (compare it with exact activation_patching).")
 
 PARAMS = dict(core.PARAMS)
 PARAMS["batch_size"] = {"type": "integer", "minimum": 1,
@@ -38,7 +50,7 @@ PARAMS["compare_with"] = {
           "Attribution patching: the gradient estimate of activation patching, (source - base activation) "
           ". d metric / d activation, from one forward and one backward per batch; compared with exact "
           "patching of the same target when the spec has it.",
-          params=PARAMS, needs_pairs=True, decomposes=True)
+          params=PARAMS, needs_pairs=True, decomposes=True, answers="any")
 class AttributionPatching:
     def compile(self, params, ctx):
         if ctx.spec.metric not in DIFFERENTIABLE:
@@ -62,7 +74,7 @@ class AttributionPatching:
             lambda: core.attribution_patching(run, grid, params.get("batch_size")))
         data, rows = core.summarise(grid, effects + _start(base, direction), base, params, run, {
             "method": "attribution", "passes": passes, "seconds": round(seconds, 3)})
-        data["convention"] = CONVENTION
+        data["convention"] = CONVENTION + (CONTINUATION_CONVENTION if METRICS[run.metric].reads_continuation else "")
         other = _comparison_id(params, run)
         if other is not None:
             data["comparison"] = _compare_on_their_pairs(params, run, grid, effects, other)

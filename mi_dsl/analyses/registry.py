@@ -43,6 +43,10 @@ class AnalysisKind:
     # answers at compile time), "any" (measures any metric, continuation metrics included), "none" (no
     # metric: it reads no answer, or shows one and handles a continuation itself, as predictions does)
     answers: str = "final"
+    # answers="final" only, said when a continuation is refused: what it reads at the final position,
+    # and what measures a continuation instead (both optional)
+    reads_final: str = ""
+    continuation_instead: str = ""
 
     def schema(self) -> Dict[str, Any]:
         props = dict(COMMON_PARAMS)
@@ -72,7 +76,8 @@ REGISTRY: Dict[str, AnalysisKind] = {}
 
 def analysis(kind: str, description: str, params: Optional[Dict[str, Any]] = None,
              required: Optional[List[str]] = None, needs_pairs: bool = False,
-             needs_dataset: bool = True, decomposes: bool = False, answers: str = "final") -> Callable:
+             needs_dataset: bool = True, decomposes: bool = False, answers: str = "final",
+             reads_final: str = "", continuation_instead: str = "") -> Callable:
     """Class decorator registering an analysis kind."""
 
     def register(cls):
@@ -84,7 +89,8 @@ def analysis(kind: str, description: str, params: Optional[Dict[str, Any]] = Non
         if answers not in ("final", "any", "none"):
             raise ValueError(f"analysis '{kind}': answers={answers!r} is not final, any or none")
         REGISTRY[kind] = AnalysisKind(kind, description, params_, required or [], cls,
-                                      needs_pairs, needs_dataset, decomposes, answers)
+                                      needs_pairs, needs_dataset, decomposes, answers, reads_final,
+                                      continuation_instead)
         cls.kind = kind
         return cls
 

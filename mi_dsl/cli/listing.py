@@ -52,11 +52,13 @@ def reference_markdown() -> str:
         out.append("")
     out += ["## Metrics", "", "Each metric says whether it is linear in the final residual: decompositions "
             "(logit_lens, layer_attribution, head_attribution, attribution_patching) read only linear metrics "
-            "exactly and refuse the others unless told `direction: logit_diff`. Answers and foils may be "
+            "exactly and refuse the others unless told `direction: logit_diff` (attribution_patching takes the "
+            "continuation_* metrics too, as a first-order estimate). Answers and foils may be "
             "token sets (first_tokens, number_tokens; so is tokens(...): a set, not a sequence) or multi-token "
             "continuations (continuation(...)), which only the continuation_* metrics read; analyses that read "
             "the final position refuse continuation answers at validate time, activation_patching measures "
-            "them.", ""]
+            "them exactly and attribution_patching to first order (the summed teacher-forced log-probability "
+            "linearised).", ""]
     out += [f"- `{m['name']}`{' (linear)' if m['linear'] else ''}: {m['description']}" for m in cat["metrics"]]
     out += ["- an expression over `logit(...)`, `prob(...)` and `logprob(...)` at the final position, with "
             "`+ - * /` and numbers; each reads `answer`, `foil`, a string (its first token) or "

@@ -86,12 +86,14 @@ def _check_answers_fit(spec: Spec, index: Optional[int], kind, continuation: boo
     if not continuation or kind.answers != "final":
         return
     able = ", ".join(sorted(k for k, a in REGISTRY.items() if a.answers == "any"))
+    reads = f" ({kind.reads_final})" if kind.reads_final else ""
+    instead = f"{kind.continuation_instead}; or " if kind.continuation_instead else ""
     raise SpecMeaningError(
-        f"{kind.kind} reads the answer and foil as tokens at the final position, so it cannot measure the "
-        f"continuation metric '{spec.metric}' (the answer is continuation(...))",
+        f"{kind.kind} reads the answer and foil as tokens at the final position{reads}, so it cannot measure "
+        f"the continuation metric '{spec.metric}' (the answer is continuation(...))",
         spec.loc("analyses", index, "kind") if index is not None else spec.loc("analyses"),
-        hint=f"analyses that measure continuations: {able}; or write answer and foil with first_token(...) "
-             "to study the first tokens only")
+        hint=f"{instead}analyses that measure continuations: {able}; or write answer and foil with "
+             "first_token(...) to study the first tokens only")
 
 
 def _pipeline_step(spec: Spec, index: int, step: Dict[str, Any], metrics_needed: set,
@@ -173,6 +175,10 @@ def _check_metric_fits(spec: Spec, index: int, kind, params: Dict[str, Any]) -> 
     metric = METRICS[spec.metric]
     patching = kind.kind == "attribution_patching"  # its `direction` is denoising/noising, not a read-out
     if not kind.decomposes or metric.linear or (not patching and "direction" in params):
+        return
+    if patching and metric.reads_continuation:
+        # the one way to screen cells for a continuation: a first-order estimate of the summed
+        # teacher-forced log-probability, which its result's convention states
         return
     metric_at = spec.loc("metric") if "metric" in spec.data else None
     stated = f" (line {metric_at.line})" if metric_at is not None and metric_at.line else ""

@@ -22,7 +22,19 @@ def activation_bytes_per_row(seq_len: int, d_model: int, d_mlp: int, n_heads: in
     return 4 * seq_len * (10 * d_model + 2 * d_mlp + 3 * n_heads * seq_len)
 
 
+def widest_forward(pairs) -> int:
+    """Tokens of the widest forward a run feeds the model: the longest prompt, clean or corrupted; with
+    continuation answers, a prompt followed by its longer continuation (answer's or foil's) but that
+    continuation's last token (token i is read at position final + i: runtime/continuation.py)."""
+    widest = 1
+    for pair in pairs:
+        extra = max(len(pair.answers), len(pair.foils)) - 1 if pair.continuation else 0
+        widest = max(widest, len(pair.clean.ids) + extra, len(pair.corrupted.ids) + extra)
+    return widest
+
+
 def estimate(spec, plan, vocab_size: Optional[int], max_tokens: int) -> Dict[str, Any]:
+    """`max_tokens`: the widest forward (widest_forward of the dataset's pairs)."""
     dims = model_dims(spec.model, vocab_size)
     if dims is None:
         return {"note": "model sizes unknown before loading (no config.json found); run it once to cache them"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Dict, List
 
-from .memory import estimate
+from .memory import estimate, widest_forward
 
 
 def plan_summary(prepared, examples: int = 3) -> Dict[str, Any]:
@@ -28,7 +28,7 @@ def plan_summary(prepared, examples: int = 3) -> Dict[str, Any]:
             "examples": [_example(p, tokenizer) for p in dataset.pairs[:examples]],
         },
         **plan_steps(plan, len(dataset.pairs)),
-        "memory": estimate(spec, plan, tokenizer.vocab_size, max(dataset.token_lengths or [1])),
+        "memory": estimate(spec, plan, tokenizer.vocab_size, widest_forward(dataset.pairs)),
         "warnings": [w.format() for w in dataset.warnings],
     }
 

@@ -14,6 +14,10 @@ into *cells*, each one patch: (layer, head or none, positions). Then
       one forward and one backward of the base prompts per batch:
       effect ~ (source - base activation) . d metric / d activation, summed over the
       cell's slice (d_head or d_model, and its positions).
+  continuation metrics (answers written continuation(...); continuation.py)
+      both engines run the base prompts followed by each continuation the metric reads and
+      patch prompt positions only; attribution adds the sides' gradients at each prompt
+      position (linearising the summed teacher-forced log-probability).
 
 Directions, in TransformerLens's terms:
   denoising (default)  run the corrupted prompts and patch in clean activations
@@ -25,7 +29,8 @@ Both are normalised the same way, on the mean over prompts: 0 = the corrupted
 baseline, 1 = the clean baseline, (m - corrupted) / (clean - corrupted). Denoising
 cells start at 0 (no effect); noising cells start at 1.
 """
-from .engines import (Baselines, attribution_patching, base_and_source, baselines, capture_all_positions,
+from .attribution import attribution_patching
+from .engines import (Baselines, base_and_source, baselines, capture_all_positions,
                       direction_of, exact_patching)
 from .figures import grid_figures
 from .grid import Cell, Column, Grid, cell_head_label, head_axis_label, head_count, resolve

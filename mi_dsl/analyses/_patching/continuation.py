@@ -1,4 +1,4 @@
-"""Exact patching measured by a continuation metric (answers written continuation(...)).
+"""Exact and attribution patching measured by a continuation metric (answers written continuation(...)).
 
 Each patched run is a forward of the base prompt followed by a continuation (the answer's,
 and the foil's when the metric reads it: each side its own forward), right-padded, read at
@@ -8,6 +8,8 @@ the prompt's positions, and the continuation starts after each prompt's own fina
 a patch means what it means for a final-position metric. The source run is captured
 without continuations (a causal model's prompt positions never read them). With prefix
 reuse, each side resumes from the base run's residual over prompt + its continuation.
+
+Attribution patching (attribution.py) runs the same forwards with gradients, on these Sides.
 """
 from __future__ import annotations
 
@@ -30,6 +32,11 @@ class Sides:
     @property
     def width(self) -> int:
         return max(b.tokens.shape[1] for b in self.batches.values())
+
+    @property
+    def read_positions(self) -> int:
+        """The most positions a row's continuation is read at (each unembedded over the vocabulary)."""
+        return max(b.targets.shape[1] for b in self.batches.values())
 
     def resume(self, side: str, layers, resumable: bool):
         """{layer: [prompts, W, d_model]} the base run (with the side's continuation) entering each
@@ -60,3 +67,4 @@ def patched_metric(run, sides: Sides, prompt, hooks, start: int, layers, resumab
     batches = {side: batch.rows(prompt) for side, batch in sides.batches.items()}
     readout = readout_of(batches, forward, run.unembed)
     return compute_continuation_metrics(readout, [run.metric])[run.metric]
+

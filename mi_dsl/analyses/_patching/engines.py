@@ -1,11 +1,12 @@
-"""The two patching engines: exact (stacked patched rows) and attribution (one forward + backward)."""
+"""Exact patching (stacked patched rows) and what both engines share: the source run's activations,
+the base tokens, the index of the cells (attribution.py is the other engine)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ...metrics import reads_continuation
-from .grid import Grid, _has_hook
+from .grid import Grid
 
 
 @dataclass
@@ -280,76 +281,6 @@ def _patched_batch(run, plan: "_Plan", layout: str, cells, name: str, resume, st
                                run.unembed)[run.metric]
 
     return one_batch
-
-
-def attribution_patching(run, grid: Grid, batch_size: Optional[int] = None):
-    """([cells, prompts] first-order estimate of each cell's change of the metric, pass counts):
-    (source - base activation) . d metric / d activation over the cell's slice, from one
-    forward and one backward of the base prompts per batch."""
-    import torch
-
-    from ...metrics import compute_metrics
-    from ...runtime.executor import at_final
-    from ...runtime.unembed import UNEMBED_INPUT
-
-    plan, device, executor = _prepare(run, grid), run.device, run.executor
-    n_prompts, n_positions = plan.base.shape
-    index = plan.index
-    leaf = [("hook_embed", _grad_leaf)] if _has_hook(run, "hook_embed") else []
-
-    def one_batch(rows: slice):
-        acts: Dict[str, Any] = {}
-
-        def keep(name):
-            def hook(act, hook=None):
-                acts[name] = act  # not detached: the graph reaches it
-                return act
-            return hook
-
-        hooks = leaf + [(n, keep(n)) for n in plan.names + [UNEMBED_INPUT]]
-        with torch.enable_grad():
-            executor.capture(plan.base[rows], {UNEMBED_INPUT: lambda a: a[:, -1]}, interventions=hooks,
-                             stop_after=UNEMBED_INPUT)
-            final = at_final(None if plan.final is None else plan.final[rows])
-            values = compute_metrics(final(acts[UNEMBED_INPUT]), plan.answers[rows], plan.foils[rows],
-                                     [run.metric], run.unembed)[run.metric]
-            grads = torch.autograd.grad(values.sum(), [acts[n] for n in plan.names], allow_unused=True)
-        out = torch.zeros(len(grid.cells), rows.stop - rows.start)
-        for layer, name, grad in zip(plan.layers, plan.names, grads):
-            if grad is None:  # nothing downstream reads it
-                continue
-            prompts = torch.arange(rows.start, rows.stop)
-            act = acts[name].detach().to(device)  # a device_map leaves it on its layer's device
-            delta = index.aligned_source(plan.source[name], prompts, grid.target.layout) - act
-            per_slice = _per_position_head(grid.target.layout, delta * grad.to(device))  # [n, pos, head]
-            chosen = (index.layer == layer).nonzero().squeeze(1)
-            s = per_slice[:, :, index.head[chosen].to(device)]  # [n, pos, cells]
-            mask = index.cell_mask(chosen, prompts).to(device)   # [pos, cells] or [n, pos, cells]
-            out[chosen] = (s * mask).sum(1).T.float().cpu()
-        return out
-
-    # the backward keeps a few activations of every block alive per row
-    extra = 3 * 4 * n_positions * (run.cfg.d_model * 4 + run.cfg.n_heads * n_positions)
-    counted = executor.forwards
-    with _batch_size(executor, batch_size):
-        parts = executor.map_batches(n_prompts, n_positions, one_batch, "attribution patching",
-                                     extra_bytes_per_row=extra)
-    plan.passes["forward_backward_passes"] = executor.forwards - counted
-    return torch.cat(parts, dim=1), plan.passes
-
-
-def _grad_leaf(act, hook=None):
-    """Let gradients reach every activation even if the weights are frozen."""
-    return act if act.requires_grad else act.detach().requires_grad_(True)
-
-
-def _per_position_head(layout: str, product):
-    """Sum a [batch, ...] product over the feature axis into [batch, pos, head]."""
-    if layout == "resid":
-        return product.sum(-1)[:, :, None]
-    if layout == "head":
-        return product.sum(-1)
-    return product.sum(-1).transpose(1, 2)  # pattern [b, head, dest, src] -> [b, dest, head]
 
 
 class _batch_size:
