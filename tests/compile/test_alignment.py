@@ -22,6 +22,7 @@ import torch
 from mi_dsl.errors import SpecMeaningError
 
 from tests.analyses.test_patching import compiled, compute, grid, linear_final_norm, model_yaml, sharp_models  # noqa: F401
+from tests.spec_parts import syllogism
 
 LONGER = """
 vocabularies:
@@ -234,17 +235,7 @@ def test_padded_batches_of_several_lengths_equal_each_pair_alone(mixed, target, 
 
 
 # The clean and corrupted descriptor differ in token count: " herbivorous" is 3 tokens, " small" 1.
-UNEVEN_SLOT = """
-vocabularies:
-  categories: {items: [birds]}
-  descriptors: {pairs: [[herbivorous, small]]}
-  nouns: {items: [Cows, Horses]}
-prompts:
-  template: "All {category} are {descriptor}. {noun} are {category}. Therefore, {lower(noun)} are"
-  slots: {category: categories, descriptor: descriptors, noun: nouns}
-  answer: 'first_token(" " + descriptor)'
-  foil: 'first_token(" " + opposite(descriptor))'
-  corrupt: {swap: descriptor}
+UNEVEN_SLOT = syllogism(("birds",), (("herbivorous", "small"),), ("Cows", "Horses")) + """\
 metric: logit_diff
 analyses:
   - {kind: activation_patching, target: resid_pre, positions: [final, descriptor]}
