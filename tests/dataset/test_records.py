@@ -401,10 +401,14 @@ def test_factual_recall_pairs_name_both_capitals_on_gemma(gemma_datasets):
     tokenizer, dataset = prepared.tokenizer, prepared.dataset
     records = {r["country"]: r for r in prepared.spec.vocabularies["countries"].records}
     assert set(dataset.vocab["countries"].dropped) == {"Argentina", "Brazil", "Mexico", "Burkina Faso", "Kyrgyzstan"}
-    assert len(dataset.pairs) == 25 and dataset.token_lengths == [6]
+    # countries of one and two tokens ("South Korea"): prompts of two lengths
+    assert len(dataset.pairs) == 31 and dataset.token_lengths == [6, 7]
     for pair in dataset.pairs:
         clean = records[dict(pair.values)["country"]]
-        other = records[pair.corrupted.text.split()[3]]
+        other = records[dict(pair.corrupted_values)["country"]]
+        assert pair.corrupted.text == f"The capital of {other['country']} is"
         assert other["continent"] != clean["continent"]
         assert tokenizer.token_str(pair.answer) == " " + clean["capital"]
         assert tokenizer.token_str(pair.foil) == " " + other["capital"]
+        (start, stop), = pair.clean.spans["country"]
+        assert stop - start == len(tokenizer.encode(" " + clean["country"]))
