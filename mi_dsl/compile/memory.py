@@ -14,12 +14,26 @@ from typing import Any, Dict, Optional
 
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 GATED = ("llama", "gemma", "gemma2", "gemma3", "gemma3_text", "mistral", "qwen2", "qwen3", "phi3", "olmo2")
-CPU_BUDGET_GB = 2.0   # the executor's default batch budget on a CPU
+# The executor's default batch budget on a CPU. 1 GB: a forward without a graph fills its
+# 512-row cap well under it on small models, and a forward kept for a backward (attribution
+# patching) stays within it: the syllogism run's peak RSS was 4.9 GB with 2 GB sized by a
+# one-block estimate, and 3.0 GB with this budget and graph_bytes_per_row (same time).
+CPU_BUDGET_GB = 1.0
 
 
 def activation_bytes_per_row(seq_len: int, d_model: int, d_mlp: int, n_heads: int) -> int:
     """Live activations of one block for one prompt (residual copies, MLP hidden, attention scores), fp32."""
     return 4 * seq_len * (10 * d_model + 2 * d_mlp + 3 * n_heads * seq_len)
+
+
+def graph_bytes_per_row(seq_len: int, d_model: int, d_mlp: int, n_heads: int, d_head: int, n_layers: int) -> int:
+    """What a forward kept for a backward holds for one prompt, fp32: every block's saved tensors
+    (norm inputs, q/k/v/z, the attention pattern, the MLP's gate, up, activation and product).
+    A forward without a graph holds one block at a time (activation_bytes_per_row); with a graph
+    all n_layers stay alive, which on Gemma-3-270m is ~25 MB a row for 15 tokens (measured: a
+    114-row batch raised the peak RSS by 3 GB when sized by the one-block formula)."""
+    per_token_block = 12 * d_model + 4 * n_heads * d_head + 5 * d_mlp + 3 * n_heads * seq_len
+    return 4 * seq_len * n_layers * per_token_block
 
 
 def widest_forward(pairs) -> int:

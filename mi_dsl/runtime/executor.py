@@ -14,7 +14,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 
 from ..errors import Location, RunError, SpecWarning
-from ..compile.memory import activation_bytes_per_row
+from ..compile.memory import CPU_BUDGET_GB, activation_bytes_per_row
 
 # What to keep of an activation: a callable (act -> kept tensor). Common ones:
 FINAL = lambda act: act[:, -1]  # noqa: E731  (the final position)
@@ -76,7 +76,7 @@ class Executor:
         if self.device.type == "cuda":
             free, _total = torch.cuda.mem_get_info(self.device)
             return int(free * 0.5)
-        return 2 * 2**30
+        return int(CPU_BUDGET_GB * 2**30)
 
     def map_batches(self, n_rows: int, seq_len: int, fn: Callable[[slice], object], what: str = "",
                     extra_bytes_per_row: int = 0) -> List[object]:

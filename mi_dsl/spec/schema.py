@@ -182,7 +182,7 @@ RUN = _obj("How to execute.", {
                    "oneOf": [{"type": "integer", "minimum": 1, "description": "Fixed batch size."},
                              {"const": "auto", "description": "Sized to memory."}]},
     "memory_gb": {"type": "number", "exclusiveMinimum": 0,
-                  "description": "Memory budget for activations of one batch (default: 2 GB on CPU, "
+                  "description": "Memory budget for activations of one batch (default: 1 GB on CPU, "
                                  "half the free GPU memory on CUDA)."},
 })
 

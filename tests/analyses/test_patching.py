@@ -364,6 +364,27 @@ def test_attribution_is_a_first_order_estimate(neox):
     assert estimate.data["per_head"] is not None and exact.data["per_head"] is not None
 
 
+def test_attribution_batches_fit_the_memory_budget_with_every_block_kept(neox):
+    """A forward kept for a backward holds every block's saved tensors, not one block's: with a
+    budget of three rows of that size, attribution patching runs its pairs three rows a batch
+    (the one-block estimate would put every pair in one batch and overrun the budget)."""
+    from mi_dsl.compile.memory import activation_bytes_per_row, graph_bytes_per_row
+
+    cfg, n_pairs = neox.cfg, len(neox.pairs)
+    width = max(len(p.corrupted.ids) for p in neox.pairs)
+    d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
+    row = (activation_bytes_per_row(width, cfg.d_model, d_mlp, cfg.n_heads)
+           + graph_bytes_per_row(width, cfg.d_model, d_mlp, cfg.n_heads, cfg.d_head, cfg.n_layers))
+    assert n_pairs > 3 and n_pairs * activation_bytes_per_row(width, cfg.d_model, d_mlp, cfg.n_heads) < 3.5 * row
+    saved = neox.executor.memory_gb
+    neox.executor.memory_gb = 3.5 * row / 2 ** 30
+    try:
+        estimate = compute(neox, "attribution_patching", target="z", id="budgeted")
+    finally:
+        neox.executor.memory_gb = saved
+    assert estimate.data["passes"]["forward_backward_passes"] == -(-n_pairs // 3)
+
+
 def test_spearman():
     from mi_dsl.analyses._patching import spearman
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from ...compile.memory import graph_bytes_per_row
 from .engines import _batch_size, _Plan, _prepare
 from .grid import Grid, _has_hook
 
@@ -52,10 +53,11 @@ def attribution_patching(run, grid: Grid, batch_size: Optional[int] = None):
             out[chosen] = (s * mask).sum(1).T.float().cpu()
         return out
 
-    # the backward keeps a few activations of every block alive per row, in every forward it sums
-    # over, and the log-softmax of each position a continuation metric reads
-    width, sides = plan.width, 1 if plan.sides is None else 2
-    extra = sides * 3 * 4 * width * (run.cfg.d_model * 4 + run.cfg.n_heads * width)
+    # the backward keeps every block's saved tensors alive per row, in every forward it sums over,
+    # and the log-softmax of each position a continuation metric reads
+    width, sides, cfg = plan.width, 1 if plan.sides is None else 2, run.cfg
+    d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
+    extra = sides * graph_bytes_per_row(width, cfg.d_model, d_mlp, cfg.n_heads, cfg.d_head, cfg.n_layers)
     if plan.sides is not None:
         extra += sides * 3 * 4 * plan.sides.read_positions * run.cfg.d_vocab
     counted = executor.forwards
