@@ -20,6 +20,9 @@ def tiny_variant(name: str, initializer_range: float = 0.2, layers: Optional[int
             if layers is not None:
                 _set_layers(config, layers)
             return config
+        base = getattr(shape.make_config, "dims", None)  # the shapes `mi-run plan` estimates memory with
+        if base is not None:
+            make.dims = dict(base, **({"layers": layers} if layers is not None else {}))
         return random_weights.Shape(shape.hub_name, make, shape.fixed_vocab, finish=finish)
 
     for sizes in random_weights.SHAPES.values():

@@ -62,8 +62,17 @@ def _print_memory(m: Dict[str, Any]) -> None:
         return
     per_device = f" ({m['weights_gb_per_device']:.2f} GB on each of {m['devices']} devices)" if m["devices"] > 1 else ""
     echo(f"memory (estimate): weights {m['parameters'] / 1e6:.1f}M parameters in {m['dtype']} = "
-         f"{m['weights_gb']:.2f} GB{per_device}; activations {m['activations_gb_per_batch']:.2f} GB per batch of "
+         f"{_size(m['weights_gb'])}{per_device}; activations {_size(m['activations_gb_per_batch'])} per batch of "
          f"{m['batch_rows']} prompts x {m['max_tokens']} tokens (sizes from {m['sizes_from']})")
+    if "backward" in m:
+        b = m["backward"]
+        echo(f"  with a backward ({', '.join(b['analyses'])}): every block's activations kept, "
+             f"{_size(b['activations_gb_per_batch'])} per batch of {b['batch_rows']} prompts")
+
+
+def _size(gb: float) -> str:
+    """GB to two places, or MB where that would read 0.00 GB."""
+    return f"{gb:.2f} GB" if gb >= 0.01 else f"{gb * 1024:.1f} MB"
 
 
 def _kind(example) -> str:

@@ -21,6 +21,11 @@ GATED = ("llama", "gemma", "gemma2", "gemma3", "gemma3_text", "mistral", "qwen2"
 CPU_BUDGET_GB = 1.0
 
 
+# Analyses whose forwards keep a graph for a backward (every block's saved tensors per row) and are
+# batched by the memory budget (the circuit engine batches at most 16 prompts).
+BACKWARD_KINDS = ("attribution_patching",)
+
+
 def activation_bytes_per_row(seq_len: int, d_model: int, d_mlp: int, n_heads: int) -> int:
     """Live activations of one block for one prompt (residual copies, MLP hidden, attention scores), fp32."""
     return 4 * seq_len * (10 * d_model + 2 * d_mlp + 3 * n_heads * seq_len)
@@ -65,6 +70,13 @@ def estimate(spec, plan, vocab_size: Optional[int], max_tokens: int) -> Dict[str
            "max_tokens": max_tokens, "batch_rows": rows, "activations_gb_per_batch": per_row * rows / 2 ** 30,
            "devices": devices, "sizes_from": dims["origin"]}
     out["weights_gb_per_device"] = out["weights_gb"] / devices
+    backward = sorted({step.id for step in plan.analyses if step.kind in BACKWARD_KINDS})
+    if backward:
+        graph_row = per_row + graph_bytes_per_row(max_tokens, dims["hidden"], dims["intermediate"], dims["heads"],
+                                                  dims["head_dim"], dims["layers"])
+        graph_rows = rows if isinstance(plan.batch_size, int) else max(1, min(512, int(budget // max(graph_row, 1))))
+        out["backward"] = {"analyses": backward, "batch_rows": graph_rows,
+                           "activations_gb_per_batch": graph_row * graph_rows / 2 ** 30}
     if plan.batch_size == "auto":
         out["note"] = ("batch 'auto': rows sized to half the free GPU memory on a GPU (shown: the CPU's "
                        f"{plan.memory_gb or CPU_BUDGET_GB:g} GB budget)")

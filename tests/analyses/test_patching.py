@@ -383,6 +383,16 @@ def test_attribution_batches_fit_the_memory_budget_with_every_block_kept(neox):
     finally:
         neox.executor.memory_gb = saved
     assert estimate.data["passes"]["forward_backward_passes"] == -(-n_pairs // 3)
+    # `mi-run plan` tells the same batch size before the model loads
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from mi_dsl.compile.memory import estimate as plan_estimate
+
+    step = SimpleNamespace(id="budgeted", kind="attribution_patching")
+    plan = replace(neox.plan, analyses=neox.plan.analyses + (step,), memory_gb=3.5 * row / 2 ** 30, batch_size="auto")
+    told = plan_estimate(neox.spec, plan, cfg.d_vocab, width)
+    assert told["backward"]["analyses"] == ["budgeted"] and told["backward"]["batch_rows"] == 3
 
 
 def test_spearman():
