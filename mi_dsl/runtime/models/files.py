@@ -20,23 +20,21 @@ Progress = Optional[Any]
 
 
 def existing_file(path: Optional[str], what: str) -> Path:
-    if not path:
-        raise RunError(f"this model needs `model.path` (a {what})")
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileAccessError(f"{what} '{path}' does not exist" if not file.exists()
-                              else f"{what} '{path}' is not a file")
-    return file
+    return _existing(path, what, Path.is_file, "a file")
 
 
 def existing_dir(path: Optional[str], what: str) -> Path:
+    return _existing(path, what, Path.is_dir, "a directory")
+
+
+def _existing(path: Optional[str], what: str, is_kind, kind: str) -> Path:
     if not path:
         raise RunError(f"this model needs `model.path` (a {what})")
-    folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise FileAccessError(f"{what} '{path}' does not exist" if not folder.exists()
-                              else f"{what} '{path}' is not a directory")
-    return folder
+    found = Path(path).expanduser()
+    if not is_kind(found):
+        raise FileAccessError(f"{what} '{path}' does not exist" if not found.exists()
+                              else f"{what} '{path}' is not {kind}")
+    return found
 
 
 def dir_fingerprint(folder: Path) -> list:
