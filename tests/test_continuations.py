@@ -43,9 +43,13 @@ prompts:
 
 def write_spec(folder: Path, architecture: str, size: str, metric: str = "continuation_logprob_diff",
                analyses: str = "", body: str = COUNTRIES, extra: str = "") -> Path:
-    path = folder / "spec.yaml"
     model = (f"model:\n  source: random\n  architecture: {architecture}\n  size: {size}\n  seed: 4\n"
              f"  tokenizer: {word_tokenizer_file()}\n  bos_token: '<|endoftext|>'\n  prepend_bos: true\n")
+    return _spec_file(folder, model, body, metric, analyses, extra)
+
+
+def _spec_file(folder: Path, model: str, body: str, metric: str, analyses: str, extra: str) -> Path:
+    path = folder / "spec.yaml"
     text = "version: 1\nname: continuations\n" + model + body + f"metric: {metric}\n" + extra
     if analyses:
         text += "analyses:\n" + textwrap.indent(textwrap.dedent(analyses).strip() + "\n", "  ")
@@ -75,14 +79,9 @@ def local_model(folder: Path, architecture: str, size: str, seed: int = 7) -> Pa
 
 def local_spec(folder: Path, model_dir: Path, metric: str = "continuation_logprob_diff", analyses: str = "",
                extra: str = "") -> Path:
-    path = folder / "spec.yaml"
     model = (f"model:\n  source: local\n  path: {model_dir}\n  tokenizer: {word_tokenizer_file()}\n"
              f"  bos_token: '<|endoftext|>'\n  prepend_bos: true\n  dtype: float32\n")
-    text = "version: 1\nname: continuations\n" + model + COUNTRIES + f"metric: {metric}\n" + extra
-    if analyses:
-        text += "analyses:\n" + textwrap.indent(textwrap.dedent(analyses).strip() + "\n", "  ")
-    path.write_text(text)
-    return path
+    return _spec_file(folder, model, COUNTRIES, metric, analyses, extra)
 
 
 def reference_logprobs(model_dir: Path, rows) -> list:
