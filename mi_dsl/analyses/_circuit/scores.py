@@ -90,10 +90,17 @@ def score_edges(model: GraphModel, clean: torch.Tensor, corrupted: torch.Tensor,
 
 
 def _accumulator(model: GraphModel, scores: torch.Tensor, holder: dict, weight: float):
+    """on_grad for the backward: scores[f, n] += weight * sum over (b, s, d) of diff[b, s, f, d] *
+    grad[b, s, n, d], in float64. The diff is laid out once per batch as [F, B*S*d] (a copy per
+    input node of the whole [B, S, F, d] difference, permuted and widened, was half of EAP's time)."""
     def on_grad(start: int, stop: int, grad: torch.Tensor) -> None:
         n_up = int(model.n_upstream[start])
-        diff = holder["diff"][:, :, :n_up]
-        scores[:n_up, start:stop] += weight * torch.einsum("bsfd,bsnd->fn", diff.double(), grad.double())
+        flat = holder.get("flat")
+        if flat is None:
+            diff = holder["diff"]
+            flat = holder["flat"] = diff.permute(2, 0, 1, 3).reshape(diff.shape[2], -1).double()
+        by_row = grad.permute(0, 1, 3, 2).reshape(-1, grad.shape[2]).double()  # [B*S*d, n]
+        scores[:n_up, start:stop] += weight * (flat[:n_up] @ by_row.to(flat.device))
     return on_grad
 
 
