@@ -50,7 +50,6 @@ class ActivationPatching:
 
     def compute(self, params, run) -> Result:
         grid = core.resolve(params, run)
-        direction = core.direction_of(params)
         base = core.baselines(run)
         (per_prompt, passes), seconds = core.timed(
             lambda: core.exact_patching(run, grid, params.get("batch_size"), params["prefix_reuse"]))
