@@ -52,7 +52,7 @@ class Pass:
     on_grad: Optional[Callable[[int, int, torch.Tensor], None]] = None  # (start, stop, grad [B,S,n,d])
     outputs: Optional[torch.Tensor] = None
     inputs: Optional[torch.Tensor] = None
-    delta: Optional[torch.Tensor] = None        # off - current, filled as the forward runs
+    delta: Optional[torch.Tensor] = None        # [B, S, d, F] off - current, filled as the forward runs
     metric: Optional[torch.Tensor] = None
     _z: Dict[int, torch.Tensor] = field(default_factory=dict)
     _scale: Dict[int, torch.Tensor] = field(default_factory=dict)
@@ -108,8 +108,8 @@ class GraphModel:
         dev, dtype = self.W_O.device, self.W_O.dtype
         if job.capture_outputs:
             job.outputs = torch.zeros(B, S, F, self.d_model, device=dev, dtype=dtype)
-        if job.off is not None:
-            job.delta = job.off.clone()
+        if job.off is not None:  # nodes last, so each input's ablation is one matrix product (no copy)
+            job.delta = job.off.transpose(2, 3).contiguous()
         if job.capture_inputs:
             job.inputs = torch.zeros(B, S, Bw, self.d_model, device=dev, dtype=dtype)
         hooks = self._hooks(job, grad)
@@ -151,7 +151,7 @@ class GraphModel:
         if job.outputs is not None:
             job.outputs[:, :, index] = value
         if job.delta is not None:
-            job.delta[:, :, index] -= value
+            job.delta[..., index] -= value.transpose(2, 3)
 
     def _input_node(self, job: Pass, grad: bool):
         def hook(act, hook=None):
@@ -228,10 +228,12 @@ class GraphModel:
         return hook
 
     def _ablation(self, job: Pass, index: slice, n_up: int) -> torch.Tensor:
-        delta = job.delta[:, :, :n_up]
+        """[B, S, n, d]: what the ablated edges into inputs `index` change, sum over upstream f of
+        delta[b, s, :, f] * complement[f, n] (per row when complement is [B, F, Bw])."""
+        delta = job.delta[..., :n_up]                                   # [B, S, d, n_up]
         if job.complement.dim() == 2:
-            return torch.einsum("bsfd,fn->bsnd", delta, job.complement[:n_up, index])
-        return torch.einsum("bsfd,bfn->bsnd", delta, job.complement[:, :n_up, index])
+            return (delta @ job.complement[:n_up, index]).transpose(2, 3)
+        return (delta @ job.complement[:, None, :n_up, index]).transpose(2, 3)
 
     def _metric_hook(self, job: Pass):
         def hook(act, hook=None):
