@@ -15,14 +15,6 @@ from .base import Result
 from .registry import analysis
 
 
-def _read_at(metric: str) -> str:
-    from ..metrics import METRICS
-
-    if metric in METRICS and METRICS[metric].reads_continuation:
-        return "teacher-forced over the answer's (and foil's) continuation after the prompt"
-    return "at the final position"
-
-
 @analysis("activation_patching",
           "Exact activation patching of residual streams, layer outputs or attention heads (q, k, v, z, "
           "pattern) between clean and corrupted prompts, many patched runs per forward pass; scores "
@@ -40,7 +32,7 @@ class ActivationPatching:
         source = "clean" if direction == "denoising" else "corrupted"
         compiled = core.compile_patching(params, ctx, f"{direction}: patch {source} {target.what} into the "
                                                   f"{core.base_and_source(direction)[0]} run, cells stacked "
-                                                  "in the batch; metric " + _read_at(ctx.spec.metric) + "; "
+                                                  "in the batch; metric " + core.read_at(ctx.spec.metric) + "; "
                                                   + (core.predicted_saving(params)
                                                      if ctx.value(params, "prefix_reuse") else "every block recomputed"))
         if not ctx.value(params, "prefix_reuse"):

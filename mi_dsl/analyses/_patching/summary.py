@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, Optional, Tuple
 
+from ...metrics import reads_continuation
 from .engines import Baselines, base_and_source, direction_of
 from .grid import Cell, Grid, _grouped, cell_head_label
 
@@ -45,19 +46,21 @@ def summarise(grid: Grid, per_prompt, base: Baselines, params, run, extra: Dict[
                 and len(grid.cells) == run.cfg.n_layers * run.cfg.n_heads)
     if complete:  # a full [layer][head] table: top(ID, n) can rank by it
         data["per_head"] = normalised
-    data["convention"] = (f"exact: the metric ({run.metric}) of each patched run {_read_at(run.metric)}, mean over "
+    read = read_at(run.metric) + (CONTINUATION_DETAIL if reads_continuation([run.metric]) else "")
+    data["convention"] = (f"exact: the metric ({run.metric}) of each patched run {read}, mean over "
                           f"{int(per_prompt.shape[1])} prompts, normalised (m - corrupted) / (clean - corrupted) "
                           f"by these pairs' baselines; {direction_of(params)}")
     data.update(extra)
     return data, rows
 
 
-def _read_at(metric: str) -> str:
-    from ...metrics import METRICS
+CONTINUATION_DETAIL = " (patches at prompt positions only; answer and foil continuations each their own patched forward)"
 
-    if METRICS[metric].reads_continuation:
-        return ("teacher-forced over each continuation after the prompt (patches at prompt positions only; "
-                "answer and foil continuations each their own patched forward)")
+
+def read_at(metric: str) -> str:
+    """Where a patched run's metric is read: the plan's description and the result's convention."""
+    if reads_continuation([metric]):
+        return "teacher-forced over each continuation after the prompt"
     return "at the final position"
 
 
