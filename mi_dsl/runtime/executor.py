@@ -14,7 +14,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 
 from ..errors import Location, RunError, SpecWarning
-from ..compile.memory import CPU_BUDGET_GB, activation_bytes_per_row
+from ..compile.memory import CPU_BUDGET_GB, activation_bytes_per_row, graph_bytes_per_row
 
 # What to keep of an activation: a callable (act -> kept tensor). Common ones:
 FINAL = lambda act: act[:, -1]  # noqa: E731  (the final position)
@@ -64,11 +64,19 @@ class Executor:
         if isinstance(self.batch_size, int):
             return self.batch_size
         cfg = self.cfg
-        d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
         # The same formula `mi-run plan` estimates memory with.
-        per_row = activation_bytes_per_row(seq_len, cfg.d_model, d_mlp, cfg.n_heads) + extra_bytes_per_row
+        per_row = activation_bytes_per_row(seq_len, cfg.d_model, self._d_mlp, cfg.n_heads) + extra_bytes_per_row
         budget = self._memory_budget_bytes()
         return max(1, min(512, budget // max(per_row, 1)))
+
+    def graph_bytes_per_row(self, seq_len: int) -> int:
+        """One prompt's share of a forward kept for a backward (every block's saved tensors)."""
+        cfg = self.cfg
+        return graph_bytes_per_row(seq_len, cfg.d_model, self._d_mlp, cfg.n_heads, cfg.d_head, cfg.n_layers)
+
+    @property
+    def _d_mlp(self) -> int:
+        return getattr(self.cfg, "d_mlp", None) or 4 * self.cfg.d_model
 
     def _memory_budget_bytes(self) -> int:
         if self.memory_gb:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from ...compile.memory import graph_bytes_per_row
 from .engines import _batch_size, _Plan, _prepare
 from .grid import Grid, _has_hook
 
@@ -55,9 +54,8 @@ def attribution_patching(run, grid: Grid, batch_size: Optional[int] = None):
 
     # the backward keeps every block's saved tensors alive per row, in every forward it sums over,
     # and the log-softmax of each position a continuation metric reads
-    width, sides, cfg = plan.width, 1 if plan.sides is None else 2, run.cfg
-    d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
-    extra = sides * graph_bytes_per_row(width, cfg.d_model, d_mlp, cfg.n_heads, cfg.d_head, cfg.n_layers)
+    width, sides = plan.width, 1 if plan.sides is None else 2
+    extra = sides * executor.graph_bytes_per_row(width)
     if plan.sides is not None:
         extra += sides * 3 * 4 * plan.sides.read_positions * run.cfg.d_vocab
     counted = executor.forwards
