@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.analyses.test_patching import SHARP, compute, grid, linear_final_norm, sharp_models  # noqa: F401
+from tests.analyses.test_patching import SHARP, attribution_equals_exact_linearised, compute, sharp_models  # noqa: F401
 from tests.spec_parts import syllogism
 from tests.test_continuations import countries, compiled, hf_layers, write_spec  # noqa: F401  (countries: a fixture)
 
@@ -148,31 +148,11 @@ def test_attribution_equals_exact_continuation_patching_where_the_metric_is_line
     there. Two-token continuations (" birds big" / " birds small"): read at the continuation's
     position after the prompt, which only v at prompt positions reaches (through that position's
     attention, with a pattern the patch leaves alone): v is exactly linear, at prompt positions."""
-    from mi_dsl.analyses._patching import baselines
-
     run = syllogism_run(tmp_path, rough_models, answers)
     assert {(len(p.answers), len(p.foils)) for p in run.pairs} == {(length, length)}
-    last = run.cfg.n_layers - 1
-    saved = dict(run.baselines)
-    try:
-        with run.model.hooks(fwd_hooks=linear_final_norm(1.0)):
-            run.baselines.clear()  # the linearised model's baselines, computed as the analyses do
-            with torch.no_grad():
-                linear = baselines(run)
-            run.baselines.update(clean=linear.clean, corrupted=linear.corrupted)
-            assert abs(linear.gap) > 0.1 and abs(linear.clean - saved["clean"]) > 1e-3  # the hook works
-            for target, direction in [(t, "denoising") for t in targets] + [(targets[-1], "noising")]:
-                exact = compute(run, target=target, layers=[last], direction=direction, id="exact")
-                estimate = compute(run, "attribution_patching", target=target, layers=[last],
-                                   direction=direction, compare_with="exact")
-                e, a = grid(exact, "normalized"), grid(estimate, "normalized")
-                e, a = e[~e.isnan()], a[~a.isnan()]
-                assert torch.allclose(a, e, atol=1e-4), (target, float((a - e).abs().max()))
-                assert float((e - e.mean()).abs().max()) > 1e-2, target  # cells differ
-                assert "summed over the continuation's tokens" in estimate.data["convention"]
-    finally:
-        run.baselines.clear()
-        run.baselines.update(saved)
+    cases = [(t, "denoising") for t in targets] + [(targets[-1], "noising")]
+    for estimate in attribution_equals_exact_linearised(run, cases):
+        assert "summed over the continuation's tokens" in estimate.data["convention"]
 
 
 def test_attribution_ranks_cells_like_exact_continuation_patching(sharp_models, tmp_path):
