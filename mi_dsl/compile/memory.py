@@ -31,6 +31,11 @@ def activation_bytes_per_row(seq_len: int, d_model: int, d_mlp: int, n_heads: in
     return 4 * seq_len * (10 * d_model + 2 * d_mlp + 3 * n_heads * seq_len)
 
 
+def rows_within(budget_bytes: float, per_row: int) -> int:
+    """Prompts per batch that fit the budget: at least 1, at most 512 (the executor's and the plan's rule)."""
+    return max(1, min(512, int(budget_bytes // max(per_row, 1))))
+
+
 def graph_bytes_per_row(seq_len: int, d_model: int, d_mlp: int, n_heads: int, d_head: int, n_layers: int) -> int:
     """What a forward kept for a backward holds for one prompt, fp32: every block's saved tensors
     (norm inputs, q/k/v/z, the attention pattern, the MLP's gate, up, activation and product).
@@ -64,7 +69,7 @@ def estimate(spec, plan, vocab_size: Optional[int], max_tokens: int) -> Dict[str
         rows = plan.batch_size
     else:
         budget = (plan.memory_gb or CPU_BUDGET_GB) * 2 ** 30
-        rows = max(1, min(512, int(budget // max(per_row, 1))))
+        rows = rows_within(budget, per_row)
     devices = _devices(spec.model)
     out = {"parameters": params, "dtype": dtype, "weights_gb": params * BYTES[dtype] / 2 ** 30,
            "max_tokens": max_tokens, "batch_rows": rows, "activations_gb_per_batch": per_row * rows / 2 ** 30,
@@ -74,7 +79,7 @@ def estimate(spec, plan, vocab_size: Optional[int], max_tokens: int) -> Dict[str
     if backward:
         graph_row = per_row + graph_bytes_per_row(max_tokens, dims["hidden"], dims["intermediate"], dims["heads"],
                                                   dims["head_dim"], dims["layers"])
-        graph_rows = rows if isinstance(plan.batch_size, int) else max(1, min(512, int(budget // max(graph_row, 1))))
+        graph_rows = rows if isinstance(plan.batch_size, int) else rows_within(budget, graph_row)
         out["backward"] = {"analyses": backward, "batch_rows": graph_rows,
                            "activations_gb_per_batch": graph_row * graph_rows / 2 ** 30}
     if plan.batch_size == "auto":

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 
 from ..errors import Location, RunError, SpecWarning
-from ..compile.memory import CPU_BUDGET_GB, activation_bytes_per_row, graph_bytes_per_row
+from ..compile.memory import CPU_BUDGET_GB, activation_bytes_per_row, graph_bytes_per_row, rows_within
 
 # What to keep of an activation: a callable (act -> kept tensor). Common ones:
 FINAL = lambda act: act[:, -1]  # noqa: E731  (the final position)
@@ -66,8 +66,7 @@ class Executor:
         cfg = self.cfg
         # The same formula `mi-run plan` estimates memory with.
         per_row = activation_bytes_per_row(seq_len, cfg.d_model, self._d_mlp, cfg.n_heads) + extra_bytes_per_row
-        budget = self._memory_budget_bytes()
-        return max(1, min(512, budget // max(per_row, 1)))
+        return rows_within(self._memory_budget_bytes(), per_row)
 
     def graph_bytes_per_row(self, seq_len: int) -> int:
         """One prompt's share of a forward kept for a backward (every block's saved tensors)."""
