@@ -48,13 +48,19 @@ def graph_bytes_per_row(seq_len: int, d_model: int, d_mlp: int, n_heads: int, d_
 
 def widest_forward(pairs) -> int:
     """Tokens of the widest forward a run feeds the model: the longest prompt, clean or corrupted; with
-    continuation answers, a prompt followed by its longer continuation (answer's or foil's) but that
-    continuation's last token (token i is read at position final + i: runtime/continuation.py)."""
+    continuation answers, a prompt followed by its longer continuation (longest_row)."""
     widest = 1
     for pair in pairs:
-        extra = max(len(pair.answers), len(pair.foils)) - 1 if pair.continuation else 0
-        widest = max(widest, len(pair.clean.ids) + extra, len(pair.corrupted.ids) + extra)
+        for prompt in (pair.clean.ids, pair.corrupted.ids):
+            width = longest_row([prompt], [pair.answers], [pair.foils]) if pair.continuation else len(prompt)
+            widest = max(widest, width)
     return widest
+
+
+def longest_row(prompts, *continuation_sets) -> int:
+    """The widest forward of these prompts, each followed by its longest continuation of the sets but
+    that continuation's last token (token i is read at position final + i: runtime/continuation.py)."""
+    return max(len(p) + max(len(c[i]) for c in continuation_sets) - 1 for i, p in enumerate(prompts))
 
 
 def estimate(spec, plan, vocab_size: Optional[int], max_tokens: int) -> Dict[str, Any]:

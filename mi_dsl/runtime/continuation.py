@@ -97,8 +97,3 @@ def continuation_metrics(executor, unembed: Unembed, prompts: Sequence[Sequence[
     batches = {"answer": ContinuationBatch.of(prompts, answers), "foil": ContinuationBatch.of(prompts, foils)}
     readout = readout_of(batches, lambda _side, batch: unembed_inputs(executor, batch, interventions), unembed)
     return compute_continuation_metrics(readout, names)
-
-
-def longest_row(prompts: Sequence[Sequence[int]], *continuation_sets: Sequence[Sequence[int]]) -> int:
-    """The widest forward a batch of these prompts with their continuations runs (memory sizing)."""
-    return max(len(p) + max(len(c[i]) for c in continuation_sets) - 1 for i, p in enumerate(prompts))

@@ -69,7 +69,8 @@ def _shared_forwards(executor, unembed, prompts, answers, foils, names, what, in
 
 
 def _continuation_prompt_metrics(executor, unembed, prompts, answers, foils, names, what, interventions):
-    from .continuation import continuation_metrics, longest_row
+    from ..compile.memory import longest_row
+    from .continuation import continuation_metrics
 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + max(len(answers[i]), len(foils[i])))
 
