@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import List, Optional
 
+QUOTE = "'"
 _KEY = re.compile(r"^(\s*)(?:-\s+)?([^\s#'\"][^:#]*?):(\s|$)")
 
 
@@ -63,7 +64,7 @@ def _quoted_value_hint(here: str) -> str:
     rest = value.rstrip()
     inner = rest[1:-1] if rest.endswith(quote) else rest[1:]
     suggestion = f"{name}: {other}{inner}{other}" if other not in inner else \
-        f"{name}: '{inner.replace(chr(39), chr(39) * 2)}'"
+        f"{name}: '{inner.replace(QUOTE, QUOTE * 2)}'"
     doubled = " (inside single quotes, a single quote is written twice)" if suggestion.endswith("'") else ""
     return (f"the value of '{name}' starts with {quote} so YAML ends it at the next {quote}, and the text "
             f"after that quote is not YAML; quote the whole value with the other quote mark{doubled}: "
