@@ -138,9 +138,10 @@ def test_an_analysis_and_a_metric_register_from_one_outside_module(tmp_path):
     assert out.stdout.split() == ["True"] * 4
 
 
-def test_every_model_source_has_a_loader():
-    """spec/model.py's SOURCES (read by validation) and runtime/models/weights.py's LOADERS stay in step."""
-    from mi_dsl.runtime.models.weights import LOADERS
-    from mi_dsl.spec.model import SOURCES
+def test_every_model_source_declares_a_loader():
+    """Each source in models/sources.py loads its own weights (the base class has no loader)."""
+    from mi_dsl.models.sources import SOURCES, ModelSource
 
-    assert set(LOADERS) == set(SOURCES)
+    assert set(SOURCES) == {"embedded", "gguf", "local", "pretrained", "random"}
+    for source in SOURCES.values():
+        assert type(source).load is not ModelSource.load, source.name

@@ -69,7 +69,7 @@ def local_model(folder: Path, architecture: str, size: str, seed: int = 7) -> Pa
     the very same weights is the reference."""
     from tokenizers import Tokenizer
 
-    from mi_dsl.runtime.models import random_weights
+    from mi_dsl.models import random_weights
 
     vocab = Tokenizer.from_file(str(word_tokenizer_file())).get_vocab_size()
     model = random_weights.build(random_weights.SHAPES[architecture][size], vocab, seed)

@@ -52,7 +52,7 @@ def test_shipped_spec_runs(name, tmp_path):
     check_golden(name[:-len(".yaml")], results)
     model = results["provenance"]["model"]
     if model.get("source") == "embedded":  # the shape validate checks selectors against, without weights
-        from mi_dsl.compile.shapes import model_shape
+        from mi_dsl.models.sources import model_shape
         from mi_dsl.spec.model import ModelSpec
 
         shape = model_shape(ModelSpec(source="embedded"))

@@ -22,7 +22,7 @@ METRICS = ["logit_diff", "prob", "prob_diff", "logprob", "rank"]
 @pytest.fixture(scope="module")
 def gemma():
     from mi_dsl.runtime.executor import Executor
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
     from mi_dsl.runtime.unembed import Unembed
     from mi_dsl.spec.model import ModelSpec
 

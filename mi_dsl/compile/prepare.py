@@ -28,7 +28,8 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
     from ..dataset.tokenizer import TokenizerUnavailable, load_tokenizer
     from ..spec import load_spec
     from .alignment import check_alignment
-    from .shapes import check_model_shape, check_positions, check_prompt_indices, model_shape
+    from ..models.sources import model_shape
+    from .shapes import check_model_shape, check_positions, check_prompt_indices
     from .compiler import check_metric, compile_plan
 
     spec = load_spec(str(spec_path), list(overrides), [Path(p) for p in allow_paths])

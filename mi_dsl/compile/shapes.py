@@ -1,39 +1,20 @@
 """Validate-time checks of selectors against the model's shape and the tokenized prompts (no torch).
 
 `layers: [30]`, `L25H9` or `positions: 40` used to pass validate and fail after the model
-loaded. The model's shape (layers, heads, key/value heads) comes from its config without
-weights (compile/memory.py: the embedded Gemma-3-270m's known shapes, a random preset's,
-a local or cached config.json). Position selectors are evaluated on every
+loaded. The model's shape (layers, heads, key/value heads) comes from its source without
+weights (models/sources.py: the embedded models' stated shapes, a random preset's, a local
+or cached config.json). Position selectors are evaluated on every
 tokenized prompt of the dataset when a tokenizer is available.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
+
+from ..models.shapes import ModelShape
 
 from ..errors import ExpressionError, SpecMeaningError
 
 POSITION_KEYS = ("positions", "from", "to")
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    origin: str  # where the numbers come from, for messages
-
-
-def model_shape(model) -> Optional[ModelShape]:
-    """The shape of the spec's model from its config (compile/memory.py's model_dims: the
-    embedded Gemma's known shapes, a random preset's, a local or cached config.json), or None
-    when it is not known offline."""
-    from .memory import model_dims
-
-    dims = model_dims(model, vocab_size=1)  # the vocabulary size plays no part here
-    if dims is None:
-        return None
-    return ModelShape(dims["layers"], dims["heads"], dims["kv_heads"], dims["origin"])
 
 
 def check_model_shape(spec, plan, shape: Optional[ModelShape]) -> None:

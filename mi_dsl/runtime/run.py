@@ -161,7 +161,7 @@ class Session:
         import torch
 
         from .executor import Executor
-        from .models import load_model
+        from ..models import load_model
         from .threads import apply_threads_for
         from .unembed import Unembed
 

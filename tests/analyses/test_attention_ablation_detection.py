@@ -66,7 +66,7 @@ def spec_text(analyses: str, pipeline: str = PIPELINE, model: str = MODEL, data:
 @pytest.fixture(scope="module")
 def loaded():
     from mi_dsl.spec.model import ModelSpec
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
 
     return load_model(ModelSpec(source="random", architecture="gpt_neox", size="tiny", tokenizer=str(TOKENIZER),
                                 device="cpu"))
@@ -84,7 +84,7 @@ def run(loaded, tmp_path_factory):
         path = folder / f"spec{next(count)}.yaml"
         path.write_text(spec_text(analyses, **parts))
         with pytest.MonkeyPatch.context() as patch:  # only while this run loads its model
-            patch.setattr("mi_dsl.runtime.models.load_model", lambda spec, **kw: loaded)
+            patch.setattr("mi_dsl.models.load_model", lambda spec, **kw: loaded)
             outcome = run_spec(path, progress=False, fresh=True, out_dir=str(folder / "runs"))
         return outcome.results, outcome.run_dir
 

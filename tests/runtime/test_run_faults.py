@@ -97,7 +97,7 @@ def test_python_api_returns_the_results(tmp_path):
     assert results["analyses"]["logit_lens"]["kind"] == "logit_lens"
     # the baseline against the model's own forward (full logits, unembedding bias), not against another
     # reading of the same unembedding input
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
     from mi_dsl.compile import prepare
 
     prepared = prepare(str(spec), [], [])

@@ -89,7 +89,7 @@ def test_metrics_from_columns_equal_full_logits():
     from mi_dsl.spec.model import ModelSpec
     from mi_dsl.runtime.executor import Executor
     from mi_dsl.runtime.unembed import Unembed, final_metrics
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
 
     loaded = load_model(ModelSpec(source="random", architecture="gpt_neox", size="tiny", tokenizer=str(TOKENIZER)))
     executor = Executor(loaded, batch_size=8, progress=False)
