@@ -1,5 +1,5 @@
-"""The package's shape: stages without import cycles, small modules, a torch-free front end,
-and one-file extension points (an analysis or a metric registered from outside the package)."""
+"""The package's shape: stages without import cycles, small modules, a torch-free front end.
+(The extension points, each one place, are tests/test_extension_points.py.)"""
 from __future__ import annotations
 
 import ast
@@ -101,41 +101,10 @@ def test_no_module_is_over_the_size_limit(folder):
 def test_front_end_stages_never_import_torch():
     """Loading, validating and compiling a spec (the stages CI runs) stay torch-free."""
     code = ("import sys, mi_dsl.spec, mi_dsl.compile, mi_dsl.dataset, mi_dsl.metrics, mi_dsl.cli.main, "
-            "mi_dsl.analyses.registry as r; r.load_all(); "
+            "mi_dsl.core.registry as r; r.load_all(); "
             "print(sorted(m for m in ('torch', 'transformers', 'transformer_lens', 'plotly') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
-
-
-def test_an_analysis_and_a_metric_register_from_one_outside_module(tmp_path):
-    """Adding an analysis or a metric is one file: the schema, `mi-run list` and the reference see it."""
-    plugin = tmp_path / "toy_plugin.py"
-    plugin.write_text(
-        "from mi_dsl.analyses.registry import analysis\n"
-        "from mi_dsl.analyses.base import Result, step\n"
-        "from mi_dsl.metrics import metric\n\n"
-        "@metric('toy_answer_logit', 'the answer logit alone (a toy)', linear=True)\n"
-        "def toy_answer_logit(r):\n"
-        "    return r.answer_logit()\n\n"
-        "@analysis('toy_count', 'counts the final pairs (a toy)', params={'scale': {'type': 'number'}})\n"
-        "class ToyCount:\n"
-        "    def compile(self, params, ctx):\n"
-        "        return step(ctx, params, 'count pairs')\n"
-        "    def compute(self, params, run):\n"
-        "        return Result({'count': len(run.pairs) * params.get('scale', 1)}, {}, 'counted')\n"
-        "    def figures(self, result, run):\n"
-        "        return []\n")
-    code = ("import sys; sys.path.insert(0, %r); import toy_plugin\n"
-            "from mi_dsl.spec.schema import build_schema\n"
-            "from mi_dsl.cli.listing import reference_markdown\n"
-            "import json\n"
-            "schema = json.dumps(build_schema())\n"
-            "doc = reference_markdown()\n"
-            "print('toy_count' in schema, 'toy_answer_logit' in schema, 'toy_count' in doc, "
-            "'toy_answer_logit' in doc)\n" % str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True"] * 4
 
 
 def test_every_model_source_declares_a_loader():

@@ -76,7 +76,7 @@ def test_main_job_syllogism_runs_every_analysis(tmp_path):
     outcome = run_spec(SPECS / "syllogism.yaml", overrides=SIZES["syllogism"], out_dir=str(tmp_path), progress=False)
     results = json.loads((outcome.run_dir / "results.json").read_text())
     kinds = {a["kind"] for a in results["analyses"].values()}
-    from mi_dsl.analyses.registry import load_all
+    from mi_dsl.core.registry import load_all
 
     assert kinds == set(load_all()), "the main spec exercises every analysis kind"
     stages = results["dataset"]["stages"]

@@ -155,7 +155,7 @@ def test_overlapping_sets_are_refused(tmp_path):
 
 def test_metric_expressions_equal_the_named_metrics_and_full_logits(gemma):
     from mi_dsl.dataset.tokenizer import load_tokenizer
-    from mi_dsl.metric_expr import register_expression
+    from mi_dsl.metric_expr import compile_metric
     from mi_dsl.metrics import compute_metrics
     from mi_dsl.spec.model import ModelSpec
 
@@ -164,8 +164,7 @@ def test_metric_expressions_equal_the_named_metrics_and_full_logits(gemma):
     where = lambda off: None  # noqa: E731
     exprs = ["prob(answer) - prob(foil)", "logit(answer) - logit(foil)",
              'logit(" 5") - 2 * logprob(first_tokens("1|2")) + prob(answer) / 4']
-    for text in exprs:
-        register_expression(text, where, tok)
+    compiled = [compile_metric(text, where).bound(tok) for text in exprs]
     torch.manual_seed(2)
     tokens = torch.randint(100, 5000, (4, 6))
     answers = padded([(11, 12), (20,), (30, 31, 32), (40,)])
@@ -174,8 +173,7 @@ def test_metric_expressions_equal_the_named_metrics_and_full_logits(gemma):
 
     with torch.no_grad():
         _, kept = executor.capture(tokens, {UNEMBED_INPUT: lambda a: a[:, -1]})
-        got = compute_metrics(kept[UNEMBED_INPUT], answers, foils, ["prob_diff", "logit_diff", *exprs],
-                              dataclasses.replace(unembed, tokenizer=tok))
+        got = compute_metrics(kept[UNEMBED_INPUT], answers, foils, ["prob_diff", "logit_diff", *compiled], unembed)
         logits = loaded.bridge(tokens, prepend_bos=False)[:, -1].float()
     assert torch.allclose(got[exprs[0]], got["prob_diff"], rtol=1e-6, atol=1e-9)
     assert torch.equal(got[exprs[1]], got["logit_diff"])

@@ -19,11 +19,6 @@ BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 CPU_BUDGET_GB = 1.0
 
 
-# Analyses whose forwards keep a graph for a backward (every block's saved tensors per row) and are
-# batched by the memory budget (the circuit engine batches at most 16 prompts).
-BACKWARD_KINDS = ("attribution_patching",)
-
-
 def activation_bytes_per_row(seq_len: int, d_model: int, d_mlp: int, n_heads: int) -> int:
     """Live activations of one block for one prompt (residual copies, MLP hidden, attention scores), fp32."""
     return 4 * seq_len * (10 * d_model + 2 * d_mlp + 3 * n_heads * seq_len)
@@ -42,6 +37,12 @@ def graph_bytes_per_row(seq_len: int, d_model: int, d_mlp: int, n_heads: int, d_
     114-row batch raised the peak RSS by 3 GB when sized by the one-block formula)."""
     per_token_block = 12 * d_model + 4 * n_heads * d_head + 5 * d_mlp + 3 * n_heads * seq_len
     return 4 * seq_len * n_layers * per_token_block
+
+
+def graph_row_bytes(shape, seq_len: int) -> int:
+    """graph_bytes_per_row for a model shape (models/shapes.py): what an analysis whose forwards keep a
+    graph for a backward declares (`graph_bytes_per_row=` in its registration)."""
+    return graph_bytes_per_row(seq_len, shape.d_model, shape.d_mlp, shape.n_heads, shape.d_head, shape.n_layers)
 
 
 def widest_forward(pairs) -> int:
@@ -63,6 +64,8 @@ def longest_row(prompts, *continuation_sets) -> int:
 
 def estimate(spec, plan, vocab_size: Optional[int], max_tokens: int) -> Dict[str, Any]:
     """`max_tokens`: the widest forward (widest_forward of the dataset's pairs)."""
+    from ..core.registry import REGISTRY as kinds
+
     shape = model_shape(spec.model)
     if shape is None or (shape.vocab is None and vocab_size is None):
         return {"note": "model sizes unknown before loading (no config.json found); run it once to cache them"}
@@ -80,12 +83,12 @@ def estimate(spec, plan, vocab_size: Optional[int], max_tokens: int) -> Dict[str
            "max_tokens": max_tokens, "batch_rows": rows, "activations_gb_per_batch": per_row * rows / 2 ** 30,
            "devices": devices, "sizes_from": shape.origin}
     out["weights_gb_per_device"] = out["weights_gb"] / devices
-    backward = sorted({step.id for step in plan.analyses if step.kind in BACKWARD_KINDS})
-    if backward:
-        graph_row = per_row + graph_bytes_per_row(max_tokens, shape.d_model, shape.d_mlp, shape.n_heads,
-                                                  shape.d_head, shape.n_layers)
+    graph = {step.id: kinds[step.kind].graph_bytes_per_row for step in plan.analyses
+             if kinds[step.kind].graph_bytes_per_row is not None}
+    if graph:  # forwards kept for a backward: each declares its per-row size; the widest sizes the batch
+        graph_row = per_row + max(size(shape, max_tokens) for size in graph.values())
         graph_rows = rows if isinstance(plan.batch_size, int) else rows_within(budget, graph_row)
-        out["backward"] = {"analyses": backward, "batch_rows": graph_rows,
+        out["backward"] = {"analyses": sorted(graph), "batch_rows": graph_rows,
                            "activations_gb_per_batch": graph_row * graph_rows / 2 ** 30}
     if plan.batch_size == "auto":
         out["note"] = ("batch 'auto': rows sized to half the free GPU memory on a GPU (shown: the CPU's "

@@ -166,6 +166,15 @@ SOURCES: Dict[str, ModelSource] = {s.name: s for s in (
 )}
 
 
+def register_source(source: ModelSource) -> ModelSource:
+    """Add a model source (a plugin module does it the same way): the schema's `model.source` enum,
+    validation of its fields, the tokenizer resolver, the offline shape and the loader all read it."""
+    if source.name in SOURCES:
+        raise ValueError(f"model source '{source.name}' is registered twice")
+    SOURCES[source.name] = source
+    return source
+
+
 def source_of(model: ModelSpec) -> ModelSource:
     """The source object of a model (a spec's `source` is checked by the schema's enum; a ModelSpec
     made in Python is checked here)."""

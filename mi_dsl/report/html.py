@@ -19,7 +19,7 @@ from typing import Dict, List, Tuple
 
 import yaml
 
-from ..runtime.log import RunLog, json_safe
+from ..core.log import RunLog, json_safe
 from .page import index_page
 from .static import export_static
 

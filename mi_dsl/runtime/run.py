@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..spec.model import fault_location
 from ..errors import Location, MiError, SpecWarning
-from .log import RUN_LOG_VERSION, RunLog
+from ..core.log import RUN_LOG_VERSION, RunLog
 from ..dataset.examples import token_ids
 from .store import StepStore, digest
 
@@ -180,7 +180,7 @@ class Session:
         _check_token_ids(self)
         self.executor = Executor(self.loaded, self.plan.batch_size, self.plan.memory_gb, self.progress,
                                  on_warning=_print_warning)
-        self.unembed = Unembed.of(self.loaded.bridge, self.tokenizer)
+        self.unembed = Unembed.of(self.loaded.bridge)
 
     def dataset_step(self, store: StepStore) -> None:
         """The pipeline and the final pairs' metrics, from the store when this exact step ran before."""
@@ -207,7 +207,7 @@ class Session:
                 pairs = outcome.pairs
                 self.final = {"clean": {}, "corrupted": {}}
                 if pairs:
-                    metrics = pair_metrics(self.executor, self.unembed, pairs, self.plan.metrics_needed, "baselines")
+                    metrics = pair_metrics(self.executor, self.unembed, pairs, self.plan.metrics, "baselines")
                     self.final = {r: {k: v.tolist() for k, v in m.items()} for r, m in metrics.items()}
             self.stages, self.candidate_metrics = outcome.stages, outcome.candidate_metrics
             if pairs:
@@ -247,7 +247,7 @@ class Session:
             import torch
 
             with torch.no_grad():
-                metrics = pair_metrics(self.executor, self.unembed, pairs, [self.plan.metric], "baselines")
+                metrics = pair_metrics(self.executor, self.unembed, pairs, [self.plan.main_metric], "baselines")
             baselines = {r: float(metrics[r][self.plan.metric].mean()) for r in ("clean", "corrupted")}
         return RunContext(self.executor, self.unembed, self.spec, self.plan, self.tokenizer, tuple(pairs),
                           results=earlier if earlier is not None else {}, baselines=baselines or {},
@@ -257,7 +257,7 @@ class Session:
         """One analysis of the plan on `context` as a run computes it."""
         import torch
 
-        from ..analyses.registry import REGISTRY
+        from ..core.registry import REGISTRY
 
         index = next(i for i, s in enumerate(self.plan.analyses) if s.id == analysis_id)
         context.analysis_index = index
@@ -268,13 +268,13 @@ class Session:
     def analyses(self, store: StepStore) -> None:
         import torch
 
-        from ..analyses.base import Result
-        from ..analyses.registry import REGISTRY
+        from ..core.registry import REGISTRY
+        from ..core.result import Result, check
 
         key = self.key
         for index, step in enumerate(self.plan.analyses):
             params = step.params  # compiled: compute never reads the spec's raw mapping
-            n = min(params.get("max_pairs") or len(self.pairs), len(self.pairs))
+            n = min(params.max_pairs or len(self.pairs), len(self.pairs))
             # Its own view: a tuple of its pairs, its baselines, the earlier results read-only.
             run = self.context_for(self.pairs[:n], MappingProxyType(self._baselines(n) if n < len(self.pairs)
                                                                     else self.baselines),
@@ -290,19 +290,22 @@ class Session:
             stored = store.get("analysis", key)
             if stored is not None:
                 self.say(f"analysis {step.id} ({step.kind}): reusing the stored result")
-                result = Result(stored["data"], stored["tables"], stored["summary"])
+                result = Result.from_record(stored["record"], stored["tables"])
             else:
                 self.say(f"analysis {step.id} ({step.kind})")
                 with torch.no_grad():
-                    result = _json_roundtrip(impl.compute(params, run))
-                store.put("analysis", key, {"data": result.data, "tables": result.tables, "summary": result.summary})
-            result.data.setdefault("pairs", _pairs_record(REGISTRY[step.kind], run))
+                    result = impl.compute(params, run)
+                if isinstance(result, Result) and result.pairs is None:  # the envelope: which pairs it used
+                    result.pairs = _pairs_record(REGISTRY[step.kind], run)
+                check(result, step.kind)
+                result = _json_roundtrip(result)
+                store.put("analysis", key, {"record": result.record(), "tables": result.tables})
             self.results[step.id] = result
             self.figures[step.id] = impl.figures(result, run)
             if hasattr(impl, "files"):  # extra files an analysis writes into the run directory
                 self.files[step.id] = impl.files(result, run)
             self.timings[f"analysis:{step.id}"] = time.perf_counter() - t
-            self.summaries[step.id] = {"kind": step.kind, "summary": result.summary, "pairs_used": n, **result.data,
+            self.summaries[step.id] = {"kind": step.kind, "pairs_used": n, **result.record(),
                                        "figures": [name for name, _ in self.figures[step.id]]}
             if result.summary:
                 self.say(f"  {result.summary}")
@@ -354,11 +357,12 @@ class Session:
 def _pairs_record(kind, context) -> Dict[str, Any]:
     """Which final prompt pairs a result used (indices into the run's final dataset), so two
     results are only ever compared on the same pairs. An analysis that reads fewer (one prompt,
-    a literal text) records its own `pairs`."""
+    a literal text) records its own `pairs` in its Result."""
+    from ..core.result import pairs_record
+
     if not kind.needs_dataset:
-        return {"count": 0, "indices": [], "note": "runs on its own inputs, not the dataset's pairs"}
-    indices = context.used_pair_indices()
-    return {"count": len(indices), "indices": indices}
+        return pairs_record([], "runs on its own inputs, not the dataset's pairs")
+    return pairs_record(context.used_pair_indices())
 
 
 def _pair_references(candidates, pairs) -> List[List[Any]]:
@@ -374,10 +378,10 @@ def _json_roundtrip(result):
     """A result exactly as the store would give it back, so first runs and reruns agree."""
     import json
 
-    from ..analyses.base import Result
+    from ..core.result import Result
 
-    data = json.loads(json.dumps({"data": result.data, "tables": result.tables}))
-    return Result(data["data"], data["tables"], result.summary)
+    data = json.loads(json.dumps({"record": result.record(), "tables": result.tables}))
+    return Result.from_record(data["record"], data["tables"])
 
 
 def _check_token_ids(run: Session) -> None:

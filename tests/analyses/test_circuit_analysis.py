@@ -64,6 +64,10 @@ def test_circuit_result_has_scores_curve_comparison_stability(finished):
     assert len(data["stability"]["resamples"]) == 2
     assert "x-axis" in data["methods"]["eap"]["curve"]["area_note"] and "f = (m(C)" in data["convention"]
     assert "CPR" in finished.results["analyses"]["circ"]["summary"]
+    # the envelope's pairs: which final pairs it scored (it was the integer count, not the pairs)
+    n = finished.results["dataset"]["final_pairs"]
+    assert data["pairs"] == {"count": n, "indices": list(range(n))}
+    assert data["key_numbers"]["eap_cpr"] == data["methods"]["eap"]["curve"]["cpr"]
 
 
 def test_report_has_figures_tables_and_the_mib_export(finished):

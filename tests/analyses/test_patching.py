@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from mi_dsl.analyses._patching import baselines
-from mi_dsl.analyses.registry import REGISTRY, load_all
+from mi_dsl.core.registry import REGISTRY, load_all
 from mi_dsl.errors import MiError, SpecMeaningError
 
 from tests.random_sizes import tiny_variant

@@ -42,8 +42,8 @@ def passes(method: str, steps: int) -> Tuple[int, int]:
 
 
 def plan_line(model, params: Dict[str, Any]) -> str:
-    methods = params["methods"]
-    steps = params["steps"]
+    methods = params.methods
+    steps = params.steps
     dims = dimensions(model)
     if dims is None:
         size = "graph sizes counted when the model loads"
@@ -59,13 +59,13 @@ def plan_line(model, params: Dict[str, Any]) -> str:
         extra = f" + {n_edges:,} stacked patched rows" if m == "exact" and n_edges else \
             (" + one stacked patched row per edge" if m == "exact" else "")
         work.append(f"{m}{f' ({steps} steps)' if m.startswith('eap_ig') else ''}: {f} forwards + {b} backwards{extra}")
-    n_levels = len(params["levels"])
-    if params["curve"]:
-        per = 1 + n_levels * (2 if params["random_baseline"] else 1)
+    n_levels = len(params.levels)
+    if params.curve:
+        per = 1 + n_levels * (2 if params.random_baseline else 1)
         work.append(f"curve: {per} forwards per method (+4 for the baselines)")
-    boot = params.get("stability", {}).get("bootstrap")
+    boot = (params.stability or {}).get("bootstrap")
     if boot:
         work.append(f"stability: {boot} rescorings of {methods[0]}")
-    keep = (f"{params['keep_edges']} edges" if "keep_edges" in params
-            else f"{params['keep_percent']}% of edges")
-    return f"edge circuit over {size}; per batch {'; '.join(work)}; circuit: top {keep} by {params['select']}"
+    keep = (f"{params.keep_edges} edges" if params.keep_edges is not None
+            else f"{params.keep_percent:g}% of edges")
+    return f"edge circuit over {size}; per batch {'; '.join(work)}; circuit: top {keep} by {params.select}"
