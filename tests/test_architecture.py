@@ -81,6 +81,68 @@ def _cycle(graph: dict):
     return None
 
 
+# The stages, bottom to top: a package (or top-level module) imports only its own layer and those
+# below it, at any depth (a function-level import counts: hiding an upward arrow in a function does
+# not make it point down). Same-layer entries may import each other only as listed in one layer.
+LAYERS = [
+    ("_version", "errors", "suggest"),
+    ("expr",),
+    ("metrics", "metric_expr"),
+    ("models",),          # model sources, shapes, loaders (torch only inside the loaders)
+    ("core",),            # plan, typed params, registry, result envelope, run log: torch-free
+    ("spec",),
+    ("dataset",),
+    ("compile",),
+    ("runtime",),         # the kit analyses use (executor, unembed, context, pipeline) and the runner
+    ("analyses",),
+    ("report",),          # reads the run log
+    ("results",),
+    ("running",),         # prepare + execute + report: the front layer's one entry
+    ("sweep",),
+    ("api",),
+    ("cli",),
+    ("mi_dsl",),          # the package root re-exports the API
+]
+
+
+def _layer_of(module: str) -> int:
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else "mi_dsl"
+    for index, layer in enumerate(LAYERS):
+        if top in layer:
+            return index
+    raise AssertionError(f"{module} is in no layer of tests/test_architecture.py's LAYERS: place it")
+
+
+def _upward(graph: dict) -> list:
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                  if _layer_of(b) > _layer_of(a))
+
+
+def _function_level_imports() -> int:
+    """In-package imports inside functions (deferred: torch, plotly, or a heavy stage at call time)."""
+    count = 0
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.ImportFrom) and (inner.level or (inner.module or "").startswith("mi_dsl")):
+                        count += 1
+    return count
+
+
+def test_stages_only_look_down():
+    graph = _graph()
+    upward = _upward(graph)
+    print(f"{_function_level_imports()} function-level in-package imports (each checked as any import)")
+    assert not upward, "imports up the stages (tests/test_architecture.py LAYERS):\n" + "\n".join(upward)
+
+
+def test_the_layer_check_finds_a_planted_upward_import():
+    graph = {"mi_dsl.runtime.run": {"mi_dsl.report.html"}, "mi_dsl.report.html": {"mi_dsl.core.log"}}
+    assert _upward(graph) == ["mi_dsl.runtime.run -> mi_dsl.report.html"]
+
+
 def test_no_import_cycle_inside_the_package():
     cycle = _cycle(_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)

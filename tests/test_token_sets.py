@@ -202,7 +202,7 @@ def test_metric_expressions_are_checked_where_written(tmp_path):
 def test_every_analysis_runs_on_token_sets_and_the_decompositions_add_up(tmp_path):
     """Set answers through the whole run on a tiny Gemma: the logit lens ends at the measured
     set logit difference and the layer attribution sums to it (logit_diff is linear)."""
-    from mi_dsl.runtime.run import run_prepared
+    from mi_dsl.running import run_prepared
 
     analyses = """
     - {kind: logit_lens}

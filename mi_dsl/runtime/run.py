@@ -1,14 +1,14 @@
 """Run a prepared spec: a function from (Spec, Plan, Dataset) to a frozen RunLog.
 
     spec file --compile.prepare--> Prepared(spec, plan, dataset, tokenizer)
-      --execute--> RunLog (runtime/log.py) --report.write_report--> runs/<name>/<timestamp>/
+      --execute--> RunLog (core/log.py) --report.write_report (running.py)--> runs/<name>/<timestamp>/
 
 `execute` loads the model, runs the dataset step (pipeline + final metrics) and each
 analysis through the step store, and returns the log; nothing it hands out is mutated
 afterwards. Each analysis computes on its own `RunContext`: a tuple of its pairs (its
 `max_pairs` prefix), its baselines and a read-only view of the results before it.
-`run_spec` / `run_prepared` are the entry points of the CLI and `mi_dsl.run`: execute,
-then write the report. `Session` holds the live side (model, executor) while `execute`
+The front layer (mi_dsl/running.py: run_spec, run_prepared) executes and then writes the
+report; the runtime never imports the report. `Session` holds the live side (model, executor) while `execute`
 runs; its steps are public so the benchmarks time exactly what a run does.
 """
 from __future__ import annotations
@@ -27,18 +27,6 @@ from ..errors import Location, MiError, SpecWarning
 from ..core.log import RUN_LOG_VERSION, RunLog
 from ..dataset.examples import token_ids
 from .store import StepStore, digest
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    log: RunLog
-    run_dir: Path
-    report_path: Path
-
-    @property
-    def results(self) -> Dict[str, Any]:
-        """The log as plain data: what results.json holds."""
-        return self.log.to_json()
 
 
 def _say(progress: bool) -> Callable[[str], None]:
@@ -62,27 +50,6 @@ def runs_root_of(spec, out_dir: Optional[str] = None) -> Path:
     if out_dir:
         return Path(out_dir).expanduser().resolve()
     return spec.output_dir if spec.output_dir is not None else default_runs_root()
-
-
-def run_spec(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str] = (), fresh: bool = False,
-             out_dir: Optional[str] = None, progress: bool = True, threads: Optional[int] = None) -> RunOutcome:
-    from ..compile import prepare
-
-    started = time.perf_counter()
-    prepared = prepare(spec_path, list(overrides), list(allow_paths))
-    return run_prepared(prepared, started=started, fresh=fresh, out_dir=out_dir, progress=progress, threads=threads)
-
-
-def run_prepared(prepared, *, started: Optional[float] = None, fresh: bool = False, out_dir: Optional[str] = None,
-                 progress: bool = True, threads: Optional[int] = None) -> RunOutcome:
-    """Run a prepared spec (`compile.prepare`) and write its report (threads: runtime/threads.py)."""
-    from ..report.html import write_report
-
-    root = runs_root_of(prepared.spec, out_dir)
-    log = execute(prepared, started=started, fresh=fresh, store_dir=root / prepared.spec.name / ".store",
-                  progress=progress, threads=threads)
-    run_dir = write_report(log, root)
-    return RunOutcome(log, run_dir, run_dir / "index.html")
 
 
 def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, store_dir: Optional[Path] = None,
@@ -312,7 +279,7 @@ class Session:
 
     def log(self, store: StepStore) -> RunLog:
         from ..compile.summary import plan_steps
-        from ..report.provenance import provenance
+        from .provenance import provenance
         from ..dataset.examples import pair_examples
 
         warnings_ = list(self.dataset.warnings) + self.executor.warnings + getattr(self, "library_warnings_caught", [])

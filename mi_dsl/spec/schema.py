@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .. import LANGUAGE_VERSION
+from .._version import LANGUAGE_VERSION
 
 EXPR = "An expression of mi-dsl's expression language (see docs/spec-reference.md)."
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"

@@ -75,7 +75,7 @@ def loaded():
 @pytest.fixture(scope="module")
 def run(loaded, tmp_path_factory):
     """run(analyses yaml, pipeline=...) -> (results, run dir); every run reuses the loaded model."""
-    from mi_dsl.runtime.run import run_spec
+    from mi_dsl.running import run_spec
 
     folder = tmp_path_factory.mktemp("specs")
     count = iter(range(10**6))
@@ -495,7 +495,7 @@ def test_head_detection_without_bos_and_ranking_by_another_score(run, loaded):
 
 @pytest.mark.slow
 def test_embedded_gemma_ablation_contribution_and_detection(tmp_path):
-    from mi_dsl.runtime.run import run_spec
+    from mi_dsl.running import run_spec
 
     data = DATA.replace("[[herbivorous, carnivorous], [bipedal, quadrupedal]]",
                         "[[endothermic, ectothermic], [toothed, toothless]]")

@@ -13,7 +13,7 @@ import torch
 from mi_dsl.analyses._circuit import mib
 from mi_dsl.analyses._circuit.graph import Graph
 from mi_dsl.errors import FileAccessError, MiError
-from mi_dsl.runtime.run import run_spec
+from mi_dsl.running import run_spec
 
 SPEC = """
 version: 1

@@ -498,7 +498,7 @@ def test_compile_checks_the_parameters(tmp_path):
 
 
 def test_a_spec_runs_end_to_end_with_figures(tmp_path):
-    from mi_dsl.runtime.run import run_spec
+    from mi_dsl.running import run_spec
 
     analyses = """
       - {kind: activation_patching, id: resid, target: resid_pre}

@@ -248,7 +248,7 @@ def test_ablation_splits_rescaling_by_the_post_norm_from_changed_output(compared
 
 
 def test_report_shows_each_convention_and_the_compared_pairs(tmp_path):
-    from mi_dsl.runtime.run import run_spec
+    from mi_dsl.running import run_spec
     from tests.analyses.test_patching import write_spec
 
     body = with_analyses("""

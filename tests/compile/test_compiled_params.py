@@ -84,7 +84,7 @@ def test_the_runtime_never_parses_a_selector_or_keep_condition_again(tmp_path, m
     import mi_dsl.compile.compiler as compiler
     import mi_dsl.expr as expr
     import mi_dsl.expr.selectors as selectors
-    from mi_dsl.runtime.run import run_prepared
+    from mi_dsl.running import run_prepared
 
     text = SPECS_WITH_SELECTORS.replace("analyses:\n", "pipeline:\n  - keep: clean.logit_diff > -1000\nanalyses:\n")
     prepared = _prepare(tmp_path, text)

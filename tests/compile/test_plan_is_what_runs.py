@@ -45,7 +45,7 @@ def test_every_captured_hook_is_listed_in_the_plan_step(tmp_path, monkeypatch):
     from mi_dsl.core.registry import load_all
     from mi_dsl.compile import prepare
     from mi_dsl.runtime.executor import Executor
-    from mi_dsl.runtime.run import run_prepared
+    from mi_dsl.running import run_prepared
     from mi_dsl.runtime.unembed import UNEMBED_INPUT
 
     path = tmp_path / "spec.yaml"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mi_dsl.runtime.run import run_spec
+from mi_dsl.running import run_spec
 from tests.spec_parts import SYLLOGISM_PROMPTS
 
 BODY = """

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mi_dsl.runtime.run import run_spec
+from mi_dsl.running import run_spec
 
 from tests.spec_parts import syllogism
 from tests.word_tokenizer import word_tokenizer_file
