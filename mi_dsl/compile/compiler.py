@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..analyses.registry import REGISTRY, load_all
-from ..dataset.build import answers_are_continuation
+from ..dataset.source import answer_location, answers_are_continuation, slot_names
 from ..errors import ExpressionError, Location, SpecMeaningError
 from ..expr import Scope, compile_expression, expect_type
 from .fusion import fuse
@@ -22,8 +22,8 @@ from ..suggest import unknown
 
 
 def compile_plan(spec: Spec) -> Plan:
-    if spec.pipeline and "prompts" not in spec.data:
-        raise SpecMeaningError("a pipeline filters prompts, but this spec has no `prompts:`",
+    if spec.pipeline and not spec.has_dataset:
+        raise SpecMeaningError("a pipeline filters prompts, but this spec has no `prompts:` or `dataset:`",
                                spec.loc("pipeline"))
     check_metric(spec)
     continuation = answers_are_continuation(spec)
@@ -66,7 +66,7 @@ def _check_metric_reads(spec: Spec, name: str, continuation: bool, where) -> Non
     metric = METRICS[name]
     if metric.reads_continuation == continuation:
         return
-    answer_at = spec.loc("prompts", "answer")
+    answer_at = answer_location(spec)
     others = ", ".join(n for n, m in METRICS.items() if m.reads_continuation == continuation and "(" not in n)
     if continuation:
         raise SpecMeaningError(
@@ -122,9 +122,10 @@ def compile_analyses(spec: Spec, continuation: bool = False) -> Tuple[Step, ...]
     compiled: List[Tuple[int, Any, Dict[str, Any]]] = []
     for index, params in enumerate(spec.analyses):
         kind = REGISTRY[params["kind"]]
-        if kind.needs_dataset and "prompts" not in spec.data:
+        if kind.needs_dataset and not spec.has_dataset:
             raise SpecMeaningError(f"analysis '{params['kind']}' needs a prompt set; add `prompts:` "
-                                   "(template, answer, foil)", spec.loc("analyses", index, "kind"))
+                                   "(template, answer, foil) or `dataset:` (pairs from a file)",
+                                   spec.loc("analyses", index, "kind"))
         analysis_id = params.get("id", params["kind"])
         if analysis_id in ids:
             key = "id" if "id" in params else "kind"
@@ -300,6 +301,4 @@ class AnalysisContext:
         return Params(full)
 
     def slots(self):
-        from ..dataset.build import slot_vocabularies
-
-        return list(slot_vocabularies(self.spec, self.spec.prompts["template"]))
+        return slot_names(self.spec)

@@ -213,7 +213,7 @@ def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
         raise SpecMeaningError("no slot combination satisfies prompts.where", spec.loc("prompts", "where"))
     dataset = Dataset(pairs, reports, order, warnings + builder.warnings)
     _check_answers(spec, tokenizer, dataset)
-    _keep_equal_lengths(spec, dataset)
+    keep_equal_lengths(spec, dataset)
     return dataset
 
 
@@ -316,17 +316,24 @@ class _PairBuilder:
 
     def _prompt(self, template: Template, values: Dict[str, str]) -> Prompt:
         text, char_spans = template.render(values, self.env)
-        ids, offsets = self.tokenizer.encode_with_offsets(text)
-        shift = 0
-        if self.spec.model.prepend_bos:
-            ids = [self.tokenizer.bos_id] + ids
-            shift = 1
-        spans: Dict[str, List[Tuple[int, int]]] = {}
-        for slot, _occurrence, start, end in char_spans:
-            covered = [i for i, (a, b) in enumerate(offsets) if a < end and b > start]
-            span = (covered[0] + shift, covered[-1] + 1 + shift) if covered else (shift, shift)
-            spans.setdefault(slot, []).append(span)
-        return Prompt(text, tuple(ids), {k: tuple(v) for k, v in spans.items()})
+        return tokenized_prompt(text, [(slot, a, b) for slot, _occurrence, a, b in char_spans], self.tokenizer,
+                                self.spec.model.prepend_bos)
+
+
+def tokenized_prompt(text: str, char_spans, tokenizer: Tokenizer, prepend_bos: bool) -> Prompt:
+    """A prompt's tokens and, per named span (name, char start, char end) in order, the tokens it
+    overlaps (BOS included in the positions): templates and pair files share this one rule."""
+    ids, offsets = tokenizer.encode_with_offsets(text)
+    shift = 0
+    if prepend_bos:
+        ids = [tokenizer.bos_id] + ids
+        shift = 1
+    spans: Dict[str, List[Tuple[int, int]]] = {}
+    for slot, start, end in char_spans:
+        covered = [i for i, (a, b) in enumerate(offsets) if a < end and b > start]
+        span = (covered[0] + shift, covered[-1] + 1 + shift) if covered else (shift, shift)
+        spans.setdefault(slot, []).append(span)
+    return Prompt(text, tuple(ids), {k: tuple(v) for k, v in spans.items()})
 
 
 def _check_answers(spec: Spec, tokenizer: Tokenizer, dataset: Dataset) -> None:
@@ -349,12 +356,12 @@ def _check_answers(spec: Spec, tokenizer: Tokenizer, dataset: Dataset) -> None:
             spec.loc("prompts", "foil"), hint="make the two sets disjoint")
 
 
-def _keep_equal_lengths(spec: Spec, dataset: Dataset) -> None:
+def keep_equal_lengths(spec: Spec, dataset: Dataset, block: str = "prompts") -> None:
     """`equal_lengths: true` (opt-in): keep the pairs whose clean and corrupted prompts both
     have the most common token length, and say how many were dropped. Without it prompts of
     any lengths are kept: batches are padded and patching aligns positions by name (or
     refuses, at plan time, what it cannot align)."""
-    if not spec.prompts.get("equal_lengths", False):
+    if not spec.data[block].get("equal_lengths", False):
         return
     lengths = Counter(len(p.clean.ids) for p in dataset.pairs) + Counter(len(p.corrupted.ids) for p in dataset.pairs)
     if len(lengths) <= 1:
@@ -367,7 +374,7 @@ def _keep_equal_lengths(spec: Spec, dataset: Dataset) -> None:
         raise SpecMeaningError(
             f"equal_lengths: true keeps the pairs whose clean and corrupted prompts both have {common} tokens "
             f"(the most common length), but none has: lengths {sorted(lengths)}, e.g. '{odd.text}' "
-            f"({len(odd.ids)} tokens)", spec.loc("prompts", "equal_lengths"),
+            f"({len(odd.ids)} tokens)", spec.loc(block, "equal_lengths"),
             hint="remove equal_lengths (prompts of different lengths are padded and aligned by name), or "
                  "filter the vocabularies on token counts")
     dataset.pairs = kept

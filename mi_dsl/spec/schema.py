@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from .. import LANGUAGE_VERSION
+from .dataset_schema import DATASET
 
 EXPR = "An expression of mi-dsl's expression language (see docs/spec-reference.md)."
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
@@ -241,6 +242,7 @@ def build_schema() -> Dict[str, Any]:
                              "additionalProperties": VOCABULARY,
                              "propertyNames": {"pattern": NAME_PATTERN}},
             "prompts": PROMPTS,
+            "dataset": DATASET,
             # a registered name, or an expression (anything with a parenthesis, checked by the compiler)
             "metric": {**_str("The metric on the final position (continuation_*: teacher-forced over the answer's "
                               "continuation after it): " + ", ".join(_named(METRICS)) + "; or an "
