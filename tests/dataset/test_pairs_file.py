@@ -237,3 +237,50 @@ def test_a_file_spec_runs_to_the_template_specs_numbers(tmp_path, size):
         theirs = {k: v for k, v in analysis.items() if k not in timing}
         assert mine == theirs, key
     assert template["analyses"]["by_name"]["alignment"].startswith("by name")
+
+
+# The 16 pairs of specs/data/ioi_pairs.csv as a template spec: io x s x place x thing, the
+# repeated subject a slot of its own (s2 == s), set to io in the corrupted prompt.
+SHIPPED_AS_TEMPLATE = """\
+version: 1
+name: ioi_pairs
+model: {source: embedded, prepend_bos: true}
+vocabularies:
+  ios: {items: [Mary, Sarah]}
+  subjects: {items: [John, David]}
+  places: {items: [store, park]}
+  things: {items: [drink, book]}
+prompts:
+  template: "When {io} and {s} went to the {place}, {s2} gave a {thing} to"
+  slots: {io: ios, s: subjects, place: places, s2: subjects, thing: things}
+  where: 's2 == s'
+  answer: 'first_token(" " + io)'
+  foil: 'first_token(" " + s)'
+  corrupt: {set: {s2: io}}
+metric: logit_diff
+"""
+
+
+@pytest.mark.slow
+def test_the_shipped_pair_spec_equals_a_template_spec_of_its_pairs_on_gemma(tmp_path):
+    """specs/ioi_pairs.yaml (a pair CSV, EAP-IG's columns with answer and foil as text) gives the numbers of
+    tests/golden/ioi_pairs.json (tests/test_shipped_specs.py); the same analyses over the same 16 pairs
+    written as a template give those numbers too, so a file spec measures what a template spec measures."""
+    import yaml
+
+    from mi_dsl.runtime.run import run_spec
+    from tests.golden_compare import check_golden
+
+    root = Path(__file__).resolve().parents[2]
+    shipped = yaml.safe_load((root / "specs" / "ioi_pairs.yaml").read_text())
+    template = tmp_path / "ioi_template.yaml"
+    template.write_text(SHIPPED_AS_TEMPLATE + yaml.safe_dump({"analyses": shipped["analyses"]}))
+    file_pairs = prepare(str(root / "specs" / "ioi_pairs.yaml"), [], []).dataset.pairs
+    seen = lambda prompt, names: (prompt.ids, {k: prompt.spans[k] for k in names})  # noqa: E731
+    for mine, theirs in zip(file_pairs, prepare(str(template), [], []).dataset.pairs):
+        for side in ("clean", "corrupted"):
+            names = getattr(mine, side).spans
+            assert seen(getattr(mine, side), names) == seen(getattr(theirs, side), names)
+        assert (mine.answers, mine.foils) == (theirs.answers, theirs.foils)
+    outcome = run_spec(template, out_dir=str(tmp_path), progress=False)
+    check_golden("ioi_pairs", json.loads((outcome.run_dir / "results.json").read_text()))
