@@ -87,19 +87,25 @@ def _apply_overrides(doc: Document, overrides: Sequence[str]) -> set:
     if not isinstance(doc.data, dict):
         return touched  # nothing to override; validation says what the document is instead
     for text in overrides:
-        where = Location("--set", None, None, text)
-        if "=" not in text:
-            raise SchemaError(f"--set expects KEY=VALUE, got '{text}'", where)
-        key, raw = text.split("=", 1)
-        parts = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
-        if any(p == "" for p in parts):
-            raise SchemaError(f"--set: '{key}' is not a dotted path such as model.tokenizer", where)
-        value = parse_yaml(raw, "--set").data if raw.strip() else ""
-        if isinstance(value, (dict, list)):
-            raise SchemaError(f"--set overrides scalars only; '{raw}' is a {type(value).__name__}", where)
-        _set_path(doc, parts, value, where, text)
+        parts, value = parse_override(text)
+        _set_path(doc, parts, value, Location("--set", None, None, text), text)
         touched.add(parts)
     return touched
+
+
+def parse_override(text: str) -> Tuple[PathKey, Any]:
+    """`--set a.b=VALUE` -> (("a", "b"), VALUE read as a YAML scalar); `mi-run sweep --set` too."""
+    where = Location("--set", None, None, text)
+    if "=" not in text:
+        raise SchemaError(f"--set expects KEY=VALUE, got '{text}'", where)
+    key, raw = text.split("=", 1)
+    parts = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
+    if any(p == "" for p in parts):
+        raise SchemaError(f"--set: '{key}' is not a dotted path such as model.tokenizer", where)
+    value = parse_yaml(raw, "--set").data if raw.strip() else ""
+    if isinstance(value, (dict, list)):
+        raise SchemaError(f"--set overrides scalars only; '{raw}' is a {type(value).__name__}", where)
+    return parts, value
 
 
 def _set_path(doc: Document, parts: PathKey, value: Any, where: Location, text: str) -> None:
