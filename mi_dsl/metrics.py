@@ -32,6 +32,7 @@ class Metric:
     linear: bool = False
     needs_full_logits: bool = False
     reads: str = "final"   # "final": a Readout at the final position; "continuation": a ContinuationReadout
+    differentiable: bool = True  # has a gradient (rank, a count, has none): gradient estimates may read it
 
     @property
     def reads_continuation(self) -> bool:
@@ -42,9 +43,9 @@ METRICS: Dict[str, Metric] = {}
 
 
 def metric(name: str, description: str, *, linear: bool = False, needs_full_logits: bool = False,
-           reads: str = "final"):
+           reads: str = "final", differentiable: bool = True):
     def register(compute):
-        METRICS[name] = Metric(name, description, compute, linear, needs_full_logits, reads)
+        METRICS[name] = Metric(name, description, compute, linear, needs_full_logits, reads, differentiable)
         return compute
     return register
 
@@ -167,7 +168,7 @@ def _logprob(r: Readout):
 
 
 @metric("rank", "rank of the answer among all tokens at the final position (0 = top; for a token set, "
-                "the rank of its best member)", needs_full_logits=True)
+                "the rank of its best member)", needs_full_logits=True, differentiable=False)
 def _rank(r: Readout):
     full = r.full_logits()  # the set's best member, read from the same row: ties judged consistently
     members = full.gather(1, r.answers.clamp(min=0)).masked_fill(~r.answer_mask, float("-inf"))

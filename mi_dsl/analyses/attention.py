@@ -26,7 +26,7 @@ from .registry import analysis
                          "description": "Repeat `text` this many times, joined as written (the seed's "
                                         "example_text + example_text is repeat: 2); default 1."},
           },
-          required=["heads"], answers="none")
+          required=["heads"], answers="none", metrics="none")
 class Attention:
     def compile(self, params, ctx):
         ctx.heads(params)

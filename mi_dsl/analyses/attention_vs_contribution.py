@@ -33,7 +33,7 @@ DEFAULT_FROM, DEFAULT_TO = "final", "descriptor"
                                            "(`answer`, default, as the seed) or on answer - foil "
                                            "(`logit_diff`)."},
           },
-          required=["heads"])
+          required=["heads"], metrics="none")
 class AttentionVsContribution:
     def compile(self, params, ctx):
         ctx.heads(params)

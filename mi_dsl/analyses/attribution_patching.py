@@ -21,9 +21,7 @@ from ..suggest import unknown
 from . import _patching as core
 from .base import Result
 from ._figures import scatter
-from .registry import analysis
-
-DIFFERENTIABLE = ("logit_diff", "logprob", "prob", "continuation_logprob", "continuation_logprob_diff")
+from .registry import analysis, linearised_note
 
 CONVENTION = ("first-order (gradient) estimate of activation patching: (source - base activation) . "
               "d metric / d activation at the base run, per prompt, averaged; exact only where the metric is "
@@ -50,13 +48,9 @@ PARAMS["compare_with"] = {
           "Attribution patching: the gradient estimate of activation patching, (source - base activation) "
           ". d metric / d activation, from one forward and one backward per batch; compared with exact "
           "patching of the same target when the spec has it.",
-          params=PARAMS, needs_pairs=True, decomposes=True, answers="any")
+          params=PARAMS, needs_pairs=True, metrics="gradient", answers="any")
 class AttributionPatching:
     def compile(self, params, ctx):
-        if ctx.spec.metric not in DIFFERENTIABLE:
-            raise SpecMeaningError(f"attribution patching needs a differentiable metric "
-                                   f"({', '.join(DIFFERENTIABLE)}); the spec's metric is {ctx.spec.metric}",
-                                   ctx.where("kind"), hint="use activation_patching for this metric")
         if "compare_with" in params:
             _check_comparison(params, ctx)
         direction = ctx.value(params, "direction")
@@ -74,7 +68,9 @@ class AttributionPatching:
             lambda: core.attribution_patching(run, grid, params.get("batch_size")))
         data, rows = core.summarise(grid, effects + _start(base, direction), base, params, run, {
             "method": "attribution", "passes": passes, "seconds": round(seconds, 3)})
-        data["convention"] = CONVENTION + (CONTINUATION_CONVENTION if METRICS[run.metric].reads_continuation else "")
+        metric = METRICS[run.metric]
+        data["convention"] = CONVENTION + (CONTINUATION_CONVENTION if metric.reads_continuation else
+                                           linearised_note(metric))
         other = _comparison_id(params, run)
         if other is not None:
             data["comparison"] = _compare_on_their_pairs(params, run, grid, effects, other)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 
 from ..errors import RunError, SpecMeaningError
+from ..metrics import METRICS
 from ._circuit import sizes
 from .base import Result, step
-from .registry import analysis
+from .registry import analysis, linearised_note
 
 METHODS = ["eap", "eap_ig_inputs", "eap_ig_activations", "exact"]
-DIFFERENTIABLE = ("logit_diff", "logprob", "prob")
 CONVENTION = (
     "Edges u -> v between the input embedding, each attention head (per query head), each MLP and the "
     "logits; a head's query, key and value inputs are separate edges, and a key/value edge of a "
@@ -75,12 +75,10 @@ PARAMS = {
 
 @analysis("circuit", "Edge-level circuit discovery: score every edge (EAP, EAP-IG, exact), keep the top edges, "
                      "prune, measure faithfulness (curve, CPR, CMD, random baseline), compare methods and "
-                     "bootstrap resamples, export the MIB format.", params=PARAMS, needs_pairs=True)
+                     "bootstrap resamples, export the MIB format.", params=PARAMS, needs_pairs=True,
+          metrics="gradient")
 class Circuit:
     def compile(self, params, ctx):
-        if ctx.spec.metric not in DIFFERENTIABLE:
-            raise SpecMeaningError(f"circuit scores need a differentiable metric ({', '.join(DIFFERENTIABLE)}); "
-                                   f"the spec's metric is {ctx.spec.metric}", ctx.where("kind"))
         if "keep_edges" in params and "keep_percent" in params:
             raise SpecMeaningError("give keep_edges or keep_percent, not both", ctx.where("keep_edges"))
         if "keep_edges" not in params:
@@ -94,7 +92,7 @@ class Circuit:
         started = time.perf_counter()
         data, tables = compute(params, run)
         data["seconds"] = round(time.perf_counter() - started, 3)
-        data["convention"] = CONVENTION
+        data["convention"] = CONVENTION + linearised_note(METRICS[run.metric])
         return Result(data, tables, _summary(data))
 
     def figures(self, result, run):

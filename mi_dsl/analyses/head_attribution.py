@@ -18,7 +18,7 @@ from .registry import analysis
                             "description": "Heads in the bar chart of largest contributions (default 12)."},
                   "normalize": {"type": "boolean", "default": True,
                                 "description": "Bar chart as a fraction of the clean logit difference "
-                                               "(default true, as the seed's plot)."}}, decomposes=True)
+                                               "(default true, as the seed's plot)."}}, metrics="linear")
 class HeadAttribution:
     def compile(self, params, ctx):
         return step(ctx, params, "every head's output (z @ W_O) at the final position -> logit difference",

@@ -71,7 +71,7 @@ VIEW_HEADS = 4
                                                        "to the current token (detect_head's "
                                                        "exclude_current_token; default false)."},
           },
-          needs_dataset=False, answers="none")
+          needs_dataset=False, answers="none", metrics="none")
 class HeadDetection:
     def compile(self, params, ctx):
         ctx.heads(params)

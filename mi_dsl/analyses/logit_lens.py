@@ -24,7 +24,7 @@ NORMALIZE = ("final", "per_layer")
                                                "the final layer's norm scale (linear; entries are comparable "
                                                "sums); per_layer: normalise each layer's residual by its own "
                                                "scale, as if the final norm were applied there."}},
-          decomposes=True)
+          metrics="linear")
 class LogitLens:
     def compile(self, params, ctx):
         return step(ctx, params, f"accumulated residual stream at the final position -> logit difference "

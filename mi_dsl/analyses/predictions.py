@@ -16,7 +16,7 @@ from .registry import analysis
                             "description": "Which dataset prompt when `prompt` is not given (default 0)."},
                   "top_k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10,
                             "description": "How many top tokens to list (default 10)."}},
-          answers="none")  # no metric; a continuation answer is shown as its first token, and says so
+          answers="none", metrics="none")  # no metric; a continuation answer is shown as its first token, and says so
 class Predictions:
     def compile(self, params, ctx):
         return step(ctx, params, "one forward of the prompt; full logits at the final position only",

@@ -66,6 +66,7 @@ def _describe_analysis(kind) -> None:
         default = f"; default {json.dumps(sub['default'])}" if "default" in sub else ""
         need = "; required" if key in required else ""
         print(f"  {key}{_type(sub)}{default}{need}: {sub.get('description', '')}")
+    print(f"metrics it reads: {kind.metric_rule.accepts} ({kind.metric_rule.why})")
     found = _shipped_example(kind.kind)
     if found:
         file, entry = found
@@ -101,6 +102,7 @@ def _yaml_item(entry) -> List[str]:
 
 def reference_markdown() -> str:
     """docs/spec-reference.md, generated from the schema and the registries."""
+    from ..analyses.registry import load_all
     from ..spec.schema import build_schema
 
     schema = build_schema()
@@ -119,19 +121,20 @@ def reference_markdown() -> str:
         params = {k: v for k, v in then["properties"].items() if k not in ("kind",)}
         out += [f"- `{k}`{_type(v)}: {v.get('description', '')}" for k, v in params.items()]
         out.append("")
-    out += ["## Metrics", "", "Each metric says whether it is linear in the final residual: decompositions "
-            "(logit_lens, layer_attribution, head_attribution, attribution_patching) read only linear metrics "
-            "exactly and refuse the others unless told `direction: logit_diff` (attribution_patching takes the "
-            "continuation_* metrics too, as a first-order estimate). Answers and foils may be "
-            "token sets (first_tokens, number_tokens; so is tokens(...): a set, not a sequence) or multi-token "
+    out += ["## Metrics", "", "Each metric says whether it is linear in the final residual. Answers and foils may "
+            "be token sets (first_tokens, number_tokens; so is tokens(...): a set, not a sequence) or multi-token "
             "continuations (continuation(...)), which only the continuation_* metrics read; analyses that read "
-            "the final position refuse continuation answers at validate time, activation_patching measures "
-            "them exactly and attribution_patching to first order (the summed teacher-forced log-probability "
-            "linearised).", ""]
+            "the final position refuse continuation answers at validate time.", ""]
     out += [f"- `{m['name']}`{' (linear)' if m['linear'] else ''}: {m['description']}" for m in cat["metrics"]]
     out += ["- an expression over `logit(...)`, `prob(...)` and `logprob(...)` at the final position, with "
             "`+ - * /` and numbers; each reads `answer`, `foil`, a string (its first token) or "
             "`first_tokens(\" she| her\")`, e.g. `metric: 'prob(answer) - prob(foil)'` (not linear)"]
+    out += ["", "### Which analyses read which metrics", "",
+            "Declared by each analysis's registration (`metrics=`); `mi-run validate` refuses a metric an "
+            "analysis does not read, quoting the reason.", "",
+            "| analysis | reads | why |", "|---|---|---|"]
+    out += [f"| `{k.kind}` | {k.metric_rule.accepts} | {k.metric_rule.why} |" for k in sorted(
+        load_all().values(), key=lambda k: k.kind)]
     out += ["", "## Expressions", ""] + _expression_section()
     out += ["", "## Expression functions", ""]
     out += [f"- `{f['signature']}`: {f['description']}" for f in cat["functions"]]

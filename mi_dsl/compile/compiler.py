@@ -67,15 +67,16 @@ def _check_metric_reads(spec: Spec, name: str, continuation: bool, where) -> Non
     if metric.reads_continuation == continuation:
         return
     answer_at = answer_location(spec)
+    said = answer_at.seen_from(where or answer_at)
     others = ", ".join(n for n, m in METRICS.items() if m.reads_continuation == continuation and "(" not in n)
     if continuation:
         raise SpecMeaningError(
-            f"the answer is a continuation (continuation(...), line {answer_at.line}), but the metric '{name}' "
+            f"the answer is a continuation (continuation(...), {said}), but the metric '{name}' "
             "reads one token at the final position", where or answer_at,
             hint=f"use a continuation metric ({others}); or, to compare the first tokens only, write "
                  "first_token(...) for answer and foil")
     raise SpecMeaningError(
-        f"the metric '{name}' reads multi-token continuations, but the answer (line {answer_at.line}) is a "
+        f"the metric '{name}' reads multi-token continuations, but the answer ({said}) is a "
         "token or token set", where or answer_at,
         hint=f"write answer and foil as continuation(...), or use a final-position metric ({others})")
 
@@ -130,8 +131,9 @@ def compile_analyses(spec: Spec, continuation: bool = False) -> Tuple[Step, ...]
         if analysis_id in ids:
             key = "id" if "id" in params else "kind"
             first = spec.loc("analyses", ids[analysis_id], key if key in spec.analyses[ids[analysis_id]] else "kind")
-            raise SpecMeaningError(f"two analyses are named '{analysis_id}' (the first on line {first.line}); "
-                                   "give one an `id:`", spec.loc("analyses", index, key))
+            here = spec.loc("analyses", index, key)
+            raise SpecMeaningError(f"two analyses are named '{analysis_id}' (the first on "
+                                   f"{first.seen_from(here)}); give one an `id:`", here)
         ids[analysis_id] = index
         _check_answers_fit(spec, index, kind, continuation)
         _check_metric_fits(spec, index, kind, params)
@@ -171,27 +173,27 @@ def compile_analysis(spec: Spec, params: Dict[str, Any], known: Sequence[str] = 
 
 
 def _check_metric_fits(spec: Spec, index: int, kind, params: Dict[str, Any]) -> None:
-    """Decompositions are exact only for a metric linear in the final residual; refuse others
-    unless the analysis names the linear direction it reads instead (`direction: logit_diff`)."""
-    metric = METRICS[spec.metric]
-    patching = kind.kind == "attribution_patching"  # its `direction` is denoising/noising, not a read-out
-    if not kind.decomposes or metric.linear or (not patching and "direction" in params):
+    """The spec's metric against the analysis's declared rule (registry.METRIC_RULES: which metrics it
+    reads and why); the refusal quotes the rule's reason."""
+    rule, metric = kind.metric_rule, METRICS[spec.metric]
+    if rule.readout and "direction" in params:
         return
-    if patching and metric.reads_continuation:
-        # the one way to screen cells for a continuation: a first-order estimate of the summed
-        # teacher-forced log-probability, which its result's convention states
+    if rule.needs_linear and not metric.linear:
+        fault = "is not linear in the final residual"
+    elif rule.needs_gradient and not metric.differentiable:
+        fault = "has no gradient"
+    else:
         return
     metric_at = spec.loc("metric") if "metric" in spec.data else None
-    stated = f" (line {metric_at.line})" if metric_at is not None and metric_at.line else ""
+    here = spec.loc("analyses", index, "kind")
+    stated = f" ({metric_at.seen_from(here)})" if metric_at is not None and metric_at.line else ""
     linear = ", ".join(sorted(n for n, m in METRICS.items() if m.linear and "(" not in n))
-    if patching:
-        hint = f"use a linear metric ({linear}), or activation_patching, which patches exactly for any metric"
-    else:
+    hint = "activation_patching measures any metric exactly"
+    if rule.readout:
         hint = (f"add `direction: logit_diff` to this analysis to read the answer-minus-foil logit difference "
-                f"instead (the parts then add up to it), or use a linear metric ({linear})")
-    raise SpecMeaningError(f"{params['kind']} decomposes the metric into parts that add up to it, which holds "
-                           f"only for a metric linear in the final residual; the spec's metric "
-                           f"'{spec.metric}'{stated} is not linear", spec.loc("analyses", index, "kind"), hint=hint)
+                f"instead, or use a linear metric ({linear}); {hint}")
+    raise SpecMeaningError(f"{params['kind']} reads {rule.accepts}: {rule.why}. The spec's metric "
+                           f"'{spec.metric}'{stated} {fault}", here, hint=hint)
 
 
 def _check_references(spec: Spec, order: List[str], refs_of, ids) -> None:
