@@ -109,6 +109,17 @@ class RunError(MiError):
     kind = "run error"
 
 
+class NoPromptsLeft(RunError):
+    """A pipeline step left no prompt pairs. Carries the pipeline's outcome so far (the candidates'
+    metrics of its last keep step), so the run can still write them for the user to pick
+    thresholds from; `log` is the failed run's log once the runtime has built it."""
+
+    def __init__(self, message: str, location: Optional[Location], hint: str, outcome):
+        super().__init__(message, location, hint)
+        self.outcome = outcome
+        self.log = None
+
+
 @dataclass(frozen=True)
 class SpecWarning:
     """Something a user should know that does not stop the run, located like an error.

@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     spec_options(plan)
     plan.add_argument("--json", action="store_true", help="print one JSON object")
     plan.add_argument("--examples", type=int, default=3, help="example pairs to show")
+    plan.add_argument("--metrics", action="store_true",
+                      help="load the model and print every candidate's clean and corrupted metrics (quantiles, "
+                           "histograms, what each keep-condition keeps), without running analyses")
+    plan.add_argument("--csv", metavar="FILE", help="with --metrics: write every candidate's metrics to FILE")
     schema = sub.add_parser("schema", help="print the JSON Schema of specs")
     listing = sub.add_parser("list", help="list analyses, metrics and expression functions, or describe one")
     listing.add_argument("name", nargs="?", help="an analysis kind, metric or function: its parameters and an example")
@@ -156,7 +160,8 @@ def _dispatch(args) -> int:
     if args.command == "plan":
         from .plan import show_plan
 
-        return show_plan(args.spec, args.overrides, args.allow_path, as_json=args.json, examples=args.examples)
+        return show_plan(args.spec, args.overrides, args.allow_path, as_json=args.json, examples=args.examples,
+                         metrics=args.metrics, csv_path=args.csv)
     if args.command == "sweep":
         from .sweep import sweep_command
 

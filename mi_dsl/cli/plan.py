@@ -9,13 +9,48 @@ from ..compile.summary import plan_summary
 from ._echo import echo
 
 
-def show_plan(spec_path: str, overrides, allow_paths, as_json: bool = False, examples: int = 3) -> int:
-    summary = plan_summary(prepare(spec_path, overrides, allow_paths), examples)
+def show_plan(spec_path: str, overrides, allow_paths, as_json: bool = False, examples: int = 3,
+              metrics: bool = False, csv_path: str = None) -> int:
+    prepared = prepare(spec_path, overrides, allow_paths)
+    summary = plan_summary(prepared, examples)
+    explored = _explore(prepared, csv_path) if metrics else None
     if as_json:
-        print(json.dumps(summary, indent=1))
+        print(json.dumps({**summary, "candidate_metrics": explored} if explored else summary, indent=1))
         return 0
     _print_plan(summary)
+    if explored:
+        _print_metrics(explored, csv_path)
     return 0
+
+
+def _explore(prepared, csv_path) -> Dict[str, Any]:
+    """`--metrics`: load the model and measure every candidate (runtime/explore.py)."""
+    from ..runtime.explore import candidate_metrics
+
+    explored = candidate_metrics(prepared, progress=False)
+    if csv_path:
+        import csv
+
+        with open(csv_path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(explored["rows"][0]))
+            writer.writeheader()
+            writer.writerows(explored["rows"])
+    return {k: v for k, v in explored.items() if k != "columns"} | {"histograms": {
+        k: v for k, v in explored["columns"].items()}}
+
+
+def _print_metrics(explored: Dict[str, Any], csv_path) -> None:
+    from ..runtime.explore import histogram
+
+    echo(f"\ncandidates' metrics ({len(explored['rows'])} pairs, before any pipeline step):")
+    for name, q in explored["metrics"].items():
+        echo(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in q.items()))
+        for line in histogram(explored["histograms"][name]):
+            echo(line)
+    for k in explored["keep"]:
+        echo(f"keep step {k['step']} ({k['condition']}) alone keeps {k['kept']} of {k['of']} candidates")
+    if csv_path:
+        echo(f"every candidate's metrics: {csv_path}")
 
 
 def _print_plan(s: Dict[str, Any]) -> None:

@@ -23,9 +23,8 @@ from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..spec.model import fault_location
-from ..errors import Location, MiError, SpecWarning
+from ..errors import Location, MiError, NoPromptsLeft, SpecWarning
 from .log import RUN_LOG_VERSION, RunLog
-from ..dataset.examples import token_ids
 from .store import StepStore, digest
 
 
@@ -79,8 +78,14 @@ def run_prepared(prepared, *, started: Optional[float] = None, fresh: bool = Fal
     from ..report.html import write_report
 
     root = runs_root_of(prepared.spec, out_dir)
-    log = execute(prepared, started=started, fresh=fresh, store_dir=root / prepared.spec.name / ".store",
-                  progress=progress, threads=threads)
+    try:
+        log = execute(prepared, started=started, fresh=fresh, store_dir=root / prepared.spec.name / ".store",
+                      progress=progress, threads=threads)
+    except NoPromptsLeft as err:  # the candidates' metrics are what the user needs to pick thresholds
+        if err.log is not None:
+            run_dir = write_report(err.log, root)
+            err.hint += f"; this failed run wrote them to {run_dir / 'tables' / 'candidates.csv'}"
+        raise
     run_dir = write_report(log, root)
     return RunOutcome(log, run_dir, run_dir / "index.html")
 
@@ -94,7 +99,12 @@ def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, s
         run.open(started)
         store = StepStore(store_dir or runs_root_of(prepared.spec) / prepared.spec.name / ".store",
                           enabled=not fresh)
-        run.dataset_step(store)
+        try:
+            run.dataset_step(store)
+        except NoPromptsLeft as err:
+            run.failed(err)
+            err.log = run.log(store)
+            raise
         run.analyses(store)
     run.timings["total"] = time.perf_counter() - started
     return run.log(store)
@@ -115,6 +125,7 @@ def run_context(prepared, progress: bool = False):
 
 
 class Session:
+    candidates = ((), ())  # (the pairs the last keep-condition read, whether each was kept)
     """The live side of one run: model, executor, results so far. `execute` drives it and turns
     it into the RunLog; the benchmarks call its steps (open, run_pipeline, context_for,
     compute_analysis) to time exactly what a run does. Nothing after the run receives it: the
@@ -201,6 +212,8 @@ class Session:
                      for i, swapped in stored["pairs"]]
             self.stages, self.candidate_metrics, self.final = (stored["stages"], stored["candidate_metrics"],
                                                                stored["final"])
+            self.candidates = ([self.dataset.pairs[i].swapped() if swapped else self.dataset.pairs[i]
+                                for i, swapped in stored.get("candidates", [])], stored.get("kept", []))
         else:
             with torch.no_grad():
                 outcome = self.run_pipeline()
@@ -210,16 +223,26 @@ class Session:
                     metrics = pair_metrics(self.executor, self.unembed, pairs, self.plan.metrics_needed, "baselines")
                     self.final = {r: {k: v.tolist() for k, v in m.items()} for r, m in metrics.items()}
             self.stages, self.candidate_metrics = outcome.stages, outcome.candidate_metrics
+            self.candidates = (outcome.candidate_pairs, outcome.candidate_kept)
             if pairs:
                 store.put("dataset", self.key, {"pairs": _pair_references(self.dataset.pairs, pairs),
                                                 "stages": self.stages, "candidate_metrics": self.candidate_metrics,
-                                                "final": self.final})
+                                                "final": self.final, "kept": self.candidates[1],
+                                                "candidates": _pair_references(self.dataset.pairs,
+                                                                               self.candidates[0])})
         self.pairs = tuple(pairs)
         self.baselines = self._baselines(len(self.pairs))
         self.timings["pipeline"] = time.perf_counter() - t
         if self.pairs:
             self.say(f"dataset: {len(self.pairs)} prompt pairs after the pipeline; baselines ({self.plan.metric}): "
                      f"clean {self.baselines['clean']:.4f}, corrupted {self.baselines['corrupted']:.4f}")
+
+    def failed(self, err) -> None:
+        """The pipeline left nothing: keep what it measured (the candidates of its last keep step)."""
+        self.stages, self.candidate_metrics = err.outcome.stages, err.outcome.candidate_metrics
+        self.candidates = (err.outcome.candidate_pairs, err.outcome.candidate_kept)
+        self.pairs, self.final, self.baselines = (), {"clean": {}, "corrupted": {}}, {}
+        self.status = f"failed: {err.message}"
 
     def _baselines(self, n: int) -> Dict[str, float]:
         """Mean metric of the first n final pairs (patching normalises against them)."""
@@ -310,7 +333,7 @@ class Session:
     def log(self, store: StepStore) -> RunLog:
         from ..compile.summary import plan_steps
         from ..report.provenance import provenance
-        from ..dataset.examples import pair_examples
+        from ..dataset.examples import pair_examples, pair_rows
 
         warnings_ = list(self.dataset.warnings) + self.executor.warnings + getattr(self, "library_warnings_caught", [])
         model = self.spec.model
@@ -318,7 +341,7 @@ class Session:
             figures=self.figures,
             files=self.files,
             format_version=RUN_LOG_VERSION,
-            status="complete",
+            status=getattr(self, "status", "complete"),
             spec={"file": self.spec.file, "name": self.spec.name, "hash": self.spec.hash(),
                   "description": self.spec.data.get("description", ""), "resolved": self.spec.data},
             plan={"model": {"source": model.source, "name": model.name, "path": model.path,
@@ -331,8 +354,9 @@ class Session:
                 "stages": self.stages,
                 "final_pairs": len(self.pairs),
                 "token_lengths": sorted({len(p.clean.ids) for p in self.pairs}),
-                "pairs": [{"clean": p.clean.text, "corrupted": p.corrupted.text, "answer": token_ids(p.answers),
-                           "foil": token_ids(p.foils)} for p in self.pairs],
+                "pairs": pair_rows(self.pairs, self.tokenizer),
+                # the pairs the last keep-condition read, their metrics in candidate_metrics (same order)
+                "candidate_pairs": pair_rows(self.candidates[0], self.tokenizer, self.candidates[1]),
                 "examples": pair_examples(self.pairs[:4], self.tokenizer),
             },
             metric=self.plan.metric,
