@@ -11,13 +11,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import SpecMeaningError, SpecWarning
+from ..errors import ExpressionError, SpecMeaningError, SpecWarning
 from ..expr import Env, Scope, compile_expression, expect_type
 from ..spec.resolve import Spec, VocabSpec
 from ..suggest import unknown
 from .answers import answers_are_continuations, check_continuations, compile_answer, set_warning
 from .corrupt import Corruption
-from .slots import CORRUPTED, SlotTypes, record_type, slot_types, vocabulary_values
+from .slots import (CORRUPTED, SlotTypes, naming_orphans, orphan_warnings, record_type, slot_types,
+                    vocabulary_values)
 from .templates import Template, parse_template
 from .tokenizer import Tokenizer
 
@@ -106,11 +107,11 @@ def filter_vocabulary(vocab: VocabSpec, spec: Spec, tokenizer: Optional[Tokenize
     words = vocabulary_values(vocab)
     duplicates = [str.__str__(w) for w, n in Counter(words).items() if n > 1]
     keep = _filter_predicate(vocab, spec, tokenizer)
-    if vocab.pairs is not None:
-        pairs = [p for p in vocab.pairs if keep(p[0]) and keep(p[1])]
+    if vocab.pairs is not None:  # each word as the record it is in a slot: item.opposite, opposite(item)
+        as_item = dict(zip(vocab.items, words))
+        pairs = [p for p in vocab.pairs if keep(as_item[p[0]]) and keep(as_item[p[1]])]
         if vocab.dedupe:
             pairs = list(dict.fromkeys(pairs))
-        as_item = dict(zip(vocab.items, words))
         kept = [as_item[w] for p in pairs for w in p]
     else:
         kept = [w for w in words if keep(w)]
@@ -131,7 +132,7 @@ def _filter_predicate(vocab: VocabSpec, spec: Spec, tokenizer: Optional[Tokenize
     if not vocab.filter:
         return lambda word: True
     path = vocab.path + ("filter",)
-    type_, fields = record_type(vocab) if vocab.records is not None else ("str", None)
+    type_, fields = record_type(vocab)
     scope = Scope.filter(record=type_, records={type_: fields} if fields else None)
     compiled = compile_expression(vocab.filter, scope, where=lambda off: spec.source.inside(path, off))
     expect_type(compiled, "bool", lambda off: spec.source.inside(path, off))
@@ -185,10 +186,13 @@ class _Layout:
 def _layout(spec: Spec) -> _Layout:
     slots_to_vocab = slot_vocabularies(spec, spec.prompts["template"])
     types = slot_types(spec.vocabularies, slots_to_vocab)
-    template = compile_template(spec, ("prompts", "template"), types)
-    corrupted = None
-    if "template" in spec.prompts.get("corrupt", {}):
-        corrupted = compile_template(spec, ("prompts", "corrupt", "template"), types)
+    try:
+        template = compile_template(spec, ("prompts", "template"), types)
+        corrupted = None
+        if "template" in spec.prompts.get("corrupt", {}):
+            corrupted = compile_template(spec, ("prompts", "corrupt", "template"), types)
+    except ExpressionError as err:
+        raise naming_orphans(spec, err)
     used = list(dict.fromkeys(template.slots + (corrupted.slots if corrupted else [])))
     order = _product_order(spec, used)
     return _Layout(slots_to_vocab, types.restricted(order), template, corrupted, order)
@@ -211,7 +215,7 @@ def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
     pairs = [builder.pair(values) for values in combos if allowed(values)]
     if not pairs:
         raise SpecMeaningError("no slot combination satisfies prompts.where", spec.loc("prompts", "where"))
-    dataset = Dataset(pairs, reports, order, warnings + builder.warnings)
+    dataset = Dataset(pairs, reports, order, warnings + builder.warnings + orphan_warnings(spec))
     _check_answers(spec, tokenizer, dataset)
     keep_equal_lengths(spec, dataset)
     return dataset

@@ -24,6 +24,7 @@ class Function:
     description: str
     implementation: Callable
     service: str = ""  # env attribute passed first: "tokenizer", "opposite"
+    field: str = ""    # f(x) is x.FIELD when x is a record with that field (opposite(x) is x.opposite)
 
     @property
     def signature(self) -> str:
@@ -33,9 +34,10 @@ class Function:
 FUNCTIONS: Dict[str, Function] = {}
 
 
-def _register(name: str, params: Tuple[str, ...], result: str, description: str, service: str = ""):
+def _register(name: str, params: Tuple[str, ...], result: str, description: str, service: str = "",
+              field: str = ""):
     def add(implementation: Callable) -> Callable:
-        FUNCTIONS[name] = Function(name, params, result, description, implementation, service)
+        FUNCTIONS[name] = Function(name, params, result, description, implementation, service, field)
         return implementation
 
     return add
@@ -153,7 +155,9 @@ def _capitalize(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-@_register("opposite", ("slot",), "str", "the partner of the slot's word in its list of opposite pairs", "opposite")
+@_register("opposite", ("slot",), "str", "the partner of a word of a vocabulary of opposite pairs: opposite(x) is "
+                                         "x.opposite, for a slot, corrupted.SLOT or a filter's item", "opposite",
+           field="opposite")
 def _opposite(pairs: Callable[[str, str], str], slot: str, word: str) -> str:
     try:
         partner = pairs(slot, word)

@@ -98,7 +98,7 @@ class Scope:
     def filter(cls, name: str = "item", record: Optional[str] = None,
                records: Optional[Mapping[str, Mapping[str, str]]] = None) -> "Scope":
         """A vocabulary filter: `ntokens(" " + item) == 2`, `item.gender == "female"`."""
-        functions = _STRING_FUNCTIONS | _NUMBER_FUNCTIONS | _TOKEN_FUNCTIONS
+        functions = _STRING_FUNCTIONS | _NUMBER_FUNCTIONS | _TOKEN_FUNCTIONS | _SLOT_FUNCTIONS
         return cls(_frozen({name: record or "str"}), functions, "a vocabulary filter",
                    records=_frozen(records or {}))
 

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from ..spec.model import fault_location
 from ..errors import Location, MiError, NoPromptsLeft, SpecWarning
 from .log import RUN_LOG_VERSION, RunLog
+from .checks import check_token_ids as _check_token_ids, json_roundtrip as _json_roundtrip
 from .store import StepStore, digest
 
 
@@ -125,11 +126,12 @@ def run_context(prepared, progress: bool = False):
 
 
 class Session:
-    candidates = ((), ())  # (the pairs the last keep-condition read, whether each was kept)
     """The live side of one run: model, executor, results so far. `execute` drives it and turns
     it into the RunLog; the benchmarks call its steps (open, run_pipeline, context_for,
     compute_analysis) to time exactly what a run does. Nothing after the run receives it: the
     report and `Results` read the frozen log."""
+
+    candidates = ((), ())  # (the pairs the last keep-condition read, whether each was kept)
 
     def __init__(self, spec, plan, dataset, tokenizer, progress: bool = True,
                  say: Optional[Callable[[str], None]] = None, threads: Optional[int] = None):
@@ -392,28 +394,3 @@ def _pair_references(candidates, pairs) -> List[List[Any]]:
         by_text.setdefault((pair.clean.text, pair.corrupted.text), [i, False])
         by_text.setdefault((pair.corrupted.text, pair.clean.text), [i, True])
     return [by_text[(p.clean.text, p.corrupted.text)] for p in pairs]
-
-
-def _json_roundtrip(result):
-    """A result exactly as the store would give it back, so first runs and reruns agree."""
-    import json
-
-    from ..analyses.base import Result
-
-    data = json.loads(json.dumps({"data": result.data, "tables": result.tables}))
-    return Result(data["data"], data["tables"], result.summary)
-
-
-def _check_token_ids(run: Session) -> None:
-    """The compiler's tokenizer and the model's must agree, or every position is off."""
-    from ..errors import RunError
-
-    if not run.dataset.pairs:
-        return
-    pair = run.dataset.pairs[0]
-    ids = run.loaded.bridge.to_tokens(pair.clean.text, prepend_bos=run.plan.model.prepend_bos)[0].tolist()
-    if ids != list(pair.clean.ids):
-        raise RunError("the model's tokenizer splits the prompts differently from the spec's tokenizer "
-                       f"({len(ids)} vs {len(pair.clean.ids)} tokens for '{pair.clean.text}')",
-                       run.spec.loc("model", "tokenizer") if run.spec.model.tokenizer else run.spec.loc("model"),
-                       hint="point model.tokenizer at the model's own tokenizer")
