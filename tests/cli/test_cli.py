@@ -72,8 +72,8 @@ def test_the_pythia_plan_matches_the_seed_notebook(run_mi, pythia_tokenizer):
     assert by_word["bipedal"] == (15086, 42227)
     assert by_word["quadrupedal"] == (42227, 15086)
     assert all(row["prompts"] == 144 for row in plan["dataset"]["answer_pairs"])
-    assert plan["dataset"]["slot_positions"]["descriptor"] == [[4, 7]]
-    assert plan["dataset"]["slot_positions"]["noun"][1] == [15, 16]
+    assert plan["dataset"]["slot_positions"]["descriptor"] == [[4, 5, 6]]  # token indices, as the report writes them
+    assert plan["dataset"]["slot_positions"]["noun"][1] == [15]
     assert any("'Pigs'" in w for w in plan["warnings"])
     assert [row["prompts_after"] for row in plan["pipeline"]][1:] == ["<= 64 (the model decides)",
                                                                       "<= 128 (the model decides)"]

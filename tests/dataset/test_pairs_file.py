@@ -237,6 +237,13 @@ def test_a_file_spec_runs_to_the_template_specs_numbers(tmp_path, size):
         theirs = {k: v for k, v in analysis.items() if k not in timing}
         assert mine == theirs, key
     assert template["analyses"]["by_name"]["alignment"].startswith("by name")
+    # every pair's own positions (issue 24 found the first prompt's only): 'When Mary and Horses ...,
+    # Horses gave' (clean, the source) / '..., Mary gave' (corrupted, the base): s2[-1] is 12 -> 11
+    horses = next(i for i, row in enumerate(from_file["dataset"]["pairs"]) if row["foil_text"] == " H")
+    aligned = from_file["analyses"]["by_name"]["aligned_positions"][horses]
+    assert aligned == [{"base": [2], "source": [2]}, {"base": [4, 5], "source": [4, 5]},
+                       {"base": [11], "source": [12]}, {"base": [15], "source": [16]}]
+    assert from_file["analyses"]["z_final"]["patched_positions"][horses] == [15]
 
 
 # The 16 pairs of specs/data/ioi_pairs.csv as a template spec: io x s x place x thing, the
