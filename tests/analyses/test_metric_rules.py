@@ -109,3 +109,20 @@ def test_under_extends_a_quoted_line_names_its_file(tmp_path):
     child.write_text("version: 1\nextends: base.yaml\nmetric: prob_diff\nanalyses:\n  - {kind: logit_lens}\n")
     with pytest.raises(SpecMeaningError, match="'prob_diff' \\(line 3\\)"):
         prepare(str(child), [], [])
+
+
+def test_the_final_residual_site(tmp_path):
+    """resid_post: the residual leaving each layer. Patching the last layer's (the final residual) at the
+    final position makes the corrupted run's logits there the clean run's: 1 exactly, on every pair;
+    resid_post of layer l is resid_pre of layer l + 1."""
+    run = run_context(tmp_path, model_yaml("gpt_neox"))
+    last = run.cfg.n_layers - 1
+    post = compute(run, target="resid_post", positions="final", id="post")
+    pre = compute(run, target="resid_pre", positions="final", id="pre")
+    normalized = grid(post, "normalized")[:, 0]
+    assert float(normalized[last]) == pytest.approx(1.0, abs=1e-5)
+    assert torch.allclose(normalized[:last], grid(pre, "normalized")[1:, 0], atol=1e-5)
+    assert post.data["hook"] == "blocks.{L}.hook_resid_post"
+    estimate = compute(run, "attribution_patching", target="resid_post", positions="final", layers=[last])
+    # the final norm lies between this site and the logits: not linear, so near 1 but not exactly
+    assert grid(estimate, "normalized")[0, 0] == pytest.approx(1.0, abs=0.05)

@@ -35,6 +35,9 @@ def _targets() -> Dict[str, Target]:
     out = {
         "resid_pre": Target("resid_pre", "blocks.{layer}.hook_resid_pre", "resid", True,
                             "the residual stream entering each layer"),
+        "resid_post": Target("resid_post", "blocks.{layer}.hook_resid_post", "resid", True,
+                             "the residual stream leaving each layer (the last layer's is the final residual, "
+                             "before the final norm)"),
         "resid_mid": Target("resid_mid", "blocks.{layer}.hook_resid_mid", "resid", True,
                             "the residual stream between attention and MLP (not in parallel-residual models)"),
         "attn_out": Target("attn_out", "blocks.{layer}.hook_attn_out", "resid", True,
@@ -68,8 +71,8 @@ _SELECTOR = {"type": ["string", "integer"]}
 
 PARAMS: Dict[str, Any] = {
     "target": {"type": "string", "enum": list(TARGETS), "default": "z",
-               "description": "Which activation to patch: resid_pre, resid_mid, attn_out, mlp_out (a layer x "
-                              "position grid); z, q, k, v, pattern (each head at all selected positions at once: "
+               "description": "Which activation to patch: resid_pre, resid_post (leaving each layer: the last "
+                              "layer's is the final residual), resid_mid, attn_out, mlp_out (a layer x position grid); z, q, k, v, pattern (each head at all selected positions at once: "
                               "a layer x head grid; k and v per key/value head); z_by_position, q_by_position, "
                               "k_by_position, v_by_position, pattern_by_position (layer x head x position; for the pattern, "
                               "the destination position). Default z."},
