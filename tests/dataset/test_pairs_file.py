@@ -291,3 +291,52 @@ def test_the_shipped_pair_spec_equals_a_template_spec_of_its_pairs_on_gemma(tmp_
         assert (mine.answers, mine.foils) == (theirs.answers, theirs.foils)
     outcome = run_spec(template, out_dir=str(tmp_path), progress=False)
     check_golden("ioi_pairs", json.loads((outcome.run_dir / "results.json").read_text()))
+
+
+def test_mean_and_resample_ablation_across_lengths_use_the_same_named_position(tmp_path):
+    """Prompts of several lengths ('... Horses gave' / '... Mary gave'): resample ablation of a head at
+    `s2[-1]` takes the corrupted partner's z at its own s2[-1] (index 11, the clean's is 12), mean ablation
+    the mean over the clean prompts' s2[-1]; each equals the same replacement written by hand with a hook
+    on the bridge, one prompt at a time."""
+    import torch
+
+    from tests.analyses.test_patching import SHARP, compute, run_context
+    from tests.random_sizes import tiny_variant
+
+    (tmp_path / "pairs.csv").write_text(ioi_csv())
+    with tiny_variant(SHARP):  # sharper weights: a head's z moves the logits visibly
+        run = run_context(tmp_path, MODEL.replace("size: tiny", f"size: {SHARP}"),
+                          "\ndataset: {file: pairs.csv, spans: markers, answers: first_token}\n"
+                          "metric: logit_diff\nanalyses: []\n")
+    assert len({len(p.clean.ids) for p in run.pairs} | {len(p.corrupted.ids) for p in run.pairs}) > 1
+    layer, head = 0, 2  # layer 0: the next layer reads position s2 from the final position
+    name = f"blocks.{layer}.attn.hook_z"
+
+    def s2_last(prompt):
+        return prompt.spans["s2"][0][1] - 1
+
+    def z_at(prompt):
+        store = {}
+        run.model.run_with_hooks(torch.tensor([prompt.ids]), prepend_bos=False,
+                                 fwd_hooks=[(name, lambda z, hook: store.setdefault("z", z.detach().clone()))])
+        return store["z"][0, s2_last(prompt), head]
+
+    mean = torch.stack([z_at(p.clean) for p in run.pairs]).mean(0)
+    for method, value_of in (("resample", lambda pair: z_at(pair.corrupted)), ("mean", lambda pair: mean)):
+        result = compute(run, "ablation", id=method, heads=f"L{layer}H{head}", positions="s2[-1]", method=method)
+        expected = []
+        for pair in run.pairs:
+            value = value_of(pair)
+
+            def swap(z, hook, at=s2_last(pair.clean), value=value):
+                z = z.clone()
+                z[0, at, head] = value
+                return z
+
+            logits = run.model.run_with_hooks(torch.tensor([pair.clean.ids]), prepend_bos=False,
+                                              fwd_hooks=[(name, swap)])[0, -1]
+            expected.append(float(logits[pair.answer] - logits[pair.foil]))
+        assert result.data["metric_after_per_prompt"] == pytest.approx(expected, rel=1e-4, abs=1e-5), method
+        moved = [abs(a - b) for a, b in zip(result.data["metric_after_per_prompt"],
+                                            result.data["metric_before_per_prompt"])]
+        assert max(moved) > 1e-3, (method, moved)
