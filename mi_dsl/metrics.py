@@ -143,7 +143,7 @@ class Readout:
 
 
 @metric("logit_diff", "logit of the answer minus logit of the foil at the final position "
-                      "(the seed's get_logit_diff); for token sets, the mean logit of the answer set "
+                      "(the reference notebook's get_logit_diff); for token sets, the mean logit of the answer set "
                       "minus the mean logit of the foil set", linear=True)
 def _logit_diff(r: Readout):
     return r.answer_logit() - r.foil_logit()

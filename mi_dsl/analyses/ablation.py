@@ -22,11 +22,11 @@ METHODS = ["zero", "mean", "resample"]
 
 @analysis("ablation", "Ablate chosen heads at chosen positions (zero, dataset mean or resampled from the "
                       "corrupted prompt) and compare the metric and each head's direct logit attribution "
-                      "before and after (the seed's Backup Name Mover Heads).",
+                      "before and after (the reference notebook's Backup Name Mover Heads).",
           params={
               "heads": heads_param("Which heads to ablate, e.g. top(head_attr, 1) or [L9H9]."),
               "positions": {"type": ["string", "integer"],
-                            "description": "Where to ablate: a position selector such as `final` (the seed's "
+                            "description": "Where to ablate: a position selector such as `final` (the reference notebook's "
                                            "experiment), -1 or a slot name; default every position."},
               "method": {"type": "string", "enum": METHODS, "default": "zero",
                          "description": "`zero` (default, the knock-out), `mean` (the head's mean over the "

@@ -1,7 +1,7 @@
 """Attention patterns of chosen heads (seed: "Attention Analysis", visualize_attention_patterns).
 
 The heads' query x key patterns on chosen dataset prompts, or on a literal text
-(optionally repeated, as the seed's induction-head example): the numbers in the
+(optionally repeated, as the reference notebook's induction-head example): the numbers in the
 results, a static heatmap per head and prompt, and one interactive circuitsvis view
 that opens offline.
 """
@@ -14,7 +14,7 @@ from .registry import analysis
 
 
 @analysis("attention", "Attention patterns (query x key) of chosen heads on chosen prompts or a literal "
-                       "text, as heatmaps and an interactive view (the seed's Attention Analysis).",
+                       "text, as heatmaps and an interactive view (the reference notebook's Attention Analysis).",
           params={
               "heads": heads_param("Which heads, e.g. top(head_attr, 12), bottom(head_attr, 4) or "
                                    "[L8H2, L10H*]."),
@@ -23,7 +23,7 @@ from .registry import analysis
               "text": {"type": "string", "description": "A literal prompt instead of dataset prompts (BOS "
                                                         "prepended as model.prepend_bos says)."},
               "repeat": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1,
-                         "description": "Repeat `text` this many times, joined as written (the seed's "
+                         "description": "Repeat `text` this many times, joined as written (the reference notebook's "
                                         "example_text + example_text is repeat: 2); default 1."},
           },
           required=["heads"], answers="none", metrics="none")

@@ -18,7 +18,7 @@ DEFAULT_FROM, DEFAULT_TO = "final", "descriptor"
 
 @analysis("attention_vs_contribution",
           "Per prompt and head: attention from one position to another against the head's direct "
-          "contribution to the answer at the final position (the seed's "
+          "contribution to the answer at the final position (the reference notebook's "
           "scatter_attention_and_contribution_logic).",
           params={
               "heads": heads_param("Which heads, e.g. [L8H2, L10H10] or top(head_attr, 6)."),
@@ -30,7 +30,7 @@ DEFAULT_FROM, DEFAULT_TO = "final", "descriptor"
                                     "attention to its tokens is summed."},
               "direction": {"type": "string", "enum": ["answer", "logit_diff"], "default": "answer",
                             "description": "y is the head's output on the answer's unembedding direction "
-                                           "(`answer`, default, as the seed) or on answer - foil "
+                                           "(`answer`, default, as the reference notebook) or on answer - foil "
                                            "(`logit_diff`)."},
           },
           required=["heads"], metrics="none")

@@ -1,7 +1,7 @@
 """Head attribution (seed: "Head Attribution"): each head's direct logit difference.
 
 Every head's output at the final position, through the final normalisation, on the
-logit-difference direction; a [layer, head] table, its heatmap and the seed's top-k
+logit-difference direction; a [layer, head] table, its heatmap and the reference notebook's top-k
 bar chart (plot_attention_heads, as a fraction of the clean logit difference).
 """
 from __future__ import annotations
@@ -13,12 +13,12 @@ from .registry import analysis
 
 
 @analysis("head_attribution", "Direct logit attribution of every attention head at the final position "
-                              "(the seed's Head Attribution), with a top-k bar chart.",
+                              "(the reference notebook's Head Attribution), with a top-k bar chart.",
           params={"top_k": {"type": "integer", "minimum": 1, "default": 12,
                             "description": "Heads in the bar chart of largest contributions (default 12)."},
                   "normalize": {"type": "boolean", "default": True,
                                 "description": "Bar chart as a fraction of the clean logit difference "
-                                               "(default true, as the seed's plot)."}}, metrics="linear")
+                                               "(default true, as the reference notebook's plot)."}}, metrics="linear")
 class HeadAttribution:
     def compile(self, params, ctx):
         return step(ctx, params, "every head's output (z @ W_O) at the final position -> logit difference",

@@ -1,11 +1,11 @@
 """Previous-token, duplicate-token and induction heads (seed: "Early Heads are Induction Heads").
 
 The model reads `batch` sequences of `seq_len` random tokens, each repeated once. A head's
-score is the mean of one diagonal of its pattern (the seed's hooks): offset 1 (attention to
+score is the mean of one diagonal of its pattern (the reference notebook's hooks): offset 1 (attention to
 the previous token), seq_len (to the first copy of the current token) and seq_len - 1 (to
 the token after that copy: induction). With BOS prepended the scores are read from the
 pattern without BOS's row and column, so the offsets mean the same token pairs as in the
-seed's BOS-free run (the model still attends to BOS; that attention just counts for no
+reference notebook's BOS-free run (the model still attends to BOS; that attention just counts for no
 score). Only the attention patterns are captured, reduced to scores inside the hook; the
 forward stops after the last layer's pattern, so no logits are computed.
 
@@ -34,18 +34,18 @@ VIEW_HEADS = 4
 
 
 @analysis("head_detection", "Previous-token, duplicate-token and induction scores of every head on repeated "
-                            "random tokens (the seed's Early Heads are Induction Heads), and optionally the "
+                            "random tokens (the reference notebook's Early Heads are Induction Heads), and optionally the "
                             "attention view of chosen heads on a repeated text.",
           params={
               "seq_len": {"type": "integer", "minimum": 2, "default": 100, "maximum": 4096,
                           "description": "Random tokens per sequence before repetition (default 100)."},
               "batch": {"type": "integer", "minimum": 1, "default": 2, "maximum": 4096,
-                        "description": "How many random sequences (default 2, as the seed)."},
+                        "description": "How many random sequences (default 2, as the reference notebook)."},
               "seed": {"type": "integer", "description": "Seed of the random tokens (default: the spec's seed)."},
               "low": {"type": "integer", "minimum": 0, "default": 100,
-                      "description": "Smallest random token id (default 100, as the seed)."},
+                      "description": "Smallest random token id (default 100, as the reference notebook)."},
               "high": {"type": "integer", "minimum": 1, "default": 20000,
-                       "description": "Random token ids stay below this (default 20000, as the seed; clipped to "
+                       "description": "Random token ids stay below this (default 20000, as the reference notebook; clipped to "
                                       "the vocabulary size)."},
               "rank_by": {"type": "string", "enum": list(KINDS), "default": "induction",
                           "description": "Which score is this result's per-head table for top()/bottom() in "
@@ -57,7 +57,7 @@ VIEW_HEADS = 4
               "repeat": {"type": "integer", "minimum": 1, "default": 2, "maximum": 16,
                          "description": "Repeat `text` this many times, joined as written (default 2)."},
               "definition": {"type": "string", "enum": list(DEFINITIONS), "default": "diagonal",
-                             "description": "diagonal (default, the seed's): the mean of one diagonal of the "
+                             "description": "diagonal (default, the reference notebook's): the mean of one diagonal of the "
                                             "pattern, BOS row and column left out; transformer_lens: "
                                             "transformer_lens.head_detector.detect_head's score (attention on "
                                             "the detection pattern / total attention, duplicates at any earlier "
@@ -174,7 +174,7 @@ def _score_function(params, seq_len: int, bos: bool):
 
 def _convention(params, bos: bool) -> str:
     if params["definition"] == "diagonal":
-        return ("definition: diagonal (the seed's): mean over query positions of the attention on one diagonal "
+        return ("definition: diagonal (the reference notebook's): mean over query positions of the attention on one diagonal "
                 "(offset 1: previous token; seq_len: the same token's first copy; seq_len - 1: the token after "
                 "it, induction)" + ("; BOS row and column left out, not renormalised" if bos else ""))
     excluded = [k for k in TL_ONLY if params.get(k)]

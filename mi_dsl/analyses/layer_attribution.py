@@ -11,7 +11,7 @@ from .registry import analysis
 
 
 @analysis("layer_attribution", "Direct logit difference of the embeddings and of each layer's attention "
-                               "and MLP output (the seed's Layer Attribution).", metrics="linear")
+                               "and MLP output (the reference notebook's Layer Attribution).", metrics="linear")
 class LayerAttribution:
     def compile(self, params, ctx):
         return step(ctx, params, "embedding + each attention/MLP output at the final position -> logit difference",

@@ -2,7 +2,7 @@
 
 The residual stream entering each layer, and the final one, read through the final
 normalisation and the logit-difference direction: where in depth the answer appears.
-`normalize: final` (default, the seed's apply_ln_to_stack) divides every layer by the
+`normalize: final` (default, the reference notebook's apply_ln_to_stack) divides every layer by the
 final layer's scale, a linear reading in which the entries are comparable sums;
 `normalize: per_layer` normalises each layer's residual by its own scale, as if the
 final norm were applied there (the usual logit lens), so each entry is a logit
@@ -18,9 +18,9 @@ NORMALIZE = ("final", "per_layer")
 
 
 @analysis("logit_lens", "Logit difference read from the accumulated residual stream before each "
-                        "layer and at the end (the seed's Logit Lens).",
+                        "layer and at the end (the reference notebook's Logit Lens).",
           params={"normalize": {"type": "string", "enum": list(NORMALIZE), "default": "final",
-                                "description": "final (default, the seed's): divide every layer's residual by "
+                                "description": "final (default, the reference notebook's): divide every layer's residual by "
                                                "the final layer's norm scale (linear; entries are comparable "
                                                "sums); per_layer: normalise each layer's residual by its own "
                                                "scale, as if the final norm were applied there."}},

@@ -7,7 +7,7 @@ from .registry import analysis
 
 
 @analysis("predictions", "Top-k next tokens with logit and probability for one prompt, and the rank of "
-                         "its answer (the seed's test_prompt).",
+                         "its answer (the reference notebook's test_prompt).",
           params={"prompt": {"type": "string", "description": "The prompt (default: the first clean prompt "
                                                              "of the dataset)."},
                   "answer": {"type": "string", "description": "The answer's text, e.g. ' angios' (default: the "

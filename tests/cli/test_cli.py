@@ -234,3 +234,15 @@ def test_version_and_list_one_name(cli, capsys):
     assert code == 0 and "linear in the final residual: no" in out
     code, _, err = cli("list", "path_patching")
     assert code == 2 and "unknown analysis, metric or function 'path_patching'" in err
+
+
+def test_no_seed_jargon_where_users_read(cli):
+    """'the seed's ...' meant a notebook the user has never seen (issue 24): user-facing text says
+    'the reference notebook' (README introduces it) or names the convention; `seed` is the spec key only."""
+    import re
+
+    code, listing, _ = cli("list")
+    texts = {"README.md": (REPO / "README.md").read_text(), "schema": (REPO / "schemas" / "spec.schema.json").read_text(),
+             "reference": (REPO / "docs" / "spec-reference.md").read_text(), "mi-run list": listing}
+    for name, text in texts.items():
+        assert not re.search(r"\bseed's|\bthe seed\b(?! of)|seed notebook|seed style", text, re.I), name
