@@ -119,10 +119,17 @@ def run_pipeline(plan, spec, dataset, executor, unembed) -> PipelineOutcome:
                                 spec.loc("pipeline", index), "loosen the keep-condition: `mi-run plan --metrics "
                                 "SPEC` prints the candidates' clean and corrupted metrics", outcome)
         unchanged = _unchanged(step, params, before, outcome.pairs, before_pairs)
-        if unchanged:
-            executor.warn(f"pipeline step {index + 1} ({step.kind}) changed nothing: {unchanged}",
-                          spec.loc("pipeline", index))
+        if unchanged:  # kept with the stage, so a run that reuses the stored step says it too
+            outcome.stages[-1]["unchanged"] = unchanged
     return outcome
+
+
+def warn_unchanged(spec, stages, executor) -> None:
+    """A located warning for each pipeline step that changed nothing (`unchanged` in its stage)."""
+    for index, stage in enumerate(stages):
+        if stage.get("unchanged"):
+            executor.warn(f"pipeline step {index + 1} ({stage['step']}) changed nothing: {stage['unchanged']}",
+                          spec.loc("pipeline", index))
 
 
 def _unchanged(step, params, before: int, pairs, before_pairs) -> str:

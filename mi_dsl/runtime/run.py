@@ -199,7 +199,7 @@ class Session:
         """The pipeline and the final pairs' metrics, from the store when this exact step ran before."""
         import torch
 
-        from .pipeline import pair_metrics
+        from .pipeline import pair_metrics, warn_unchanged
 
         self.key = digest("dataset", self.plan.model.identity(), self.loaded.info.get("id"), self.tokenizer.origin,
                           [(p.clean.ids, p.corrupted.ids, p.answers, p.foils) + (("continuation",) if p.continuation else ())
@@ -232,6 +232,7 @@ class Session:
                                                 "final": self.final, "kept": self.candidates[1],
                                                 "candidates": _pair_references(self.dataset.pairs,
                                                                                self.candidates[0])})
+        warn_unchanged(self.spec, self.stages, self.executor)
         self.pairs = tuple(pairs)
         self.baselines = self._baselines(len(self.pairs))
         self.timings["pipeline"] = time.perf_counter() - t
