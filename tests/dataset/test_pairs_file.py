@@ -317,8 +317,9 @@ def test_mean_and_resample_ablation_across_lengths_use_the_same_named_position(t
 
     def z_at(prompt):
         store = {}
-        run.model.run_with_hooks(torch.tensor([prompt.ids]), prepend_bos=False,
-                                 fwd_hooks=[(name, lambda z, hook: store.setdefault("z", z.detach().clone()))])
+        with torch.no_grad():
+            run.model.run_with_hooks(torch.tensor([prompt.ids]), prepend_bos=False,
+                                     fwd_hooks=[(name, lambda z, hook: store.setdefault("z", z.detach().clone()))])
         return store["z"][0, s2_last(prompt), head]
 
     mean = torch.stack([z_at(p.clean) for p in run.pairs]).mean(0)
@@ -333,8 +334,9 @@ def test_mean_and_resample_ablation_across_lengths_use_the_same_named_position(t
                 z[0, at, head] = value
                 return z
 
-            logits = run.model.run_with_hooks(torch.tensor([pair.clean.ids]), prepend_bos=False,
-                                              fwd_hooks=[(name, swap)])[0, -1]
+            with torch.no_grad():
+                logits = run.model.run_with_hooks(torch.tensor([pair.clean.ids]), prepend_bos=False,
+                                                  fwd_hooks=[(name, swap)])[0, -1]
             expected.append(float(logits[pair.answer] - logits[pair.foil]))
         assert result.data["metric_after_per_prompt"] == pytest.approx(expected, rel=1e-4, abs=1e-5), method
         moved = [abs(a - b) for a, b in zip(result.data["metric_after_per_prompt"],
