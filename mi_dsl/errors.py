@@ -24,6 +24,17 @@ class Location:
             return self
         return Location(self.file, self.line, self.column + columns, self.path)
 
+    def seen_from(self, here: "Location") -> str:
+        """This location as a message at `here` quotes it: "line 3" in the same file, else "base.yaml:3"
+        (under `extends:` an inherited value lives in another file)."""
+        if self.line is None:
+            return "the spec"
+        if self.file == here.file:
+            return f"line {self.line}"
+        from pathlib import Path
+
+        return f"{Path(self.file).name if self.file else '<spec>'}:{self.line}"
+
     def prefix(self) -> str:
         parts = [self.file or "<spec>"]
         if self.line is not None:
@@ -96,6 +107,17 @@ class RunError(MiError):
     """A fault while running: model cannot load offline, NaN in a metric, ..."""
 
     kind = "run error"
+
+
+class NoPromptsLeft(RunError):
+    """A pipeline step left no prompt pairs. Carries the pipeline's outcome so far (the candidates'
+    metrics of its last keep step), so the run can still write them for the user to pick
+    thresholds from; `log` is the failed run's log once the runtime has built it."""
+
+    def __init__(self, message: str, location: Optional[Location], hint: str, outcome):
+        super().__init__(message, location, hint)
+        self.outcome = outcome
+        self.log = None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ class Metric:
     linear: bool = False
     needs_full_logits: bool = False
     reads: str = "final"   # "final": a Readout at the final position; "continuation": a ContinuationReadout
+    differentiable: bool = True  # has a gradient (rank, a count, has none): gradient estimates may read it
 
     @property
     def reads_continuation(self) -> bool:
@@ -49,13 +50,13 @@ METRICS: Dict[str, Metric] = {}
 
 
 def metric(name: str, description: str, *, linear: bool = False, needs_full_logits: bool = False,
-           reads: str = "final"):
+           reads: str = "final", differentiable: bool = True):
     def register(compute):
         if name in METRICS:
             raise ValueError(f"metric '{name}' is registered twice")
         if "(" in name:
             raise ValueError(f"metric name '{name}' has a '(': it would read as an expression")
-        METRICS[name] = Metric(name, description, compute, linear, needs_full_logits, reads)
+        METRICS[name] = Metric(name, description, compute, linear, needs_full_logits, reads, differentiable)
         return compute
     return register
 
@@ -153,7 +154,7 @@ class Readout:
 
 
 @metric("logit_diff", "logit of the answer minus logit of the foil at the final position "
-                      "(the seed's get_logit_diff); for token sets, the mean logit of the answer set "
+                      "(the reference notebook's get_logit_diff); for token sets, the mean logit of the answer set "
                       "minus the mean logit of the foil set", linear=True)
 def _logit_diff(r: Readout):
     return r.answer_logit() - r.foil_logit()
@@ -178,7 +179,7 @@ def _logprob(r: Readout):
 
 
 @metric("rank", "rank of the answer among all tokens at the final position (0 = top; for a token set, "
-                "the rank of its best member)", needs_full_logits=True)
+                "the rank of its best member)", needs_full_logits=True, differentiable=False)
 def _rank(r: Readout):
     full = r.full_logits()  # the set's best member, read from the same row: ties judged consistently
     members = full.gather(1, r.answers.clamp(min=0)).masked_fill(~r.answer_mask, float("-inf"))

@@ -21,7 +21,7 @@ from .errors import RunError
 from .core.log import RunLog
 from .suggest import unknown
 
-_DATASET_TABLES = ("pairs", "pipeline", "per_prompt")
+_DATASET_TABLES = ("pairs", "pipeline", "per_prompt", "candidates")
 
 
 class Results:
@@ -77,7 +77,8 @@ class Results:
 
     def table(self, analysis_id: str, name: Optional[str] = None):
         """An analysis's table as a pandas DataFrame (its only or first table unless `name` says
-        which); also "pairs", "pipeline" and "per_prompt" for the dataset."""
+        which); also "pairs", "pipeline", "per_prompt" and "candidates" (the last keep-condition's
+        candidates with their metrics) for the dataset."""
         import pandas as pd
 
         if analysis_id in _DATASET_TABLES and analysis_id not in self.log.analyses:
@@ -131,10 +132,14 @@ class Results:
             return data["dataset"]["pairs"]
         if which == "pipeline":
             return data["dataset"]["stages"]
+        if which == "candidates":
+            from .report.html import candidate_rows
+
+            return candidate_rows(data)
         rows = []
         per_prompt = data["per_prompt"]
         for index, pair in enumerate(data["dataset"]["pairs"]):
-            row = {"clean": pair["clean"], "corrupted": pair["corrupted"]}
+            row = dict(pair)  # the texts, and the answer and foil (ids and token text)
             for record, metrics in per_prompt.items():
                 row.update({f"{record}_{metric}": values[index] for metric, values in metrics.items()})
             rows.append(row)

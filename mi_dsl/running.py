@@ -40,11 +40,18 @@ def run_spec(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str
 def run_prepared(prepared, *, started: Optional[float] = None, fresh: bool = False, out_dir: Optional[str] = None,
                  progress: bool = True, threads: Optional[int] = None) -> RunOutcome:
     """Run a prepared spec (`compile.prepare`) and write its report (threads: runtime/threads.py)."""
+    from .errors import NoPromptsLeft
     from .report.html import write_report
     from .runtime.run import execute, runs_root_of
 
     root = runs_root_of(prepared.spec, out_dir)
-    log = execute(prepared, started=started, fresh=fresh, store_dir=root / prepared.spec.name / ".store",
-                  progress=progress, threads=threads)
+    try:
+        log = execute(prepared, started=started, fresh=fresh, store_dir=root / prepared.spec.name / ".store",
+                      progress=progress, threads=threads)
+    except NoPromptsLeft as err:  # the candidates' metrics are what the user needs to pick thresholds
+        if err.log is not None:
+            run_dir = write_report(err.log, root)
+            err.hint += f"; this failed run wrote them to {run_dir / 'tables' / 'candidates.csv'}"
+        raise
     run_dir = write_report(log, root)
     return RunOutcome(log, run_dir, run_dir / "index.html")

@@ -117,7 +117,7 @@ def test_a_spec_using_every_toy_runs_and_its_report_shows_the_toy_figure(outcome
 
 
 def test_each_declared_capability_is_enforced_like_a_builtin(outcome):
-    assert "toy_dla decomposes the metric" in outcome["not_linear"]            # reads_metric="decomposes"
+    assert "toy_dla reads metrics linear" in outcome["not_linear"]             # metrics="linear"
     assert outcome["with_direction"] is None                                   # ... unless direction: logit_diff
     assert "layer 5 is out of range" in outcome["layer_out_of_range"]          # layer_indices, the source's shape
     assert "prompt 99 does not exist" in outcome["prompt_out_of_range"]        # prompt_indices

@@ -127,7 +127,7 @@ def test_answers_are_token_sets(tmp_path):
 
 
 def test_decompositions_refuse_a_non_linear_metric_unless_told_what_to_decompose(tmp_path):
-    for kind in ("logit_lens", "layer_attribution", "head_attribution", "attribution_patching"):
+    for kind in ("logit_lens", "layer_attribution", "head_attribution"):
         with pytest.raises(SpecMeaningError, match="linear in the final residual") as err:
             prepare_spec(tmp_path, "prob_diff", f"- {{kind: {kind}}}")
         text = (tmp_path / "spec.yaml").read_text().splitlines()
@@ -136,8 +136,9 @@ def test_decompositions_refuse_a_non_linear_metric_unless_told_what_to_decompose
     for kind in ("logit_lens", "layer_attribution", "head_attribution"):
         prepare_spec(tmp_path, "prob_diff", f"- {{kind: {kind}, direction: logit_diff}}")
     prepare_spec(tmp_path, "logit_diff", "- {kind: attribution_patching}")
-    with pytest.raises(MiError, match="decomposes the metric"):
-        prepare_spec(tmp_path, "prob_diff", "- {kind: attribution_patching}")  # its direction is denoising/noising
+    prepare_spec(tmp_path, "prob_diff", "- {kind: attribution_patching}")  # a gradient estimate, linearised
+    with pytest.raises(MiError, match="rank is a count with no gradient"):
+        prepare_spec(tmp_path, "rank", "- {kind: attribution_patching}")
 
 
 def test_overlapping_sets_are_refused(tmp_path):

@@ -76,7 +76,7 @@ class ToyParams(DecompositionParams):
 
 
 @analysis("toy_dla", "each head's direct logit attribution (a toy)", ToyParams, needs_pairs=True,
-          reads_metric="decomposes", answers="final", reads_final="the answer and foil logits (a toy)",
+          metrics="linear", answers="final", reads_final="the answer and foil logits (a toy)",
           alignment=one_length_only, graph_bytes_per_row=graph_row_bytes, per_head=True)
 class ToyDla:
     def compile(self, params: ToyParams, ctx):

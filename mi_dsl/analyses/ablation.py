@@ -27,18 +27,19 @@ from .registry import analysis
 @dataclass(frozen=True, kw_only=True)
 class AblationParams(AnalysisParams):
     heads: SelectorValue = param(MISSING, "Which heads to ablate, e.g. top(head_attr, 1) or [L9H9].", schema=HEADS)
-    positions: SelectorValue = param(None, "Where to ablate: a position selector such as `final` (the seed's "
+    positions: SelectorValue = param(None, "Where to ablate: a position selector such as `final` (the reference notebook's "
                                            "experiment), -1 or a slot name; default every position.",
                                      schema={"type": ["string", "integer"]})
     method: Literal["zero", "mean", "resample"] = param(
-        "zero", "`zero` (default, the seed's knock-out), `mean` (the head's mean over the dataset's clean prompts "
-                "at the same position; needs prompts of one length) or `resample` (the head's value on the paired "
-                "corrupted prompt).")
+        "zero", "`zero` (default, the knock-out), `mean` (the head's mean over the dataset's clean prompts at the "
+                "same position) or `resample` (the head's value on the paired corrupted prompt at the same "
+                "position). Prompts of several lengths: `positions` must name the positions (final, a slot, "
+                "slot[-1]), and the same-named position of each prompt is used.")
 
 
 @analysis("ablation", "Ablate chosen heads at chosen positions (zero, dataset mean or resampled from the "
                       "corrupted prompt) and compare the metric and each head's direct logit attribution "
-                      "before and after (the seed's Backup Name Mover Heads).", AblationParams,
+                      "before and after (the reference notebook's Backup Name Mover Heads).", AblationParams,
           alignment=check_ablation,
           reads_final="each head's direct logit attribution, before and after, reads one answer and one foil "
                       "token's logits there",
@@ -65,7 +66,7 @@ class Ablation:
             positions = run.select_positions(params, "positions", prompts)
         else:
             positions = [list(range(len(p.ids))) for p in prompts]
-        replace = _replacements(run, heads, method)
+        replace = _replacements(run, heads, method, params, positions)
         interventions = [(f"blocks.{layer}.attn.hook_z", _ablate(hs, positions, replace[layer]))
                          for layer, hs in by_layer(heads).items()]
         before, after = _sweep(run), _sweep(run, interventions)
@@ -90,9 +91,13 @@ class Ablation:
              if "dla_changed_output" in d else [])
 
 
-def _replacements(run, heads, method: str):
-    """Per layer, fn(prompt ids, z) -> the values that replace the selected heads' z [B, S, h, d]."""
+def _replacements(run, heads, method: str, params, positions):
+    """Per layer, fn(prompt ids, z) -> the values that replace the selected heads' z [B, S, h, d]. Prompts
+    of one length: the same index (TransformerLens's convention); of several lengths: the same-named
+    position, resolved in each prompt (compile/alignment.py checked that every one has it)."""
     import torch
+
+    from ..compile.alignment import one_length
 
     layers = by_layer(heads)
     if method == "zero":
@@ -100,18 +105,21 @@ def _replacements(run, heads, method: str):
                 for layer, hs in layers.items()}
     which = "clean" if method == "mean" else "corrupted"
     prompts = [getattr(p, which).ids for p in run.pairs]
-    if method == "mean" and len({len(ids) for ids in prompts}) > 1:
-        raise RunError("mean ablation averages each position over the prompts, so they need one token length; "
-                       "set prompts.equal_lengths: true", run.where("method"))
-    if method == "resample" and any(len(p.clean.ids) != len(p.corrupted.ids) for p in run.pairs):
-        raise RunError("resample ablation needs each corrupted prompt as long as its clean prompt",
+    by_name = not one_length(run.pairs)
+    if by_name and params.positions is None:
+        raise RunError(f"{method} ablation of every position needs prompts of one length; name the positions",
                        run.where("method"))
+    sources = run.select_positions(params, "positions", [getattr(p, which) for p in run.pairs]) if by_name else None
     names = {layer: f"blocks.{layer}.attn.hook_z" for layer in layers}
     keep = {names[layer]: (lambda a, hs=tuple(hs): a[:, :, list(hs)]) for layer, hs in layers.items()}
     kept = capture_each(run, prompts, keep, names[max(layers)], f"capturing {which} z for {method} ablation")
     out = {}
     for layer in layers:
         per_prompt = [k[names[layer]] for k in kept]  # [S_i, h, d]; prompts may differ in length
+        if by_name:
+            values = _by_name(per_prompt, sources, positions, method, run)
+            out[layer] = lambda ids, z, values=values: values[ids, :z.shape[1]].to(z.device, z.dtype)
+            continue
         longest = max(v.shape[0] for v in per_prompt)
         values = torch.stack([torch.nn.functional.pad(v, (0, 0, 0, 0, 0, longest - v.shape[0]))
                               for v in per_prompt])  # [N, S, h, d], zeros past a prompt's end (never ablated)
@@ -121,6 +129,22 @@ def _replacements(run, heads, method: str):
         else:
             out[layer] = lambda ids, z, values=values: values[ids, :z.shape[1]].to(z.device, z.dtype)
     return out
+
+
+def _by_name(per_prompt, sources, positions, method: str, run):
+    """[N, S, h, d]: each prompt's ablated positions hold the source's values at the same-named positions
+    (resample: its corrupted partner's; mean: the mean over the clean prompts), zeros elsewhere."""
+    import torch
+
+    picked = [v[list(src)] for v, src in zip(per_prompt, sources)]  # [k_i, h, d]
+    if method == "mean":
+        mean = torch.stack(picked).mean(0)  # alignment.py checked one count k for every prompt
+        picked = [mean] * len(picked)
+    longest = max(len(p.clean.ids) for p in run.pairs)
+    values = per_prompt[0].new_zeros((len(picked), longest, *per_prompt[0].shape[1:]))
+    for i, (value, at) in enumerate(zip(picked, positions)):
+        values[i, list(at)] = value
+    return values
 
 
 def _ablate(heads, positions, replacement):

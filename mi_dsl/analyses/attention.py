@@ -1,7 +1,7 @@
 """Attention patterns of chosen heads (seed: "Attention Analysis", visualize_attention_patterns).
 
 The heads' query x key patterns on chosen dataset prompts, or on a literal text
-(optionally repeated, as the seed's induction-head example): the numbers in the
+(optionally repeated, as the reference notebook's induction-head example): the numbers in the
 results, a static heatmap per head and prompt, and one interactive circuitsvis view
 that opens offline.
 """
@@ -24,7 +24,7 @@ class TextParams(AnalysisParams):
 
     text: Optional[str] = param(None, "A literal prompt instead of dataset prompts (BOS prepended as "
                                       "model.prepend_bos says).")
-    repeat: int = param(1, "Repeat `text` this many times, joined as written (the seed's example_text + "
+    repeat: int = param(1, "Repeat `text` this many times, joined as written (the reference notebook's example_text + "
                            "example_text is repeat: 2); default 1.", minimum=1, maximum=16)
 
 
@@ -43,8 +43,8 @@ class AttentionParams(TextParams):
 
 
 @analysis("attention", "Attention patterns (query x key) of chosen heads on chosen prompts or a literal "
-                       "text, as heatmaps and an interactive view (the seed's Attention Analysis).",
-          AttentionParams, answers="none")
+                       "text, as heatmaps and an interactive view (the reference notebook's Attention Analysis).",
+          AttentionParams, answers="none", metrics="none")
 class Attention:
     def compile(self, params: AttentionParams, ctx):
         ctx.heads(params)

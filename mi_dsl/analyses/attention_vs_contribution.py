@@ -30,14 +30,15 @@ class AttentionVsContributionParams(AnalysisParams):
                                           "tokens: the attention to its tokens is summed.",
                               schema={"type": ["string", "integer"]})
     direction: Literal["answer", "logit_diff"] = param(
-        "answer", "y is the head's output on the answer's unembedding direction (`answer`, default, as the seed) "
+        "answer", "y is the head's output on the answer's unembedding direction (`answer`, default, as the reference notebook) "
                   "or on answer - foil (`logit_diff`).")
 
 
 @analysis("attention_vs_contribution",
           "Per prompt and head: attention from one position to another against the head's direct "
-          "contribution to the answer at the final position (the seed's "
-          "scatter_attention_and_contribution_logic).", AttentionVsContributionParams)
+          "contribution to the answer at the final position (the reference notebook's "
+          "scatter_attention_and_contribution_logic).", AttentionVsContributionParams,
+          metrics="none")
 class AttentionVsContribution:
     def compile(self, params: AttentionVsContributionParams, ctx):
         ctx.heads(params)

@@ -25,7 +25,7 @@ from ..suggest import unknown
 from . import _patching as core
 from .base import Result
 from ._figures import scatter
-from .registry import analysis
+from .registry import analysis, linearised_note
 
 CONVENTION = ("first-order (gradient) estimate of activation patching: (source - base activation) . "
               "d metric / d activation at the base run, per prompt, averaged; exact only where the metric is "
@@ -53,12 +53,12 @@ class AttributionPatchingParams(core.PatchingParams):
           "Attribution patching: the gradient estimate of activation patching, (source - base activation) "
           ". d metric / d activation, from one forward and one backward per batch; compared with exact "
           "patching of the same target when the spec has it.", AttributionPatchingParams,
-          needs_pairs=True, reads_metric="linearises", answers="any", alignment=position_map,
+          needs_pairs=True, metrics="gradient", answers="any", alignment=position_map,
           graph_bytes_per_row=graph_row_bytes, per_head=True)
 
 class AttributionPatching:
     def compile(self, params: AttributionPatchingParams, ctx):
-        # the metric is one this estimate can linearise: checked by the compiler (reads_metric="linearises")
+        # the metric is one this estimate can linearise: checked by the compiler (metrics="gradient")
         if params.compare_with is not None:
             _check_comparison(params, ctx)
         direction = params.direction
@@ -76,7 +76,8 @@ class AttributionPatching:
             lambda: core.attribution_patching(run, grid, params.batch_size))
         data, rows = core.summarise(grid, effects + _start(base, direction), base, params, run, {
             "method": "attribution", "passes": passes, "seconds": round(seconds, 3)})
-        convention = CONVENTION + (CONTINUATION_CONVENTION if run.main_metric.reads_continuation else "")
+        metric = run.main_metric
+        convention = CONVENTION + (CONTINUATION_CONVENTION if metric.reads_continuation else linearised_note(metric))
         key_numbers = core.key_numbers(data)
         other = _comparison_id(params, run)
         if other is not None:

@@ -58,8 +58,8 @@ def selector_summary(table, result_id: str, count: int = 1, rules=("top", "top_a
 def final_norm_convention(run) -> str:
     """How the components are scaled, in words, for the model at hand."""
     centred = "centred and " if run.cfg.normalization_type in ("LN", "LNPre") else ""
-    return (f"{centred}divided by the clean run's final-norm scale at the final position (frozen, the "
-            "seed's apply_ln_to_stack), then projected on W_U[answer] - W_U[foil]")
+    return (f"{centred}divided by the clean run's final-norm scale at the final position (frozen, as "
+            "TransformerLens's apply_ln_to_stack), then projected on W_U[answer] - W_U[foil]")
 
 
 # What the logit lens and the attributions decompose, stated in their results: the spec's

@@ -17,10 +17,9 @@ from ..core.typed import AnalysisParams, param
 from ..errors import RunError, SpecMeaningError
 from ._circuit import sizes
 from .base import Result, step
-from .registry import analysis
+from .registry import analysis, linearised_note
 
 METHODS = ["eap", "eap_ig_inputs", "eap_ig_activations", "exact"]
-DIFFERENTIABLE = ("logit_diff", "logprob", "prob")
 CONVENTION = (
     "Edges u -> v between the input embedding, each attention head (per query head), each MLP and the "
     "logits; a head's query, key and value inputs are separate edges, and a key/value edge of a "
@@ -84,12 +83,9 @@ class CircuitParams(AnalysisParams):
 @analysis("circuit", "Edge-level circuit discovery: score every edge (EAP, EAP-IG, exact), keep the top edges, "
                      "prune, measure faithfulness (curve, CPR, CMD, random baseline), compare methods and "
                      "bootstrap resamples, export the MIB format.", CircuitParams, needs_pairs=True,
-          alignment=one_length_only)
+          metrics="gradient", alignment=one_length_only)
 class Circuit:
     def compile(self, params: CircuitParams, ctx):
-        if ctx.spec.metric not in DIFFERENTIABLE:
-            raise SpecMeaningError(f"circuit scores need a differentiable metric ({', '.join(DIFFERENTIABLE)}); "
-                                   f"the spec's metric is {ctx.spec.metric}", ctx.where("kind"))
         if params.keep_edges is not None and params.keep_percent is not None:
             raise SpecMeaningError("give keep_edges or keep_percent, not both", ctx.where("keep_edges"))
         if params.keep_edges is None and params.keep_percent is None:
@@ -102,7 +98,8 @@ class Circuit:
         started = time.perf_counter()
         data, tables = compute(params, run)
         data["seconds"] = round(time.perf_counter() - started, 3)
-        return Result(data, tables, _summary(data), convention=CONVENTION, key_numbers=_key_numbers(data))
+        return Result(data, tables, _summary(data), convention=CONVENTION + linearised_note(run.main_metric),
+                      key_numbers=_key_numbers(data))
 
     def figures(self, result, run):
         from ._circuit.figures import figures

@@ -1,7 +1,7 @@
 """Head attribution (seed: "Head Attribution"): each head's direct logit difference.
 
 Every head's output at the final position, through the final normalisation, on the
-logit-difference direction; a [layer, head] table, its heatmap and the seed's top-k
+logit-difference direction; a [layer, head] table, its heatmap and the reference notebook's top-k
 bar chart (plot_attention_heads, as a fraction of the clean logit difference).
 """
 from __future__ import annotations
@@ -19,12 +19,12 @@ from .registry import analysis
 class HeadAttributionParams(DecompositionParams):
     top_k: int = param(12, "Heads in the bar chart of largest contributions (default 12).", minimum=1)
     normalize: bool = param(True, "Bar chart as a fraction of the clean logit difference (default true, as "
-                                  "the seed's plot).")
+                                  "the reference notebook's plot).")
 
 
 @analysis("head_attribution", "Direct logit attribution of every attention head at the final position "
-                              "(the seed's Head Attribution), with a top-k bar chart.",
-          HeadAttributionParams, reads_metric="decomposes", per_head=True)
+                              "(the reference notebook's Head Attribution), with a top-k bar chart.",
+          HeadAttributionParams, metrics="linear", per_head=True)
 class HeadAttribution:
     def compile(self, params: HeadAttributionParams, ctx):
         return step(ctx, params, "every head's output (z @ W_O) at the final position -> logit difference",

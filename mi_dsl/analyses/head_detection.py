@@ -1,11 +1,11 @@
 """Previous-token, duplicate-token and induction heads (seed: "Early Heads are Induction Heads").
 
 The model reads `batch` sequences of `seq_len` random tokens, each repeated once. A head's
-score is the mean of one diagonal of its pattern (the seed's hooks): offset 1 (attention to
+score is the mean of one diagonal of its pattern (the reference notebook's hooks): offset 1 (attention to
 the previous token), seq_len (to the first copy of the current token) and seq_len - 1 (to
 the token after that copy: induction). With BOS prepended the scores are read from the
 pattern without BOS's row and column, so the offsets mean the same token pairs as in the
-seed's BOS-free run (the model still attends to BOS; that attention just counts for no
+reference notebook's BOS-free run (the model still attends to BOS; that attention just counts for no
 score). Only the attention patterns are captured, reduced to scores inside the hook; the
 forward stops after the last layer's pattern, so no logits are computed.
 
@@ -41,10 +41,10 @@ VIEW_HEADS = 4
 @dataclass(frozen=True, kw_only=True)
 class HeadDetectionParams(AnalysisParams):
     seq_len: int = param(100, "Random tokens per sequence before repetition (default 100).", minimum=2, maximum=4096)
-    batch: int = param(2, "How many random sequences (default 2, as the seed).", minimum=1, maximum=4096)
+    batch: int = param(2, "How many random sequences (default 2, as the reference notebook).", minimum=1, maximum=4096)
     seed: Optional[int] = param(None, "Seed of the random tokens (default: the spec's seed).")
-    low: int = param(100, "Smallest random token id (default 100, as the seed).", minimum=0)
-    high: int = param(20000, "Random token ids stay below this (default 20000, as the seed; clipped to the "
+    low: int = param(100, "Smallest random token id (default 100, as the reference notebook).", minimum=0)
+    high: int = param(20000, "Random token ids stay below this (default 20000, as the reference notebook; clipped to the "
                              "vocabulary size).", minimum=1)
     rank_by: Literal["previous_token", "duplicate_token", "induction"] = param(
         "induction", "Which score is this result's per-head table for top()/bottom() in later analyses "
@@ -55,7 +55,7 @@ class HeadDetectionParams(AnalysisParams):
                                       "`heads` is given).")
     repeat: int = param(2, "Repeat `text` this many times, joined as written (default 2).", minimum=1, maximum=16)
     definition: Literal["diagonal", "transformer_lens"] = param(
-        "diagonal", "diagonal (default, the seed's): the mean of one diagonal of the pattern, BOS row and column "
+        "diagonal", "diagonal (default, the reference notebook's): the mean of one diagonal of the pattern, BOS row and column "
                     "left out; transformer_lens: transformer_lens.head_detector.detect_head's score (attention on "
                     "the detection pattern / total attention, duplicates at any earlier copy).")
     exclude_bos: bool = param(False, "definition: transformer_lens only: zero the attention to position 0 before "
@@ -65,9 +65,9 @@ class HeadDetectionParams(AnalysisParams):
 
 
 @analysis("head_detection", "Previous-token, duplicate-token and induction scores of every head on repeated "
-                            "random tokens (the seed's Early Heads are Induction Heads), and optionally the "
+                            "random tokens (the reference notebook's Early Heads are Induction Heads), and optionally the "
                             "attention view of chosen heads on a repeated text.", HeadDetectionParams,
-          needs_dataset=False, answers="none", per_head=True)
+          needs_dataset=False, answers="none", metrics="none", per_head=True)
 class HeadDetection:
     def compile(self, params: HeadDetectionParams, ctx):
         ctx.heads(params)
@@ -171,7 +171,7 @@ def _score_function(params, seq_len: int, bos: bool):
 
 def _convention(params, bos: bool) -> str:
     if params.definition == "diagonal":
-        return ("definition: diagonal (the seed's): mean over query positions of the attention on one diagonal "
+        return ("definition: diagonal (the reference notebook's): mean over query positions of the attention on one diagonal "
                 "(offset 1: previous token; seq_len: the same token's first copy; seq_len - 1: the token after "
                 "it, induction)" + ("; BOS row and column left out, not renormalised" if bos else ""))
     excluded = [k for k in TL_ONLY if getattr(params, k)]

@@ -12,8 +12,8 @@ from .registry import analysis
 
 
 @analysis("layer_attribution", "Direct logit difference of the embeddings and of each layer's attention "
-                               "and MLP output (the seed's Layer Attribution).", DecompositionParams,
-          reads_metric="decomposes")
+                               "and MLP output (the reference notebook's Layer Attribution).", DecompositionParams,
+          metrics="linear")
 class LayerAttribution:
     def compile(self, params, ctx):
         return step(ctx, params, "embedding + each attention/MLP output at the final position -> logit difference",

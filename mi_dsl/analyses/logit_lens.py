@@ -2,7 +2,7 @@
 
 The residual stream entering each layer, and the final one, read through the final
 normalisation and the logit-difference direction: where in depth the answer appears.
-`normalize: final` (default, the seed's apply_ln_to_stack) divides every layer by the
+`normalize: final` (default, the reference notebook's apply_ln_to_stack) divides every layer by the
 final layer's scale, a linear reading in which the entries are comparable sums;
 `normalize: per_layer` normalises each layer's residual by its own scale, as if the
 final norm were applied there (the usual logit lens), so each entry is a logit
@@ -24,13 +24,13 @@ NORMALIZE = ("final", "per_layer")
 @dataclass(frozen=True, kw_only=True)
 class LogitLensParams(DecompositionParams):
     normalize: Literal["final", "per_layer"] = param(
-        "final", "final (default, the seed's): divide every layer's residual by the final layer's norm scale "
+        "final", "final (default, the reference notebook's): divide every layer's residual by the final layer's norm scale "
                  "(linear; entries are comparable sums); per_layer: normalise each layer's residual by its own "
                  "scale, as if the final norm were applied there.")
 
 
 @analysis("logit_lens", "Logit difference read from the accumulated residual stream before each "
-                        "layer and at the end (the seed's Logit Lens).", LogitLensParams, reads_metric="decomposes")
+                        "layer and at the end (the reference notebook's Logit Lens).", LogitLensParams, metrics="linear")
 class LogitLens:
     def compile(self, params: LogitLensParams, ctx):
         return step(ctx, params, f"accumulated residual stream at the final position -> logit difference "

@@ -24,8 +24,8 @@ class PredictionsParams(AnalysisParams):
 
 
 @analysis("predictions", "Top-k next tokens with logit and probability for one prompt, and the rank of "
-                         "its answer (the seed's test_prompt).", PredictionsParams,
-          answers="none")  # no metric; a continuation answer is shown as its first token, and says so
+                         "its answer (the reference notebook's test_prompt).", PredictionsParams,
+          answers="none", metrics="none")  # no metric; a continuation answer is shown as its first token, and says so
 class Predictions:
     def compile(self, params: PredictionsParams, ctx):
         return step(ctx, params, "one forward of the prompt; full logits at the final position only",

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any, Dict, List
 
 
@@ -30,8 +32,77 @@ def print_listing() -> None:
         print()
 
 
+def describe(name: str) -> int:
+    """`mi-run list NAME`: one analysis (its parameters and an example from a shipped spec), metric or function."""
+    from ..core.registry import load_all
+    from ..expr.functions import FUNCTIONS
+    from ..metrics import METRICS
+    from ..suggest import unknown
+
+    kinds = load_all()
+    if name in kinds:
+        _describe_analysis(kinds[name])
+    elif name in METRICS and "(" not in name:
+        metric = METRICS[name]
+        print(f"metric {name}: {metric.description}")
+        print(f"  linear in the final residual: {'yes' if metric.linear else 'no'}")
+        print(f"example:\n  metric: {name}")
+    elif name in FUNCTIONS:
+        print(f"function {FUNCTIONS[name].signature}: {FUNCTIONS[name].description}")
+    else:
+        names = list(kinds) + [m for m in METRICS if "(" not in m] + list(FUNCTIONS)
+        print(f"mi-run list: {unknown('analysis, metric or function', name, names)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _describe_analysis(kind) -> None:
+    schema = kind.schema()
+    print(f"analysis {kind.kind}: {kind.description}\nparameters:")
+    required = set(schema["required"])
+    for key, sub in schema["properties"].items():
+        if key == "kind":
+            continue
+        default = f"; default {json.dumps(sub['default'])}" if "default" in sub else ""
+        need = "; required" if key in required else ""
+        print(f"  {key}{_type(sub)}{default}{need}: {sub.get('description', '')}")
+    print(f"metrics it reads: {kind.metric_rule.accepts} ({kind.metric_rule.why})")
+    found = _shipped_example(kind.kind)
+    if found:
+        file, entry = found
+        print(f"example (specs/{file}):")
+    else:
+        entry = {"kind": kind.kind, **{k: "..." for k in schema["required"] if k != "kind"}}
+        print("example:")
+    print("  analyses:\n" + "".join(f"    {line}\n" for line in _yaml_item(entry)), end="")
+
+
+def _shipped_example(kind: str):
+    """The first analysis of this kind in the shipped specs (when they are beside the package)."""
+    import yaml
+
+    specs = Path(__file__).resolve().parents[2] / "specs"
+    for file in sorted(specs.glob("*.yaml")):
+        try:
+            data = yaml.safe_load(file.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        for entry in (data or {}).get("analyses", []) if isinstance(data, dict) else []:
+            if isinstance(entry, dict) and entry.get("kind") == kind:
+                return file.name, entry
+    return None
+
+
+def _yaml_item(entry) -> List[str]:
+    import yaml
+
+    lines = yaml.safe_dump([entry], sort_keys=False, default_flow_style=None, width=100).splitlines()
+    return lines
+
+
 def reference_markdown() -> str:
     """docs/spec-reference.md, generated from the schema and the registries."""
+    from ..core.registry import load_all
     from ..spec.schema import build_schema
 
     schema = build_schema()
@@ -50,19 +121,20 @@ def reference_markdown() -> str:
         params = {k: v for k, v in then["properties"].items() if k not in ("kind",)}
         out += [f"- `{k}`{_type(v)}: {v.get('description', '')}" for k, v in params.items()]
         out.append("")
-    out += ["## Metrics", "", "Each metric says whether it is linear in the final residual: decompositions "
-            "(logit_lens, layer_attribution, head_attribution, attribution_patching) read only linear metrics "
-            "exactly and refuse the others unless told `direction: logit_diff` (attribution_patching takes the "
-            "continuation_* metrics too, as a first-order estimate). Answers and foils may be "
-            "token sets (first_tokens, number_tokens; so is tokens(...): a set, not a sequence) or multi-token "
+    out += ["## Metrics", "", "Each metric says whether it is linear in the final residual. Answers and foils may "
+            "be token sets (first_tokens, number_tokens; so is tokens(...): a set, not a sequence) or multi-token "
             "continuations (continuation(...)), which only the continuation_* metrics read; analyses that read "
-            "the final position refuse continuation answers at validate time, activation_patching measures "
-            "them exactly and attribution_patching to first order (the summed teacher-forced log-probability "
-            "linearised).", ""]
+            "the final position refuse continuation answers at validate time.", ""]
     out += [f"- `{m['name']}`{' (linear)' if m['linear'] else ''}: {m['description']}" for m in cat["metrics"]]
     out += ["- an expression over `logit(...)`, `prob(...)` and `logprob(...)` at the final position, with "
             "`+ - * /` and numbers; each reads `answer`, `foil`, a string (its first token) or "
             "`first_tokens(\" she| her\")`, e.g. `metric: 'prob(answer) - prob(foil)'` (not linear)"]
+    out += ["", "### Which analyses read which metrics", "",
+            "Declared by each analysis's registration (`metrics=`); `mi-run validate` refuses a metric an "
+            "analysis does not read, quoting the reason.", "",
+            "| analysis | reads | why |", "|---|---|---|"]
+    out += [f"| `{k.kind}` | {k.metric_rule.accepts} | {k.metric_rule.why} |" for k in sorted(
+        load_all().values(), key=lambda k: k.kind)]
     out += ["", "## Expressions", ""] + _expression_section()
     out += ["", "## Expression functions", ""]
     out += [f"- `{f['signature']}`: {f['description']}" for f in cat["functions"]]
@@ -100,7 +172,8 @@ def _type(node: Dict[str, Any]) -> str:
     if "enum" in node:
         return " (one of " + ", ".join(f"`{e}`" for e in node["enum"]) + ")"
     if "type" in node:
-        return f" ({node['type']})"
+        types = node["type"] if isinstance(node["type"], list) else [node["type"]]
+        return f" ({' or '.join(types)})"
     if "oneOf" in node:
         return " (" + " or ".join(b.get("type", json.dumps(b.get("const"))) for b in node["oneOf"]) + ")"
     return ""

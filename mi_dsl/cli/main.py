@@ -4,9 +4,11 @@
   mi-run validate SPEC...         check schema and meaning (no weights, no network)
   mi-run plan SPEC [--json]       show the compiled dataset and plan
   mi-run schema                   print the JSON Schema
-  mi-run list                     list analyses, metrics and expression functions
+  mi-run list [NAME]              list analyses, metrics and expression functions; or one
+                                  of them with its parameters and an example
   mi-run sweep SWEEP.yaml         run a spec over the product of axes [--backend local|ray]
 
+Options of a run may come before the spec: `mi-run --threads 1 --debug SPEC`.
 User mistakes print `FILE:LINE:COL: message` and exit with code 2; `--debug` shows the
 traceback too.
 """
@@ -18,21 +20,27 @@ import os
 import sys
 from typing import List, Optional
 
+from .._version import LANGUAGE_VERSION, __version__
 from ..errors import MiError
 
 COMMANDS = ("run", "validate", "plan", "schema", "list", "sweep")
+# options of `run` that take a value: `mi-run --threads 2 SPEC` skips the 2 to find the spec
+_VALUED = {"--threads", "--out", "--set", "--allow-path"}
+_SET_HELP = "override a scalar by dotted path, e.g. model.tokenizer=path/tokenizer.json"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mi-run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks")
+    parser.add_argument("--version", action="version", version=f"mi-run {__version__} (spec language "
+                                                                   f"version {LANGUAGE_VERSION})")
     sub = parser.add_subparsers(dest="command")
 
     def spec_options(p, many=False):
-        p.add_argument("specs" if many else "spec", nargs="+" if many else None, help="spec file(s)")
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a scalar by dotted path, e.g. model.tokenizer=path/tokenizer.json")
+        p.add_argument("specs" if many else "spec", nargs="+" if many else None,
+                       help="spec files" if many else "spec file")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
         p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
                        help="allow vocabulary files and outputs under DIR (outside the spec's tree)")
         # SUPPRESS: without --debug here, `mi-run --debug validate ...` keeps the top-level flag.
@@ -52,8 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     spec_options(plan)
     plan.add_argument("--json", action="store_true", help="print one JSON object")
     plan.add_argument("--examples", type=int, default=3, help="example pairs to show")
-    sub.add_parser("schema", help="print the JSON Schema of specs")
-    sub.add_parser("list", help="list analyses, metrics and expression functions")
+    plan.add_argument("--metrics", action="store_true",
+                      help="load the model and print every candidate's clean and corrupted metrics (quantiles, "
+                           "histograms, what each keep-condition keeps), without running analyses")
+    plan.add_argument("--csv", metavar="FILE", help="with --metrics: write every candidate's metrics to FILE")
+    schema = sub.add_parser("schema", help="print the JSON Schema of specs")
+    listing = sub.add_parser("list", help="list analyses, metrics and expression functions, or describe one")
+    listing.add_argument("name", nargs="?", help="an analysis kind, metric or function: its parameters and an example")
+    for p in (schema, listing):
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show Python tracebacks")
     _sweep_parser(sub)
     return parser
 
@@ -66,6 +81,8 @@ def _sweep_parser(sub) -> None:
     sweep.add_argument("--shard", metavar="i/n", help="run only the points with index %% n == i")
     sweep.add_argument("--out", metavar="DIR", help="sweeps directory (default: the sweep file's output:)")
     sweep.add_argument("--fresh", action="store_true", help="rerun every point and recompute every step")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help=_SET_HELP + "; set in every point, after the sweep file's `set:`")
     sweep.add_argument("--allow-path", action="append", default=[], metavar="DIR",
                        help="allow vocabulary files and outputs under DIR (outside the spec's tree)")
     sweep.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -82,11 +99,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def parse_arguments(argv: List[str]) -> argparse.Namespace:
+    """argv -> the parsed command; `mi-run [RUN OPTIONS] SPEC` is `mi-run run [RUN OPTIONS] SPEC`."""
+    argv = list(argv)
+    if _names_a_spec_first(argv):
+        argv.insert(0, "run")
+    return _parser().parse_args(argv)
+
+
+def _names_a_spec_first(argv: List[str]) -> bool:
+    """Whether the first argument that is not an option (nor an option's value) is a spec, not a command."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in COMMANDS or arg in ("-h", "--help", "--version"):
+            return False
+        if not arg.startswith("-"):
+            return True
+        i += 2 if arg in _VALUED else 1
+    return False
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
-        argv.insert(0, "run")  # `mi-run SPEC` is `mi-run run SPEC`
-    args = _parser().parse_args(argv)
+    args = parse_arguments(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         _parser().print_help()
         return 2
@@ -112,8 +147,10 @@ def _dispatch(args) -> int:
         print(json.dumps(build_schema(), indent=2))
         return 0
     if args.command == "list":
-        from .listing import print_listing
+        from .listing import describe, print_listing
 
+        if args.name:
+            return describe(args.name)
         print_listing()
         return 0
     if args.command == "validate":
@@ -123,7 +160,8 @@ def _dispatch(args) -> int:
     if args.command == "plan":
         from .plan import show_plan
 
-        return show_plan(args.spec, args.overrides, args.allow_path, as_json=args.json, examples=args.examples)
+        return show_plan(args.spec, args.overrides, args.allow_path, as_json=args.json, examples=args.examples,
+                         metrics=args.metrics, csv_path=args.csv)
     if args.command == "sweep":
         from .sweep import sweep_command
 

@@ -9,26 +9,63 @@ from ..compile.summary import plan_summary
 from ._echo import echo
 
 
-def show_plan(spec_path: str, overrides, allow_paths, as_json: bool = False, examples: int = 3) -> int:
-    summary = plan_summary(prepare(spec_path, overrides, allow_paths), examples)
+def show_plan(spec_path: str, overrides, allow_paths, as_json: bool = False, examples: int = 3,
+              metrics: bool = False, csv_path: str = None) -> int:
+    prepared = prepare(spec_path, overrides, allow_paths)
+    summary = plan_summary(prepared, examples)
+    explored = _explore(prepared, csv_path) if metrics else None
     if as_json:
-        print(json.dumps(summary, indent=1))
+        print(json.dumps({**summary, "candidate_metrics": explored} if explored else summary, indent=1))
         return 0
     _print_plan(summary)
+    if explored:
+        _print_metrics(explored, csv_path)
     return 0
+
+
+def _explore(prepared, csv_path) -> Dict[str, Any]:
+    """`--metrics`: load the model and measure every candidate (runtime/explore.py)."""
+    from ..runtime.explore import candidate_metrics
+
+    explored = candidate_metrics(prepared, progress=False)
+    if csv_path:
+        import csv
+
+        with open(csv_path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(explored["rows"][0]))
+            writer.writeheader()
+            writer.writerows(explored["rows"])
+    return {k: v for k, v in explored.items() if k != "columns"} | {"histograms": {
+        k: v for k, v in explored["columns"].items()}}
+
+
+def _print_metrics(explored: Dict[str, Any], csv_path) -> None:
+    from ..runtime.explore import histogram
+
+    echo(f"\ncandidates' metrics ({len(explored['rows'])} pairs, before any pipeline step):")
+    for name, q in explored["metrics"].items():
+        echo(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in q.items()))
+        for line in histogram(explored["histograms"][name]):
+            echo(line)
+    for k in explored["keep"]:
+        echo(f"keep step {k['step']} ({k['condition']}) alone keeps {k['kept']} of {k['of']} candidates")
+    if csv_path:
+        echo(f"every candidate's metrics: {csv_path}")
 
 
 def _print_plan(s: Dict[str, Any]) -> None:
     echo(f"spec {s['spec']}  (name {s['name']}, hash {s['spec_hash']})")
     echo(f"model: {s['model']['source']} {s['model']['name'] or s['model']['path'] or ''}  "
           f"tokenizer: {s['tokenizer']}  prepend_bos: {s['model']['prepend_bos']}")
-    echo("\nvocabularies (before -> after filter):")
+    if s["vocab"]:
+        echo("\nvocabularies (before -> after filter):")
     for name, v in s["vocab"].items():
         dropped = f"  dropped: {', '.join(v['dropped'][:8])}{' ...' if len(v['dropped']) > 8 else ''}" if v["dropped"] else ""
         echo(f"  {name:<16} {v['before']:>4} -> {v['after']:<4}{dropped}")
     d = s["dataset"]
     echo(f"\ndataset: {d['candidates']} candidate prompts; token lengths {d['token_lengths']} (BOS included)")
-    echo("slot positions: " + ", ".join(f"{k} {v}" for k, v in d["slot_positions"].items()))
+    echo("slot positions (token indices, BOS = 0): " + ", ".join(
+        f"{k} {_at(v)}" for k, v in d["slot_positions"].items()))
     echo("pipeline:")
     for row in s["pipeline"]:
         echo(f"  - {row['description']}  -> {row['prompts_after']}")
@@ -41,6 +78,9 @@ def _print_plan(s: Dict[str, Any]) -> None:
             shown = {k: v for k, v in a["params"].items() if k not in ("kind", "id")}
             if shown:  # as compiled: defaults filled
                 echo("      params: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in shown.items()))
+    if any(h.endswith("?") for a in s["analyses"] for h in a["hooks"]):
+        echo("  (a hook ending in '?' exists on some architectures only, e.g. Gemma's norm after attention; "
+             "it is read where the model has it)")
     if s["passes"]:
         echo("shared passes (one sweep of the prompts serves several analyses' final-position captures):")
         for p in s["passes"]:
@@ -48,10 +88,17 @@ def _print_plan(s: Dict[str, Any]) -> None:
             echo(f"  - {p['id']}: {prompts}{p['prompts']} prompts -> {', '.join(p['analyses'])}; "
                  f"hooks {', '.join(p['hooks'])}")
     _print_memory(s["memory"])
-    echo("examples:")
-    for ex in d["examples"]:
-        echo(f"  clean:     {ex['clean']}\n  corrupted: {ex['corrupted']}\n"
-              f"  answer{_kind(ex)} {ex['answer'][0]} {ex['answer'][1]!r}  foil {ex['foil'][0]} {ex['foil'][1]!r}")
+    echo("examples (token by token, @i = token index, BOS = 0):")
+    for ex, view in zip(d["examples"], d["pair_views"]):
+        echo(f"  clean:     {ex['clean']}\n             {_tokens(view['clean_tokens'])}\n"
+             f"  corrupted: {ex['corrupted']}\n             {_tokens(view['corrupted_tokens'])}\n"
+             f"  answer{_kind(ex)} {ex['answer'][0]} {ex['answer'][1]!r}  foil {ex['foil'][0]} {ex['foil'][1]!r}")
+        if view["spans"]:
+            echo("  spans:     " + "; ".join(f"{name} {_at(s['clean'])} / {_at(s['corrupted'])}"
+                                           for name, s in view["spans"].items()) + "  (clean / corrupted)")
+        for step_id, rows in view["aligned"].items():
+            echo(f"  {step_id} patches: " + "; ".join(f"{r['position']} clean @{','.join(map(str, r['clean']))} -> "
+                                                     f"corrupted @{','.join(map(str, r['corrupted']))}" for r in rows))
     for w in s["warnings"]:
         echo(w)
 
@@ -73,6 +120,17 @@ def _print_memory(m: Dict[str, Any]) -> None:
 def _size(gb: float) -> str:
     """GB to two places, or MB where that would read 0.00 GB."""
     return f"{gb:.2f} GB" if gb >= 0.01 else f"{gb * 1024:.1f} MB"
+
+
+def _at(spans) -> str:
+    """Token indices [[4, 5], [10]] as '@4,5 @10' (the report's notation)."""
+    if isinstance(spans, str):
+        return spans
+    return " ".join("@" + ",".join(map(str, s)) for s in spans) or "-"
+
+
+def _tokens(tokens) -> str:
+    return " ".join(f"{i}:{t!r}" for i, t in enumerate(tokens))
 
 
 def _kind(example) -> str:

@@ -165,18 +165,44 @@ def _check_one_to_one(spec, index: int, items, clean, corrupted) -> None:
 
 
 def check_ablation(spec, index: int, params, pairs) -> None:
+    """Mean and resample ablation take each head's value from other prompts at the same position: the
+    same index for prompts of one length, the same-named position (every prompt has it, in as many
+    tokens) for prompts of several lengths."""
     method = params.method
-    if method == "mean":
-        _one_length(spec, index, pairs, "clean", "with method: mean averages each position over the prompts")
-    elif method == "resample":
-        odd = [p for p in pairs if len(p.clean.ids) != len(p.corrupted.ids)]
-        if odd:
-            raise SpecMeaningError(
-                f"resample ablation takes each head's value from the corrupted prompt at the same position, "
-                f"but {len(odd)} corrupted prompt(s) differ in length from their clean prompt, e.g. "
-                f"'{odd[0].clean.text}' ({len(odd[0].clean.ids)} tokens) / '{odd[0].corrupted.text}' "
-                f"({len(odd[0].corrupted.ids)} tokens)", spec.loc("analyses", index, "method"),
-                hint="use method: zero or mean, or make the corrupted prompts as long as the clean ones")
+    if method == "zero" or one_length(pairs):
+        return
+    sides = ("clean",) if method == "mean" else ("clean", "corrupted")
+    why = ("averages each position over the clean prompts" if method == "mean" else
+           "takes each head's value from the corrupted partner at the same position")
+    lengths = sorted({len(getattr(p, side).ids) for p in pairs for side in sides})
+    if params.positions is None or str(params.positions.selectors[0].text).strip().lstrip("-").isdigit():
+        raise SpecMeaningError(
+            f"{method} ablation {why}, but the prompts have {_tokens(lengths)}, so "
+            f"{'every position' if params.positions is None else 'an index'} is not the same token in each",
+            spec.loc("analyses", index, "positions" if params.positions is not None else "method"),
+            hint="name the positions (final, a slot, slot[-1]): each prompt's same-named position is used")
+    from ..errors import ExpressionError
+    from ..expr import Env
+
+    selector = params.positions.selectors[0]
+    counts = {}
+    for pair in pairs:
+        for side in sides:
+            prompt = getattr(pair, side)
+            try:
+                counts[(id(pair), side)] = len(set(selector.compiled.evaluate(
+                    Env(n_tokens=len(prompt.ids), slot_spans=prompt.spans))))
+            except ExpressionError as err:
+                raise SpecMeaningError(f"position '{selector.text}' cannot be found in the {side} prompt "
+                                       f"'{prompt.text}': {err.message}", err.location) from None
+    within = {c for c in counts.values()} if method == "mean" else None
+    odd = [p for p in pairs if method == "resample" and counts[(id(p), "clean")] != counts[(id(p), "corrupted")]]
+    if (within and len(within) > 1) or odd:
+        example = odd[0].clean.text if odd else pairs[0].clean.text
+        raise SpecMeaningError(
+            f"position '{selector.text}' names different numbers of tokens in the prompts {method} ablation "
+            f"matches (e.g. '{example}'), so they cannot be matched token for token",
+            spec.source.value(selector.path), hint=f"select one token, e.g. {_one_token_of(selector.text)}")
 
 
 def _one_token_of(item) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..core.registry import REGISTRY, load_all
-from ..dataset.build import answers_are_continuation
+from ..dataset.source import answer_location, answers_are_continuation, slot_names
 from ..errors import ExpressionError, Location, SpecMeaningError
 from ..expr import Scope, compile_expression, expect_type
 from .fusion import fuse
@@ -23,8 +23,8 @@ from ..suggest import unknown
 
 
 def compile_plan(spec: Spec) -> Plan:
-    if spec.pipeline and "prompts" not in spec.data:
-        raise SpecMeaningError("a pipeline filters prompts, but this spec has no `prompts:`",
+    if spec.pipeline and not spec.has_dataset:
+        raise SpecMeaningError("a pipeline filters prompts, but this spec has no `prompts:` or `dataset:`",
                                spec.loc("pipeline"))
     main = compile_metric(spec)
     continuation = answers_are_continuation(spec)
@@ -70,16 +70,17 @@ def _check_metric_reads(spec: Spec, metric: Metric, continuation: bool, where) -
     name = metric.name
     if metric.reads_continuation == continuation:
         return
-    answer_at = spec.loc("prompts", "answer")
+    answer_at = answer_location(spec)
+    said = answer_at.seen_from(where or answer_at)
     others = ", ".join(n for n, m in METRICS.items() if m.reads_continuation == continuation)
     if continuation:
         raise SpecMeaningError(
-            f"the answer is a continuation (continuation(...), line {answer_at.line}), but the metric '{name}' "
+            f"the answer is a continuation (continuation(...), {said}), but the metric '{name}' "
             "reads one token at the final position", where or answer_at,
             hint=f"use a continuation metric ({others}); or, to compare the first tokens only, write "
                  "first_token(...) for answer and foil")
     raise SpecMeaningError(
-        f"the metric '{name}' reads multi-token continuations, but the answer (line {answer_at.line}) is a "
+        f"the metric '{name}' reads multi-token continuations, but the answer ({said}) is a "
         "token or token set", where or answer_at,
         hint=f"write answer and foil as continuation(...), or use a final-position metric ({others})")
 
@@ -127,15 +128,17 @@ def compile_analyses(spec: Spec, continuation: bool = False, metric: Optional[Me
     compiled: List[Tuple[int, Any, AnalysisParams]] = []
     for index, params in enumerate(spec.analyses):
         kind = REGISTRY[params["kind"]]
-        if kind.needs_dataset and "prompts" not in spec.data:
+        if kind.needs_dataset and not spec.has_dataset:
             raise SpecMeaningError(f"analysis '{params['kind']}' needs a prompt set; add `prompts:` "
-                                   "(template, answer, foil)", spec.loc("analyses", index, "kind"))
+                                   "(template, answer, foil) or `dataset:` (pairs from a file)",
+                                   spec.loc("analyses", index, "kind"))
         analysis_id = params.get("id", params["kind"])
         if analysis_id in ids:
             key = "id" if "id" in params else "kind"
             first = spec.loc("analyses", ids[analysis_id], key if key in spec.analyses[ids[analysis_id]] else "kind")
-            raise SpecMeaningError(f"two analyses are named '{analysis_id}' (the first on line {first.line}); "
-                                   "give one an `id:`", spec.loc("analyses", index, key))
+            here = spec.loc("analyses", index, key)
+            raise SpecMeaningError(f"two analyses are named '{analysis_id}' (the first on "
+                                   f"{first.seen_from(here)}); give one an `id:`", here)
         ids[analysis_id] = index
         typed = kind.params.from_spec(params)  # checked by the schema: every key is a field
         _check_answers_fit(spec, index, kind, continuation)
@@ -177,29 +180,27 @@ def compile_analysis(spec: Spec, params: Dict[str, Any], known: Sequence[str] = 
 
 
 def _check_metric_fits(spec: Spec, index: int, kind, params: AnalysisParams, metric: Metric) -> None:
-    """What the analysis does with the metric (its registration's `reads_metric`) must hold for the spec's:
-    a decomposition is exact only for a metric linear in the final residual (another metric needs the
-    linear direction it reads instead, `direction: logit_diff`); a linearisation (a gradient estimate)
-    needs a metric linear in the final residual, or a continuation metric, whose summed teacher-forced
-    log-probability it linearises (its result's convention says so)."""
-    rule = kind.reads_metric
-    if rule == "any" or metric.linear:
+    """The spec's metric against the analysis's declared rule (core/registry.METRIC_RULES: which metrics
+    it reads and why); the refusal quotes the rule's reason."""
+    rule = kind.metric_rule
+    if rule.readout and getattr(params, "direction", None) is not None:
         return
-    if rule == "decomposes" and getattr(params, "direction", None) is not None:
-        return
-    if rule == "linearises" and metric.reads_continuation:
+    if rule.needs_linear and not metric.linear:
+        fault = "is not linear in the final residual"
+    elif rule.needs_gradient and not metric.differentiable:
+        fault = "has no gradient"
+    else:
         return
     metric_at = spec.loc("metric") if "metric" in spec.data else None
-    stated = f" (line {metric_at.line})" if metric_at is not None and metric_at.line else ""
+    here = spec.loc("analyses", index, "kind")
+    stated = f" ({metric_at.seen_from(here)})" if metric_at is not None and metric_at.line else ""
     linear = ", ".join(sorted(n for n, m in METRICS.items() if m.linear))
-    if rule == "linearises":
-        hint = f"use a linear metric ({linear}), or activation_patching, which patches exactly for any metric"
-    else:
+    hint = "activation_patching measures any metric exactly"
+    if rule.readout:
         hint = (f"add `direction: logit_diff` to this analysis to read the answer-minus-foil logit difference "
-                f"instead (the parts then add up to it), or use a linear metric ({linear})")
-    raise SpecMeaningError(f"{kind.kind} decomposes the metric into parts that add up to it, which holds "
-                           f"only for a metric linear in the final residual; the spec's metric "
-                           f"'{spec.metric}'{stated} is not linear", spec.loc("analyses", index, "kind"), hint=hint)
+                f"instead, or use a linear metric ({linear}); {hint}")
+    raise SpecMeaningError(f"{kind.kind} reads {rule.accepts}: {rule.why}. The spec's metric "
+                           f"'{spec.metric}'{stated} {fault}", here, hint=hint)
 
 
 def _check_references(spec: Spec, order: List[str], refs_of, ids) -> None:
@@ -311,6 +312,4 @@ class AnalysisContext:
         return REGISTRY[raw["kind"]].params.from_spec(raw)
 
     def slots(self):
-        from ..dataset.build import slot_vocabularies
-
-        return list(slot_vocabularies(self.spec, self.spec.prompts["template"]))
+        return slot_names(self.spec)

@@ -35,7 +35,7 @@ def check_model_shape(spec, plan, shape: Optional[ModelShape]) -> None:
 
 def check_positions(spec, plan, dataset) -> None:
     """Every compiled position selector of every analysis resolves in every tokenized clean prompt."""
-    if dataset is None or not dataset.pairs or "prompts" not in spec.data:
+    if dataset is None or not dataset.pairs or not spec.has_dataset:
         return
     from ..expr import Env
 
@@ -60,7 +60,7 @@ def _selections(step, kind: str):
 def check_prompt_indices(spec, plan, dataset) -> None:
     """`attention.prompts: [40]` or `predictions.index: 40` beyond the most prompts the pipeline
     can leave (exact until a keep-condition; then an upper bound) fail for sure: refuse now."""
-    if dataset is None or "prompts" not in spec.data:
+    if dataset is None or not spec.has_dataset:
         return
     from ..core.registry import REGISTRY
 

@@ -26,6 +26,7 @@ def plan_summary(prepared, examples: int = 3) -> Dict[str, Any]:
             "slot_positions": _slot_positions(dataset),
             "answer_pairs": _answer_pairs(dataset, tokenizer),
             "examples": [_example(p, tokenizer) for p in dataset.pairs[:examples]],
+            "pair_views": _pair_views(prepared, examples),
         },
         **plan_steps(plan, len(dataset.pairs)),
         "memory": estimate(spec, plan, tokenizer.vocab_size, widest_forward(dataset.pairs)),
@@ -48,11 +49,46 @@ def plan_steps(plan, candidates: int) -> Dict[str, Any]:
     }
 
 
+def _pair_views(prepared, count: int) -> List[Dict[str, Any]]:
+    """The first pairs as the model sees them: both prompts' tokens, each named span's positions in
+    both (token indices, BOS included), and for patching across lengths the positions each selector
+    aligns (clean position -> corrupted position), as the runtime will patch them."""
+    from ..core.registry import REGISTRY
+    from .alignment import position_map
+
+    spec, plan, dataset, tokenizer = prepared.spec, prepared.plan, prepared.dataset, prepared.tokenizer
+    pairs = dataset.pairs[:count]
+    maps = {}
+    for index, step in enumerate(plan.analyses):
+        if REGISTRY[step.kind].alignment is position_map and pairs:  # aligns positions by name
+            mapped = position_map(spec, index, step.params, pairs)
+            if mapped:
+                maps[step.id] = ([sel.text for sel in step.params.positions], mapped)
+    views = []
+    for i, pair in enumerate(pairs):
+        names = list(dict.fromkeys(list(pair.clean.spans) + list(pair.corrupted.spans)))
+        views.append({
+            "clean_tokens": tokenizer.token_strs(pair.clean.ids),
+            "corrupted_tokens": tokenizer.token_strs(pair.corrupted.ids),
+            "spans": {name: {side: positions(getattr(pair, side).spans.get(name, ())) for side in ("clean", "corrupted")}
+                      for name in names},
+            "aligned": {step_id: [{"position": str(sel), "clean": list(m["clean"][k][i]),
+                                   "corrupted": list(m["corrupted"][k][i])} for k, sel in enumerate(selectors)]
+                        for step_id, (selectors, m) in maps.items()},
+        })
+    return views
+
+
+def positions(spans) -> List[List[int]]:
+    """Half-open token spans [(4, 6)] as the token indices they hold [[4, 5]]: one notation, the report's."""
+    return [list(range(a, b)) for a, b in spans]
+
+
 def _slot_positions(dataset) -> Dict[str, Any]:
     out = {}
     for slot in dataset.slots:
         spans = Counter(p.clean.spans.get(slot) for p in dataset.pairs)
-        out[slot] = [list(s) for s in next(iter(spans))] if len(spans) == 1 else "varies by prompt"
+        out[slot] = positions(next(iter(spans))) if len(spans) == 1 else "varies by prompt"
     return out
 
 

@@ -11,13 +11,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import SpecMeaningError, SpecWarning
+from ..errors import ExpressionError, SpecMeaningError, SpecWarning
 from ..expr import Env, Scope, compile_expression, expect_type
 from ..spec.resolve import Spec, VocabSpec
 from ..suggest import unknown
 from .answers import answers_are_continuations, check_continuations, compile_answer, set_warning
 from .corrupt import Corruption
-from .slots import CORRUPTED, SlotTypes, record_type, slot_types, vocabulary_values
+from .slots import (CORRUPTED, SlotTypes, naming_orphans, orphan_warnings, record_type, slot_types,
+                    vocabulary_values)
 from .templates import Template, parse_template
 from .tokenizer import Tokenizer
 
@@ -106,11 +107,11 @@ def filter_vocabulary(vocab: VocabSpec, spec: Spec, tokenizer: Optional[Tokenize
     words = vocabulary_values(vocab)
     duplicates = [str.__str__(w) for w, n in Counter(words).items() if n > 1]
     keep = _filter_predicate(vocab, spec, tokenizer)
-    if vocab.pairs is not None:
-        pairs = [p for p in vocab.pairs if keep(p[0]) and keep(p[1])]
+    if vocab.pairs is not None:  # each word as the record it is in a slot: item.opposite, opposite(item)
+        as_item = dict(zip(vocab.items, words))
+        pairs = [p for p in vocab.pairs if keep(as_item[p[0]]) and keep(as_item[p[1]])]
         if vocab.dedupe:
             pairs = list(dict.fromkeys(pairs))
-        as_item = dict(zip(vocab.items, words))
         kept = [as_item[w] for p in pairs for w in p]
     else:
         kept = [w for w in words if keep(w)]
@@ -131,7 +132,7 @@ def _filter_predicate(vocab: VocabSpec, spec: Spec, tokenizer: Optional[Tokenize
     if not vocab.filter:
         return lambda word: True
     path = vocab.path + ("filter",)
-    type_, fields = record_type(vocab) if vocab.records is not None else ("str", None)
+    type_, fields = record_type(vocab)
     scope = Scope.filter(record=type_, records={type_: fields} if fields else None)
     compiled = compile_expression(vocab.filter, scope, where=lambda off: spec.source.inside(path, off))
     expect_type(compiled, "bool", lambda off: spec.source.inside(path, off))
@@ -185,10 +186,13 @@ class _Layout:
 def _layout(spec: Spec) -> _Layout:
     slots_to_vocab = slot_vocabularies(spec, spec.prompts["template"])
     types = slot_types(spec.vocabularies, slots_to_vocab)
-    template = compile_template(spec, ("prompts", "template"), types)
-    corrupted = None
-    if "template" in spec.prompts.get("corrupt", {}):
-        corrupted = compile_template(spec, ("prompts", "corrupt", "template"), types)
+    try:
+        template = compile_template(spec, ("prompts", "template"), types)
+        corrupted = None
+        if "template" in spec.prompts.get("corrupt", {}):
+            corrupted = compile_template(spec, ("prompts", "corrupt", "template"), types)
+    except ExpressionError as err:
+        raise naming_orphans(spec, err)
     used = list(dict.fromkeys(template.slots + (corrupted.slots if corrupted else [])))
     order = _product_order(spec, used)
     return _Layout(slots_to_vocab, types.restricted(order), template, corrupted, order)
@@ -211,9 +215,9 @@ def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
     pairs = [builder.pair(values) for values in combos if allowed(values)]
     if not pairs:
         raise SpecMeaningError("no slot combination satisfies prompts.where", spec.loc("prompts", "where"))
-    dataset = Dataset(pairs, reports, order, warnings + builder.warnings)
+    dataset = Dataset(pairs, reports, order, warnings + builder.warnings + orphan_warnings(spec))
     _check_answers(spec, tokenizer, dataset)
-    _keep_equal_lengths(spec, dataset)
+    keep_equal_lengths(spec, dataset)
     return dataset
 
 
@@ -316,17 +320,24 @@ class _PairBuilder:
 
     def _prompt(self, template: Template, values: Dict[str, str]) -> Prompt:
         text, char_spans = template.render(values, self.env)
-        ids, offsets = self.tokenizer.encode_with_offsets(text)
-        shift = 0
-        if self.spec.model.prepend_bos:
-            ids = [self.tokenizer.bos_id] + ids
-            shift = 1
-        spans: Dict[str, List[Tuple[int, int]]] = {}
-        for slot, _occurrence, start, end in char_spans:
-            covered = [i for i, (a, b) in enumerate(offsets) if a < end and b > start]
-            span = (covered[0] + shift, covered[-1] + 1 + shift) if covered else (shift, shift)
-            spans.setdefault(slot, []).append(span)
-        return Prompt(text, tuple(ids), {k: tuple(v) for k, v in spans.items()})
+        return tokenized_prompt(text, [(slot, a, b) for slot, _occurrence, a, b in char_spans], self.tokenizer,
+                                self.spec.model.prepend_bos)
+
+
+def tokenized_prompt(text: str, char_spans, tokenizer: Tokenizer, prepend_bos: bool) -> Prompt:
+    """A prompt's tokens and, per named span (name, char start, char end) in order, the tokens it
+    overlaps (BOS included in the positions): templates and pair files share this one rule."""
+    ids, offsets = tokenizer.encode_with_offsets(text)
+    shift = 0
+    if prepend_bos:
+        ids = [tokenizer.bos_id] + ids
+        shift = 1
+    spans: Dict[str, List[Tuple[int, int]]] = {}
+    for slot, start, end in char_spans:
+        covered = [i for i, (a, b) in enumerate(offsets) if a < end and b > start]
+        span = (covered[0] + shift, covered[-1] + 1 + shift) if covered else (shift, shift)
+        spans.setdefault(slot, []).append(span)
+    return Prompt(text, tuple(ids), {k: tuple(v) for k, v in spans.items()})
 
 
 def _check_answers(spec: Spec, tokenizer: Tokenizer, dataset: Dataset) -> None:
@@ -349,12 +360,12 @@ def _check_answers(spec: Spec, tokenizer: Tokenizer, dataset: Dataset) -> None:
             spec.loc("prompts", "foil"), hint="make the two sets disjoint")
 
 
-def _keep_equal_lengths(spec: Spec, dataset: Dataset) -> None:
+def keep_equal_lengths(spec: Spec, dataset: Dataset, block: str = "prompts") -> None:
     """`equal_lengths: true` (opt-in): keep the pairs whose clean and corrupted prompts both
     have the most common token length, and say how many were dropped. Without it prompts of
     any lengths are kept: batches are padded and patching aligns positions by name (or
     refuses, at plan time, what it cannot align)."""
-    if not spec.prompts.get("equal_lengths", False):
+    if not spec.data[block].get("equal_lengths", False):
         return
     lengths = Counter(len(p.clean.ids) for p in dataset.pairs) + Counter(len(p.corrupted.ids) for p in dataset.pairs)
     if len(lengths) <= 1:
@@ -367,7 +378,7 @@ def _keep_equal_lengths(spec: Spec, dataset: Dataset) -> None:
         raise SpecMeaningError(
             f"equal_lengths: true keeps the pairs whose clean and corrupted prompts both have {common} tokens "
             f"(the most common length), but none has: lengths {sorted(lengths)}, e.g. '{odd.text}' "
-            f"({len(odd.ids)} tokens)", spec.loc("prompts", "equal_lengths"),
+            f"({len(odd.ids)} tokens)", spec.loc(block, "equal_lengths"),
             hint="remove equal_lengths (prompts of different lengths are padded and aligned by name), or "
                  "filter the vocabularies on token counts")
     dataset.pairs = kept

@@ -33,3 +33,17 @@ def token_ids(tokens: Sequence[int]):
 
 def token_texts(tokenizer, tokens: Sequence[int]):
     return tokenizer.token_str(tokens[0]) if len(tokens) == 1 else [tokenizer.token_str(t) for t in tokens]
+
+
+def pair_rows(pairs: Sequence[Any], tokenizer, kept: Sequence[bool] = ()) -> List[Dict[str, Any]]:
+    """One row per pair for tables (pairs.csv, candidates.csv): the texts, the answer and foil as ids
+    and as token text (a set or a continuation: the list of each), and `kept` when given."""
+    rows = []
+    for i, p in enumerate(pairs):
+        row = {"clean": p.clean.text, "corrupted": p.corrupted.text,
+               "answer": token_ids(p.answers), "answer_text": token_texts(tokenizer, p.answers),
+               "foil": token_ids(p.foils), "foil_text": token_texts(tokenizer, p.foils)}
+        if kept:
+            row["kept"] = bool(kept[i])
+        rows.append(row)
+    return rows

@@ -7,9 +7,11 @@ field, `opposite` (so `opposite(size)` and `size.opposite` agree); plain words a
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Dict, List, Mapping
 
+from ..errors import SpecWarning
 from ..expr import Scope
 from ..expr.values import Record
 from ..spec.vocab import VocabSpec
@@ -68,3 +70,27 @@ def vocabulary_values(vocab: VocabSpec) -> List[str]:
         partner = {**{a: b for a, b in vocab.pairs}, **{b: a for a, b in vocab.pairs}}
         return [Record(word, {"opposite": partner[word]}) for word in vocab.items]
     return list(vocab.items)
+
+
+def orphan_slots(spec) -> List[str]:
+    """Slots `prompts.slots` declares that no template names (a renamed key leaves one behind)."""
+    texts = [spec.prompts["template"], spec.prompts.get("corrupt", {}).get("template", "")]
+    used = {name for text in texts for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", text)}
+    return [slot for slot in spec.prompts.get("slots", {}) if slot not in used]
+
+
+def orphan_warnings(spec) -> List[SpecWarning]:
+    return [SpecWarning(f"prompts.slots declares the slot '{slot}', but no template uses it; it plays no part",
+                        spec.source.key(("prompts", "slots", slot))) for slot in orphan_slots(spec)]
+
+
+def naming_orphans(spec, err):
+    """A template's unknown slot when `prompts.slots` declares one no template uses: name that one (a
+    renamed key), not the nearest vocabulary name."""
+    orphans = orphan_slots(spec)
+    if err.message.startswith("unknown slot") and orphans:
+        declared = spec.loc("prompts", "slots", orphans[0])
+        err.message = (err.message.split(";")[0] + f"; prompts.slots declares '{orphans[0]}' "
+                       f"({declared.seen_from(err.location)}), which no template uses: was it renamed?")
+        err.hint = f"use {{{orphans[0]}}} here, or name the slot in prompts.slots as the template does"
+    return err

@@ -289,6 +289,13 @@ class Checker:
         argument_nodes = arguments.children if arguments is not None else []
         self._check_arity(function, argument_nodes, node)
         runs, types = [], []
+        if function.field and len(argument_nodes) == 1:  # opposite(x) is x.opposite for any such record
+            typed = self.check(argument_nodes[0])
+            fields = self.scope.records.get(typed.type, {})
+            if function.field in fields:
+                self.functions.add(function.name)
+                return Typed(fields[function.field], values.field(typed.run, function.field, offset_of(node),
+                                                                  self.where))
         for position, (param, argument) in enumerate(zip(function.params, argument_nodes), start=1):
             if param == "slot":
                 runs += self._slot_argument(function, argument)
@@ -334,13 +341,15 @@ class Checker:
     def _slot_argument(self, function: Function, node: Tree) -> List[Callable]:
         """opposite(descriptor): the slot's name and its value, both passed on."""
         if not (isinstance(node, Tree) and node.data == "name"):
-            raise self.error(f"{function.name}() takes a bare slot name, e.g. {function.name}(descriptor)", node)
+            raise self.error(f"{function.name}() needs a word of a vocabulary of opposite pairs (a paired slot, "
+                             f"corrupted.SLOT, or a pairs vocabulary's item), e.g. {function.name}(descriptor)", node)
         slot = str(node.children[0])
         typed = self._name(node)
         if slot not in self.scope.paired_slots:
             paired = ", ".join(sorted(self.scope.paired_slots)) or "none"
-            raise self.error(f"slot '{slot}' has no opposite pairs, so {function.name}({slot}) has no meaning",
-                             node, f"{function.name}() needs a slot whose vocabulary is a list of pairs "
+            kind = "slot " if self.scope.name_kind == "slot" else ""
+            raise self.error(f"{kind}'{slot}' has no opposite pairs, so {function.name}({slot}) has no meaning",
+                             node, f"{function.name}() needs a word of a vocabulary that is a list of pairs "
                              f"(paired slots here: {paired})")
         return [values.constant(slot), typed.run]
 

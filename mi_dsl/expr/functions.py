@@ -28,6 +28,7 @@ class Function:
     # numbers only; "token" needs the tokenizer (filters, answers); "answer" builds answer sets;
     # "slot" reads a slot's pairing; "head" ranks heads (head selectors only)
     group: str = "string"
+    field: str = ""    # f(x) is x.FIELD when x is a record with that field (opposite(x) is x.opposite)
 
     @property
     def signature(self) -> str:
@@ -41,7 +42,7 @@ GROUPS = ("string", "number", "token", "answer", "slot", "head")
 
 
 def function(name: str, params: Tuple[str, ...], result: str, description: str, service: str = "",
-             group: str = "string"):
+             group: str = "string", field: str = ""):
     """Register an expression function (a plugin module adds one the same way): the checker types
     its calls where its `group` is offered (expr/scope.py), the evaluator runs it, `mi-run list`
     and the reference list it."""
@@ -51,7 +52,7 @@ def function(name: str, params: Tuple[str, ...], result: str, description: str, 
     def add(implementation: Callable) -> Callable:
         if name in FUNCTIONS:
             raise ValueError(f"expression function '{name}' is registered twice")
-        FUNCTIONS[name] = Function(name, params, result, description, implementation, service, group)
+        FUNCTIONS[name] = Function(name, params, result, description, implementation, service, group, field)
         return implementation
 
     return add
@@ -68,8 +69,9 @@ _BUILTIN_GROUPS = {
 }
 
 
-def _register(name: str, params: Tuple[str, ...], result: str, description: str, service: str = ""):
-    return function(name, params, result, description, service, _BUILTIN_GROUPS[name])
+def _register(name: str, params: Tuple[str, ...], result: str, description: str, service: str = "",
+              field: str = ""):
+    return function(name, params, result, description, service, _BUILTIN_GROUPS[name], field)
 
 
 def in_groups(*groups: str) -> frozenset:
@@ -189,7 +191,9 @@ def _capitalize(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-@_register("opposite", ("slot",), "str", "the partner of the slot's word in its list of opposite pairs", "opposite")
+@_register("opposite", ("slot",), "str", "the partner of a word of a vocabulary of opposite pairs: opposite(x) is "
+                                         "x.opposite, for a slot, corrupted.SLOT or a filter's item", "opposite",
+           field="opposite")
 def _opposite(pairs: Callable[[str, str], str], slot: str, word: str) -> str:
     try:
         partner = pairs(slot, word)

@@ -97,7 +97,7 @@ class Scope:
     def filter(cls, name: str = "item", record: Optional[str] = None,
                records: Optional[Mapping[str, Mapping[str, str]]] = None) -> "Scope":
         """A vocabulary filter: `ntokens(" " + item) == 2`, `item.gender == "female"`."""
-        functions = in_groups("string", "number", "token")
+        functions = in_groups("string", "number", "token", "slot")
         return cls(_frozen({name: record or "str"}), functions, "a vocabulary filter",
                    records=_frozen(records or {}))
 

@@ -60,6 +60,10 @@ def _write_tables(data, run_dir: Path) -> Dict[str, List[str]]:
         out.setdefault("dataset", []).append("tables/pipeline.csv")
     _csv(run_dir / "tables" / "pairs.csv", data["dataset"]["pairs"])
     out.setdefault("dataset", []).append("tables/pairs.csv")
+    candidates = candidate_rows(data)
+    if candidates:  # written for a failed keep too: the metrics to pick thresholds from
+        _csv(run_dir / "tables" / "candidates.csv", candidates)
+        out.setdefault("dataset", []).append("tables/candidates.csv")
     for analysis_id, tables in data["tables"].items():
         for name, rows in tables.items():
             if rows:
@@ -67,6 +71,17 @@ def _write_tables(data, run_dir: Path) -> Dict[str, List[str]]:
                 _csv(run_dir / path, rows)
                 out.setdefault(analysis_id, []).append(path)
     return out
+
+
+def candidate_rows(data) -> List[Dict]:
+    """The pairs the last keep-condition read, each with its clean and corrupted metrics and whether it
+    was kept (results.json: dataset.candidate_pairs and candidate_metrics, in the same order)."""
+    rows = [dict(row) for row in data["dataset"].get("candidate_pairs") or []]
+    for record, metrics in (data.get("candidate_metrics") or {}).items():
+        for name, values in metrics.items():
+            for row, value in zip(rows, values):
+                row[f"{record}_{name}"] = value
+    return rows
 
 
 def _csv(path: Path, rows) -> None:

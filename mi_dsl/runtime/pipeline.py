@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Sequence
 
 import torch
 
-from ..errors import RunError
+from ..errors import NoPromptsLeft, RunError
 from ..expr import Env
 from .executor import by_length, pad_right, token_sets
 from ..metrics import Metric, checked, compute_metrics, reads_continuation
@@ -28,6 +28,8 @@ class PipelineOutcome:
     pairs: List[Any]                       # the final PromptPairs
     stages: List[Dict[str, Any]] = field(default_factory=list)
     candidate_metrics: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)  # from keep steps
+    candidate_pairs: List[Any] = field(default_factory=list)  # the pairs the last keep step read
+    candidate_kept: List[bool] = field(default_factory=list)  # and whether each passed
 
 
 def prompt_metrics(executor, unembed, prompts: Sequence[Sequence[int]], answers: Sequence[int],
@@ -105,6 +107,7 @@ def run_pipeline(plan, spec, dataset, executor, unembed) -> PipelineOutcome:
     outcome = PipelineOutcome(list(dataset.pairs))
     for index, step in enumerate(plan.pipeline):
         before = len(outcome.pairs)
+        before_pairs = {_identity(p) for p in outcome.pairs} if step.kind == "symmetric" else None
         params = step.params
         if step.kind == "keep":
             outcome.pairs = _keep(spec, index, params, outcome, executor, unembed, plan)
@@ -116,10 +119,37 @@ def run_pipeline(plan, spec, dataset, executor, unembed) -> PipelineOutcome:
         outcome.stages.append({"step": step.kind, "description": step.description, "before": before,
                                "after": len(outcome.pairs)})
         if not outcome.pairs:
-            raise RunError(f"no prompts are left after pipeline step {index + 1} ({step.description})",
-                           spec.loc("pipeline", index),
-                           hint="loosen the keep-condition, or look at the candidates' metrics in the plan")
+            raise NoPromptsLeft(f"no prompts are left after pipeline step {index + 1} ({step.description})",
+                                spec.loc("pipeline", index), "loosen the keep-condition: `mi-run plan --metrics "
+                                "SPEC` prints the candidates' clean and corrupted metrics", outcome)
+        unchanged = _unchanged(step, params, before, outcome.pairs, before_pairs)
+        if unchanged:  # kept with the stage, so a run that reuses the stored step says it too
+            outcome.stages[-1]["unchanged"] = unchanged
     return outcome
+
+
+def warn_unchanged(spec, stages, executor) -> None:
+    """A located warning for each pipeline step that changed nothing (`unchanged` in its stage)."""
+    for index, stage in enumerate(stages):
+        if stage.get("unchanged"):
+            executor.warn(f"pipeline step {index + 1} ({stage['step']}) changed nothing: {stage['unchanged']}",
+                          spec.loc("pipeline", index))
+
+
+def _unchanged(step, params, before: int, pairs, before_pairs) -> str:
+    """Why a keep or symmetric step left the pairs as they were ('' when it changed them); a sample
+    larger than the set warns on its own."""
+    if step.kind == "keep" and len(pairs) == before:
+        return f"every one of the {before} pairs satisfies the condition"
+    if step.kind == "symmetric" and params.enabled and {_identity(p) for p in pairs} == before_pairs:
+        return (f"it added no pair (it only reordered the {before}): each pair's swap (its corrupted prompt as "
+                "the clean one, answer and foil swapped) is already a pair of the set, as a corruption that swaps "
+                "within the vocabulary makes it")
+    return ""
+
+
+def _identity(pair):
+    return pair.clean.ids, pair.corrupted.ids, pair.answers, pair.foils
 
 
 def _keep(spec, index, params, outcome, executor, unembed, plan):
@@ -139,6 +169,9 @@ def _keep(spec, index, params, outcome, executor, unembed, plan):
         env.values = {r: {k: float(v[i]) for k, v in metrics[r].items()} for r in metrics}
         if condition.evaluate(env):
             kept.append(pair)
+    outcome.candidate_pairs = list(outcome.pairs)
+    chosen = {id(p) for p in kept}
+    outcome.candidate_kept = [id(p) in chosen for p in outcome.pairs]
     return kept
 
 

@@ -23,9 +23,9 @@ from types import MappingProxyType
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..spec.model import fault_location
-from ..errors import Location, MiError, SpecWarning
+from ..errors import Location, MiError, NoPromptsLeft, SpecWarning
 from ..core.log import RUN_LOG_VERSION, RunLog
-from ..dataset.examples import token_ids
+from .checks import check_token_ids as _check_token_ids, json_roundtrip as _json_roundtrip
 from .store import StepStore, digest
 
 
@@ -61,7 +61,12 @@ def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, s
         run.open(started)
         store = StepStore(store_dir or runs_root_of(prepared.spec) / prepared.spec.name / ".store",
                           enabled=not fresh)
-        run.dataset_step(store)
+        try:
+            run.dataset_step(store)
+        except NoPromptsLeft as err:
+            run.failed(err)
+            err.log = run.log(store)
+            raise
         run.analyses(store)
     run.timings["total"] = time.perf_counter() - started
     return run.log(store)
@@ -86,6 +91,8 @@ class Session:
     it into the RunLog; the benchmarks call its steps (open, run_pipeline, context_for,
     compute_analysis) to time exactly what a run does. Nothing after the run receives it: the
     report and `Results` read the frozen log."""
+
+    candidates = ((), ())  # (the pairs the last keep-condition read, whether each was kept)
 
     def __init__(self, spec, plan, dataset, tokenizer, progress: bool = True,
                  say: Optional[Callable[[str], None]] = None, threads: Optional[int] = None):
@@ -153,7 +160,7 @@ class Session:
         """The pipeline and the final pairs' metrics, from the store when this exact step ran before."""
         import torch
 
-        from .pipeline import pair_metrics
+        from .pipeline import pair_metrics, warn_unchanged
 
         self.key = digest("dataset", self.plan.model.identity(), self.loaded.info.get("id"), self.tokenizer.origin,
                           [(p.clean.ids, p.corrupted.ids, p.answers, p.foils) + (("continuation",) if p.continuation else ())
@@ -168,6 +175,8 @@ class Session:
                      for i, swapped in stored["pairs"]]
             self.stages, self.candidate_metrics, self.final = (stored["stages"], stored["candidate_metrics"],
                                                                stored["final"])
+            self.candidates = ([self.dataset.pairs[i].swapped() if swapped else self.dataset.pairs[i]
+                                for i, swapped in stored.get("candidates", [])], stored.get("kept", []))
         else:
             with torch.no_grad():
                 outcome = self.run_pipeline()
@@ -177,16 +186,27 @@ class Session:
                     metrics = pair_metrics(self.executor, self.unembed, pairs, self.plan.metrics, "baselines")
                     self.final = {r: {k: v.tolist() for k, v in m.items()} for r, m in metrics.items()}
             self.stages, self.candidate_metrics = outcome.stages, outcome.candidate_metrics
+            self.candidates = (outcome.candidate_pairs, outcome.candidate_kept)
             if pairs:
                 store.put("dataset", self.key, {"pairs": _pair_references(self.dataset.pairs, pairs),
                                                 "stages": self.stages, "candidate_metrics": self.candidate_metrics,
-                                                "final": self.final})
+                                                "final": self.final, "kept": self.candidates[1],
+                                                "candidates": _pair_references(self.dataset.pairs,
+                                                                               self.candidates[0])})
+        warn_unchanged(self.spec, self.stages, self.executor)
         self.pairs = tuple(pairs)
         self.baselines = self._baselines(len(self.pairs))
         self.timings["pipeline"] = time.perf_counter() - t
         if self.pairs:
             self.say(f"dataset: {len(self.pairs)} prompt pairs after the pipeline; baselines ({self.plan.metric}): "
                      f"clean {self.baselines['clean']:.4f}, corrupted {self.baselines['corrupted']:.4f}")
+
+    def failed(self, err) -> None:
+        """The pipeline left nothing: keep what it measured (the candidates of its last keep step)."""
+        self.stages, self.candidate_metrics = err.outcome.stages, err.outcome.candidate_metrics
+        self.candidates = (err.outcome.candidate_pairs, err.outcome.candidate_kept)
+        self.pairs, self.final, self.baselines = (), {"clean": {}, "corrupted": {}}, {}
+        self.status = f"failed: {err.message}"
 
     def _baselines(self, n: int) -> Dict[str, float]:
         """Mean metric of the first n final pairs (patching normalises against them)."""
@@ -280,7 +300,7 @@ class Session:
     def log(self, store: StepStore) -> RunLog:
         from ..compile.summary import plan_steps
         from .provenance import provenance
-        from ..dataset.examples import pair_examples
+        from ..dataset.examples import pair_examples, pair_rows
 
         warnings_ = list(self.dataset.warnings) + self.executor.warnings + getattr(self, "library_warnings_caught", [])
         model = self.spec.model
@@ -288,7 +308,7 @@ class Session:
             figures=self.figures,
             files=self.files,
             format_version=RUN_LOG_VERSION,
-            status="complete",
+            status=getattr(self, "status", "complete"),
             spec={"file": self.spec.file, "name": self.spec.name, "hash": self.spec.hash(),
                   "description": self.spec.data.get("description", ""), "resolved": self.spec.data},
             plan={"model": {"source": model.source, "name": model.name, "path": model.path,
@@ -301,8 +321,9 @@ class Session:
                 "stages": self.stages,
                 "final_pairs": len(self.pairs),
                 "token_lengths": sorted({len(p.clean.ids) for p in self.pairs}),
-                "pairs": [{"clean": p.clean.text, "corrupted": p.corrupted.text, "answer": token_ids(p.answers),
-                           "foil": token_ids(p.foils)} for p in self.pairs],
+                "pairs": pair_rows(self.pairs, self.tokenizer),
+                # the pairs the last keep-condition read, their metrics in candidate_metrics (same order)
+                "candidate_pairs": pair_rows(self.candidates[0], self.tokenizer, self.candidates[1]),
                 "examples": pair_examples(self.pairs[:4], self.tokenizer),
             },
             metric=self.plan.metric,
@@ -339,28 +360,3 @@ def _pair_references(candidates, pairs) -> List[List[Any]]:
         by_text.setdefault((pair.clean.text, pair.corrupted.text), [i, False])
         by_text.setdefault((pair.corrupted.text, pair.clean.text), [i, True])
     return [by_text[(p.clean.text, p.corrupted.text)] for p in pairs]
-
-
-def _json_roundtrip(result):
-    """A result exactly as the store would give it back, so first runs and reruns agree."""
-    import json
-
-    from ..core.result import Result
-
-    data = json.loads(json.dumps({"record": result.record(), "tables": result.tables}))
-    return Result.from_record(data["record"], data["tables"])
-
-
-def _check_token_ids(run: Session) -> None:
-    """The compiler's tokenizer and the model's must agree, or every position is off."""
-    from ..errors import RunError
-
-    if not run.dataset.pairs:
-        return
-    pair = run.dataset.pairs[0]
-    ids = run.loaded.bridge.to_tokens(pair.clean.text, prepend_bos=run.plan.model.prepend_bos)[0].tolist()
-    if ids != list(pair.clean.ids):
-        raise RunError("the model's tokenizer splits the prompts differently from the spec's tokenizer "
-                       f"({len(ids)} vs {len(pair.clean.ids)} tokens for '{pair.clean.text}')",
-                       run.spec.loc("model", "tokenizer") if run.spec.model.tokenizer else run.spec.loc("model"),
-                       hint="point model.tokenizer at the model's own tokenizer")

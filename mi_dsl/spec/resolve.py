@@ -23,7 +23,7 @@ from .validate import validate_document
 from .vocab import VocabSpec, read_vocabulary
 
 # Keys whose values are paths; when given with --set they are relative to the working directory.
-PATH_KEYS = {("model", "path"), ("model", "tokenizer"), ("output", "dir")}
+PATH_KEYS = {("model", "path"), ("model", "tokenizer"), ("output", "dir"), ("dataset", "file")}
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,12 @@ class Spec:
     output_dir: Optional[Path]   # None: the spec names none (runs go to ./runs)
     overrides: Tuple[str, ...] = ()
     allowed_roots: Tuple[Path, ...] = ()
+    dataset_file: Optional[Path] = None  # `dataset: {file: ...}`, resolved and confined
+
+    @property
+    def has_dataset(self) -> bool:
+        """Whether the spec makes prompt pairs (from templates or from a pair file)."""
+        return "prompts" in self.data or "dataset" in self.data
 
     @property
     def source(self):
@@ -82,19 +88,25 @@ def _apply_overrides(doc: Document, overrides: Sequence[str]) -> set:
     if not isinstance(doc.data, dict):
         return touched  # nothing to override; validation says what the document is instead
     for text in overrides:
-        where = Location("--set", None, None, text)
-        if "=" not in text:
-            raise SchemaError(f"--set expects KEY=VALUE, got '{text}'", where)
-        key, raw = text.split("=", 1)
-        parts = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
-        if any(p == "" for p in parts):
-            raise SchemaError(f"--set: '{key}' is not a dotted path such as model.tokenizer", where)
-        value = parse_yaml(raw, "--set").data if raw.strip() else ""
-        if isinstance(value, (dict, list)):
-            raise SchemaError(f"--set overrides scalars only; '{raw}' is a {type(value).__name__}", where)
-        _set_path(doc, parts, value, where, text)
+        parts, value = parse_override(text)
+        _set_path(doc, parts, value, Location("--set", None, None, text), text)
         touched.add(parts)
     return touched
+
+
+def parse_override(text: str) -> Tuple[PathKey, Any]:
+    """`--set a.b=VALUE` -> (("a", "b"), VALUE read as a YAML scalar); `mi-run sweep --set` too."""
+    where = Location("--set", None, None, text)
+    if "=" not in text:
+        raise SchemaError(f"--set expects KEY=VALUE, got '{text}'", where)
+    key, raw = text.split("=", 1)
+    parts = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
+    if any(p == "" for p in parts):
+        raise SchemaError(f"--set: '{key}' is not a dotted path such as model.tokenizer", where)
+    value = parse_yaml(raw, "--set").data if raw.strip() else ""
+    if isinstance(value, (dict, list)):
+        raise SchemaError(f"--set overrides scalars only; '{raw}' is a {type(value).__name__}", where)
+    return parts, value
 
 
 def _set_path(doc: Document, parts: PathKey, value: Any, where: Location, text: str) -> None:
@@ -160,12 +172,32 @@ def _resolve(doc: Document, file: Path, overrides, cli_paths: set, allowed_roots
         if out_key not in cli_paths:
             _confine(output_dir, roots, doc.source.value(out_key), "output directory")
     confine = lambda path, where, what: _confine(path, roots, where, what)  # noqa: E731
+    dataset_file = _dataset_file(doc, cli_paths, dir_of, confine)
     vocabularies = {name: read_vocabulary(doc, name, dir_of(("vocabularies", name, "file")), confine)
                     for name in data.get("vocabularies", {})}
     return Spec(file=str(file), name=data.get("name", file.stem), data=data, doc=doc, model=model,
                 bos_token=m.get("bos_token"), vocabularies=vocabularies, seed=data.get("seed", 0),
                 metric=data.get("metric", "logit_diff"), output_dir=output_dir, overrides=overrides,
-                allowed_roots=allowed_roots)
+                allowed_roots=allowed_roots, dataset_file=dataset_file)
+
+
+def _dataset_file(doc: Document, cli_paths: set, dir_of, confine) -> Optional[Path]:
+    """The pair file of `dataset:`: relative to the spec that names it and inside its tree (or,
+    given with --set, relative to the working directory). A spec gives prompts or a dataset."""
+    if "dataset" not in doc.data:
+        return None
+    if "prompts" in doc.data:
+        raise SpecMeaningError("the spec has both `prompts:` (pairs from a template) and `dataset:` (pairs from "
+                               "a file); give one", doc.source.key(("dataset",)),
+                               hint="remove `prompts:` to read the pairs from the file, or `dataset:` to build "
+                                    "them from the template")
+    key = ("dataset", "file")
+    raw = doc.data["dataset"]["file"]
+    if key in cli_paths:
+        return Path(raw).expanduser().resolve()
+    path = (dir_of(key) / raw).resolve()
+    confine(path, doc.source.value(key), "dataset file")
+    return path
 
 
 def _looks_like_path(value: str, base: Path = Path(".")) -> bool:

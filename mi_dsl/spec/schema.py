@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from .._version import LANGUAGE_VERSION
+from .dataset_schema import DATASET
 
 EXPR = "An expression of mi-dsl's expression language (see docs/spec-reference.md)."
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
@@ -115,7 +116,7 @@ VOCABULARY = _obj(
         "text": _str("For records: the field a record stands for in a template ({slot}) and wherever a "
                      "string is expected (default: the first field)."),
         "filter": _str("Keep an item only when this is true; `item` names it (a record: item.field). " + EXPR),
-        "dedupe": _bool("Drop repeated items (default false: the seed keeps 'Pigs' twice; a warning says so)."),
+        "dedupe": _bool("Drop repeated items (default false: the reference notebook keeps 'Pigs' twice; a warning says so)."),
     })
 
 CORRUPT = _obj(
@@ -123,7 +124,7 @@ CORRUPT = _obj(
     "those `swap`, `resample` or `set` change (each slot changed once at most), and is rendered with "
     "`template` if given, else the clean template. Answer and foil are computed once per pair (they may "
     "read the corrupted values as corrupted.SLOT).", {
-        "swap": _str("A slot to replace by its opposite (its vocabulary must be pairs; the seed's corruption)."),
+        "swap": _str("A slot to replace by its opposite (its vocabulary must be pairs; the reference notebook's corruption)."),
         "resample": _str("A slot to replace by a different item drawn (seeded) from its vocabulary after "
                          "its filter."),
         "where": _str("With `resample`: draw only items for which this is true; `new` is the candidate, "
@@ -155,7 +156,7 @@ PROMPTS = _obj("The prompt set: a template filled by the product over vocabulari
                  "first_token(\" \" + opposite(descriptor)); a continuation(...) when the answer is one."),
     "corrupt": CORRUPT,
     "equal_lengths": _bool("Opt-in filter: keep only the pairs whose clean and corrupted prompts both have "
-                           "the most common token length (the seed checks 17), saying how many were dropped. "
+                           "the most common token length (the reference notebook checks 17), saying how many were dropped. "
                            "Default false: prompts of any lengths are padded and patched by named position."),
     "max_prompts": _int("Refuse a product of vocabularies larger than this (default 100000).", 1),
 }, required=["template", "answer", "foil"])
@@ -167,12 +168,12 @@ PIPELINE_STEP = {
              {"keep": _str("Condition on clean.METRIC and corrupted.METRIC, e.g. "
                            "clean.logit_diff > 3 and corrupted.logit_diff < -3. " + EXPR)},
              required=["keep"]),
-        _obj("Sample prompts (Python's random.sample, as the seed).", {
+        _obj("Sample prompts (Python's random.sample, as the reference notebook).", {
             "sample": _obj("Sample size and seed.", {"n": _int("How many prompts.", 1),
                                                      "seed": _int("Random seed.", 0)}, required=["n"]),
         }, required=["sample"]),
         _obj("Symmetric pairing: each corrupted prompt also joins the clean set with answer and foil "
-             "swapped; duplicates dropped (the seed's pair_opposites).",
+             "swapped; duplicates dropped (the reference notebook's pair_opposites).",
              {"symmetric": _bool("Turn symmetric pairing on.")}, required=["symmetric"]),
     ],
 }
@@ -245,6 +246,7 @@ def build_schema() -> Dict[str, Any]:
                                                                  format=[*LINE_FORMATS, *RECORD_FORMATS]),
                              "propertyNames": {"pattern": NAME_PATTERN}},
             "prompts": PROMPTS,
+            "dataset": DATASET,
             # a registered name, or an expression (anything with a parenthesis, checked by the compiler)
             "metric": {**_str("The metric on the final position (continuation_*: teacher-forced over the answer's "
                               "continuation after it): " + ", ".join(_named(METRICS)) + "; or an "

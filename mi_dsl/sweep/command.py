@@ -14,7 +14,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..errors import Location, MiError, SchemaError
 from . import backends
 from .expand import Sweep, load_sweep, locate_point_error, write_point_files
-from .records import finished, point_key, write_record
+from .inert import content_key, inert_axes
+from .records import finished, fresh_done, fresh_pending, point_key, start_fresh, write_record
 
 
 class PointFaults(MiError):
@@ -41,29 +42,38 @@ class SweepOutcome:
 
 def run_sweep(path, backend: str = "local", address: Optional[str] = None, shard: Optional[str] = None,
               out_dir: Optional[str] = None, fresh: bool = False, allow_paths: Sequence[str] = (),
-              progress: bool = True) -> SweepOutcome:
+              progress: bool = True, overrides: Sequence[str] = ()) -> SweepOutcome:
     say = _say(progress)
     if backend not in backends.BACKENDS:
         raise SchemaError(f"unknown backend '{backend}'; expected one of: {', '.join(backends.BACKENDS)}",
                           Location("--backend"))
     index, count = parse_shard(shard)
-    sweep = load_sweep(path, out_dir)
+    sweep = load_sweep(path, out_dir, overrides)
     _write_points(sweep)
     keys = validate_points(sweep, allow_paths)
     say(f"{len(sweep.points)} points valid; output {sweep.out_dir}")
+    sweep.warnings = inert_axes(sweep, sweep.contents)
+    for warning in sweep.warnings:
+        print(warning.format(), file=sys.stderr, flush=True)
     mine = [p for p in sweep.points if p.index % count == index]
-    todo = [p for p in mine if fresh or finished(sweep, p, keys[p.id]) is None]
+    recompute = start_fresh(sweep, mine) if fresh else fresh_pending(sweep)
+    if recompute and not fresh:
+        say(f"an interrupted --fresh sweep left {len(recompute)} point(s) to recompute; recomputing them "
+            "(their earlier results are not reused)")
+    todo = [p for p in mine if p.id in recompute or finished(sweep, p, keys[p.id]) is None]
     outcome = SweepOutcome(sweep, sweep.out_dir / "index.html", skipped=[p.id for p in mine if p not in todo])
     if outcome.skipped:
         say(f"{len(outcome.skipped)} point(s) finished before: {', '.join(outcome.skipped)}")
     runs_root = str(sweep.out_dir / "runs")
-    jobs = [(p, (str(sweep.point_file(p)), runs_root, [str(a) for a in allow_paths], fresh)) for p in todo]
+    jobs = [(p, (str(sweep.point_file(p)), runs_root, [str(a) for a in allow_paths], p.id in recompute))
+            for p in todo]
     if jobs:
         say(f"running {len(jobs)} point(s) on the {backend} backend"
             + (f" (shard {index}/{count})" if count > 1 else ""))
     for point, result in backends.BACKENDS[backend](jobs, sweep.resources, address):
         if "run_dir" in result:
             write_record(sweep, point, keys[point.id], Path(result["run_dir"]))
+            fresh_done(sweep, point)
             outcome.ran.append(point.id)
             say(f"{point.describe()} done: {result['run_dir']}")
         else:
@@ -98,6 +108,7 @@ def validate_points(sweep: Sweep, allow_paths: Sequence[str]) -> Dict[str, str]:
             faults.append(locate_point_error(err, sweep, point))
             continue
         keys[point.id] = point_key(prepared.spec, prepared.plan)
+        sweep.contents[point.id] = content_key(prepared)
     if faults:
         raise PointFaults(faults)
     return keys

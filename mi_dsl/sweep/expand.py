@@ -64,12 +64,15 @@ class Sweep:
     axes: List[Axis]
     resources: Dict[str, float]
     points: List[Point] = field(default_factory=list)
+    contents: Dict[str, str] = field(default_factory=dict)  # point id -> what its numbers depend on (inert.py)
+    warnings: List[Any] = field(default_factory=list)       # SpecWarnings shown in the output and the report
 
     def point_file(self, point: Point) -> Path:
         return self.out_dir / "points" / f"{point.id}.yaml"
 
 
-def load_sweep(path, out_dir: Optional[str] = None) -> Sweep:
+def load_sweep(path, out_dir: Optional[str] = None, overrides=()) -> Sweep:
+    """The sweep file's points; `overrides` (`mi-run sweep --set KEY=VALUE`) join its `set:`, after it."""
     file = Path(path).resolve()
     doc = load_file(file)
     data = doc.data
@@ -88,7 +91,8 @@ def load_sweep(path, out_dir: Optional[str] = None) -> Sweep:
         raise FileAccessError(f"base spec '{data['spec']}' does not exist (looked for {spec})", where(("spec",)))
     name = str(data.get("name", file.stem))
     root = Path(out_dir).resolve() if out_dir else (file.parent / str(data.get("output", "sweeps"))).resolve()
-    sweep = Sweep(file, doc, spec, name, root / name, _common(doc), _axes(doc), _resources(doc))
+    common = {**_common(doc), **_overrides(overrides)}
+    sweep = Sweep(file, doc, spec, name, root / name, common, _axes(doc), _resources(doc))
     sweep.points = _points(sweep)
     return sweep
 
@@ -98,6 +102,16 @@ def _common(doc: Document) -> Dict[Tuple[Any, ...], Any]:
     if not isinstance(raw, dict):
         raise SchemaError("`set:` maps dotted spec paths to values", doc.source.value(("set",)))
     return {_path(k, doc.source.key(("set", k))): v for k, v in raw.items()}
+
+
+def _overrides(overrides) -> Dict[Tuple[Any, ...], Any]:
+    from ..spec.resolve import parse_override
+
+    out = {}
+    for text in overrides:
+        parts, value = parse_override(text)
+        out[_path(".".join(map(str, parts)), Location("--set", None, None, text))] = value
+    return out
 
 
 def _axes(doc: Document) -> List[Axis]:

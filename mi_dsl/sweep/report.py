@@ -161,6 +161,7 @@ def _index(sweep, runs, table, stability, figures, have_numbers: bool) -> str:
              f"<p>Axes: {axes}. {len(runs)} of {len(sweep.points)} points finished.</p>"]
     if missing:
         parts.append("<p class='warn'>Not finished (rerun the sweep to run them): " + e("; ".join(missing)) + "</p>")
+    parts += [f"<p class='warn'>{e(w.format())}</p>" for w in getattr(sweep, "warnings", [])]
     parts += ["<h2>Runs</h2>",
               "<p>Baselines are the mean metric over each run's final pairs; keep_rate_i is the fraction of "
               "candidates the i-th keep-condition kept.</p>", _table(table, link_key="report")]

@@ -135,5 +135,5 @@ def test_unequal_lengths_are_refused_at_the_analysis(tmp_path):
 def test_non_differentiable_metric_is_refused_at_compile(tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text(textwrap.dedent(SPEC).replace("metric: logit_diff", "metric: rank"))
-    with pytest.raises(MiError, match="differentiable"):
+    with pytest.raises(MiError, match="rank is a count with no gradient"):
         run_spec(path, progress=False)

@@ -72,8 +72,8 @@ def test_the_pythia_plan_matches_the_seed_notebook(run_mi, pythia_tokenizer):
     assert by_word["bipedal"] == (15086, 42227)
     assert by_word["quadrupedal"] == (42227, 15086)
     assert all(row["prompts"] == 144 for row in plan["dataset"]["answer_pairs"])
-    assert plan["dataset"]["slot_positions"]["descriptor"] == [[4, 7]]
-    assert plan["dataset"]["slot_positions"]["noun"][1] == [15, 16]
+    assert plan["dataset"]["slot_positions"]["descriptor"] == [[4, 5, 6]]  # token indices, as the report writes them
+    assert plan["dataset"]["slot_positions"]["noun"][1] == [15]
     assert any("'Pigs'" in w for w in plan["warnings"])
     assert [row["prompts_after"] for row in plan["pipeline"]][1:] == ["<= 64 (the model decides)",
                                                                       "<= 128 (the model decides)"]
@@ -206,3 +206,43 @@ def test_list_names_the_analyses_and_metrics(cli):
     for kind in load_all():
         assert kind in out
     assert "logit_diff" in out and "first_token" in out
+
+
+def test_run_options_may_come_before_the_spec():
+    """`mi-run --threads N SPEC` and `mi-run --debug SPEC` failed (issue 24): the first word was taken as a command."""
+    from mi_dsl.cli.main import parse_arguments
+
+    args = parse_arguments(["--threads", "2", "--debug", "specs/tutorial.yaml"])
+    assert (args.command, args.threads, args.debug, args.spec) == ("run", 2, True, "specs/tutorial.yaml")
+    args = parse_arguments(["--set", "seed=3", "specs/tutorial.yaml", "--quiet"])
+    assert (args.command, args.overrides, args.quiet) == ("run", ["seed=3"], True)
+    assert parse_arguments(["--debug", "validate", "specs/tutorial.yaml"]).command == "validate"
+
+
+def test_version_and_list_one_name(cli, capsys):
+    from mi_dsl import __version__
+
+    with pytest.raises(SystemExit) as done:
+        cli("--version")
+    assert done.value.code == 0 and capsys.readouterr().out == f"mi-run {__version__} (spec language version 1)\n"
+    code, out, _ = cli("list", "ablation")
+    assert code == 0 and out.startswith("analysis ablation: ")
+    assert "  method (one of `zero`, `mean`, `resample`); default \"zero\"" in out
+    assert "  positions (string or integer): " in out
+    assert "example (specs/" in out and "kind: ablation" in out.split("example")[1]
+    code, out, _ = cli("list", "prob_diff")
+    assert code == 0 and "linear in the final residual: no" in out
+    code, _, err = cli("list", "path_patching")
+    assert code == 2 and "unknown analysis, metric or function 'path_patching'" in err
+
+
+def test_no_seed_jargon_where_users_read(cli):
+    """'the seed's ...' meant a notebook the user has never seen (issue 24): user-facing text says
+    'the reference notebook' (README introduces it) or names the convention; `seed` is the spec key only."""
+    import re
+
+    code, listing, _ = cli("list")
+    texts = {"README.md": (REPO / "README.md").read_text(), "schema": (REPO / "schemas" / "spec.schema.json").read_text(),
+             "reference": (REPO / "docs" / "spec-reference.md").read_text(), "mi-run list": listing}
+    for name, text in texts.items():
+        assert not re.search(r"\bseed's|\bthe seed\b(?! of)|seed notebook|seed style", text, re.I), name

@@ -111,8 +111,8 @@ def test_opposite_in_a_template():
 
 @pytest.mark.parametrize("text, column, words", [
     ("opposite(noun)", 10, "slot 'noun' has no opposite pairs"),
-    ("opposite('hot')", 10, "bare slot name"),
-    ("opposite(lower(descriptor))", 10, "bare slot name"),
+    ("opposite('hot')", 10, "needs a word of a vocabulary of opposite pairs"),
+    ("opposite(lower(descriptor))", 10, "needs a word of a vocabulary of opposite pairs"),
     ("opposite(descritor)", 10, "did you mean 'descriptor'"),
     ("opposite(descriptor, noun)", 1, "expects 1 argument"),
 ])
@@ -284,7 +284,7 @@ def test_errors_use_where():
     ("-item", 2, "'-' needs a number"),
     ("item.length", 6, "needs a record"),
     ("top(x, 3)", 1, "can only be used in a head selector"),
-    ("opposite(item)", 1, "not available in a vocabulary filter"),
+    ("opposite(item)", 10, "'item' has no opposite pairs"),  # a plain word's vocabulary has none
 ])
 def test_type_errors(text, column, words):
     error = error_of(compile_expression, text, Scope.filter())

@@ -22,6 +22,7 @@ SPECS = HERE.parents[1] / "specs"
 SIZES = {
     "tutorial": [],
     "ioi": ["pipeline.0.sample.n=8", "analyses.3.max_pairs=4", "analyses.4.max_pairs=4"],
+    "ioi_pairs": [],
     "induction": ["analyses.0.seq_len=20", "analyses.0.batch=2"],
     "ioi_circuit": ["analyses.0.max_pairs=6", "analyses.0.steps=2", "analyses.0.stability.bootstrap=2"],
     "greater_than": ["pipeline.0.sample.n=6", "analyses.2.max_pairs=2", "analyses.3.max_pairs=2"],

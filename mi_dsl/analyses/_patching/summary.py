@@ -41,6 +41,13 @@ def summarise(grid: Grid, per_prompt, base: Baselines, params, run, extra: Dict[
                       "by name: each named position of the source prompt patched into the same-named "
                       "position of the base prompt (clean and corrupted prompts differ in length)"),
     }
+    if grid.named is not None:  # prompts of several lengths: every pair's own positions, not the first's
+        named = grid.named
+        if data["patched_positions"] is not None:
+            data["patched_positions"] = [list(u) for u in named.union]
+        data["aligned_positions"] = [  # per pair, per position column: base run positions <- source positions
+            [{"base": list(named.positions[c][p]), "source": [named.source_of[p][q] for q in named.positions[c][p]]}
+             for c in range(len(named.columns))] for p in range(len(named.union))]
     complete = (target.has_heads and not target.by_position and not _grouped(run.cfg, target)
                 and len(grid.cells) == run.cfg.n_layers * run.cfg.n_heads)
     if complete:  # a full [layer][head] table: top(ID, n) can rank by it

@@ -36,6 +36,9 @@ def _targets() -> Dict[str, Target]:
     out = {
         "resid_pre": Target("resid_pre", "blocks.{layer}.hook_resid_pre", "resid", True,
                             "the residual stream entering each layer"),
+        "resid_post": Target("resid_post", "blocks.{layer}.hook_resid_post", "resid", True,
+                             "the residual stream leaving each layer (the last layer's is the final residual, "
+                             "before the final norm)"),
         "resid_mid": Target("resid_mid", "blocks.{layer}.hook_resid_mid", "resid", True,
                             "the residual stream between attention and MLP (not in parallel-residual models)"),
         "attn_out": Target("attn_out", "blocks.{layer}.hook_attn_out", "resid", True,
@@ -67,7 +70,7 @@ DIRECTIONS = ("denoising", "noising")
 _SELECTOR = {"type": ["string", "integer"]}
 _POSITIONS = {"type": ["string", "integer", "array"], "items": _SELECTOR, "minItems": 1}
 _HEADS = {"type": ["string", "array"], "items": {"type": "string"}, "minItems": 1}
-TargetName = Literal["resid_pre", "resid_mid", "attn_out", "mlp_out", "z", "z_by_position", "q", "q_by_position",
+TargetName = Literal["resid_pre", "resid_post", "resid_mid", "attn_out", "mlp_out", "z", "z_by_position", "q", "q_by_position",
                      "k", "k_by_position", "v", "v_by_position", "pattern", "pattern_by_position"]
 
 
@@ -76,8 +79,8 @@ class PatchingParams(AnalysisParams):
     """What activation patching and attribution patching share."""
 
     target: TargetName = param(
-        "z", "Which activation to patch: resid_pre, resid_mid, attn_out, mlp_out (a layer x position grid); z, q, k, "
-             "v, pattern (each head at all selected positions at once: a layer x head grid; k and v per key/value "
+        "z", "Which activation to patch: resid_pre, resid_post (leaving each layer: the last layer's is the final "
+             "residual), resid_mid, attn_out, mlp_out (a layer x position grid); z, q, k, v, pattern (each head at all selected positions at once: a layer x head grid; k and v per key/value "
              "head); z_by_position, q_by_position, k_by_position, v_by_position, pattern_by_position (layer x head "
              "x position; for the pattern, the destination position). Default z.")
     direction: Literal["denoising", "noising"] = param(
