@@ -7,8 +7,10 @@
   mi-run list                     list analyses, metrics and expression functions
   mi-run sweep SWEEP.yaml         run a spec over the product of axes [--backend local|ray]
 
-User mistakes print `FILE:LINE:COL: message` and exit with code 2; `--debug` shows the
-traceback too.
+User mistakes print `FILE:LINE:COL: message` and exit with code 2; faults of the machine (a
+full disk, a read-only folder, out of memory) exit with code 3; `--debug` shows the traceback
+too. Nothing else prints a traceback: an unexpected exception is one line naming it as a bug
+of mi-dsl, exit code 1.
 """
 from __future__ import annotations
 
@@ -96,13 +98,38 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.debug:
             raise
         print(err.format(), file=sys.stderr)
-        return 2
+        return err.exit_code
     except BrokenPipeError:  # `mi-run plan SPEC | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except KeyboardInterrupt:
         print("interrupted; finished steps are stored and a rerun resumes from them", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001  (the last line of defence: no traceback without --debug)
+        if args.debug:
+            raise
+        fault = environment_fault(err)
+        if fault is not None:
+            print(fault.format(), file=sys.stderr)
+            return fault.exit_code
+        print(f"mi-run: internal error: {type(err).__name__}: {err} -- a bug in mi-dsl, not in the spec; please "
+              "report it with the spec (--debug shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def environment_fault(err: BaseException):
+    """An exception the machine caused (memory, the file system) as a located EnvironmentFault, else None."""
+    from ..errors import EnvironmentFault, Location
+    from ..spec.paths import os_fault
+
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or (
+            isinstance(err, RuntimeError) and "out of memory" in str(err).lower()):
+        return EnvironmentFault(f"out of memory ({type(err).__name__})", Location("<memory>"),
+                                hint="lower run.memory_gb or run.batch_size, or use a smaller model")
+    if isinstance(err, OSError) and err.errno is not None:
+        where = Location(str(err.filename) if err.filename else "<file system>")
+        return os_fault(err, f"use '{err.filename}'" if err.filename else "read or write a file", where)
+    return None
 
 
 def _dispatch(args) -> int:

@@ -64,6 +64,29 @@ def runs_root_of(spec, out_dir: Optional[str] = None) -> Path:
     return spec.output_dir if spec.output_dir is not None else default_runs_root()
 
 
+def runs_location(spec, out_dir: Optional[str] = None) -> Location:
+    """Where a fault of the runs directory points: --out, the spec's output.dir, or ./runs."""
+    if out_dir:
+        return Location(f"--out {out_dir}")
+    if spec.output_dir is not None:
+        return spec.loc("output", "dir")
+    return Location(str(default_runs_root()))
+
+
+def prepare_folders(spec, out_dir: Optional[str] = None) -> Path:
+    """<runs>/<name>/.store, created before the model loads, none of them through a link, and the
+    folder written to once: a planted link, a file in the way or a read-only folder stops the run
+    here, not after the compute (spec/paths.py). ./runs itself must not be a link either."""
+    from ..spec.paths import make_folder, probe_writable
+
+    where = runs_location(spec, out_dir)
+    if not out_dir and spec.output_dir is None:
+        make_folder(Path.cwd(), ["runs"], where, "runs directory")
+    store = make_folder(runs_root_of(spec, out_dir), [spec.name, ".store"], where)
+    probe_writable(store, where)
+    return store
+
+
 def run_spec(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str] = (), fresh: bool = False,
              out_dir: Optional[str] = None, progress: bool = True, threads: Optional[int] = None) -> RunOutcome:
     from ..compile import prepare
@@ -78,10 +101,9 @@ def run_prepared(prepared, *, started: Optional[float] = None, fresh: bool = Fal
     """Run a prepared spec (`compile.prepare`) and write its report (threads: runtime/threads.py)."""
     from ..report.html import write_report
 
-    root = runs_root_of(prepared.spec, out_dir)
-    log = execute(prepared, started=started, fresh=fresh, store_dir=root / prepared.spec.name / ".store",
-                  progress=progress, threads=threads)
-    run_dir = write_report(log, root)
+    store_dir = prepare_folders(prepared.spec, out_dir)
+    log = execute(prepared, started=started, fresh=fresh, store_dir=store_dir, progress=progress, threads=threads)
+    run_dir = write_report(log, runs_root_of(prepared.spec, out_dir), runs_location(prepared.spec, out_dir))
     return RunOutcome(log, run_dir, run_dir / "index.html")
 
 
@@ -194,7 +216,7 @@ class Session:
                           self.plan.metrics_needed, self.plan.metric, [s.params for s in self.plan.pipeline])
         t = time.perf_counter()
         self.executor.where = self.spec.loc("pipeline") if "pipeline" in self.spec.data else Location(self.spec.file)
-        stored = store.get("dataset", self.key)
+        stored = store.get("dataset", self.key, warn=self.executor.warn)
         if stored is not None:
             self.say("dataset step: reusing the stored result")
             pairs = [self.dataset.pairs[i].swapped() if swapped else self.dataset.pairs[i]
@@ -287,7 +309,7 @@ class Session:
             # never reuse another seed's result.
             key = digest("analysis", key, step.kind, params, self.spec.seed)
             t = time.perf_counter()
-            stored = store.get("analysis", key)
+            stored = store.get("analysis", key, warn=self.executor.warn)
             if stored is not None:
                 self.say(f"analysis {step.id} ({step.kind}): reusing the stored result")
                 result = Result(stored["data"], stored["tables"], stored["summary"])
@@ -343,7 +365,7 @@ class Session:
             tables={k: r.tables for k, r in self.results.items()},
             timings=self.timings,
             forward_passes=self.executor.forwards,
-            store={"reused": store.hits, "computed": store.computed},
+            store={"reused": store.hits, "computed": store.computed, "distrusted": list(store.distrusted)},
             provenance=provenance(self.spec, self.plan, self.loaded, self.tokenizer),
             warnings=[w.format() for w in warnings_],
             threads=self.thread_choice,

@@ -14,6 +14,7 @@ from typing import Any, Dict, Tuple, Union
 import yaml
 
 from ..errors import FileAccessError, Location, SpecSyntaxError
+from .paths import MAX_FILE_BYTES
 from .yaml_hints import syntax_hint
 
 PathKey = Tuple[Union[str, int], ...]
@@ -24,7 +25,7 @@ _SAFE_TAGS = {
     "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:map",
     "tag:yaml.org,2002:seq",
 }
-MAX_SPEC_BYTES = 2_000_000
+MAX_SPEC_BYTES = MAX_FILE_BYTES  # one limit for every file a spec reads (spec/paths.py)
 # Values a document may hold once its aliases are expanded: a spec has a few hundred, a
 # "billion laughs" anchor bomb billions. Checked on the composed nodes, before expanding.
 MAX_NODES = 100_000
@@ -233,28 +234,23 @@ def _line_col(text, offset: int) -> Tuple[int, int]:
 
 
 def read_text(path: Path, what: str = "spec", location: Location | None = None) -> str:
-    """Read a UTF-8 text file, turning OS errors into located FileAccessErrors."""
+    """Read a regular UTF-8 text file of at most MAX_SPEC_BYTES (spec/paths.read_regular), turning
+    OS errors into located FileAccessErrors."""
+    from .paths import read_regular
+
+    path = Path(path)
+    return decode_text(read_regular(path, what, location, MAX_SPEC_BYTES), path, what, location)
+
+
+def decode_text(data: bytes, path: Path, what: str, location: Location | None = None) -> str:
     try:
-        if path.stat().st_size > MAX_SPEC_BYTES:
-            raise FileAccessError(f"{what} file '{path}' is larger than {MAX_SPEC_BYTES} bytes",
-                                  location or Location(str(path)))
-        data = path.read_bytes()
         return data.decode("utf-8")
-    except FileNotFoundError:
-        raise FileAccessError(f"{what} file '{path}' does not exist",
-                              location or Location(str(path))) from None
-    except IsADirectoryError:
-        raise FileAccessError(f"{what} path '{path}' is a directory, not a file",
-                              location or Location(str(path))) from None
     except UnicodeDecodeError as err:
         line, _ = _line_col(data, err.start)
         col = len(data[data.rfind(b"\n", 0, err.start) + 1:err.start].decode("utf-8", "replace")) + 1
         raise FileAccessError(f"{what} file '{path}' is not UTF-8 text (byte 0x{data[err.start]:02x} on line "
                               f"{line}, column {col})", location or Location(str(path), line, col),
                               hint="save the file as UTF-8") from None
-    except OSError as err:
-        raise FileAccessError(f"cannot read {what} file '{path}': {err.strerror}",
-                              location or Location(str(path))) from None
 
 
 def load_file(path: Union[str, Path]) -> Document:
