@@ -112,7 +112,7 @@ def model_dims(model, vocab_size: Optional[int]) -> Optional[Dict[str, Any]]:
             return None
         return dict(dims, vocab=shape.fixed_vocab or vocab_size,
                     origin=f"random preset {model.architecture}/{model.size}")
-    config = _config_file(model)
+    config = read_config(model)
     if config is None:
         if model.source == "embedded":  # the same shapes as the Gemma-3-270m preset
             from ..runtime.models.random_weights import SHAPES
@@ -120,7 +120,33 @@ def model_dims(model, vocab_size: Optional[int]) -> Optional[Dict[str, Any]]:
             shape = SHAPES["gemma3"]["gemma-3-270m"]
             return dict(shape.make_config.dims, vocab=shape.fixed_vocab, origin="Gemma-3-270m's shapes")
         return None
-    return _dims_from_config(json.loads(config.read_text()), str(config))
+    return _dims_from_config(config, str(_config_file(model)))
+
+
+def read_config(model) -> Optional[Dict[str, Any]]:
+    """The model's config.json as a mapping, or None when there is none offline or it is not a JSON
+    object (the loader then says what is wrong); only a regular file is read."""
+    path = _config_file(model)
+    if path is None:
+        return None
+    from ..errors import MiError
+    from ..spec.paths import read_regular
+
+    try:
+        config = json.loads(read_regular(path, "model config"))
+    except (MiError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def custom_code(model) -> Optional[str]:
+    """What a model's config asks to import from the model folder (`auto_map`), which mi-dsl never
+    runs (transformers' trust_remote_code), or None."""
+    config = read_config(model) if model.source in ("local", "pretrained") else None
+    auto_map = (config or {}).get("auto_map")
+    if not auto_map:
+        return None
+    return ", ".join(sorted(map(str, auto_map.values()))) if isinstance(auto_map, dict) else str(auto_map)
 
 
 def _config_file(model) -> Optional[Path]:

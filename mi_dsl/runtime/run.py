@@ -195,7 +195,7 @@ class Session:
         try:
             self.loaded = load_model(self.plan.model, progress=self.say if self.progress else None)
         except MiError as err:  # the loader knows what failed, the spec knows where it was asked for
-            raise err.at(fault_location(self.spec)) from None
+            raise err.at(fault_location(self.spec, err.location.path)) from None
         self.timings["model_load"] = time.perf_counter() - t
         self.timings["launch_to_model_ready"] = time.perf_counter() - (t if started is None else started)
         self.say(f"model ready in {self.timings['model_load']:.1f}s ({self.loaded.info.get('id')})")

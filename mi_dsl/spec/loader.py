@@ -239,7 +239,7 @@ def read_text(path: Path, what: str = "spec", location: Location | None = None) 
     from .paths import read_regular
 
     path = Path(path)
-    return decode_text(read_regular(path, what, location, MAX_SPEC_BYTES), path, what, location)
+    return decode_text(read_regular(path, f"{what} file", location, MAX_SPEC_BYTES), path, f"{what} file", location)
 
 
 def decode_text(data: bytes, path: Path, what: str, location: Location | None = None) -> str:
@@ -248,7 +248,7 @@ def decode_text(data: bytes, path: Path, what: str, location: Location | None = 
     except UnicodeDecodeError as err:
         line, _ = _line_col(data, err.start)
         col = len(data[data.rfind(b"\n", 0, err.start) + 1:err.start].decode("utf-8", "replace")) + 1
-        raise FileAccessError(f"{what} file '{path}' is not UTF-8 text (byte 0x{data[err.start]:02x} on line "
+        raise FileAccessError(f"{what} '{path}' is not UTF-8 text (byte 0x{data[err.start]:02x} on line "
                               f"{line}, column {col})", location or Location(str(path), line, col),
                               hint="save the file as UTF-8") from None
 

@@ -99,17 +99,17 @@ def read_regular(path: Path, what: str, where: Optional[Location] = None, limit:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
-        raise FileAccessError(f"{what} file '{path}' does not exist", where) from None
+        raise FileAccessError(f"{what} '{path}' does not exist", where) from None
     except IsADirectoryError:
-        raise FileAccessError(f"{what} path '{path}' is a directory, not a file", where) from None
+        raise FileAccessError(f"{what} '{path}' is a directory, not a file", where) from None
     except OSError as err:
-        raise FileAccessError(f"cannot read {what} file '{path}': {err.strerror}", where) from None
+        raise FileAccessError(f"cannot read {what} '{path}': {err.strerror}", where) from None
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
-            raise FileAccessError(f"{what} path '{path}' is a directory, not a file", where)
+            raise FileAccessError(f"{what} '{path}' is a directory, not a file", where)
         if not stat.S_ISREG(info.st_mode):
-            raise FileAccessError(f"{what} file '{path}' is not a regular file (a pipe, socket or device); only "
+            raise FileAccessError(f"{what} '{path}' is not a regular file (a pipe, socket or device); only "
                                   "regular files are read", where)
         os.set_blocking(fd, True)
         data = os.read(fd, limit + 1)
@@ -119,13 +119,13 @@ def read_regular(path: Path, what: str, where: Optional[Location] = None, limit:
             chunks.append(data)
         data = b"".join(chunks)
     except OSError as err:
-        raise FileAccessError(f"cannot read {what} file '{path}': {err.strerror}", where) from None
+        raise FileAccessError(f"cannot read {what} '{path}': {err.strerror}", where) from None
     finally:
         os.close(fd)
     if len(data) > limit:
         line = data.count(b"\n", 0, limit) + 1
         column = limit - (data.rfind(b"\n", 0, limit) + 1) + 1
-        raise FileAccessError(f"{what} file '{path}' is larger than {limit:,} bytes (the limit is passed on this "
+        raise FileAccessError(f"{what} '{path}' is larger than {limit:,} bytes (the limit is passed on this "
                               "line)", Location(where.file, line, column, where.path) if where.file == str(path)
                               else where, hint="split it, or keep large data in vocabulary files")
     return data

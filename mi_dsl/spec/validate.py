@@ -6,6 +6,7 @@ is missing, the value of the wrong type, each at its own line and column.
 """
 from __future__ import annotations
 
+import difflib
 from functools import lru_cache
 from typing import Any, List, Optional, Tuple
 
@@ -86,8 +87,13 @@ def _as_misindented(error: jsonschema.ValidationError, doc: Document) -> Optiona
         missing = error.message.split("'")[1]
         key_path = path[:-1] + (missing,) if path else None
     elif error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})),
-                       key=lambda k: doc.source.key(path + (k,)).line or 0)
+        allowed = error.schema.get("properties", {})
+        extra = sorted(set(error.instance) - set(allowed), key=lambda k: doc.source.key(path + (k,)).line or 0)
+        # A misspelling of a key this mapping lacks (`fil` for a missing `foil`) is a typo, not a key that
+        # belongs in a mapping which takes any name (prompts.slots)
+        if extra and difflib.get_close_matches(str(extra[0]), [k for k in allowed if k not in error.instance],
+                                               n=1, cutoff=0.6):
+            return None
         key_path = path + (extra[0],) if extra else None
     else:
         key_path = path if path and isinstance(path[-1], str) else None
