@@ -55,33 +55,34 @@ def spec_file(source: SpecSource, base_dir: Optional[str] = None) -> Iterator[Pa
 
 
 def run(spec: SpecSource, overrides: Overrides = None, *, out_dir: Optional[str] = None, fresh: bool = False,
-        progress: bool = True, allow_paths: Sequence[str] = (), base_dir: Optional[str] = None):
-    """Run a spec; returns `mi_dsl.Results` (tables as DataFrames, figures, the report's path)."""
+        progress: bool = True, allow_paths: Sequence[str] = (), base_dir: Optional[str] = None, limits=None):
+    """Run a spec; returns `mi_dsl.Results` (tables as DataFrames, figures, the report's path). `limits`:
+    {name: n} raising the bounds a spec cannot lift (mi_dsl/limits.py), as --limit does."""
     from .results import Results
     from .runtime.run import run_spec
 
     with spec_file(spec, base_dir) as path:
         outcome = run_spec(path, override_list(overrides), allow_paths, fresh=fresh, out_dir=out_dir,
-                           progress=progress)
+                           progress=progress, limits=limits)
     return Results(outcome.log, outcome.run_dir)
 
 
 def validate(spec: SpecSource, overrides: Overrides = None, *, allow_paths: Sequence[str] = (),
-             base_dir: Optional[str] = None) -> List[str]:
+             base_dir: Optional[str] = None, limits=None) -> List[str]:
     """Check a spec's schema and meaning (and its prompts, when its tokenizer is at hand) without
     loading weights. Raises the located MiError; returns the warnings (located messages)."""
     from .compile import prepare
 
     with spec_file(spec, base_dir) as path:
-        prepared = prepare(path, override_list(overrides), list(allow_paths), need_tokenizer=False)
+        prepared = prepare(path, override_list(overrides), list(allow_paths), need_tokenizer=False, limits=limits)
     return [w.format() for w in prepared.dataset.warnings] if prepared.dataset is not None else []
 
 
 def plan(spec: SpecSource, overrides: Overrides = None, *, allow_paths: Sequence[str] = (),
-         base_dir: Optional[str] = None, examples: int = 3) -> Dict[str, Any]:
+         base_dir: Optional[str] = None, examples: int = 3, limits=None) -> Dict[str, Any]:
     """The compiled dataset and plan, as `mi-run plan --json` prints it. Raises the located MiError."""
     from .compile import prepare
     from .compile.summary import plan_summary
 
     with spec_file(spec, base_dir) as path:
-        return plan_summary(prepare(path, override_list(overrides), list(allow_paths)), examples)
+        return plan_summary(prepare(path, override_list(overrides), list(allow_paths), limits=limits), examples)

@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="override a scalar by dotted path, e.g. model.tokenizer=path/tokenizer.json")
         p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
                        help="allow vocabulary files and outputs under DIR (outside the spec's tree)")
+        _limit_option(p)
         # SUPPRESS: without --debug here, `mi-run --debug validate ...` keeps the top-level flag.
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show Python tracebacks")
 
@@ -70,8 +71,15 @@ def _sweep_parser(sub) -> None:
     sweep.add_argument("--fresh", action="store_true", help="rerun every point and recompute every step")
     sweep.add_argument("--allow-path", action="append", default=[], metavar="DIR",
                        help="allow vocabulary files and outputs under DIR (outside the spec's tree)")
+    _limit_option(sweep)
     sweep.add_argument("--quiet", action="store_true", help="no progress lines")
     sweep.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show Python tracebacks")
+
+
+def _limit_option(p) -> None:
+    p.add_argument("--limit", action="append", default=[], metavar="NAME=N",
+                   help="raise a bound a spec cannot lift (prompts, prompt_tokens, dataset_work, elements, "
+                        "nesting; see README 'Trust and safety')")
 
 
 def _positive_int(text: str) -> int:
@@ -146,11 +154,12 @@ def _dispatch(args) -> int:
     if args.command == "validate":
         from .validate import validate_specs
 
-        return validate_specs(args.specs, args.overrides, args.allow_path, debug=args.debug)
+        return validate_specs(args.specs, args.overrides, args.allow_path, debug=args.debug, limits=args.limit)
     if args.command == "plan":
         from .plan import show_plan
 
-        return show_plan(args.spec, args.overrides, args.allow_path, as_json=args.json, examples=args.examples)
+        return show_plan(args.spec, args.overrides, args.allow_path, as_json=args.json, examples=args.examples,
+                         limits=args.limit)
     if args.command == "sweep":
         from .sweep import sweep_command
 

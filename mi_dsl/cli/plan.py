@@ -9,8 +9,8 @@ from ..compile.summary import plan_summary
 from ._echo import echo
 
 
-def show_plan(spec_path: str, overrides, allow_paths, as_json: bool = False, examples: int = 3) -> int:
-    summary = plan_summary(prepare(spec_path, overrides, allow_paths), examples)
+def show_plan(spec_path: str, overrides, allow_paths, as_json: bool = False, examples: int = 3, limits=None) -> int:
+    summary = plan_summary(prepare(spec_path, overrides, allow_paths, limits=limits), examples)
     if as_json:
         print(json.dumps(summary, indent=1))
         return 0

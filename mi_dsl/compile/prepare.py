@@ -22,8 +22,16 @@ class Prepared:
 
 
 def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str] = (),
-            need_tokenizer: bool = True) -> Prepared:
-    """Load, validate and compile a spec, with its dataset when its tokenizer is available."""
+            need_tokenizer: bool = True, limits=None) -> Prepared:
+    """Load, validate and compile a spec, with its dataset when its tokenizer is available; `limits`:
+    bounds raised from the command line (mi_dsl/limits.py: --limit NAME=N strings or a mapping)."""
+    from .. import limits as bounds
+
+    with bounds.using(limits):
+        return _prepare(spec_path, overrides, allow_paths, need_tokenizer)
+
+
+def _prepare(spec_path, overrides, allow_paths, need_tokenizer: bool) -> Prepared:
     from ..dataset import build_dataset, check_without_tokenizer
     from ..dataset.tokenizer import TokenizerUnavailable, load_tokenizer
     from ..spec import load_spec

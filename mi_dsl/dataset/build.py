@@ -11,17 +11,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from .. import limits
 from ..errors import SpecMeaningError, SpecWarning
 from ..expr import Env, Scope, compile_expression, expect_type
 from ..spec.resolve import Spec, VocabSpec
 from ..suggest import unknown
+from .budget import MeteredTokenizer, check_size, token_spans, too_long
 from .answers import answers_are_continuations, check_continuations, compile_answer, set_warning
 from .corrupt import Corruption
 from .slots import CORRUPTED, SlotTypes, record_type, slot_types, vocabulary_values
 from .templates import Template, parse_template
 from .tokenizer import Tokenizer
 
-DEFAULT_MAX_PROMPTS = 100_000
 Spans = Dict[str, Tuple[Tuple[int, int], ...]]  # slot -> token spans of its occurrences, BOS included
 
 
@@ -195,8 +196,18 @@ def _layout(spec: Spec) -> _Layout:
 
 
 def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
+    """The dataset, its work metered and bounded (mi_dsl/limits.py: prompts, prompt_tokens,
+    dataset_work), so building it is linear in the spec and ends in seconds on any input."""
     if "prompts" not in spec.data:  # a spec of dataset-free analyses (head detection)
         return Dataset([], {}, [])
+    with limits.metered():
+        try:
+            return _build_dataset(spec, MeteredTokenizer(tokenizer))
+        except limits.WorkExceeded as err:
+            raise err.at(spec.loc("prompts", "template")) from None
+
+
+def _build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
     layout = _layout(spec)
     slots_to_vocab, order = layout.slots_to_vocab, layout.order
     reports = {name: filter_vocabulary(v, spec, tokenizer) for name, v in spec.vocabularies.items()}
@@ -204,7 +215,7 @@ def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
                             "once; duplicates are kept (set dedupe: true to drop them)", spec.loc("vocabularies", r.name))
                 for r in reports.values() if r.duplicates and not spec.vocabularies[r.name].dedupe]
     pools = [reports[slots_to_vocab[s]].kept for s in order]
-    _check_size(spec, order, pools)
+    check_size(spec, order, pools)
     builder = _PairBuilder(spec, tokenizer, layout, reports)
     allowed = _combination_filter(spec, layout.types, builder.env)
     combos = (dict(zip(order, combo)) for combo in itertools.product(*pools))
@@ -262,19 +273,6 @@ def _product_order(spec: Spec, used: List[str]) -> List[str]:
     return declared + [s for s in used if s not in declared]
 
 
-def _check_size(spec: Spec, order: List[str], pools: List[List[str]]) -> None:
-    limit = spec.prompts.get("max_prompts", DEFAULT_MAX_PROMPTS)
-    total = 1
-    for pool in pools:
-        total *= len(pool)
-    if total > limit:
-        sizes = " x ".join(f"{len(p)} {s}" for s, p in zip(order, pools))
-        where = spec.loc("prompts", "max_prompts" if "max_prompts" in spec.prompts else "template")
-        raise SpecMeaningError(f"the template would make {total:,} prompts ({sizes}), more than "
-                               f"prompts.max_prompts = {limit:,}", where,
-                               hint="filter the vocabularies, or raise prompts.max_prompts if you mean it")
-
-
 class _PairBuilder:
     """Renders clean and corrupted prompts and evaluates answer and foil for slot values."""
 
@@ -316,16 +314,20 @@ class _PairBuilder:
 
     def _prompt(self, template: Template, values: Dict[str, str]) -> Prompt:
         text, char_spans = template.render(values, self.env)
+        limits.charge(20 * len(char_spans))
+        bound = limits.current().prompt_tokens
+        if len(text) > 32 * bound:  # refused unread: no tokenizer makes fewer than 1 token per 32 characters
+            too_long(self.spec, text, f"{len(text):,} characters", template is not self.template)
         ids, offsets = self.tokenizer.encode_with_offsets(text)
         shift = 0
         if self.spec.model.prepend_bos:
             ids = [self.tokenizer.bos_id] + ids
             shift = 1
+        if len(ids) > bound:
+            too_long(self.spec, text, f"{len(ids):,} tokens", template is not self.template)
         spans: Dict[str, List[Tuple[int, int]]] = {}
-        for slot, _occurrence, start, end in char_spans:
-            covered = [i for i, (a, b) in enumerate(offsets) if a < end and b > start]
-            span = (covered[0] + shift, covered[-1] + 1 + shift) if covered else (shift, shift)
-            spans.setdefault(slot, []).append(span)
+        for slot, first, last in token_spans(offsets, char_spans):
+            spans.setdefault(slot, []).append((first + shift, last + shift) if last > first else (shift, shift))
         return Prompt(text, tuple(ids), {k: tuple(v) for k, v in spans.items()})
 
 

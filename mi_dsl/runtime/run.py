@@ -88,11 +88,13 @@ def prepare_folders(spec, out_dir: Optional[str] = None) -> Path:
 
 
 def run_spec(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str] = (), fresh: bool = False,
-             out_dir: Optional[str] = None, progress: bool = True, threads: Optional[int] = None) -> RunOutcome:
+             out_dir: Optional[str] = None, progress: bool = True, threads: Optional[int] = None,
+             limits=None) -> RunOutcome:
+    """`limits`: bounds raised from the command line (mi_dsl/limits.py)."""
     from ..compile import prepare
 
     started = time.perf_counter()
-    prepared = prepare(spec_path, list(overrides), list(allow_paths))
+    prepared = prepare(spec_path, list(overrides), list(allow_paths), limits=limits)
     return run_prepared(prepared, started=started, fresh=fresh, out_dir=out_dir, progress=progress, threads=threads)
 
 

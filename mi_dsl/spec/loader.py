@@ -13,6 +13,7 @@ from typing import Any, Dict, Tuple, Union
 
 import yaml
 
+from .. import limits
 from ..errors import FileAccessError, Location, SpecSyntaxError
 from .paths import MAX_FILE_BYTES
 from .yaml_hints import syntax_hint
@@ -92,10 +93,21 @@ class _Composer(yaml.SafeLoader):
     def __init__(self, stream):
         super().__init__(stream)
         self.alias_uses: list = []  # (mark, anchor name, node) of every *alias, in document order
+        self.depth = 0
+        self.max_depth = limits.current().nesting
 
     def compose_node(self, parent, index):
         if not self.check_event(yaml.AliasEvent):
-            return super().compose_node(parent, index)
+            self.depth += 1
+            try:
+                if self.depth > self.max_depth:
+                    mark = self.peek_event().start_mark
+                    raise SpecSyntaxError(f"the YAML nests mappings and lists more than {self.max_depth} levels deep",
+                                          Location(getattr(self, "file", self.name), mark.line + 1, mark.column + 1),
+                                          hint="specs are shallow; " + limits.hint("nesting"))
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
         event = self.peek_event()
         node = super().compose_node(parent, index)
         self.alias_uses.append((event.start_mark, event.anchor, node))
@@ -202,6 +214,7 @@ def parse_yaml(text: str, file: str) -> Document:
     smap = SourceMap(file)
     try:
         loader = _Composer(text)
+        loader.file = file
         try:
             root = loader.get_single_node()
         finally:

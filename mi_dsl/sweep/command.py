@@ -41,7 +41,7 @@ class SweepOutcome:
 
 def run_sweep(path, backend: str = "local", address: Optional[str] = None, shard: Optional[str] = None,
               out_dir: Optional[str] = None, fresh: bool = False, allow_paths: Sequence[str] = (),
-              progress: bool = True) -> SweepOutcome:
+              progress: bool = True, limits: Sequence[str] = ()) -> SweepOutcome:
     say = _say(progress)
     if backend not in backends.BACKENDS:
         raise SchemaError(f"unknown backend '{backend}'; expected one of: {', '.join(backends.BACKENDS)}",
@@ -49,7 +49,7 @@ def run_sweep(path, backend: str = "local", address: Optional[str] = None, shard
     index, count = parse_shard(shard)
     sweep = load_sweep(path, out_dir)
     _write_points(sweep)
-    keys = validate_points(sweep, allow_paths)
+    keys = validate_points(sweep, allow_paths, limits)
     say(f"{len(sweep.points)} points valid; output {sweep.out_dir}")
     mine = [p for p in sweep.points if p.index % count == index]
     todo = [p for p in mine if fresh or finished(sweep, p, keys[p.id]) is None]
@@ -57,7 +57,8 @@ def run_sweep(path, backend: str = "local", address: Optional[str] = None, shard
     if outcome.skipped:
         say(f"{len(outcome.skipped)} point(s) finished before: {', '.join(outcome.skipped)}")
     runs_root = str(sweep.out_dir / "runs")
-    jobs = [(p, (str(sweep.point_file(p)), runs_root, [str(a) for a in allow_paths], fresh)) for p in todo]
+    jobs = [(p, (str(sweep.point_file(p)), runs_root, point_allowances(sweep, allow_paths), fresh, list(limits)))
+            for p in todo]
     if jobs:
         say(f"running {len(jobs)} point(s) on the {backend} backend"
             + (f" (shard {index}/{count})" if count > 1 else ""))
@@ -85,7 +86,13 @@ def _write_points(sweep: Sweep) -> None:
     write_point_files(sweep, data, str(data.get("name", sweep.spec.stem)))
 
 
-def validate_points(sweep: Sweep, allow_paths: Sequence[str]) -> Dict[str, str]:
+def point_allowances(sweep: Sweep, allow_paths: Sequence[str]) -> list:
+    """Every point extends the sweep's base spec from the sweeps folder, outside the point's tree: the
+    sweep allows exactly that file (spec/paths.py), and nothing more than the user allowed."""
+    return [str(a) for a in allow_paths] + [str(sweep.spec)]
+
+
+def validate_points(sweep: Sweep, allow_paths: Sequence[str], limits: Sequence[str] = ()) -> Dict[str, str]:
     """Every point through the full front end (schema, meaning, tokenizer checks when a
     tokenizer is at hand); raises PointFaults naming every bad point. Returns point keys."""
     from ..compile.prepare import prepare
@@ -93,7 +100,8 @@ def validate_points(sweep: Sweep, allow_paths: Sequence[str]) -> Dict[str, str]:
     keys, faults = {}, []
     for point in sweep.points:
         try:
-            prepared = prepare(sweep.point_file(point), [], list(allow_paths), need_tokenizer=False)
+            prepared = prepare(sweep.point_file(point), [], point_allowances(sweep, allow_paths), need_tokenizer=False,
+                               limits=list(limits))
         except MiError as err:
             faults.append(locate_point_error(err, sweep, point))
             continue
