@@ -14,8 +14,8 @@ from typing import Any, Dict, Tuple, Union
 import yaml
 
 from .. import limits
-from ..errors import FileAccessError, Location, SpecSyntaxError
-from .paths import MAX_FILE_BYTES
+from ..errors import Location, SpecSyntaxError
+from .paths import MAX_FILE_BYTES, decode_text, line_col as _line_col
 from .yaml_hints import syntax_hint
 
 PathKey = Tuple[Union[str, int], ...]
@@ -240,12 +240,6 @@ def parse_yaml(text: str, file: str) -> Document:
         raise SpecSyntaxError("the YAML is nested too deeply", Location(file, 1, 1)) from None
 
 
-def _line_col(text, offset: int) -> Tuple[int, int]:
-    """1-based line and column of character (or byte) `offset` of `text`."""
-    newline = "\n" if isinstance(text, str) else b"\n"
-    return text.count(newline, 0, offset) + 1, offset - (text.rfind(newline, 0, offset) + 1) + 1
-
-
 def read_text(path: Path, what: str = "spec", location: Location | None = None) -> str:
     """Read a regular UTF-8 text file of at most MAX_SPEC_BYTES (spec/paths.read_regular), turning
     OS errors into located FileAccessErrors."""
@@ -253,17 +247,6 @@ def read_text(path: Path, what: str = "spec", location: Location | None = None) 
 
     path = Path(path)
     return decode_text(read_regular(path, f"{what} file", location, MAX_SPEC_BYTES), path, f"{what} file", location)
-
-
-def decode_text(data: bytes, path: Path, what: str, location: Location | None = None) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line, _ = _line_col(data, err.start)
-        col = len(data[data.rfind(b"\n", 0, err.start) + 1:err.start].decode("utf-8", "replace")) + 1
-        raise FileAccessError(f"{what} '{path}' is not UTF-8 text (byte 0x{data[err.start]:02x} on line "
-                              f"{line}, column {col})", location or Location(str(path), line, col),
-                              hint="save the file as UTF-8") from None
 
 
 def load_file(path: Union[str, Path]) -> Document:

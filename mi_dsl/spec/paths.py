@@ -131,6 +131,23 @@ def read_regular(path: Path, what: str, where: Optional[Location] = None, limit:
     return data
 
 
+def line_col(text, offset: int) -> Tuple[int, int]:
+    """1-based line and column of character (or byte) `offset` of `text`."""
+    newline = "\n" if isinstance(text, str) else b"\n"
+    return text.count(newline, 0, offset) + 1, offset - (text.rfind(newline, 0, offset) + 1) + 1
+
+
+def decode_text(data: bytes, path: Path, what: str, location: Location | None = None) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line, _ = line_col(data, err.start)
+        col = len(data[data.rfind(b"\n", 0, err.start) + 1:err.start].decode("utf-8", "replace")) + 1
+        raise FileAccessError(f"{what} '{path}' is not UTF-8 text (byte 0x{data[err.start]:02x} on line "
+                              f"{line}, column {col})", location or Location(str(path), line, col),
+                              hint="save the file as UTF-8") from None
+
+
 def check_run_name(name: str, where: Location) -> None:
     """A run's name becomes one folder under the runs directory: never a path, `.`, `..` or hidden."""
     if not isinstance(name, str) or not RUN_NAME.match(name):
@@ -230,8 +247,6 @@ class SpecPaths:
 
     def read(self, key, what: str) -> Tuple[Path, str]:
         """(path, UTF-8 text) of the file the value at `key` names: confined, regular, bounded."""
-        from .loader import decode_text
-
         path = self.resolve(key, what)
         where = self.doc.source.value(tuple(key))
         return path, decode_text(read_regular(path, what, where), path, what, where)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import FileAccessError, Location, SchemaError, SpecMeaningError
+from ..errors import Location, SchemaError, SpecMeaningError
 from .compose import load_composed
 from .paths import SpecPaths, allowed_paths, check_run_name
 from .loader import Document, PathKey, parse_yaml
