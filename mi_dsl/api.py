@@ -55,7 +55,8 @@ def spec_file(source: SpecSource, base_dir: Optional[str] = None) -> Iterator[Pa
 
 
 def run(spec: SpecSource, overrides: Overrides = None, *, out_dir: Optional[str] = None, fresh: bool = False,
-        progress: bool = True, allow_paths: Sequence[str] = (), base_dir: Optional[str] = None, limits=None):
+        progress: bool = True, allow_paths: Sequence[str] = (), base_dir: Optional[str] = None, limits=None,
+        yes: bool = False):
     """Run a spec; returns `mi_dsl.Results` (tables as DataFrames, figures, the report's path). `limits`:
     {name: n} raising the bounds a spec cannot lift (mi_dsl/limits.py), as --limit does."""
     from .results import Results
@@ -63,7 +64,7 @@ def run(spec: SpecSource, overrides: Overrides = None, *, out_dir: Optional[str]
 
     with spec_file(spec, base_dir) as path:
         outcome = run_spec(path, override_list(overrides), allow_paths, fresh=fresh, out_dir=out_dir,
-                           progress=progress, limits=limits)
+                           progress=progress, limits=limits, yes=yes)
     return Results(outcome.log, outcome.run_dir)
 
 

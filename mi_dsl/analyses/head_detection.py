@@ -92,6 +92,15 @@ class HeadDetection:
                                  f"reduced to three {ctx.value(params, 'definition')} scores per head in the hook",
                     hooks=("blocks.{L}.attn.hook_pattern",), positions="all")
 
+    def cost(self, params, inputs):
+        """`batch` rows of 2 x seq_len random tokens (and BOS), stopped after the last layer's pattern; the
+        attention view is one more row."""
+        from ..compile.cost import Cost
+
+        view = 1 if ("heads" in params or "text" in params) else 0
+        return Cost(cells=3 * inputs.layers * inputs.heads, forward_rows=params["batch"] + view,
+                    tokens_per_row=2 * params["seq_len"] + 1)
+
     def compute(self, params, run) -> Result:
         import torch
 

@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="ignore stored step results; recompute all")
     run.add_argument("--out", metavar="DIR", help="runs directory (default: the spec's output.dir, else ./runs)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--yes", action="store_true", help="start even when the plan's estimate passes run.max_cost")
     run.add_argument("--threads", type=_positive_int, metavar="N",
                      help="CPU threads for torch (default: OMP_NUM_THREADS, else the cores the load leaves "
                           "free; see docs/architecture.md, 'Threads')")
@@ -72,6 +73,7 @@ def _sweep_parser(sub) -> None:
     sweep.add_argument("--allow-path", action="append", default=[], metavar="DIR",
                        help="allow vocabulary files and outputs under DIR (outside the spec's tree)")
     _limit_option(sweep)
+    sweep.add_argument("--yes", action="store_true", help="start points whose estimate passes run.max_cost")
     sweep.add_argument("--quiet", action="store_true", help="no progress lines")
     sweep.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show Python tracebacks")
 

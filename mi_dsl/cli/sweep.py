@@ -11,7 +11,7 @@ def sweep_command(args) -> int:
 
     outcome = run_sweep(args.sweep, backend=args.backend, address=args.address, shard=args.shard,
                         out_dir=args.out, fresh=args.fresh, allow_paths=args.allow_path, progress=not args.quiet,
-                        limits=args.limit)
+                        limits=args.limit, yes=args.yes)
     echo(f"report: {outcome.report_path}")
     if outcome.failed:
         print("\n".join(message for _, message in outcome.failed), file=sys.stderr)

@@ -56,20 +56,26 @@ def _print_warning(warning: SpecWarning) -> None:
 
 def run_spec(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str] = (), fresh: bool = False,
              out_dir: Optional[str] = None, progress: bool = True, threads: Optional[int] = None,
-             limits=None) -> RunOutcome:
-    """`limits`: bounds raised from the command line (mi_dsl/limits.py)."""
+             limits=None, yes: bool = False) -> RunOutcome:
+    """`limits`: bounds raised from the command line (mi_dsl/limits.py); `yes`: start even when the
+    estimate passes the spec's run.max_cost (compile/cost.py)."""
     from ..compile import prepare
 
     started = time.perf_counter()
     prepared = prepare(spec_path, list(overrides), list(allow_paths), limits=limits)
-    return run_prepared(prepared, started=started, fresh=fresh, out_dir=out_dir, progress=progress, threads=threads)
+    return run_prepared(prepared, started=started, fresh=fresh, out_dir=out_dir, progress=progress, threads=threads,
+                        yes=yes)
 
 
 def run_prepared(prepared, *, started: Optional[float] = None, fresh: bool = False, out_dir: Optional[str] = None,
-                 progress: bool = True, threads: Optional[int] = None) -> RunOutcome:
-    """Run a prepared spec (`compile.prepare`) and write its report (threads: runtime/threads.py)."""
+                 progress: bool = True, threads: Optional[int] = None, yes: bool = False) -> RunOutcome:
+    """Run a prepared spec (`compile.prepare`) and write its report (threads: runtime/threads.py). Before
+    the model loads: the cost (compile/cost.py; `yes`: start a run estimated over its max_cost) and the
+    runs folder."""
+    from ..compile.cost import check_cost
     from ..report.html import write_report
 
+    check_cost(prepared, yes)
     store_dir = prepare_folders(prepared.spec, out_dir)
     log = execute(prepared, started=started, fresh=fresh, store_dir=store_dir, progress=progress, threads=threads)
     run_dir = write_report(log, runs_root_of(prepared.spec, out_dir), runs_location(prepared.spec, out_dir))
@@ -88,6 +94,9 @@ def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, s
         run.dataset_step(store)
         run.analyses(store)
     run.timings["total"] = time.perf_counter() - started
+    from ..compile.cost import record_rate
+
+    record_rate(prepared.plan.model, run.loaded.device.type, run.executor.forward_tokens, run.executor.forward_seconds)
     return run.log(store)
 
 

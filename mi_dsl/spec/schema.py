@@ -183,6 +183,9 @@ RUN = _obj("How to execute.", {
     "batch_size": {"description": "Prompts per forward pass: an integer or `auto` (sized to memory).",
                    "oneOf": [{"type": "integer", "minimum": 1, "description": "Fixed batch size."},
                              {"const": "auto", "description": "Sized to memory."}]},
+    "max_cost": {"type": "number", "exclusiveMinimum": 0,
+                 "description": "Minutes this run may take by `mi-run plan`'s estimate before `mi-run` asks for "
+                                "--yes (default 60)."},
     "memory_gb": {"type": "number", "exclusiveMinimum": 0,
                   "description": "Memory budget for activations of one batch (default: 1 GB on CPU, "
                                  "half the free GPU memory on CUDA)."},

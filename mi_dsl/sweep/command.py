@@ -41,7 +41,7 @@ class SweepOutcome:
 
 def run_sweep(path, backend: str = "local", address: Optional[str] = None, shard: Optional[str] = None,
               out_dir: Optional[str] = None, fresh: bool = False, allow_paths: Sequence[str] = (),
-              progress: bool = True, limits: Sequence[str] = ()) -> SweepOutcome:
+              progress: bool = True, limits: Sequence[str] = (), yes: bool = False) -> SweepOutcome:
     say = _say(progress)
     if backend not in backends.BACKENDS:
         raise SchemaError(f"unknown backend '{backend}'; expected one of: {', '.join(backends.BACKENDS)}",
@@ -57,7 +57,7 @@ def run_sweep(path, backend: str = "local", address: Optional[str] = None, shard
     if outcome.skipped:
         say(f"{len(outcome.skipped)} point(s) finished before: {', '.join(outcome.skipped)}")
     runs_root = str(sweep.out_dir / "runs")
-    jobs = [(p, (str(sweep.point_file(p)), runs_root, point_allowances(sweep, allow_paths), fresh, list(limits)))
+    jobs = [(p, (str(sweep.point_file(p)), runs_root, point_allowances(sweep, allow_paths), fresh, list(limits), yes))
             for p in todo]
     if jobs:
         say(f"running {len(jobs)} point(s) on the {backend} backend"
