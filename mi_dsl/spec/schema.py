@@ -186,7 +186,7 @@ RUN = _obj("How to execute.", {
     "max_cost": {"type": "number", "exclusiveMinimum": 0,
                  "description": "Minutes this run may take by `mi-run plan`'s estimate before `mi-run` asks for "
                                 "--yes (default 60)."},
-    "memory_gb": {"type": "number", "exclusiveMinimum": 0,
+    "memory_gb": {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000,
                   "description": "Memory budget for activations of one batch (default: 1 GB on CPU, "
                                  "half the free GPU memory on CUDA)."},
 })

@@ -100,3 +100,10 @@ def test_a_model_config_that_is_not_json_does_not_stop_validate(folder):
     (model / "config.json").write_text("{not json")
     text = SPEC.replace("{source: pretrained, name: mi-dsl-tests/no-such-model,", "{source: local, path: model,")
     assert prepare(write(folder, text), need_tokenizer=False).plan is not None
+
+
+def test_a_memory_budget_too_large_to_count_is_refused(folder):
+    """Found by the fuzz test: run.memory_gb: 1.0e+308 made the plan's batch size NaN (a traceback)."""
+    with pytest.raises(SchemaError, match="greater than the maximum of 1000000") as err:
+        load_spec(write(folder, SPEC + "run: {memory_gb: 1.0e+308}\n"))
+    assert err.value.location.path == "run.memory_gb"
