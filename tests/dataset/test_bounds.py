@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from mi_dsl import limits
 from mi_dsl.compile import prepare
 from mi_dsl.errors import ExpressionError, SchemaError, SpecMeaningError
 
@@ -45,6 +44,7 @@ def write(folder: Path, text: str, name: str = "spec.yaml") -> Path:
 
 
 def test_number_tokens_is_bounded_before_it_allocates(folder, monkeypatch):
+
     from mi_dsl.expr import functions
 
     made = []
@@ -55,6 +55,7 @@ def test_number_tokens_is_bounded_before_it_allocates(folder, monkeypatch):
         prepare(write(folder, text))
     assert not made, "no list of numbers was built"
     assert err.value.location.line == 9 and err.value.location.column == 12
+    from mi_dsl import limits  # imported where first used: the assertions above run on any version
     with limits.using({"elements": 2_000_000}):  # the command line may raise it
         with pytest.raises(ExpressionError, match="1,000,000,000 elements, more than the 2,000,000"):
             prepare(write(folder, text))
@@ -62,9 +63,11 @@ def test_number_tokens_is_bounded_before_it_allocates(folder, monkeypatch):
 
 @pytest.mark.parametrize("asked", [10 ** 18, 2 ** 63 - 1, 100_001])
 def test_a_spec_cannot_raise_its_own_max_prompts(folder, asked):
+
     with pytest.raises(SpecMeaningError, match="above the bound of 100,000 prompts, which a spec cannot raise") as err:
         prepare(write(folder, SPEC + f"  max_prompts: {asked}\n"))
     assert err.value.location.path == "prompts.max_prompts" and "--limit prompts=N" in err.value.hint
+    from mi_dsl import limits  # imported where first used: the assertions above run on any version
     with limits.using({"prompts": asked}):  # the command line can
         assert len(prepare(write(folder, SPEC + f"  max_prompts: {asked}\n")).dataset.pairs) == 12
 
@@ -82,10 +85,12 @@ def test_a_large_product_is_refused_before_any_prompt_is_built(folder, monkeypat
 
 def test_many_placeholders_pass_the_work_bound_quickly_and_say_where(folder):
     """The issue's 90,000 prompts of 400 placeholders: refused after a bounded amount of work."""
+
     words = ", ".join(f"w{i}" for i in range(150))  # 150 x 4 x 150: 90,000 prompts, under the prompts bound
     template = " ".join(["{animal}"] * 400) + " {size} {b}"
     text = SPEC.replace("animal: {items: [cats, dogs, owls]}", f"animal: {{items: [{words}]}}\n  b: {{items: [{words}]}}") \
                .replace('"The {animal} are {size}. Are the {animal}"', f'"{template}"')
+    from mi_dsl import limits  # imported where first used: the assertions above run on any version
     assert limits.DEFAULT.dataset_work == 25_000_000  # about ten seconds; a tenth of it keeps the test short
     with limits.using({"dataset_work": 2_500_000}), \
             pytest.raises(SpecMeaningError, match="passes the work bound of 2,500,000 units") as err:
@@ -94,11 +99,13 @@ def test_many_placeholders_pass_the_work_bound_quickly_and_say_where(folder):
 
 
 def test_a_prompt_over_the_token_bound_is_refused(folder):
+
     long = " ".join(["cats"] * 2000)
     text = SPEC.replace('"The {animal} are {size}. Are the {animal}"', f'"{long} {{animal}} are {{size}}"')
     with pytest.raises(SpecMeaningError, match="longer than the bound of 1,024 tokens per prompt") as err:
         prepare(write(folder, text))
     assert err.value.location.path == "prompts.template"
+    from mi_dsl import limits  # imported where first used: the assertions above run on any version
     with limits.using({"prompt_tokens": 4096}):
         assert prepare(write(folder, text)).dataset.pairs
 
@@ -113,9 +120,11 @@ def test_a_joined_string_is_bounded_before_it_is_made(folder):
 
 
 def test_a_resampled_corruption_over_a_large_pool_is_metered(folder):
+
     words = ", ".join(f"w{i}" for i in range(3000))
     text = SPEC.replace("animal: {items: [cats, dogs, owls]}", f"animal: {{items: [{words}]}}").replace(
         "corrupt: {swap: size}", "corrupt: {resample: animal, where: 'len(new) >= len(animal)'}")
+    from mi_dsl import limits  # imported where first used: the assertions above run on any version
     with limits.using({"dataset_work": 2_000_000}):
         with pytest.raises(SpecMeaningError, match="passes the work bound of 2,000,000"):
             prepare(write(folder, text))
@@ -133,6 +142,7 @@ def test_limits_from_the_command_line_are_checked(folder, cli):
 
 
 def test_the_limits_parse_and_describe():
+    from mi_dsl import limits
     assert limits.parse(["prompts=1_000", "nesting=8"]) == limits.Limits(prompts=1000, nesting=8)
     with pytest.raises(SchemaError):
         limits.parse(["prompts"])

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mi_dsl.cli.main import main
-from mi_dsl.errors import EnvironmentFault, FileAccessError, RunError
+from mi_dsl.errors import FileAccessError, RunError
 from mi_dsl.runtime.run import run_spec
 from tests.runtime.test_runtime import tiny, write_spec
 
@@ -174,6 +174,8 @@ def test_environment_faults_are_exit_3_not_tracebacks(monkeypatch, tmp_path):
     monkeypatch.setattr(cli_main, "_dispatch", exhausted)
     code, err = cli("validate", tmp_path / "x.yaml")
     assert code == 3 and err.count("\n") <= 2 and "out of memory" in err
+    from mi_dsl.errors import EnvironmentFault
+
     assert isinstance(cli_main.environment_fault(OSError(errno.ENOSPC, "full", "/x")), EnvironmentFault)
 
 

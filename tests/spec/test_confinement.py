@@ -19,7 +19,7 @@ import pytest
 
 from mi_dsl.errors import FileAccessError, MiError, SchemaError
 from mi_dsl.spec import load_spec
-from mi_dsl.spec.paths import ALLOW_ENV
+ALLOW_ENV = "MI_DSL_ALLOW_PATH"  # mi_dsl/spec/paths.py: the environment's --allow-path
 
 MODEL = "model: {source: pretrained, name: mi-dsl-tests/no-such-model, prepend_bos: true, tokenizer: tok.json}\n"
 BODY = """\
@@ -83,10 +83,13 @@ def test_absolute_and_system_bases_are_refused_before_they_are_opened(shared, ta
 
 
 def test_a_symlinked_base_is_where_it_leads(shared):
-    (shared / "lab" / "base.yaml").symlink_to(shared / "outside" / "base.yaml")
+    base_file = shared / "outside" / "base.yaml"
+    write(base_file, base_file.read_text().replace("output: {dir: ../elsewhere}\n", ""))
+    (shared / "lab" / "base.yaml").symlink_to(base_file)
     child = write(shared / "lab" / "spec.yaml", "extends: base.yaml\n")
-    with pytest.raises(FileAccessError, match="outside the spec's directory tree"):
+    with pytest.raises(FileAccessError, match="outside the spec's directory tree") as err:
         load_spec(child)
+    assert err.value.location.path == "extends"
 
 
 def test_a_base_allowed_from_the_command_line_reads_its_own_tree_and_never_widens_the_child(shared):

@@ -65,8 +65,10 @@ def test_a_non_finite_number_is_refused(folder):
 
 def test_a_misspelt_key_is_called_a_typo_not_a_misindentation(folder):
     """`fil:` for `foil:` was hinted as belonging in prompts.slots (which takes any name)."""
+    with_slots = SPEC.replace("  answer:", "  slots: {animal: animal, size: size}\n  answer:")
+    assert load_spec(write(folder, with_slots)).prompts["slots"]
     with pytest.raises(SchemaError) as err:
-        load_spec(write(folder, SPEC.replace("  foil:", "  fil:")))
+        load_spec(write(folder, with_slots.replace("  foil:", "  fil:")))
     assert err.value.message == "unknown key 'fil' in 'prompts'; did you mean 'foil'?"
     assert "indent" not in err.value.format()
 
