@@ -44,7 +44,10 @@ def spec_file(source: SpecSource, base_dir: Optional[str] = None) -> Iterator[Pa
         yield Path(source)
         return
     text = yaml.safe_dump(dict(source), sort_keys=False)
+    from .spec.paths import RUN_NAME
+
     name = str(source.get("name", "spec"))
+    name = name if RUN_NAME.match(name) else "spec"  # the file name only; a bad name is refused as the spec's
     folder = Path(base_dir or ".").resolve()
     path = folder / f".{name}.{hashlib.sha256(text.encode()).hexdigest()[:8]}.mi-dsl.yaml"
     path.write_text(text)
