@@ -87,13 +87,9 @@ def check_prompt_indices(spec, plan, dataset) -> None:
     can leave (exact until a keep-condition; then an upper bound) fail for sure: refuse now."""
     if dataset is None or "prompts" not in spec.data:
         return
-    most = len(dataset.pairs)
-    for step in plan.pipeline:
-        params = dict(step.params)
-        if step.kind == "sample":
-            most = min(most, params["n"])
-        elif step.kind == "symmetric" and params["enabled"]:
-            most = 2 * most
+    from .cost import pipeline_bound
+
+    most = pipeline_bound(plan, len(dataset.pairs))
     for index, params in enumerate(spec.analyses):
         wanted = [("prompts", i, v) for i, v in enumerate(params.get("prompts") or [])
                   if params["kind"] == "attention" and "text" not in params]

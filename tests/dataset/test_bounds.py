@@ -7,44 +7,17 @@ for minutes. Now each is a located error, found before the work is done.
 """
 from __future__ import annotations
 
-import shutil
-import textwrap
-from pathlib import Path
-
 import pytest
 
 from mi_dsl.compile import prepare
 from mi_dsl.errors import ExpressionError, SchemaError, SpecMeaningError
+from tests.spec.test_hostile_values import SPEC as HOSTILE_SPEC, folder, write  # noqa: F401  (a fixture)
 
-SPEC = """\
-version: 1
-name: t
-model: {source: pretrained, name: mi-dsl-tests/no-such-model, prepend_bos: true, tokenizer: tok.json}
-vocabularies:
-  animal: {items: [cats, dogs, owls]}
-  size: {pairs: [[big, small], [tall, short]]}
-prompts:
-  template: "The {animal} are {size}. Are the {animal}"
-  answer: 'first_token(" " + size)'
-  foil: 'first_token(" " + opposite(size))'
-  corrupt: {swap: size}
-"""
-
-
-@pytest.fixture
-def folder(tmp_path, tiny_tokenizer):
-    shutil.copy(tiny_tokenizer, tmp_path / "tok.json")
-    return tmp_path
-
-
-def write(folder: Path, text: str, name: str = "spec.yaml") -> Path:
-    path = folder / name
-    path.write_text(textwrap.dedent(text))
-    return path
+# the small animal task of test_hostile_values, without its analysis (3 animals x 4 sizes = 12 prompts)
+SPEC = HOSTILE_SPEC.split("analyses:")[0].replace("{items: [cats, dogs]}", "{items: [cats, dogs, owls]}")
 
 
 def test_number_tokens_is_bounded_before_it_allocates(folder, monkeypatch):
-
     from mi_dsl.expr import functions
 
     made = []
