@@ -6,21 +6,27 @@ bar chart (plot_attention_heads, as a fraction of the clean logit difference).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from ..core.typed import DecompositionParams, param
 from .base import (DECOMPOSED, Result, final_norm_convention, head_grid_rows, head_label, ranked_heads,
                    step)
 from ._figures import hbar, heatmap
 from .registry import analysis
 
 
+@dataclass(frozen=True, kw_only=True)
+class HeadAttributionParams(DecompositionParams):
+    top_k: int = param(12, "Heads in the bar chart of largest contributions (default 12).", minimum=1)
+    normalize: bool = param(True, "Bar chart as a fraction of the clean logit difference (default true, as "
+                                  "the seed's plot).")
+
+
 @analysis("head_attribution", "Direct logit attribution of every attention head at the final position "
                               "(the seed's Head Attribution), with a top-k bar chart.",
-          params={"top_k": {"type": "integer", "minimum": 1, "default": 12,
-                            "description": "Heads in the bar chart of largest contributions (default 12)."},
-                  "normalize": {"type": "boolean", "default": True,
-                                "description": "Bar chart as a fraction of the clean logit difference "
-                                               "(default true, as the seed's plot)."}}, decomposes=True)
+          HeadAttributionParams, reads_metric="decomposes", per_head=True)
 class HeadAttribution:
-    def compile(self, params, ctx):
+    def compile(self, params: HeadAttributionParams, ctx):
         return step(ctx, params, "every head's output (z @ W_O) at the final position -> logit difference",
                     hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale",
                            "blocks.{L}.ln1_post.hook_scale?"), shares_final_pass=True)
@@ -31,20 +37,22 @@ class HeadAttribution:
 
         return Cost(cells=inputs.layers * inputs.heads, forward_rows=inputs.pairs, tokens_per_row=inputs.width)
 
-    def compute(self, params, run) -> Result:
+    def compute(self, params: HeadAttributionParams, run) -> Result:
         run.require_processing("head_attribution")
         values = per_head_logit_diffs(run)
         table = values.tolist()
         flat = values.flatten()
         # ranked as the top() selector ranks (signed, largest first), so the chart shows what top() picks
         top = [{"head": head_label(l, h), "logit_diff": table[l][h]}
-               for l, h in ranked_heads(table, "top", params["top_k"])]
-        return Result({"per_head": table, "top": top, "total": float(flat.sum()),
-                       "normalize": params["normalize"], "convention": head_convention(run),
+               for l, h in ranked_heads(table, "top", params.top_k)]
+        total = float(flat.sum())
+        return Result({"per_head": table, "top": top, "total": total, "normalize": params.normalize,
                        "decomposes": DECOMPOSED},
                       tables={"head_attribution": head_grid_rows(table, "logit_diff")},
-                      summary=f"top({params['id']}): "
-                              + ", ".join(f"{t['head']} {t['logit_diff']:.3f}" for t in top[:5]))
+                      summary=f"top({params.name}): "
+                              + ", ".join(f"{t['head']} {t['logit_diff']:.3f}" for t in top[:5]),
+                      convention=head_convention(run),
+                      key_numbers={"total": total, "top_head_logit_diff": top[0]["logit_diff"] if top else None})
 
     def figures(self, result, run):
         d = result.data

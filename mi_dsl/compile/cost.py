@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .memory import BACKWARD_KINDS, CPU_BUDGET_GB, activation_bytes_per_row, graph_bytes_per_row, model_dims, \
-    parameter_count, rows_within, widest_forward
+from .memory import CPU_BUDGET_GB, activation_bytes_per_row, rows_within, widest_forward
 
 # A run estimated longer than this asks for --yes (or run.max_cost: MINUTES in the spec).
 MAX_MINUTES = 60.0
@@ -60,14 +59,15 @@ class CostInputs:
     continuation: bool = False
 
     def layers_of(self, params) -> int:
-        return len(set(params["layers"])) if params.get("layers") else self.layers
+        layers = getattr(params, "layers", None)
+        return len(set(layers)) if layers else self.layers
 
     def heads_of(self, params, key: str = "heads") -> int:
         """How many heads a head selector names (top(x, n): n), or every head of the layers chosen."""
         from ..expr import Env
-        from .params import Selection
+        from ..core.params import Selection
 
-        selection = params.get(key)
+        selection = getattr(params, key, None)
         if not isinstance(selection, Selection) or not self.layers:
             return self.layers_of(params) * self.heads
         chosen = set()
@@ -82,9 +82,9 @@ class CostInputs:
 
     def columns_of(self, params, key: str = "positions") -> int:
         """Position columns: one per distinct selector, or every position of the longest prompt."""
-        from .params import Selection
+        from ..core.params import Selection
 
-        selection = params.get(key)
+        selection = getattr(params, key, None)
         if isinstance(selection, Selection):
             return len({s.text for s in selection})
         return self.prompt_tokens
@@ -92,22 +92,24 @@ class CostInputs:
 
 def plan_costs(prepared) -> Dict[str, Any]:
     """Every analysis's cost, the total and the estimate's source: what `mi-run plan` prints."""
-    from ..analyses.registry import REGISTRY
+    from ..core.registry import REGISTRY
+    from ..models.sources import model_shape
 
     spec, plan, dataset = prepared.spec, prepared.plan, prepared.dataset
-    dims = model_dims(spec.model, prepared.tokenizer.vocab_size if prepared.tokenizer else 1)
+    shape = model_shape(spec.model)
+    shape = shape.with_vocab(prepared.tokenizer.vocab_size if prepared.tokenizer else 1) if shape else None
     pairs = pipeline_bound(plan, len(dataset.pairs) if dataset is not None else 0)
     pairs_widths = dataset.pairs if dataset is not None else []
     width = widest_forward(pairs_widths) if pairs_widths else 1
     longest = max((len(p.clean.ids) for p in pairs_widths), default=1)
-    rate, rate_source = per_token_seconds(spec.model, dims)
+    rate, rate_source = per_token_seconds(spec.model, shape)
     budget_gb = plan.memory_gb or CPU_BUDGET_GB
     rows, passes_seen = [], set()
     for step in plan.analyses:
         kind = REGISTRY[step.kind]
-        n = min(step.params.get("max_pairs") or pairs, pairs)
-        inputs = CostInputs(n, width, longest, dims["layers"] if dims else 0, dims["heads"] if dims else 0,
-                            dims["kv_heads"] if dims else 0, any(p.continuation for p in pairs_widths[:1]))
+        n = min(step.params.max_pairs or pairs, pairs)
+        inputs = CostInputs(n, width, longest, shape.n_layers if shape else 0, shape.n_heads if shape else 0,
+                            shape.n_kv_heads if shape else 0, any(p.continuation for p in pairs_widths[:1]))
         declared = getattr(kind.implementation(), "cost", None)
         if declared is None:
             rows.append({"id": step.id, "kind": step.kind, "note": "this analysis declares no cost estimate"})
@@ -118,25 +120,26 @@ def plan_costs(prepared) -> Dict[str, Any]:
             if shared.id in passes_seen:
                 cost = Cost(cost.cells, 0, cost.tokens_per_row, note=f"reads shared pass {shared.id}")
             passes_seen.add(shared.id)
-        rows.append(_row(step, cost, dims, budget_gb, rate, plan))
+        rows.append(_row(step, cost, shape, kind.graph_bytes_per_row, budget_gb, rate, plan))
     seconds = sum(r.get("seconds", 0.0) for r in rows)
     return {"analyses": rows, "seconds": seconds, "rate": rate_source, "pairs_bound": pairs,
             "exact": all(s.kind != "keep" for s in plan.pipeline),
             "max_minutes": plan_max_minutes(spec)}
 
 
-def _row(step, cost: Cost, dims, budget_gb: float, seconds_per_token: Optional[float], plan) -> Dict[str, Any]:
+def _row(step, cost: Cost, shape, graph_row, budget_gb: float, seconds_per_token: Optional[float],
+         plan) -> Dict[str, Any]:
+    """`graph_row`: the kind's declared size of a row kept for a backward (registry), or None."""
     forward_tokens = cost.forward_rows * cost.tokens_per_row
     backward_tokens = cost.backward_rows * cost.tokens_per_row
     row = {"id": step.id, "kind": step.kind, "cells": cost.cells, "forward_rows": cost.forward_rows,
            "patched_rows": cost.patched_rows, "backward_rows": cost.backward_rows,
            "tokens_per_row": cost.tokens_per_row, "forward_tokens": forward_tokens,
            "backward_tokens": backward_tokens, "note": cost.note}
-    if dims is not None and cost.tokens_per_row and cost.forward_rows:
-        per_row = activation_bytes_per_row(cost.tokens_per_row, dims["hidden"], dims["intermediate"], dims["heads"])
-        if cost.backward_rows or step.kind in BACKWARD_KINDS:
-            per_row += graph_bytes_per_row(cost.tokens_per_row, dims["hidden"], dims["intermediate"], dims["heads"],
-                                           dims["head_dim"], dims["layers"])
+    if shape is not None and cost.tokens_per_row and cost.forward_rows:
+        per_row = activation_bytes_per_row(cost.tokens_per_row, shape.d_model, shape.d_mlp, shape.n_heads)
+        if graph_row is not None:
+            per_row += graph_row(shape, cost.tokens_per_row)
         batch = plan.batch_size if isinstance(plan.batch_size, int) else rows_within(budget_gb * 2 ** 30, per_row)
         batch = max(1, min(batch, cost.forward_rows))
         row.update({"row_gb": per_row / 2 ** 30, "batch_rows": batch, "batch_gb": per_row * batch / 2 ** 30,
@@ -180,10 +183,9 @@ def pipeline_bound(plan, candidates: int) -> int:
     """The most pairs the pipeline can leave: sample caps, symmetric doubles, keep may drop any."""
     most = candidates
     for step in plan.pipeline:
-        params = dict(step.params)
         if step.kind == "sample":
-            most = min(most, params["n"])
-        elif step.kind == "symmetric" and params["enabled"]:
+            most = min(most, step.params.n)
+        elif step.kind == "symmetric" and step.params.enabled:
             most = 2 * most
     return most
 
@@ -196,7 +198,7 @@ def plan_max_minutes(spec) -> float:
 
 
 def _rates_path() -> Path:
-    from ..runtime.models.cache import cache_root  # standard library only
+    from ..models.cache import cache_root  # standard library only
 
     return cache_root() / RATES_FILE
 
@@ -205,7 +207,7 @@ def rate_key(model) -> str:
     return json.dumps(model.identity(), sort_keys=True, default=str)
 
 
-def per_token_seconds(model, dims) -> tuple:
+def per_token_seconds(model, shape) -> tuple:
     """(seconds per forward token, where the number comes from): the last run's on this machine, else
     assumed from the parameter count; (None, why) when neither is known."""
     try:
@@ -217,9 +219,9 @@ def per_token_seconds(model, dims) -> tuple:
         when = time.strftime("%Y-%m-%d", time.localtime(entry.get("when", 0)))
         return float(entry["seconds_per_token"]), (f"measured on this machine ({entry.get('device', '?')}, {when}, "
                                                    f"{entry.get('tokens', 0):,} tokens)")
-    if dims is None:
+    if shape is None:
         return None, "no estimate: the model's size is not known before it loads"
-    params = parameter_count(dims)
+    params = shape.parameters()
     return 2 * params / ASSUMED_FLOPS, (f"assumed ({2 * params / 1e9:.2f} GFLOP a token at {ASSUMED_FLOPS / 1e9:g} "
                                         "GFLOP/s; a run measures it on this machine)")
 

@@ -15,7 +15,7 @@ from ..errors import RunError, SpecMeaningError
 @dataclass(frozen=True)
 class Prepared:
     spec: Any                   # spec.Spec
-    plan: Any                   # compile.plan.Plan
+    plan: Any                   # core.plan.Plan
     dataset: Optional[Any]      # dataset.Dataset; None when no tokenizer is available (validate only)
     tokenizer: Optional[Any]    # dataset.tokenizer.Tokenizer
     skipped: Optional[str] = None  # why tokenizer checks were skipped
@@ -25,9 +25,9 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
             need_tokenizer: bool = True, limits=None) -> Prepared:
     """Load, validate and compile a spec, with its dataset when its tokenizer is available; `limits`:
     bounds raised from the command line (mi_dsl/limits.py: --limit NAME=N strings or a mapping)."""
-    from .. import limits as bounds
+    from ..limits import using
 
-    with bounds.using(limits):
+    with using(limits):
         return _prepare(spec_path, overrides, allow_paths, need_tokenizer)
 
 
@@ -36,8 +36,9 @@ def _prepare(spec_path, overrides, allow_paths, need_tokenizer: bool) -> Prepare
     from ..dataset.tokenizer import TokenizerUnavailable, load_tokenizer
     from ..spec import load_spec
     from .alignment import check_alignment
-    from .shapes import check_model_shape, check_positions, check_prompt_indices, model_shape
-    from .compiler import check_metric, compile_plan
+    from ..models.sources import model_shape
+    from .shapes import check_model_shape, check_positions, check_prompt_indices
+    from .compiler import compile_plan
 
     spec = load_spec(str(spec_path), list(overrides), [Path(p) for p in allow_paths])
     check_without_tokenizer(spec)  # prompts before analyses: faults reported in file order
@@ -51,7 +52,7 @@ def _prepare(spec_path, overrides, allow_paths, need_tokenizer: bool) -> Prepare
             raise RunError(f"{why}; pass one with --set model.tokenizer=PATH", spec.loc("model")) from None
         return Prepared(spec, plan, None, None, str(why))
     _check_bos(spec, tokenizer)
-    check_metric(spec, tokenizer)  # a metric expression's strings become token ids
+    plan = plan.bound(tokenizer)  # an expression metric's strings become this tokenizer's ids (located)
     dataset = build_dataset(spec, tokenizer)
     _warn_without_corruption(spec, plan, dataset)
     check_positions(spec, plan, dataset)
@@ -67,7 +68,7 @@ def tokenizer_location(spec):
 
 def _warn_without_corruption(spec, plan, dataset) -> None:
     """Without `corrupt:` every corrupted prompt is its clean prompt: say so when something reads them."""
-    from ..analyses.registry import REGISTRY
+    from ..core.registry import REGISTRY
     from ..errors import SpecWarning
 
     if "prompts" not in spec.data or "corrupt" in spec.prompts or not dataset.pairs:
@@ -85,7 +86,7 @@ def _warn_without_corruption(spec, plan, dataset) -> None:
 def _check_custom_code(spec) -> None:
     """A model whose config names its own code (auto_map) is refused before anything loads: a spec
     is data, and mi-dsl never runs code from a model folder (trust_remote_code)."""
-    from .memory import custom_code
+    from ..models.sources import custom_code
 
     code = custom_code(spec.model)
     if code:

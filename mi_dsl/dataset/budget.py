@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 from typing import List
 
-from .. import limits
+from ..limits import charge, current, hint, limit_of
 from ..errors import SpecMeaningError
 
 
@@ -19,11 +19,11 @@ def check_size(spec, order: List[str], pools: List[List[str]]) -> None:
     """The product of the slots' pools against `prompts` (limits.py), before any prompt is built; the
     spec's max_prompts may lower that bound, never raise it."""
     asked = spec.prompts.get("max_prompts")
-    bound = limits.current().prompts
+    bound = current().prompts
     if asked is not None and asked > bound:
         raise SpecMeaningError(f"prompts.max_prompts = {asked:,} is above the bound of {bound:,} prompts, which "
-                               "a spec cannot raise", spec.loc("prompts", "max_prompts"), hint=limits.hint("prompts"))
-    limit = limits.limit_of("prompts", asked)
+                               "a spec cannot raise", spec.loc("prompts", "max_prompts"), hint=hint("prompts"))
+    limit = limit_of("prompts", asked)
     total = 1
     for pool in pools:
         total *= len(pool)
@@ -32,7 +32,7 @@ def check_size(spec, order: List[str], pools: List[List[str]]) -> None:
         where = spec.loc("prompts", "max_prompts" if asked is not None else "template")
         named = f"prompts.max_prompts = {limit:,}" if asked is not None else f"the bound of {limit:,} prompts"
         raise SpecMeaningError(f"the template would make {total:,} prompts ({sizes}), more than "
-                               f"{named}", where, hint="filter the vocabularies; " + limits.hint("prompts"))
+                               f"{named}", where, hint="filter the vocabularies; " + hint("prompts"))
 
 
 def token_spans(offsets, char_spans):
@@ -54,23 +54,23 @@ def token_spans(offsets, char_spans):
 def too_long(spec, text: str, size: str, corrupted: bool) -> None:
     key = ("prompts", "corrupt", "template") if corrupted else ("prompts", "template")
     raise SpecMeaningError(f"a prompt of {size} ('{text[:60]}...') is longer than the bound of "
-                           f"{limits.current().prompt_tokens:,} tokens per prompt", spec.loc(*key),
-                           hint=limits.hint("prompt_tokens"))
+                           f"{current().prompt_tokens:,} tokens per prompt", spec.loc(*key),
+                           hint=hint("prompt_tokens"))
 
 
 class MeteredTokenizer:
-    """The dataset's tokenizer, charging each call to the work meter (limits.charge) before it runs:
+    """The dataset's tokenizer, charging each call to the work meter (charge) before it runs:
     20 per call plus 1 per character. Everything else is the tokenizer's own."""
 
     def __init__(self, tokenizer):
         self._tokenizer = tokenizer
 
     def encode(self, text: str):
-        limits.charge(20 + len(text))
+        charge(20 + len(text))
         return self._tokenizer.encode(text)
 
     def encode_with_offsets(self, text: str):
-        limits.charge(20 + len(text))
+        charge(20 + len(text))
         return self._tokenizer.encode_with_offsets(text)
 
     def __getattr__(self, name: str):

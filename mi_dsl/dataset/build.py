@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from .. import limits
+from ..limits import WorkExceeded, charge, current, metered
 from ..errors import SpecMeaningError, SpecWarning
 from ..expr import Env, Scope, compile_expression, expect_type
 from ..spec.resolve import Spec, VocabSpec
@@ -200,10 +200,10 @@ def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
     dataset_work), so building it is linear in the spec and ends in seconds on any input."""
     if "prompts" not in spec.data:  # a spec of dataset-free analyses (head detection)
         return Dataset([], {}, [])
-    with limits.metered():
+    with metered():
         try:
             return _build_dataset(spec, MeteredTokenizer(tokenizer))
-        except limits.WorkExceeded as err:
+        except WorkExceeded as err:
             raise err.at(spec.loc("prompts", "template")) from None
 
 
@@ -314,8 +314,8 @@ class _PairBuilder:
 
     def _prompt(self, template: Template, values: Dict[str, str]) -> Prompt:
         text, char_spans = template.render(values, self.env)
-        limits.charge(20 * len(char_spans))
-        bound = limits.current().prompt_tokens
+        charge(20 * len(char_spans))
+        bound = current().prompt_tokens
         if len(text) > 32 * bound:  # refused unread: no tokenizer makes fewer than 1 token per 32 characters
             too_long(self.spec, text, f"{len(text):,} characters", template is not self.template)
         ids, offsets = self.tokenizer.encode_with_offsets(text)

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Tuple
 
-from .. import limits
+from ..limits import check_elements
 from .env import Fault
 
 
@@ -25,6 +25,10 @@ class Function:
     description: str
     implementation: Callable
     service: str = ""  # env attribute passed first: "tokenizer", "opposite"
+    # where it may be called (expr/scope.py): "string" and "number" everywhere but keep-conditions read
+    # numbers only; "token" needs the tokenizer (filters, answers); "answer" builds answer sets;
+    # "slot" reads a slot's pairing; "head" ranks heads (head selectors only)
+    group: str = "string"
 
     @property
     def signature(self) -> str:
@@ -34,12 +38,44 @@ class Function:
 FUNCTIONS: Dict[str, Function] = {}
 
 
-def _register(name: str, params: Tuple[str, ...], result: str, description: str, service: str = ""):
+GROUPS = ("string", "number", "token", "answer", "slot", "head")
+
+
+def function(name: str, params: Tuple[str, ...], result: str, description: str, service: str = "",
+             group: str = "string"):
+    """Register an expression function (a plugin module adds one the same way): the checker types
+    its calls where its `group` is offered (expr/scope.py), the evaluator runs it, `mi-run list`
+    and the reference list it."""
+    if group not in GROUPS:
+        raise ValueError(f"expression function '{name}': group {group!r} is not one of {GROUPS}")
+
     def add(implementation: Callable) -> Callable:
-        FUNCTIONS[name] = Function(name, params, result, description, implementation, service)
+        if name in FUNCTIONS:
+            raise ValueError(f"expression function '{name}' is registered twice")
+        FUNCTIONS[name] = Function(name, params, result, description, implementation, service, group)
         return implementation
 
     return add
+
+
+# The built-ins' groups, in one table (a plugin passes group= itself).
+_BUILTIN_GROUPS = {
+    **dict.fromkeys(("lower", "upper", "capitalize", "strip", "len", "int", "float", "str"), "string"),
+    **dict.fromkeys(("abs", "min", "max"), "number"),
+    **dict.fromkeys(("ntokens", "first_token", "tokens"), "token"),
+    **dict.fromkeys(("first_tokens", "number_tokens", "to_int", "continuation"), "answer"),
+    "opposite": "slot",
+    **dict.fromkeys(("top", "bottom", "top_abs"), "head"),
+}
+
+
+def _register(name: str, params: Tuple[str, ...], result: str, description: str, service: str = ""):
+    return function(name, params, result, description, service, _BUILTIN_GROUPS[name])
+
+
+def in_groups(*groups: str) -> frozenset:
+    """The names of the registered functions of these groups (read when a Scope is made)."""
+    return frozenset(name for name, f in FUNCTIONS.items() if f.group in groups)
 
 
 def describe_functions() -> List[Tuple[str, str, str]]:
@@ -49,7 +85,7 @@ def describe_functions() -> List[Tuple[str, str, str]]:
 
 def _encode(tokenizer, text: str, call: str):
     """The string's ids; a string longer than the `elements` bound is refused before it is read."""
-    limits.check_elements(len(text), f"{call}: the string to tokenize", Fault)
+    check_elements(len(text), f"{call}: the string to tokenize", Fault)
     return tokenizer.encode(text)
 
 
@@ -70,7 +106,7 @@ def _first_token(tokenizer, text: str) -> int:
            "a token set: the first token of each '|'-separated alternative, e.g. first_tokens(\" she| her\")",
            "tokenizer")
 def _first_tokens(tokenizer, text: str) -> Tuple[int, ...]:
-    limits.check_elements(text.count("|") + 1, f"first_tokens({text[:40]!r}...)", Fault)
+    check_elements(text.count("|") + 1, f"first_tokens({text[:40]!r}...)", Fault)
     return _token_set(tokenizer, text.split("|"), f"first_tokens({text[:40]!r})")
 
 
@@ -78,7 +114,7 @@ def _first_tokens(tokenizer, text: str) -> Tuple[int, ...]:
            "a token set: the first token of prefix + n for every integer lo <= n < hi, e.g. "
            "number_tokens(\"\", 5, 10) is the digits 5 to 9", "tokenizer")
 def _number_tokens(tokenizer, prefix: str, low: int, high: int) -> Tuple[int, ...]:
-    limits.check_elements(high - low, f"number_tokens({prefix!r}, {low}, {high})", Fault)  # before allocating
+    check_elements(high - low, f"number_tokens({prefix!r}, {low}, {high})", Fault)  # before allocating
     return _token_set(tokenizer, [prefix + str(n) for n in range(low, high)],
                       f"number_tokens({prefix!r}, {low}, {high})")
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, List, Mapping, Sequence, Tuple
 from lark import Token
 
 from ..errors import ExpressionError, MiError
-from .. import limits
+from ..limits import charge, current
 from .env import Fault, need
 from .functions import Function
 
@@ -98,11 +98,11 @@ def fold(first: Run, steps: Sequence[Tuple[Callable, Run, int]], where) -> Run:
             right = operand(env)
             if isinstance(value, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
                 joined = len(value) + len(right)  # `a + a + ...` on long strings: bounded before joining
-                if joined > limits.current().elements:
+                if joined > current().elements:
                     raise ExpressionError(f"joining these makes {joined:,} elements, more than the "
-                                          f"{limits.current().elements:,} an expression may make "
+                                          f"{current().elements:,} an expression may make "
                                           "(--limit elements=N raises it)", where(offset))
-                limits.charge(1 + joined // 1000)
+                charge(1 + joined // 1000)
             try:
                 value = apply(value, right)
             except ZeroDivisionError:

@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Tuple
 
 import yaml
 
+from ..core.log import RunLog, json_safe
 from ..errors import Location
-from ..runtime.log import RunLog, json_safe
 from ..spec.paths import make_folder, os_fault
 from .page import index_page
 from .static import export_static

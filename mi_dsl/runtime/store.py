@@ -30,7 +30,7 @@ from pathlib import Path
 from functools import lru_cache
 from typing import Any, Callable, List, Optional
 
-from .. import __version__
+from .._version import __version__
 
 
 @lru_cache(maxsize=1)
@@ -60,7 +60,7 @@ KEY_BYTES = 32
 
 
 def key_file() -> Path:
-    from .models.cache import cache_root
+    from ..models.cache import cache_root
 
     return cache_root() / "keys" / "store.key"
 

@@ -13,7 +13,7 @@ from typing import Any, Dict, Tuple, Union
 
 import yaml
 
-from .. import limits
+from ..limits import current, hint as limit_hint
 from ..errors import Location, SpecSyntaxError
 from .paths import MAX_FILE_BYTES, decode_text, line_col as _line_col
 from .yaml_hints import syntax_hint
@@ -94,7 +94,7 @@ class _Composer(yaml.SafeLoader):
         super().__init__(stream)
         self.alias_uses: list = []  # (mark, anchor name, node) of every *alias, in document order
         self.depth = 0
-        self.max_depth = limits.current().nesting
+        self.max_depth = current().nesting
 
     def compose_node(self, parent, index):
         if not self.check_event(yaml.AliasEvent):
@@ -104,7 +104,7 @@ class _Composer(yaml.SafeLoader):
                     mark = self.peek_event().start_mark
                     raise SpecSyntaxError(f"the YAML nests mappings and lists more than {self.max_depth} levels deep",
                                           Location(getattr(self, "file", self.name), mark.line + 1, mark.column + 1),
-                                          hint="specs are shallow; " + limits.hint("nesting"))
+                                          hint="specs are shallow; " + limit_hint("nesting"))
                 return super().compose_node(parent, index)
             finally:
                 self.depth -= 1

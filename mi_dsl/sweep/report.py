@@ -48,11 +48,16 @@ def runs_table(sweep, runs) -> List[Dict[str, Any]]:
     return rows
 
 
+STABLE_TOP = 12  # the top heads whose agreement across seeds is measured
+
+
 def head_stability(sweep, runs) -> List[Dict[str, Any]]:
-    """For each head_attribution analysis and each setting of the other axes: how far the
-    top-k heads agree between seeds. overlap(a, b) = |top_k(a) & top_k(b)| / k, the heads
-    ranked by direct logit difference as the analysis ranks them; mean and minimum over
-    every pair of seeds."""
+    """For each analysis with a per-head table (its registration declares `per_head`) and each
+    setting of the other axes: how far the top-k heads agree between seeds. overlap(a, b) =
+    |top_k(a) & top_k(b)| / k, k = 12 (or the heads there are), the heads ranked as top(ID, k)
+    ranks them; mean and minimum over every pair of seeds."""
+    from ..analyses.base import ranked_heads
+
     if not any(a.name == SEED_AXIS for a in sweep.axes):
         return []
     others = [a.name for a in sweep.axes if a.name != SEED_AXIS]
@@ -62,8 +67,9 @@ def head_stability(sweep, runs) -> List[Dict[str, Any]]:
         groups.setdefault(key, []).append(run)
     rows = []
     for key, members in groups.items():
-        for analysis_id in _head_attribution_ids(members[0]["results"]):
-            tops = {m["point"].labels[SEED_AXIS]: [t["head"] for t in m["results"]["analyses"][analysis_id]["top"]]
+        for analysis_id in _per_head_ids(members[0]["results"]):
+            tops = {m["point"].labels[SEED_AXIS]: ranked_heads(m["results"]["analyses"][analysis_id]["per_head"], "top",
+                                                               STABLE_TOP)
                     for m in members if analysis_id in m["results"]["analyses"]}
             if len(tops) < 2:
                 continue
@@ -74,12 +80,17 @@ def head_stability(sweep, runs) -> List[Dict[str, Any]]:
     return rows
 
 
-def _head_attribution_ids(results) -> List[str]:
-    return [i for i, a in results.get("analyses", {}).items() if a.get("kind") == "head_attribution"]
+def _per_head_ids(results) -> List[str]:
+    """The analyses of a run's results with a [layer][head] table (declared per_head, and present)."""
+    from ..core.registry import REGISTRY, load_all
+
+    load_all()
+    return [i for i, a in results.get("analyses", {}).items()
+            if a.get("kind") in REGISTRY and REGISTRY[a["kind"]].per_head and a.get("per_head") is not None]
 
 
 def _heatmaps(sweep, runs, folder: Path) -> List[tuple]:
-    """One figure per head_attribution analysis: every run's [layer, head] grid side by side;
+    """One figure per analysis with a per-head table: every run's [layer, head] grid side by side;
     [(path, height in pixels)]."""
     if not runs:
         return []
@@ -87,7 +98,7 @@ def _heatmaps(sweep, runs, folder: Path) -> List[tuple]:
     import plotly.graph_objects as go
 
     out = []
-    for analysis_id in dict.fromkeys(i for run in runs for i in _head_attribution_ids(run["results"])):
+    for analysis_id in dict.fromkeys(i for run in runs for i in _per_head_ids(run["results"])):
         members = [r for r in runs if analysis_id in r["results"]["analyses"]]
         cols = min(4, len(members))
         rows = (len(members) + cols - 1) // cols
@@ -96,7 +107,7 @@ def _heatmaps(sweep, runs, folder: Path) -> List[tuple]:
         for i, member in enumerate(members):
             grid = member["results"]["analyses"][analysis_id]["per_head"]
             fig.add_trace(go.Heatmap(z=grid, coloraxis="coloraxis"), row=i // cols + 1, col=i % cols + 1)
-        fig.update_layout(title=f"{analysis_id}: direct logit difference per head (layer on y, head on x)",
+        fig.update_layout(title=f"{analysis_id}: per-head scores (layer on y, head on x)",
                           coloraxis={"colorscale": "RdBu", "cmid": 0}, height=320 * rows + 80)
         fig.update_xaxes(dtick=1)
         fig.update_yaxes(dtick=1)
@@ -155,13 +166,13 @@ def _index(sweep, runs, table, stability, figures, have_numbers: bool) -> str:
               "candidates the i-th keep-condition kept.</p>", _table(table, link_key="report")]
     parts.append("<h2>Stability of top heads across seeds</h2>")
     if stability:
-        parts += ["<p>For each setting of the other axes: overlap of the top-k heads (ranked by direct logit "
-                  "difference, as head_attribution ranks them) between every two seeds, |A &cap; B| / k; "
+        parts += ["<p>For each setting of the other axes: overlap of the top-k heads (k = 12, ranked as top(ID, k) "
+                  "ranks the analysis's per-head table) between every two seeds, |A &cap; B| / k; "
                   "1 means the same heads.</p>", _table(stability)]
     else:
-        parts.append("<p class='muted'>needs a <code>seed</code> axis and a head_attribution analysis.</p>")
+        parts.append("<p class='muted'>needs a <code>seed</code> axis and an analysis with per-head scores (head_attribution, head patching, head detection).</p>")
     if figures:
-        parts.append("<h2>Head attribution, side by side</h2>")
+        parts.append("<h2>Per-head scores, side by side</h2>")
         parts += [f"<p><a href='{f}'>{e(f)}</a></p><iframe src='{f}' loading='lazy' style='height:{h}px'></iframe>"
                   for f, h in figures]
     parts.append("<h2>Every number</h2>")

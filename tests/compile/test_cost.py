@@ -80,7 +80,7 @@ def test_head_detection_over_the_batch_budget_is_refused_before_the_model_loads(
 
 def test_the_executor_keeps_the_batch_budget_for_one_row_too():
     from mi_dsl.runtime.executor import Executor
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
     from mi_dsl.spec.model import ModelSpec
     from tests.word_tokenizer import word_tokenizer_file
 
@@ -93,7 +93,7 @@ def test_the_executor_keeps_the_batch_budget_for_one_row_too():
 
 
 def test_a_run_records_its_rate_and_the_next_plan_uses_it(tmp_path, monkeypatch):
-    from mi_dsl.runtime.run import run_spec
+    from mi_dsl.running import run_spec
     from tests.runtime.test_runtime import tiny, write_spec
 
     monkeypatch.setenv("MI_DSL_CACHE", str(tmp_path / "cache"))

@@ -19,7 +19,7 @@ import pytest
 
 from mi_dsl.cli.main import main
 from mi_dsl.errors import FileAccessError, RunError
-from mi_dsl.runtime.run import run_spec
+from mi_dsl.running import run_spec
 from tests.runtime.test_runtime import tiny, write_spec
 
 ANALYSES = "analyses:\n  - {kind: head_attribution, id: heads}\n"
@@ -44,7 +44,7 @@ def spec(tmp_path, monkeypatch):
 
 def never_load(monkeypatch):
     """Loading the model fails the test: these faults must stop the run before it."""
-    import mi_dsl.runtime.models as models
+    import mi_dsl.models as models
 
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
 
@@ -127,8 +127,8 @@ def test_a_poisoned_or_foreign_store_entry_is_recomputed_and_the_run_says_so(spe
     store = tmp_path / "runs" / "t" / ".store"
     path = entry_of(store, "analysis")
     entry = json.loads(path.read_text())
-    entry["value"]["data"]["per_head"][0][0] = 9.999  # the issue's probe
-    entry["value"]["summary"] = "top(heads): L0H0 9.999"
+    entry["value"]["record"]["per_head"][0][0] = 9.999  # the issue's probe
+    entry["value"]["record"]["summary"] = "top(heads): L0H0 9.999"
     path.write_text(json.dumps(entry))
 
     rerun = run_spec(spec, progress=False).results

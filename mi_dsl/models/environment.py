@@ -5,7 +5,7 @@ import os
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
-from ...errors import Location, RunError
+from ..errors import Location, RunError
 
 
 DTYPES = ("float32", "bfloat16", "float16")

@@ -1,0 +1,58 @@
+"""Run a spec end to end: prepare, execute, write the report (the front layer's one entry).
+
+    spec file --compile.prepare--> Prepared --runtime.run.execute--> RunLog
+      --report.write_report--> runs/<name>/<timestamp>/
+
+The CLI, `mi_dsl.run` and sweep points call these; the runtime returns the frozen run log and
+never writes the report itself (stages look down: the report reads the log).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+from .core.log import RunLog
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    log: RunLog
+    run_dir: Path
+    report_path: Path
+
+    @property
+    def results(self) -> Dict[str, Any]:
+        """The log as plain data: what results.json holds."""
+        return self.log.to_json()
+
+
+def run_spec(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str] = (), fresh: bool = False,
+             out_dir: Optional[str] = None, progress: bool = True, threads: Optional[int] = None,
+             limits=None, yes: bool = False) -> RunOutcome:
+    """`limits`: bounds raised from the command line (mi_dsl/limits.py); `yes`: start even when the
+    estimate passes the spec's run.max_cost (compile/cost.py)."""
+    from .compile import prepare
+
+    started = time.perf_counter()
+    prepared = prepare(spec_path, list(overrides), list(allow_paths), limits=limits)
+    return run_prepared(prepared, started=started, fresh=fresh, out_dir=out_dir, progress=progress, threads=threads,
+                        yes=yes)
+
+
+def run_prepared(prepared, *, started: Optional[float] = None, fresh: bool = False, out_dir: Optional[str] = None,
+                 progress: bool = True, threads: Optional[int] = None, yes: bool = False) -> RunOutcome:
+    """Run a prepared spec (`compile.prepare`) and write its report (threads: runtime/threads.py). Before
+    the model loads: the cost (compile/cost.py; `yes`: start a run estimated over its max_cost) and the
+    runs folder (runtime/folders.py: <runs>/<name>/.store made without following links)."""
+    from .compile.cost import check_cost
+    from .report.html import write_report
+    from .runtime.folders import prepare_folders, runs_location, runs_root_of
+    from .runtime.run import execute
+
+    check_cost(prepared, yes)
+    store_dir = prepare_folders(prepared.spec, out_dir)
+    log = execute(prepared, started=started, fresh=fresh, store_dir=store_dir, progress=progress, threads=threads)
+    run_dir = write_report(log, runs_root_of(prepared.spec, out_dir), runs_location(prepared.spec, out_dir))
+    return RunOutcome(log, run_dir, run_dir / "index.html")
