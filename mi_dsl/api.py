@@ -44,7 +44,10 @@ def spec_file(source: SpecSource, base_dir: Optional[str] = None) -> Iterator[Pa
         yield Path(source)
         return
     text = yaml.safe_dump(dict(source), sort_keys=False)
+    from .spec.paths import RUN_NAME
+
     name = str(source.get("name", "spec"))
+    name = name if RUN_NAME.match(name) else "spec"  # the file name only; a bad name is refused as the spec's
     folder = Path(base_dir or ".").resolve()
     path = folder / f".{name}.{hashlib.sha256(text.encode()).hexdigest()[:8]}.mi-dsl.yaml"
     path.write_text(text)
@@ -56,38 +59,40 @@ def spec_file(source: SpecSource, base_dir: Optional[str] = None) -> Iterator[Pa
 
 def run(spec: SpecSource, overrides: Overrides = None, *, threads: Optional[int] = None,
         device: Optional[str] = None, out_dir: Optional[str] = None, fresh: bool = False, progress: bool = True,
-        allow_paths: Sequence[str] = (), base_dir: Optional[str] = None):
+        allow_paths: Sequence[str] = (), base_dir: Optional[str] = None, limits=None, yes: bool = False):
     """Run a spec; returns `mi_dsl.Results` (tables as DataFrames, figures, the report's path).
 
     threads: torch's CPU threads (the CLI's --threads; default: runtime/threads.py's policy);
     device: the model's device (auto, cpu, cuda, cuda:N), as `--set model.device=...`;
-    out_dir: where runs go (--out); fresh: recompute instead of reusing stored steps."""
+    out_dir: where runs go (--out); fresh: recompute instead of reusing stored steps;
+    limits: {name: n} raising the bounds a spec cannot lift (mi_dsl/limits.py), as --limit does;
+    yes: start a run estimated over its run.max_cost, as --yes does."""
     from .results import Results
     from .running import run_spec
 
     extra = override_list(overrides) + ([f"model.device={device}"] if device is not None else [])
     with spec_file(spec, base_dir) as path:
         outcome = run_spec(path, extra, allow_paths, fresh=fresh, out_dir=out_dir, progress=progress,
-                           threads=threads)
+                           threads=threads, limits=limits, yes=yes)
     return Results(outcome.log, outcome.run_dir)
 
 
 def validate(spec: SpecSource, overrides: Overrides = None, *, allow_paths: Sequence[str] = (),
-             base_dir: Optional[str] = None) -> List[str]:
+             base_dir: Optional[str] = None, limits=None) -> List[str]:
     """Check a spec's schema and meaning (and its prompts, when its tokenizer is at hand) without
     loading weights. Raises the located MiError; returns the warnings (located messages)."""
     from .compile import prepare
 
     with spec_file(spec, base_dir) as path:
-        prepared = prepare(path, override_list(overrides), list(allow_paths), need_tokenizer=False)
+        prepared = prepare(path, override_list(overrides), list(allow_paths), need_tokenizer=False, limits=limits)
     return [w.format() for w in prepared.dataset.warnings] if prepared.dataset is not None else []
 
 
 def plan(spec: SpecSource, overrides: Overrides = None, *, allow_paths: Sequence[str] = (),
-         base_dir: Optional[str] = None, examples: int = 3) -> Dict[str, Any]:
+         base_dir: Optional[str] = None, examples: int = 3, limits=None) -> Dict[str, Any]:
     """The compiled dataset and plan, as `mi-run plan --json` prints it. Raises the located MiError."""
     from .compile import prepare
     from .compile.summary import plan_summary
 
     with spec_file(spec, base_dir) as path:
-        return plan_summary(prepare(path, override_list(overrides), list(allow_paths)), examples)
+        return plan_summary(prepare(path, override_list(overrides), list(allow_paths), limits=limits), examples)

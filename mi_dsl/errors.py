@@ -2,7 +2,9 @@
 
 Every error a user caused derives from `MiError` and carries where it happened
 (file, line, column, and the dotted path inside the spec). The CLI prints
-`FILE:LINE:COL: message` and exits with code 2; only `--debug` shows a traceback.
+`FILE:LINE:COL: message` and exits with the error's `exit_code`: 2 for the user's input,
+3 for the environment (a full disk, a read-only folder, memory); only `--debug` shows a
+traceback.
 Lines and columns are 1-based, as editors count them.
 """
 from __future__ import annotations
@@ -48,6 +50,7 @@ class MiError(Exception):
     """Root of every error mi-dsl reports to a user."""
 
     kind = "error"
+    exit_code = 2  # the user's input; EnvironmentFault: 3
 
     def __init__(self, message: str, location: Optional[Location] = None, hint: str = ""):
         super().__init__(message)
@@ -118,6 +121,14 @@ class NoPromptsLeft(RunError):
         super().__init__(message, location, hint)
         self.outcome = outcome
         self.log = None
+
+
+class EnvironmentFault(MiError):
+    """The machine, not the spec: a full disk, a read-only or missing folder, out of memory.
+    Exit code 3, so scripts can tell it from a mistake in the spec (2)."""
+
+    kind = "environment error"
+    exit_code = 3
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,9 @@ class Results:
         """A finished run read back from its directory (runs/<name>/<timestamp>/)."""
         run_dir = Path(run_dir)
         path = run_dir / "results.json"
+        if run_dir.name.startswith(".partial-"):  # report/html.py's folder while it writes
+            raise RunError(f"'{run_dir}' is a run folder whose writing did not finish",
+                           hint="rerun the spec; finished steps are reused")
         if not path.is_file():
             raise RunError(f"'{run_dir}' is not a run directory: it has no results.json",
                            hint="pass a folder such as runs/<name>/<timestamp>/")

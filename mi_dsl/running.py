@@ -29,29 +29,40 @@ class RunOutcome:
 
 
 def run_spec(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str] = (), fresh: bool = False,
-             out_dir: Optional[str] = None, progress: bool = True, threads: Optional[int] = None) -> RunOutcome:
+             out_dir: Optional[str] = None, progress: bool = True, threads: Optional[int] = None,
+             limits=None, yes: bool = False) -> RunOutcome:
+    """`limits`: bounds raised from the command line (mi_dsl/limits.py); `yes`: start even when the
+    estimate passes the spec's run.max_cost (compile/cost.py)."""
     from .compile import prepare
 
     started = time.perf_counter()
-    prepared = prepare(spec_path, list(overrides), list(allow_paths))
-    return run_prepared(prepared, started=started, fresh=fresh, out_dir=out_dir, progress=progress, threads=threads)
+    prepared = prepare(spec_path, list(overrides), list(allow_paths), limits=limits)
+    return run_prepared(prepared, started=started, fresh=fresh, out_dir=out_dir, progress=progress, threads=threads,
+                        yes=yes)
 
 
 def run_prepared(prepared, *, started: Optional[float] = None, fresh: bool = False, out_dir: Optional[str] = None,
-                 progress: bool = True, threads: Optional[int] = None) -> RunOutcome:
-    """Run a prepared spec (`compile.prepare`) and write its report (threads: runtime/threads.py)."""
+                 progress: bool = True, threads: Optional[int] = None, yes: bool = False) -> RunOutcome:
+    """Run a prepared spec (`compile.prepare`) and write its report (threads: runtime/threads.py). Before
+    the model loads: the cost (compile/cost.py; `yes`: start a run estimated over its max_cost) and the
+    runs folder (runtime/folders.py: <runs>/<name>/.store made without following links). A keep-condition
+    that leaves no prompt still writes the failed run (its candidates' metrics)."""
+    from .compile.cost import check_cost
     from .errors import NoPromptsLeft
     from .report.html import write_report
-    from .runtime.run import execute, runs_root_of
+    from .runtime.folders import prepare_folders, runs_location, runs_root_of
+    from .runtime.run import execute
 
-    root = runs_root_of(prepared.spec, out_dir)
+    check_cost(prepared, yes)
+    store_dir = prepare_folders(prepared.spec, out_dir)
+    root, where = runs_root_of(prepared.spec, out_dir), runs_location(prepared.spec, out_dir)
     try:
-        log = execute(prepared, started=started, fresh=fresh, store_dir=root / prepared.spec.name / ".store",
-                      progress=progress, threads=threads)
+        log = execute(prepared, started=started, fresh=fresh, store_dir=store_dir, progress=progress,
+                      threads=threads)
     except NoPromptsLeft as err:  # the candidates' metrics are what the user needs to pick thresholds
         if err.log is not None:
-            run_dir = write_report(err.log, root)
+            run_dir = write_report(err.log, root, where)
             err.hint += f"; this failed run wrote them to {run_dir / 'tables' / 'candidates.csv'}"
         raise
-    run_dir = write_report(log, root)
+    run_dir = write_report(log, root, where)
     return RunOutcome(log, run_dir, run_dir / "index.html")

@@ -20,7 +20,7 @@ import pytest
 
 from tests.random_sizes import tiny_variant
 from tests.seed_tokenizer import ABSENT, PYTHIA
-from tests.word_tokenizer import word_level_tokenizer
+from tests.word_tokenizer import allow_for_tests, word_level_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "specs"
@@ -34,7 +34,9 @@ TINY_WORDS = ["<bos>", "[UNK]", "The", "the", "All", "are", "Are", "is", ".", ",
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory) -> Path:
     """A word-level tokenizer.json (whitespace and punctuation split, "<bos>" BOS)."""
-    return word_level_tokenizer(TINY_WORDS, tmp_path_factory.mktemp("tiny_tokenizer"))
+    path = word_level_tokenizer(TINY_WORDS, tmp_path_factory.mktemp("tiny_tokenizer"))
+    allow_for_tests(path)  # named by test specs outside its folder
+    return path
 
 
 ROUGH = "tiny-rough"
@@ -68,6 +70,7 @@ def rough_models():
 def pythia_tokenizer() -> Path:
     if not PYTHIA.is_file():
         pytest.skip(ABSENT)
+    allow_for_tests(PYTHIA)
     return PYTHIA
 
 

@@ -255,3 +255,19 @@ def test_where_runs_go(tmp_path, monkeypatch):
     named = prepare(write(tmp_path / "b", BODY + "output: {dir: results}\n"), need_tokenizer=False).spec
     assert runs_root_of(named) == tmp_path / "b" / "results"
     assert runs_root_of(named, "elsewhere") == tmp_path / "elsewhere"
+
+
+def test_a_mapping_names_its_temporary_file_without_leaving_base_dir(tmp_path, monkeypatch):
+    """Issue 27: the mapping's `name` became part of the temporary file's path (`/../x` left base_dir)."""
+    import mi_dsl
+    from mi_dsl.errors import SchemaError
+
+    inside = tmp_path / "base"
+    inside.mkdir()
+    written = []
+    real = Path.write_text
+    monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: written.append(self.resolve()) or real(self, *a, **k))
+    with pytest.raises(SchemaError, match="name"):
+        mi_dsl.validate({"version": 1, "name": "/../escaped", "model": {"source": "embedded", "prepend_bos": True}},
+                        base_dir=str(inside))
+    assert written and all(path.parent == inside for path in written)

@@ -85,7 +85,7 @@ def _cycle(graph: dict):
 # below it, at any depth (a function-level import counts: hiding an upward arrow in a function does
 # not make it point down). Same-layer entries may import each other only as listed in one layer.
 LAYERS = [
-    ("_version", "errors", "suggest"),
+    ("_version", "errors", "suggest", "limits"),
     ("expr",),
     ("metrics", "metric_expr"),
     ("models",),          # model sources, shapes, loaders (torch only inside the loaders)

@@ -83,6 +83,12 @@ class ToyDla:
         return step(ctx, params, f"toy: heads of layer {params.layer}",
                     hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale", "blocks.{L}.ln1_post.hook_scale?"))
 
+    def cost(self, params: ToyParams, inputs):
+        """One forward of its pairs' clean prompts (mi-run plan's cost; every kind declares one)."""
+        from mi_dsl.compile.cost import Cost
+
+        return Cost(cells=inputs.layers * inputs.heads, forward_rows=inputs.pairs, tokens_per_row=inputs.width)
+
     def compute(self, params: ToyParams, run) -> Result:
         from mi_dsl.analyses.head_attribution import per_head_logit_diffs
 

@@ -10,6 +10,7 @@ Ids are stable (LISTED, SIZE): editing a test's text does not change the random 
 """
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from functools import lru_cache
@@ -76,7 +77,19 @@ def word_tokenizer_file() -> Path:
     backend.add_special_tokens(SPECIAL)
     path = Path(tempfile.mkdtemp(prefix="mi-dsl-test-tokenizer-")) / "tokenizer.json"
     backend.save(str(path))
+    allow_for_tests(path)
     return path
+
+
+def allow_for_tests(path: Path) -> None:
+    """The test specs name this shared tokenizer from their own temporary folders, outside their
+    trees: the tests allow it as a user would, through MI_DSL_ALLOW_PATH (spec/paths.py), which
+    the CLI subprocesses inherit. Confinement tests clear the variable."""
+    from mi_dsl.spec.paths import ALLOW_ENV
+
+    allowed = [p for p in os.environ.get(ALLOW_ENV, "").split(os.pathsep) if p]
+    if str(path) not in allowed:
+        os.environ[ALLOW_ENV] = os.pathsep.join([*allowed, str(path)])
 
 
 def word_level_tokenizer(words: list, folder: Path) -> Path:

@@ -57,6 +57,15 @@ class Ablation:
                     hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale",
                            "blocks.{L}.ln1_post.hook_scale?"), positions="all")
 
+    def cost(self, params, inputs):
+        """The heads' direct attributions before and after (two sweeps of its pairs, the second ablated),
+        plus one sweep for the replacement values of mean and resample ablation."""
+        from ..compile.cost import Cost
+
+        replacement = 0 if params.method == "zero" else inputs.pairs
+        return Cost(cells=inputs.layers * inputs.heads, forward_rows=2 * inputs.pairs + replacement,
+                    patched_rows=inputs.pairs, tokens_per_row=inputs.width)
+
     def compute(self, params: AblationParams, run) -> Result:
         run.require_processing("ablation")
         heads = run.select_heads(params)

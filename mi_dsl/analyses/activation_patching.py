@@ -48,6 +48,13 @@ class ActivationPatching:
         # prefix reuse reads the base run's residual entering each patched layer
         return replace(compiled, hooks=tuple(dict.fromkeys(compiled.hooks + ("blocks.{L}.hook_resid_pre",))))
 
+    def cost(self, params, inputs):
+        """The source and base runs of its pairs, then every cell patched into every pair (a row each),
+        each starting at its layer when prefix reuse applies."""
+        from ._patching.targets import patching_cost
+
+        return patching_cost(params, inputs, exact=True)
+
     def compute(self, params: ActivationPatchingParams, run) -> Result:
         grid = core.resolve(params, run)
         base = core.baselines(run)

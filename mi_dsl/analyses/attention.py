@@ -55,6 +55,13 @@ class Attention:
         return step(ctx, params, f"attention patterns of the selected heads' layers on {source}",
                     hooks=("blocks.{L}.attn.hook_pattern",), positions="all")
 
+    def cost(self, params, inputs):
+        """One forward per prompt shown, stopped at the last selected head's layer."""
+        from ..compile.cost import Cost
+
+        prompts = 1 if params.text is not None else len(params.prompts or (0,))
+        return Cost(cells=inputs.heads_of(params) * prompts, forward_rows=prompts, tokens_per_row=inputs.width)
+
     def compute(self, params: AttentionParams, run) -> Result:
         heads = run.select_heads(params)
         prompts = chosen_prompts(params, run)

@@ -55,6 +55,13 @@ class AttentionVsContribution:
                            "blocks.{L}.ln1_post.hook_scale?"),
                     positions="all")
 
+    def cost(self, params, inputs):
+        """One forward of its prompts capturing the heads' patterns and outputs."""
+        from ..compile.cost import Cost
+
+        return Cost(cells=inputs.heads_of(params) * inputs.pairs, forward_rows=inputs.pairs,
+                    tokens_per_row=inputs.width)
+
     def compute(self, params: AttentionVsContributionParams, run) -> Result:
         run.require_processing("attention_vs_contribution")
         heads = run.select_heads(params)

@@ -68,6 +68,12 @@ class AttributionPatching:
         # The embedding output is the backward pass's leaf (where the model has that hook).
         return replace(compiled, hooks=compiled.hooks + ("hook_embed?",))
 
+    def cost(self, params, inputs):
+        """Forwards of both runs and one backward per pair (per side a continuation metric reads)."""
+        from ._patching.targets import patching_cost
+
+        return patching_cost(params, inputs, exact=False)
+
     def compute(self, params: AttributionPatchingParams, run) -> Result:
         grid = core.resolve(params, run)
         direction = core.direction_of(params)

@@ -92,6 +92,27 @@ class Circuit:
             params = params.replace(keep_percent=5.0)  # the circuit's size unless keep_edges gives it
         return step(ctx, params, sizes.plan_line(ctx.spec.model, params), hooks=HOOKS, positions="all")
 
+    def cost(self, params, inputs):
+        """Each method's forwards and backwards per pair (_circuit/sizes.passes), one stacked row per edge
+        for exact scores, the faithfulness curve's circuit-ablated forwards, bootstrap rescorings."""
+        from ..compile.cost import Cost
+        from ._circuit import sizes
+
+        edges = sizes.counts(inputs.layers, inputs.heads, inputs.kv_heads, False)["edges"] if inputs.layers else 0
+        forwards = backwards = patched = 0
+        for method in params.methods:
+            f, b = sizes.passes(method, params.steps)
+            forwards, backwards = forwards + f * inputs.pairs, backwards + b * inputs.pairs
+            patched += edges * inputs.pairs if method == "exact" else 0
+        if params.curve:
+            per = 1 + len(params.levels) * (2 if params.random_baseline else 1)
+            patched += len(params.methods) * (per * inputs.pairs + 4 * inputs.pairs)
+        boot = (params.stability or {}).get("bootstrap") or 0
+        f, b = sizes.passes(params.methods[0], params.steps)
+        forwards, backwards = forwards + boot * f * inputs.pairs, backwards + boot * b * inputs.pairs
+        return Cost(cells=edges, forward_rows=forwards + patched, patched_rows=patched, backward_rows=backwards,
+                    tokens_per_row=inputs.width)
+
     def compute(self, params: CircuitParams, run) -> Result:
         from ._circuit.run import compute
 

@@ -31,6 +31,12 @@ class HeadAttribution:
                     hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale",
                            "blocks.{L}.ln1_post.hook_scale?"), shares_final_pass=True)
 
+    def cost(self, params, inputs):
+        """One forward of its pairs' clean prompts (shared with the other final-position analyses)."""
+        from ..compile.cost import Cost
+
+        return Cost(cells=inputs.layers * inputs.heads, forward_rows=inputs.pairs, tokens_per_row=inputs.width)
+
     def compute(self, params: HeadAttributionParams, run) -> Result:
         run.require_processing("head_attribution")
         values = per_head_logit_diffs(run)

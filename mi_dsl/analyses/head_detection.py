@@ -87,6 +87,15 @@ class HeadDetection:
                                  f"patterns reduced to three {params.definition} scores per head in the hook",
                     hooks=("blocks.{L}.attn.hook_pattern",), positions="all")
 
+    def cost(self, params, inputs):
+        """`batch` rows of 2 x seq_len random tokens (and BOS), stopped after the last layer's pattern; the
+        attention view is one more row."""
+        from ..compile.cost import Cost
+
+        view = 1 if (params.heads is not None or params.text is not None) else 0
+        return Cost(cells=3 * inputs.layers * inputs.heads, forward_rows=params.batch + view,
+                    tokens_per_row=2 * params.seq_len + 1)
+
     def compute(self, params: HeadDetectionParams, run) -> Result:
         import torch
 

@@ -20,6 +20,12 @@ class LayerAttribution:
                     hooks=("blocks.0.hook_resid_pre", "blocks.{L}.hook_attn_out", "blocks.{L}.hook_mlp_out",
                            "ln_final.hook_scale"), shares_final_pass=True)
 
+    def cost(self, params, inputs):
+        """One forward of its pairs' clean prompts (shared with the other final-position analyses)."""
+        from ..compile.cost import Cost
+
+        return Cost(cells=2 * inputs.layers + 1, forward_rows=inputs.pairs, tokens_per_row=inputs.width)
+
     def compute(self, params, run) -> Result:
         import torch
 

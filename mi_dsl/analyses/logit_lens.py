@@ -38,6 +38,12 @@ class LogitLens:
                     hooks=("blocks.{L}.hook_resid_pre", "blocks.{last}.hook_resid_post", "ln_final.hook_scale"),
                     shares_final_pass=True)
 
+    def cost(self, params, inputs):
+        """One forward of its pairs' clean prompts (shared with the other final-position analyses)."""
+        from ..compile.cost import Cost
+
+        return Cost(cells=inputs.layers_of(params) + 1, forward_rows=inputs.pairs, tokens_per_row=inputs.width)
+
     def compute(self, params: LogitLensParams, run) -> Result:
         import torch
 

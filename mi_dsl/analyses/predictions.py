@@ -31,6 +31,12 @@ class Predictions:
         return step(ctx, params, "one forward of the prompt; full logits at the final position only",
                     hooks=("unembed.hook_in",))
 
+    def cost(self, params, inputs):
+        """One forward of one prompt (a dataset prompt or `prompt`)."""
+        from ..compile.cost import Cost
+
+        return Cost(cells=params.top_k, forward_rows=1, tokens_per_row=inputs.width)
+
     def compute(self, params: PredictionsParams, run) -> Result:
         import torch
 

@@ -9,8 +9,10 @@
   mi-run sweep SWEEP.yaml         run a spec over the product of axes [--backend local|ray]
 
 Options of a run may come before the spec: `mi-run --threads 1 --debug SPEC`.
-User mistakes print `FILE:LINE:COL: message` and exit with code 2; `--debug` shows the
-traceback too.
+User mistakes print `FILE:LINE:COL: message` and exit with code 2; faults of the machine (a
+full disk, a read-only folder, out of memory) exit with code 3; `--debug` shows the traceback
+too. Nothing else prints a traceback: an unexpected exception is one line naming it as a bug
+of mi-dsl, exit code 1.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
         p.add_argument("--allow-path", action="append", default=[], metavar="DIR",
                        help="allow vocabulary files and outputs under DIR (outside the spec's tree)")
+        _limit_option(p)
         # SUPPRESS: without --debug here, `mi-run --debug validate ...` keeps the top-level flag.
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show Python tracebacks")
 
@@ -51,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--fresh", action="store_true", help="ignore stored step results; recompute all")
     run.add_argument("--out", metavar="DIR", help="runs directory (default: the spec's output.dir, else ./runs)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--yes", action="store_true", help="start even when the plan's estimate passes run.max_cost")
     run.add_argument("--threads", type=_positive_int, metavar="N",
                      help="CPU threads for torch (default: OMP_NUM_THREADS, else the cores the load leaves "
                           "free; see docs/architecture.md, 'Threads')")
@@ -85,8 +89,16 @@ def _sweep_parser(sub) -> None:
                        help=_SET_HELP + "; set in every point, after the sweep file's `set:`")
     sweep.add_argument("--allow-path", action="append", default=[], metavar="DIR",
                        help="allow vocabulary files and outputs under DIR (outside the spec's tree)")
+    _limit_option(sweep)
+    sweep.add_argument("--yes", action="store_true", help="start points whose estimate passes run.max_cost")
     sweep.add_argument("--quiet", action="store_true", help="no progress lines")
     sweep.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show Python tracebacks")
+
+
+def _limit_option(p) -> None:
+    p.add_argument("--limit", action="append", default=[], metavar="NAME=N",
+                   help="raise a bound a spec cannot lift (prompts, prompt_tokens, dataset_work, elements, "
+                        "nesting; see README 'Trust and safety')")
 
 
 def _positive_int(text: str) -> int:
@@ -131,13 +143,38 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.debug:
             raise
         print(err.format(), file=sys.stderr)
-        return 2
+        return err.exit_code
     except BrokenPipeError:  # `mi-run plan SPEC | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except KeyboardInterrupt:
         print("interrupted; finished steps are stored and a rerun resumes from them", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001  (the last line of defence: no traceback without --debug)
+        if args.debug:
+            raise
+        fault = environment_fault(err)
+        if fault is not None:
+            print(fault.format(), file=sys.stderr)
+            return fault.exit_code
+        print(f"mi-run: internal error: {type(err).__name__}: {err} -- a bug in mi-dsl, not in the spec; please "
+              "report it with the spec (--debug shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def environment_fault(err: BaseException):
+    """An exception the machine caused (memory, the file system) as a located EnvironmentFault, else None."""
+    from ..errors import EnvironmentFault, Location
+    from ..spec.paths import os_fault
+
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or (
+            isinstance(err, RuntimeError) and "out of memory" in str(err).lower()):
+        return EnvironmentFault(f"out of memory ({type(err).__name__})", Location("<memory>"),
+                                hint="lower run.memory_gb or run.batch_size, or use a smaller model")
+    if isinstance(err, OSError) and err.errno is not None:
+        where = Location(str(err.filename) if err.filename else "<file system>")
+        return os_fault(err, f"use '{err.filename}'" if err.filename else "read or write a file", where)
+    return None
 
 
 def _dispatch(args) -> int:
@@ -156,12 +193,12 @@ def _dispatch(args) -> int:
     if args.command == "validate":
         from .validate import validate_specs
 
-        return validate_specs(args.specs, args.overrides, args.allow_path, debug=args.debug)
+        return validate_specs(args.specs, args.overrides, args.allow_path, debug=args.debug, limits=args.limit)
     if args.command == "plan":
         from .plan import show_plan
 
         return show_plan(args.spec, args.overrides, args.allow_path, as_json=args.json, examples=args.examples,
-                         metrics=args.metrics, csv_path=args.csv)
+                         metrics=args.metrics, csv_path=args.csv, limits=args.limit)
     if args.command == "sweep":
         from .sweep import sweep_command
 

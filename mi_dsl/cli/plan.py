@@ -10,8 +10,8 @@ from ._echo import echo
 
 
 def show_plan(spec_path: str, overrides, allow_paths, as_json: bool = False, examples: int = 3,
-              metrics: bool = False, csv_path: str = None) -> int:
-    prepared = prepare(spec_path, overrides, allow_paths)
+              metrics: bool = False, csv_path: str = None, limits=None) -> int:
+    prepared = prepare(spec_path, overrides, allow_paths, limits=limits)
     summary = plan_summary(prepared, examples)
     explored = _explore(prepared, csv_path) if metrics else None
     if as_json:
@@ -88,6 +88,7 @@ def _print_plan(s: Dict[str, Any]) -> None:
             echo(f"  - {p['id']}: {prompts}{p['prompts']} prompts -> {', '.join(p['analyses'])}; "
                  f"hooks {', '.join(p['hooks'])}")
     _print_memory(s["memory"])
+    _print_cost(s["cost"])
     echo("examples (token by token, @i = token index, BOS = 0):")
     for ex, view in zip(d["examples"], d["pair_views"]):
         echo(f"  clean:     {ex['clean']}\n             {_tokens(view['clean_tokens'])}\n"
@@ -115,6 +116,35 @@ def _print_memory(m: Dict[str, Any]) -> None:
         b = m["backward"]
         echo(f"  with a backward ({', '.join(b['analyses'])}): every block's activations kept, "
              f"{_size(b['activations_gb_per_batch'])} per batch of {b['batch_rows']} prompts")
+
+
+def _print_cost(c: Dict[str, Any]) -> None:
+    """Per analysis: cells, rows (patched, backward), tokens, peak memory per batch and time."""
+    from ..compile.cost import describe_seconds
+
+    bound = "" if c["exact"] else f" (upper bounds: the pipeline keeps at most {c['pairs_bound']} pairs)"
+    echo(f"cost before compute{bound}; time from {c['rate']}:")
+    for r in c["analyses"]:
+        if "forward_rows" not in r:
+            echo(f"  - {r['id']} [{r['kind']}]: {r['note']}")
+            continue
+        parts = [f"{r['cells']:,} cells" if r["cells"] else "cells counted when the model loads",
+                 f"{r['forward_rows']:,} forward rows x {r['tokens_per_row']} tokens"]
+        if r["patched_rows"]:
+            parts.append(f"{r['patched_rows']:,} patched")
+        if r["backward_rows"]:
+            parts.append(f"{r['backward_rows']:,} backward rows")
+        if "batch_gb" in r:
+            fits = "" if r["fits"] else f" -- ONE ROW IS OVER THE {r['budget_gb']:g} GB BATCH BUDGET: refused"
+            parts.append(f"{_size(r['batch_gb'])} per batch of {r['batch_rows']} rows{fits}")
+        if "seconds" in r:
+            parts.append(f"~{describe_seconds(r['seconds'])}")
+        note = f" ({r['note']})" if r["note"] else ""
+        echo(f"  - {r['id']} [{r['kind']}]: {', '.join(parts)}{note}")
+    if c["analyses"]:
+        over = c["seconds"] > 60 * c["max_minutes"]
+        echo(f"  total ~{describe_seconds(c['seconds'])}" + (f": over {c['max_minutes']:g} min, so `mi-run` asks for --yes "
+                                                              "(or run.max_cost: MINUTES)" if over else ""))
 
 
 def _size(gb: float) -> str:

@@ -8,6 +8,7 @@ def run_command(args) -> int:
     from ..running import run_spec
 
     outcome = run_spec(args.spec, overrides=args.overrides, allow_paths=args.allow_path, fresh=args.fresh,
-                       out_dir=args.out, progress=not args.quiet, threads=args.threads)
+                       out_dir=args.out, progress=not args.quiet, threads=args.threads, limits=args.limit,
+                       yes=args.yes)
     echo(f"report: {outcome.report_path}")
     return 0

@@ -10,12 +10,12 @@ from ..errors import MiError
 from ._echo import echo
 
 
-def validate_specs(paths: List[str], overrides, allow_paths, debug: bool = False) -> int:
+def validate_specs(paths: List[str], overrides, allow_paths, debug: bool = False, limits=None) -> int:
     failed = 0
     for path in paths:
         started = time.perf_counter()
         try:
-            prepared = prepare(path, overrides, allow_paths, need_tokenizer=False)
+            prepared = prepare(path, overrides, allow_paths, need_tokenizer=False, limits=limits)
         except MiError as err:
             if debug:
                 raise

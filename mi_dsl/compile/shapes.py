@@ -63,13 +63,9 @@ def check_prompt_indices(spec, plan, dataset) -> None:
     if dataset is None or not spec.has_dataset:
         return
     from ..core.registry import REGISTRY
+    from .cost import pipeline_bound
 
-    most = len(dataset.pairs)
-    for step in plan.pipeline:
-        if step.kind == "sample":
-            most = min(most, step.params.n)
-        elif step.kind == "symmetric" and step.params.enabled:
-            most = 2 * most
+    most = pipeline_bound(plan, len(dataset.pairs))
     for index, raw in enumerate(spec.analyses):
         params = REGISTRY[raw["kind"]].params.from_spec(raw)  # as written: a default index is never checked
         for path, value in params.prompt_indices():  # what the analysis's parameters say index prompts

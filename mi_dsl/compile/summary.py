@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Dict, List
 
+from .cost import plan_costs
 from .memory import estimate, widest_forward
 
 
@@ -30,6 +31,7 @@ def plan_summary(prepared, examples: int = 3) -> Dict[str, Any]:
         },
         **plan_steps(plan, len(dataset.pairs)),
         "memory": estimate(spec, plan, tokenizer.vocab_size, widest_forward(dataset.pairs)),
+        "cost": plan_costs(prepared),
         "warnings": [w.format() for w in dataset.warnings],
     }
 

@@ -11,10 +11,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from ..limits import WorkExceeded, charge, current, metered
 from ..errors import ExpressionError, SpecMeaningError, SpecWarning
 from ..expr import Env, Scope, compile_expression, expect_type
 from ..spec.resolve import Spec, VocabSpec
 from ..suggest import unknown
+from .budget import MeteredTokenizer, check_size, token_spans, too_long
 from .answers import answers_are_continuations, check_continuations, compile_answer, set_warning
 from .corrupt import Corruption
 from .slots import (CORRUPTED, SlotTypes, naming_orphans, orphan_warnings, record_type, slot_types,
@@ -22,7 +24,6 @@ from .slots import (CORRUPTED, SlotTypes, naming_orphans, orphan_warnings, recor
 from .templates import Template, parse_template
 from .tokenizer import Tokenizer
 
-DEFAULT_MAX_PROMPTS = 100_000
 Spans = Dict[str, Tuple[Tuple[int, int], ...]]  # slot -> token spans of its occurrences, BOS included
 
 
@@ -199,8 +200,18 @@ def _layout(spec: Spec) -> _Layout:
 
 
 def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
+    """The dataset, its work metered and bounded (mi_dsl/limits.py: prompts, prompt_tokens,
+    dataset_work), so building it is linear in the spec and ends in seconds on any input."""
     if "prompts" not in spec.data:  # a spec of dataset-free analyses (head detection)
         return Dataset([], {}, [])
+    with metered():
+        try:
+            return _build_dataset(spec, MeteredTokenizer(tokenizer))
+        except WorkExceeded as err:
+            raise err.at(spec.loc("prompts", "template")) from None
+
+
+def _build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
     layout = _layout(spec)
     slots_to_vocab, order = layout.slots_to_vocab, layout.order
     reports = {name: filter_vocabulary(v, spec, tokenizer) for name, v in spec.vocabularies.items()}
@@ -208,7 +219,7 @@ def build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
                             "once; duplicates are kept (set dedupe: true to drop them)", spec.loc("vocabularies", r.name))
                 for r in reports.values() if r.duplicates and not spec.vocabularies[r.name].dedupe]
     pools = [reports[slots_to_vocab[s]].kept for s in order]
-    _check_size(spec, order, pools)
+    check_size(spec, order, pools)
     builder = _PairBuilder(spec, tokenizer, layout, reports)
     allowed = _combination_filter(spec, layout.types, builder.env)
     combos = (dict(zip(order, combo)) for combo in itertools.product(*pools))
@@ -266,19 +277,6 @@ def _product_order(spec: Spec, used: List[str]) -> List[str]:
     return declared + [s for s in used if s not in declared]
 
 
-def _check_size(spec: Spec, order: List[str], pools: List[List[str]]) -> None:
-    limit = spec.prompts.get("max_prompts", DEFAULT_MAX_PROMPTS)
-    total = 1
-    for pool in pools:
-        total *= len(pool)
-    if total > limit:
-        sizes = " x ".join(f"{len(p)} {s}" for s, p in zip(order, pools))
-        where = spec.loc("prompts", "max_prompts" if "max_prompts" in spec.prompts else "template")
-        raise SpecMeaningError(f"the template would make {total:,} prompts ({sizes}), more than "
-                               f"prompts.max_prompts = {limit:,}", where,
-                               hint="filter the vocabularies, or raise prompts.max_prompts if you mean it")
-
-
 class _PairBuilder:
     """Renders clean and corrupted prompts and evaluates answer and foil for slot values."""
 
@@ -320,23 +318,34 @@ class _PairBuilder:
 
     def _prompt(self, template: Template, values: Dict[str, str]) -> Prompt:
         text, char_spans = template.render(values, self.env)
+        charge(20 * len(char_spans))
+        corrupted = template is not self.template
         return tokenized_prompt(text, [(slot, a, b) for slot, _occurrence, a, b in char_spans], self.tokenizer,
-                                self.spec.model.prepend_bos)
+                                self.spec.model.prepend_bos,
+                                lambda size: too_long(self.spec, text, size, corrupted))
 
 
-def tokenized_prompt(text: str, char_spans, tokenizer: Tokenizer, prepend_bos: bool) -> Prompt:
+def tokenized_prompt(text: str, char_spans, tokenizer: Tokenizer, prepend_bos: bool, refuse=None) -> Prompt:
     """A prompt's tokens and, per named span (name, char start, char end) in order, the tokens it
-    overlaps (BOS included in the positions): templates and pair files share this one rule."""
+    overlaps (BOS included in the positions): templates and pair files share this one rule. A prompt
+    over the bound of tokens per prompt (limits.py) is refused by `refuse(size)` (located by the caller)."""
+    bound = current().prompt_tokens
+    if refuse is None:
+        def refuse(size):
+            raise SpecMeaningError(f"a prompt of {size} ('{text[:60]}...') is longer than the bound of "
+                                   f"{bound:,} tokens per prompt", None)
+    if len(text) > 32 * bound:  # refused unread: no tokenizer makes fewer than 1 token per 32 characters
+        refuse(f"{len(text):,} characters")
     ids, offsets = tokenizer.encode_with_offsets(text)
     shift = 0
     if prepend_bos:
         ids = [tokenizer.bos_id] + ids
         shift = 1
+    if len(ids) > bound:
+        refuse(f"{len(ids):,} tokens")
     spans: Dict[str, List[Tuple[int, int]]] = {}
-    for slot, start, end in char_spans:
-        covered = [i for i, (a, b) in enumerate(offsets) if a < end and b > start]
-        span = (covered[0] + shift, covered[-1] + 1 + shift) if covered else (shift, shift)
-        spans.setdefault(slot, []).append(span)
+    for slot, first, last in token_spans(offsets, [(slot, 0, a, b) for slot, a, b in char_spans]):
+        spans.setdefault(slot, []).append((first + shift, last + shift) if last > first else (shift, shift))
     return Prompt(text, tuple(ids), {k: tuple(v) for k, v in spans.items()})
 
 

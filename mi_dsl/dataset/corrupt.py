@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ..limits import charge
 from ..errors import SpecMeaningError
 from ..expr import Env, compile_expression, expect_type
 from ..expr.values import Record
@@ -105,6 +106,8 @@ class Corruption:
 
     def _draw(self, values: Dict[str, str]) -> str:
         slot = self.resample
+        # scanning the pool for every prompt is quadratic in the vocabulary: metered (dataset/budget.py)
+        charge(len(self.pools[slot]) // 20 + (20 * len(self.pools[slot]) if self.where is not None else 0))
         choices = [w for w in self.pools[slot] if w != values[slot]]
         if self.where is not None:
             choices = [w for w in choices if self._allowed(values, w)]
@@ -124,6 +127,7 @@ class Corruption:
         """A record slot's new value is the item of its vocabulary with that text."""
         if isinstance(value, Record) or not self.types.types[slot].startswith("rec:"):
             return value
+        charge(len(self.pools[slot]) // 20)
         for item in self.pools[slot]:
             if item == value:
                 return item

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Tuple
 
+from ..limits import check_elements
 from .env import Fault
 
 
@@ -84,14 +85,20 @@ def describe_functions() -> List[Tuple[str, str, str]]:
     return [(f.name, f.signature, f.description) for f in sorted(FUNCTIONS.values(), key=lambda f: f.name)]
 
 
+def _encode(tokenizer, text: str, call: str):
+    """The string's ids; a string longer than the `elements` bound is refused before it is read."""
+    check_elements(len(text), f"{call}: the string to tokenize", Fault)
+    return tokenizer.encode(text)
+
+
 @_register("ntokens", ("str",), "int", "number of tokens of the string (no special tokens)", "tokenizer")
 def _ntokens(tokenizer, text: str) -> int:
-    return len(tokenizer.encode(text))
+    return len(_encode(tokenizer, text, "ntokens"))
 
 
 @_register("first_token", ("str",), "token", "id of the string's first token (no special tokens)", "tokenizer")
 def _first_token(tokenizer, text: str) -> int:
-    ids = tokenizer.encode(text)
+    ids = _encode(tokenizer, text, "first_token")
     if not ids:
         raise Fault(f"first_token({text!r}): the string has no tokens")
     return ids[0]
@@ -101,13 +108,15 @@ def _first_token(tokenizer, text: str) -> int:
            "a token set: the first token of each '|'-separated alternative, e.g. first_tokens(\" she| her\")",
            "tokenizer")
 def _first_tokens(tokenizer, text: str) -> Tuple[int, ...]:
-    return _token_set(tokenizer, text.split("|"), f"first_tokens({text!r})")
+    check_elements(text.count("|") + 1, f"first_tokens({text[:40]!r}...)", Fault)
+    return _token_set(tokenizer, text.split("|"), f"first_tokens({text[:40]!r})")
 
 
 @_register("number_tokens", ("str", "int", "int"), "tokens",
            "a token set: the first token of prefix + n for every integer lo <= n < hi, e.g. "
            "number_tokens(\"\", 5, 10) is the digits 5 to 9", "tokenizer")
 def _number_tokens(tokenizer, prefix: str, low: int, high: int) -> Tuple[int, ...]:
+    check_elements(high - low, f"number_tokens({prefix!r}, {low}, {high})", Fault)  # before allocating
     return _token_set(tokenizer, [prefix + str(n) for n in range(low, high)],
                       f"number_tokens({prefix!r}, {low}, {high})")
 
@@ -117,7 +126,7 @@ def _token_set(tokenizer, texts: List[str], call: str) -> Tuple[int, ...]:
         raise Fault(f"{call} is an empty token set")
     out: List[int] = []
     for text in texts:
-        ids = tokenizer.encode(text)
+        ids = _encode(tokenizer, text, call)
         if not ids:
             raise Fault(f"{call}: {text!r} has no tokens")
         if ids[0] not in out:
@@ -143,7 +152,7 @@ _register("len", ("sized",), "int", "number of characters of a string, or of ele
            "token SET read at the final position (each token one alternative next token), not a sequence: "
            "write continuation(...) for a multi-token answer", "tokenizer")
 def _tokens(tokenizer, text: str) -> tuple:
-    return tuple(tokenizer.encode(text))
+    return tuple(_encode(tokenizer, text, "tokens"))
 
 
 @_register("continuation", ("str",), "continuation",
@@ -152,7 +161,7 @@ def _tokens(tokenizer, text: str) -> tuple:
            "(teacher-forced log-probability summed over its tokens). The string is tokenized on its own "
            "(no special tokens), as first_token does", "tokenizer")
 def _continuation(tokenizer, text: str) -> tuple:
-    ids = tuple(tokenizer.encode(text))
+    ids = tuple(_encode(tokenizer, text, "continuation"))
     if not ids:
         raise Fault(f"continuation({text!r}): the string has no tokens, and a continuation needs at least one")
     return ids

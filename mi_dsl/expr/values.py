@@ -12,6 +12,7 @@ from typing import Any, Callable, List, Mapping, Sequence, Tuple
 from lark import Token
 
 from ..errors import ExpressionError, MiError
+from ..limits import charge, current
 from .env import Fault, need
 from .functions import Function
 
@@ -95,6 +96,13 @@ def fold(first: Run, steps: Sequence[Tuple[Callable, Run, int]], where) -> Run:
         value = first(env)
         for apply, operand, offset in steps:
             right = operand(env)
+            if isinstance(value, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
+                joined = len(value) + len(right)  # `a + a + ...` on long strings: bounded before joining
+                if joined > current().elements:
+                    raise ExpressionError(f"joining these makes {joined:,} elements, more than the "
+                                          f"{current().elements:,} an expression may make "
+                                          "(--limit elements=N raises it)", where(offset))
+                charge(1 + joined // 1000)
             try:
                 value = apply(value, right)
             except ZeroDivisionError:

@@ -5,7 +5,7 @@ import os
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
-from ..errors import RunError
+from ..errors import Location, RunError
 
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -42,16 +42,17 @@ def torch_device(name: str):
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    field = Location(path="model.device")  # the spec field these faults are about (run.py locates it)
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise RunError(f"unknown device {name!r}", hint="use auto, cpu, cuda or cuda:N") from None
+        raise RunError(f"unknown device {name!r}", field, hint="use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(f"device {name!r} was asked for but this machine has no usable CUDA GPU",
+        raise RunError(f"device {name!r} was asked for but this machine has no usable CUDA GPU", field,
                        hint="use `device: auto` (CUDA when present, else the CPU) or `device: cpu`")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise RunError(f"device {name!r} does not exist: this machine has "
-                       f"{torch.cuda.device_count()} CUDA device(s)")
+                       f"{torch.cuda.device_count()} CUDA device(s)", field)
     return device
 
 

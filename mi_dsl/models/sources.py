@@ -144,12 +144,44 @@ class PretrainedSource(ModelSource):
 
 
 def _shape_from_file(config: Path) -> Optional[ModelShape]:
-    if not config.is_file():
-        return None
+    read = _read_config(config)
+    return from_config(read, str(config)) if read is not None else None
+
+
+def _read_config(config: Path) -> Optional[dict]:
+    """A config.json as a mapping; None when absent, not a regular file (is_file: a FIFO is never opened
+    for a blocking read), over 2 MB, or not a JSON object: the loader then says what is wrong."""
     try:
-        return from_config(json.loads(config.read_text()), str(config))
+        if not config.is_file() or config.stat().st_size > 2_000_000:
+            return None
+        read = json.loads(config.read_text())
     except (OSError, ValueError):
         return None
+    return read if isinstance(read, dict) else None
+
+
+def _config_path(model: ModelSpec) -> Optional[Path]:
+    if model.source == "local" and model.path:
+        return Path(model.path) / "config.json"
+    if model.source == "pretrained" and model.name:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(model.name, "config.json")
+        except Exception:  # an invalid id is simply not cached
+            return None
+        return Path(found) if isinstance(found, str) else None
+    return None
+
+
+def custom_code(model: ModelSpec) -> Optional[str]:
+    """What a model's config asks to import from the model folder (`auto_map`), which mi-dsl never
+    runs (transformers' trust_remote_code), or None."""
+    path = _config_path(model)
+    auto_map = ((_read_config(path) if path is not None else None) or {}).get("auto_map")
+    if not auto_map:
+        return None
+    return ", ".join(sorted(map(str, auto_map.values()))) if isinstance(auto_map, dict) else str(auto_map)
 
 
 SOURCES: Dict[str, ModelSource] = {s.name: s for s in (

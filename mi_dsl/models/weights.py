@@ -105,7 +105,12 @@ def load_gguf(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
 def load_local(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     path = existing_dir(spec.path, "model directory")
     say(f"loading {path}")
-    hf_model = from_dir(path, dtype)
+    try:
+        hf_model = from_dir(path, dtype)
+    except (OSError, ValueError) as err:  # an unknown architecture, custom code, missing weights
+        raise RunError(f"the model directory '{path}' could not be loaded: {first_line(err)}",
+                       hint="mi-dsl loads architectures transformers supports natively; it never runs a "
+                            "model folder's own code (trust_remote_code)") from None
     name = spec.name or str(path)
     return Weights(hf_model, name, {"id": f"local:{path}", "source": "local", "path": str(path)})
 

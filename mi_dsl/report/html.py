@@ -13,42 +13,74 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import yaml
 
 from ..core.log import RunLog, json_safe
+from ..errors import Location
+from ..spec.paths import make_folder, os_fault
 from .page import index_page
 from .static import export_static
 
 
-def new_run_dir(root: Path, name: str) -> Path:
+PARTIAL = ".partial-"  # a run folder being written: Results.load refuses it
+
+
+def new_run_dir(folder: Path) -> Path:
+    """An empty, new <timestamp> folder under <runs>/<name>: mkdir, not exists(), so two runs of a
+    sweep finishing in the same second each get their own."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    (root / name).mkdir(parents=True, exist_ok=True)
-    run_dir, suffix = root / name / stamp, 1
-    while True:  # mkdir, not exists(): two runs of a sweep finishing in the same second each get their own
+    run_dir, suffix = folder / stamp, 1
+    while True:
         try:
             run_dir.mkdir()
             return run_dir
         except FileExistsError:
             suffix += 1
-            run_dir = root / name / f"{stamp}-{suffix}"
+            run_dir = folder / f"{stamp}-{suffix}"
 
 
-def write_report(log: RunLog, root: Path) -> Path:
-    run_dir = new_run_dir(Path(root), log.spec["name"])
+def write_report(log: RunLog, root: Path, where: Optional[Location] = None) -> Path:
+    """Write the run folder atomically: every file goes into a hidden .partial- folder, which is
+    renamed onto the reserved <timestamp> folder only once complete (results.json last). A failed
+    write (a full disk, a read-only folder, an interrupt) leaves no folder Results.load accepts.
+    <runs>/<name> is created without following links (spec/paths.make_folder)."""
+    where = where or Location(log.spec["file"])
+    folder = make_folder(Path(root), [log.spec["name"]], where)
+    run_dir = partial = None
+    try:
+        run_dir = new_run_dir(folder)
+        partial = Path(tempfile.mkdtemp(prefix=PARTIAL, dir=folder))
+        _write_contents(log, partial)
+        os.chmod(partial, run_dir.stat().st_mode & 0o7777)  # mkdtemp's 0700 -> the umask's, as mkdir gives
+        os.rename(partial, run_dir)  # onto the empty reserved folder: atomic on POSIX
+        return run_dir
+    except BaseException as err:
+        if partial is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+        if run_dir is not None and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        if isinstance(err, OSError):
+            raise os_fault(err, f"write the report to '{folder}'", where) from None
+        raise
+
+
+def _write_contents(log: RunLog, run_dir: Path) -> None:
     data = log.to_json()
     (run_dir / "spec.resolved.yaml").write_text(yaml.safe_dump(data["spec"]["resolved"], sort_keys=False))
-    (run_dir / "results.json").write_text(json.dumps(json_safe(data), indent=1))
     tables = _write_tables(data, run_dir)
     figures = _write_figures(log, run_dir)
     _write_files(log, run_dir, tables)
     formats = list((data["spec"]["resolved"].get("output") or {}).get("static") or [])
     static = export_static(log, run_dir, formats)
     (run_dir / "index.html").write_text(index_page(data, tables, figures, static, run_dir))
-    return run_dir
+    (run_dir / "results.json").write_text(json.dumps(json_safe(data), indent=1))  # last: the run is complete
 
 
 def _write_tables(data, run_dir: Path) -> Dict[str, List[str]]:

@@ -8,6 +8,7 @@ and retries a batch that runs out of memory.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -42,6 +43,8 @@ class Executor:
     where: Location = Location()          # the spec step running now: where its warnings point
     on_warning: Optional[Callable[[SpecWarning], None]] = None
     forwards: int = 0                     # forward passes run, for the report
+    forward_tokens: int = 0               # rows x tokens of those forwards, and the seconds they took:
+    forward_seconds: float = 0.0          # the per-token rate the next plan's estimate reads (compile/cost.py)
     oom_cap: Optional[int] = None         # rows per batch that last fit after an out-of-memory split
     resumable: Optional[bool] = None      # blocks can be skipped (runtime/prefix.py); checked once
 
@@ -60,13 +63,20 @@ class Executor:
     # ------------------------------------------------------------------ batching
 
     def rows_per_batch(self, seq_len: int, extra_bytes_per_row: int = 0) -> int:
-        """Prompts per forward: the spec's number, or what fits the memory budget."""
+        """Prompts per forward: the spec's number, or what fits the memory budget. One row over the budget
+        is refused before it runs (head_detection at seq_len 4096 passed 5 GB on a 1 GB budget)."""
         if isinstance(self.batch_size, int):
             return self.batch_size
         cfg = self.cfg
         # The same formula `mi-run plan` estimates memory with.
         per_row = activation_bytes_per_row(seq_len, cfg.d_model, self._d_mlp, cfg.n_heads) + extra_bytes_per_row
-        return rows_within(self._memory_budget_bytes(), per_row)
+        budget = self._memory_budget_bytes()
+        if per_row > budget:
+            raise RunError(f"one row of {seq_len} tokens needs about {per_row / 2 ** 30:.2f} GB of activations, "
+                           f"more than the batch budget of {budget / 2 ** 30:.2f} GB", self.where,
+                           hint="use shorter inputs (e.g. a smaller seq_len), or raise run.memory_gb if the "
+                                "machine has the memory")
+        return rows_within(budget, per_row)
 
     def graph_bytes_per_row(self, seq_len: int) -> int:
         """One prompt's share of a forward kept for a backward (every block's saved tensors)."""
@@ -155,12 +165,16 @@ class Executor:
             hooks.append((stop_after, _stopper))
         tokens = tokens.to(self.device)
         self.forwards += 1
+        started = time.perf_counter()
         try:
             with self.model.hooks(fwd_hooks=hooks):
                 logits = self.model(tokens, prepend_bos=False)
             logits = logits.to(self.device)  # a device_map puts the unembedding on the last device
         except _StopForward:
             logits = None
+        # every forward, early stops included: the same rows the plan's estimate counts (compile/cost.py)
+        self.forward_tokens += tokens.numel()
+        self.forward_seconds += time.perf_counter() - started
         missing = [n for n in keep if n not in kept]
         if missing:
             raise RunError(f"the model never reached hook(s) {', '.join(missing)}; this architecture "

@@ -17,15 +17,15 @@ import sys
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional
 
 from ..spec.model import fault_location
 from ..errors import Location, MiError, NoPromptsLeft, SpecWarning
 from ..core.log import RUN_LOG_VERSION, RunLog
 from .checks import check_token_ids as _check_token_ids, json_roundtrip as _json_roundtrip
+from .folders import runs_root_of
 from .store import StepStore, digest
 
 
@@ -41,15 +41,6 @@ def _print_warning(warning: SpecWarning) -> None:
     print(warning.format(), file=sys.stderr, flush=True)
 
 
-def default_runs_root() -> Path:
-    return Path.cwd() / "runs"
-
-
-def runs_root_of(spec, out_dir: Optional[str] = None) -> Path:
-    """Where runs go: --out DIR, else the spec's output.dir, else ./runs under the current directory."""
-    if out_dir:
-        return Path(out_dir).expanduser().resolve()
-    return spec.output_dir if spec.output_dir is not None else default_runs_root()
 
 
 def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, store_dir: Optional[Path] = None,
@@ -69,6 +60,9 @@ def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, s
             raise
         run.analyses(store)
     run.timings["total"] = time.perf_counter() - started
+    from ..compile.cost import record_rate
+
+    record_rate(prepared.plan.model, run.loaded.device.type, run.executor.forward_tokens, run.executor.forward_seconds)
     return run.log(store)
 
 
@@ -147,7 +141,7 @@ class Session:
         try:
             self.loaded = load_model(self.plan.model, progress=self.say if self.progress else None)
         except MiError as err:  # the loader knows what failed, the spec knows where it was asked for
-            raise err.at(fault_location(self.spec)) from None
+            raise err.at(fault_location(self.spec, err.location.path)) from None
         self.timings["model_load"] = time.perf_counter() - t
         self.timings["launch_to_model_ready"] = time.perf_counter() - (t if started is None else started)
         self.say(f"model ready in {self.timings['model_load']:.1f}s ({self.loaded.info.get('id')})")
@@ -168,7 +162,7 @@ class Session:
                           self.plan.metrics_needed, self.plan.metric, [s.params for s in self.plan.pipeline])
         t = time.perf_counter()
         self.executor.where = self.spec.loc("pipeline") if "pipeline" in self.spec.data else Location(self.spec.file)
-        stored = store.get("dataset", self.key)
+        stored = store.get("dataset", self.key, warn=self.executor.warn)
         if stored is not None:
             self.say("dataset step: reusing the stored result")
             pairs = [self.dataset.pairs[i].swapped() if swapped else self.dataset.pairs[i]
@@ -274,7 +268,7 @@ class Session:
             # never reuse another seed's result.
             key = digest("analysis", key, step.kind, params, self.spec.seed)
             t = time.perf_counter()
-            stored = store.get("analysis", key)
+            stored = store.get("analysis", key, warn=self.executor.warn)
             if stored is not None:
                 self.say(f"analysis {step.id} ({step.kind}): reusing the stored result")
                 result = Result.from_record(stored["record"], stored["tables"])
@@ -334,7 +328,7 @@ class Session:
             tables={k: r.tables for k, r in self.results.items()},
             timings=self.timings,
             forward_passes=self.executor.forwards,
-            store={"reused": store.hits, "computed": store.computed},
+            store={"reused": store.hits, "computed": store.computed, "distrusted": list(store.distrusted)},
             provenance=provenance(self.spec, self.plan, self.loaded, self.tokenizer),
             warnings=[w.format() for w in warnings_],
             threads=self.thread_choice,

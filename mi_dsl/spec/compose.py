@@ -5,46 +5,45 @@ replaced whole by the extending spec's (so a list never mixes items of two files
 Paths inside a spec (vocabulary files, model paths) stay relative to the file that
 wrote them. Every merged value keeps the file, line and column it came from, so an
 error in an inherited value points into the base spec. Chains are followed; a cycle
-or a missing base is a located error.
+or a missing base is a located error. A base is a path its child names, so it must lie in
+the child's tree unless the command line allows it (spec/paths.py: the one rule).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List
+from typing import Any, List, Sequence
 
 from ..errors import FileAccessError, SpecMeaningError
 from .loader import Document, PathKey, SourceMap, load_file
+from .paths import confine
 
 MAX_DEPTH = 16
 
 
-def load_composed(file: Path) -> Document:
-    return _load(file.resolve(), [])
+def load_composed(file: Path, allowed: Sequence[Path] = ()) -> Document:
+    """`file` and its chain of bases; `allowed`: the paths the command line allows (--allow-path)."""
+    return _load(file.resolve(), [], tuple(allowed))
 
 
-def _load(file: Path, chain: List[Path]) -> Document:
-    doc = load_file(file) if not chain else _load_base(file, chain)
+def _load(file: Path, chain: List[Path], allowed) -> Document:
+    doc = load_file(file)
     if not isinstance(doc.data, dict) or "extends" not in doc.data:
         return doc
     where = doc.source.value(("extends",))
     ref = doc.data["extends"]
     if not isinstance(ref, str) or not ref.strip() or "\x00" in ref:
         raise SpecMeaningError("`extends` must name a base spec file, e.g. extends: base.yaml", where)
-    base_file = (file.parent / ref).resolve()
+    base_file = confine(ref, file, allowed, where, "base spec (extends)")
     if base_file == file or base_file in chain:
         names = " -> ".join(p.name for p in [*chain, file, base_file])
         raise SpecMeaningError(f"`extends` makes a cycle: {names}", where,
                                hint="a spec cannot extend itself, directly or through its bases")
     if len(chain) >= MAX_DEPTH:
         raise SpecMeaningError(f"`extends` chains more than {MAX_DEPTH} specs", where)
-    if not base_file.is_file():
+    if not base_file.exists():
         raise FileAccessError(f"base spec '{ref}' does not exist (looked for {base_file})", where)
-    base = _load(base_file, [*chain, file])
+    base = _load(base_file, [*chain, file], allowed)
     return merge(base, doc)
-
-
-def _load_base(file: Path, chain: List[Path]) -> Document:
-    return load_file(file)
 
 
 def merge(base: Document, child: Document) -> Document:

@@ -13,7 +13,9 @@ from typing import Any, Dict, Tuple, Union
 
 import yaml
 
-from ..errors import FileAccessError, Location, SpecSyntaxError
+from ..limits import current, hint as limit_hint
+from ..errors import Location, SpecSyntaxError
+from .paths import MAX_FILE_BYTES, decode_text, line_col as _line_col
 from .yaml_hints import syntax_hint
 
 PathKey = Tuple[Union[str, int], ...]
@@ -24,7 +26,7 @@ _SAFE_TAGS = {
     "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null", "tag:yaml.org,2002:map",
     "tag:yaml.org,2002:seq",
 }
-MAX_SPEC_BYTES = 2_000_000
+MAX_SPEC_BYTES = MAX_FILE_BYTES  # one limit for every file a spec reads (spec/paths.py)
 # Values a document may hold once its aliases are expanded: a spec has a few hundred, a
 # "billion laughs" anchor bomb billions. Checked on the composed nodes, before expanding.
 MAX_NODES = 100_000
@@ -91,10 +93,21 @@ class _Composer(yaml.SafeLoader):
     def __init__(self, stream):
         super().__init__(stream)
         self.alias_uses: list = []  # (mark, anchor name, node) of every *alias, in document order
+        self.depth = 0
+        self.max_depth = current().nesting
 
     def compose_node(self, parent, index):
         if not self.check_event(yaml.AliasEvent):
-            return super().compose_node(parent, index)
+            self.depth += 1
+            try:
+                if self.depth > self.max_depth:
+                    mark = self.peek_event().start_mark
+                    raise SpecSyntaxError(f"the YAML nests mappings and lists more than {self.max_depth} levels deep",
+                                          Location(getattr(self, "file", self.name), mark.line + 1, mark.column + 1),
+                                          hint="specs are shallow; " + limit_hint("nesting"))
+                return super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
         event = self.peek_event()
         node = super().compose_node(parent, index)
         self.alias_uses.append((event.start_mark, event.anchor, node))
@@ -201,6 +214,7 @@ def parse_yaml(text: str, file: str) -> Document:
     smap = SourceMap(file)
     try:
         loader = _Composer(text)
+        loader.file = file
         try:
             root = loader.get_single_node()
         finally:
@@ -226,35 +240,13 @@ def parse_yaml(text: str, file: str) -> Document:
         raise SpecSyntaxError("the YAML is nested too deeply", Location(file, 1, 1)) from None
 
 
-def _line_col(text, offset: int) -> Tuple[int, int]:
-    """1-based line and column of character (or byte) `offset` of `text`."""
-    newline = "\n" if isinstance(text, str) else b"\n"
-    return text.count(newline, 0, offset) + 1, offset - (text.rfind(newline, 0, offset) + 1) + 1
-
-
 def read_text(path: Path, what: str = "spec", location: Location | None = None) -> str:
-    """Read a UTF-8 text file, turning OS errors into located FileAccessErrors."""
-    try:
-        if path.stat().st_size > MAX_SPEC_BYTES:
-            raise FileAccessError(f"{what} file '{path}' is larger than {MAX_SPEC_BYTES} bytes",
-                                  location or Location(str(path)))
-        data = path.read_bytes()
-        return data.decode("utf-8")
-    except FileNotFoundError:
-        raise FileAccessError(f"{what} file '{path}' does not exist",
-                              location or Location(str(path))) from None
-    except IsADirectoryError:
-        raise FileAccessError(f"{what} path '{path}' is a directory, not a file",
-                              location or Location(str(path))) from None
-    except UnicodeDecodeError as err:
-        line, _ = _line_col(data, err.start)
-        col = len(data[data.rfind(b"\n", 0, err.start) + 1:err.start].decode("utf-8", "replace")) + 1
-        raise FileAccessError(f"{what} file '{path}' is not UTF-8 text (byte 0x{data[err.start]:02x} on line "
-                              f"{line}, column {col})", location or Location(str(path), line, col),
-                              hint="save the file as UTF-8") from None
-    except OSError as err:
-        raise FileAccessError(f"cannot read {what} file '{path}': {err.strerror}",
-                              location or Location(str(path))) from None
+    """Read a regular UTF-8 text file of at most MAX_SPEC_BYTES (spec/paths.read_regular), turning
+    OS errors into located FileAccessErrors."""
+    from .paths import read_regular
+
+    path = Path(path)
+    return decode_text(read_regular(path, f"{what} file", location, MAX_SPEC_BYTES), path, f"{what} file", location)
 
 
 def load_file(path: Union[str, Path]) -> Document:

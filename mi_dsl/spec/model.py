@@ -8,8 +8,11 @@ from ..models.model_spec import KNOWN_BOS, ModelSpec, Processing  # noqa: F401  
 from ..models.sources import SOURCES
 
 
-def fault_location(spec) -> Location:
-    """The field of a resolved Spec that a model-loading fault is about (its source's field, when given)."""
+def fault_location(spec, about: str = "") -> Location:
+    """The field of a resolved Spec that a model-loading fault is about: `about` (a dotted model field
+    the fault names, e.g. model.device) when the spec gives it, else its source's field."""
+    if about.startswith("model.") and about.split(".", 1)[1] in spec.data["model"]:
+        return spec.loc("model", about.split(".", 1)[1])
     source = SOURCES.get(spec.model.source)
     field = source.fault_field if source else None
     return spec.loc("model", field) if field and field in spec.data["model"] else spec.loc("model", "source")

@@ -13,17 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import FileAccessError, Location, SchemaError, SpecMeaningError
+from ..errors import Location, SchemaError, SpecMeaningError
 from .compose import load_composed
+from .paths import SpecPaths, allowed_paths, check_run_name
 from .loader import Document, PathKey, parse_yaml
 from ..suggest import unknown
 from ..models.model_spec import EMBEDDED_MODELS, ModelSpec, Processing
 from ..models.sources import SOURCES
 from .validate import validate_document
 from .vocab import VocabSpec, read_vocabulary
-
-# Keys whose values are paths; when given with --set they are relative to the working directory.
-PATH_KEYS = {("model", "path"), ("model", "tokenizer"), ("output", "dir"), ("dataset", "file")}
 
 
 @dataclass(frozen=True)
@@ -76,10 +74,11 @@ class Spec:
 
 def load_spec(path, overrides: Sequence[str] = (), allowed_roots: Sequence[Path] = ()) -> Spec:
     file = Path(path)
-    doc = load_composed(file)
+    allowed = allowed_paths(allowed_roots)
+    doc = load_composed(file, allowed)
     cli_paths = _apply_overrides(doc, overrides)
     validate_document(doc)
-    return _resolve(doc, file, tuple(overrides), cli_paths, tuple(Path(r).resolve() for r in allowed_roots))
+    return _resolve(doc, file, tuple(overrides), cli_paths, allowed)
 
 
 def _apply_overrides(doc: Document, overrides: Sequence[str]) -> set:
@@ -132,21 +131,18 @@ def _set_path(doc: Document, parts: PathKey, value: Any, where: Location, text: 
 
 def _resolve(doc: Document, file: Path, overrides, cli_paths: set, allowed_roots) -> Spec:
     data = doc.data
-    base = file.resolve().parent
-    # Each spec of an `extends` chain may read and write inside its own tree.
-    spec_dirs = {Path(f).resolve().parent for f in doc.source.files.values()} - {base}
-    roots = (base, *sorted(spec_dirs), *allowed_roots)
+    paths = SpecPaths(doc, allowed_roots, frozenset(cli_paths))
 
-    def dir_of(key: PathKey) -> Path:
-        """Paths are relative to the spec file that wrote them (a base spec's, if inherited)."""
-        return Path(doc.source.file_of(key)).resolve().parent
-
-    def spec_path(key: PathKey, value: Optional[str]) -> Optional[str]:
-        if value is None:
-            return None
-        if key in cli_paths:
-            return str(Path(value).expanduser().resolve()) if _looks_like_path(value) else value
-        return str((dir_of(key) / value).resolve()) if _looks_like_path(value, dir_of(key)) else value
+    def model_path(key: str, what: str) -> Optional[str]:
+        """A model path or tokenizer: confined when it is a path (a hub id is not); a folder's own
+        entries may not link out of the tree either."""
+        value = data["model"].get(key)
+        written_in = Path(".") if ("model", key) in paths.cli_keys else paths.file_of(("model", key)).resolve().parent
+        if value is None or not _looks_like_path(value, written_in):
+            return value
+        resolved = paths.resolve(("model", key), what)
+        paths.folder_entries(("model", key), resolved, what)
+        return str(resolved)
 
     m = data["model"]
     processing = m.get("processing", True)
@@ -157,33 +153,30 @@ def _resolve(doc: Document, file: Path, overrides, cli_paths: set, allowed_roots
         processing = Processing(enabled=True, **processing)
     model = ModelSpec(
         source=m["source"], name=m.get("name"),
-        path=spec_path(("model", "path"), m.get("path")),
-        tokenizer=spec_path(("model", "tokenizer"), m.get("tokenizer")),
+        path=model_path("path", "model path"),
+        tokenizer=model_path("tokenizer", "tokenizer"),
         architecture=m.get("architecture"), size=m.get("size"), seed=m.get("seed", 0),
         prepend_bos=m["prepend_bos"], device=m.get("device", "auto"), dtype=m.get("dtype", "float32"),
         processing=processing, device_map=_device_map(m.get("device_map")), n_devices=m.get("n_devices", 1),
     )
     _check_model_fields(doc, model)
-    out_key = ("output", "dir")
-    out_raw = data.get("output", {}).get("dir")
     output_dir = None  # not named by the spec: ./runs under the current directory (runtime.run.runs_root_of)
-    if out_raw is not None:
-        output_dir = Path(spec_path(out_key, out_raw) if out_key in cli_paths else (dir_of(out_key) / out_raw).resolve())
-        if out_key not in cli_paths:
-            _confine(output_dir, roots, doc.source.value(out_key), "output directory")
-    confine = lambda path, where, what: _confine(path, roots, where, what)  # noqa: E731
-    dataset_file = _dataset_file(doc, cli_paths, dir_of, confine)
-    vocabularies = {name: read_vocabulary(doc, name, dir_of(("vocabularies", name, "file")), confine)
-                    for name in data.get("vocabularies", {})}
-    return Spec(file=str(file), name=data.get("name", file.stem), data=data, doc=doc, model=model,
+    if data.get("output", {}).get("dir") is not None:
+        output_dir = paths.resolve(("output", "dir"), "output directory")
+    name = data.get("name", file.stem)
+    check_run_name(name, doc.source.value(("name",)) if "name" in data else Location(str(file), 1, 1))
+    dataset_file = _dataset_file(doc, paths)
+    vocabularies = {name_: read_vocabulary(doc, name_, paths) for name_ in data.get("vocabularies", {})}
+    return Spec(file=str(file), name=name, data=data, doc=doc, model=model,
                 bos_token=m.get("bos_token"), vocabularies=vocabularies, seed=data.get("seed", 0),
                 metric=data.get("metric", "logit_diff"), output_dir=output_dir, overrides=overrides,
                 allowed_roots=allowed_roots, dataset_file=dataset_file)
 
 
-def _dataset_file(doc: Document, cli_paths: set, dir_of, confine) -> Optional[Path]:
+def _dataset_file(doc: Document, paths: SpecPaths) -> Optional[Path]:
     """The pair file of `dataset:`: relative to the spec that names it and inside its tree (or,
-    given with --set, relative to the working directory). A spec gives prompts or a dataset."""
+    given with --set, relative to the working directory): spec/paths.py's one rule. A spec gives
+    prompts or a dataset."""
     if "dataset" not in doc.data:
         return None
     if "prompts" in doc.data:
@@ -191,27 +184,13 @@ def _dataset_file(doc: Document, cli_paths: set, dir_of, confine) -> Optional[Pa
                                "a file); give one", doc.source.key(("dataset",)),
                                hint="remove `prompts:` to read the pairs from the file, or `dataset:` to build "
                                     "them from the template")
-    key = ("dataset", "file")
-    raw = doc.data["dataset"]["file"]
-    if key in cli_paths:
-        return Path(raw).expanduser().resolve()
-    path = (dir_of(key) / raw).resolve()
-    confine(path, doc.source.value(key), "dataset file")
-    return path
+    return paths.resolve(("dataset", "file"), "dataset file")
 
 
 def _looks_like_path(value: str, base: Path = Path(".")) -> bool:
     """Paths start with . / ~, end in a file suffix, or exist; hub ids (org/name) do not."""
     return value.startswith((".", "/", "~")) or value.endswith((".json", ".gguf", ".txt", ".csv", ".jsonl")) or (
         (base / value).exists())
-
-
-def _confine(path: Path, roots, where: Location, what: str) -> None:
-    if not any(path == r or r in path.parents for r in roots):
-        raise FileAccessError(
-            f"{what} '{path}' is outside the spec's directory tree",
-            where, hint="a spec may only read and write inside its own directory; pass the path with "
-                        "--set (or --allow-path DIR) on the command line to allow it")
 
 
 def _device_map(raw):

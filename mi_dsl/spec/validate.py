@@ -6,6 +6,7 @@ is missing, the value of the wrong type, each at its own line and column.
 """
 from __future__ import annotations
 
+import difflib
 from functools import lru_cache
 from typing import Any, List, Optional, Tuple
 
@@ -20,13 +21,43 @@ _TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string", "
                "number": "a number", "boolean": "true or false", "null": "null"}
 
 
+# Integers are Python ints: JSON Schema would take 1.0e+308 as an integer, and `top_k: 1.0e+308`
+# then failed as a float deep in a run.
+_STRICT_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda checker, value: isinstance(value, int) and not isinstance(value, bool))
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_STRICT_TYPES)
+# Every number of a spec fits a signed 64-bit integer (seeds reach torch and numpy as such): a
+# seed of 101 digits failed only after the model loaded.
+MAX_INTEGER = 2 ** 63 - 1
+
+
 @lru_cache(maxsize=1)
 def _validator() -> jsonschema.Draft202012Validator:
     from .schema import build_schema
 
     schema = build_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    return _Validator(schema)
+
+
+def _check_numbers(data: Any, doc: Document, path: Tuple = ()) -> None:
+    """No integer beyond 64 bits and no float that is not finite, anywhere in the spec."""
+    import math
+
+    stack = [(data, path)]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((v, where + (k,)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, where + (i,)) for i, v in enumerate(value))
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int) and abs(value) > MAX_INTEGER:
+            raise SchemaError(f"{_describe(where)}: {value} does not fit in 64 bits (at most {MAX_INTEGER:,})",
+                              doc.source.value(where))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise SchemaError(f"{_describe(where)}: {value} is not a finite number", doc.source.value(where))
 
 
 def validate_document(doc: Document) -> None:
@@ -38,6 +69,7 @@ def validate_document(doc: Document) -> None:
         found = "the file is empty" if doc.data is None else f"found {_type_name(doc.data)}"
         raise SchemaError(f"a spec must be a YAML mapping with keys such as version, model, prompts; {found}",
                           where)
+    _check_numbers(doc.data, doc)
     errors = list(_validator().iter_errors(doc.data))
     if errors:
         error = _most_specific(errors)
@@ -55,8 +87,13 @@ def _as_misindented(error: jsonschema.ValidationError, doc: Document) -> Optiona
         missing = error.message.split("'")[1]
         key_path = path[:-1] + (missing,) if path else None
     elif error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})),
-                       key=lambda k: doc.source.key(path + (k,)).line or 0)
+        allowed = error.schema.get("properties", {})
+        extra = sorted(set(error.instance) - set(allowed), key=lambda k: doc.source.key(path + (k,)).line or 0)
+        # A misspelling of a key this mapping lacks (`fil` for a missing `foil`) is a typo, not a key that
+        # belongs in a mapping which takes any name (prompts.slots)
+        if extra and difflib.get_close_matches(str(extra[0]), [k for k in allowed if k not in error.instance],
+                                               n=1, cutoff=0.6):
+            return None
         key_path = path + (extra[0],) if extra else None
     else:
         key_path = path if path and isinstance(path[-1], str) else None

@@ -15,11 +15,10 @@ import io
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ..errors import Location, SchemaError
-from .loader import Document, PathKey, parse_yaml, read_text
+from .loader import Document, PathKey, parse_yaml
 
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED = {"and", "or", "not", "true", "false", "if", "else", "in"}
@@ -44,7 +43,6 @@ class VocabSpec:
         return dict(self.field_types)
 
 
-Confine = Callable[[Path, Location, str], None]
 # fn(text, file, context) -> (entries, locations, field_at(i, field) -> Location): one file's records
 Reader = Callable[[str, str, str], Tuple[List[Any], List[Location], Callable[[int, str], Location]]]
 
@@ -79,7 +77,8 @@ def format_of(suffix: str) -> str:
     return next((f.name for f in RECORD_FORMATS.values() if suffix.lower() in f.suffixes), "items")
 
 
-def read_vocabulary(doc: Document, name: str, base: Path, confine: Confine) -> VocabSpec:
+def read_vocabulary(doc: Document, name: str, paths) -> VocabSpec:
+    """`paths`: spec/paths.SpecPaths, the confinement rule for this spec's files."""
     raw = doc.data["vocabularies"][name]
     path: PathKey = ("vocabularies", name)
     given = [k for k in ("items", "pairs", "file") if k in raw]
@@ -98,7 +97,7 @@ def read_vocabulary(doc: Document, name: str, base: Path, confine: Confine) -> V
         locs = [smap.value(path + ("pairs", i, j)) for i in range(len(pairs)) for j in range(2)]
         field_at = None
     else:
-        entries, locs, field_at, pairs = _read_file(doc, name, raw, base, confine)
+        entries, locs, field_at, pairs = _read_file(doc, name, raw, paths)
     if "text" in raw and not any(isinstance(e, dict) for e in entries):
         raise SchemaError(f"vocabulary '{name}' has `text:` but its items are plain words, not records",
                           smap.key(path + ("text",)), hint="`text:` names the field a record stands for")
@@ -172,11 +171,9 @@ def _check_value(name: str, field: str, value: Any, types: Dict[str, str], text_
 
 # ----------------------------------------------------------------------------- files
 
-def _read_file(doc: Document, name: str, raw: Dict[str, Any], base: Path, confine: Confine):
+def _read_file(doc: Document, name: str, raw: Dict[str, Any], paths):
     where = doc.source.value(("vocabularies", name, "file"))
-    file = (base / raw["file"]).resolve()
-    confine(file, where, "vocabulary file")
-    text = read_text(file, "vocabulary", where)
+    file, text = paths.read(("vocabularies", name, "file"), "vocabulary file")
     fmt = raw.get("format") or format_of(file.suffix)
     context = f"vocabularies.{name}.file"
     if fmt in RECORD_FORMATS:

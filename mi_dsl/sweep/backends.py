@@ -16,14 +16,15 @@ from ..errors import Location, MiError, RunError
 Job = Tuple[Any, Tuple[Any, ...]]   # (point, arguments of run_point)
 
 
-def run_point(point_file: str, runs_root: str, allow_paths: Sequence[str], fresh: bool) -> Dict[str, Any]:
+def run_point(point_file: str, runs_root: str, allow_paths: Sequence[str], fresh: bool,
+              limits: Sequence[str] = (), yes: bool = False) -> Dict[str, Any]:
     """One point, as a normal run. A user's fault comes back as data (Ray would otherwise
     wrap it in a traceback): {"run_dir": ...} or {"error": {...the MiError's fields}}."""
     from ..running import run_spec
 
     try:
         outcome = run_spec(point_file, allow_paths=list(allow_paths), fresh=fresh, out_dir=runs_root,
-                           progress=False)
+                           progress=False, limits=list(limits), yes=yes)
     except MiError as err:
         where = err.location
         return {"error": {"kind": type(err).__name__, "message": err.message, "hint": err.hint,

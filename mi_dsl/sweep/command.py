@@ -42,7 +42,8 @@ class SweepOutcome:
 
 def run_sweep(path, backend: str = "local", address: Optional[str] = None, shard: Optional[str] = None,
               out_dir: Optional[str] = None, fresh: bool = False, allow_paths: Sequence[str] = (),
-              progress: bool = True, overrides: Sequence[str] = ()) -> SweepOutcome:
+              progress: bool = True, overrides: Sequence[str] = (), limits: Sequence[str] = (),
+              yes: bool = False) -> SweepOutcome:
     say = _say(progress)
     if backend not in backends.BACKENDS:
         raise SchemaError(f"unknown backend '{backend}'; expected one of: {', '.join(backends.BACKENDS)}",
@@ -50,7 +51,7 @@ def run_sweep(path, backend: str = "local", address: Optional[str] = None, shard
     index, count = parse_shard(shard)
     sweep = load_sweep(path, out_dir, overrides)
     _write_points(sweep)
-    keys = validate_points(sweep, allow_paths)
+    keys = validate_points(sweep, allow_paths, limits)
     say(f"{len(sweep.points)} points valid; output {sweep.out_dir}")
     sweep.warnings = inert_axes(sweep, sweep.contents)
     for warning in sweep.warnings:
@@ -65,7 +66,8 @@ def run_sweep(path, backend: str = "local", address: Optional[str] = None, shard
     if outcome.skipped:
         say(f"{len(outcome.skipped)} point(s) finished before: {', '.join(outcome.skipped)}")
     runs_root = str(sweep.out_dir / "runs")
-    jobs = [(p, (str(sweep.point_file(p)), runs_root, [str(a) for a in allow_paths], p.id in recompute))
+    jobs = [(p, (str(sweep.point_file(p)), runs_root, point_allowances(sweep, allow_paths), p.id in recompute,
+                 list(limits), yes))
             for p in todo]
     if jobs:
         say(f"running {len(jobs)} point(s) on the {backend} backend"
@@ -95,7 +97,13 @@ def _write_points(sweep: Sweep) -> None:
     write_point_files(sweep, data, str(data.get("name", sweep.spec.stem)))
 
 
-def validate_points(sweep: Sweep, allow_paths: Sequence[str]) -> Dict[str, str]:
+def point_allowances(sweep: Sweep, allow_paths: Sequence[str]) -> list:
+    """Every point extends the sweep's base spec from the sweeps folder, outside the point's tree: the
+    sweep allows exactly that file (spec/paths.py), and nothing more than the user allowed."""
+    return [str(a) for a in allow_paths] + [str(sweep.spec)]
+
+
+def validate_points(sweep: Sweep, allow_paths: Sequence[str], limits: Sequence[str] = ()) -> Dict[str, str]:
     """Every point through the full front end (schema, meaning, tokenizer checks when a
     tokenizer is at hand); raises PointFaults naming every bad point. Returns point keys."""
     from ..compile.prepare import prepare
@@ -103,7 +111,8 @@ def validate_points(sweep: Sweep, allow_paths: Sequence[str]) -> Dict[str, str]:
     keys, faults = {}, []
     for point in sweep.points:
         try:
-            prepared = prepare(sweep.point_file(point), [], list(allow_paths), need_tokenizer=False)
+            prepared = prepare(sweep.point_file(point), [], point_allowances(sweep, allow_paths), need_tokenizer=False,
+                               limits=list(limits))
         except MiError as err:
             faults.append(locate_point_error(err, sweep, point))
             continue

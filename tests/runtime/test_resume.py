@@ -82,8 +82,8 @@ def test_fresh_ignores_the_store_and_reproduces(tmp_path):
     runs = sorted((tmp_path / "a" / "t").glob("*/results.json"))
     one, two = (json.loads(p.read_text()) for p in runs)
     assert {k: v for k, v in one.items() if k not in VOLATILE} == {k: v for k, v in two.items() if k not in VOLATILE}
-    assert one["store"] == {"reused": 0, "computed": 5}  # the dataset step and four analyses
-    assert two["store"] == {"reused": 0, "computed": 5}
+    assert one["store"] == {"reused": 0, "computed": 5, "distrusted": []}  # the dataset step and four analyses
+    assert two["store"] == {"reused": 0, "computed": 5, "distrusted": []}
 
 
 def test_store_keys_change_when_mi_dsl_code_changes(monkeypatch):

@@ -35,6 +35,8 @@ def write(path: Path, text: str) -> Path:
 
 @pytest.fixture
 def lab(tmp_path):
+    """A lab's base spec in lab/, a researcher's child spec in me/: outside the child's tree, so
+    every use allows it from the command line (spec/paths.py); test_confinement.py refuses it."""
     write(tmp_path / "lab" / "base.yaml", BASE)
     write(tmp_path / "lab" / "cats.txt", "birds\n# a comment\nfish\n")
     write(tmp_path / "lab" / "tok.json", "{}")
@@ -51,7 +53,7 @@ def test_child_overrides_merge_and_replace(lab):
         analyses:
           - {kind: layer_attribution}
         """)
-    spec = load_spec(child)
+    spec = load_spec(child, allowed_roots=[lab / "lab" / "base.yaml"])  # a lab's base, allowed by the user
     assert spec.name == "child"
     assert spec.model.seed == 3 and spec.model.architecture == "gpt_neox"      # mappings merge
     assert spec.vocabularies["nouns"].items == ("Wolves",)                      # lists are replaced
@@ -68,7 +70,7 @@ def test_inherited_value_is_located_in_its_own_file(lab):
     from mi_dsl.compile import prepare
 
     with pytest.raises(MiError) as err:
-        prepare(str(child), [], [], need_tokenizer=False)
+        prepare(str(child), [], [lab / "lab"], need_tokenizer=False)
     loc = err.value.location
     assert loc.file.endswith("base.yaml") and loc.line == 10
     assert "first_tokn" in err.value.message and "first_token" in err.value.format()
@@ -77,7 +79,7 @@ def test_inherited_value_is_located_in_its_own_file(lab):
 def test_child_error_is_located_in_the_child(lab):
     child = write(lab / "me" / "child.yaml", "extends: ../lab/base.yaml\nmodel: {dtype: float64}\n")
     with pytest.raises(MiError) as err:
-        load_spec(child)
+        load_spec(child, allowed_roots=[lab / "lab"])
     assert err.value.location.file.endswith("child.yaml") and err.value.location.line == 2
 
 
@@ -98,7 +100,7 @@ def test_cycle_and_missing_base(lab):
 
 def test_set_overrides_apply_after_extends(lab):
     child = write(lab / "me" / "child.yaml", "extends: ../lab/base.yaml\n")
-    spec = load_spec(child, overrides=["model.seed=11", "prompts.equal_lengths=false"])
+    spec = load_spec(child, overrides=["model.seed=11", "prompts.equal_lengths=false"], allowed_roots=[lab / "lab"])
     assert spec.model.seed == 11 and spec.prompts["equal_lengths"] is False
 
 

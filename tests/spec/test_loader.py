@@ -104,8 +104,13 @@ def test_recursive_alias_is_refused():
 
 
 def test_very_deep_nesting_is_a_yaml_error_not_a_crash():
-    with pytest.raises(SpecSyntaxError, match="nested too deeply"):
+    from mi_dsl import limits
+
+    with pytest.raises(SpecSyntaxError, match="more than 64 levels deep") as info:  # the bound (limits.py)
         parse_yaml("a: " + "[" * 5000 + "]" * 5000 + "\n", "deep.yaml")
+    assert (info.value.location.line, info.value.location.column) == (1, 67)
+    with limits.using({"nesting": 100_000}), pytest.raises(SpecSyntaxError, match="nested too deeply"):
+        parse_yaml("a: " + "[" * 5000 + "]" * 5000 + "\n", "deep.yaml")  # Python's own recursion bound
 
 
 @pytest.mark.parametrize("text, words, line, col", [

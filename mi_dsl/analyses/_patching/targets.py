@@ -128,3 +128,32 @@ def predicted_saving(params: PatchingParams) -> str:
                 f"block work (layers {chosen})")
     return ("prefix reuse: cells at layer l run blocks l..L-1 only, saving (L-1)/(2L) of the block work "
             "(every layer; about half on deep models)")
+
+
+def patching_cost(params, inputs, exact: bool):
+    """Cells of the grid (layers x heads x position columns, as grid.resolve makes them) and the rows
+    that patch them: exact patching runs every cell on every pair, after the source and base runs
+    (prefix reuse: a layer-l row runs blocks l..L-1); attribution patching runs both prompts forward
+    and one backward per pair and side."""
+    from ...compile.cost import Cost, blocks_fraction
+
+    target = TARGETS[params.target]
+    layers = sorted(set(params.layers)) if params.layers else list(range(inputs.layers))
+    if not target.has_heads:
+        units = len(layers)
+    else:
+        per_layer = inputs.kv_heads if target.kv else inputs.heads
+        units = min(inputs.heads_of(params), len(layers) * per_layer) if params.heads is not None \
+            else len(layers) * per_layer
+    cells = units * (inputs.columns_of(params) if target.by_position else 1)
+    pairs = inputs.pairs
+    if not exact:
+        sides = 2 if inputs.continuation else 1
+        return Cost(cells=cells, forward_rows=2 * pairs * sides, backward_rows=pairs * sides,
+                    tokens_per_row=inputs.width)
+    patched = cells * pairs
+    reuse = blocks_fraction(layers, inputs.layers) if getattr(params, "prefix_reuse", True) else 1.0
+    rows = patched + 2 * pairs
+    fraction = (2 * pairs + patched * reuse) / rows if rows else 1.0
+    return Cost(cells=cells, forward_rows=rows, patched_rows=patched, tokens_per_row=inputs.width,
+                block_fraction=fraction, note="prefix reuse counted" if reuse < 1 else "")

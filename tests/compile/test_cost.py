@@ -1,0 +1,108 @@
+"""Issue 27, finding 6: cost before compute.
+
+Before: `activation_patching` with `z_by_position` over IOI's 810 pairs (874,800 patched rows)
+passed `mi-run plan` with no count of cells, rows or time, and `head_detection` with
+`seq_len: 4096, batch: 1000` was estimated at 2.3 MB and passed 5 GB (the 1 GB batch budget was
+not kept). Now every analysis declares its cost (compile/cost.py), the plan prints it, a run over
+its max_cost asks for --yes, and one row over the batch budget is refused.
+"""
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mi_dsl.analyses.registry import load_all
+from mi_dsl.compile import prepare
+from mi_dsl.compile.cost import check_cost, plan_costs
+from mi_dsl.errors import RunError, SpecMeaningError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_analysis_kind_declares_its_cost():
+    missing = [kind for kind, entry in load_all().items() if not callable(getattr(entry.implementation, "cost", None))]
+    assert not missing, f"analysis kinds without a cost(params, inputs) method: {missing}"
+
+
+def ioi_child(tmp_path: Path, analyses: str, extra: str = "") -> Path:
+    """specs/ioi.yaml with other analyses and no sampling: a child spec beside a copy of it."""
+    shutil.copy(REPO / "specs" / "ioi.yaml", tmp_path / "ioi.yaml")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: ioi.yaml\npipeline: []\nanalyses:\n" + textwrap.dedent(analyses) + extra)
+    return child
+
+
+def test_the_plan_counts_the_patched_rows_of_the_issues_probe(tmp_path, cli):
+    child = ioi_child(tmp_path, "  - {kind: activation_patching, target: z_by_position}\n")
+    prepared = prepare(child)
+    pairs = len(prepared.dataset.pairs)
+    [length] = prepared.dataset.token_lengths
+    assert pairs == 810
+    [row] = plan_costs(prepared)["analyses"]
+    cells = 18 * 4 * length  # Gemma-3-270m: 18 layers x 4 heads, one column per position
+    assert row["cells"] == cells and row["patched_rows"] == cells * pairs == 874_800
+    assert row["forward_rows"] == cells * pairs + 2 * pairs  # the source and base runs too
+    assert row["seconds"] > 0 and row["batch_rows"] >= 1
+    code, out, _ = cli("plan", child)
+    assert code == 0 and "874,800 patched" in out and "cost before compute" in out
+    with pytest.raises(SpecMeaningError, match="estimated at .* over the 60 minutes") as err:
+        check_cost(prepared)
+    assert err.value.location.path == "analyses[0]" and "--yes" in err.value.hint
+    check_cost(prepared, yes=True)  # the command line may say yes
+
+
+def test_the_spec_may_allow_a_longer_run(tmp_path):
+    child = ioi_child(tmp_path, "  - {kind: activation_patching, target: z_by_position}\n",
+                      "run: {max_cost: 100000000}\n")
+    check_cost(prepare(child))
+    lower = ioi_child(tmp_path, "  - {kind: head_attribution}\n", "run: {max_cost: 0.00001}\n")
+    with pytest.raises(SpecMeaningError, match="over the 1e-05 minutes") as err:
+        check_cost(prepare(lower))
+    assert err.value.location.path == "run.max_cost"
+
+
+def test_head_detection_over_the_batch_budget_is_refused_before_the_model_loads(tmp_path, cli):
+    child = ioi_child(tmp_path, "  - {kind: head_detection, seq_len: 4096, batch: 1000}\n")
+    [row] = plan_costs(prepare(child))["analyses"]
+    assert row["tokens_per_row"] == 8193 and row["forward_rows"] == 1000
+    assert row["row_gb"] > 1 and row["fits"] is False  # the plan said 2.3 MB before
+    code, out, _ = cli("plan", child)
+    assert "OVER THE 1 GB BATCH BUDGET" in out
+    cpu = ioi_child(tmp_path, "  - {kind: head_detection, seq_len: 4096, batch: 1000}\n",
+                    "model: {device: cpu}\n")
+    with pytest.raises(SpecMeaningError, match="one row of 8,193 tokens needs about .* GB .* budget of 1 GB") as err:
+        check_cost(prepare(cpu))
+    assert err.value.location.path == "analyses[0]"
+
+
+def test_the_executor_keeps_the_batch_budget_for_one_row_too():
+    from mi_dsl.runtime.executor import Executor
+    from mi_dsl.models import load_model
+    from mi_dsl.spec.model import ModelSpec
+    from tests.word_tokenizer import word_tokenizer_file
+
+    loaded = load_model(ModelSpec(source="random", architecture="gpt_neox", size="tiny",
+                                  tokenizer=str(word_tokenizer_file())))
+    executor = Executor(loaded, memory_gb=0.05, progress=False)
+    assert executor.rows_per_batch(100) >= 1
+    with pytest.raises(RunError, match="one row of 4,001 tokens|one row of 4001 tokens"):
+        executor.rows_per_batch(4001)
+
+
+def test_a_run_records_its_rate_and_the_next_plan_uses_it(tmp_path, monkeypatch):
+    from mi_dsl.running import run_spec
+    from tests.runtime.test_runtime import tiny, write_spec
+
+    monkeypatch.setenv("MI_DSL_CACHE", str(tmp_path / "cache"))
+    spec = write_spec(tmp_path, tiny("gpt_neox"), analyses="analyses:\n  - {kind: activation_patching, target: "
+                      "resid_pre}\n", extra="run: {max_cost: 0.000001}\n")
+    before = plan_costs(prepare(spec))
+    assert before["rate"].startswith("assumed")
+    with pytest.raises(SpecMeaningError, match="over the 1e-06 minutes"):
+        run_spec(spec, progress=False, out_dir=str(tmp_path / "runs"))
+    run_spec(spec, progress=False, out_dir=str(tmp_path / "runs"), yes=True)
+    after = plan_costs(prepare(spec))
+    assert after["rate"].startswith("measured on this machine (cpu") and after["seconds"] != before["seconds"]
