@@ -127,6 +127,7 @@ class Session:
         self.threads, self.thread_choice, self.shared, self.pass_forwards = threads, {}, {}, {}
         self.say, self.progress = say or _say(progress), progress
         self.timings: Dict[str, float] = {}
+        self.load_warnings: List[SpecWarning] = []  # the model loader's (a rebuilt cache entry)
         self.results: Dict[str, Any] = {}     # analysis id -> Result
         self.figures: Dict[str, list] = {}
         self.files: Dict[str, Dict[str, str]] = {}  # analysis id -> {relative path: text} for the run directory
@@ -174,6 +175,10 @@ class Session:
             self.loaded = load_model(self.plan.model, progress=self.say if self.progress else None)
         except MiError as err:  # the loader knows what failed, the spec knows where it was asked for
             raise err.at(fault_location(self.spec)) from None
+        for fault in self.loaded.info.get("cache_repairs", ()):  # rebuilt, but the user should know
+            self.load_warnings.append(SpecWarning(f"a cached model file failed its checksum and was rebuilt: {fault}",
+                                                  fault_location(self.spec)))
+            _print_warning(self.load_warnings[-1])
         self.timings["model_load"] = time.perf_counter() - t
         self.timings["launch_to_model_ready"] = time.perf_counter() - (t if started is None else started)
         self.say(f"model ready in {self.timings['model_load']:.1f}s ({self.loaded.info.get('id')})")
@@ -312,7 +317,7 @@ class Session:
         from ..report.provenance import provenance
         from ..dataset.examples import pair_examples
 
-        warnings_ = list(self.dataset.warnings) + self.executor.warnings + getattr(self, "library_warnings_caught", [])
+        warnings_ = list(self.dataset.warnings) + self.load_warnings + self.executor.warnings + getattr(self, "library_warnings_caught", [])
         model = self.spec.model
         return RunLog.build(
             figures=self.figures,
