@@ -163,10 +163,12 @@ class Session:
 
         from .executor import Executor
         from .models import load_model
-        from .threads import apply_threads_for
+        from .threads import ThreadPolicy, device_type_of
         from .unembed import Unembed
 
-        self.thread_choice = apply_threads_for(self.threads, self.plan.model.device)
+        # measured over the model's load (what other processes use meanwhile), then before each step
+        self.thread_policy = ThreadPolicy(self.threads, device_type_of(self.plan.model.device))
+        self.thread_policy.start()
 
         self.say(f"{len(self.dataset.pairs)} candidate prompts; loading model ({self.spec.model.source})")
         torch.manual_seed(self.spec.seed)
@@ -179,6 +181,7 @@ class Session:
             self.load_warnings.append(SpecWarning(f"a cached model file failed its checksum and was rebuilt: {fault}",
                                                   fault_location(self.spec)))
             _print_warning(self.load_warnings[-1])
+        self.thread_choice = self.thread_policy.apply("model load")
         self.timings["model_load"] = time.perf_counter() - t
         self.timings["launch_to_model_ready"] = time.perf_counter() - (t if started is None else started)
         self.say(f"model ready in {self.timings['model_load']:.1f}s ({self.loaded.info.get('id')})")
@@ -207,6 +210,7 @@ class Session:
             self.stages, self.candidate_metrics, self.final = (stored["stages"], stored["candidate_metrics"],
                                                                stored["final"])
         else:
+            self.thread_policy.apply("pipeline")
             with torch.no_grad():
                 outcome = self.run_pipeline()
                 pairs = outcome.pairs
@@ -298,6 +302,7 @@ class Session:
                 result = Result(stored["data"], stored["tables"], stored["summary"])
             else:
                 self.say(f"analysis {step.id} ({step.kind})")
+                self.thread_policy.apply(step.id)
                 with torch.no_grad():
                     result = _json_roundtrip(impl.compute(params, run))
                 store.put("analysis", key, {"data": result.data, "tables": result.tables, "summary": result.summary})
@@ -351,7 +356,7 @@ class Session:
             store={"reused": store.hits, "computed": store.computed},
             provenance=provenance(self.spec, self.plan, self.loaded, self.tokenizer),
             warnings=[w.format() for w in warnings_],
-            threads=self.thread_choice,
+            threads=self.thread_policy.record(),
             shared_passes=self.plan.pass_log(self.pass_forwards),
         )
 
