@@ -16,6 +16,7 @@ from ..errors import RunError
 from ..expr import Env
 from .executor import by_length, pad_right, token_sets
 from ..metrics import compute_metrics, reads_continuation
+from .shared_prefix import SharedPrefix
 from .unembed import final_inputs
 
 
@@ -52,10 +53,16 @@ def _shared_forwards(executor, unembed, prompts, answers, foils, names, what, in
     order = by_length(unique)
     ans = token_sets([_as_set(a) for a in answers])
     foil = token_sets([_as_set(f) for f in foils])
+    # prompts sharing their first tokens run them once (runtime/shared_prefix.py)
+    shared = None if interventions else SharedPrefix.plan(executor, unique, what)
 
     def one_batch(s: slice):
-        tokens, final = pad_right([unique[u] for u in order[s]])
-        x = final_inputs(executor, tokens, interventions, None if bool((final == tokens.shape[1] - 1).all()) else final)
+        if shared is not None:
+            x = shared.final_inputs(executor, order[s], unique)
+        else:
+            tokens, final = pad_right([unique[u] for u in order[s]])
+            x = final_inputs(executor, tokens, interventions, None if bool((final == tokens.shape[1] - 1).all())
+                             else final)
         local = [j for j, u in enumerate(order[s]) for _ in rows_of[unique[u]]]
         rows = [r for u in order[s] for r in rows_of[unique[u]]]
         device = executor.device
