@@ -44,7 +44,7 @@ class Executor:
     forwards: int = 0                     # forward passes run, for the report
     oom_cap: Optional[int] = None         # rows per batch that last fit after an out-of-memory split
     resumable: Optional[bool] = None      # blocks can be skipped (runtime/prefix.py); checked once
-    kv_reusable: Optional[bool] = None    # forwards can continue after given keys/values (runtime/kv.py); once
+    kv_rest: Optional[int] = None     # positions a continued forward must run (runtime/kv.py); 0: cannot
 
     @property
     def model(self):

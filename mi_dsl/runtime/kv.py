@@ -16,9 +16,9 @@ Both act through the seam TransformerBridge's attention offers for a KV cache
 (`_update_kv_cache`, `_apply_reconstruct_attention_mask`), set on each attention instance's
 own `__dict__` for the duration and put back afterwards (as runtime/prefix.py does for
 blocks). transformers' own cache cannot be used: Gemma-3's layers pass it as `cache=`,
-which the bridge's attention does not read. `reusable(model, tokens)` checks, once per
-model, that a continued forward gives the full forward's numbers (else callers run every
-position, as before).
+which the bridge's attention does not read. `exact_rest(model, tokens)` finds, once per
+model, how many positions a continued forward must run to give the full forward's numbers
+bit for bit (0: it cannot continue; callers then run every position, as before).
 
 Users: the pipeline's metrics (prompts sharing a prefix run it once, runtime/pipeline.py)
 and exact patching (positions before the earliest patched one, analyses/_patching/engines.py).
@@ -125,20 +125,37 @@ def take(kv: KV, rows: torch.Tensor, p: int) -> KV:
     return {layer: (k[rows.to(k.device), :, :p], v[rows.to(v.device), :, :p]) for layer, (k, v) in kv.items()}
 
 
-def reusable(model, tokens: torch.Tensor) -> bool:
-    """Does a forward continued after half of a prompt give the full forward's final logits?
-    Checked once per model on one prompt (an attention that ignores the seam fails here)."""
+def exact_rest(model, tokens: torch.Tensor) -> int:
+    """The fewest positions a continued forward must run for its final logits to equal the full
+    forward's bit for bit on this device's kernels (0: forwards cannot be continued here).
+
+    Matrix kernels may sum in another order when a product has very few rows (here, Gemma's
+    attention scores with 1-3 query rows differed in the last bits), so callers start a
+    continued forward early enough to run at least this many positions: their numbers are then
+    exactly a full forward's. Where no length is exact (a GPU's kernels), a continuation within
+    1e-4 of the full forward still counts, with 1 position."""
     if not attentions(model) or tokens.shape[1] < 3:
-        return False
-    row = tokens[:1].to(next(model.parameters()).device)
-    p = row.shape[1] // 2
+        return 0
+    row = tokens[:2].to(next(model.parameters()).device)
+    n = row.shape[1]
     store: KV = {}
     with torch.no_grad():
         with recording(model, store):
             full = model(row, prepend_bos=False)[:, -1]
         if len(store) != len(model.blocks):
-            return False
-        with continuing(model, take(store, torch.zeros(1, dtype=torch.long), p)):
-            rest = model(row[:, p:], prepend_bos=False, position_ids=positions(p, row.shape[1], 1, row.device))[:, -1]
-    scale = float(full.abs().max()) + 1e-6
-    return bool((rest - full).abs().max() <= 1e-4 * scale)
+            return 0
+
+        def continued(rest: int) -> torch.Tensor:
+            with continuing(model, take(store, torch.arange(row.shape[0]), n - rest)):
+                return model(row[:, n - rest:], prepend_bos=False,
+                             position_ids=positions(n - rest, n, row.shape[0], row.device))[:, -1]
+
+        half = continued(n - n // 2)
+        if not bool((half - full).abs().max() <= 1e-4 * (float(full.abs().max()) + 1e-6)):
+            return 0  # an attention that ignores the seam
+        fewest = None
+        for rest in sorted({r for r in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64) if r < n} | {n - 1}, reverse=True):
+            if not torch.equal(continued(rest), full):
+                break
+            fewest = rest
+    return fewest if fewest is not None else 1

@@ -41,7 +41,8 @@ class SharedPrefix:
     def plan(cls, executor, prompts: Sequence[Sequence[int]], what: str = "") -> Optional["SharedPrefix"]:
         """The best shared prefix of `prompts`, one whole prompt of each prefix run (its keys and
         values kept), or None when sharing does not pay or the model cannot continue a forward."""
-        length = best_length(prompts)
+        rest = continuable(executor, prompts)
+        length = best_length(prompts, rest) if rest else 0
         if length == 0:
             return None
         prefixes: Dict[Tuple[int, ...], int] = {}
@@ -49,7 +50,7 @@ class SharedPrefix:
         cfg = executor.cfg
         kv_heads = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
         size = len(prefixes) * cfg.n_layers * 2 * kv_heads * length * cfg.d_head * 4
-        if size > MAX_KV_BYTES or not continuable(executor, prompts):
+        if size > MAX_KV_BYTES:
             return None
         first = [int((group == g).nonzero()[0]) for g in range(len(prefixes))]  # one whole prompt per prefix
         whole = _whole_prompts(executor, [prompts[i] for i in first], length, what)
@@ -81,15 +82,16 @@ class SharedPrefix:
         return torch.stack([found[i] for i in indices])
 
 
-def best_length(prompts: Sequence[Sequence[int]]) -> int:
+def best_length(prompts: Sequence[Sequence[int]], rest: int = 1) -> int:
     """The prefix length p minimising (distinct prefixes x p) + (prompts x tokens after p), or 0
-    when it saves less than MIN_SAVING of the tokens (a prompt keeps at least one token)."""
+    when it saves less than MIN_SAVING of the tokens; every prompt keeps at least `rest` tokens
+    after p (kv.exact_rest)."""
     if len(prompts) < 2:
         return 0
     total = sum(len(p) for p in prompts)
     shortest = min(len(p) for p in prompts)
     best, best_cost = 0, total
-    for length in range(1, shortest):
+    for length in range(1, shortest - max(1, rest) + 1):
         distinct = len({tuple(p[:length]) for p in prompts})
         cost = distinct * length + total - len(prompts) * length
         if cost < best_cost:
@@ -97,12 +99,13 @@ def best_length(prompts: Sequence[Sequence[int]]) -> int:
     return best if best_cost <= (1 - MIN_SAVING) * total else 0
 
 
-def continuable(executor, prompts) -> bool:
-    """Whether this executor's model continues forwards exactly (kv.reusable, checked once)."""
-    if executor.kv_reusable is None:
+def continuable(executor, prompts) -> int:
+    """How many positions a continued forward of this executor's model must run (kv.exact_rest,
+    found once per executor); 0 when it cannot continue."""
+    if executor.kv_rest is None:
         longest = max(prompts, key=len)
-        executor.kv_reusable = kv.reusable(executor.model, torch.tensor([list(longest)], dtype=torch.long))
-    return bool(executor.kv_reusable)
+        executor.kv_rest = kv.exact_rest(executor.model, torch.tensor([list(longest)] * 2, dtype=torch.long))
+    return int(executor.kv_rest)
 
 
 def _whole_prompts(executor, prompts: List[Sequence[int]], length: int, what: str):

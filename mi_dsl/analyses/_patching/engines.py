@@ -222,7 +222,8 @@ def exact_patching(run, grid: Grid, batch_size: Optional[int] = None, reuse_pref
     counted, n_rows, blocks_run, tokens_run = run.executor.forwards, len(grid.cells) * n_prompts, 0, 0
     for layer, name in zip(plan.layers, plan.names):
         start = layer if resume is not None else 0
-        for first, cells in _by_first_position(plan.index, layer, past is not None):
+        latest = n_positions - run.executor.kv_rest if past is not None else 0  # runs >= kv.exact_rest positions
+        for first, cells in _by_first_position(plan.index, layer, past is not None, latest):
             one_batch = _patched_batch(run, plan, layout, cells, name, resume, start, past, first)
             with _batch_size(run.executor, batch_size):
                 parts = run.executor.map_batches(len(cells) * n_prompts, n_positions, one_batch,
@@ -238,9 +239,9 @@ def exact_patching(run, grid: Grid, batch_size: Optional[int] = None, reuse_pref
     return out, plan.passes
 
 
-def _by_first_position(index: "_PatchIndex", layer: int, split: bool):
-    """[(p, cells)]: the layer's cells grouped by the first position any of their patches touches
-    (one group, p = 0, when keys and values are not reused)."""
+def _by_first_position(index: "_PatchIndex", layer: int, split: bool, latest: int = 0):
+    """[(p, cells)]: the layer's cells grouped by the first position any of their patches touches,
+    at most `latest` (one group, p = 0, when keys and values are not reused)."""
     import torch
 
     cells = (index.layer == layer).nonzero().squeeze(1)
@@ -249,6 +250,7 @@ def _by_first_position(index: "_PatchIndex", layer: int, split: bool):
     touched = index.mask[cells]
     touched = touched.reshape(len(cells), -1, touched.shape[-1]).any(1)  # [cells, positions], any prompt
     first = torch.where(touched.any(1), touched.float().argmax(1), torch.zeros(len(cells), dtype=torch.long))
+    first = first.clamp(max=max(0, latest))
     return [(int(p), cells[first == p]) for p in sorted(set(first.tolist()))]
 
 
@@ -266,7 +268,7 @@ def _base_run(run, plan: "_Plan", layout: str):
     resumable = bool(layers) and bool(run.executor.resumable)
     if plan.sides is not None:  # each side's inputs are captured when it first runs
         return ({} if resumable else None), None
-    reuse_kv = layout != "pattern" and plan.base.shape[1] > 1 and continuable(run.executor, plan.base.tolist())
+    reuse_kv = layout != "pattern" and plan.base.shape[1] > 1 and continuable(run.executor, plan.base.tolist()) > 0
     if not resumable and not reuse_kv:
         return None, None
     names = [f"blocks.{l}.hook_resid_pre" for l in layers] if resumable else []
