@@ -207,9 +207,28 @@ def test_faithfulness_curve_ends_at_one_and_has_a_random_baseline():
     pts = sorted(zip(xs, f))
     by_hand = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(pts, pts[1:]))
     assert out["cpr"] == pytest.approx(by_hand)
-    # the curve's metric at a level is the metric of that circuit run on its own
+    # the curve's metric at a level is the metric of that circuit run on its own (a fresh model:
+    # nothing from the curve's forwards)
     kept = prune(s.graph, top_edges(s.graph, scores, out["requested_edges"][6], "abs", base.direction))
-    assert circuit_metrics(s.model, s.clean, s.corrupted, [kept])[0] == pytest.approx(out["metric"][6], abs=1e-6)
+    alone = GraphModel(s.bridge, s.graph, s.metric)
+    assert circuit_metrics(alone, s.clean, s.corrupted, [kept])[0] == pytest.approx(out["metric"][6], abs=1e-6)
+
+
+def test_forwards_asked_for_again_are_not_run_again_and_give_the_same_numbers():
+    """The curve asks for the corrupted outputs and the full and empty circuits again (its 100%
+    level, the random circuits that prune to nothing): answered from the model's record of its
+    forwards, with the numbers every circuit gets run on a fresh model."""
+    s = Setup("gemma3")
+    scores = score_edges(s.model, s.clean, s.corrupted, "eap").scores
+    base = baselines(s.model, s.clean, s.corrupted)
+    before = s.model.forwards
+    out = curve(s.model, s.clean, s.corrupted, scores, base=base)
+    assert s.model.reused >= 3 and s.model.forwards - before <= 21 - 3
+    g = s.graph
+    for i, n in enumerate(out["requested_edges"]):
+        kept = prune(g, top_edges(g, scores, n, "abs", base.direction))
+        fresh = GraphModel(s.bridge, g, s.metric)
+        assert circuit_metrics(fresh, s.clean, s.corrupted, [kept])[0] == out["metric"][i]
 
 
 def test_graph_counts_and_grouped_query_layout():

@@ -124,6 +124,18 @@ def test_positions_before_the_first_patch_reuse_keys_and_values(run, target):
                for block in run.model.blocks)
 
 
+def test_every_position_patching_starts_where_the_prompts_first_differ(run):
+    """Before the first token where clean and corrupted prompts differ, both runs compute the same
+    numbers: patching there changes nothing, so those positions are not run."""
+    clean, corrupted = run.tokens("clean"), run.tokens("corrupted")
+    first = int((clean != corrupted).any(0).float().argmax())
+    assert first > 0
+    reused, passes = patched(run, "denoising", True, target="z")
+    assert passes["kv_reuse"] and passes["token_work_saved"] > passes["block_work_saved"]
+    full, _ = patched(run, "denoising", False, target="z")
+    assert close(reused, full)
+
+
 def test_out_of_memory_during_prefix_reuse_splits_and_restores_the_blocks(run, monkeypatch):
     """A patched forward of more than 5 rows 'runs out of memory' (as CUDA would): the batch
     is halved and retried, the numbers are unchanged and no block is left skipped."""

@@ -218,12 +218,13 @@ def exact_patching(run, grid: Grid, batch_size: Optional[int] = None, reuse_pref
     n_prompts, n_positions = plan.base.shape[0], plan.width
     n_layers = run.cfg.n_layers
     resume, past = _base_run(run, plan, layout) if reuse_prefix else (None, None)
+    same = _same_until(run, plan, grid) if past is not None else 0
     out = torch.empty(len(grid.cells), n_prompts)
     counted, n_rows, blocks_run, tokens_run = run.executor.forwards, len(grid.cells) * n_prompts, 0, 0
     for layer, name in zip(plan.layers, plan.names):
         start = layer if resume is not None else 0
         latest = n_positions - run.executor.kv_rest if past is not None else 0  # runs >= kv.exact_rest positions
-        for first, cells in _by_first_position(plan.index, layer, past is not None, latest):
+        for first, cells in _by_first_position(plan.index, layer, past is not None, latest, same):
             one_batch = _patched_batch(run, plan, layout, cells, name, resume, start, past, first)
             with _batch_size(run.executor, batch_size):
                 parts = run.executor.map_batches(len(cells) * n_prompts, n_positions, one_batch,
@@ -239,9 +240,11 @@ def exact_patching(run, grid: Grid, batch_size: Optional[int] = None, reuse_pref
     return out, plan.passes
 
 
-def _by_first_position(index: "_PatchIndex", layer: int, split: bool, latest: int = 0):
-    """[(p, cells)]: the layer's cells grouped by the first position any of their patches touches,
-    at most `latest` (one group, p = 0, when keys and values are not reused)."""
+def _by_first_position(index: "_PatchIndex", layer: int, split: bool, latest: int = 0, same: int = 0):
+    """[(p, cells)]: the layer's cells grouped by the first position at which any of their patches
+    can change something, at most `latest` (one group, p = 0, when keys and values are not
+    reused). Before `same` the base and source prompts are the same tokens, so their activations
+    are the same numbers and a patch there writes what is already there."""
     import torch
 
     cells = (index.layer == layer).nonzero().squeeze(1)
@@ -249,9 +252,24 @@ def _by_first_position(index: "_PatchIndex", layer: int, split: bool, latest: in
         return [(0, cells)]
     touched = index.mask[cells]
     touched = touched.reshape(len(cells), -1, touched.shape[-1]).any(1)  # [cells, positions], any prompt
-    first = torch.where(touched.any(1), touched.float().argmax(1), torch.zeros(len(cells), dtype=torch.long))
+    touched[:, :same] = False
+    first = torch.where(touched.any(1), touched.float().argmax(1), torch.full((len(cells),), latest, dtype=torch.long))
     first = first.clamp(max=max(0, latest))
     return [(int(p), cells[first == p]) for p in sorted(set(first.tolist()))]
+
+
+def _same_until(run, plan: "_Plan", grid: Grid) -> int:
+    """The first position at which some base prompt differs from its source prompt (prompts of one
+    length; 0 for prompts aligned by name, whose positions need not match)."""
+    import torch
+
+    if grid.named is not None:
+        return 0
+    source = run.tokens(base_and_source(grid.direction)[1])
+    if source.shape != plan.base.shape:
+        return 0
+    differs = (source != plan.base).any(0)
+    return int(differs.float().argmax()) if bool(differs.any()) else int(plan.base.shape[1])
 
 
 def _base_run(run, plan: "_Plan", layout: str):
@@ -322,7 +340,9 @@ def _patched_batch(run, plan: "_Plan", layout: str, cells, name: str, resume, st
     def one_batch(rows: slice):
         r = torch.arange(rows.start, rows.stop)
         cell, prompt = cells[r // n_prompts], r % n_prompts
-        found = list(plan.index.slices(cell, prompt, layer))
+        found = plan.index.slices(cell, prompt, layer)
+        keep = found[2] >= p  # a patch before p writes the base run's own values (_by_first_position)
+        found = [t[keep] for t in found]
         found[2] = found[2] - p  # positions within the forward, which starts at p
         hooks = [(name, _setter(layout, [t.to(device) for t in found], plan.source[name]))]
         if plan.sides is not None:
