@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -32,29 +32,35 @@ class PipelineOutcome:
 
 
 def prompt_metrics(executor, unembed, prompts: Sequence[Sequence[int]], answers: Sequence[int],
-                   foils: Sequence[int], names, what: str = "", interventions=()) -> Dict[str, torch.Tensor]:
+                   foils: Sequence[int], names, what: str = "", interventions=(),
+                   memo: Optional[Dict[tuple, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
     """Metrics for prompts of any lengths: batches in order of length, right-padded
     (executor.pad_right), each prompt read at its own final position (continuation metrics:
-    at its own final position and the continuation's positions after it)."""
+    at its own final position and the continuation's positions after it). `memo` (prompt ids ->
+    final residual), given by a caller that runs the same unmodified model twice over the same
+    prompts (the dataset step: keep-condition, then the final pairs' metrics), serves prompts
+    already run and keeps the new ones."""
     names = list(names)
     if reads_continuation(names):
         return _continuation_prompt_metrics(executor, unembed, prompts, answers, foils, names, what, interventions)
-    return _shared_forwards(executor, unembed, prompts, answers, foils, names, what, interventions)
+    return _shared_forwards(executor, unembed, prompts, answers, foils, names, what, interventions,
+                            None if interventions else memo)
 
 
-def _shared_forwards(executor, unembed, prompts, answers, foils, names, what, interventions=()):
+def _shared_forwards(executor, unembed, prompts, answers, foils, names, what, interventions=(), memo=None):
     """As prompt_metrics, one forward per distinct prompt: a pair's corrupted prompt is often
     another pair's clean one (the syllogisms' swapped descriptor), and the metric of each row
     is read from its prompt's final residual with the row's own answer and foil."""
     rows_of: Dict[tuple, List[int]] = {}
     for i, ids in enumerate(prompts):
         rows_of.setdefault(tuple(ids), []).append(i)
-    unique = list(rows_of)
+    memo = {} if memo is None else memo
+    unique = [ids for ids in rows_of if ids not in memo]  # to run; the others were run before
     order = by_length(unique)
     ans = token_sets([_as_set(a) for a in answers])
     foil = token_sets([_as_set(f) for f in foils])
     # prompts sharing their first tokens run them once (runtime/shared_prefix.py)
-    shared = None if interventions else SharedPrefix.plan(executor, unique, what)
+    shared = None if interventions or not unique else SharedPrefix.plan(executor, unique, what)
 
     def one_batch(s: slice):
         if shared is not None:
@@ -63,13 +69,24 @@ def _shared_forwards(executor, unembed, prompts, answers, foils, names, what, in
             tokens, final = pad_right([unique[u] for u in order[s]])
             x = final_inputs(executor, tokens, interventions, None if bool((final == tokens.shape[1] - 1).all())
                              else final)
-        local = [j for j, u in enumerate(order[s]) for _ in rows_of[unique[u]]]
-        rows = [r for u in order[s] for r in rows_of[unique[u]]]
+        if not interventions:
+            memo.update((unique[u], x[j]) for j, u in enumerate(order[s]))
+        return _rows_metrics(x, [unique[u] for u in order[s]])
+
+    def _rows_metrics(x, batch):
+        local = [j for j, ids in enumerate(batch) for _ in rows_of[ids]]
+        rows = [r for ids in batch for r in rows_of[ids]]
         device = executor.device
         return rows, compute_metrics(x[local], ans[rows].to(device), foil[rows].to(device), names, unembed)
 
     out = {n: torch.empty(len(prompts)) for n in names}
-    for rows, values in executor.map_batches(len(order), max(len(p) for p in unique), one_batch, what):
+    parts = executor.map_batches(len(order), max(len(p) for p in unique), one_batch, what) if unique else []
+    running = set(unique)
+    known = [ids for ids in rows_of if ids not in running]
+    for start in range(0, len(known), 256):  # a full-vocabulary metric holds [rows, vocab] logits at once
+        chunk = known[start:start + 256]
+        parts.append(_rows_metrics(torch.stack([memo[ids] for ids in chunk]), chunk))
+    for rows, values in parts:
         for n in names:
             out[n][torch.tensor(rows)] = values[n].cpu()
     return out
@@ -94,23 +111,24 @@ def _continuation_prompt_metrics(executor, unembed, prompts, answers, foils, nam
     return out
 
 
-def pair_metrics(executor, unembed, pairs, names, what: str = "") -> Dict[str, Dict[str, torch.Tensor]]:
-    """Clean and corrupted metrics of pairs, in one batched sweep over both."""
+def pair_metrics(executor, unembed, pairs, names, what: str = "", memo=None) -> Dict[str, Dict[str, torch.Tensor]]:
+    """Clean and corrupted metrics of pairs, in one batched sweep over both (`memo`: prompt_metrics)."""
     prompts = [p.clean.ids for p in pairs] + [p.corrupted.ids for p in pairs]
     answers = [p.answers for p in pairs] * 2
     foils = [p.foils for p in pairs] * 2
-    both = prompt_metrics(executor, unembed, prompts, answers, foils, names, what)
+    both = prompt_metrics(executor, unembed, prompts, answers, foils, names, what, memo=memo)
     n = len(pairs)
     return {"clean": {k: v[:n] for k, v in both.items()}, "corrupted": {k: v[n:] for k, v in both.items()}}
 
 
-def run_pipeline(plan, spec, dataset, executor, unembed) -> PipelineOutcome:
+def run_pipeline(plan, spec, dataset, executor, unembed, memo=None) -> PipelineOutcome:
+    """The pipeline's steps in order (`memo`: prompt_metrics; the keep-condition's forwards fill it)."""
     outcome = PipelineOutcome(list(dataset.pairs))
     for index, step in enumerate(plan.pipeline):
         before = len(outcome.pairs)
         params = step.params
         if step.kind == "keep":
-            outcome.pairs = _keep(spec, index, params, outcome, executor, unembed)
+            outcome.pairs = _keep(spec, index, params, outcome, executor, unembed, memo)
         elif step.kind == "sample":
             outcome.pairs = _sample(outcome.pairs, params["n"], params["seed"], executor,
                                     spec.loc("pipeline", index, "sample", "n"))
@@ -125,9 +143,9 @@ def run_pipeline(plan, spec, dataset, executor, unembed) -> PipelineOutcome:
     return outcome
 
 
-def _keep(spec, index, params, outcome, executor, unembed):
+def _keep(spec, index, params, outcome, executor, unembed, memo=None):
     condition = params["condition"]  # compiled once, by the compiler
-    metrics = pair_metrics(executor, unembed, outcome.pairs, params["metrics"], "keep-condition")
+    metrics = pair_metrics(executor, unembed, outcome.pairs, params["metrics"], "keep-condition", memo)
     for record in ("clean", "corrupted"):
         for name, values in metrics[record].items():
             if torch.isnan(values).any():

@@ -211,12 +211,14 @@ class Session:
                                                                stored["final"])
         else:
             self.thread_policy.apply("pipeline")
+            memo: Dict[tuple, Any] = {}  # the keep-condition's final residuals serve the final pairs' metrics
             with torch.no_grad():
-                outcome = self.run_pipeline()
+                outcome = self.run_pipeline(memo=memo)
                 pairs = outcome.pairs
                 self.final = {"clean": {}, "corrupted": {}}
                 if pairs:
-                    metrics = pair_metrics(self.executor, self.unembed, pairs, self.plan.metrics_needed, "baselines")
+                    metrics = pair_metrics(self.executor, self.unembed, pairs, self.plan.metrics_needed, "baselines",
+                                           memo)
                     self.final = {r: {k: v.tolist() for k, v in m.items()} for r, m in metrics.items()}
             self.stages, self.candidate_metrics = outcome.stages, outcome.candidate_metrics
             if pairs:
@@ -236,14 +238,14 @@ class Session:
             return {}
         return {r: float(sum(self.final[r][self.plan.metric][:n]) / n) for r in ("clean", "corrupted")}
 
-    def run_pipeline(self, candidates=None):
+    def run_pipeline(self, candidates=None, memo=None):
         """The plan's pipeline (keep, sample, symmetric) over the dataset's candidates or `candidates`."""
         import dataclasses
 
         from .pipeline import run_pipeline
 
         dataset = self.dataset if candidates is None else dataclasses.replace(self.dataset, pairs=list(candidates))
-        return run_pipeline(self.plan, self.spec, dataset, self.executor, self.unembed)
+        return run_pipeline(self.plan, self.spec, dataset, self.executor, self.unembed, memo)
 
     def context_for(self, pairs, baselines: Optional[Dict[str, float]] = None, index: int = 0,
                     earlier: Optional[Dict[str, Any]] = None):
