@@ -27,21 +27,31 @@ def models(rough_models):
     return {a: loaded_model(a, rough_models) for a in ARCHITECTURES}
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
-def test_a_continued_forward_equals_the_full_forward(models, architecture):
-    bridge = models[architecture].bridge
-    torch.manual_seed(1)
-    tokens = torch.randint(5, 300, (3, 11))
+def full_and_continued(bridge, tokens, starts, rows):
+    """(the full forward's logits, {p: the logits of rows `rows` continued from position p})."""
     store: kv.KV = {}
     with torch.no_grad():
         with kv.recording(bridge, store):
             full = bridge(tokens, prepend_bos=False)
         assert sorted(store) == list(range(bridge.cfg.n_layers))
-        for p in (1, 4, 10):
-            with kv.continuing(bridge, kv.take(store, torch.tensor([2, 0, 1]), p)):
-                rest = bridge(tokens[[2, 0, 1], p:], prepend_bos=False, position_ids=kv.positions(p, 11, 3, "cpu"))
-            expected = full[[2, 0, 1], p:]
-            assert torch.allclose(rest, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max())), p
+        continued = {}
+        for p in starts:
+            with kv.continuing(bridge, kv.take(store, rows, p)):
+                continued[p] = bridge(tokens[rows, p:], prepend_bos=False,
+                                      position_ids=kv.positions(p, tokens.shape[1], len(rows), "cpu"))
+    return full, continued
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_a_continued_forward_equals_the_full_forward(models, architecture):
+    bridge = models[architecture].bridge
+    torch.manual_seed(1)
+    tokens = torch.randint(5, 300, (3, 11))
+    rows = torch.tensor([2, 0, 1])
+    full, continued = full_and_continued(bridge, tokens, (1, 4, 10), rows)
+    for p, rest in continued.items():
+        expected = full[rows, p:]
+        assert torch.allclose(rest, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max())), p
     assert 1 <= kv.exact_rest(bridge, tokens) < tokens.shape[1]
     for attention in kv.attentions(bridge):  # nothing left behind on the modules
         assert "_update_kv_cache" not in attention.__dict__
@@ -63,13 +73,10 @@ def test_a_sliding_window_is_kept_by_the_continued_mask(models):
             module.sliding_window = 3
         torch.manual_seed(2)
         tokens = torch.randint(5, 300, (2, 10))
-        store: kv.KV = {}
+        full, continued = full_and_continued(bridge, tokens, (6,), torch.arange(2))
+        rest = continued[6]
+        config.sliding_window = saved
         with torch.no_grad():
-            with kv.recording(bridge, store):
-                full = bridge(tokens, prepend_bos=False)
-            with kv.continuing(bridge, kv.take(store, torch.arange(2), 6)):
-                rest = bridge(tokens[:, 6:], prepend_bos=False, position_ids=kv.positions(6, 10, 2, "cpu"))
-            config.sliding_window = saved
             unwindowed = bridge(tokens, prepend_bos=False)
         assert not torch.allclose(full[:, 6:], unwindowed[:, 6:], atol=1e-4)  # the window matters here
         assert torch.allclose(rest, full[:, 6:], rtol=1e-5, atol=1e-5 * float(full.abs().max()))
