@@ -55,7 +55,10 @@ class Ablation:
         return step(ctx, params, f"{params.method}-ablate the heads' z at {where}; every head's "
                                  "output at the final position with and without",
                     hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale",
-                           "blocks.{L}.ln1_post.hook_scale?"), positions="all")
+                           "blocks.{L}.ln1_post.hook_scale?"), positions="all",
+                    # its "before" sweep (every head's z at the final position, clean prompts) is what
+                    # head attribution captures: one shared pass serves both (compile/fusion.py)
+                    shares_final_pass=True)
 
     def cost(self, params, inputs):
         """The heads' direct attributions before and after (two sweeps of its pairs, the second ablated),

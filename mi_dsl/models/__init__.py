@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Optional
 from ..errors import RunError
 from .model_spec import ModelSpec
 from .boot import boot_bridge, dimensions, enable_compatibility, load_bridge_tokenizer
-from .cache import cache_root  # noqa: F401  (public: mi_dsl.models.cache_root)
+from .cache import cache_root, take_repairs  # noqa: F401  (public: mi_dsl.models.cache_root)
 from .environment import go_offline, quiet, torch_device, torch_dtype
 from .files import tokenizer_dir_for  # noqa: F401  (public: the tokenizer resolver uses it)
 from .placement import device_placement, dispatch
@@ -37,6 +37,7 @@ class LoadedModel:
     id, source, name and/or path (weights: the converted copy, for GGUF sources), seed
     (random), cached (weights came from mi-dsl's conversion cache; False for sources that
     need no conversion), processed_cached (processed weights came from the cache),
+    cache_repairs (only when a cache entry failed its checksums and was rebuilt: what was wrong),
     load_seconds, architecture (the transformers class), n_layers, n_heads, n_kv_heads,
     d_model, d_head, d_vocab.
     """
@@ -90,5 +91,8 @@ def load_model(spec: ModelSpec, *, cache_root: Optional[Path] = None, progress: 
     if placement is not None:
         info["device_map"] = {k: str(v) for k, v in placement.items()}
         info["n_devices"] = getattr(bridge.cfg, "n_devices", 1)
+    repairs = take_repairs()  # damaged cache entries found (and rebuilt) on the way
+    if repairs:
+        info["cache_repairs"] = repairs
     info["load_seconds"] = round(time.perf_counter() - started, 3)
     return LoadedModel(bridge, hf_model, bridge.tokenizer, tokenizer_dir, device, dtype, info)

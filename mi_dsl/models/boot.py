@@ -6,6 +6,7 @@ from typing import Any, Dict, Optional
 
 from .model_spec import ModelSpec
 from . import cache
+from .processed import processed_weights
 from .files import _guess_special_tokens, read_json
 from .weights import Weights
 
@@ -66,7 +67,7 @@ def enable_compatibility(bridge, spec: ModelSpec, weights: Weights, root, device
 
     key = cache.digest("processed", weights.weights_key, str(dtype), device.type, flags,
                        getattr(transformer_lens, "__version__", "?"), transformers.__version__)
-    with cache.processed_weights(cache.entry(root, "processed", key), device, say) as outcome:
+    with processed_weights(cache.entry(root, "processed", key), device, say) as outcome:
         bridge.enable_compatibility_mode(disable_warnings=True, **flags)
     return outcome["hit"]
 

@@ -6,6 +6,11 @@ can find a cached tokenizer without loading a model stack.
 Every entry is a directory written whole: it is built under a `.partial-*` name
 beside its final place and renamed into place at the end, so a run killed half-way
 leaves no half entry (the next run removes stale partial directories and starts over).
+Before the rename its checksums are recorded (`integrity.py`); an entry whose files no
+longer match them (truncated, altered in place) is not used: it is removed and built
+again, and the reason is kept for the run's warnings (`take_repairs`). Building takes a
+lock beside the entry (`.NAME.lock`, released by the kernel if the process dies), so two
+processes that need the same entry build it once: the second waits, then uses it.
 """
 from __future__ import annotations
 
@@ -17,10 +22,12 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Iterator, List, Optional
+
+from . import integrity
 
 CACHE_ENV = "MI_DSL_CACHE"
-FORMAT = 1                      # bump when the layout or the conversion changes
+FORMAT = 2                      # bump when the layout or the conversion changes (2: checksums)
 _PARTIAL = ".partial-"
 _STALE_PARTIAL_SECONDS = 6 * 3600
 
@@ -57,8 +64,77 @@ def entry(root: Optional[Path], kind: str, key: str) -> Path:
 
 
 def ready(path: Path) -> bool:
-    """Whether the entry was written completely (the rename is the commit)."""
-    return path.is_dir()
+    """Whether the entry was written completely (the rename is the commit) and its files are
+    still what was written (a damaged entry is reported once through `take_repairs`)."""
+    if not path.is_dir():
+        return False
+    fault = integrity.problem(path)
+    if fault is not None and fault not in _repairs:
+        _repairs.append(fault)
+    return fault is None
+
+
+_repairs: List[str] = []
+
+
+def take_repairs() -> List[str]:
+    """What was found wrong with cache entries since the last call (each entry is rebuilt)."""
+    found = list(_repairs)
+    _repairs.clear()
+    return found
+
+
+Say = Callable[[str], None]
+
+
+@contextmanager
+def locked(final: Path, say: Optional[Say] = None) -> Iterator[None]:
+    """Hold the lock of entry `final` (waiting, with a progress line, while another process builds it)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock; the rename still keeps entries whole
+        yield
+        return
+    with open(final.parent / f".{final.name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            if say is not None:
+                say(f"waiting for another mi-dsl process that is writing {final.parent.name}/{final.name}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure(final: Path, build: Callable[[Path], None], say: Optional[Say] = None) -> bool:
+    """Make entry `final` exist: True when it was already there (or another process built it
+    while this one waited), False when `build(scratch)` built it here."""
+    if ready(final):
+        return True
+    with locked(final, say):
+        if ready(final):
+            return True
+        if final.exists() and say is not None:
+            say(f"building {final.parent.name}/{final.name} again: {integrity.problem(final)}")
+        discard(final)
+        with building(final) as scratch:
+            build(scratch)
+    return False
+
+
+def discard(final: Path) -> None:
+    """Remove a damaged entry (renamed aside first, so no reader sees half of it)."""
+    if not final.exists():
+        return
+    aside = final.parent / f"{_PARTIAL}{final.name}-damaged-{os.getpid()}"
+    try:
+        os.rename(final, aside)
+    except OSError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 @contextmanager
@@ -73,6 +149,7 @@ def building(final: Path) -> Iterator[Path]:
     scratch = Path(tempfile.mkdtemp(prefix=f"{_PARTIAL}{final.name}-", dir=final.parent))
     try:
         yield scratch
+        integrity.record(scratch)
         try:
             os.rename(scratch, final)
         except OSError:
@@ -91,83 +168,3 @@ def _remove_stale_partials(directory: Path) -> None:
                 shutil.rmtree(child, ignore_errors=True)
         except OSError:
             pass
-
-
-# --------------------------------------------------------------------------- processed weights
-# TransformerLens's weight processing (fold_ln, centering) takes seconds for a model with a
-# large vocabulary and is a pure function of the raw weights and the flags, so its result
-# is kept beside the converted weights. Imports torch only when used.
-
-
-@contextmanager
-def processed_weights(folder: Path, device, say: Callable[[str], None]) -> Iterator[Dict[str, bool]]:
-    """While open, TransformerLens's weight processing is served from `folder` or fills it.
-
-    `folder`'s name must identify the raw weights, the flags and the library versions.
-    The stored result is also checked against the incoming keys, shapes and dtypes.
-    The yielded dict's "hit" says whether the cache answered.
-    """
-    from transformer_lens.weight_processing import ProcessWeights
-
-    original = ProcessWeights.__dict__["process_weights"]
-    outcome = {"hit": False}
-
-    def process(state_dict, cfg, **options):
-        signature = _signature(state_dict)
-        stored = _read_processed(folder, signature, device)
-        if stored is not None:
-            outcome["hit"] = True
-            return stored
-        say("processing weights (cached for next time)")
-        result = original.__func__(state_dict, cfg, **options)
-        _write_processed(folder, signature, result)
-        return result
-
-    ProcessWeights.process_weights = staticmethod(process)
-    try:
-        yield outcome
-    finally:
-        ProcessWeights.process_weights = original
-
-
-def _signature(state_dict) -> str:
-    return digest(sorted((key, list(getattr(value, "shape", ())), str(getattr(value, "dtype", "")))
-                         for key, value in state_dict.items()))
-
-
-def _read_processed(folder: Path, signature: str, device):
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    file = folder / "weights.safetensors"
-    if not file.is_file():
-        return None
-    try:
-        with safe_open(str(file), framework="pt") as handle:
-            if (handle.metadata() or {}).get("signature") != signature:
-                return None
-        return load_file(str(file), device=str(device))
-    except Exception:  # an unreadable entry is recomputed, never fatal
-        return None
-
-
-def _write_processed(folder: Path, signature: str, state_dict) -> None:
-    import torch
-    from safetensors.torch import save_file
-
-    if not all(isinstance(value, torch.Tensor) for value in state_dict.values()):
-        return
-    tensors, storages = {}, set()
-    for key, value in state_dict.items():
-        value = value.detach()
-        if value.untyped_storage().data_ptr() in storages or not value.is_contiguous():
-            value = value.clone(memory_format=torch.contiguous_format)  # safetensors refuses sharing
-        storages.add(value.untyped_storage().data_ptr())
-        tensors[key] = value
-    if folder.exists():  # a stale entry (its signature did not match): replace it
-        shutil.rmtree(folder, ignore_errors=True)
-    try:
-        with building(folder) as scratch:
-            save_file(tensors, str(scratch / "weights.safetensors"), metadata={"signature": signature})
-    except OSError:  # a full disk costs the next start a few seconds, not this run
-        pass

@@ -124,21 +124,25 @@ def smollm2_file() -> Path:
 def _embedded_tokenizer_dir(root, say) -> str:
     package = embedded_package()
     final = cache.entry(root, "tokenizers", cache.digest("embedded", package.EXPECTED_SHA256))
-    if not cache.ready(final):
+
+    def build(scratch: Path) -> None:
         with quiet(), assembled_embedded(package, say) as gguf:
-            _convert_gguf_tokenizer(gguf, final, say)
+            _convert_gguf_tokenizer(gguf, scratch, say)
+    cache.ensure(final, build, say)
     return str(final)
 
 
 def _gguf_tokenizer_dir(path: Path, root, say) -> str:
     final = cache.entry(root, "tokenizers", cache.digest("gguf", cache.file_fingerprint(path)))
-    if not cache.ready(final):
+
+    def build(scratch: Path) -> None:
         with quiet():
-            _convert_gguf_tokenizer(path, final, say)
+            _convert_gguf_tokenizer(path, scratch, say)
+    cache.ensure(final, build, say)
     return str(final)
 
 
-def _convert_gguf_tokenizer(gguf: Path, final: Path, say) -> None:
+def _convert_gguf_tokenizer(gguf: Path, scratch: Path, say) -> None:
     from transformers import AutoTokenizer
 
     say(f"reading the tokenizer of {gguf.name} (once)")
@@ -146,52 +150,9 @@ def _convert_gguf_tokenizer(gguf: Path, final: Path, say) -> None:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except Exception as err:  # transformers raises many kinds for an unreadable GGUF
         raise RunError(f"cannot read the tokenizer of GGUF file '{gguf}': {first_line(err)}") from None
-    with cache.building(final) as scratch:
-        tokenizer.save_pretrained(str(scratch))
-        if not (scratch / "tokenizer.json").is_file():
-            raise RunError(f"the tokenizer of GGUF file '{gguf}' has no fast (tokenizer.json) form")
-
-
-def convert_gguf(gguf: Path, final: Path, say) -> None:
-    """Dequantise `gguf` to a float32 safetensors model directory at `final`."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    say(f"converting {gguf.name} to float32 safetensors (once; about a minute on a CPU)")
-    try:
-        with _gguf_bars_off():
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                         dtype=torch.float32)
-    except Exception as err:  # transformers raises many kinds for an unsupported GGUF
-        raise RunError(f"cannot convert GGUF file '{gguf}': {first_line(err)}",
-                       hint="transformers can dequantise GGUF files of common architectures "
-                            "(llama, gemma, qwen, ...); check the file is a complete model") from None
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.config.architectures = [type(model).__name__]
-    with cache.building(final) as scratch:
-        model.save_pretrained(str(scratch))
-
-
-@contextmanager
-def _gguf_bars_off() -> Iterator[None]:
-    """transformers' GGUF reader draws a tqdm bar of its own; silence it."""
-    from functools import partial
-
-    try:
-        from transformers import modeling_gguf_pytorch_utils as reader
-    except ImportError:
-        yield
-        return
-    original = getattr(reader, "tqdm", None)
-    if original is not None:
-        reader.tqdm = partial(original, disable=True)
-    try:
-        yield
-    finally:
-        if original is not None:
-            reader.tqdm = original
+    tokenizer.save_pretrained(str(scratch))
+    if not (scratch / "tokenizer.json").is_file():
+        raise RunError(f"the tokenizer of GGUF file '{gguf}' has no fast (tokenizer.json) form")
 
 
 _KNOWN_EOS = ("<eos>", "<|endoftext|>", "</s>", "<|end_of_text|>")
@@ -224,15 +185,15 @@ def _tokenizer_dir_from_file(file: Path, root) -> str:
     import shutil
 
     final = cache.entry(root, "tokenizers", cache.digest("file", hashlib.sha256(file.read_bytes()).hexdigest()))
-    if cache.ready(final):
-        return str(final)
-    beside = file.parent / "tokenizer_config.json"
-    config = read_json(beside) if beside.is_file() else {}
-    with cache.building(final) as scratch:
+
+    def build(scratch: Path) -> None:
+        beside = file.parent / "tokenizer_config.json"
+        config = read_json(beside) if beside.is_file() else {}
         shutil.copyfile(file, scratch / "tokenizer.json")
         config.update({k: v for k, v in _guess_special_tokens(scratch / "tokenizer.json").items()
                        if not config.get(k)})
         (scratch / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    cache.ensure(final, build)
     return str(final)
 
 
@@ -260,19 +221,19 @@ def _guess_special_tokens(file: Path) -> Dict[str, str]:
 def _converted_tokenizer_dir(source: str, key: str, root) -> str:
     """Save a tokenizer transformers can load (directory or hub id) as tokenizer.json, once."""
     final = cache.entry(root, "tokenizers", key)
-    if cache.ready(final):
-        return str(final)
-    with quiet():
-        from transformers import AutoTokenizer
 
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not online())
-        except (OSError, ValueError) as err:
-            raise RunError(f"cannot load the tokenizer '{source}': {first_line(err)}") from None
-        if not getattr(tokenizer, "is_fast", False):
-            raise RunError(f"the tokenizer '{source}' has no fast (tokenizer.json) form")
-        with cache.building(final) as scratch:
+    def build(scratch: Path) -> None:
+        with quiet():
+            from transformers import AutoTokenizer
+
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not online())
+            except (OSError, ValueError) as err:
+                raise RunError(f"cannot load the tokenizer '{source}': {first_line(err)}") from None
+            if not getattr(tokenizer, "is_fast", False):
+                raise RunError(f"the tokenizer '{source}' has no fast (tokenizer.json) form")
             tokenizer.save_pretrained(str(scratch))
+    cache.ensure(final, build)
     return str(final)
 
 

@@ -11,7 +11,8 @@ from ..errors import FileAccessError, RunError
 from .model_spec import EMBEDDED_MODELS, ModelSpec
 from . import cache
 from .environment import in_hub_cache, online
-from .files import (required_name, assembled_embedded, convert_gguf, embedded_name, embedded_package, existing_dir,
+from .convert import convert_gguf
+from .files import (required_name, assembled_embedded, embedded_name, embedded_package, existing_dir,
                     existing_file, first_line, smollm2_file)
 
 
@@ -66,10 +67,11 @@ def load_embedded(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     package = embedded_package()
     key = cache.digest("embedded", package.EXPECTED_SHA256)
     model_dir = cache.entry(root, "models", key)
-    cached = cache.ready(model_dir)
-    if not cached:
+
+    def build(scratch):
         with assembled_embedded(package, say) as gguf:
-            convert_gguf(gguf, model_dir, say)
+            convert_gguf(gguf, scratch, say)
+    cached = cache.ensure(model_dir, build, say)
     info = {"id": f"embedded:{package.MODEL_NAME}", "source": "embedded", "name": EMBEDDED_NAME,
             "path": package.MODEL_NAME, "weights": str(model_dir)}
     return Weights(from_dir(model_dir, dtype), EMBEDDED_NAME, info, cached, key)
@@ -79,9 +81,7 @@ def _embedded_smollm2(root, dtype, say) -> Weights:
     path = smollm2_file()
     key = cache.digest("embedded-smollm2", cache.file_fingerprint(path))
     model_dir = cache.entry(root, "models", key)
-    cached = cache.ready(model_dir)
-    if not cached:
-        convert_gguf(path, model_dir, say)
+    cached = cache.ensure(model_dir, lambda scratch: convert_gguf(path, scratch, say), say)
     info = {"id": "embedded:smollm2-135m", "source": "embedded", "name": SMOLLM2_NAME,
             "path": path.name, "weights": str(model_dir)}
     return Weights(from_dir(model_dir, dtype), SMOLLM2_NAME, info, cached, key)
@@ -91,9 +91,7 @@ def load_gguf(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     path = existing_file(spec.path, "GGUF file")
     key = cache.digest("gguf", cache.file_fingerprint(path))
     model_dir = cache.entry(root, "models", key)
-    cached = cache.ready(model_dir)
-    if not cached:
-        convert_gguf(path, model_dir, say)
+    cached = cache.ensure(model_dir, lambda scratch: convert_gguf(path, scratch, say), say)
     hf_model = from_dir(model_dir, dtype)
     model_type = hf_model.config.model_type
     name = spec.name or GGUF_HUB_NAMES.get(model_type) or f"gguf/{path.stem}"

@@ -47,6 +47,7 @@ class Executor:
     forward_seconds: float = 0.0          # the per-token rate the next plan's estimate reads (compile/cost.py)
     oom_cap: Optional[int] = None         # rows per batch that last fit after an out-of-memory split
     resumable: Optional[bool] = None      # blocks can be skipped (runtime/prefix.py); checked once
+    kv_rest: Optional[int] = None     # positions a continued forward must run (runtime/kv.py); 0: cannot
 
     @property
     def model(self):
@@ -151,11 +152,13 @@ class Executor:
 
     def capture(self, tokens: torch.Tensor, keep: Dict[str, Callable], *,
                 interventions: Sequence[Tuple[str, Callable]] = (),
-                stop_after: Optional[str] = None) -> Tuple[Optional[torch.Tensor], Dict[str, torch.Tensor]]:
+                stop_after: Optional[str] = None,
+                forward_kwargs: Optional[Dict[str, object]] = None) -> Tuple[Optional[torch.Tensor], Dict[str, torch.Tensor]]:
         """Run `tokens` once; return (logits or None, {hook name: kept slice}).
 
         `stop_after` names the last hook anything needs: the forward stops there, so a
         final-position metric never pays for the unembedding of every position.
+        `forward_kwargs` go to the bridge's forward (position_ids of a continued forward, runtime/kv.py).
         """
         kept: Dict[str, torch.Tensor] = {}
         hooks: List[Tuple[str, Callable]] = list(interventions)
@@ -168,7 +171,7 @@ class Executor:
         started = time.perf_counter()
         try:
             with self.model.hooks(fwd_hooks=hooks):
-                logits = self.model(tokens, prepend_bos=False)
+                logits = self.model(tokens, prepend_bos=False, **(forward_kwargs or {}))
             logits = logits.to(self.device)  # a device_map puts the unembedding on the last device
         except _StopForward:
             logits = None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -16,6 +16,7 @@ from ..errors import NoPromptsLeft, RunError
 from ..expr import Env
 from .executor import by_length, pad_right, token_sets
 from ..metrics import Metric, checked, compute_metrics, reads_continuation
+from .shared_prefix import SharedPrefix
 from .unembed import final_inputs
 
 
@@ -33,41 +34,63 @@ class PipelineOutcome:
 
 
 def prompt_metrics(executor, unembed, prompts: Sequence[Sequence[int]], answers: Sequence[int],
-                   foils: Sequence[int], metrics: Sequence[Metric], what: str = "",
-                   interventions=()) -> Dict[str, torch.Tensor]:
+                   foils: Sequence[int], metrics: Sequence[Metric], what: str = "", interventions=(),
+                   memo: Optional[Dict[tuple, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
     """The plan's compiled `metrics` (by name) for prompts of any lengths: batches in order of length,
     right-padded (executor.pad_right), each prompt read at its own final position (continuation
-    metrics: at its own final position and the continuation's positions after it)."""
+    metrics: at its own final position and the continuation's positions after it). `memo` (prompt ids ->
+    final residual), given by a caller that runs the same unmodified model twice over the same
+    prompts (the dataset step: keep-condition, then the final pairs' metrics), serves prompts
+    already run and keeps the new ones."""
     metrics = [checked(m) for m in metrics]
     if reads_continuation(metrics):
         return _continuation_prompt_metrics(executor, unembed, prompts, answers, foils, metrics, what,
                                             interventions)
-    return _shared_forwards(executor, unembed, prompts, answers, foils, metrics, what, interventions)
+    return _shared_forwards(executor, unembed, prompts, answers, foils, metrics, what, interventions,
+                            None if interventions else memo)
 
 
-def _shared_forwards(executor, unembed, prompts, answers, foils, metrics, what, interventions=()):
+def _shared_forwards(executor, unembed, prompts, answers, foils, metrics, what, interventions=(), memo=None):
     """As prompt_metrics, one forward per distinct prompt: a pair's corrupted prompt is often
     another pair's clean one (the syllogisms' swapped descriptor), and the metric of each row
     is read from its prompt's final residual with the row's own answer and foil."""
     rows_of: Dict[tuple, List[int]] = {}
     for i, ids in enumerate(prompts):
         rows_of.setdefault(tuple(ids), []).append(i)
-    unique = list(rows_of)
+    memo = {} if memo is None else memo
+    unique = [ids for ids in rows_of if ids not in memo]  # to run; the others were run before
     order = by_length(unique)
     ans = token_sets([_as_set(a) for a in answers])
     foil = token_sets([_as_set(f) for f in foils])
+    # prompts sharing their first tokens run them once (runtime/shared_prefix.py)
+    shared = None if interventions or not unique else SharedPrefix.plan(executor, unique, what)
 
     def one_batch(s: slice):
-        tokens, final = pad_right([unique[u] for u in order[s]])
-        x = final_inputs(executor, tokens, interventions, None if bool((final == tokens.shape[1] - 1).all()) else final)
-        local = [j for j, u in enumerate(order[s]) for _ in rows_of[unique[u]]]
-        rows = [r for u in order[s] for r in rows_of[unique[u]]]
+        if shared is not None:
+            x = shared.final_inputs(executor, order[s], unique)
+        else:
+            tokens, final = pad_right([unique[u] for u in order[s]])
+            x = final_inputs(executor, tokens, interventions, None if bool((final == tokens.shape[1] - 1).all())
+                             else final)
+        if not interventions:
+            memo.update((unique[u], x[j]) for j, u in enumerate(order[s]))
+        return _rows_metrics(x, [unique[u] for u in order[s]])
+
+    def _rows_metrics(x, batch):
+        local = [j for j, ids in enumerate(batch) for _ in rows_of[ids]]
+        rows = [r for ids in batch for r in rows_of[ids]]
         device = executor.device
         return rows, compute_metrics(x[local], ans[rows].to(device), foil[rows].to(device), metrics, unembed)
 
     names = [m.name for m in metrics]
     out = {n: torch.empty(len(prompts)) for n in names}
-    for rows, values in executor.map_batches(len(order), max(len(p) for p in unique), one_batch, what):
+    parts = executor.map_batches(len(order), max(len(p) for p in unique), one_batch, what) if unique else []
+    running = set(unique)
+    known = [ids for ids in rows_of if ids not in running]
+    for start in range(0, len(known), 256):  # a full-vocabulary metric holds [rows, vocab] logits at once
+        chunk = known[start:start + 256]
+        parts.append(_rows_metrics(torch.stack([memo[ids] for ids in chunk]), chunk))
+    for rows, values in parts:
         for n in names:
             out[n][torch.tensor(rows)] = values[n].cpu()
     return out
@@ -93,24 +116,27 @@ def _continuation_prompt_metrics(executor, unembed, prompts, answers, foils, met
     return out
 
 
-def pair_metrics(executor, unembed, pairs, metrics: Sequence[Metric], what: str = "") -> Dict[str, Dict[str, torch.Tensor]]:
-    """Clean and corrupted values of the plan's compiled `metrics` (by name), in one batched sweep over both."""
+def pair_metrics(executor, unembed, pairs, metrics: Sequence[Metric], what: str = "",
+                 memo=None) -> Dict[str, Dict[str, torch.Tensor]]:
+    """Clean and corrupted values of the plan's compiled `metrics` (by name), in one batched sweep over both
+    (`memo`: prompt_metrics)."""
     prompts = [p.clean.ids for p in pairs] + [p.corrupted.ids for p in pairs]
     answers = [p.answers for p in pairs] * 2
     foils = [p.foils for p in pairs] * 2
-    both = prompt_metrics(executor, unembed, prompts, answers, foils, metrics, what)
+    both = prompt_metrics(executor, unembed, prompts, answers, foils, metrics, what, memo=memo)
     n = len(pairs)
     return {"clean": {k: v[:n] for k, v in both.items()}, "corrupted": {k: v[n:] for k, v in both.items()}}
 
 
-def run_pipeline(plan, spec, dataset, executor, unembed) -> PipelineOutcome:
+def run_pipeline(plan, spec, dataset, executor, unembed, memo=None) -> PipelineOutcome:
+    """The pipeline's steps in order (`memo`: prompt_metrics; the keep-condition's forwards fill it)."""
     outcome = PipelineOutcome(list(dataset.pairs))
     for index, step in enumerate(plan.pipeline):
         before = len(outcome.pairs)
         before_pairs = {_identity(p) for p in outcome.pairs} if step.kind == "symmetric" else None
         params = step.params
         if step.kind == "keep":
-            outcome.pairs = _keep(spec, index, params, outcome, executor, unembed, plan)
+            outcome.pairs = _keep(spec, index, params, outcome, executor, unembed, plan, memo)
         elif step.kind == "sample":
             outcome.pairs = _sample(outcome.pairs, params.n, params.seed, executor,
                                     spec.loc("pipeline", index, "sample", "n"))
@@ -152,10 +178,10 @@ def _identity(pair):
     return pair.clean.ids, pair.corrupted.ids, pair.answers, pair.foils
 
 
-def _keep(spec, index, params, outcome, executor, unembed, plan):
+def _keep(spec, index, params, outcome, executor, unembed, plan, memo=None):
     condition = params.condition  # compiled once, by the compiler
     metrics = pair_metrics(executor, unembed, outcome.pairs, [plan.metric_named(n) for n in params.metrics],
-                           "keep-condition")
+                           "keep-condition", memo)
     for record in ("clean", "corrupted"):
         for name, values in metrics[record].items():
             if torch.isnan(values).any():

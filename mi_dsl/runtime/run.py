@@ -95,6 +95,7 @@ class Session:
         self.threads, self.thread_choice, self.shared, self.pass_forwards = threads, {}, {}, {}
         self.say, self.progress = say or _say(progress), progress
         self.timings: Dict[str, float] = {}
+        self.load_warnings: List[SpecWarning] = []  # the model loader's (a rebuilt cache entry)
         self.results: Dict[str, Any] = {}     # analysis id -> Result
         self.figures: Dict[str, list] = {}
         self.files: Dict[str, Dict[str, str]] = {}  # analysis id -> {relative path: text} for the run directory
@@ -130,10 +131,12 @@ class Session:
 
         from .executor import Executor
         from ..models import load_model
-        from .threads import apply_threads_for
+        from .threads import ThreadPolicy, device_type_of
         from .unembed import Unembed
 
-        self.thread_choice = apply_threads_for(self.threads, self.plan.model.device)
+        # measured over the model's load (what other processes use meanwhile), then before each step
+        self.thread_policy = ThreadPolicy(self.threads, device_type_of(self.plan.model.device))
+        self.thread_policy.start()
 
         self.say(f"{len(self.dataset.pairs)} candidate prompts; loading model ({self.spec.model.source})")
         torch.manual_seed(self.spec.seed)
@@ -142,6 +145,11 @@ class Session:
             self.loaded = load_model(self.plan.model, progress=self.say if self.progress else None)
         except MiError as err:  # the loader knows what failed, the spec knows where it was asked for
             raise err.at(fault_location(self.spec, err.location.path)) from None
+        for fault in self.loaded.info.get("cache_repairs", ()):  # rebuilt, but the user should know
+            self.load_warnings.append(SpecWarning(f"a cached model file failed its checksum and was rebuilt: {fault}",
+                                                  fault_location(self.spec)))
+            _print_warning(self.load_warnings[-1])
+        self.thread_choice = self.thread_policy.apply("model load")
         self.timings["model_load"] = time.perf_counter() - t
         self.timings["launch_to_model_ready"] = time.perf_counter() - (t if started is None else started)
         self.say(f"model ready in {self.timings['model_load']:.1f}s ({self.loaded.info.get('id')})")
@@ -172,12 +180,15 @@ class Session:
             self.candidates = ([self.dataset.pairs[i].swapped() if swapped else self.dataset.pairs[i]
                                 for i, swapped in stored.get("candidates", [])], stored.get("kept", []))
         else:
+            self.thread_policy.apply("pipeline")
+            memo: Dict[tuple, Any] = {}  # the keep-condition's final residuals serve the final pairs' metrics
             with torch.no_grad():
-                outcome = self.run_pipeline()
+                outcome = self.run_pipeline(memo=memo)
                 pairs = outcome.pairs
                 self.final = {"clean": {}, "corrupted": {}}
                 if pairs:
-                    metrics = pair_metrics(self.executor, self.unembed, pairs, self.plan.metrics, "baselines")
+                    metrics = pair_metrics(self.executor, self.unembed, pairs, self.plan.metrics, "baselines",
+                                           memo)
                     self.final = {r: {k: v.tolist() for k, v in m.items()} for r, m in metrics.items()}
             self.stages, self.candidate_metrics = outcome.stages, outcome.candidate_metrics
             self.candidates = (outcome.candidate_pairs, outcome.candidate_kept)
@@ -208,14 +219,14 @@ class Session:
             return {}
         return {r: float(sum(self.final[r][self.plan.metric][:n]) / n) for r in ("clean", "corrupted")}
 
-    def run_pipeline(self, candidates=None):
+    def run_pipeline(self, candidates=None, memo=None):
         """The plan's pipeline (keep, sample, symmetric) over the dataset's candidates or `candidates`."""
         import dataclasses
 
         from .pipeline import run_pipeline
 
         dataset = self.dataset if candidates is None else dataclasses.replace(self.dataset, pairs=list(candidates))
-        return run_pipeline(self.plan, self.spec, dataset, self.executor, self.unembed)
+        return run_pipeline(self.plan, self.spec, dataset, self.executor, self.unembed, memo)
 
     def context_for(self, pairs, baselines: Optional[Dict[str, float]] = None, index: int = 0,
                     earlier: Optional[Dict[str, Any]] = None):
@@ -274,6 +285,7 @@ class Session:
                 result = Result.from_record(stored["record"], stored["tables"])
             else:
                 self.say(f"analysis {step.id} ({step.kind})")
+                self.thread_policy.apply(step.id)
                 with torch.no_grad():
                     result = impl.compute(params, run)
                 if isinstance(result, Result) and result.pairs is None:  # the envelope: which pairs it used
@@ -296,7 +308,7 @@ class Session:
         from .provenance import provenance
         from ..dataset.examples import pair_examples, pair_rows
 
-        warnings_ = list(self.dataset.warnings) + self.executor.warnings + getattr(self, "library_warnings_caught", [])
+        warnings_ = list(self.dataset.warnings) + self.load_warnings + self.executor.warnings + getattr(self, "library_warnings_caught", [])
         model = self.spec.model
         return RunLog.build(
             figures=self.figures,
@@ -331,7 +343,7 @@ class Session:
             store={"reused": store.hits, "computed": store.computed, "distrusted": list(store.distrusted)},
             provenance=provenance(self.spec, self.plan, self.loaded, self.tokenizer),
             warnings=[w.format() for w in warnings_],
-            threads=self.thread_choice,
+            threads=self.thread_policy.record(),
             shared_passes=self.plan.pass_log(self.pass_forwards),
         )
 

@@ -207,9 +207,47 @@ def test_faithfulness_curve_ends_at_one_and_has_a_random_baseline():
     pts = sorted(zip(xs, f))
     by_hand = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(pts, pts[1:]))
     assert out["cpr"] == pytest.approx(by_hand)
-    # the curve's metric at a level is the metric of that circuit run on its own
+    # the curve's metric at a level is the metric of that circuit run on its own (a fresh model:
+    # nothing from the curve's forwards)
     kept = prune(s.graph, top_edges(s.graph, scores, out["requested_edges"][6], "abs", base.direction))
-    assert circuit_metrics(s.model, s.clean, s.corrupted, [kept])[0] == pytest.approx(out["metric"][6], abs=1e-6)
+    alone = GraphModel(s.bridge, s.graph, s.metric)
+    assert circuit_metrics(alone, s.clean, s.corrupted, [kept])[0] == pytest.approx(out["metric"][6], abs=1e-6)
+
+
+@pytest.mark.parametrize("architecture", ARCHS)
+def test_a_small_circuit_ablates_as_the_full_sum_over_its_ablated_edges(architecture):
+    """A circuit keeping few edges takes the engine's short way (every upstream output less the
+    kept edges'); the same circuit given per row ([B, F, Bw], summed edge by edge) agrees."""
+    s = Setup(architecture)
+    mask = s.graph.edge_mask()
+    kept = (torch.rand(mask.shape, generator=torch.Generator().manual_seed(4)) < 0.1) & mask
+    kept[:, s.graph.logits_index] = mask[:, s.graph.logits_index]  # every node into the logits: not the empty run
+    complement = (mask & ~kept).float()
+    with s.model.split_inputs(), torch.no_grad():
+        off = s.model.run(s.corrupted, Pass(s.rows)).outputs
+        short = s.model.run(s.clean, Pass(s.rows, capture_outputs=False, off=off, complement=complement)).metric
+        per_row = complement.expand(len(s.rows), -1, -1).contiguous()
+        summed = s.model.run(s.clean, Pass(s.rows, capture_outputs=False, off=off, complement=per_row)).metric
+    clean, corrupted = s.plain_metric(s.clean), s.plain_metric(s.corrupted)
+    assert float((short - clean).abs().max()) > 1e-3 and float((short - corrupted).abs().max()) > 1e-3
+    assert torch.allclose(short, summed, rtol=1e-5, atol=1e-5)
+
+
+def test_forwards_asked_for_again_are_not_run_again_and_give_the_same_numbers():
+    """The curve asks for the corrupted outputs and the full and empty circuits again (its 100%
+    level, the random circuits that prune to nothing): answered from the model's record of its
+    forwards, with the numbers every circuit gets run on a fresh model."""
+    s = Setup("gemma3")
+    scores = score_edges(s.model, s.clean, s.corrupted, "eap").scores
+    base = baselines(s.model, s.clean, s.corrupted)
+    before, reused = s.model.forwards, s.model.reused
+    out = curve(s.model, s.clean, s.corrupted, scores, base=base)
+    assert s.model.forwards - before == 21 and s.model.reused - reused >= 3  # 1 corrupted + 20 circuits asked
+    g = s.graph
+    for i, n in enumerate(out["requested_edges"]):
+        kept = prune(g, top_edges(g, scores, n, "abs", base.direction))
+        fresh = GraphModel(s.bridge, g, s.metric)
+        assert circuit_metrics(fresh, s.clean, s.corrupted, [kept])[0] == out["metric"][i]
 
 
 def test_graph_counts_and_grouped_query_layout():

@@ -276,17 +276,19 @@ def test_resid_mid_is_refused_without_it(neox):
 
 
 def test_batch_size_and_stacking_do_not_change_numbers(neox):
-    """Each layer's cells in one forward, rows of a cell split across batches of 7 or 5 rows,
-    and a plain loop of one run_with_hooks per cell all agree."""
+    """The cells of a layer patched from one position on in one forward (keys and values before it
+    reused), rows of a cell split across batches of 7 or 5 rows, and a plain loop of one
+    run_with_hooks per cell all agree."""
     params = dict(target="z_by_position", positions=["noun", "final"])  # noun: 2 tokens patched together
     default = compute(neox, **params)
-    n_layers = len(default.data["layers"])
-    assert default.data["passes"]["patched_forwards"] == n_layers  # one forward per layer's cells
+    n_layers, n_columns = len(default.data["layers"]), 2
+    assert default.data["passes"]["kv_reuse"]
+    assert default.data["passes"]["patched_forwards"] == n_layers * n_columns  # one per layer and first position
     for batch_size in (7, 5):  # 8 prompts: a cell's rows split across batches
         other = compute(neox, batch_size=batch_size, **params)
         assert torch.allclose(grid(other), grid(default), atol=1e-6)
-    per_layer = len(neox.pairs) * len(default.tables["cells"]) // n_layers  # rows of one layer's cells
-    assert other.data["passes"]["patched_forwards"] == n_layers * -(-per_layer // 5)
+    per_group = len(neox.pairs) * len(default.tables["cells"]) // (n_layers * n_columns)  # rows of one forward
+    assert other.data["passes"]["patched_forwards"] == n_layers * n_columns * -(-per_group // 5)
     assert torch.allclose(grid(default), naive_loop(neox, default), atol=1e-6)
 
 

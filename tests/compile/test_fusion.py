@@ -88,3 +88,32 @@ def test_one_sweep_serves_the_analyses_with_the_same_numbers(tmp_path, tiny_toke
                 b = torch.tensor(separate[name].data[key])
                 assert torch.allclose(a, b, rtol=1e-6, atol=1e-7), name
                 assert float(b.abs().max()) > 0
+
+
+def test_ablation_reads_its_before_sweep_from_the_pass(tmp_path, tiny_tokenizer):
+    """Ablation's sweep before the knock-out is head attribution's capture: it joins the pass,
+    one sweep fewer, the same numbers."""
+    from mi_dsl.runtime.run import Session
+
+    text = spec_text(tiny_tokenizer, "gemma3").replace(
+        "  - {kind: head_attribution, id: head_few, max_pairs: 3}",
+        "  - {kind: ablation, heads: 'top(head_attr, 1)', positions: final}")
+    p = prepared(tmp_path, text)
+    assert p.plan.passes[0].analyses == tuple(SHARING) + ("ablation",)
+    session = Session.of(p, progress=False, say=lambda m: None)
+    session.open()
+    pairs = session.run_pipeline().pairs
+    results = {}
+    for fuse in (True, False):
+        session.shared.clear()
+        counted, earlier = session.executor.forwards, {}
+        for step in p.plan.analyses:
+            if step.id in SHARING + ["ablation"]:
+                run = session.context_for(pairs, earlier=earlier)
+                run.fuse = fuse
+                earlier[step.id] = session.compute_analysis(step.id, run)
+        results[fuse] = (earlier["ablation"], session.executor.forwards - counted)
+    (fused, fused_forwards), (separate, separate_forwards) = results[True], results[False]
+    assert separate_forwards - fused_forwards == 3 * -(-len(pairs) // 4)  # logit lens, layer attr., ablation
+    for key in ("dla_before", "dla_after"):
+        assert torch.allclose(torch.tensor(fused.data[key]), torch.tensor(separate.data[key]), rtol=1e-6, atol=1e-7)

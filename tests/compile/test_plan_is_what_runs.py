@@ -55,11 +55,11 @@ def test_every_captured_hook_is_listed_in_the_plan_step(tmp_path, monkeypatch):
     used, current = {}, []
     original = Executor.capture
 
-    def recording(self, tokens, keep, *, interventions=(), stop_after=None):
+    def recording(self, tokens, keep, *, interventions=(), stop_after=None, **options):
         if current:
             names = set(keep) | {name for name, _ in interventions}
             used.setdefault(current[-1], set()).update(names)
-        return original(self, tokens, keep, interventions=interventions, stop_after=stop_after)
+        return original(self, tokens, keep, interventions=interventions, stop_after=stop_after, **options)
 
     monkeypatch.setattr(Executor, "capture", recording)
     for kind in load_all().values():
@@ -77,7 +77,9 @@ def test_every_captured_hook_is_listed_in_the_plan_step(tmp_path, monkeypatch):
     n_layers = outcome.results["provenance"]["model"]["n_layers"]
     plan = prepared.plan
     served = {a for p in plan.passes for a in p.analyses[1:]}  # read the shared pass the first one ran
-    assert set(used) == set(steps) - served, "every analysis ran forwards, except those a shared pass served"
+    # every analysis ran forwards, except those a shared pass served (one served may still run its own:
+    # ablation's sweep with the heads knocked out)
+    assert set(steps) - served <= set(used) <= set(steps)
     unlisted = {}
     for analysis_id, names in used.items():
         shared = plan.pass_of(analysis_id)  # the first analysis of a shared pass captures for all of it

@@ -111,6 +111,31 @@ def test_saved_work_is_the_skipped_blocks(run):
     assert passes["block_work_saved"] == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.parametrize("target", ["resid_pre", "z_by_position"])
+def test_positions_before_the_first_patch_reuse_keys_and_values(run, target):
+    """Patches at the size slot and the final position: those cells run only their positions from
+    the patch on (runtime/kv.py), beyond the skipped blocks, with the same numbers (above)."""
+    reused, passes = patched(run, "denoising", True, target=target, positions=["size", "final"])
+    assert passes["kv_reuse"]
+    assert passes["token_work_saved"] > passes["block_work_saved"] + 0.1
+    full, _ = patched(run, "denoising", False, target=target, positions=["size", "final"])
+    assert close(reused, full)
+    assert all(not {"_update_kv_cache", "_apply_reconstruct_attention_mask"} & set(block.attn.__dict__)
+               for block in run.model.blocks)
+
+
+def test_every_position_patching_starts_where_the_prompts_first_differ(run):
+    """Before the first token where clean and corrupted prompts differ, both runs compute the same
+    numbers: patching there changes nothing, so those positions are not run."""
+    clean, corrupted = run.tokens("clean"), run.tokens("corrupted")
+    first = int((clean != corrupted).any(0).float().argmax())
+    assert first > 0
+    reused, passes = patched(run, "denoising", True, target="z")
+    assert passes["kv_reuse"] and passes["token_work_saved"] > passes["block_work_saved"]
+    full, _ = patched(run, "denoising", False, target="z")
+    assert close(reused, full)
+
+
 def test_out_of_memory_during_prefix_reuse_splits_and_restores_the_blocks(run, monkeypatch):
     """A patched forward of more than 5 rows 'runs out of memory' (as CUDA would): the batch
     is halved and retried, the numbers are unchanged and no block is left skipped."""

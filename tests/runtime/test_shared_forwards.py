@@ -43,3 +43,25 @@ def test_rows_sharing_a_prompt_read_their_own_answers_with_one_forward_per_promp
         for name in METRICS:
             assert torch.allclose(got[name][i], alone[name][0].cpu(), rtol=1e-5, atol=1e-6), (i, name)
     assert torch.allclose(got["logit_diff"][0], -got["logit_diff"][3], rtol=1e-5)  # swapped answer/foil
+
+
+def test_prompts_run_before_in_the_same_step_are_not_run_again(tiny):
+    """The dataset step passes one memo to the keep-condition and the final pairs' metrics: a prompt
+    whose final residual is known is not run again, and its rows read the same numbers."""
+    from mi_dsl.runtime.pipeline import prompt_metrics
+
+    executor, unembed = tiny
+    torch.manual_seed(1)
+    prompts = [tuple(torch.randint(5, 200, (6,)).tolist()) for _ in range(5)]
+    answers, foils = [(11,)] * 5, [(21,)] * 5
+    memo = {}
+    first = prompt_metrics(executor, unembed, prompts, answers, foils, METRICS, memo=memo)
+    assert set(memo) == set(prompts)
+    before = executor.forwards
+    swapped = prompt_metrics(executor, unembed, prompts[::-1], foils, answers, METRICS, memo=memo)
+    assert executor.forwards == before
+    assert torch.allclose(swapped["logit_diff"], -first["logit_diff"].flip(0), rtol=1e-6)
+    fresh = prompt_metrics(executor, unembed, prompts[::-1], foils, answers, METRICS)  # no memo: run again
+    assert executor.forwards > before
+    for name in METRICS:
+        assert torch.allclose(fresh[name], swapped[name], rtol=1e-5, atol=1e-6), name

@@ -2,6 +2,7 @@
 the base tokens, the index of the cells (attribution.py is the other engine)."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -203,58 +204,129 @@ def _prepare(run, grid: Grid) -> _Plan:
 def exact_patching(run, grid: Grid, batch_size: Optional[int] = None, reuse_prefix: bool = True):
     """([cells, prompts] metric of every cell's patched run, pass counts); many cells per forward.
 
-    Cells run layer by layer; within a layer, row r of the stacked batch is the layer's
-    cell r // prompts on prompt r % prompts. With `reuse_prefix` (and a model whose
-    blocks allow it, see runtime.prefix) a layer-l batch runs only blocks l..L-1, started
-    from the base run's residual stream entering block l: blocks before the patch cannot
+    Cells run layer by layer, and within a layer by the first position any of them patches;
+    in a batch, row r is the batch's cell r // prompts on prompt r % prompts. With
+    `reuse_prefix` (and a model that allows it) a batch of layer-l cells whose patches all
+    start at position p runs only blocks l..L-1 (from the base run's residual entering block
+    l, runtime/prefix.py) and only positions p.. (after the base run's keys and values of
+    positions < p, runtime/kv.py): neither blocks before a patch nor positions before it can
     change, so the numbers equal full recomputation."""
     import torch
 
     plan, layout = _prepare(run, grid), grid.target.layout
     n_prompts, n_positions = plan.base.shape[0], plan.width
     n_layers = run.cfg.n_layers
-    resume = _resume_inputs(run, plan) if reuse_prefix else None
+    resume, past = _base_run(run, plan, layout) if reuse_prefix else (None, None)
+    same = _same_until(run, plan, grid) if past is not None else 0
     out = torch.empty(len(grid.cells), n_prompts)
-    counted, n_rows, blocks_run = run.executor.forwards, len(grid.cells) * n_prompts, 0
+    counted, n_rows, blocks_run, tokens_run = run.executor.forwards, len(grid.cells) * n_prompts, 0, 0
     for layer, name in zip(plan.layers, plan.names):
-        cells = (plan.index.layer == layer).nonzero().squeeze(1)
         start = layer if resume is not None else 0
-        one_batch = _patched_batch(run, plan, layout, cells, name, resume, start)
-        with _batch_size(run.executor, batch_size):
-            parts = run.executor.map_batches(len(cells) * n_prompts, n_positions, one_batch,
-                                             f"patching {len(cells)} cells at layer {layer}")
-        out[cells] = torch.cat(parts).view(len(cells), n_prompts).cpu()
-        blocks_run += len(cells) * n_prompts * (n_layers - start)
+        latest = n_positions - run.executor.kv_rest if past is not None else 0  # runs >= kv.exact_rest positions
+        for first, cells in _by_first_position(plan.index, layer, past is not None, latest, same):
+            one_batch = _patched_batch(run, plan, layout, cells, name, resume, start, past, first)
+            with _batch_size(run.executor, batch_size):
+                parts = run.executor.map_batches(len(cells) * n_prompts, n_positions, one_batch,
+                                                 f"patching {len(cells)} cells at layer {layer}")
+            out[cells] = torch.cat(parts).view(len(cells), n_prompts).cpu()
+            blocks_run += len(cells) * n_prompts * (n_layers - start)
+            tokens_run += len(cells) * n_prompts * (n_layers - start) * (n_positions - first)
+    full = n_rows * n_layers
     plan.passes.update(patched_rows=n_rows, patched_forwards=run.executor.forwards - counted,
-                       prefix_reuse=resume is not None, blocks_run=blocks_run, blocks_full=n_rows * n_layers,
-                       block_work_saved=round(1 - blocks_run / max(1, n_rows * n_layers), 4))
+                       prefix_reuse=resume is not None, blocks_run=blocks_run, blocks_full=full,
+                       block_work_saved=round(1 - blocks_run / max(1, full), 4), kv_reuse=past is not None,
+                       token_work_saved=round(1 - tokens_run / max(1, full * n_positions), 4))
     return out, plan.passes
 
 
-def _resume_inputs(run, plan: "_Plan"):
-    """{layer: [prompts, positions, d_model]} the base run's residual entering each patched
-    layer > 0, or None when the model's blocks cannot be resumed (full recomputation)."""
+def _by_first_position(index: "_PatchIndex", layer: int, split: bool, latest: int = 0, same: int = 0):
+    """[(p, cells)]: the layer's cells grouped by the first position at which any of their patches
+    can change something, at most `latest` (one group, p = 0, when keys and values are not
+    reused). Before `same` the base and source prompts are the same tokens, so their activations
+    are the same numbers and a patch there writes what is already there."""
+    import torch
+
+    cells = (index.layer == layer).nonzero().squeeze(1)
+    if not split:
+        return [(0, cells)]
+    touched = index.mask[cells]
+    touched = touched.reshape(len(cells), -1, touched.shape[-1]).any(1)  # [cells, positions], any prompt
+    touched[:, :same] = False
+    first = torch.where(touched.any(1), touched.float().argmax(1), torch.full((len(cells),), latest, dtype=torch.long))
+    first = first.clamp(max=max(0, latest))
+    return [(int(p), cells[first == p]) for p in sorted(set(first.tolist()))]
+
+
+def _same_until(run, plan: "_Plan", grid: Grid) -> int:
+    """The first position at which some base prompt differs from its source prompt (prompts of one
+    length; 0 for prompts aligned by name, whose positions need not match)."""
+    import torch
+
+    if grid.named is not None:
+        return 0
+    source = run.tokens(base_and_source(grid.direction)[1])
+    if source.shape != plan.base.shape:
+        return 0
+    differs = (source != plan.base).any(0)
+    return int(differs.float().argmax()) if bool(differs.any()) else int(plan.base.shape[1])
+
+
+def _base_run(run, plan: "_Plan", layout: str):
+    """One sweep of the base prompts for what reuse needs: ({layer: residual entering it}, or None
+    when blocks cannot be resumed; every layer's keys and values, or None when they cannot be
+    reused: continuation metrics, attention-pattern targets, a model without the seam)."""
+    from ...runtime import kv
     from ...runtime.prefix import block_returns_tensor
+    from ...runtime.shared_prefix import continuable
 
     layers = [l for l in plan.layers if l > 0]
-    if not layers:
-        return None
-    if run.executor.resumable is None:  # one short probe forward per model
+    if layers and run.executor.resumable is None:  # one short probe forward per model
         run.executor.resumable = block_returns_tensor(run.model, plan.base)
-    if not run.executor.resumable:
-        return None
+    resumable = bool(layers) and bool(run.executor.resumable)
     if plan.sides is not None:  # each side's inputs are captured when it first runs
-        return {}
-    names = [f"blocks.{l}.hook_resid_pre" for l in layers]
-    captured = capture_all_positions(run, plan.base_name, names, plan.base)  # padded as the batches are
-    return {l: captured[n] for l, n in zip(layers, names)}
+        return ({} if resumable else None), None
+    reuse_kv = layout != "pattern" and plan.base.shape[1] > 1 and continuable(run.executor, plan.base.tolist()) > 0
+    if not resumable and not reuse_kv:
+        return None, None
+    names = [f"blocks.{l}.hook_resid_pre" for l in layers] if resumable else []
+    batches: List[kv.KV] = []
+    with kv.recording(run.model, _PerBatch(batches, run.cfg.n_layers)) if reuse_kv else nullcontext():
+        # padded as the patched batches are; to record every layer's keys the sweep runs every block
+        captured = capture_all_positions(run, plan.base_name, names + (["ln_final.hook_in"] if reuse_kv else []),
+                                         plan.base)
+    resume = {l: captured[n] for l, n in zip(layers, names)} if resumable else None
+    if not reuse_kv:
+        return resume, None
+    import torch
+
+    return resume, {l: (torch.cat([b[l][0] for b in batches]), torch.cat([b[l][1] for b in batches]))
+                    for l in range(run.cfg.n_layers)}
 
 
-def _patched_batch(run, plan: "_Plan", layout: str, cells, name: str, resume, start: int):
-    """fn(rows) -> metric of the rows (cell cells[r // prompts], prompt r % prompts) of one layer."""
+class _PerBatch(dict):
+    """A kv.recording store keeping every batch's keys and values: layer 0 opens a new batch
+    (replacing one left incomplete by a batch that ran out of memory and was split)."""
+
+    def __init__(self, batches: List[Dict[int, Any]], n_layers: int):
+        super().__init__()
+        self.batches, self.n_layers = batches, n_layers
+
+    def __setitem__(self, layer, value):
+        if layer == 0:
+            if self.batches and len(self.batches[-1]) < self.n_layers:
+                self.batches.pop()
+            self.batches.append({})
+        self.batches[-1][layer] = value
+
+
+def _patched_batch(run, plan: "_Plan", layout: str, cells, name: str, resume, start: int, past=None,
+                   first: int = 0):
+    """fn(rows) -> metric of the rows (cell cells[r // prompts], prompt r % prompts) of one layer;
+    only positions `first`.. run when `past` (the base run's keys and values) is given."""
     import torch
 
     from ...metrics import compute_metrics
+    from ...runtime import kv
     from ...runtime.executor import at_final
     from ...runtime.prefix import resume_at
     from ...runtime.unembed import UNEMBED_INPUT
@@ -262,21 +334,27 @@ def _patched_batch(run, plan: "_Plan", layout: str, cells, name: str, resume, st
 
     device, n_prompts = run.device, plan.base.shape[0]
     layer = int(plan.index.layer[cells[0]])
+    p = first if past is not None else 0
 
     def one_batch(rows: slice):
         r = torch.arange(rows.start, rows.stop)
         cell, prompt = cells[r // n_prompts], r % n_prompts
         found = plan.index.slices(cell, prompt, layer)
+        keep = found[2] >= p  # a patch before p writes the base run's own values (_by_first_position)
+        found = [t[keep] for t in found]
+        found[2] = found[2] - p  # positions within the forward, which starts at p
         hooks = [(name, _setter(layout, [t.to(device) for t in found], plan.source[name]))]
         if plan.sides is not None:
             return patched_metric(run, plan.sides, prompt, hooks, start, plan.layers, resume is not None)
-        resid = resume[start][prompt.to(resume[start].device)] if start > 0 else None
-        select = at_final(None if plan.final is None else plan.final[prompt])
-        with resume_at(run.model, start, resid):
-            _, kept = run.executor.capture(plan.base[prompt], {UNEMBED_INPUT: select},
-                                           interventions=hooks, stop_after=UNEMBED_INPUT)
-        p = prompt.to(device)
-        return compute_metrics(kept[UNEMBED_INPUT], plan.answers[p], plan.foils[p], [run.main_metric],
+        resid = resume[start][prompt.to(resume[start].device)][:, p:] if start > 0 else None
+        select = at_final(None if plan.final is None else plan.final[prompt] - p)
+        extra = {"position_ids": kv.positions(p, plan.base.shape[1], len(prompt), device)} if p else None
+        continued = kv.continuing(run.model, kv.take(past, prompt, p)) if p else nullcontext()
+        with resume_at(run.model, start, resid), continued:
+            _, kept = run.executor.capture(plan.base[prompt][:, p:], {UNEMBED_INPUT: select}, interventions=hooks,
+                                           stop_after=UNEMBED_INPUT, forward_kwargs=extra)
+        q = prompt.to(device)
+        return compute_metrics(kept[UNEMBED_INPUT], plan.answers[q], plan.foils[q], [run.main_metric],
                                run.unembed)[run.metric]
 
     return one_batch

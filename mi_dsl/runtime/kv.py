@@ -1,0 +1,161 @@
+"""Reuse the keys and values of positions before p: run only positions p.. of a forward.
+
+In a causal model nothing at positions >= p changes what positions < p compute. So when a
+forward's first p tokens (and everything done at them) equal an earlier run's, the forward
+can run on tokens[p:] alone, given the earlier run's keys and values of the first p positions
+at every layer:
+
+- `recording(model, store)`: a forward leaves each layer's keys and values (after rotary
+  embedding, before grouped-query expansion: [batch, kv heads, positions, d_head]) in `store`;
+- `continuing(model, past)`: each layer's attention prepends `past[layer]` to the keys and
+  values it computes, and masks with the rectangular causal mask of queries p.. over keys
+  0.. (a sliding window included). The caller passes `position_ids` p.. to the forward,
+  so rotary embeddings see the true positions.
+
+Both act through the seam TransformerBridge's attention offers for a KV cache
+(`_update_kv_cache`, `_apply_reconstruct_attention_mask`), set on each attention instance's
+own `__dict__` for the duration and put back afterwards (as runtime/prefix.py does for
+blocks). transformers' own cache cannot be used: Gemma-3's layers pass it as `cache=`,
+which the bridge's attention does not read. `exact_rest(model, tokens)` finds, once per
+model, how many positions a continued forward must run to give the full forward's numbers
+bit for bit (0: it cannot continue; callers then run every position, as before).
+
+Users: the pipeline's metrics (prompts sharing a prefix run it once, runtime/pipeline.py)
+and exact patching (positions before the earliest patched one, analyses/_patching/engines.py).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+
+KV = Dict[int, Tuple[torch.Tensor, torch.Tensor]]   # layer -> (keys, values) [B, kv heads, p, d_head]
+_ABSENT = object()
+
+
+def attentions(model) -> List:
+    """Each block's attention module, when every one has the KV seam; else []."""
+    blocks = getattr(model, "blocks", None) or []
+    found = [getattr(block, "attn", None) for block in blocks]
+    if not found or any(a is None or not hasattr(a, "_update_kv_cache")
+                        or not hasattr(a, "_apply_reconstruct_attention_mask") for a in found):
+        return []
+    return found
+
+
+@contextmanager
+def _overriding(modules: Sequence, name: str, make) -> Iterator[None]:
+    saved = [module.__dict__.get(name, _ABSENT) for module in modules]
+    for layer, module in enumerate(modules):
+        module.__dict__[name] = make(layer, module)
+    try:
+        yield
+    finally:
+        for module, previous in zip(modules, saved):
+            if previous is _ABSENT:
+                module.__dict__.pop(name, None)
+            else:
+                module.__dict__[name] = previous
+
+
+@contextmanager
+def recording(model, store: KV) -> Iterator[None]:
+    """Forwards inside the block leave each layer's keys and values in `store`."""
+    def make(layer, module):
+        original = type(module)._update_kv_cache
+
+        def update(k, v, **kwargs):
+            k, v = original(module, k, v, **kwargs)
+            store[layer] = (k.detach(), v.detach())
+            return k, v
+        return update
+
+    with _overriding(attentions(model), "_update_kv_cache", make):
+        yield
+
+
+@contextmanager
+def continuing(model, past: KV) -> Iterator[None]:
+    """Forwards inside the block continue after `past`'s positions (pass position_ids p..)."""
+    modules = attentions(model)
+
+    def prepend(layer, module):
+        original = type(module)._update_kv_cache
+
+        def update(k, v, **kwargs):
+            k, v = original(module, k, v, **kwargs)
+            if layer not in past:  # a block resumed past (runtime/prefix.py) never calls this
+                return k, v
+            pk, pv = past[layer]
+            return torch.cat([pk.to(k.device, k.dtype), k], dim=-2), torch.cat([pv.to(v.device, v.dtype), v], dim=-2)
+        return update
+
+    def mask(layer, module):
+        window = _sliding_window(module)
+
+        def apply(attn_scores, attention_mask=None, seq_len=None, q_seq_len=None):
+            q_len, kv_len = attn_scores.shape[-2], attn_scores.shape[-1]
+            query = torch.arange(kv_len - q_len, kv_len, device=attn_scores.device)[:, None]
+            key = torch.arange(kv_len, device=attn_scores.device)[None, :]
+            allowed = key <= query
+            if window is not None:
+                allowed = allowed & (query - key < window)
+            fill = -torch.inf if getattr(module, "compatibility_mode", False) else torch.finfo(attn_scores.dtype).min
+            return attn_scores.masked_fill(~allowed, fill)
+        return apply
+
+    with _overriding(modules, "_update_kv_cache", prepend), _overriding(modules, "_apply_reconstruct_attention_mask", mask):
+        yield
+
+
+def _sliding_window(module) -> Optional[int]:
+    hf = getattr(module, "original_component", None)
+    window = getattr(hf, "sliding_window", None)
+    return int(window) if isinstance(window, int) and window > 0 else None
+
+
+def positions(start: int, stop: int, rows: int, device) -> torch.Tensor:
+    """position_ids [rows, stop - start] for a forward of positions start..stop-1."""
+    return torch.arange(start, stop, device=device)[None].expand(rows, -1)
+
+
+def take(kv: KV, rows: torch.Tensor, p: int) -> KV:
+    """The first p positions of `rows` of every layer's keys and values."""
+    return {layer: (k[rows.to(k.device), :, :p], v[rows.to(v.device), :, :p]) for layer, (k, v) in kv.items()}
+
+
+def exact_rest(model, tokens: torch.Tensor) -> int:
+    """The fewest positions a continued forward must run for its final logits to equal the full
+    forward's bit for bit on this device's kernels (0: forwards cannot be continued here).
+
+    Matrix kernels may sum in another order when a product has very few rows (here, Gemma's
+    attention scores with 1-3 query rows differed in the last bits), so callers start a
+    continued forward early enough to run at least this many positions: their numbers are then
+    exactly a full forward's. Where no length is exact (a GPU's kernels), a continuation within
+    1e-4 of the full forward still counts, with 1 position."""
+    if not attentions(model) or tokens.shape[1] < 3:
+        return 0
+    row = tokens[:2].to(next(model.parameters()).device)
+    n = row.shape[1]
+    store: KV = {}
+    with torch.no_grad():
+        with recording(model, store):
+            full = model(row, prepend_bos=False)[:, -1]
+        if len(store) != len(model.blocks):
+            return 0
+
+        def continued(rest: int) -> torch.Tensor:
+            with continuing(model, take(store, torch.arange(row.shape[0]), n - rest)):
+                return model(row[:, n - rest:], prepend_bos=False,
+                             position_ids=positions(n - rest, n, row.shape[0], row.device))[:, -1]
+
+        half = continued(n - n // 2)
+        if not bool((half - full).abs().max() <= 1e-4 * (float(full.abs().max()) + 1e-6)):
+            return 0  # an attention that ignores the seam
+        fewest = None
+        for rest in sorted({r for r in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64) if r < n} | {n - 1}, reverse=True):
+            if not torch.equal(continued(rest), full):
+                break
+            fewest = rest
+    return fewest if fewest is not None else 1
