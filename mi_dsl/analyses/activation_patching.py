@@ -43,10 +43,12 @@ class ActivationPatching:
                                                   "in the batch; metric " + core.read_at(ctx.metric) + "; "
                                                   + (core.predicted_saving(params)
                                                      if params.prefix_reuse else "every block recomputed"))
-        if not params.prefix_reuse:
-            return compiled
-        # prefix reuse reads the base run's residual entering each patched layer
-        return replace(compiled, hooks=tuple(dict.fromkeys(compiled.hooks + ("blocks.{L}.hook_resid_pre",))))
+        # reusing keys and values before a patched position records them in a sweep of every block, read to
+        # its end (the final norm's input)
+        hooks = compiled.hooks + ("ln_final.hook_in",)
+        if params.prefix_reuse:  # prefix reuse reads the base run's residual entering each patched layer
+            hooks += ("blocks.{L}.hook_resid_pre",)
+        return replace(compiled, hooks=tuple(dict.fromkeys(hooks)))
 
     def cost(self, params, inputs):
         """The source and base runs of its pairs, then every cell patched into every pair (a row each),
