@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..errors import RunError
 from ._attention import by_layer, capture_each, head_names, heads_param
 from .base import Result, head_label, step
-from ._figures import heatmap, scatter
+from ._figures import layer_head_heatmap, scatter
 from .registry import analysis
 
 METHODS = ["zero", "mean", "resample"]
@@ -79,9 +79,11 @@ class Ablation:
             ("dla_scatter", scatter(ablated, original, labels, "Original vs post-ablation direct logit attribution "
                                     "of heads (ablated heads in red)", "Ablated", "Original", color=colours,
                                     diagonal=True)),
-            ("dla_change", heatmap(change, "Change in each head's direct logit attribution (after - before)")),
-        ] + ([("dla_changed_output", heatmap(d["dla_changed_output"], "Change from each head's changed output "
-                                              "(the change less the norms' rescaling; backups read here)"))]
+            ("dla_change", layer_head_heatmap(change, "Change in each head's direct logit attribution "
+                                                 "(after - before)", colorbar="change")),
+        ] + ([("dla_changed_output", layer_head_heatmap(d["dla_changed_output"], "Change from each head's changed "
+                                                         "output (the change less the norms' rescaling; "
+                                                         "backups read here)", colorbar="change"))]
              if "dla_changed_output" in d else [])
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .base import (DECOMPOSED, Result, final_norm_convention, head_grid_rows, head_label, ranked_heads,
                    step)
-from ._figures import hbar, heatmap
+from ._figures import hbar, layer_head_heatmap
 from .registry import analysis
 
 
@@ -46,7 +46,8 @@ class HeadAttribution:
         scale = 1.0 / clean if d["normalize"] else 1.0
         top = d["top"]
         return [
-            ("head_attribution", heatmap(d["per_head"], "Logit difference from each head")),
+            ("head_attribution", layer_head_heatmap(d["per_head"], "Direct logit difference from each head",
+                                                   colorbar="logit diff")),
             ("head_attribution_top", hbar([t["logit_diff"] * scale for t in top], [t["head"] for t in top],
                                           f"Top {len(top)} heads by direct logit difference (fraction of clean)",
                                           "Logit diff / clean logit diff")),

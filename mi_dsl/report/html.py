@@ -20,8 +20,15 @@ from typing import Dict, List, Tuple
 import yaml
 
 from ..runtime.log import RunLog, json_safe
+from ..analyses._figures import small_multiples_script
 from .page import index_page
+from .per_prompt import candidate_rows, dataset_figures, final_pair_rows
 from .static import export_static
+
+
+FIT_STANDALONE = small_multiples_script() + """
+(function () { var gd = document.getElementById('{plot_id}'); var fig = {data: gd.data, layout: gd.layout};
+  miDslFit(fig, gd.clientWidth); Plotly.react(gd, fig.data, fig.layout); miDslWatch(gd, fig); })();"""
 
 
 def new_run_dir(root: Path, name: str) -> Path:
@@ -43,7 +50,7 @@ def write_report(log: RunLog, root: Path) -> Path:
     (run_dir / "spec.resolved.yaml").write_text(yaml.safe_dump(data["spec"]["resolved"], sort_keys=False))
     (run_dir / "results.json").write_text(json.dumps(json_safe(data), indent=1))
     tables = _write_tables(data, run_dir)
-    figures = _write_figures(log, run_dir)
+    figures = _write_figures({"dataset": dataset_figures(data), **log.figures}, run_dir)
     _write_files(log, run_dir, tables)
     formats = list((data["spec"]["resolved"].get("output") or {}).get("static") or [])
     static = export_static(log, run_dir, formats)
@@ -60,6 +67,10 @@ def _write_tables(data, run_dir: Path) -> Dict[str, List[str]]:
         out.setdefault("dataset", []).append("tables/pipeline.csv")
     _csv(run_dir / "tables" / "pairs.csv", data["dataset"]["pairs"])
     out.setdefault("dataset", []).append("tables/pairs.csv")
+    for name, rows in (("per_prompt", final_pair_rows(data)), ("keep_candidates", candidate_rows(data))):
+        if rows:
+            _csv(run_dir / "tables" / f"{name}.csv", rows)
+            out["dataset"].append(f"tables/{name}.csv")
     for analysis_id, tables in data["tables"].items():
         for name, rows in tables.items():
             if rows:
@@ -89,20 +100,21 @@ def _write_files(log: RunLog, run_dir: Path, links: Dict[str, List[str]]) -> Non
             links.setdefault(analysis_id, []).append(relative)
 
 
-def _write_figures(log: RunLog, run_dir: Path) -> Dict[str, List[Tuple[str, str, str]]]:
-    """analysis id -> [(name, kind 'plotly' or 'html', path)], in the analysis's order."""
+def _write_figures(figures, run_dir: Path) -> Dict[str, List[Tuple[str, str, str]]]:
+    """analysis id (or "dataset") -> [(name, kind 'plotly' or 'html', path)], in the analysis's order."""
     out: Dict[str, List[Tuple[str, str, str]]] = {}
     folder = run_dir / "figures"
     folder.mkdir()
-    for analysis_id, figs in log.figures.items():
+    for analysis_id, figs in figures.items():
         for name, fig in figs:
             path = folder / f"{analysis_id}__{name}.html"
             if isinstance(fig, str):  # an HTML page (the circuitsvis view, its JS inlined)
                 path.write_text(fig)
                 out.setdefault(analysis_id, []).append((name, "html", f"figures/{path.name}"))
                 continue
-            # "directory": one plotly.min.js beside the figures, so each opens offline.
-            fig.write_html(str(path), include_plotlyjs="directory", full_html=True)
+            # "directory": one plotly.min.js beside the figures, so each opens offline; the post script
+            # fits the figure to the window as the report fits it to its column.
+            fig.write_html(str(path), include_plotlyjs="directory", full_html=True, post_script=FIT_STANDALONE)
             path.with_suffix(".json").write_text(fig.to_json())
             out.setdefault(analysis_id, []).append((name, "plotly", f"figures/{path.name}"))
     return out

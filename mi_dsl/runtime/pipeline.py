@@ -28,6 +28,9 @@ class PipelineOutcome:
     pairs: List[Any]                       # the final PromptPairs
     stages: List[Dict[str, Any]] = field(default_factory=list)
     candidate_metrics: Dict[str, Dict[str, List[float]]] = field(default_factory=dict)  # from keep steps
+    # the last keep step's candidates, index for index with candidate_metrics: their prompts and
+    # whether the condition kept them (the report lists the rejected ones with their metrics)
+    keep_candidates: List[Dict[str, Any]] = field(default_factory=list)
 
 
 def prompt_metrics(executor, unembed, prompts: Sequence[Sequence[int]], answers: Sequence[int],
@@ -130,9 +133,12 @@ def _keep(spec, index, params, outcome, executor, unembed):
     outcome.candidate_metrics = {r: {k: v.tolist() for k, v in m.items()} for r, m in metrics.items()}
     env = Env()
     kept = []
+    outcome.keep_candidates = []
     for i, pair in enumerate(outcome.pairs):
         env.values = {r: {k: float(v[i]) for k, v in metrics[r].items()} for r in metrics}
-        if condition.evaluate(env):
+        keep = bool(condition.evaluate(env))
+        outcome.keep_candidates.append({"clean": pair.clean.text, "corrupted": pair.corrupted.text, "kept": keep})
+        if keep:
             kept.append(pair)
     return kept
 

@@ -199,6 +199,7 @@ class Session:
             self.say("dataset step: reusing the stored result")
             pairs = [self.dataset.pairs[i].swapped() if swapped else self.dataset.pairs[i]
                      for i, swapped in stored["pairs"]]
+            self.keep_candidates = stored.get("keep_candidates", [])  # absent from results stored before it
             self.stages, self.candidate_metrics, self.final = (stored["stages"], stored["candidate_metrics"],
                                                                stored["final"])
         else:
@@ -210,9 +211,11 @@ class Session:
                     metrics = pair_metrics(self.executor, self.unembed, pairs, self.plan.metrics_needed, "baselines")
                     self.final = {r: {k: v.tolist() for k, v in m.items()} for r, m in metrics.items()}
             self.stages, self.candidate_metrics = outcome.stages, outcome.candidate_metrics
+            self.keep_candidates = outcome.keep_candidates
             if pairs:
                 store.put("dataset", self.key, {"pairs": _pair_references(self.dataset.pairs, pairs),
                                                 "stages": self.stages, "candidate_metrics": self.candidate_metrics,
+                                                "keep_candidates": self.keep_candidates,
                                                 "final": self.final})
         self.pairs = tuple(pairs)
         self.baselines = self._baselines(len(self.pairs))
@@ -334,6 +337,7 @@ class Session:
                 "pairs": [{"clean": p.clean.text, "corrupted": p.corrupted.text, "answer": token_ids(p.answers),
                            "foil": token_ids(p.foils)} for p in self.pairs],
                 "examples": pair_examples(self.pairs[:4], self.tokenizer),
+                "keep_candidates": getattr(self, "keep_candidates", []),  # index for index with candidate_metrics
             },
             metric=self.plan.metric,
             baselines=self.baselines,

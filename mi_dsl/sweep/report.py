@@ -79,12 +79,14 @@ def _head_attribution_ids(results) -> List[str]:
 
 
 def _heatmaps(sweep, runs, folder: Path) -> List[tuple]:
-    """One figure per head_attribution analysis: every run's [layer, head] grid side by side;
-    [(path, height in pixels)]."""
+    """One figure per head_attribution analysis: every run's [layer, head] grid side by side, in
+    the run report's convention (analyses/_figures.py: layer 0 on top, every layer labelled,
+    one signed colour scale shared by the runs); [(path, height in pixels)]."""
     if not runs:
         return []
     from plotly.subplots import make_subplots
-    import plotly.graph_objects as go
+
+    from ..analyses._figures import SIGNED_SCALE, grid_height, grid_trace, style_grid_axes
 
     out = []
     for analysis_id in dict.fromkeys(i for run in runs for i in _head_attribution_ids(run["results"])):
@@ -92,17 +94,22 @@ def _heatmaps(sweep, runs, folder: Path) -> List[tuple]:
         cols = min(4, len(members))
         rows = (len(members) + cols - 1) // cols
         titles = [f"{m['point'].id}: " + ", ".join(f"{v}" for v in m["point"].labels.values()) for m in members]
-        fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles)
+        fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.06,
+                            vertical_spacing=min(0.12, 0.4 / rows))
         for i, member in enumerate(members):
             grid = member["results"]["analyses"][analysis_id]["per_head"]
-            fig.add_trace(go.Heatmap(z=grid, coloraxis="coloraxis"), row=i // cols + 1, col=i % cols + 1)
-        fig.update_layout(title=f"{analysis_id}: direct logit difference per head (layer on y, head on x)",
-                          coloraxis={"colorscale": "RdBu", "cmid": 0}, height=320 * rows + 80)
-        fig.update_xaxes(dtick=1)
-        fig.update_yaxes(dtick=1)
+            row, col = i // cols + 1, i % cols + 1
+            layers, heads = [str(l) for l in range(len(grid))], [str(h) for h in range(len(grid[0]))]
+            fig.add_trace(grid_trace(grid, layers, heads, coloraxis="coloraxis", name=titles[i]), row=row, col=col)
+            style_grid_axes(fig, layers, heads, row=row, col=col)
+        height = rows * grid_height(len(grid))
+        fig.update_layout(title=f"{analysis_id}: direct logit difference per head (layer 0 on top)",
+                          template="plotly_white", height=height,
+                          coloraxis={"colorscale": SIGNED_SCALE, "cmid": 0,
+                                     "colorbar": {"title": {"text": "logit diff", "side": "right"}}})
         path = folder / "figures" / f"{analysis_id}.html"
         fig.write_html(str(path), include_plotlyjs="directory", full_html=True)
-        out.append((f"figures/{path.name}", 320 * rows + 120))
+        out.append((f"figures/{path.name}", height + 40))
     return out
 
 
