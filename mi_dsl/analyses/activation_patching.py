@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from . import _patching as core
-from .base import Result
+from .base import Result, prompt_hover
 from .registry import analysis
 
 
@@ -49,8 +49,10 @@ class ActivationPatching:
             "method": "exact", "passes": passes, "seconds": round(seconds, 3)})
         summary = (f"{len(grid.cells)} cells x {len(run.pairs)} prompts in {passes['patched_forwards']} "
                    f"forwards ({seconds:.1f}s)") + core.ranking_summary(data, params)
-        return Result(data, tables={"cells": rows}, summary=summary)
+        tables = {"cells": rows, "per_prompt": core.per_prompt_rows(data, run)}
+        return Result(data, tables=tables, summary=summary)
 
     def figures(self, result, run):
         d = result.data
-        return core.grid_figures("activation_patching", d, f"Activation patching of {d['target']}")
+        return core.grid_figures("activation_patching", d, f"Activation patching of {d['target']}",
+                                 prompt_hover(result))

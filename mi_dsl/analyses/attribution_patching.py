@@ -19,7 +19,7 @@ from ..errors import SpecMeaningError
 from ..metrics import METRICS
 from ..suggest import unknown
 from . import _patching as core
-from .base import Result
+from .base import Result, prompt_hover
 from ._figures import scatter
 from .registry import analysis
 
@@ -82,11 +82,13 @@ class AttributionPatching:
         if "comparison" in data and data["comparison"]["spearman"] is not None:
             c = data["comparison"]
             summary += f"; Spearman vs {other} on the same {c['pairs']['count']} pairs: {c['spearman']:.3f}"
-        return Result(data, tables={"cells": rows}, summary=summary)
+        tables = {"cells": rows, "per_prompt": core.per_prompt_rows(data, run)}
+        return Result(data, tables=tables, summary=summary)
 
     def figures(self, result, run):
         d = result.data
-        figs = core.grid_figures("attribution_patching", d, f"Attribution patching of {d['target']}")
+        figs = core.grid_figures("attribution_patching", d, f"Attribution patching of {d['target']}",
+                                 prompt_hover(result))
         c = d.get("comparison")
         if c and c["spearman"] is not None:
             figs.append(("attribution_vs_exact", scatter(

@@ -3,11 +3,31 @@
 (0 denoising, 1 noising), blue moves the metric towards the clean run's, red away from it."""
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 
-def grid_figures(name: str, data: Dict[str, Any], title: str):
-    """A heatmap of the normalised grid: layer x position, layer x head, or (head) x position."""
+def grid_figures(name: str, data: Dict[str, Any], title: str, hover: Optional[List[str]] = None):
+    """A heatmap of the normalised grid (layer x position, layer x head, or (head) x position), and
+    the largest cells on each prompt (`hover` names the prompts)."""
+    return _grid(name, data, title) + _per_prompt(name, data, hover)
+
+
+def _per_prompt(name: str, data: Dict[str, Any], hover: Optional[List[str]]):
+    """The largest cells' values on each prompt: which prompts carry the effect."""
+    from .._figures import distribution
+
+    top = data.get("top_per_prompt")
+    if not top or not top["cells"]:
+        return []
+    neutral = 0.0 if data["direction"] == "denoising" else 1.0
+    hover = hover or [f"prompt {i}" for i in range(len(top["normalized"][0]))]
+    return [(f"{name}_per_prompt", distribution(
+        dict(zip(top["cells"], top["normalized"])), hover,
+        f"The {len(top['cells'])} largest cells on each prompt ({data['direction']}; 0 = corrupted, 1 = clean)",
+        "normalised metric", reference=neutral))]
+
+
+def _grid(name: str, data: Dict[str, Any], title: str):
     from .._figures import grid_heatmap
 
     neutral = 0.0 if data["direction"] == "denoising" else 1.0

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ...metrics import reads_continuation
 from .engines import Baselines, base_and_source, direction_of
@@ -42,6 +42,11 @@ def summarise(grid: Grid, per_prompt, base: Baselines, params, run, extra: Dict[
                       "by name: each named position of the source prompt patched into the same-named "
                       "position of the base prompt (clean and corrupted prompts differ in length)"),
     }
+    shown = order[:min(params["top_k"], PER_PROMPT_CELLS)]
+    data["top_per_prompt"] = {
+        "cells": [rows[i]["label"] for i in shown],
+        "normalized": [[base.normalise(v) for v in per_prompt[i].tolist()] for i in shown],
+        "note": "the largest cells' metric on each prompt, normalised by these pairs' mean baselines as the grid is"}
     complete = (target.has_heads and not target.by_position and not _grouped(run.cfg, target)
                 and len(grid.cells) == run.cfg.n_layers * run.cfg.n_heads)
     if complete:  # a full [layer][head] table: top(ID, n) can rank by it
@@ -52,6 +57,21 @@ def summarise(grid: Grid, per_prompt, base: Baselines, params, run, extra: Dict[
                           f"by these pairs' baselines; {direction_of(params)}")
     data.update(extra)
     return data, rows
+
+
+PER_PROMPT_CELLS = 8  # the largest cells whose per-prompt values a result keeps
+
+
+def per_prompt_rows(data: Dict[str, Any], run) -> List[Dict[str, Any]]:
+    """The `per_prompt` table: each prompt's normalised metric for the largest cells."""
+    from ..base import prompt_columns
+
+    top = data["top_per_prompt"]
+    first = prompt_columns(run)
+    if any(len(values) != len(first) for values in top["normalized"]):
+        raise ValueError("patching: per-prompt values and the analysis's pairs differ in number")
+    return [{**row, **{cell: values[j] for cell, values in zip(top["cells"], top["normalized"])}}
+            for j, row in enumerate(first)]
 
 
 CONTINUATION_DETAIL = " (patches at prompt positions only; answer and foil continuations each their own patched forward)"
