@@ -181,7 +181,7 @@ def lay_out_panels(fig, nominal_width: int) -> None:
     for c in range(columns):
         last_row = (count - 1 - c) // columns
         x0 = c * (cell + gap) / usable
-        layout[_axis("x", c)] = {**_thinned(sm["xaxis"], step), "domain": [x0, x0 + cell / usable],
+        layout[_axis("x", c)] = {**_thinned(sm["xaxis"], step), "domain": [x0, min(1.0, x0 + cell / usable)],
                                  "anchor": _ref("y", last_row), "title": {"text": sm["x_title"] if c == 0 else ""}}
     for r in range(rows):
         top = 1 - r * (cell + gap) / height

@@ -38,7 +38,7 @@ function miDslFit(fig, width) {
   for (var c = 0; c < columns; c++) {
     var lastRow = Math.floor((count - 1 - c) / columns), x0 = c * (cell + gap) / usable;
     layout[miDslAxis('x', c)] = Object.assign(thinned(sm.xaxis), {
-      domain: [x0, x0 + cell / usable], anchor: miDslRef('y', lastRow), title: {text: c === 0 ? sm.x_title : ''}});
+      domain: [x0, Math.min(1, x0 + cell / usable)], anchor: miDslRef('y', lastRow), title: {text: c === 0 ? sm.x_title : ''}});
   }
   for (var r = 0; r < rows; r++) {
     var top = 1 - r * (cell + gap) / height;

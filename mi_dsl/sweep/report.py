@@ -4,7 +4,7 @@
                       stability of top heads across seeds; head-attribution heatmaps side by side
     runs.csv          the runs table
     results.csv       every number, axes as columns (tidy.py); results.parquet the same
-    figures/*.html    standalone plotly figures (plotly.min.js beside them)
+    figures/*.html    standalone plotly figures (plotly.min.js beside them); *.json the same as plotly JSON
 """
 from __future__ import annotations
 
@@ -109,6 +109,7 @@ def _heatmaps(sweep, runs, folder: Path) -> List[tuple]:
                                      "colorbar": {"title": {"text": "logit diff", "side": "right"}}})
         path = folder / "figures" / f"{analysis_id}.html"
         fig.write_html(str(path), include_plotlyjs="directory", full_html=True)
+        path.with_suffix(".json").write_text(fig.to_json())
         out.append((f"figures/{path.name}", height + 40))
     return out
 
