@@ -518,6 +518,15 @@ def test_a_spec_runs_end_to_end_with_figures(tmp_path):
     heads = a["heads"]
     assert heads["axes"] == ["layer", "head", "position"] and len(heads["positions"]) == 2
     assert sum(v is not None for layer in heads["values"] for head in layer for v in head) == 2 * 2
+    # each prompt's value of the largest cells: their mean is the cell's (normalising is linear)
+    for name in ("z", "attribution_patching"):
+        top, cells = a[name]["top_per_prompt"], a[name]["top"]
+        assert top["cells"] == [c["label"] for c in cells[:len(top["cells"])]] and len(top["cells"]) == 8
+        for cell, values in zip(cells, top["normalized"]):
+            assert sum(values) / len(values) == pytest.approx(cell["normalized"], rel=1e-4, abs=1e-6)
+        rows = outcome.results["tables"][name]["per_prompt"]
+        assert [r[top["cells"][0]] for r in rows] == top["normalized"][0] and rows[0]["pair"] == 0
+    assert "z__activation_patching_per_prompt.html" in figures
 
 
 # --------------------------------------------------------------------------- the embedded Gemma

@@ -133,3 +133,15 @@ def test_rejected_candidates_are_listed_with_their_metrics(seen):
     assert rows.count() > 0
     first = rows.first.inner_text()
     assert "no" in first and float(first.split("\t")[-2]) <= 0  # rejected: clean logit_diff > 0 failed
+
+
+@pytest.mark.parametrize("width", [1280, 1920])
+def test_figures_fit_windows_from_1280_to_1920_px(seen, width):
+    page = seen["page"]
+    page.set_viewport_size({"width": width, "height": 900})
+    try:
+        page.wait_for_timeout(1200)  # plotly and the small multiples re-lay themselves to the new width
+        assert overflow(page) == []
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 900})
+        page.wait_for_timeout(800)
