@@ -152,14 +152,30 @@ def grid_ticks(page) -> List[Dict[str, Any]]:
     return page.evaluate(_GRID_TICKS)
 
 
-def full_page(page, path: Path, width: int = WIDTH) -> None:
-    """A photograph of the whole report: every view scrolled to first (a frame draws only once it has
-    been on screen), then the viewport made as tall as the page (a full-page capture of an
-    off-screen frame comes out blank)."""
+def full_page(page, path: Path, width: int = WIDTH, segment: int = 8000) -> None:
+    """A photograph of the whole report, as one JPEG. Every view is scrolled to first (a frame draws
+    only once it has been on screen); then the page is photographed in segments through a tall
+    viewport (a full-page capture leaves an off-screen frame blank, and a viewport past about
+    16,000 px loses the views' WebGL canvases) and the segments are stitched on a canvas."""
     for frame in page.locator("details iframe").all():
         frame.scroll_into_view_if_needed()
         page.wait_for_timeout(1200)
     height = page.evaluate("document.documentElement.scrollHeight")
-    page.set_viewport_size({"width": width, "height": height})
-    page.wait_for_timeout(1500)
-    page.screenshot(path=str(path), type="jpeg", quality=70)
+    page.set_viewport_size({"width": width, "height": segment})
+    parts = []
+    for top in range(0, height, segment):
+        page.evaluate(f"window.scrollTo(0, {top})")
+        page.wait_for_timeout(1500)
+        shift = top - page.evaluate("window.scrollY")  # the last segment stops at the page's end
+        parts.append([base64.b64encode(page.screenshot()).decode("ascii"), top, shift])
+    jpeg = page.evaluate("""async ([parts, width, height]) => {
+      const canvas = document.createElement('canvas'); canvas.width = width; canvas.height = height;
+      const context = canvas.getContext('2d');
+      for (const [src, top, shift] of parts) {
+        const image = new Image(); image.src = 'data:image/png;base64,' + src; await image.decode();
+        context.drawImage(image, 0, shift, image.width, image.height - shift, 0, top, image.width,
+                          image.height - shift);
+      }
+      return canvas.toDataURL('image/jpeg', 0.72).split(',')[1];
+    }""", [parts, width, height])
+    path.write_bytes(base64.b64decode(jpeg))
