@@ -177,7 +177,8 @@ def test_attention_view_is_standalone_and_offline():
     tokens = ["<bos>", " see", " https://example.com/x", "</script>"]
     page = attention_view([("a prompt with a URL", tokens, causal_pattern(2, 1, 4)[0], ["L0H0", "L0H1"])], "view")
     assert not re.search(r"https?://", page), "the page names an external address"
-    assert page.count("</script>") == 2 and "<script src" not in page
+    # the bundle, the render calls and the height it posts to an embedding report: the token's "</script>" is escaped
+    assert page.count("</script>") == 3 and "<script src" not in page
     assert "CircuitsVis.render('view-0', CircuitsVis.AttentionHeads" in page
     assert "example.com" in page  # the token is there, its slashes escaped
     check_scripts_parse(page)

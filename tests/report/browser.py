@@ -144,7 +144,14 @@ def measure_figures(page) -> List[Dict[str, Any]]:
     return out
 
 
-def overflow(page) -> List[str]:
+def overflow(page, settle_ms: int = 0) -> List[str]:
+    """What sticks out of its column; with `settle_ms`, once the figures have re-laid themselves
+    after a resize (plotly redraws each figure in turn: 40 of them take seconds on a busy CPU)."""
+    if settle_ms:
+        try:
+            page.wait_for_function(f"() => ({_OVERFLOW})().length === 0", timeout=settle_ms, polling=250)
+        except Exception:  # noqa: BLE001  (still overflowing: the assertion below lists what)
+            pass
     return page.evaluate(_OVERFLOW)
 
 

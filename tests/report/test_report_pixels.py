@@ -140,8 +140,7 @@ def test_figures_fit_windows_from_1280_to_1920_px(seen, width):
     page = seen["page"]
     page.set_viewport_size({"width": width, "height": 900})
     try:
-        page.wait_for_timeout(1200)  # plotly and the small multiples re-lay themselves to the new width
-        assert overflow(page) == []
+        assert overflow(page, settle_ms=20000) == []  # once the figures have re-laid themselves
     finally:
         page.set_viewport_size({"width": 1400, "height": 900})
         page.wait_for_timeout(800)
