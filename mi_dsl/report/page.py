@@ -41,6 +41,11 @@ padding:0 3px;font-family:ui-monospace,monospace;font-size:13px;white-space:pre}
 .table-wrap th[data-sorted=desc]::after{content:' \\25BC'}td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.text{min-width:16em;max-width:40em}
 """
+# How every layer grid reads (analyses/_figures.py draws them all so), said once on the page.
+GRID_NOTE = ("<p class='muted'>Every layer grid reads the same way: layer 0 on top, every layer labelled, heads "
+             "numbered from 0; a signed value is white at no effect (0; for patching, the unpatched run), blue where "
+             "the answer gains and red where it loses; a score in 0..1 runs from white to blue. Hover a cell for its "
+             "value; a figure's <i>standalone</i> link opens it alone.</p>")
 _SLOT_COLOURS = ["#ffe9a8", "#cfe3ff", "#e7d4ff", "#c9f0ec", "#ffd6ea", "#e0e0e0"]
 _SCRIPT = Path(__file__).with_name("page.js")
 
@@ -52,7 +57,7 @@ def index_page(r: Dict[str, Any], tables: Dict[str, List[str]], figures: Dict[st
     body = [_overview(r), _dataset(r, tables.get("dataset", []), figures.get("dataset", []), figure_store, run_dir),
             _baselines(r)]
     if r["analyses"]:
-        body.append("<h2 id='analyses' class='muted'>Analyses</h2>")
+        body.append("<h2 id='analyses' class='muted'>Analyses</h2>" + GRID_NOTE)
     for analysis_id, a in r["analyses"].items():
         body.append(_analysis(analysis_id, a, figures.get(analysis_id, []), tables.get(analysis_id, []),
                               figure_store, run_dir, (r.get("tables") or {}).get(analysis_id) or {}))
