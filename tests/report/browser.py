@@ -159,14 +159,16 @@ def grid_ticks(page) -> List[Dict[str, Any]]:
     return page.evaluate(_GRID_TICKS)
 
 
-def full_page(page, path: Path, width: int = WIDTH, segment: int = 8000) -> None:
+def full_page(page, path: Path, width: int = WIDTH, segment: int = 1800) -> None:
     """A photograph of the whole report, as one JPEG. Every view is scrolled to first (a frame draws
-    only once it has been on screen); then the page is photographed in segments through a tall
-    viewport (a full-page capture leaves an off-screen frame blank, and a viewport past about
-    16,000 px loses the views' WebGL canvases) and the segments are stitched on a canvas."""
+    only once it has been on screen); then the page is photographed a screen at a time (a
+    full-page capture leaves an off-screen frame blank, and in a viewport thousands of pixels
+    tall the views' large canvases were sometimes left unpainted) and the screens are stitched
+    on a canvas."""
     for frame in page.locator("details iframe").all():
         frame.scroll_into_view_if_needed()
         page.wait_for_timeout(1200)
+    page.add_style_tag(content="nav{position:absolute}")  # the sidebar once, at the top, not on every screen
     height = page.evaluate("document.documentElement.scrollHeight")
     page.set_viewport_size({"width": width, "height": segment})
     parts = []
@@ -183,6 +185,6 @@ def full_page(page, path: Path, width: int = WIDTH, segment: int = 8000) -> None
         context.drawImage(image, 0, shift, image.width, image.height - shift, 0, top, image.width,
                           image.height - shift);
       }
-      return canvas.toDataURL('image/jpeg', 0.72).split(',')[1];
+      return canvas.toDataURL('image/jpeg', 0.6).split(',')[1];
     }""", [parts, width, height])
     path.write_bytes(base64.b64decode(jpeg))
