@@ -62,7 +62,7 @@ def main() -> None:
     from mi_dsl.analyses._circuit.faithfulness import baselines, curve
     from mi_dsl.analyses._circuit.graph import graph_of
     from mi_dsl.analyses._circuit.scores import score_edges
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
     from mi_dsl.runtime.unembed import Unembed
     from mi_dsl.spec.model import ModelSpec
 

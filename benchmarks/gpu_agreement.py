@@ -47,7 +47,7 @@ analyses:
 
 
 def run_on(arch: str, device: str, folder: Path):
-    from mi_dsl.runtime.run import run_spec
+    from mi_dsl.running import run_spec
     from word_tokenizer import word_tokenizer_file
 
     spec = folder / f"{arch}.yaml"

@@ -11,31 +11,10 @@ spec actually runs. See docs/api.md.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-LANGUAGE_VERSION = 1
+from ._version import LANGUAGE_VERSION, __version__  # noqa: F401
+from .api import plan, run, validate  # the real signatures (api imports nothing heavy)
 
 __all__ = ["run", "validate", "plan", "Results", "MiError"]
-
-
-def run(spec, overrides=None, **options):
-    """Run a spec (a file path or a mapping) and return its `Results`."""
-    from .api import run as _run
-
-    return _run(spec, overrides, **options)
-
-
-def validate(spec, overrides=None, **options):
-    """Check a spec without loading weights; raises the located MiError, returns its warnings."""
-    from .api import validate as _validate
-
-    return _validate(spec, overrides, **options)
-
-
-def plan(spec, overrides=None, **options):
-    """The compiled dataset and plan of a spec (what `mi-run plan --json` prints)."""
-    from .api import plan as _plan
-
-    return _plan(spec, overrides, **options)
 
 
 def __getattr__(name):

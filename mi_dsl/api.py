@@ -54,15 +54,21 @@ def spec_file(source: SpecSource, base_dir: Optional[str] = None) -> Iterator[Pa
         path.unlink(missing_ok=True)
 
 
-def run(spec: SpecSource, overrides: Overrides = None, *, out_dir: Optional[str] = None, fresh: bool = False,
-        progress: bool = True, allow_paths: Sequence[str] = (), base_dir: Optional[str] = None):
-    """Run a spec; returns `mi_dsl.Results` (tables as DataFrames, figures, the report's path)."""
-    from .results import Results
-    from .runtime.run import run_spec
+def run(spec: SpecSource, overrides: Overrides = None, *, threads: Optional[int] = None,
+        device: Optional[str] = None, out_dir: Optional[str] = None, fresh: bool = False, progress: bool = True,
+        allow_paths: Sequence[str] = (), base_dir: Optional[str] = None):
+    """Run a spec; returns `mi_dsl.Results` (tables as DataFrames, figures, the report's path).
 
+    threads: torch's CPU threads (the CLI's --threads; default: runtime/threads.py's policy);
+    device: the model's device (auto, cpu, cuda, cuda:N), as `--set model.device=...`;
+    out_dir: where runs go (--out); fresh: recompute instead of reusing stored steps."""
+    from .results import Results
+    from .running import run_spec
+
+    extra = override_list(overrides) + ([f"model.device={device}"] if device is not None else [])
     with spec_file(spec, base_dir) as path:
-        outcome = run_spec(path, override_list(overrides), allow_paths, fresh=fresh, out_dir=out_dir,
-                           progress=progress)
+        outcome = run_spec(path, extra, allow_paths, fresh=fresh, out_dir=out_dir, progress=progress,
+                           threads=threads)
     return Results(outcome.log, outcome.run_dir)
 
 

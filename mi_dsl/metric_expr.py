@@ -9,18 +9,24 @@ A set's logit is its members' mean logit, its prob the sum of their probabilitie
 logprob the log of that sum (as the named metrics). The expression is parsed with the
 language's grammar and evaluated on whole batches (tensors), once per batch.
 
-Expression metrics are registered as not linear: a decomposition cannot know which
-direction they read, so it must be told (`direction: logit_diff` decomposes the answer-
-minus-foil logit difference); keep-conditions name the registered metrics only.
+Expression metrics are not linear: a decomposition cannot know which direction they read,
+so it must be told (`direction: logit_diff` decomposes the answer-minus-foil logit
+difference); keep-conditions name the registered metrics only.
+
+An expression metric is per-spec state, so it never enters the registry (metrics.METRICS):
+the compiler compiles it into the spec's Plan (`compile_metric`), and the prepare stage binds
+it to the spec's tokenizer (`ExpressionMetric.bound`), which turns its strings into that
+tokenizer's ids. Two specs with the same expression on two tokenizers hold two objects.
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Optional
 
 from lark import Token, Tree
 
 from .errors import ExpressionError
-from .metrics import METRICS, Metric
+from .metrics import Metric
 
 READERS = ("logit", "prob", "logprob")
 SET_FUNCTIONS = ("first_tokens", "first_token")
@@ -30,19 +36,34 @@ def is_expression(text: str) -> bool:
     return "(" in str(text)
 
 
-def register_expression(text: str, where, tokenizer=None) -> Metric:
-    """Check the expression and register it in METRICS under its own text; with a tokenizer, its
-    string literals are checked to have tokens (they are tokenized at run time, by the run's own
-    tokenizer)."""
+@dataclass(frozen=True)
+class ExpressionMetric(Metric):
+    """A metric written as an expression; `tokenizer` is what its strings were read with (None:
+    not bound yet, and it refuses to compute)."""
+
+    where: Any = field(default=None, compare=False, repr=False)   # offset -> Location in the spec
+    tokenizer: Optional[str] = None                                 # the bound tokenizer's origin
+
+    def bound(self, tokenizer: Any, where: Any = None) -> "ExpressionMetric":
+        """The metric with its strings read as `tokenizer`'s first tokens (faults located in the spec)."""
+        compute, _ = _compile_text(self.name, self.where, tokenizer)
+        return replace(self, compute=compute, tokenizer=getattr(tokenizer, "origin", str(tokenizer)))
+
+
+def compile_metric(text: str, where) -> ExpressionMetric:
+    """Check the expression and compile it, not yet bound to a tokenizer (the plan has none)."""
+    compute, readers = _compile_text(text, where, None)
+    return ExpressionMetric(text, f"the expression {text} at the final position", compute, linear=False,
+                            needs_full_logits=bool(readers - {"logit"}), where=where)
+
+
+def _compile_text(text: str, where, tokenizer):
     from .expr.parser import parse
 
     tree = parse(text, "expression", where)
     readers: set = set()
     compute = _compile(tree.children[0] if tree.data == "expression" else tree, where, tokenizer, readers)
-    description = f"the expression {text} at the final position"
-    metric = Metric(text, description, compute, linear=False, needs_full_logits=bool(readers - {"logit"}))
-    METRICS[text] = metric
-    return metric
+    return compute, readers
 
 
 def _compile(node, where, tokenizer, readers: set) -> Callable:
@@ -129,22 +150,21 @@ def _token_set(node, where, tokenizer) -> Callable:
 
 
 def _constant_set(texts, node, where, tokenizer) -> Callable:
-    """The strings' first tokens, read with the tokenizer of the run that computes (the Readout's
-    unembedding carries it): the registered metric holds no token ids, so one process preparing
-    the same expression for two models (a sweep) can never read one model's ids on the other."""
+    """The strings' first tokens in the bound tokenizer (checked now, located); unbound (no
+    tokenizer: the plan before prepare binds it), the metric refuses to compute."""
     from .expr.parser import offset_of
 
-    if tokenizer is not None:  # checked now, located
-        _first_tokens(texts, tokenizer, lambda text: ExpressionError(f"{text!r} has no tokens",
-                                                                     where(offset_of(node))))
+    if tokenizer is None:
+        def unbound(r):
+            raise RuntimeError(f"the metric expression's strings {texts} were not bound to a tokenizer "
+                               "(compile.prepare binds the plan's metrics)")
+        return unbound
+    ids = _first_tokens(texts, tokenizer, lambda text: ExpressionError(f"{text!r} has no tokens",
+                                                                      where(offset_of(node))))
 
     def pick(r):
         import torch
 
-        tokenizer = getattr(r.unembed, "tokenizer", None)
-        if tokenizer is None:
-            raise RuntimeError("a metric expression reads strings, but the unembedding has no tokenizer")
-        ids = _first_tokens(texts, tokenizer, lambda text: RuntimeError(f"{text!r} has no tokens"))
         row = torch.tensor(ids, device=r.x.device)[None, :].expand(r.x.shape[0], -1)
         return row, row >= 0
 

@@ -37,25 +37,36 @@ class Metric:
     def reads_continuation(self) -> bool:
         return self.reads == "continuation"
 
+    def bound(self, tokenizer: Any, where: Any = None) -> "Metric":
+        """This metric for a run with `tokenizer` (a registered metric reads no strings: itself; an
+        expression metric's strings become that tokenizer's ids, metric_expr.py)."""
+        return self
 
+
+# The registered metrics: code, declared once (never per-spec state: a spec's expression metric is
+# compiled into its plan, bound to its tokenizer, and never enters this table).
 METRICS: Dict[str, Metric] = {}
 
 
 def metric(name: str, description: str, *, linear: bool = False, needs_full_logits: bool = False,
            reads: str = "final"):
     def register(compute):
+        if name in METRICS:
+            raise ValueError(f"metric '{name}' is registered twice")
+        if "(" in name:
+            raise ValueError(f"metric name '{name}' has a '(': it would read as an expression")
         METRICS[name] = Metric(name, description, compute, linear, needs_full_logits, reads)
         return compute
     return register
 
 
-def reads_continuation(names: Iterable[str]) -> bool:
-    """True when the named metrics read continuations (the compiler never mixes the two kinds)."""
-    return any(METRICS[n].reads_continuation for n in names)
+def reads_continuation(metrics: Iterable[Any]) -> bool:
+    """True when the metrics read continuations (the compiler never mixes the two kinds)."""
+    return any(checked(m).reads_continuation for m in metrics)
 
 
-def needs_full_logits(names: Iterable[str]) -> bool:
-    return any(METRICS[n].needs_full_logits for n in names)
+def needs_full_logits(metrics: Iterable[Any]) -> bool:
+    return any(checked(m).needs_full_logits for m in metrics)
 
 
 def as_id_sets(ids, device=None):
@@ -215,17 +226,29 @@ def _continuation_logprob_diff(r: ContinuationReadout):
     return r.answer_logprob() - r.foil_logprob()
 
 
-def compute_continuation_metrics(readout: ContinuationReadout, names: Iterable[str]) -> Dict[str, Any]:
-    """Each named continuation metric per prompt (float32 [B])."""
-    return {name: METRICS[name].compute(readout).float() for name in names}
+def compute_continuation_metrics(readout: ContinuationReadout, metrics: Iterable[Any]) -> Dict[str, Any]:
+    """Each continuation metric per prompt (float32 [B]), by name."""
+    return {m.name: m.compute(readout).float() for m in map(checked, metrics)}
 
 
-def compute_metrics(x, answers, foils, names: Iterable[str], unembed) -> Dict[str, Any]:
-    """Each named metric per prompt (float32 [B]) from the final position's unembedding input."""
-    names = list(names)
-    if reads_continuation(names):  # the compiler refuses this; a caller that forgot must not get a number
-        raise RuntimeError(f"{names} read continuations, not the final position: use runtime/continuation.py")
+def compute_metrics(x, answers, foils, metrics: Iterable[Any], unembed) -> Dict[str, Any]:
+    """Each metric per prompt (float32 [B]) from the final position's unembedding input, by name.
+    The metrics are the plan's compiled objects (Plan.metrics), never looked up by name here."""
+    metrics = [checked(m) for m in metrics]
+    if reads_continuation(metrics):  # the compiler refuses this; a caller that forgot must not get a number
+        raise RuntimeError(f"{[m.name for m in metrics]} read continuations, not the final position: use "
+                           "runtime/continuation.py")
     readout = Readout(x, answers, foils, unembed)
-    if needs_full_logits(names):
+    if needs_full_logits(metrics):
         readout.full_logits()
-    return {name: METRICS[name].compute(readout).float() for name in names}
+    return {m.name: m.compute(readout).float() for m in metrics}
+
+
+def checked(metric) -> Metric:
+    """A compiled Metric; a registered metric may be named (it is code, the same for every spec). An
+    expression metric has no name to look up: it exists only as its plan's object."""
+    if isinstance(metric, Metric):
+        return metric
+    if isinstance(metric, str) and metric in METRICS:
+        return METRICS[metric]
+    raise TypeError(f"expected a compiled Metric (Plan.metrics) or a registered metric's name, got {metric!r}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .errors import RunError
-from .runtime.log import RunLog
+from .core.log import RunLog
 from .suggest import unknown
 
 _DATASET_TABLES = ("pairs", "pipeline", "per_prompt")

@@ -11,8 +11,8 @@ from tests.word_tokenizer import word_tokenizer_file
 
 @functools.lru_cache(maxsize=None)
 def tiny_bridge(architecture: str, seed: int = 0, processing: bool = True):
-    from mi_dsl.runtime.models import boot, environment, random_weights
-    from mi_dsl.runtime.models.files import tokenizer_dir_for
+    from mi_dsl.models import boot, environment, random_weights
+    from mi_dsl.models.files import tokenizer_dir_for
     from mi_dsl.spec.model import ModelSpec
 
     tokenizer = str(word_tokenizer_file()) if architecture in ("gpt_neox", "gpt2", "llama") else None

@@ -4,6 +4,7 @@ layers or a finishing touch on the built weights. Registered for the `with` bloc
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Callable, Iterator, Optional
 
 
@@ -11,7 +12,7 @@ from typing import Callable, Iterator, Optional
 def tiny_variant(name: str, initializer_range: float = 0.2, layers: Optional[int] = None,
                  finish: Optional[Callable] = None) -> Iterator[str]:
     """Register size `name` for every random architecture while the block runs; yields the name."""
-    from mi_dsl.runtime.models import random_weights
+    from mi_dsl.models import random_weights
 
     def variant(shape):
         def make(vocab):
@@ -20,10 +21,8 @@ def tiny_variant(name: str, initializer_range: float = 0.2, layers: Optional[int
             if layers is not None:
                 _set_layers(config, layers)
             return config
-        base = getattr(shape.make_config, "dims", None)  # the shapes `mi-run plan` estimates memory with
-        if base is not None:
-            make.dims = dict(base, **({"layers": layers} if layers is not None else {}))
-        return random_weights.Shape(shape.hub_name, make, shape.fixed_vocab, finish=finish)
+        dims = shape.dims if layers is None else replace(shape.dims, n_layers=layers)  # what `mi-run plan` reads
+        return random_weights.Shape(shape.hub_name, make, dims, finish=finish)
 
     for sizes in random_weights.SHAPES.values():
         sizes[name] = variant(sizes["tiny"])

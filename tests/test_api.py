@@ -112,7 +112,7 @@ def test_results_load_reads_the_run_directory_back(api_run):
 
 
 def test_the_run_log_is_frozen_and_versioned(api_run):
-    from mi_dsl.runtime.log import RUN_LOG_VERSION, RunLog
+    from mi_dsl.core.log import RUN_LOG_VERSION, RunLog
 
     results, _ = api_run
     log = results.log
@@ -195,10 +195,11 @@ test_tutorial_table_as_the_issue_asks = pytest.mark.slow(test_tutorial_table_as_
 
 
 PROBE = '''
-from mi_dsl.analyses.registry import analysis
+from mi_dsl.core.registry import analysis
+from mi_dsl.core.typed import AnalysisParams
 from mi_dsl.analyses.base import Result, step
 
-@analysis("toy_probe", "reports what an analysis is handed (a test toy)", params={})
+@analysis("toy_probe", "reports what an analysis is handed (a test toy)", AnalysisParams)
 class ToyProbe:
     def compile(self, params, ctx):
         return step(ctx, params, "probe")
@@ -212,9 +213,9 @@ class ToyProbe:
                 tried[name] = "mutated"
             except (AttributeError, TypeError):
                 tried[name] = "refused"
-        return Result({"pairs": len(run.pairs), "pairs_type": type(run.pairs).__name__,
+        return Result({"n_pairs": len(run.pairs), "pairs_type": type(run.pairs).__name__,
                        "earlier": sorted(run.results), "refused": tried,
-                       "clean_baseline": run.baselines["clean"]}, {}, "probed")
+                       "clean_baseline": run.baselines["clean"]}, {}, "probed", convention="a probe")
     def figures(self, result, run):
         return []
 '''
@@ -235,10 +236,10 @@ def test_each_analysis_gets_its_own_read_only_view(tmp_path):
     assert done.returncode == 0, done.stderr
     analyses, per_prompt = [json.loads(line) for line in done.stdout.strip().splitlines()[-2:]]
     first, second = analyses["first"], analyses["second"]
-    assert first["pairs"] == 3 and first["pairs_type"] == "tuple" and first["earlier"] == ["heads"]
+    assert first["n_pairs"] == 3 and first["pairs"]["count"] == 3 and first["pairs_type"] == "tuple" and first["earlier"] == ["heads"]
     assert first["refused"] == {"pairs": "refused", "results": "refused", "baselines": "refused"}
     assert first["clean_baseline"] == pytest.approx(sum(per_prompt["clean"]["logit_diff"][:3]) / 3, rel=1e-9)
-    assert second["pairs"] == 48 and second["earlier"] == ["first", "heads"]
+    assert second["n_pairs"] == 48 and second["earlier"] == ["first", "heads"]
     assert second["clean_baseline"] == pytest.approx(sum(per_prompt["clean"]["logit_diff"]) / 48, rel=1e-9)
 
 

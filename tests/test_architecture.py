@@ -1,5 +1,5 @@
-"""The package's shape: stages without import cycles, small modules, a torch-free front end,
-and one-file extension points (an analysis or a metric registered from outside the package)."""
+"""The package's shape: stages without import cycles, small modules, a torch-free front end.
+(The extension points, each one place, are tests/test_extension_points.py.)"""
 from __future__ import annotations
 
 import ast
@@ -81,6 +81,68 @@ def _cycle(graph: dict):
     return None
 
 
+# The stages, bottom to top: a package (or top-level module) imports only its own layer and those
+# below it, at any depth (a function-level import counts: hiding an upward arrow in a function does
+# not make it point down). Same-layer entries may import each other only as listed in one layer.
+LAYERS = [
+    ("_version", "errors", "suggest"),
+    ("expr",),
+    ("metrics", "metric_expr"),
+    ("models",),          # model sources, shapes, loaders (torch only inside the loaders)
+    ("core",),            # plan, typed params, registry, result envelope, run log: torch-free
+    ("spec",),
+    ("dataset",),
+    ("compile",),
+    ("runtime",),         # the kit analyses use (executor, unembed, context, pipeline) and the runner
+    ("analyses",),
+    ("report",),          # reads the run log
+    ("results",),
+    ("running",),         # prepare + execute + report: the front layer's one entry
+    ("sweep",),
+    ("api",),
+    ("cli",),
+    ("mi_dsl",),          # the package root re-exports the API
+]
+
+
+def _layer_of(module: str) -> int:
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else "mi_dsl"
+    for index, layer in enumerate(LAYERS):
+        if top in layer:
+            return index
+    raise AssertionError(f"{module} is in no layer of tests/test_architecture.py's LAYERS: place it")
+
+
+def _upward(graph: dict) -> list:
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                  if _layer_of(b) > _layer_of(a))
+
+
+def _function_level_imports() -> int:
+    """In-package imports inside functions (deferred: torch, plotly, or a heavy stage at call time)."""
+    count = 0
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.ImportFrom) and (inner.level or (inner.module or "").startswith("mi_dsl")):
+                        count += 1
+    return count
+
+
+def test_stages_only_look_down():
+    graph = _graph()
+    upward = _upward(graph)
+    print(f"{_function_level_imports()} function-level in-package imports (each checked as any import)")
+    assert not upward, "imports up the stages (tests/test_architecture.py LAYERS):\n" + "\n".join(upward)
+
+
+def test_the_layer_check_finds_a_planted_upward_import():
+    graph = {"mi_dsl.runtime.run": {"mi_dsl.report.html"}, "mi_dsl.report.html": {"mi_dsl.core.log"}}
+    assert _upward(graph) == ["mi_dsl.runtime.run -> mi_dsl.report.html"]
+
+
 def test_no_import_cycle_inside_the_package():
     cycle = _cycle(_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
@@ -101,46 +163,16 @@ def test_no_module_is_over_the_size_limit(folder):
 def test_front_end_stages_never_import_torch():
     """Loading, validating and compiling a spec (the stages CI runs) stay torch-free."""
     code = ("import sys, mi_dsl.spec, mi_dsl.compile, mi_dsl.dataset, mi_dsl.metrics, mi_dsl.cli.main, "
-            "mi_dsl.analyses.registry as r; r.load_all(); "
+            "mi_dsl.core.registry as r; r.load_all(); "
             "print(sorted(m for m in ('torch', 'transformers', 'transformer_lens', 'plotly') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
 
 
-def test_an_analysis_and_a_metric_register_from_one_outside_module(tmp_path):
-    """Adding an analysis or a metric is one file: the schema, `mi-run list` and the reference see it."""
-    plugin = tmp_path / "toy_plugin.py"
-    plugin.write_text(
-        "from mi_dsl.analyses.registry import analysis\n"
-        "from mi_dsl.analyses.base import Result, step\n"
-        "from mi_dsl.metrics import metric\n\n"
-        "@metric('toy_answer_logit', 'the answer logit alone (a toy)', linear=True)\n"
-        "def toy_answer_logit(r):\n"
-        "    return r.answer_logit()\n\n"
-        "@analysis('toy_count', 'counts the final pairs (a toy)', params={'scale': {'type': 'number'}})\n"
-        "class ToyCount:\n"
-        "    def compile(self, params, ctx):\n"
-        "        return step(ctx, params, 'count pairs')\n"
-        "    def compute(self, params, run):\n"
-        "        return Result({'count': len(run.pairs) * params.get('scale', 1)}, {}, 'counted')\n"
-        "    def figures(self, result, run):\n"
-        "        return []\n")
-    code = ("import sys; sys.path.insert(0, %r); import toy_plugin\n"
-            "from mi_dsl.spec.schema import build_schema\n"
-            "from mi_dsl.cli.listing import reference_markdown\n"
-            "import json\n"
-            "schema = json.dumps(build_schema())\n"
-            "doc = reference_markdown()\n"
-            "print('toy_count' in schema, 'toy_answer_logit' in schema, 'toy_count' in doc, "
-            "'toy_answer_logit' in doc)\n" % str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["True"] * 4
+def test_every_model_source_declares_a_loader():
+    """Each source in models/sources.py loads its own weights (the base class has no loader)."""
+    from mi_dsl.models.sources import SOURCES, ModelSource
 
-
-def test_every_model_source_has_a_loader():
-    """spec/model.py's SOURCES (read by validation) and runtime/models/weights.py's LOADERS stay in step."""
-    from mi_dsl.runtime.models.weights import LOADERS
-    from mi_dsl.spec.model import SOURCES
-
-    assert set(LOADERS) == set(SOURCES)
+    assert set(SOURCES) == {"embedded", "gguf", "local", "pretrained", "random"}
+    for source in SOURCES.values():
+        assert type(source).load is not ModelSource.load, source.name

@@ -152,7 +152,7 @@ def test_attribution_equals_exact_continuation_patching_where_the_metric_is_line
     assert {(len(p.answers), len(p.foils)) for p in run.pairs} == {(length, length)}
     cases = [(t, "denoising") for t in targets] + [(targets[-1], "noising")]
     for estimate in attribution_equals_exact_linearised(run, cases):
-        assert "summed over the continuation's tokens" in estimate.data["convention"]
+        assert "summed over the continuation's tokens" in estimate.convention
 
 
 def test_attribution_ranks_cells_like_exact_continuation_patching(sharp_models, tmp_path):
@@ -176,7 +176,7 @@ def test_attribution_ranks_cells_like_exact_continuation_patching(sharp_models, 
     assert c["spearman"] > 0.8, c["spearman"]
     assert c["max_abs_difference"] > 1e-4  # not linear: the estimate is not exact here
     assert estimate.data["passes"]["forward_backward_passes"] == 2  # one batch: answer's forward + foil's
-    assert "first-order" in estimate.data["convention"] and "summed" in estimate.data["convention"]
+    assert "first-order" in estimate.convention and "summed" in estimate.convention
     assert exact.data["method"] == "exact"
 
 
@@ -202,7 +202,7 @@ def test_embedded_gemma_attribution_ranks_like_exact_continuation_patching(tmp_p
     c = estimate.data["comparison"]
     assert c["cells"] == 2 * run.cfg.n_layers
     assert c["spearman"] > 0.85 and c["pearson"] > 0.9, (c["spearman"], c["pearson"])
-    assert "summed over the continuation's tokens" in estimate.data["convention"]
+    assert "summed over the continuation's tokens" in estimate.convention
 
 
 # --------------------------------------------------------------------------- head targets, exact

@@ -69,7 +69,7 @@ def local_model(folder: Path, architecture: str, size: str, seed: int = 7) -> Pa
     the very same weights is the reference."""
     from tokenizers import Tokenizer
 
-    from mi_dsl.runtime.models import random_weights
+    from mi_dsl.models import random_weights
 
     vocab = Tokenizer.from_file(str(word_tokenizer_file())).get_vocab_size()
     model = random_weights.build(random_weights.SHAPES[architecture][size], vocab, seed)
@@ -347,7 +347,7 @@ def test_forwards_run_only_for_the_sides_a_metric_reads(countries):
 
 
 def test_predictions_rank_a_continuations_first_token_and_say_so(countries):
-    from mi_dsl.analyses.registry import REGISTRY, load_all
+    from mi_dsl.core.registry import REGISTRY, load_all
 
     _, _, session = countries
     run = session.context_for(session.pairs, session.baselines)
@@ -371,4 +371,4 @@ def test_analyses_computed_through_the_api_are_refused_too(countries):
         with pytest.raises(SpecMeaningError, match="cannot measure the continuation metric"):
             compiled(run, {"kind": kind, **({"heads": ["L0H0"]} if kind == "ablation" else {})})
     for kind in ("activation_patching", "attribution_patching"):
-        assert compiled(run, {"kind": kind, "target": "resid_pre", "positions": ["final"]})["target"] == "resid_pre"
+        assert compiled(run, {"kind": kind, "target": "resid_pre", "positions": ["final"]}).target == "resid_pre"

@@ -22,7 +22,7 @@ METRICS = ["logit_diff", "prob", "prob_diff", "logprob", "rank"]
 @pytest.fixture(scope="module")
 def gemma():
     from mi_dsl.runtime.executor import Executor
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
     from mi_dsl.runtime.unembed import Unembed
     from mi_dsl.spec.model import ModelSpec
 
@@ -155,7 +155,7 @@ def test_overlapping_sets_are_refused(tmp_path):
 
 def test_metric_expressions_equal_the_named_metrics_and_full_logits(gemma):
     from mi_dsl.dataset.tokenizer import load_tokenizer
-    from mi_dsl.metric_expr import register_expression
+    from mi_dsl.metric_expr import compile_metric
     from mi_dsl.metrics import compute_metrics
     from mi_dsl.spec.model import ModelSpec
 
@@ -164,8 +164,7 @@ def test_metric_expressions_equal_the_named_metrics_and_full_logits(gemma):
     where = lambda off: None  # noqa: E731
     exprs = ["prob(answer) - prob(foil)", "logit(answer) - logit(foil)",
              'logit(" 5") - 2 * logprob(first_tokens("1|2")) + prob(answer) / 4']
-    for text in exprs:
-        register_expression(text, where, tok)
+    compiled = [compile_metric(text, where).bound(tok) for text in exprs]
     torch.manual_seed(2)
     tokens = torch.randint(100, 5000, (4, 6))
     answers = padded([(11, 12), (20,), (30, 31, 32), (40,)])
@@ -174,8 +173,7 @@ def test_metric_expressions_equal_the_named_metrics_and_full_logits(gemma):
 
     with torch.no_grad():
         _, kept = executor.capture(tokens, {UNEMBED_INPUT: lambda a: a[:, -1]})
-        got = compute_metrics(kept[UNEMBED_INPUT], answers, foils, ["prob_diff", "logit_diff", *exprs],
-                              dataclasses.replace(unembed, tokenizer=tok))
+        got = compute_metrics(kept[UNEMBED_INPUT], answers, foils, ["prob_diff", "logit_diff", *compiled], unembed)
         logits = loaded.bridge(tokens, prepend_bos=False)[:, -1].float()
     assert torch.allclose(got[exprs[0]], got["prob_diff"], rtol=1e-6, atol=1e-9)
     assert torch.equal(got[exprs[1]], got["logit_diff"])
@@ -204,7 +202,7 @@ def test_metric_expressions_are_checked_where_written(tmp_path):
 def test_every_analysis_runs_on_token_sets_and_the_decompositions_add_up(tmp_path):
     """Set answers through the whole run on a tiny Gemma: the logit lens ends at the measured
     set logit difference and the layer attribution sums to it (logit_diff is linear)."""
-    from mi_dsl.runtime.run import run_prepared
+    from mi_dsl.running import run_prepared
 
     analyses = """
     - {kind: logit_lens}

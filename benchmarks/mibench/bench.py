@@ -75,7 +75,7 @@ def bare_model(b: Bench):
 
     info, spec = b.loaded.info, b.plan.model
     if spec.source == "random":
-        from mi_dsl.runtime.models import random_weights
+        from mi_dsl.models import random_weights
 
         model = random_weights.build(random_weights.shape_for(spec.architecture, spec.size),
                                      b.loaded.hf_model.config.vocab_size, spec.seed)

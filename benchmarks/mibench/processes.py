@@ -16,7 +16,7 @@ PROBE = r"""
 import json, sys, time
 import torch
 from mi_dsl.spec.model import ModelSpec
-from mi_dsl.runtime.models import load_model
+from mi_dsl.models import load_model
 imported = time.time()
 loaded = load_model(ModelSpec(source="embedded", device=sys.argv[1]))
 tokens = loaded.bridge.to_tokens("All birds are endothermic. Cows are birds. Therefore, cows are")

@@ -11,30 +11,35 @@ scales); the two sum to the change, and backups are read from the second.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
+from ..compile.alignment import check_ablation
+from ..core.typed import MISSING, AnalysisParams, SelectorValue, param
 from ..errors import RunError
-from ._attention import by_layer, capture_each, head_names, heads_param
+from ._attention import HEADS, by_layer, capture_each, head_names
 from .base import Result, head_label, prompt_columns, prompt_hover, step
 from ._figures import distribution, layer_head_heatmap, scatter
 from .registry import analysis
 
-METHODS = ["zero", "mean", "resample"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AblationParams(AnalysisParams):
+    heads: SelectorValue = param(MISSING, "Which heads to ablate, e.g. top(head_attr, 1) or [L9H9].", schema=HEADS)
+    positions: SelectorValue = param(None, "Where to ablate: a position selector such as `final` (the seed's "
+                                           "experiment), -1 or a slot name; default every position.",
+                                     schema={"type": ["string", "integer"]})
+    method: Literal["zero", "mean", "resample"] = param(
+        "zero", "`zero` (default, the seed's knock-out), `mean` (the head's mean over the dataset's clean prompts "
+                "at the same position; needs prompts of one length) or `resample` (the head's value on the paired "
+                "corrupted prompt).")
 
 
 @analysis("ablation", "Ablate chosen heads at chosen positions (zero, dataset mean or resampled from the "
                       "corrupted prompt) and compare the metric and each head's direct logit attribution "
-                      "before and after (the seed's Backup Name Mover Heads).",
-          params={
-              "heads": heads_param("Which heads to ablate, e.g. top(head_attr, 1) or [L9H9]."),
-              "positions": {"type": ["string", "integer"],
-                            "description": "Where to ablate: a position selector such as `final` (the seed's "
-                                           "experiment), -1 or a slot name; default every position."},
-              "method": {"type": "string", "enum": METHODS, "default": "zero",
-                         "description": "`zero` (default, the seed's knock-out), `mean` (the head's mean over "
-                                        "the dataset's clean prompts at the same position; needs prompts of "
-                                        "one length) or `resample` (the head's value on the paired corrupted "
-                                        "prompt)."},
-          },
-          required=["heads"],
+                      "before and after (the seed's Backup Name Mover Heads).", AblationParams,
+          alignment=check_ablation,
           reads_final="each head's direct logit attribution, before and after, reads one answer and one foil "
                       "token's logits there",
           continuation_instead="to measure what knocking out a head does to the continuation, use "
@@ -42,21 +47,21 @@ METHODS = ["zero", "mean", "resample"]
                                "corrupted prompt's z patched into the clean run one head at a time: ablation by "
                                "resampling, the metric re-read over every continuation token)")
 class Ablation:
-    def compile(self, params, ctx):
+    def compile(self, params: AblationParams, ctx):
         ctx.heads(params)
         ctx.positions(params, "positions", ctx.slots())  # absent: every position
-        where = params.get("positions", "every position")
-        return step(ctx, params, f"{params.get('method', 'zero')}-ablate the heads' z at {where}; every head's "
+        where = params.positions if params.positions is not None else "every position"
+        return step(ctx, params, f"{params.method}-ablate the heads' z at {where}; every head's "
                                  "output at the final position with and without",
                     hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale",
                            "blocks.{L}.ln1_post.hook_scale?"), positions="all")
 
-    def compute(self, params, run) -> Result:
+    def compute(self, params: AblationParams, run) -> Result:
         run.require_processing("ablation")
         heads = run.select_heads(params)
-        method = params["method"]
+        method = params.method
         prompts = [p.clean for p in run.pairs]
-        if "positions" in params:
+        if params.positions is not None:
             positions = run.select_positions(params, "positions", prompts)
         else:
             positions = [list(range(len(p.ids))) for p in prompts]
@@ -64,7 +69,7 @@ class Ablation:
         interventions = [(f"blocks.{layer}.attn.hook_z", _ablate(hs, positions, replace[layer]))
                          for layer, hs in by_layer(heads).items()]
         before, after = _sweep(run), _sweep(run, interventions)
-        written = params["positions"].to_json() if "positions" in params else None
+        written = params.positions.to_json() if params.positions is not None else None
         return _result(run, heads, method, written, before, after)
 
     def figures(self, result, run):
@@ -156,7 +161,7 @@ def _sweep(run, interventions=()):
 
     kept = capture_heads(run, interventions=interventions)
     metric = compute_metrics(kept[UNEMBED_INPUT], run.answers().to(run.device), run.foils().to(run.device),
-                             [run.metric], run.unembed)[run.metric]
+                             [run.main_metric], run.unembed)[run.metric]
     final = kept["ln_final.hook_scale"].reshape(-1).float()
     directions = run.logit_diff_directions()
     raw, post = [], []
@@ -235,10 +240,6 @@ def _result(run, heads, method, positions, before, after) -> Result:
         "ln_scale_note": "mean over prompts of ln_final.hook_scale at the final position, original / ablated",
         "ln_scale_before": before["scale"].tolist(), "ln_scale_after": after["scale"].tolist(),
         "post_attn_scale_ratio": layer_ratios,
-        "convention": "metric: exact, re-measured with the heads ablated; direct logit attribution of each head "
-                      "before and after, each run read with its own final-norm (and post-attention norm) scales "
-                      "at the final position; change = rescaled by the norms (old output, new scales) + changed "
-                      "output (new output - old, new scales); backup heads are read from the changed output",
     }
     n_heads = run.cfg.n_heads
     rows = [{"layer": l, "head": h, "label": head_label(l, h), "ablated": (l, h) in heads,
@@ -255,7 +256,14 @@ def _result(run, heads, method, positions, before, after) -> Result:
     per_prompt = [{**first, f"{run.metric} before": b, f"{run.metric} after": a, "change": a - b}
                   for first, b, a in zip(prompt_columns(run), data["metric_before_per_prompt"],
                                          data["metric_after_per_prompt"])]
-    return Result(data, tables={"ablation": rows, "per_prompt": per_prompt}, summary=summary)
+    return Result(data, tables={"ablation": rows, "per_prompt": per_prompt}, summary=summary,
+                  convention="metric: exact, re-measured with the heads ablated; direct logit attribution of each "
+                             "head before and after, each run read with its own final-norm (and post-attention "
+                             "norm) scales at the final position; change = rescaled by the norms (old output, new "
+                             "scales) + changed output (new output - old, new scales); backup heads are read from "
+                             "the changed output",
+                  key_numbers={"metric_before": m_before, "metric_after": m_after, "naive_prediction": naive,
+                               "ln_scale_ratio": ratio})
 
 
 def _layer_ratio_text(layer_ratios) -> str:

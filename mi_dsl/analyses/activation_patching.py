@@ -8,49 +8,58 @@ forwards of cells x prompts rows (see _patching for the mechanics and directions
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from typing import Optional
+from dataclasses import dataclass, replace
 
+from ..compile.alignment import position_map
+from ..core.typed import param
 from . import _patching as core
 from .base import Result, prompt_hover
 from .registry import analysis
 
 
+@dataclass(frozen=True, kw_only=True)
+class ActivationPatchingParams(core.PatchingParams):
+    prefix_reuse: bool = param(True, "Start each layer-l cell's forward from the base run's residual entering layer "
+                                     "l (blocks before a patch cannot change; default true). false recomputes every "
+                                     "block (same numbers, for checking and benchmarks).")
+    batch_size: Optional[int] = param(None, "Rows per forward pass (for exact patching a row is one patched prompt; "
+                                            "default: the run's batch size, or what fits the memory budget).",
+                                      minimum=1)
+
+
 @analysis("activation_patching",
           "Exact activation patching of residual streams, layer outputs or attention heads (q, k, v, z, "
           "pattern) between clean and corrupted prompts, many patched runs per forward pass; scores "
-          "normalised to 0 = corrupted, 1 = clean.",
-          params={**core.PARAMS, "prefix_reuse": {
-              "type": "boolean", "default": True,
-              "description": "Start each layer-l cell's forward from the base run's residual entering layer l "
-                             "(blocks before a patch cannot change; default true). false recomputes every "
-                             "block (same numbers, for checking and benchmarks)."}},
-          needs_pairs=True, answers="any")
+          "normalised to 0 = corrupted, 1 = clean.", ActivationPatchingParams,
+          needs_pairs=True, answers="any", alignment=position_map, per_head=True)
 class ActivationPatching:
-    def compile(self, params, ctx):
-        target = core.TARGETS[ctx.value(params, "target")]
-        direction = ctx.value(params, "direction")
+    def compile(self, params: ActivationPatchingParams, ctx):
+        target = core.TARGETS[params.target]
+        direction = params.direction
         source = "clean" if direction == "denoising" else "corrupted"
         compiled = core.compile_patching(params, ctx, f"{direction}: patch {source} {target.what} into the "
                                                   f"{core.base_and_source(direction)[0]} run, cells stacked "
-                                                  "in the batch; metric " + core.read_at(ctx.spec.metric) + "; "
+                                                  "in the batch; metric " + core.read_at(ctx.metric) + "; "
                                                   + (core.predicted_saving(params)
-                                                     if ctx.value(params, "prefix_reuse") else "every block recomputed"))
-        if not ctx.value(params, "prefix_reuse"):
+                                                     if params.prefix_reuse else "every block recomputed"))
+        if not params.prefix_reuse:
             return compiled
         # prefix reuse reads the base run's residual entering each patched layer
         return replace(compiled, hooks=tuple(dict.fromkeys(compiled.hooks + ("blocks.{L}.hook_resid_pre",))))
 
-    def compute(self, params, run) -> Result:
+    def compute(self, params: ActivationPatchingParams, run) -> Result:
         grid = core.resolve(params, run)
         base = core.baselines(run)
         (per_prompt, passes), seconds = core.timed(
-            lambda: core.exact_patching(run, grid, params.get("batch_size"), params["prefix_reuse"]))
+            lambda: core.exact_patching(run, grid, params.batch_size, params.prefix_reuse))
         data, rows = core.summarise(grid, per_prompt, base, params, run, {
             "method": "exact", "passes": passes, "seconds": round(seconds, 3)})
         summary = (f"{len(grid.cells)} cells x {len(run.pairs)} prompts in {passes['patched_forwards']} "
                    f"forwards ({seconds:.1f}s)") + core.ranking_summary(data, params)
-        tables = {"cells": rows, "per_prompt": core.per_prompt_rows(data, run)}
-        return Result(data, tables=tables, summary=summary)
+        return Result(data, tables={"cells": rows, "per_prompt": core.per_prompt_rows(data, run)}, summary=summary,
+                      convention=core.patching_convention(run, params, data["prompts"]),
+                      key_numbers=core.key_numbers(data))
 
     def figures(self, result, run):
         d = result.data

@@ -8,47 +8,62 @@ pair (quantised, within a budget: _attention_browser), so the report can show an
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, List, Optional, Tuple
+
+from ..core.result import pairs_record
+from ..core.typed import MISSING, AnalysisParams, SelectorValue, param
 from ..errors import RunError, SpecMeaningError
-from ._attention import capture_patterns, head_names, heads_param, literal_ids, pattern_figures
+from ._attention import HEADS, capture_patterns, head_names, literal_ids, pattern_figures
 from ._attention_browser import browse_data, browser_page
 from .base import Result, step
 from .registry import analysis
 
 
+@dataclass(frozen=True, kw_only=True)
+class TextParams(AnalysisParams):
+    """A literal text instead of dataset prompts (attention, head detection's view)."""
+
+    text: Optional[str] = param(None, "A literal prompt instead of dataset prompts (BOS prepended as "
+                                      "model.prepend_bos says).")
+    repeat: int = param(1, "Repeat `text` this many times, joined as written (the seed's example_text + "
+                           "example_text is repeat: 2); default 1.", minimum=1, maximum=16)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttentionParams(TextParams):
+    heads: SelectorValue = param(MISSING, "Which heads, e.g. top(head_attr, 12), bottom(head_attr, 4) or "
+                                          "[L8H2, L10H*].", schema=HEADS)
+    prompts: Optional[Tuple[int, ...]] = param(None, "Indices of the dataset's final clean prompts to show "
+                                                     "(default [0]).", minItems=1, items={"type": "integer",
+                                                                                          "minimum": 0})
+
+    def prompt_indices(self) -> List[Tuple[Tuple[Any, ...], int]]:
+        if self.text is not None:
+            return []
+        return [(("prompts", i), v) for i, v in enumerate(self.prompts or ())]
+
+
 @analysis("attention", "Attention patterns (query x key) of chosen heads on chosen prompts or a literal "
                        "text, as heatmaps and an interactive view (the seed's Attention Analysis).",
-          params={
-              "heads": heads_param("Which heads, e.g. top(head_attr, 12), bottom(head_attr, 4) or "
-                                   "[L8H2, L10H*]."),
-              "prompts": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0},
-                          "description": "Indices of the dataset's final clean prompts to show (default [0])."},
-              "text": {"type": "string", "description": "A literal prompt instead of dataset prompts (BOS "
-                                                        "prepended as model.prepend_bos says)."},
-              "repeat": {"type": "integer", "minimum": 1, "maximum": 16, "default": 1,
-                         "description": "Repeat `text` this many times, joined as written (the seed's "
-                                        "example_text + example_text is repeat: 2); default 1."},
-          },
-          required=["heads"], answers="none")
+          AttentionParams, answers="none")
 class Attention:
-    def compile(self, params, ctx):
+    def compile(self, params: AttentionParams, ctx):
         ctx.heads(params)
         check_text_params(params, ctx)
-        if "text" not in params:
-            params = {"prompts": [0], **params}  # the first final prompt unless told
-        source = "a literal text" if "text" in params else f"dataset prompts {params['prompts']}"
+        if params.text is None and params.prompts is None:
+            params = params.replace(prompts=(0,))  # the first final prompt unless told
+        source = "a literal text" if params.text is not None else f"dataset prompts {list(params.prompts)}"
         return step(ctx, params, f"attention patterns of the selected heads' layers on {source}",
                     hooks=("blocks.{L}.attn.hook_pattern",), positions="all")
 
-    def compute(self, params, run) -> Result:
+    def compute(self, params: AttentionParams, run) -> Result:
         heads = run.select_heads(params)
         prompts = chosen_prompts(params, run)
         patterns = capture_patterns(run, [ids for _, _, ids in prompts], heads)
         names = head_names(heads)
-        used = [] if "text" in params else [run.used_pair_indices()[i] for i in params["prompts"]]
-        data = {"heads": names, "prompts": [], "note": "patterns[head][query][key]; rows sum to 1",
-                "pairs": {"count": len(used), "indices": used},
-                "convention": "attention probabilities (hook_pattern) of the clean prompts as the model computes "
-                              "them, BOS included; each query row sums to 1"}
+        used = [] if params.text is not None else [run.used_pair_indices()[i] for i in params.prompts]
+        data = {"heads": names, "prompts": [], "note": "patterns[head][query][key]; rows sum to 1"}
         rows = []
         for (label, text, ids), pattern in zip(prompts, patterns):
             tokens = run.tokenizer.token_strs(ids)
@@ -56,11 +71,14 @@ class Attention:
             rows += [{"prompt": label, "head": name, "query": q, "key": k, "query_token": tokens[q],
                       "key_token": tokens[k], "attention": float(pattern[h, q, k])}
                      for h, name in enumerate(names) for q in range(len(ids)) for k in range(q + 1)]
-        if "text" not in params:
+        if params.text is None:
             data["browse"] = browse_data(run, heads, names)
         return Result(data, tables={"attention": rows},
                       summary=f"{len(names)} head(s) ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}) "
-                              f"on {len(prompts)} prompt(s)")
+                              f"on {len(prompts)} prompt(s)",
+                      convention="attention probabilities (hook_pattern) of the clean prompts as the model computes "
+                                 "them, BOS included; each query row sums to 1",
+                      pairs=pairs_record(used, "" if used else "a literal text"))
 
     def figures(self, result, run):
         figures = pattern_figures(result.data["prompts"], result.data["heads"], run, "Attention patterns")
@@ -70,21 +88,21 @@ class Attention:
 
 
 def check_text_params(params, ctx) -> None:
-    if "text" in params and "prompts" in params:
+    if params.text is not None and getattr(params, "prompts", None) is not None:
         raise SpecMeaningError("give either `prompts` (dataset prompts) or `text` (a literal prompt), not both",
                                ctx.where("text"))
-    if "repeat" in params and "text" not in params:
+    if ctx.written("repeat") and params.text is None:
         raise SpecMeaningError("`repeat` repeats `text`, which is not given", ctx.where("repeat"),
                                hint="add text: \"...\" or remove repeat")
 
 
 def chosen_prompts(params, run):
     """[(label, text, ids)]: the literal text (repeated, BOS as the model wants) or dataset prompts."""
-    if "text" in params:
-        text = params["text"] * params["repeat"]
+    if params.text is not None:
+        text = params.text * params.repeat
         return [("text", text, literal_ids(run, text))]
     out = []
-    for index in params["prompts"]:
+    for index in params.prompts:
         if index >= len(run.pairs):
             raise RunError(f"prompt {index} does not exist: the dataset has {len(run.pairs)} prompt pairs after "
                            f"the pipeline (0 to {len(run.pairs) - 1})", run.where("prompts"))

@@ -7,8 +7,12 @@ residual direction. A head that copies what it attends to puts its points on a r
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
+from ..core.typed import MISSING, AnalysisParams, SelectorValue, param
 from ..errors import SpecMeaningError
-from ._attention import PATTERN_HOOK, by_layer, capture_each, head_names, heads_param
+from ._attention import HEADS, PATTERN_HOOK, by_layer, capture_each, head_names
 from .base import Result, prompt_columns, prompt_hover, step
 from ._figures import distribution, scatter
 from .registry import analysis
@@ -16,63 +20,64 @@ from .registry import analysis
 DEFAULT_FROM, DEFAULT_TO = "final", "descriptor"
 
 
+@dataclass(frozen=True, kw_only=True)
+class AttentionVsContributionParams(AnalysisParams):
+    heads: SelectorValue = param(MISSING, "Which heads, e.g. [L8H2, L10H10] or top(head_attr, 6).", schema=HEADS)
+    from_: SelectorValue = param(DEFAULT_FROM, "Query position selector (default `final`). Several positions: "
+                                               "their attention is averaged.", key="from",
+                                 schema={"type": ["string", "integer"]})
+    to: SelectorValue = param(DEFAULT_TO, "Key position selector (default `descriptor`). A slot of several "
+                                          "tokens: the attention to its tokens is summed.",
+                              schema={"type": ["string", "integer"]})
+    direction: Literal["answer", "logit_diff"] = param(
+        "answer", "y is the head's output on the answer's unembedding direction (`answer`, default, as the seed) "
+                  "or on answer - foil (`logit_diff`).")
+
+
 @analysis("attention_vs_contribution",
           "Per prompt and head: attention from one position to another against the head's direct "
           "contribution to the answer at the final position (the seed's "
-          "scatter_attention_and_contribution_logic).",
-          params={
-              "heads": heads_param("Which heads, e.g. [L8H2, L10H10] or top(head_attr, 6)."),
-              "from": {"type": ["string", "integer"], "default": DEFAULT_FROM,
-                       "description": "Query position selector (default `final`). Several positions: their "
-                                      "attention is averaged."},
-              "to": {"type": ["string", "integer"], "default": DEFAULT_TO,
-                     "description": "Key position selector (default `descriptor`). A slot of several tokens: the "
-                                    "attention to its tokens is summed."},
-              "direction": {"type": "string", "enum": ["answer", "logit_diff"], "default": "answer",
-                            "description": "y is the head's output on the answer's unembedding direction "
-                                           "(`answer`, default, as the seed) or on answer - foil "
-                                           "(`logit_diff`)."},
-          },
-          required=["heads"])
+          "scatter_attention_and_contribution_logic).", AttentionVsContributionParams)
 class AttentionVsContribution:
-    def compile(self, params, ctx):
+    def compile(self, params: AttentionVsContributionParams, ctx):
         ctx.heads(params)
         slots = ctx.slots()
-        if "to" not in params and DEFAULT_TO not in slots:
+        if not ctx.written("to") and DEFAULT_TO not in slots:
             raise SpecMeaningError(f"`to` defaults to '{DEFAULT_TO}', but the template has no slot '{DEFAULT_TO}'",
                                    ctx.where(), hint=f"set to: to a position selector, e.g. one of {sorted(slots)}")
-        for key in ("from", "to"):
-            ctx.positions(params, key, slots, default=ctx.value(params, key))
-        return step(ctx, params, f"attention {ctx.value(params, 'from')} -> {ctx.value(params, 'to')} "
+        written = {"from": params.from_, "to": params.to}
+        for field in ("from_", "to"):
+            ctx.positions(params, field, slots)
+        return step(ctx, params, f"attention {written['from']} -> {written['to']} "
                                  "and each head's output at the final position on the answer direction",
                     hooks=("blocks.{L}.attn.hook_pattern", "blocks.{L}.attn.hook_z", "ln_final.hook_scale",
                            "blocks.{L}.ln1_post.hook_scale?"),
                     positions="all")
 
-    def compute(self, params, run) -> Result:
+    def compute(self, params: AttentionVsContributionParams, run) -> Result:
         run.require_processing("attention_vs_contribution")
         heads = run.select_heads(params)
         prompts = [p.clean for p in run.pairs]
-        queries = run.select_positions(params, "from", prompts)
+        queries = run.select_positions(params, "from_", prompts)
         keys = run.select_positions(params, "to", prompts)
         kept = capture_each(run, [p.ids for p in prompts], _keep(run, heads), "ln_final.hook_scale",
                             "capturing attention and head outputs")
         x = _attention(kept, heads, queries, keys)
-        y = _contribution(run, kept, heads, params["direction"])
+        y = _contribution(run, kept, heads, params.direction)
         names = head_names(heads)
         per_head = [{"head": n, "attention": x[:, j].tolist(), "contribution": y[:, j].tolist(),
                      "correlation": _correlation(x[:, j], y[:, j])} for j, n in enumerate(names)]
-        data = {"heads": per_head, "from": params["from"].to_json(), "to": params["to"].to_json(),
-                "direction": params["direction"], "prompts": [p.text for p in prompts],
+        data = {"heads": per_head, "from": params.from_.to_json(), "to": params.to.to_json(),
+                "direction": params.direction, "prompts": [p.text for p in prompts],
                 "from_positions": queries, "to_positions": keys,
                 "note": "attention: mean over query positions of the summed attention to the key positions; "
                         "contribution: the head's output at the final position / final-norm scale, on the "
-                        "direction",
-                "convention": "x: attention probability from the `from` positions summed over the `to` positions "
-                              "(mean over `from`); y: the head's direct output at the final position, scaled as in "
-                              "head_attribution (clean final-norm and post-attention scales frozen), on "
-                              + ("W_U[answer]" if params["direction"] == "answer"
-                                 else "W_U[answer] - W_U[foil]") + ", per prompt"}
+                        "direction"}
+        convention = ("x: attention probability from the `from` positions summed over the `to` positions "
+                      "(mean over `from`); y: the head's direct output at the final position, scaled as in "
+                      "head_attribution (clean final-norm and post-attention scales frozen), on "
+                      + ("W_U[answer]" if params.direction == "answer" else "W_U[answer] - W_U[foil]")
+                      + ", per prompt")
         rows = [{"head": h["head"], "prompt": i, "text": prompts[i].text, "attention": h["attention"][i],
                  "contribution": h["contribution"][i]} for h in per_head for i in range(len(prompts))]
         summary = "; ".join(f"{h['head']} r={h['correlation']:.2f}" if h["correlation"] is not None
@@ -80,7 +85,8 @@ class AttentionVsContribution:
         per_prompt = [{**first, **{f"{h['head']} {what}": h[what][i] for h in per_head
                                    for what in ("attention", "contribution")}}
                       for i, first in enumerate(prompt_columns(run))]
-        return Result(data, tables={"attention_vs_contribution": rows, "per_prompt": per_prompt}, summary=summary)
+        return Result(data, tables={"attention_vs_contribution": rows, "per_prompt": per_prompt}, summary=summary,
+                      convention=convention, key_numbers={f"r_{h['head']}": h["correlation"] for h in per_head[:6]})
 
     def figures(self, result, run):
         d = result.data

@@ -13,17 +13,19 @@ at a prompt position add up). Cells patch prompt positions only, as exact patchi
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Optional
 
+from ..compile.alignment import position_map
+from ..compile.memory import graph_row_bytes
+from ..core.result import pairs_record
+from ..core.typed import param
 from ..errors import SpecMeaningError
-from ..metrics import METRICS
 from ..suggest import unknown
 from . import _patching as core
 from .base import Result, prompt_hover
 from ._figures import scatter
 from .registry import analysis
-
-DIFFERENTIABLE = ("logit_diff", "logprob", "prob", "continuation_logprob", "continuation_logprob_diff")
 
 CONVENTION = ("first-order (gradient) estimate of activation patching: (source - base activation) . "
               "d metric / d activation at the base run, per prompt, averaged; exact only where the metric is "
@@ -35,46 +37,47 @@ CONTINUATION_CONVENTION = (
     "added. Only prompt positions are patched; a sum of log-softmaxes is not linear, so this is a first-order "
     "estimate (compare it with exact activation_patching).")
 
-PARAMS = dict(core.PARAMS)
-PARAMS["batch_size"] = {"type": "integer", "minimum": 1,
-                        "description": "Prompts per forward and backward pass (default: the run's batch size, "
-                                       "or what fits the memory budget)."}
-PARAMS["compare_with"] = {
-    "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
-    "description": "The id of an earlier activation_patching of the same target to compare with (Spearman "
-                   "rank correlation over the cells both patched). Default: the last earlier one with the "
-                   "same target and direction, if any."}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttributionPatchingParams(core.PatchingParams):
+    batch_size: Optional[int] = param(None, "Prompts per forward and backward pass (default: the run's batch size, "
+                                            "or what fits the memory budget).", minimum=1)
+    compare_with: Optional[str] = param(
+        None, "The id of an earlier activation_patching of the same target to compare with (Spearman rank "
+              "correlation over the cells both patched). Default: the last earlier one with the same target and "
+              "direction, if any.", pattern="^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @analysis("attribution_patching",
           "Attribution patching: the gradient estimate of activation patching, (source - base activation) "
           ". d metric / d activation, from one forward and one backward per batch; compared with exact "
-          "patching of the same target when the spec has it.",
-          params=PARAMS, needs_pairs=True, decomposes=True, answers="any")
+          "patching of the same target when the spec has it.", AttributionPatchingParams,
+          needs_pairs=True, reads_metric="linearises", answers="any", alignment=position_map,
+          graph_bytes_per_row=graph_row_bytes, per_head=True)
+
 class AttributionPatching:
-    def compile(self, params, ctx):
-        if ctx.spec.metric not in DIFFERENTIABLE:
-            raise SpecMeaningError(f"attribution patching needs a differentiable metric "
-                                   f"({', '.join(DIFFERENTIABLE)}); the spec's metric is {ctx.spec.metric}",
-                                   ctx.where("kind"), hint="use activation_patching for this metric")
-        if "compare_with" in params:
+    def compile(self, params: AttributionPatchingParams, ctx):
+        # the metric is one this estimate can linearise: checked by the compiler (reads_metric="linearises")
+        if params.compare_with is not None:
             _check_comparison(params, ctx)
-        direction = ctx.value(params, "direction")
-        target = core.TARGETS[ctx.value(params, "target")]
+        direction = params.direction
+        target = core.TARGETS[params.target]
         compiled = core.compile_patching(params, ctx, f"{direction}: gradient estimate for {target.what}; one "
                                                       "forward and backward per batch")
         # The embedding output is the backward pass's leaf (where the model has that hook).
         return replace(compiled, hooks=compiled.hooks + ("hook_embed?",))
 
-    def compute(self, params, run) -> Result:
+    def compute(self, params: AttributionPatchingParams, run) -> Result:
         grid = core.resolve(params, run)
         direction = core.direction_of(params)
         base = core.baselines(run)
         (effects, passes), seconds = core.timed(
-            lambda: core.attribution_patching(run, grid, params.get("batch_size")))
+            lambda: core.attribution_patching(run, grid, params.batch_size))
         data, rows = core.summarise(grid, effects + _start(base, direction), base, params, run, {
             "method": "attribution", "passes": passes, "seconds": round(seconds, 3)})
-        data["convention"] = CONVENTION + (CONTINUATION_CONVENTION if METRICS[run.metric].reads_continuation else "")
+        convention = CONVENTION + (CONTINUATION_CONVENTION if run.main_metric.reads_continuation else "")
+        key_numbers = core.key_numbers(data)
         other = _comparison_id(params, run)
         if other is not None:
             data["comparison"] = _compare_on_their_pairs(params, run, grid, effects, other)
@@ -82,8 +85,9 @@ class AttributionPatching:
         if "comparison" in data and data["comparison"]["spearman"] is not None:
             c = data["comparison"]
             summary += f"; Spearman vs {other} on the same {c['pairs']['count']} pairs: {c['spearman']:.3f}"
-        tables = {"cells": rows, "per_prompt": core.per_prompt_rows(data, run)}
-        return Result(data, tables=tables, summary=summary)
+            key_numbers["spearman_vs_exact"] = c["spearman"]
+        return Result(data, tables={"cells": rows, "per_prompt": core.per_prompt_rows(data, run)}, summary=summary,
+                      convention=convention, key_numbers=key_numbers)
 
     def figures(self, result, run):
         d = result.data
@@ -98,8 +102,8 @@ class AttributionPatching:
         return figs
 
 
-def _check_comparison(params, ctx) -> None:
-    other = params["compare_with"]
+def _check_comparison(params: AttributionPatchingParams, ctx) -> None:
+    other = params.compare_with
     if other not in ctx.ids:
         raise SpecMeaningError(unknown("analysis", other, ctx.ids), ctx.where("compare_with"))
     if ctx.ids[other] >= len(ctx.spec.analyses):
@@ -109,11 +113,12 @@ def _check_comparison(params, ctx) -> None:
     if spec_of["kind"] != "activation_patching":
         raise SpecMeaningError(f"compare_with names '{other}', a {spec_of['kind']}; it must name an "
                                "activation_patching", ctx.where("compare_with"))
-    mine, theirs = ctx.value(params, "target"), ctx.value(spec_of, "target")
+    exact = ctx.params_of(ctx.ids[other])
+    mine, theirs = params.target, exact.target
     if mine != theirs:
         raise SpecMeaningError(f"compare_with names '{other}', which patches {theirs}, not {mine}",
                                ctx.where("compare_with"))
-    mine, theirs = ctx.value(params, "direction"), ctx.value(spec_of, "direction")
+    mine, theirs = params.direction, exact.direction
     if mine != theirs:
         raise SpecMeaningError(f"compare_with names '{other}', which runs {theirs}, not {mine}: the two "
                                "measure different effects", ctx.where("compare_with"),
@@ -123,9 +128,9 @@ def _check_comparison(params, ctx) -> None:
 
 def _comparison_id(params, run):
     """compare_with, or the last earlier exact patching of the same target and direction."""
-    if "compare_with" in params:
-        return params["compare_with"]
-    target, direction = params["target"], core.direction_of(params)
+    if params.compare_with is not None:
+        return params.compare_with
+    target, direction = params.target, core.direction_of(params)
     earlier = [name for name, result in run.results.items()
                if result.data.get("method") == "exact" and result.data.get("target") == target
                and result.data.get("direction") == direction]
@@ -143,11 +148,11 @@ def _compare_on_their_pairs(params, run, grid, effects, other: str):
     from ..errors import RunError
 
     exact = run.results[other]
-    where = run.where("compare_with") if "compare_with" in params else run.where("kind")
-    for key, mine in (("target", params["target"]), ("direction", core.direction_of(params))):
+    where = run.where("compare_with") if params.compare_with is not None else run.where("kind")
+    for key, mine in (("target", params.target), ("direction", core.direction_of(params))):
         if exact.data.get(key) != mine:
             raise RunError(f"'{other}' has {key} {exact.data.get(key)}, this one {mine}: not comparable", where)
-    theirs = exact.data.get("pairs", {}).get("indices")
+    theirs = (exact.pairs or {}).get("indices")
     mine = run.used_pair_indices()
     if theirs is None:
         theirs = mine[:exact.data["prompts"]] if exact.data.get("prompts") == len(mine) else None
@@ -162,7 +167,7 @@ def _compare_on_their_pairs(params, run, grid, effects, other: str):
     subset = effects[:, chosen] + _start(base, core.direction_of(params))
     _, rows = core.summarise(grid, subset, base, params, run, {})
     out = compare(rows, exact.tables["cells"], other)
-    out["pairs"] = {"count": len(theirs), "indices": list(theirs)}
+    out["pairs"] = pairs_record(list(theirs))
     return out
 
 

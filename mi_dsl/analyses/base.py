@@ -1,33 +1,28 @@
-"""What every analysis module shares: its result type and the compile helpers.
+"""What every analysis module shares: the result envelope and the compile helpers.
 
-An analysis class has three methods:
-  compile(params, ctx) -> compiler.Step       (no torch: which hooks, which references)
-  compute(params, run) -> Result               (imports torch lazily, through `run`)
+An analysis is a class registered with `@analysis(kind, description, ParamsClass, capabilities...)`
+(core/registry.py), with its parameters a frozen dataclass (core/typed.py), and three methods:
+  compile(params, ctx) -> Step      (no torch: which hooks, which references; selectors compiled)
+  compute(params, run) -> Result    (imports torch lazily, through `run`; reads params' attributes)
   figures(result, run) -> [(name, plotly fig)] (imports plotly lazily)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
-from ..compile.plan import Step
+from ..core.plan import Step
+from ..core.result import Result  # noqa: F401  (the envelope every analysis returns)
+from ..core.typed import AnalysisParams
 
 
-@dataclass
-class Result:
-    data: Dict[str, Any]                                   # every number, JSON-able
-    tables: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)  # name -> rows
-    summary: str = ""                                      # one line for the report
-
-
-def step(ctx, params: Dict[str, Any], description: str, hooks=(), positions: str = "final",
+def step(ctx, params: AnalysisParams, description: str, hooks=(), positions: str = "final",
          depends_on=(), shares_final_pass: bool = False) -> Step:
-    """A plan step with the analysis's compiled parameters (compile/params.py): the selectors
-    its `compile` compiled through `ctx`, the schema's defaults filled. `shares_final_pass`: the
-    analysis reads its clean final-position hooks through `RunContext.capture_final` only, so a
-    pass shared with others can serve it."""
+    """A plan step with the analysis's compiled parameters: the selectors its `compile` compiled
+    through `ctx`, the defaults filled. `shares_final_pass`: the analysis reads its clean
+    final-position hooks through `RunContext.capture_final` only, so a pass shared with others
+    can serve it."""
     compiled = ctx.compiled_params(params)
-    return Step(id=compiled["id"], kind=params["kind"], description=description,
+    return Step(id=compiled.name, kind=compiled.kind, description=description,
                 hooks=tuple(hooks), positions=positions, depends_on=tuple(depends_on),
                 params=compiled, shares_final_pass=shares_final_pass)
 

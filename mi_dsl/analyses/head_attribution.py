@@ -6,28 +6,34 @@ bar chart (plot_attention_heads, as a fraction of the clean logit difference).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from ..core.typed import DecompositionParams, param
 from .base import (DECOMPOSED, Result, final_norm_convention, head_grid_rows, head_label, prompt_columns,
                    prompt_hover, ranked_heads, step)
-
-PER_PROMPT_HEADS = 8  # the heads, largest |direct logit difference| first, whose per-prompt values are kept
 from ._figures import distribution, hbar, layer_head_heatmap
 from .registry import analysis
+
+PER_PROMPT_HEADS = 8  # the heads, largest |direct logit difference| first, whose per-prompt values are kept
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadAttributionParams(DecompositionParams):
+    top_k: int = param(12, "Heads in the bar chart of largest contributions (default 12).", minimum=1)
+    normalize: bool = param(True, "Bar chart as a fraction of the clean logit difference (default true, as "
+                                  "the seed's plot).")
 
 
 @analysis("head_attribution", "Direct logit attribution of every attention head at the final position "
                               "(the seed's Head Attribution), with a top-k bar chart.",
-          params={"top_k": {"type": "integer", "minimum": 1, "default": 12,
-                            "description": "Heads in the bar chart of largest contributions (default 12)."},
-                  "normalize": {"type": "boolean", "default": True,
-                                "description": "Bar chart as a fraction of the clean logit difference "
-                                               "(default true, as the seed's plot)."}}, decomposes=True)
+          HeadAttributionParams, reads_metric="decomposes", per_head=True)
 class HeadAttribution:
-    def compile(self, params, ctx):
+    def compile(self, params: HeadAttributionParams, ctx):
         return step(ctx, params, "every head's output (z @ W_O) at the final position -> logit difference",
                     hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale",
                            "blocks.{L}.ln1_post.hook_scale?"), shares_final_pass=True)
 
-    def compute(self, params, run) -> Result:
+    def compute(self, params: HeadAttributionParams, run) -> Result:
         run.require_processing("head_attribution")
         each = head_dla(run, capture_heads(run), per_prompt=True)  # [layer, head, prompt]
         values = each.mean(-1)  # as RunContext.attribute averages: the same numbers
@@ -35,16 +41,18 @@ class HeadAttribution:
         flat = values.flatten()
         # ranked as the top() selector ranks (signed, largest first), so the chart shows what top() picks
         top = [{"head": head_label(l, h), "logit_diff": table[l][h]}
-               for l, h in ranked_heads(table, "top", params["top_k"])]
+               for l, h in ranked_heads(table, "top", params.top_k)]
+        total = float(flat.sum())
         shown = ranked_heads(table, "top_abs", PER_PROMPT_HEADS)
         per_prompt = [{**first, **{head_label(l, h): float(each[l, h, i]) for l, h in shown}}
                       for i, first in enumerate(prompt_columns(run))]
-        return Result({"per_head": table, "top": top, "total": float(flat.sum()),
-                       "normalize": params["normalize"], "convention": head_convention(run),
+        return Result({"per_head": table, "top": top, "total": total, "normalize": params.normalize,
                        "decomposes": DECOMPOSED},
                       tables={"head_attribution": head_grid_rows(table, "logit_diff"), "per_prompt": per_prompt},
-                      summary=f"top({params['id']}): "
-                              + ", ".join(f"{t['head']} {t['logit_diff']:.3f}" for t in top[:5]))
+                      summary=f"top({params.name}): "
+                              + ", ".join(f"{t['head']} {t['logit_diff']:.3f}" for t in top[:5]),
+                      convention=head_convention(run),
+                      key_numbers={"total": total, "top_head_logit_diff": top[0]["logit_diff"] if top else None})
 
     def figures(self, result, run):
         d = result.data
@@ -72,6 +80,11 @@ def head_convention(run) -> str:
     return (f"direct logit attribution: each head's output z @ W_O at the final position, "
             f"{final_norm_convention(run)}{post}. Heads sum to the attention layers' direct effect, not to the "
             "logit difference (embeddings, MLPs, attention biases and the unembedding bias make the rest)")
+
+
+def per_head_logit_diffs(run, which: str = "clean", interventions=()):
+    """[n_layers, n_heads] mean direct logit difference of each head at the final position."""
+    return head_dla(run, capture_heads(run, which, interventions))
 
 
 def capture_heads(run, which: str = "clean", interventions=()):

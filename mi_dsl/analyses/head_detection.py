@@ -19,8 +19,13 @@ the diagonal scores.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from ..core.result import pairs_record
+from ..core.typed import AnalysisParams, SelectorValue, param
 from ..errors import RunError, SpecMeaningError
-from ._attention import PATTERN_HOOK, capture_patterns, head_names, heads_param, literal_ids, pattern_figures
+from ._attention import HEADS, PATTERN_HOOK, capture_patterns, head_names, literal_ids, pattern_figures
 from .base import Result, head_grid_rows, head_label, step
 from ._figures import layer_head_heatmap
 from .registry import analysis
@@ -33,78 +38,67 @@ TITLES = {"previous_token": "Previous Token Scores", "duplicate_token": "Duplica
 VIEW_HEADS = 4
 
 
+@dataclass(frozen=True, kw_only=True)
+class HeadDetectionParams(AnalysisParams):
+    seq_len: int = param(100, "Random tokens per sequence before repetition (default 100).", minimum=2, maximum=4096)
+    batch: int = param(2, "How many random sequences (default 2, as the seed).", minimum=1, maximum=4096)
+    seed: Optional[int] = param(None, "Seed of the random tokens (default: the spec's seed).")
+    low: int = param(100, "Smallest random token id (default 100, as the seed).", minimum=0)
+    high: int = param(20000, "Random token ids stay below this (default 20000, as the seed; clipped to the "
+                             "vocabulary size).", minimum=1)
+    rank_by: Literal["previous_token", "duplicate_token", "induction"] = param(
+        "induction", "Which score is this result's per-head table for top()/bottom() in later analyses "
+                     "(default induction).")
+    heads: SelectorValue = param(None, "Heads to show in the attention view, e.g. [L1H4, L2H3] (default: the "
+                                       f"{VIEW_HEADS} highest by `rank_by`, when `text` is given).", schema=HEADS)
+    text: Optional[str] = param(None, "Text for the attention view (default: the first random sequence, when "
+                                      "`heads` is given).")
+    repeat: int = param(2, "Repeat `text` this many times, joined as written (default 2).", minimum=1, maximum=16)
+    definition: Literal["diagonal", "transformer_lens"] = param(
+        "diagonal", "diagonal (default, the seed's): the mean of one diagonal of the pattern, BOS row and column "
+                    "left out; transformer_lens: transformer_lens.head_detector.detect_head's score (attention on "
+                    "the detection pattern / total attention, duplicates at any earlier copy).")
+    exclude_bos: bool = param(False, "definition: transformer_lens only: zero the attention to position 0 before "
+                                     "scoring (detect_head's exclude_bos; default false).")
+    exclude_current_token: bool = param(False, "definition: transformer_lens only: zero the attention to the "
+                                               "current token (detect_head's exclude_current_token; default false).")
+
+
 @analysis("head_detection", "Previous-token, duplicate-token and induction scores of every head on repeated "
                             "random tokens (the seed's Early Heads are Induction Heads), and optionally the "
-                            "attention view of chosen heads on a repeated text.",
-          params={
-              "seq_len": {"type": "integer", "minimum": 2, "default": 100, "maximum": 4096,
-                          "description": "Random tokens per sequence before repetition (default 100)."},
-              "batch": {"type": "integer", "minimum": 1, "default": 2, "maximum": 4096,
-                        "description": "How many random sequences (default 2, as the seed)."},
-              "seed": {"type": "integer", "description": "Seed of the random tokens (default: the spec's seed)."},
-              "low": {"type": "integer", "minimum": 0, "default": 100,
-                      "description": "Smallest random token id (default 100, as the seed)."},
-              "high": {"type": "integer", "minimum": 1, "default": 20000,
-                       "description": "Random token ids stay below this (default 20000, as the seed; clipped to "
-                                      "the vocabulary size)."},
-              "rank_by": {"type": "string", "enum": list(KINDS), "default": "induction",
-                          "description": "Which score is this result's per-head table for top()/bottom() in "
-                                         "later analyses (default induction)."},
-              "heads": heads_param("Heads to show in the attention view, e.g. [L1H4, L2H3] (default: the "
-                                   f"{VIEW_HEADS} highest by `rank_by`, when `text` is given)."),
-              "text": {"type": "string", "description": "Text for the attention view (default: the first random "
-                                                        "sequence, when `heads` is given)."},
-              "repeat": {"type": "integer", "minimum": 1, "default": 2, "maximum": 16,
-                         "description": "Repeat `text` this many times, joined as written (default 2)."},
-              "definition": {"type": "string", "enum": list(DEFINITIONS), "default": "diagonal",
-                             "description": "diagonal (default, the seed's): the mean of one diagonal of the "
-                                            "pattern, BOS row and column left out; transformer_lens: "
-                                            "transformer_lens.head_detector.detect_head's score (attention on "
-                                            "the detection pattern / total attention, duplicates at any earlier "
-                                            "copy)."},
-              "exclude_bos": {"type": "boolean", "default": False,
-                              "description": "definition: transformer_lens only: zero the attention to "
-                                             "position 0 before scoring (detect_head's exclude_bos; default "
-                                             "false)."},
-              "exclude_current_token": {"type": "boolean", "default": False,
-                                        "description": "definition: transformer_lens only: zero the attention "
-                                                       "to the current token (detect_head's "
-                                                       "exclude_current_token; default false)."},
-          },
-          needs_dataset=False, answers="none")
+                            "attention view of chosen heads on a repeated text.", HeadDetectionParams,
+          needs_dataset=False, answers="none", per_head=True)
 class HeadDetection:
-    def compile(self, params, ctx):
+    def compile(self, params: HeadDetectionParams, ctx):
         ctx.heads(params)
-        if "repeat" in params and "text" not in params:
+        if ctx.written("repeat") and params.text is None:
             raise SpecMeaningError("`repeat` repeats `text`, which is not given", ctx.where("repeat"))
-        low, high = ctx.value(params, "low"), ctx.value(params, "high")
-        if low >= high:
-            raise SpecMeaningError(f"low ({low}) must be below high ({high})",
-                                   ctx.where("low" if "low" in params else "high"))
-        if ctx.value(params, "definition") == "diagonal":
+        if params.low >= params.high:
+            raise SpecMeaningError(f"low ({params.low}) must be below high ({params.high})",
+                                   ctx.where("low" if ctx.written("low") else "high"))
+        if params.definition == "diagonal":
             for key in TL_ONLY:
-                if key in params:
+                if ctx.written(key):
                     raise SpecMeaningError(f"`{key}` applies to definition: transformer_lens only",
                                            ctx.where(key), hint="add definition: transformer_lens or remove it")
-        seq_len, batch = ctx.value(params, "seq_len"), ctx.value(params, "batch")
-        params = {"seed": ctx.spec.seed, **params}  # the random tokens' seed: the spec's unless given
-        return step(ctx, params, f"{batch} sequences of {seq_len} random tokens, repeated; attention patterns "
-                                 f"reduced to three {ctx.value(params, 'definition')} scores per head in the hook",
+        if params.seed is None:
+            params = params.replace(seed=ctx.spec.seed)  # the random tokens' seed: the spec's unless given
+        return step(ctx, params, f"{params.batch} sequences of {params.seq_len} random tokens, repeated; attention "
+                                 f"patterns reduced to three {params.definition} scores per head in the hook",
                     hooks=("blocks.{L}.attn.hook_pattern",), positions="all")
 
-    def compute(self, params, run) -> Result:
+    def compute(self, params: HeadDetectionParams, run) -> Result:
         import torch
 
-        seq_len, bos = params["seq_len"], run.plan.model.prepend_bos
+        seq_len, bos = params.seq_len, run.plan.model.prepend_bos
         tokens = random_repeated_tokens(run, params)
-        definition = params["definition"]
+        definition = params.definition
         score = _score_function(params, seq_len, bos)
         scores = _scores(run, tokens, score)  # [3, L, H]
-        rank_by = params["rank_by"]
+        rank_by = params.rank_by
         data = {kind: scores[i].tolist() for i, kind in enumerate(KINDS)}
         data.update({"per_head": data[rank_by], "rank_by": rank_by, "seq_len": seq_len,
                      "batch": tokens.shape[0], "bos": bos, "definition": definition,
-                     "convention": _convention(params, bos),
                      "token_range": token_range(run, params)})
         flat = scores[KINDS.index(rank_by)].flatten()
         n_heads = run.cfg.n_heads
@@ -113,10 +107,13 @@ class HeadDetection:
         for kind in KINDS[1:]:
             for row, value in zip(rows, (v for r in data[kind] for v in r)):
                 row[kind] = float(value)
-        if "heads" in params or "text" in params:
+        if params.heads is not None or params.text is not None:
             data["view"] = _view(params, run, tokens[0], scores[KINDS.index(rank_by)])
         return Result(data, tables={"head_detection": rows},
-                      summary=f"top {rank_by} heads ({definition}): {', '.join(top)}")
+                      summary=f"top {rank_by} heads ({definition}): {', '.join(top)}",
+                      convention=_convention(params, bos),
+                      key_numbers={f"top_{rank_by}_score": float(flat.max())},
+                      pairs=pairs_record([], "runs on its own inputs (repeated random tokens), not the dataset's pairs"))
 
     def figures(self, result, run):
         d = result.data
@@ -167,18 +164,18 @@ def transformer_lens_scores(pattern, tokens, exclude_bos: bool = False, exclude_
 
 def _score_function(params, seq_len: int, bos: bool):
     """fn(pattern [B, H, Q, K] float, tokens [B, Q]) -> [B, 3, H] under the chosen definition."""
-    if params["definition"] == "diagonal":
+    if params.definition == "diagonal":
         return lambda pattern, tokens: detection_scores(pattern, seq_len, bos)
-    flags = {key: params[key] for key in TL_ONLY}
+    flags = {key: getattr(params, key) for key in TL_ONLY}
     return lambda pattern, tokens: transformer_lens_scores(pattern, tokens, **flags)
 
 
 def _convention(params, bos: bool) -> str:
-    if params["definition"] == "diagonal":
+    if params.definition == "diagonal":
         return ("definition: diagonal (the seed's): mean over query positions of the attention on one diagonal "
                 "(offset 1: previous token; seq_len: the same token's first copy; seq_len - 1: the token after "
                 "it, induction)" + ("; BOS row and column left out, not renormalised" if bos else ""))
-    excluded = [k for k in TL_ONLY if params.get(k)]
+    excluded = [k for k in TL_ONLY if getattr(params, k)]
     return ("definition: transformer_lens (detect_head, \"mul\"): attention on the query-key pairs of the "
             "detection pattern / the head's total attention, per sequence, averaged; duplicate and induction "
             "pairs at any earlier copy of the token; BOS " + ("excluded and the rest renormalised"
@@ -188,7 +185,7 @@ def _convention(params, bos: bool) -> str:
 
 def token_range(run, params):
     """[low, high): the random token ids, high clipped to the vocabulary."""
-    return [params["low"], min(params["high"], run.cfg.d_vocab)]
+    return [params.low, min(params.high, run.cfg.d_vocab)]
 
 
 def random_repeated_tokens(run, params):
@@ -199,8 +196,8 @@ def random_repeated_tokens(run, params):
     if low >= high:
         raise RunError(f"no token ids in [{low}, {high}): the model's vocabulary has {run.cfg.d_vocab} tokens",
                        run.where("low"))
-    generator = torch.Generator().manual_seed(params["seed"])
-    tokens = torch.randint(low, high, (params["batch"], params["seq_len"]), generator=generator)
+    generator = torch.Generator().manual_seed(params.seed)
+    tokens = torch.randint(low, high, (params.batch, params.seq_len), generator=generator)
     tokens = torch.cat([tokens, tokens], dim=1)
     if run.plan.model.prepend_bos:
         if run.tokenizer.bos_id is None:
@@ -228,17 +225,17 @@ def _view(params, run, first_sequence, ranking):
     """The attention of chosen heads on the repeated text (or the first random sequence)."""
     import torch
 
-    if "heads" in params:
+    if params.heads is not None:
         heads = run.select_heads(params)
     else:
         order = torch.argsort(ranking.flatten(), descending=True)[:VIEW_HEADS].tolist()
         heads = [(i // run.cfg.n_heads, i % run.cfg.n_heads) for i in order]
-    if "text" in params:
-        text = params["text"] * params["repeat"]
+    if params.text is not None:
+        text = params.text * params.repeat
         ids = literal_ids(run, text)
     else:
         ids = first_sequence.tolist()
         text = "random tokens, repeated"
     pattern = capture_patterns(run, [ids], heads)[0]
-    return {"label": "repeated text" if "text" in params else "random tokens", "text": text,
+    return {"label": "repeated text" if params.text is not None else "random tokens", "text": text,
             "tokens": run.tokenizer.token_strs(ids), "heads": head_names(heads), "patterns": pattern.tolist()}

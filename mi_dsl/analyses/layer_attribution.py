@@ -5,13 +5,15 @@ output; each part's direct contribution to the logit difference.
 """
 from __future__ import annotations
 
+from ..core.typed import DecompositionParams
 from .base import DECOMPOSED, Result, final_norm_convention, step
 from ._figures import line
 from .registry import analysis
 
 
 @analysis("layer_attribution", "Direct logit difference of the embeddings and of each layer's attention "
-                               "and MLP output (the seed's Layer Attribution).", decomposes=True)
+                               "and MLP output (the seed's Layer Attribution).", DecompositionParams,
+          reads_metric="decomposes")
 class LayerAttribution:
     def compile(self, params, ctx):
         return step(ctx, params, "embedding + each attention/MLP output at the final position -> logit difference",
@@ -33,13 +35,13 @@ class LayerAttribution:
         total = sum(values) + bias
         return Result(
             {"labels": labels, "logit_diff": values, "sum": total, "measured_logit_diff": measured,
-             "unembed_bias_diff": bias, "decomposes": DECOMPOSED,
-             "convention": "direct effect of each part (embeddings, each attention and MLP output) at the final "
-                           f"position, {final_norm_convention(run)}; the parts plus the unembedding bias sum "
-                           "exactly to the measured logit difference; effects through later layers are not "
-                           "counted"},
+             "unembed_bias_diff": bias, "decomposes": DECOMPOSED},
             tables={"layer_attribution": [{"component": c, "logit_diff": v} for c, v in zip(labels, values)]},
-            summary=f"components sum to {total:.4f}; measured {measured:.4f}")
+            summary=f"components sum to {total:.4f}; measured {measured:.4f}",
+            convention="direct effect of each part (embeddings, each attention and MLP output) at the final "
+                       f"position, {final_norm_convention(run)}; the parts plus the unembedding bias sum "
+                       "exactly to the measured logit difference; effects through later layers are not counted",
+            key_numbers={"sum": total, "measured_logit_diff": measured, "unembed_bias_diff": bias})
 
     def figures(self, result, run):
         d = result.data

@@ -10,6 +10,10 @@ difference the model could read at that depth.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
+from ..core.typed import DecompositionParams, param
 from .base import DECOMPOSED, Result, final_norm_convention, step
 from ._figures import line
 from .registry import analysis
@@ -17,26 +21,28 @@ from .registry import analysis
 NORMALIZE = ("final", "per_layer")
 
 
+@dataclass(frozen=True, kw_only=True)
+class LogitLensParams(DecompositionParams):
+    normalize: Literal["final", "per_layer"] = param(
+        "final", "final (default, the seed's): divide every layer's residual by the final layer's norm scale "
+                 "(linear; entries are comparable sums); per_layer: normalise each layer's residual by its own "
+                 "scale, as if the final norm were applied there.")
+
+
 @analysis("logit_lens", "Logit difference read from the accumulated residual stream before each "
-                        "layer and at the end (the seed's Logit Lens).",
-          params={"normalize": {"type": "string", "enum": list(NORMALIZE), "default": "final",
-                                "description": "final (default, the seed's): divide every layer's residual by "
-                                               "the final layer's norm scale (linear; entries are comparable "
-                                               "sums); per_layer: normalise each layer's residual by its own "
-                                               "scale, as if the final norm were applied there."}},
-          decomposes=True)
+                        "layer and at the end (the seed's Logit Lens).", LogitLensParams, reads_metric="decomposes")
 class LogitLens:
-    def compile(self, params, ctx):
+    def compile(self, params: LogitLensParams, ctx):
         return step(ctx, params, f"accumulated residual stream at the final position -> logit difference "
-                                 f"(normalised by the {ctx.value(params, 'normalize')} scale)",
+                                 f"(normalised by the {params.normalize} scale)",
                     hooks=("blocks.{L}.hook_resid_pre", "blocks.{last}.hook_resid_post", "ln_final.hook_scale"),
                     shares_final_pass=True)
 
-    def compute(self, params, run) -> Result:
+    def compute(self, params: LogitLensParams, run) -> Result:
         import torch
 
         run.require_processing("logit_lens")
-        normalize = params["normalize"]
+        normalize = params.normalize
         n_layers = run.cfg.n_layers
         names = [f"blocks.{l}.hook_resid_pre" for l in range(n_layers)]
         names += [f"blocks.{n_layers - 1}.hook_resid_post", "ln_final.hook_scale"]
@@ -49,10 +55,11 @@ class LogitLens:
         bias = float(run.bias_diff().mean())
         return Result(
             {"labels": labels, "logit_diff": values, "measured_logit_diff": measured,
-             "unembed_bias_diff": bias, "normalize": normalize, "convention": _convention(run, normalize),
-             "decomposes": DECOMPOSED},
+             "unembed_bias_diff": bias, "normalize": normalize, "decomposes": DECOMPOSED},
             tables={"logit_lens": [{"component": c, "logit_diff": v} for c, v in zip(labels, values)]},
-            summary=f"final entry {values[-1]:.4f} (+ unembedding bias {bias:.4f}) vs measured {measured:.4f}")
+            summary=f"final entry {values[-1]:.4f} (+ unembedding bias {bias:.4f}) vs measured {measured:.4f}",
+            convention=_convention(run, normalize),
+            key_numbers={"final_entry": values[-1], "measured_logit_diff": measured, "unembed_bias_diff": bias})
 
     def figures(self, result, run):
         d = result.data

@@ -1,28 +1,37 @@
 """Predictions (seed: utils.test_prompt): the top-k next tokens of a prompt and the answer's rank."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, List, Optional, Tuple
+
+from ..core.result import pairs_record
+from ..core.typed import AnalysisParams, param
 from .base import Result, step
 from ._figures import hbar
 from .registry import analysis
 
 
+@dataclass(frozen=True, kw_only=True)
+class PredictionsParams(AnalysisParams):
+    prompt: Optional[str] = param(None, "The prompt (default: the first clean prompt of the dataset).")
+    answer: Optional[str] = param(None, "The answer's text, e.g. ' angios' (default: the dataset prompt's "
+                                        "answer token).")
+    index: int = param(0, "Which dataset prompt when `prompt` is not given (default 0).", minimum=0)
+    top_k: int = param(10, "How many top tokens to list (default 10).", minimum=1, maximum=1000)
+
+    def prompt_indices(self) -> List[Tuple[Tuple[Any, ...], int]]:
+        return [] if self.prompt is not None else [(("index",), self.index)]
+
+
 @analysis("predictions", "Top-k next tokens with logit and probability for one prompt, and the rank of "
-                         "its answer (the seed's test_prompt).",
-          params={"prompt": {"type": "string", "description": "The prompt (default: the first clean prompt "
-                                                             "of the dataset)."},
-                  "answer": {"type": "string", "description": "The answer's text, e.g. ' angios' (default: the "
-                                                             "dataset prompt's answer token)."},
-                  "index": {"type": "integer", "minimum": 0, "default": 0,
-                            "description": "Which dataset prompt when `prompt` is not given (default 0)."},
-                  "top_k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10,
-                            "description": "How many top tokens to list (default 10)."}},
+                         "its answer (the seed's test_prompt).", PredictionsParams,
           answers="none")  # no metric; a continuation answer is shown as its first token, and says so
 class Predictions:
-    def compile(self, params, ctx):
+    def compile(self, params: PredictionsParams, ctx):
         return step(ctx, params, "one forward of the prompt; full logits at the final position only",
                     hooks=("unembed.hook_in",))
 
-    def compute(self, params, run) -> Result:
+    def compute(self, params: PredictionsParams, run) -> Result:
         import torch
 
         from ..errors import RunError
@@ -30,15 +39,15 @@ class Predictions:
 
         tok = run.tokenizer
         continuation = 0
-        if "prompt" in params:
-            text = params["prompt"]
+        if params.prompt is not None:
+            text = params.prompt
             ids = tok.encode(text)
             if run.plan.model.prepend_bos:
                 ids = [tok.bos_id] + ids
-            answer_ids = tok.encode(params["answer"]) if "answer" in params else []
+            answer_ids = tok.encode(params.answer) if params.answer is not None else []
             candidates = answer_ids[:1]
         else:
-            index = params["index"]
+            index = params.index
             if index >= len(run.pairs):
                 raise RunError(f"predictions.index {index} is beyond the {len(run.pairs)} prompts of the dataset",
                                run.where("index"))
@@ -53,14 +62,13 @@ class Predictions:
         probs = logits.softmax(-1)
         # a token set's answer is its best-ranked member (the rank metric's convention)
         answer = max(candidates, key=lambda t: float(logits[t])) if candidates else None
-        top = torch.topk(logits, params["top_k"])
+        top = torch.topk(logits, params.top_k)
         rows = [{"rank": r, "token_id": int(i), "token": tok.token_str(int(i)), "logit": float(v),
                  "prob": float(probs[i])} for r, (v, i) in enumerate(zip(top.values, top.indices))]
-        used = {"count": 0, "indices": [], "note": "its own prompt"} if "prompt" in params else \
-            {"count": 1, "indices": [run.used_pair_indices()[params["index"]]]}
-        data = {"prompt": text, "tokens": tok.token_strs(ids), "top": rows, "pairs": used,
-                "convention": "the model's own next-token logits at the prompt's last position (unembedding bias "
-                              "included) and their softmax over the whole vocabulary in float32"}
+        used = pairs_record([], "its own prompt") if params.prompt is not None else \
+            pairs_record([run.used_pair_indices()[params.index]])
+        data = {"prompt": text, "tokens": tok.token_strs(ids), "top": rows}
+        key_numbers = {"top_token_prob": rows[0]["prob"]}
         summary = f"top token {rows[0]['token']!r} ({rows[0]['prob']:.1%})"
         if answer is not None:
             rank = int((logits > logits[answer]).sum())
@@ -68,12 +76,15 @@ class Predictions:
                               "logit": float(logits[answer]), "prob": float(probs[answer]), "set_size": len(candidates),
                               "set_prob": float(probs[candidates].sum())}
             summary += f"; answer {tok.token_str(answer)!r} at rank {rank}"
+            key_numbers.update(answer_rank=rank, answer_prob=float(probs[answer]))
             if continuation:
                 data["answer"]["continuation_tokens"] = continuation
                 data["answer"]["note"] = (f"the answer is a continuation of {continuation} tokens; this is its first "
                                           "token's next-token rank (the continuation metrics read all of them)")
                 summary = summary.replace("; answer ", f"; the answer continuation's first token (of {continuation}) ")
-        return Result(data, tables={"predictions": rows}, summary=summary)
+        return Result(data, tables={"predictions": rows}, summary=summary, pairs=used, key_numbers=key_numbers,
+                      convention="the model's own next-token logits at the prompt's last position (unembedding "
+                                 "bias included) and their softmax over the whole vocabulary in float32")
 
     def figures(self, result, run):
         top = result.data["top"]

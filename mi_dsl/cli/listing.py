@@ -6,7 +6,7 @@ from typing import Any, Dict, List
 
 
 def catalogue() -> Dict[str, List[Dict[str, str]]]:
-    from ..analyses.registry import load_all
+    from ..core.registry import load_all
     from ..expr import describe_functions
     from ..metrics import METRICS
 

@@ -5,7 +5,7 @@ from ._echo import echo
 
 
 def run_command(args) -> int:
-    from ..runtime.run import run_spec
+    from ..running import run_spec
 
     outcome = run_spec(args.spec, overrides=args.overrides, allow_paths=args.allow_path, fresh=args.fresh,
                        out_dir=args.out, progress=not args.quiet, threads=args.threads)

@@ -18,7 +18,9 @@ of every candidate pair:
   located error.
 
 The whole candidate set is checked, before the pipeline keeps or samples, so a spec
-that passes here cannot fail on alignment later.
+that passes here cannot fail on alignment later. Which check an analysis needs is part of
+its registration (`alignment=`: position_map for patching, check_ablation, one_length_only
+for edge circuits); this module names no analysis kind.
 """
 from __future__ import annotations
 
@@ -27,24 +29,26 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import SpecMeaningError
 
-PAIRWISE_PATCHING = ("activation_patching", "attribution_patching")
-
-
 def check_alignment(spec, plan, dataset) -> None:
+    """Each analysis's own alignment check (its registration's `alignment`) on every candidate pair."""
+    from ..core.registry import REGISTRY
+
     if dataset is None or not dataset.pairs:
         return
     for index, step in enumerate(plan.analyses):
-        params = step.params
-        if step.kind in PAIRWISE_PATCHING:
-            position_map(spec, index, params, dataset.pairs)
-        elif step.kind == "ablation":
-            _check_ablation(spec, index, params, dataset.pairs)
-        elif step.kind == "circuit" and not one_length(dataset.pairs):
-            lengths = sorted({len(p.clean.ids) for p in dataset.pairs} | {len(p.corrupted.ids) for p in dataset.pairs})
-            raise SpecMeaningError(
-                f"circuit compares clean and corrupted prompts position by position, but the prompts have "
-                f"{_tokens(lengths)}", spec.loc("analyses", index, "kind"),
-                hint="set prompts.equal_lengths: true to keep the most common length, or filter the vocabularies")
+        align = REGISTRY[step.kind].alignment
+        if align is not None:
+            align(spec, index, step.params, dataset.pairs)
+
+
+def one_length_only(spec, index: int, params, pairs) -> None:
+    """An analysis that compares clean and corrupted prompts position by position, with no names."""
+    if not one_length(pairs):
+        lengths = sorted({len(p.clean.ids) for p in pairs} | {len(p.corrupted.ids) for p in pairs})
+        raise SpecMeaningError(
+            f"{params.kind} compares clean and corrupted prompts position by position, but the prompts have "
+            f"{_tokens(lengths)}", spec.loc("analyses", index, "kind"),
+            hint="set prompts.equal_lengths: true to keep the most common length, or filter the vocabularies")
 
 
 def _lengths(prompts) -> Counter:
@@ -82,18 +86,18 @@ def position_map(spec, index: int, params, pairs) -> Optional[Dict[str, Any]]:
     cannot be aligned."""
     if one_length(pairs):
         return None
-    kind = params["kind"]
+    kind = params.kind
     clean = sorted({len(p.clean.ids) for p in pairs})
     corrupted = sorted({len(p.corrupted.ids) for p in pairs})
     lengths = (f"clean prompts have {_tokens(clean)} and corrupted ones {_tokens(corrupted)}")
-    if "positions" not in params:
+    if params.positions is None:
         raise SpecMeaningError(
             f"{kind} patches every position by default, but {lengths}, so position i is not the same "
             f"token in every prompt (e.g. '{pairs[0].clean.text}' / '{pairs[0].corrupted.text}')",
             spec.loc("analyses", index, "kind"),
             hint="name the positions to patch, e.g. positions: [final, name]; named positions are "
                  "matched by name in each prompt")
-    if params["target"].startswith("pattern"):
+    if params.target.startswith("pattern"):
         raise SpecMeaningError(
             f"attention patterns of prompts of different lengths ({lengths}) have key axes of different "
             "sizes, so a pattern row cannot be copied from one to the other",
@@ -111,9 +115,9 @@ def _resolve_selectors(spec, index: int, params, pairs) -> Dict[str, Any]:
     from ..errors import ExpressionError
     from ..expr import Env
 
-    items = [selector.text for selector in params["positions"]]
+    items = [selector.text for selector in params.positions]
     out: Dict[str, List[List[Tuple[int, ...]]]] = {"clean": [], "corrupted": []}
-    for selector in params["positions"]:  # compiled by the compiler
+    for selector in params.positions:  # compiled by the compiler
         item, path, compiled = selector.text, selector.path, selector.compiled
         if str(item).strip().lstrip("-").isdigit():
             raise SpecMeaningError(
@@ -160,8 +164,8 @@ def _check_one_to_one(spec, index: int, items, clean, corrupted) -> None:
                     spec.loc("analyses", index, "positions"))
 
 
-def _check_ablation(spec, index: int, params, pairs) -> None:
-    method = params["method"]
+def check_ablation(spec, index: int, params, pairs) -> None:
+    method = params.method
     if method == "mean":
         _one_length(spec, index, pairs, "clean", "with method: mean averages each position over the prompts")
     elif method == "resample":

@@ -9,14 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ..analyses.registry import REGISTRY, load_all
+from ..core.registry import REGISTRY, load_all
 from ..dataset.build import answers_are_continuation
 from ..errors import ExpressionError, Location, SpecMeaningError
 from ..expr import Scope, compile_expression, expect_type
 from .fusion import fuse
-from .params import Params, Selection, Selector, with_defaults
-from .plan import Plan, Step
-from ..metrics import METRICS
+from ..core.params import Selection, Selector
+from ..core.typed import AnalysisParams, KeepParams, SampleParams, SymmetricParams
+from ..core.plan import Plan, Step
+from ..metrics import METRICS, Metric
 from ..spec.resolve import Spec
 from ..suggest import unknown
 
@@ -25,49 +26,52 @@ def compile_plan(spec: Spec) -> Plan:
     if spec.pipeline and "prompts" not in spec.data:
         raise SpecMeaningError("a pipeline filters prompts, but this spec has no `prompts:`",
                                spec.loc("pipeline"))
-    check_metric(spec)
+    main = compile_metric(spec)
     continuation = answers_are_continuation(spec)
-    _check_metric_reads(spec, spec.metric, continuation, spec.loc("metric") if "metric" in spec.data else None)
+    _check_metric_reads(spec, main, continuation, spec.loc("metric") if "metric" in spec.data else None)
     metrics_needed = {spec.metric}
     pipeline = tuple(_pipeline_step(spec, i, step, metrics_needed, continuation)
                      for i, step in enumerate(spec.pipeline))
-    analyses = compile_analyses(spec, continuation)
+    analyses = compile_analyses(spec, continuation, main)
     run = spec.run_options
-    return Plan(spec.file, spec.hash(), spec.name, spec.model, spec.metric, tuple(sorted(metrics_needed)),
-                pipeline, analyses, run.get("batch_size", "auto"), run.get("memory_gb"), fuse(analyses))
+    needed = tuple(sorted(metrics_needed))
+    metrics = tuple(main if name == spec.metric else METRICS[name] for name in needed)
+    return Plan(spec.file, spec.hash(), spec.name, spec.model, spec.metric, needed,
+                pipeline, analyses, run.get("batch_size", "auto"), run.get("memory_gb"), fuse(analyses), metrics)
 
 
-def check_metric(spec: Spec, tokenizer=None) -> None:
-    """A registered metric's name, or an expression over logit()/prob()/logprob() (registered
-    under its own text; with a tokenizer, its string literals are checked to have tokens)."""
-    from ..metric_expr import is_expression, register_expression
+def compile_metric(spec: Spec) -> Metric:
+    """The spec's metric: a registered metric's name, or an expression over logit()/prob()/logprob()
+    compiled for this plan alone (compile.prepare binds it to the spec's tokenizer)."""
+    from ..metric_expr import compile_metric as compile_expression_metric, is_expression
     from ..suggest import did_you_mean
 
     if is_expression(spec.metric):
-        register_expression(spec.metric, lambda off: spec.source.inside(("metric",), off), tokenizer)
-    elif spec.metric not in METRICS:
-        hint = did_you_mean(spec.metric, [n for n in METRICS if "(" not in n])
+        return compile_expression_metric(spec.metric, lambda off: spec.source.inside(("metric",), off))
+    if spec.metric not in METRICS:
+        hint = did_you_mean(spec.metric, list(METRICS))
         raise SpecMeaningError(f"unknown value '{spec.metric}' for 'metric'" + (f"; {hint}" if hint else ""),
                                spec.loc("metric"),
                                hint="a metric's name (mi-run list) or an expression such as prob(answer) - prob(foil)")
+    return METRICS[spec.metric]
 
 
 def compile_keep(spec: Spec, index: int):
     path = ("pipeline", index, "keep")
-    compiled = compile_expression(spec.pipeline[index]["keep"], Scope.keep([n for n in METRICS if "(" not in n]),
+    compiled = compile_expression(spec.pipeline[index]["keep"], Scope.keep(list(METRICS)),
                             where=lambda off: spec.source.inside(path, off))
     expect_type(compiled, "bool", lambda off: spec.source.inside(path, off))
     return compiled
 
 
-def _check_metric_reads(spec: Spec, name: str, continuation: bool, where) -> None:
+def _check_metric_reads(spec: Spec, metric: Metric, continuation: bool, where) -> None:
     """Continuation answers take continuation metrics only, token answers the others: a metric of
     one token at the final position never silently reads a continuation's first token."""
-    metric = METRICS[name]
+    name = metric.name
     if metric.reads_continuation == continuation:
         return
     answer_at = spec.loc("prompts", "answer")
-    others = ", ".join(n for n, m in METRICS.items() if m.reads_continuation == continuation and "(" not in n)
+    others = ", ".join(n for n, m in METRICS.items() if m.reads_continuation == continuation)
     if continuation:
         raise SpecMeaningError(
             f"the answer is a continuation (continuation(...), line {answer_at.line}), but the metric '{name}' "
@@ -102,24 +106,25 @@ def _pipeline_step(spec: Spec, index: int, step: Dict[str, Any], metrics_needed:
         compiled = compile_keep(spec, index)
         used = sorted({metric for _record, metric in compiled.metrics_used()})
         for name in used:
-            _check_metric_reads(spec, name, continuation, spec.loc("pipeline", index, "keep"))
+            _check_metric_reads(spec, METRICS[name], continuation, spec.loc("pipeline", index, "keep"))
         metrics_needed.update(used)
         return Step(f"keep_{index}", "keep", f"keep prompts where {step['keep']}",
                     hooks=("ln_final.hook_normalized",), positions="final",
-                    params=Params({"condition": compiled, "metrics": used}))
+                    params=KeepParams(condition=compiled, metrics=tuple(used)))
     if "sample" in step:
         n, seed = step["sample"]["n"], step["sample"].get("seed", spec.seed)
         return Step(f"sample_{index}", "sample", f"sample {n} prompts (seed {seed})",
-                    params=Params({"n": n, "seed": seed}))
+                    params=SampleParams(n=n, seed=seed))
     return Step(f"symmetric_{index}", "symmetric",
                 "symmetric pairing: each corrupted prompt joins the clean set, answer and foil swapped",
-                params=Params({"enabled": step["symmetric"]}))
+                params=SymmetricParams(enabled=step["symmetric"]))
 
 
-def compile_analyses(spec: Spec, continuation: bool = False) -> Tuple[Step, ...]:
+def compile_analyses(spec: Spec, continuation: bool = False, metric: Optional[Metric] = None) -> Tuple[Step, ...]:
+    metric = metric if metric is not None else compile_metric(spec)
     load_all()
     ids: Dict[str, int] = {}
-    compiled: List[Tuple[int, Any, Dict[str, Any]]] = []
+    compiled: List[Tuple[int, Any, AnalysisParams]] = []
     for index, params in enumerate(spec.analyses):
         kind = REGISTRY[params["kind"]]
         if kind.needs_dataset and "prompts" not in spec.data:
@@ -132,13 +137,14 @@ def compile_analyses(spec: Spec, continuation: bool = False) -> Tuple[Step, ...]
             raise SpecMeaningError(f"two analyses are named '{analysis_id}' (the first on line {first.line}); "
                                    "give one an `id:`", spec.loc("analyses", index, key))
         ids[analysis_id] = index
+        typed = kind.params.from_spec(params)  # checked by the schema: every key is a field
         _check_answers_fit(spec, index, kind, continuation)
-        _check_metric_fits(spec, index, kind, params)
-        compiled.append((index, kind, params))
+        _check_metric_fits(spec, index, kind, typed, metric)
+        compiled.append((index, kind, typed))
     steps = []
     refs_of: Dict[str, List[Tuple[str, Location]]] = {}
     for index, kind, params in compiled:
-        context = AnalysisContext(spec, index, dict(ids))
+        context = AnalysisContext(spec, index, dict(ids), metric)
         impl = kind.implementation()
         step = impl.compile(params, context)
         refs_of[step.id] = context.references
@@ -166,29 +172,32 @@ def compile_analysis(spec: Spec, params: Dict[str, Any], known: Sequence[str] = 
     _check_answers_fit(spec, None, kind, answers_are_continuation(spec))
     ids = {p.get("id", p["kind"]): i for i, p in enumerate(spec.analyses)}
     ids.update({name: len(spec.analyses) for name in known if name not in ids})
-    return kind.implementation().compile(dict(params), AnalysisContext(spec, len(spec.analyses), ids))
+    return kind.implementation().compile(kind.params.from_spec(params),
+                                         AnalysisContext(spec, len(spec.analyses), ids, compile_metric(spec)))
 
 
-def _check_metric_fits(spec: Spec, index: int, kind, params: Dict[str, Any]) -> None:
-    """Decompositions are exact only for a metric linear in the final residual; refuse others
-    unless the analysis names the linear direction it reads instead (`direction: logit_diff`)."""
-    metric = METRICS[spec.metric]
-    patching = kind.kind == "attribution_patching"  # its `direction` is denoising/noising, not a read-out
-    if not kind.decomposes or metric.linear or (not patching and "direction" in params):
+def _check_metric_fits(spec: Spec, index: int, kind, params: AnalysisParams, metric: Metric) -> None:
+    """What the analysis does with the metric (its registration's `reads_metric`) must hold for the spec's:
+    a decomposition is exact only for a metric linear in the final residual (another metric needs the
+    linear direction it reads instead, `direction: logit_diff`); a linearisation (a gradient estimate)
+    needs a metric linear in the final residual, or a continuation metric, whose summed teacher-forced
+    log-probability it linearises (its result's convention says so)."""
+    rule = kind.reads_metric
+    if rule == "any" or metric.linear:
         return
-    if patching and metric.reads_continuation:
-        # the one way to screen cells for a continuation: a first-order estimate of the summed
-        # teacher-forced log-probability, which its result's convention states
+    if rule == "decomposes" and getattr(params, "direction", None) is not None:
+        return
+    if rule == "linearises" and metric.reads_continuation:
         return
     metric_at = spec.loc("metric") if "metric" in spec.data else None
     stated = f" (line {metric_at.line})" if metric_at is not None and metric_at.line else ""
-    linear = ", ".join(sorted(n for n, m in METRICS.items() if m.linear and "(" not in n))
-    if patching:
+    linear = ", ".join(sorted(n for n, m in METRICS.items() if m.linear))
+    if rule == "linearises":
         hint = f"use a linear metric ({linear}), or activation_patching, which patches exactly for any metric"
     else:
         hint = (f"add `direction: logit_diff` to this analysis to read the answer-minus-foil logit difference "
                 f"instead (the parts then add up to it), or use a linear metric ({linear})")
-    raise SpecMeaningError(f"{params['kind']} decomposes the metric into parts that add up to it, which holds "
+    raise SpecMeaningError(f"{kind.kind} decomposes the metric into parts that add up to it, which holds "
                            f"only for a metric linear in the final residual; the spec's metric "
                            f"'{spec.metric}'{stated} is not linear", spec.loc("analyses", index, "kind"), hint=hint)
 
@@ -230,6 +239,7 @@ class AnalysisContext:
     spec: Spec
     index: int
     ids: Dict[str, int]
+    metric: Metric                      # the spec's metric, compiled
     references: List[Tuple[str, Location]] = field(default_factory=list)  # (analysis id, where in the spec)
     selections: Dict[str, Selection] = field(default_factory=dict)  # compiled selector parameters
 
@@ -239,12 +249,12 @@ class AnalysisContext:
     def where(self, *keys):
         return self.spec.source.value(self.path(*keys))
 
-    def heads(self, params: Dict[str, Any], key: str = "heads"):
-        """Compile a head selector (a string or a list of strings) into the step's parameters;
-        records the analyses it ranks by. Returns the Selection (None when absent)."""
+    def heads(self, params: AnalysisParams, field: str = "heads") -> Optional[Selection]:
+        """Compile the head selector `params.<field>` (a string or a list of strings) into the step's
+        parameters; records the analyses it ranks by. Returns the Selection (None when absent)."""
         from ..expr import parse_heads
 
-        value = params.get(key)
+        value, key = getattr(params, field), params.spec_key(field)
         if value is None:
             return None
         selectors = []
@@ -257,47 +267,48 @@ class AnalysisContext:
                     raise ExpressionError(unknown("analysis", ref, self.ids, "in head selector"), where)
                 self.references.append((ref, where))
             selectors.append(Selector(text, path, compiled))
-        self.selections[key] = Selection("heads", tuple(selectors), isinstance(value, list))
-        return self.selections[key]
+        self.selections[field] = Selection("heads", tuple(selectors), isinstance(value, tuple))
+        return self.selections[field]
 
-    def positions(self, params: Dict[str, Any], key: str, slots, default: Optional[str] = None):
-        """Compile a position selector (or a list of them) into the step's parameters; `default`
-        (compiled too, located at the analysis) when the spec leaves it out. None when absent."""
+    def positions(self, params: AnalysisParams, field: str, slots) -> Optional[Selection]:
+        """Compile the position selector `params.<field>` (or a list of them) into the step's parameters;
+        a default the spec left out (the field's own) is compiled too, located at the analysis. None
+        when absent."""
         from ..expr import parse_positions
 
-        value = params.get(key)
-        if value is None and default is None:
-            return None
+        value, key = getattr(params, field), params.spec_key(field)
         if value is None:
+            return None
+        if self.index < len(self.spec.analyses) and not self.written(key):  # the field's default
             analysis = self.spec.loc(*self.path())
-            compiled = parse_positions(default, list(slots), where=lambda off: analysis)
-            self.selections[key] = Selection("positions", (Selector(default, self.path(), compiled),), False, True)
-            return self.selections[key]
+            compiled = parse_positions(str(value), list(slots), where=lambda off: analysis)
+            self.selections[field] = Selection("positions", (Selector(value, self.path(), compiled),), False, True)
+            return self.selections[field]
         selectors = tuple(
             Selector(item, path, parse_positions(str(item), list(slots),
                                                  where=lambda off, p=path: self.spec.source.inside(p, off)))
             for path, item in self._items(key, value))
-        self.selections[key] = Selection("positions", selectors, isinstance(value, list))
-        return self.selections[key]
+        self.selections[field] = Selection("positions", selectors, isinstance(value, tuple))
+        return self.selections[field]
 
     def _items(self, key: str, value):
         """(spec path, item) of a parameter written as one value or a list of them."""
-        if isinstance(value, list):
+        if isinstance(value, tuple):
             return [(self.path(key, i), item) for i, item in enumerate(value)]
         return [(self.path(key), value)]
 
-    def value(self, params: Dict[str, Any], key: str):
-        """A parameter as written, else the default its schema part declares (None if none)."""
-        if key in params:
-            return params[key]
-        return REGISTRY[params["kind"]].schema()["properties"].get(key, {}).get("default")
+    def written(self, key: str) -> bool:
+        """Whether the spec wrote the parameter (rather than its default standing in)."""
+        return self.index < len(self.spec.analyses) and key in self.spec.analyses[self.index]
 
-    def compiled_params(self, params: Dict[str, Any]) -> Params:
-        """The step's frozen parameters: the spec's, the schema's defaults, the compiled selectors."""
-        full = with_defaults(params, REGISTRY[params["kind"]].schema()["properties"])
-        full.setdefault("id", params["kind"])
-        full.update(self.selections)
-        return Params(full)
+    def compiled_params(self, params: AnalysisParams) -> AnalysisParams:
+        """The step's frozen parameters: the spec's, the defaults, the selectors compiled."""
+        return params.replace(**self.selections)
+
+    def params_of(self, index: int) -> AnalysisParams:
+        """The typed parameters of the spec's analysis `index` (as written, defaults filled)."""
+        raw = self.spec.analyses[index]
+        return REGISTRY[raw["kind"]].params.from_spec(raw)
 
     def slots(self):
         from ..dataset.build import slot_vocabularies

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from .plan import Pass, Step
+from ..core.plan import Pass, Step
 
 
 def fuse(steps: Tuple[Step, ...]) -> Tuple[Pass, ...]:
@@ -18,7 +18,7 @@ def fuse(steps: Tuple[Step, ...]) -> Tuple[Pass, ...]:
     groups: Dict[Optional[int], List[Step]] = {}
     for step in steps:
         if step.shares_final_pass:
-            groups.setdefault(dict(step.params).get("max_pairs"), []).append(step)
+            groups.setdefault(step.params.max_pairs, []).append(step)
     passes = []
     for n, (max_pairs, members) in enumerate(groups.items()):
         hooks = tuple(dict.fromkeys(h for s in members for h in s.hooks))

@@ -15,7 +15,7 @@ from ..errors import RunError, SpecMeaningError
 @dataclass(frozen=True)
 class Prepared:
     spec: Any                   # spec.Spec
-    plan: Any                   # compile.plan.Plan
+    plan: Any                   # core.plan.Plan
     dataset: Optional[Any]      # dataset.Dataset; None when no tokenizer is available (validate only)
     tokenizer: Optional[Any]    # dataset.tokenizer.Tokenizer
     skipped: Optional[str] = None  # why tokenizer checks were skipped
@@ -28,8 +28,9 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
     from ..dataset.tokenizer import TokenizerUnavailable, load_tokenizer
     from ..spec import load_spec
     from .alignment import check_alignment
-    from .shapes import check_model_shape, check_positions, check_prompt_indices, model_shape
-    from .compiler import check_metric, compile_plan
+    from ..models.sources import model_shape
+    from .shapes import check_model_shape, check_positions, check_prompt_indices
+    from .compiler import compile_plan
 
     spec = load_spec(str(spec_path), list(overrides), [Path(p) for p in allow_paths])
     check_without_tokenizer(spec)  # prompts before analyses: faults reported in file order
@@ -42,7 +43,7 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
             raise RunError(f"{why}; pass one with --set model.tokenizer=PATH", spec.loc("model")) from None
         return Prepared(spec, plan, None, None, str(why))
     _check_bos(spec, tokenizer)
-    check_metric(spec, tokenizer)  # a metric expression's strings become token ids
+    plan = plan.bound(tokenizer)  # an expression metric's strings become this tokenizer's ids (located)
     dataset = build_dataset(spec, tokenizer)
     check_positions(spec, plan, dataset)
     check_prompt_indices(spec, plan, dataset)

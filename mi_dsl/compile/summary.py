@@ -88,12 +88,11 @@ def _pipeline_counts(plan, candidates: int) -> List[Dict[str, Any]]:
     """Prompt counts after each step: exact until a keep-condition, then upper bounds."""
     rows, count, exact = [], candidates, True
     for step in plan.pipeline:
-        params = dict(step.params)
         if step.kind == "keep":
             exact = False
         elif step.kind == "sample":
-            count = min(count, params["n"])
-        elif step.kind == "symmetric" and params["enabled"]:
+            count = min(count, step.params.n)
+        elif step.kind == "symmetric" and step.params.enabled:
             count = 2 * count
         rows.append({"step": step.kind, "description": step.description,
                      "prompts_after": count if exact else f"<= {count} (the model decides)"})

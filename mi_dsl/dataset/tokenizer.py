@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from ..errors import FileAccessError, Location, MiError, RunError
-from ..spec.model import KNOWN_BOS, ModelSpec, default_tokenizer
+from ..models.model_spec import KNOWN_BOS, ModelSpec
+from ..models.sources import SOURCES
 
 
 class TokenizerUnavailable(Exception):
@@ -99,16 +100,17 @@ def load_tokenizer(spec: ModelSpec, bos_token: Optional[str] = None,
 
     Faults are located at `where`, which is not part of the cache's key."""
     try:
-        return _load_cached(spec.tokenizer, spec.source, spec.name, spec.path, spec.architecture, bos_token)
+        default = SOURCES[spec.source].tokenizer_default(spec) if spec.source in SOURCES else None
+        return _load_cached(spec.tokenizer, spec.source, spec.name, spec.path, default, bos_token)
     except MiError as err:
         raise err.at(where) from None
 
 
 @lru_cache(maxsize=8)
-def _load_cached(tokenizer, source, name, path, architecture, bos_token) -> Tokenizer:
+def _load_cached(tokenizer, source, name, path, default, bos_token) -> Tokenizer:
+    """`default`: where the source takes its tokenizer when the spec names none (models/sources.py)."""
     ref = tokenizer
     if ref is None:
-        default = default_tokenizer(source, architecture)
         if default in ("embedded", "gguf"):
             return _from_gguf(default, path if default == "gguf" else None, bos_token,
                               name if source == "embedded" else None)
@@ -140,7 +142,7 @@ def _from_reference(ref: str, bos_token: Optional[str]) -> Tokenizer:
 
 def _from_gguf(source: str, path: Optional[str], bos_token: Optional[str], name: Optional[str] = None) -> Tokenizer:
     # Converting a GGUF's tokenizer needs transformers (once); the result is cached as tokenizer.json.
-    from ..runtime.models import tokenizer_dir_for
+    from ..models import tokenizer_dir_for
 
     directory = Path(tokenizer_dir_for(ModelSpec(source=source, path=path, name=name)))
     return _from_file(directory / "tokenizer.json", bos_token, f"{source}:{path or name or 'gemma-3-270m'}",

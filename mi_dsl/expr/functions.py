@@ -24,6 +24,10 @@ class Function:
     description: str
     implementation: Callable
     service: str = ""  # env attribute passed first: "tokenizer", "opposite"
+    # where it may be called (expr/scope.py): "string" and "number" everywhere but keep-conditions read
+    # numbers only; "token" needs the tokenizer (filters, answers); "answer" builds answer sets;
+    # "slot" reads a slot's pairing; "head" ranks heads (head selectors only)
+    group: str = "string"
 
     @property
     def signature(self) -> str:
@@ -33,12 +37,44 @@ class Function:
 FUNCTIONS: Dict[str, Function] = {}
 
 
-def _register(name: str, params: Tuple[str, ...], result: str, description: str, service: str = ""):
+GROUPS = ("string", "number", "token", "answer", "slot", "head")
+
+
+def function(name: str, params: Tuple[str, ...], result: str, description: str, service: str = "",
+             group: str = "string"):
+    """Register an expression function (a plugin module adds one the same way): the checker types
+    its calls where its `group` is offered (expr/scope.py), the evaluator runs it, `mi-run list`
+    and the reference list it."""
+    if group not in GROUPS:
+        raise ValueError(f"expression function '{name}': group {group!r} is not one of {GROUPS}")
+
     def add(implementation: Callable) -> Callable:
-        FUNCTIONS[name] = Function(name, params, result, description, implementation, service)
+        if name in FUNCTIONS:
+            raise ValueError(f"expression function '{name}' is registered twice")
+        FUNCTIONS[name] = Function(name, params, result, description, implementation, service, group)
         return implementation
 
     return add
+
+
+# The built-ins' groups, in one table (a plugin passes group= itself).
+_BUILTIN_GROUPS = {
+    **dict.fromkeys(("lower", "upper", "capitalize", "strip", "len", "int", "float", "str"), "string"),
+    **dict.fromkeys(("abs", "min", "max"), "number"),
+    **dict.fromkeys(("ntokens", "first_token", "tokens"), "token"),
+    **dict.fromkeys(("first_tokens", "number_tokens", "to_int", "continuation"), "answer"),
+    "opposite": "slot",
+    **dict.fromkeys(("top", "bottom", "top_abs"), "head"),
+}
+
+
+def _register(name: str, params: Tuple[str, ...], result: str, description: str, service: str = ""):
+    return function(name, params, result, description, service, _BUILTIN_GROUPS[name])
+
+
+def in_groups(*groups: str) -> frozenset:
+    """The names of the registered functions of these groups (read when a Scope is made)."""
+    return frozenset(name for name, f in FUNCTIONS.items() if f.group in groups)
 
 
 def describe_functions() -> List[Tuple[str, str, str]]:

@@ -18,17 +18,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Iterable, Mapping, Optional
 
+from .functions import in_groups
+
 TYPES = ("str", "int", "float", "bool", "token", "tokens", "continuation", "record", "heads", "positions")
 NUMBERS = ("int", "float")
 SCALARS = ("str", "int", "float", "bool")
 
-_STRING_FUNCTIONS = frozenset({"lower", "upper", "capitalize", "strip", "len", "int", "float", "str"})
-_NUMBER_FUNCTIONS = frozenset({"abs", "min", "max"})
-_TOKEN_FUNCTIONS = frozenset({"ntokens", "first_token", "tokens"})
-_ANSWER_FUNCTIONS = frozenset({"first_tokens", "number_tokens", "to_int", "continuation"})
-# opposite() is offered even when no slot is paired, so using it explains what is missing.
-_SLOT_FUNCTIONS = frozenset({"opposite"})
-HEAD_FUNCTIONS = frozenset({"top", "bottom", "top_abs"})
+# Which functions a context offers is by their group (expr/functions.py), read when the Scope is made,
+# so a function a plugin registers is offered wherever its group is. opposite() ("slot") is offered
+# even when no slot is paired, so using it explains what is missing.
+HEAD_FUNCTIONS = frozenset({"top", "bottom", "top_abs"})  # the selectors' own parser knows these
 
 _TYPE_WORDS = {"num": "int or float", "bool": "bool (true/false)", "token": "token (a token id)",
                "tokens": "tokens (a token set)",
@@ -98,7 +97,7 @@ class Scope:
     def filter(cls, name: str = "item", record: Optional[str] = None,
                records: Optional[Mapping[str, Mapping[str, str]]] = None) -> "Scope":
         """A vocabulary filter: `ntokens(" " + item) == 2`, `item.gender == "female"`."""
-        functions = _STRING_FUNCTIONS | _NUMBER_FUNCTIONS | _TOKEN_FUNCTIONS
+        functions = in_groups("string", "number", "token")
         return cls(_frozen({name: record or "str"}), functions, "a vocabulary filter",
                    records=_frozen(records or {}))
 
@@ -108,7 +107,7 @@ class Scope:
                  tokens: bool = False) -> "Scope":
         """A slot transform inside a template: `{lower(noun)}`, `{opposite(descriptor)}`,
         `{country.capital}`. `slots` is a list of names (strings) or a mapping name -> type."""
-        functions = _STRING_FUNCTIONS | _NUMBER_FUNCTIONS | _SLOT_FUNCTIONS | (_TOKEN_FUNCTIONS if tokens else frozenset())
+        functions = in_groups("string", "number", "slot", *(("token",) if tokens else ()))
         return cls(_slot_types(slots), functions, context, "slot", frozenset(paired_slots),
                    records=_frozen(records or {}))
 
@@ -116,7 +115,7 @@ class Scope:
     def answer(cls, slots: Iterable[str], paired_slots: Iterable[str] = (),
                records: Optional[Mapping[str, Mapping[str, str]]] = None) -> "Scope":
         """An answer or foil: `first_token(" " + opposite(descriptor))`."""
-        functions = _STRING_FUNCTIONS | _NUMBER_FUNCTIONS | _TOKEN_FUNCTIONS | _ANSWER_FUNCTIONS | _SLOT_FUNCTIONS
+        functions = in_groups("string", "number", "token", "answer", "slot")
         return cls(_slot_types(slots), functions, "an answer", "slot", frozenset(paired_slots),
                    records=_frozen(records or {}))
 
@@ -124,7 +123,7 @@ class Scope:
     def keep(cls, metric_names: Iterable[str], records: Iterable[str] = ("clean", "corrupted")) -> "Scope":
         """A keep condition: `clean.logit_diff > 3 and corrupted.logit_diff < -3`."""
         names = _frozen(dict.fromkeys(records, "record"))
-        return cls(names, _NUMBER_FUNCTIONS, "a keep condition", "record", metrics=frozenset(metric_names))
+        return cls(names, in_groups("number"), "a keep condition", "record", metrics=frozenset(metric_names))
 
     @classmethod
     def heads(cls, analyses: Optional[Iterable[str]] = None) -> "Scope":

@@ -19,8 +19,8 @@ from typing import Dict, List, Tuple
 
 import yaml
 
-from ..runtime.log import RunLog, json_safe
 from ..analyses._figures import small_multiples_script
+from ..core.log import RunLog, json_safe
 from .page import index_page
 from .per_prompt import candidate_rows, dataset_figures, final_pair_rows
 from .static import export_static

@@ -192,7 +192,10 @@ def _baselines(r) -> str:
 
 
 def key_numbers(a: Dict[str, Any], limit: int = 10) -> Dict[str, Any]:
-    """The analysis's scalar numbers (its data's top-level ints and floats), for a glance."""
+    """The analysis's named key numbers (its result envelope's `key_numbers`, each traced to (analysis id,
+    key) in results.json); for a record without them, its data's top-level ints and floats."""
+    if a.get("key_numbers"):
+        return dict(list(a["key_numbers"].items())[:limit])
     skip = {"pairs_used", "seconds"}
     out = {k: v for k, v in a.items() if k not in skip and isinstance(v, (int, float)) and not isinstance(v, bool)}
     return dict(list(out.items())[:limit])

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import RunError
 from .executor import Executor, token_sets
-from ..metrics import compute_metrics
+from ..metrics import METRICS, Metric, compute_metrics
 from .unembed import UNEMBED_INPUT, Unembed
 
 
@@ -49,7 +49,13 @@ class RunContext:
 
     @property
     def metric(self) -> str:
+        """The spec's metric's name (its text, for an expression)."""
         return self.plan.metric
+
+    @property
+    def main_metric(self) -> Metric:
+        """The spec's metric, compiled and bound to the run's tokenizer (Plan.metrics)."""
+        return self.plan.main_metric
 
     def where(self, *keys):
         return self.spec.loc("analyses", self.analysis_index, *keys)
@@ -78,7 +84,7 @@ class RunContext:
     # ------------------------------------------------------------------ selectors
 
     def select_heads(self, params, key: str = "heads") -> List[tuple]:
-        """(layer, head) pairs named by the compiled head selector(s) `params[key]`, in order, no
+        """(layer, head) pairs named by the compiled head selector(s) `params.<key>`, in order, no
         repeats. top()/bottom()/top_abs() rank by an earlier result's `per_head` [layer][head] table."""
         from ..expr import Env
 
@@ -99,7 +105,7 @@ class RunContext:
 
     def select_positions(self, params, key: str, prompts):
         """Per prompt (a dataset Prompt: ids and slot spans), the positions the compiled selector
-        `params[key]` names (its default when the spec left it out, compiled by the compiler)."""
+        `params.<key>` names (its default when the spec left it out, compiled by the compiler)."""
         from ..expr import Env
 
         (selector,) = _selection(params, key, "positions").selectors
@@ -177,7 +183,7 @@ class RunContext:
     def measured(self, kept: Dict[str, torch.Tensor]) -> float:
         """The metric of the clean run, from a captured unembedding input."""
         m = compute_metrics(kept[UNEMBED_INPUT], self.answers().to(self.device), self.foils().to(self.device),
-                            ["logit_diff"], self.unembed)
+                            [METRICS["logit_diff"]], self.unembed)
         return float(m["logit_diff"].mean())
 
     def capture_final(self, hooks: List[str], which: str = "clean", extra: Optional[Dict] = None,
@@ -254,11 +260,11 @@ def _bind(fn, rows: torch.Tensor):
 
 
 def _selection(params, key: str, kind: str):
-    """The compiled Selection of `key` (compile/params.py); the compiler makes one for every
+    """The compiled Selection of the field `key` (core/params.py); the compiler makes one for every
     selector an analysis's `compile` declares through its context."""
-    from ..compile.params import Selection
+    from ..core.params import Selection
 
-    value = params[key]
+    value = getattr(params, key)
     if not isinstance(value, Selection) or value.kind != kind:
         raise TypeError(f"parameter '{key}' was not compiled as a {kind} selector: declare it in the "
                         f"analysis's compile() (ctx.{kind}(params, ...))")

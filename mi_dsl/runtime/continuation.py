@@ -16,7 +16,7 @@ from typing import Callable, Dict, Iterable, Sequence
 
 import torch
 
-from ..metrics import ContinuationReadout, compute_continuation_metrics
+from ..metrics import ContinuationReadout, Metric, compute_continuation_metrics
 from .executor import pad_right
 from .unembed import UNEMBED_INPUT, Unembed
 
@@ -91,9 +91,9 @@ def readout_of(batches: Dict[str, ContinuationBatch], forward: Callable[[str, Co
 
 def continuation_metrics(executor, unembed: Unembed, prompts: Sequence[Sequence[int]],
                          answers: Sequence[Sequence[int]], foils: Sequence[Sequence[int]],
-                         names: Iterable[str], interventions=()) -> Dict[str, torch.Tensor]:
-    """The named continuation metrics of one batch of prompts (any lengths): the answer's forward,
-    and the foil's only when a metric reads it (and its inputs differ from the answer's)."""
+                         metrics: Iterable[Metric], interventions=()) -> Dict[str, torch.Tensor]:
+    """The compiled continuation metrics of one batch of prompts (any lengths), by name: the answer's
+    forward, and the foil's only when a metric reads it (and its inputs differ from the answer's)."""
     batches = {"answer": ContinuationBatch.of(prompts, answers), "foil": ContinuationBatch.of(prompts, foils)}
     readout = readout_of(batches, lambda _side, batch: unembed_inputs(executor, batch, interventions), unembed)
-    return compute_continuation_metrics(readout, names)
+    return compute_continuation_metrics(readout, metrics)

@@ -34,7 +34,7 @@ def is_oom(err: BaseException) -> bool:
 
 @dataclass
 class Executor:
-    loaded: "object"                      # runtime.models.LoadedModel
+    loaded: "object"                      # models.LoadedModel
     batch_size: object = "auto"           # int or "auto"
     memory_gb: Optional[float] = None
     progress: bool = True

@@ -15,7 +15,7 @@ import torch
 from ..errors import RunError
 from ..expr import Env
 from .executor import by_length, pad_right, token_sets
-from ..metrics import compute_metrics, reads_continuation
+from ..metrics import Metric, checked, compute_metrics, reads_continuation
 from .unembed import final_inputs
 
 
@@ -34,17 +34,19 @@ class PipelineOutcome:
 
 
 def prompt_metrics(executor, unembed, prompts: Sequence[Sequence[int]], answers: Sequence[int],
-                   foils: Sequence[int], names, what: str = "", interventions=()) -> Dict[str, torch.Tensor]:
-    """Metrics for prompts of any lengths: batches in order of length, right-padded
-    (executor.pad_right), each prompt read at its own final position (continuation metrics:
-    at its own final position and the continuation's positions after it)."""
-    names = list(names)
-    if reads_continuation(names):
-        return _continuation_prompt_metrics(executor, unembed, prompts, answers, foils, names, what, interventions)
-    return _shared_forwards(executor, unembed, prompts, answers, foils, names, what, interventions)
+                   foils: Sequence[int], metrics: Sequence[Metric], what: str = "",
+                   interventions=()) -> Dict[str, torch.Tensor]:
+    """The plan's compiled `metrics` (by name) for prompts of any lengths: batches in order of length,
+    right-padded (executor.pad_right), each prompt read at its own final position (continuation
+    metrics: at its own final position and the continuation's positions after it)."""
+    metrics = [checked(m) for m in metrics]
+    if reads_continuation(metrics):
+        return _continuation_prompt_metrics(executor, unembed, prompts, answers, foils, metrics, what,
+                                            interventions)
+    return _shared_forwards(executor, unembed, prompts, answers, foils, metrics, what, interventions)
 
 
-def _shared_forwards(executor, unembed, prompts, answers, foils, names, what, interventions=()):
+def _shared_forwards(executor, unembed, prompts, answers, foils, metrics, what, interventions=()):
     """As prompt_metrics, one forward per distinct prompt: a pair's corrupted prompt is often
     another pair's clean one (the syllogisms' swapped descriptor), and the metric of each row
     is read from its prompt's final residual with the row's own answer and foil."""
@@ -62,8 +64,9 @@ def _shared_forwards(executor, unembed, prompts, answers, foils, names, what, in
         local = [j for j, u in enumerate(order[s]) for _ in rows_of[unique[u]]]
         rows = [r for u in order[s] for r in rows_of[unique[u]]]
         device = executor.device
-        return rows, compute_metrics(x[local], ans[rows].to(device), foil[rows].to(device), names, unembed)
+        return rows, compute_metrics(x[local], ans[rows].to(device), foil[rows].to(device), metrics, unembed)
 
+    names = [m.name for m in metrics]
     out = {n: torch.empty(len(prompts)) for n in names}
     for rows, values in executor.map_batches(len(order), max(len(p) for p in unique), one_batch, what):
         for n in names:
@@ -71,7 +74,7 @@ def _shared_forwards(executor, unembed, prompts, answers, foils, names, what, in
     return out
 
 
-def _continuation_prompt_metrics(executor, unembed, prompts, answers, foils, names, what, interventions):
+def _continuation_prompt_metrics(executor, unembed, prompts, answers, foils, metrics, what, interventions):
     from ..compile.memory import longest_row
     from .continuation import continuation_metrics
 
@@ -80,9 +83,10 @@ def _continuation_prompt_metrics(executor, unembed, prompts, answers, foils, nam
     def one_batch(s: slice):
         rows = order[s]
         return continuation_metrics(executor, unembed, [prompts[i] for i in rows], [answers[i] for i in rows],
-                                    [foils[i] for i in rows], names, interventions)
+                                    [foils[i] for i in rows], metrics, interventions)
 
     parts = executor.map_batches(len(order), longest_row(prompts, answers, foils), one_batch, what)
+    names = [m.name for m in metrics]
     out = {n: torch.empty(len(prompts)) for n in names}
     index = torch.tensor(order)
     for n in names:
@@ -90,12 +94,12 @@ def _continuation_prompt_metrics(executor, unembed, prompts, answers, foils, nam
     return out
 
 
-def pair_metrics(executor, unembed, pairs, names, what: str = "") -> Dict[str, Dict[str, torch.Tensor]]:
-    """Clean and corrupted metrics of pairs, in one batched sweep over both."""
+def pair_metrics(executor, unembed, pairs, metrics: Sequence[Metric], what: str = "") -> Dict[str, Dict[str, torch.Tensor]]:
+    """Clean and corrupted values of the plan's compiled `metrics` (by name), in one batched sweep over both."""
     prompts = [p.clean.ids for p in pairs] + [p.corrupted.ids for p in pairs]
     answers = [p.answers for p in pairs] * 2
     foils = [p.foils for p in pairs] * 2
-    both = prompt_metrics(executor, unembed, prompts, answers, foils, names, what)
+    both = prompt_metrics(executor, unembed, prompts, answers, foils, metrics, what)
     n = len(pairs)
     return {"clean": {k: v[:n] for k, v in both.items()}, "corrupted": {k: v[n:] for k, v in both.items()}}
 
@@ -106,11 +110,11 @@ def run_pipeline(plan, spec, dataset, executor, unembed) -> PipelineOutcome:
         before = len(outcome.pairs)
         params = step.params
         if step.kind == "keep":
-            outcome.pairs = _keep(spec, index, params, outcome, executor, unembed)
+            outcome.pairs = _keep(spec, index, params, outcome, executor, unembed, plan)
         elif step.kind == "sample":
-            outcome.pairs = _sample(outcome.pairs, params["n"], params["seed"], executor,
+            outcome.pairs = _sample(outcome.pairs, params.n, params.seed, executor,
                                     spec.loc("pipeline", index, "sample", "n"))
-        elif step.kind == "symmetric" and params["enabled"]:
+        elif step.kind == "symmetric" and params.enabled:
             outcome.pairs = symmetric(outcome.pairs)
         outcome.stages.append({"step": step.kind, "description": step.description, "before": before,
                                "after": len(outcome.pairs)})
@@ -121,9 +125,10 @@ def run_pipeline(plan, spec, dataset, executor, unembed) -> PipelineOutcome:
     return outcome
 
 
-def _keep(spec, index, params, outcome, executor, unembed):
-    condition = params["condition"]  # compiled once, by the compiler
-    metrics = pair_metrics(executor, unembed, outcome.pairs, params["metrics"], "keep-condition")
+def _keep(spec, index, params, outcome, executor, unembed, plan):
+    condition = params.condition  # compiled once, by the compiler
+    metrics = pair_metrics(executor, unembed, outcome.pairs, [plan.metric_named(n) for n in params.metrics],
+                           "keep-condition")
     for record in ("clean", "corrupted"):
         for name, values in metrics[record].items():
             if torch.isnan(values).any():

@@ -1,14 +1,14 @@
 """Run a prepared spec: a function from (Spec, Plan, Dataset) to a frozen RunLog.
 
     spec file --compile.prepare--> Prepared(spec, plan, dataset, tokenizer)
-      --execute--> RunLog (runtime/log.py) --report.write_report--> runs/<name>/<timestamp>/
+      --execute--> RunLog (core/log.py) --report.write_report (running.py)--> runs/<name>/<timestamp>/
 
 `execute` loads the model, runs the dataset step (pipeline + final metrics) and each
 analysis through the step store, and returns the log; nothing it hands out is mutated
 afterwards. Each analysis computes on its own `RunContext`: a tuple of its pairs (its
 `max_pairs` prefix), its baselines and a read-only view of the results before it.
-`run_spec` / `run_prepared` are the entry points of the CLI and `mi_dsl.run`: execute,
-then write the report. `Session` holds the live side (model, executor) while `execute`
+The front layer (mi_dsl/running.py: run_spec, run_prepared) executes and then writes the
+report; the runtime never imports the report. `Session` holds the live side (model, executor) while `execute`
 runs; its steps are public so the benchmarks time exactly what a run does.
 """
 from __future__ import annotations
@@ -24,21 +24,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..spec.model import fault_location
 from ..errors import Location, MiError, SpecWarning
-from .log import RUN_LOG_VERSION, RunLog
+from ..core.log import RUN_LOG_VERSION, RunLog
 from ..dataset.examples import token_ids
 from .store import StepStore, digest
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    log: RunLog
-    run_dir: Path
-    report_path: Path
-
-    @property
-    def results(self) -> Dict[str, Any]:
-        """The log as plain data: what results.json holds."""
-        return self.log.to_json()
 
 
 def _say(progress: bool) -> Callable[[str], None]:
@@ -62,27 +50,6 @@ def runs_root_of(spec, out_dir: Optional[str] = None) -> Path:
     if out_dir:
         return Path(out_dir).expanduser().resolve()
     return spec.output_dir if spec.output_dir is not None else default_runs_root()
-
-
-def run_spec(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str] = (), fresh: bool = False,
-             out_dir: Optional[str] = None, progress: bool = True, threads: Optional[int] = None) -> RunOutcome:
-    from ..compile import prepare
-
-    started = time.perf_counter()
-    prepared = prepare(spec_path, list(overrides), list(allow_paths))
-    return run_prepared(prepared, started=started, fresh=fresh, out_dir=out_dir, progress=progress, threads=threads)
-
-
-def run_prepared(prepared, *, started: Optional[float] = None, fresh: bool = False, out_dir: Optional[str] = None,
-                 progress: bool = True, threads: Optional[int] = None) -> RunOutcome:
-    """Run a prepared spec (`compile.prepare`) and write its report (threads: runtime/threads.py)."""
-    from ..report.html import write_report
-
-    root = runs_root_of(prepared.spec, out_dir)
-    log = execute(prepared, started=started, fresh=fresh, store_dir=root / prepared.spec.name / ".store",
-                  progress=progress, threads=threads)
-    run_dir = write_report(log, root)
-    return RunOutcome(log, run_dir, run_dir / "index.html")
 
 
 def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, store_dir: Optional[Path] = None,
@@ -161,7 +128,7 @@ class Session:
         import torch
 
         from .executor import Executor
-        from .models import load_model
+        from ..models import load_model
         from .threads import apply_threads_for
         from .unembed import Unembed
 
@@ -180,7 +147,7 @@ class Session:
         _check_token_ids(self)
         self.executor = Executor(self.loaded, self.plan.batch_size, self.plan.memory_gb, self.progress,
                                  on_warning=_print_warning)
-        self.unembed = Unembed.of(self.loaded.bridge, self.tokenizer)
+        self.unembed = Unembed.of(self.loaded.bridge)
 
     def dataset_step(self, store: StepStore) -> None:
         """The pipeline and the final pairs' metrics, from the store when this exact step ran before."""
@@ -208,7 +175,7 @@ class Session:
                 pairs = outcome.pairs
                 self.final = {"clean": {}, "corrupted": {}}
                 if pairs:
-                    metrics = pair_metrics(self.executor, self.unembed, pairs, self.plan.metrics_needed, "baselines")
+                    metrics = pair_metrics(self.executor, self.unembed, pairs, self.plan.metrics, "baselines")
                     self.final = {r: {k: v.tolist() for k, v in m.items()} for r, m in metrics.items()}
             self.stages, self.candidate_metrics = outcome.stages, outcome.candidate_metrics
             self.keep_candidates = outcome.keep_candidates
@@ -250,7 +217,7 @@ class Session:
             import torch
 
             with torch.no_grad():
-                metrics = pair_metrics(self.executor, self.unembed, pairs, [self.plan.metric], "baselines")
+                metrics = pair_metrics(self.executor, self.unembed, pairs, [self.plan.main_metric], "baselines")
             baselines = {r: float(metrics[r][self.plan.metric].mean()) for r in ("clean", "corrupted")}
         return RunContext(self.executor, self.unembed, self.spec, self.plan, self.tokenizer, tuple(pairs),
                           results=earlier if earlier is not None else {}, baselines=baselines or {},
@@ -260,7 +227,7 @@ class Session:
         """One analysis of the plan on `context` as a run computes it."""
         import torch
 
-        from ..analyses.registry import REGISTRY
+        from ..core.registry import REGISTRY
 
         index = next(i for i, s in enumerate(self.plan.analyses) if s.id == analysis_id)
         context.analysis_index = index
@@ -271,13 +238,13 @@ class Session:
     def analyses(self, store: StepStore) -> None:
         import torch
 
-        from ..analyses.base import Result
-        from ..analyses.registry import REGISTRY
+        from ..core.registry import REGISTRY
+        from ..core.result import Result, check
 
         key = self.key
         for index, step in enumerate(self.plan.analyses):
             params = step.params  # compiled: compute never reads the spec's raw mapping
-            n = min(params.get("max_pairs") or len(self.pairs), len(self.pairs))
+            n = min(params.max_pairs or len(self.pairs), len(self.pairs))
             # Its own view: a tuple of its pairs, its baselines, the earlier results read-only.
             run = self.context_for(self.pairs[:n], MappingProxyType(self._baselines(n) if n < len(self.pairs)
                                                                     else self.baselines),
@@ -293,26 +260,29 @@ class Session:
             stored = store.get("analysis", key)
             if stored is not None:
                 self.say(f"analysis {step.id} ({step.kind}): reusing the stored result")
-                result = Result(stored["data"], stored["tables"], stored["summary"])
+                result = Result.from_record(stored["record"], stored["tables"])
             else:
                 self.say(f"analysis {step.id} ({step.kind})")
                 with torch.no_grad():
-                    result = _json_roundtrip(impl.compute(params, run))
-                store.put("analysis", key, {"data": result.data, "tables": result.tables, "summary": result.summary})
-            result.data.setdefault("pairs", _pairs_record(REGISTRY[step.kind], run))
+                    result = impl.compute(params, run)
+                if isinstance(result, Result) and result.pairs is None:  # the envelope: which pairs it used
+                    result.pairs = _pairs_record(REGISTRY[step.kind], run)
+                check(result, step.kind)
+                result = _json_roundtrip(result)
+                store.put("analysis", key, {"record": result.record(), "tables": result.tables})
             self.results[step.id] = result
             self.figures[step.id] = impl.figures(result, run)
             if hasattr(impl, "files"):  # extra files an analysis writes into the run directory
                 self.files[step.id] = impl.files(result, run)
             self.timings[f"analysis:{step.id}"] = time.perf_counter() - t
-            self.summaries[step.id] = {"kind": step.kind, "summary": result.summary, "pairs_used": n, **result.data,
+            self.summaries[step.id] = {"kind": step.kind, "pairs_used": n, **result.record(),
                                        "figures": [name for name, _ in self.figures[step.id]]}
             if result.summary:
                 self.say(f"  {result.summary}")
 
     def log(self, store: StepStore) -> RunLog:
         from ..compile.summary import plan_steps
-        from ..report.provenance import provenance
+        from .provenance import provenance
         from ..dataset.examples import pair_examples
 
         warnings_ = list(self.dataset.warnings) + self.executor.warnings + getattr(self, "library_warnings_caught", [])
@@ -358,11 +328,12 @@ class Session:
 def _pairs_record(kind, context) -> Dict[str, Any]:
     """Which final prompt pairs a result used (indices into the run's final dataset), so two
     results are only ever compared on the same pairs. An analysis that reads fewer (one prompt,
-    a literal text) records its own `pairs`."""
+    a literal text) records its own `pairs` in its Result."""
+    from ..core.result import pairs_record
+
     if not kind.needs_dataset:
-        return {"count": 0, "indices": [], "note": "runs on its own inputs, not the dataset's pairs"}
-    indices = context.used_pair_indices()
-    return {"count": len(indices), "indices": indices}
+        return pairs_record([], "runs on its own inputs, not the dataset's pairs")
+    return pairs_record(context.used_pair_indices())
 
 
 def _pair_references(candidates, pairs) -> List[List[Any]]:
@@ -378,10 +349,10 @@ def _json_roundtrip(result):
     """A result exactly as the store would give it back, so first runs and reruns agree."""
     import json
 
-    from ..analyses.base import Result
+    from ..core.result import Result
 
-    data = json.loads(json.dumps({"data": result.data, "tables": result.tables}))
-    return Result(data["data"], data["tables"], result.summary)
+    data = json.loads(json.dumps({"record": result.record(), "tables": result.tables}))
+    return Result.from_record(data["record"], data["tables"])
 
 
 def _check_token_ids(run: Session) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from functools import lru_cache
 from typing import Any, Optional
 
-from .. import __version__
+from .._version import __version__
 
 
 @lru_cache(maxsize=1)

@@ -63,7 +63,7 @@ def apply_threads_for(requested: Optional[int], device_name: str) -> Dict[str, o
     """apply_threads for a spec's device name (auto, cpu, cuda...); a bad name counts as the CPU
     here (the model loader reports it, with its location)."""
     from ..errors import MiError
-    from .models.environment import torch_device
+    from ..models.environment import torch_device
 
     try:
         device_type = torch_device(device_name).type

@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, Optional
 
 import torch
 
-from ..metrics import compute_metrics
+from ..metrics import Metric, compute_metrics
 
 UNEMBED_INPUT = "unembed.hook_in"  # the residual entering the unembedding (after ln_final)
 
@@ -21,10 +21,9 @@ class Unembed:
     W_U: torch.Tensor          # [d_model, d_vocab]
     b_U: Optional[torch.Tensor]  # [d_vocab] or None
     softcap: float = 0.0
-    tokenizer: Any = None      # the run's tokenizer: metric expressions read strings with it
 
     @classmethod
-    def of(cls, bridge, tokenizer=None) -> "Unembed":
+    def of(cls, bridge) -> "Unembed":
         # On the capture device (cfg.device, the embedding's): under a device_map the
         # unembedding may sit on another one, and every captured residual is gathered here.
         device = bridge.cfg.device
@@ -35,7 +34,7 @@ class Unembed:
         except AttributeError:  # bias-free unembedding
             b_U = None
         softcap = float(getattr(bridge.cfg, "output_logits_soft_cap", 0.0) or 0.0)
-        return cls(W_U, b_U, softcap if softcap > 0 else 0.0, tokenizer)
+        return cls(W_U, b_U, softcap if softcap > 0 else 0.0)
 
     def directions(self, token_ids: torch.Tensor) -> torch.Tensor:
         """Residual directions of tokens: W_U[:, ids].T, shape [..., d_model]."""
@@ -78,11 +77,11 @@ class Unembed:
 
 
 def final_metrics(executor, tokens: torch.Tensor, answers: torch.Tensor, foils: torch.Tensor,
-                  names: Iterable[str], unembed: Unembed, interventions=(), final=None) -> Dict[str, torch.Tensor]:
-    """Metrics of one batch: the forward stops at the unembedding's input. `final` [B]: each
-    row's final real position in a right-padded batch (default: the last column)."""
+                  metrics: Iterable[Metric], unembed: Unembed, interventions=(), final=None) -> Dict[str, torch.Tensor]:
+    """The compiled metrics of one batch, by name: the forward stops at the unembedding's input.
+    `final` [B]: each row's final real position in a right-padded batch (default: the last column)."""
     x = final_inputs(executor, tokens, interventions, final)
-    return compute_metrics(x, answers.to(executor.device), foils.to(executor.device), names, unembed)
+    return compute_metrics(x, answers.to(executor.device), foils.to(executor.device), metrics, unembed)
 
 
 def final_inputs(executor, tokens: torch.Tensor, interventions=(), final=None) -> torch.Tensor:

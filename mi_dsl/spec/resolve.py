@@ -17,7 +17,8 @@ from ..errors import FileAccessError, Location, SchemaError, SpecMeaningError
 from .compose import load_composed
 from .loader import Document, PathKey, parse_yaml
 from ..suggest import unknown
-from .model import EMBEDDED_MODELS, ModelSpec, Processing, needed_fields
+from ..models.model_spec import EMBEDDED_MODELS, ModelSpec, Processing
+from ..models.sources import SOURCES
 from .validate import validate_document
 from .vocab import VocabSpec, read_vocabulary
 
@@ -209,7 +210,7 @@ def _check_model_fields(doc: Document, model: ModelSpec) -> None:
     _check_placement(doc, model)
     if model.source == "embedded" and model.name is not None and model.name not in EMBEDDED_MODELS:
         raise SchemaError(unknown("embedded model", model.name, EMBEDDED_MODELS), doc.source.value(("model", "name")))
-    for key in needed_fields(model.source, model.architecture):
+    for key in SOURCES[model.source].needed_fields(model):
         if getattr(model, key) is None:
             raise SchemaError(f"a model with source '{model.source}' needs 'model.{key}'",
                               doc.source.value(("model", "source")))

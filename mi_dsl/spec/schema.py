@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .. import LANGUAGE_VERSION
+from .._version import LANGUAGE_VERSION
 
 EXPR = "An expression of mi-dsl's expression language (see docs/spec-reference.md)."
 NAME_PATTERN = "^[A-Za-z_][A-Za-z0-9_]*$"
@@ -111,7 +111,7 @@ VOCABULARY = _obj(
                      "or records: CSV with a header row (values are strings), JSONL (one object per "
                      "line) or YAML (a list of mappings)."),
         "format": _str("How to read `file` (default from its suffix: .csv, .jsonl, .yaml/.yml, else items).",
-                       enum=["items", "pairs", "csv", "jsonl", "yaml"]),
+                       enum=["items", "pairs", "csv", "jsonl", "yaml"]),  # the record formats: build_schema
         "text": _str("For records: the field a record stands for in a template ({slot}) and wherever a "
                      "string is expected (default: the first field)."),
         "filter": _str("Keep an item only when this is true; `item` names it (a record: item.field). " + EXPR),
@@ -198,7 +198,7 @@ OUTPUT = _obj("Where the report goes.", {
 
 
 def analyses_schema() -> Dict[str, Any]:
-    from ..analyses.registry import load_all
+    from ..core.registry import load_all
 
     kinds = load_all()
     item = {
@@ -220,6 +220,9 @@ def analyses_schema() -> Dict[str, Any]:
 
 def build_schema() -> Dict[str, Any]:
     from ..metrics import METRICS
+    from ..models.random_weights import SHAPES as RANDOM_SHAPES
+    from ..models.sources import SOURCES
+    from .vocab import LINE_FORMATS, RECORD_FORMATS
 
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -236,9 +239,10 @@ def build_schema() -> Dict[str, Any]:
             "description": _str("What question the experiment asks."),
             "extends": _str("A base spec (relative path) this spec deep-merges over."),
             "seed": _int("Seed for everything random that has no seed of its own.", 0),
-            "model": MODEL,
+            "model": _with_enums(MODEL, source=list(SOURCES), architecture=list(RANDOM_SHAPES)),
             "vocabularies": {"type": "object", "description": "Named vocabularies that fill template slots.",
-                             "additionalProperties": VOCABULARY,
+                             "additionalProperties": _with_enums(VOCABULARY,
+                                                                 format=[*LINE_FORMATS, *RECORD_FORMATS]),
                              "propertyNames": {"pattern": NAME_PATTERN}},
             "prompts": PROMPTS,
             # a registered name, or an expression (anything with a parenthesis, checked by the compiler)
@@ -254,6 +258,15 @@ def build_schema() -> Dict[str, Any]:
             "output": OUTPUT,
         },
     }
+
+
+def _with_enums(obj: Dict[str, Any], **enums: list) -> Dict[str, Any]:
+    """The object schema with these properties' enums from their registries (model sources, random
+    shapes, vocabulary file formats): a plugin's entry is in the schema as a built-in's is."""
+    props = dict(obj["properties"])
+    for key, values in enums.items():
+        props[key] = {**props[key], "enum": values}
+    return {**obj, "properties": props}
 
 
 def _named(metrics) -> list:

@@ -21,8 +21,6 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ..errors import Location, SchemaError
 from .loader import Document, PathKey, parse_yaml, read_text
 
-RECORD_FORMATS = {"csv", "jsonl", "yaml"}
-_SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".yaml": "yaml", ".yml": "yaml"}
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED = {"and", "or", "not", "true", "false", "if", "else", "in"}
 _FIELD_TYPES = {bool: "bool", int: "int", float: "float", str: "str"}
@@ -47,6 +45,38 @@ class VocabSpec:
 
 
 Confine = Callable[[Path, Location, str], None]
+# fn(text, file, context) -> (entries, locations, field_at(i, field) -> Location): one file's records
+Reader = Callable[[str, str, str], Tuple[List[Any], List[Location], Callable[[int, str], Location]]]
+
+
+@dataclass(frozen=True)
+class RecordFormat:
+    """A vocabulary file format of records: its `format:` name, the suffixes that imply it, its reader."""
+
+    name: str
+    suffixes: Tuple[str, ...]
+    read: Reader
+    description: str
+
+
+# The record formats, by name; `format: items` and `format: pairs` (plain lines) are built in. A new
+# format is one `@record_format(...)` reader (the schema's `format` enum and the suffix table follow).
+RECORD_FORMATS: Dict[str, RecordFormat] = {}
+LINE_FORMATS = ("items", "pairs")
+
+
+def record_format(name: str, suffixes: Tuple[str, ...] = (), description: str = "") -> Callable[[Reader], Reader]:
+    def register(read: Reader) -> Reader:
+        if name in RECORD_FORMATS or name in LINE_FORMATS:
+            raise ValueError(f"vocabulary file format '{name}' is registered twice")
+        RECORD_FORMATS[name] = RecordFormat(name, tuple(s.lower() for s in suffixes), read, description)
+        return read
+    return register
+
+
+def format_of(suffix: str) -> str:
+    """The format a file's suffix implies (plain lines of items when none claims it)."""
+    return next((f.name for f in RECORD_FORMATS.values() if suffix.lower() in f.suffixes), "items")
 
 
 def read_vocabulary(doc: Document, name: str, base: Path, confine: Confine) -> VocabSpec:
@@ -147,14 +177,10 @@ def _read_file(doc: Document, name: str, raw: Dict[str, Any], base: Path, confin
     file = (base / raw["file"]).resolve()
     confine(file, where, "vocabulary file")
     text = read_text(file, "vocabulary", where)
-    fmt = raw.get("format") or _SUFFIX_FORMATS.get(file.suffix.lower(), "items")
+    fmt = raw.get("format") or format_of(file.suffix)
     context = f"vocabularies.{name}.file"
-    if fmt == "csv":
-        entries, locs, field_at = _read_csv(text, str(file), context)
-    elif fmt == "jsonl":
-        entries, locs, field_at = _read_jsonl(text, str(file), context)
-    elif fmt == "yaml":
-        entries, locs, field_at = _read_yaml(text, str(file), context)
+    if fmt in RECORD_FORMATS:
+        entries, locs, field_at = RECORD_FORMATS[fmt].read(text, str(file), context)
     else:
         entries, locs, pairs = _read_lines(text, str(file), context, fmt == "pairs")
         if not entries:
@@ -187,6 +213,7 @@ def _read_lines(text: str, file: str, context: str, pairs_format: bool):
     return items, locs, (tuple(pairs) if pairs_format else None)
 
 
+@record_format("csv", (".csv",), "CSV with a header row (values are strings)")
 def _read_csv(text: str, file: str, context: str):
     """A header row names the fields; every value is a string (convert with int(...))."""
     rows = list(csv.reader(io.StringIO(text)))
@@ -213,6 +240,7 @@ def _read_csv(text: str, file: str, context: str):
     return entries, locs, field_at
 
 
+@record_format("jsonl", (".jsonl",), "JSONL (one object per line)")
 def _read_jsonl(text: str, file: str, context: str):
     entries, locs = [], []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -231,6 +259,7 @@ def _read_jsonl(text: str, file: str, context: str):
     return entries, locs, lambda i, f: locs[i]
 
 
+@record_format("yaml", (".yaml", ".yml"), "YAML (a list of mappings)")
 def _read_yaml(text: str, file: str, context: str):
     sub = parse_yaml(text, file)
     data = sub.data

@@ -3,7 +3,7 @@
 or on the cluster at `--address`). Neither schedules anything itself: Ray places tasks
 on whatever CPUs, GPUs and memory its cluster has.
 
-Each point runs `mi_dsl.runtime.run.run_spec` on its point file, with the runs directory
+Each point runs `mi_dsl.running.run_spec` on its point file, with the runs directory
 (and so the step store) shared by all points.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ Job = Tuple[Any, Tuple[Any, ...]]   # (point, arguments of run_point)
 def run_point(point_file: str, runs_root: str, allow_paths: Sequence[str], fresh: bool) -> Dict[str, Any]:
     """One point, as a normal run. A user's fault comes back as data (Ray would otherwise
     wrap it in a traceback): {"run_dir": ...} or {"error": {...the MiError's fields}}."""
-    from ..runtime.run import run_spec
+    from ..running import run_spec
 
     try:
         outcome = run_spec(point_file, allow_paths=list(allow_paths), fresh=fresh, out_dir=runs_root,
@@ -33,7 +33,7 @@ def run_point(point_file: str, runs_root: str, allow_paths: Sequence[str], fresh
 
 def error_of(result: Dict[str, Any]) -> MiError:
     """The MiError a point returned, rebuilt with its class and location."""
-    from .. import errors
+    import mi_dsl.errors as errors
     from ..errors import Location
 
     fields = result["error"]

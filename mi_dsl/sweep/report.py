@@ -48,11 +48,16 @@ def runs_table(sweep, runs) -> List[Dict[str, Any]]:
     return rows
 
 
+STABLE_TOP = 12  # the top heads whose agreement across seeds is measured
+
+
 def head_stability(sweep, runs) -> List[Dict[str, Any]]:
-    """For each head_attribution analysis and each setting of the other axes: how far the
-    top-k heads agree between seeds. overlap(a, b) = |top_k(a) & top_k(b)| / k, the heads
-    ranked by direct logit difference as the analysis ranks them; mean and minimum over
-    every pair of seeds."""
+    """For each analysis with a per-head table (its registration declares `per_head`) and each
+    setting of the other axes: how far the top-k heads agree between seeds. overlap(a, b) =
+    |top_k(a) & top_k(b)| / k, k = 12 (or the heads there are), the heads ranked as top(ID, k)
+    ranks them; mean and minimum over every pair of seeds."""
+    from ..analyses.base import ranked_heads
+
     if not any(a.name == SEED_AXIS for a in sweep.axes):
         return []
     others = [a.name for a in sweep.axes if a.name != SEED_AXIS]
@@ -62,8 +67,9 @@ def head_stability(sweep, runs) -> List[Dict[str, Any]]:
         groups.setdefault(key, []).append(run)
     rows = []
     for key, members in groups.items():
-        for analysis_id in _head_attribution_ids(members[0]["results"]):
-            tops = {m["point"].labels[SEED_AXIS]: [t["head"] for t in m["results"]["analyses"][analysis_id]["top"]]
+        for analysis_id in _per_head_ids(members[0]["results"]):
+            tops = {m["point"].labels[SEED_AXIS]: ranked_heads(m["results"]["analyses"][analysis_id]["per_head"], "top",
+                                                               STABLE_TOP)
                     for m in members if analysis_id in m["results"]["analyses"]}
             if len(tops) < 2:
                 continue
@@ -74,14 +80,20 @@ def head_stability(sweep, runs) -> List[Dict[str, Any]]:
     return rows
 
 
-def _head_attribution_ids(results) -> List[str]:
-    return [i for i, a in results.get("analyses", {}).items() if a.get("kind") == "head_attribution"]
+def _per_head_ids(results) -> List[str]:
+    """The analyses of a run's results with a [layer][head] table (declared per_head, and present)."""
+    from ..core.registry import REGISTRY, load_all
+
+    load_all()
+    return [i for i, a in results.get("analyses", {}).items()
+            if a.get("kind") in REGISTRY and REGISTRY[a["kind"]].per_head and a.get("per_head") is not None]
 
 
 def _heatmaps(sweep, runs, folder: Path) -> List[tuple]:
-    """One figure per head_attribution analysis: every run's [layer, head] grid side by side, in
-    the run report's convention (analyses/_figures.py: layer 0 on top, every layer labelled,
-    one signed colour scale shared by the runs); [(path, height in pixels)]."""
+    """One figure per analysis with a per-head table: every run's [layer, head] grid side by side, in
+    the run report's convention (analyses/_figures.py: layer 0 on top, every layer labelled, one
+    colour scale shared by the runs, white at no effect: 0, or 1 for noising patching);
+    [(path, height in pixels)]."""
     if not runs:
         return []
     from plotly.subplots import make_subplots
@@ -89,7 +101,7 @@ def _heatmaps(sweep, runs, folder: Path) -> List[tuple]:
     from ..analyses._figures import SIGNED_SCALE, grid_height, grid_trace, style_grid_axes
 
     out = []
-    for analysis_id in dict.fromkeys(i for run in runs for i in _head_attribution_ids(run["results"])):
+    for analysis_id in dict.fromkeys(i for run in runs for i in _per_head_ids(run["results"])):
         members = [r for r in runs if analysis_id in r["results"]["analyses"]]
         cols = min(4, len(members))
         rows = (len(members) + cols - 1) // cols
@@ -102,11 +114,13 @@ def _heatmaps(sweep, runs, folder: Path) -> List[tuple]:
             layers, heads = [str(l) for l in range(len(grid))], [str(h) for h in range(len(grid[0]))]
             fig.add_trace(grid_trace(grid, layers, heads, coloraxis="coloraxis", name=titles[i]), row=row, col=col)
             style_grid_axes(fig, layers, heads, row=row, col=col)
+        # noising patching leaves a head at 1 (the clean run) when it has no effect; every other score at 0
+        neutral = 1.0 if members[0]["results"]["analyses"][analysis_id].get("direction") == "noising" else 0.0
         height = rows * grid_height(len(grid))
-        fig.update_layout(title=f"{analysis_id}: direct logit difference per head (layer 0 on top)",
+        fig.update_layout(title=f"{analysis_id}: per-head scores (layer 0 on top, head on x)",
                           template="plotly_white", height=height,
-                          coloraxis={"colorscale": SIGNED_SCALE, "cmid": 0,
-                                     "colorbar": {"title": {"text": "logit diff", "side": "right"}}})
+                          coloraxis={"colorscale": SIGNED_SCALE, "cmid": neutral,
+                                     "colorbar": {"title": {"text": "score", "side": "right"}}})
         path = folder / "figures" / f"{analysis_id}.html"
         fig.write_html(str(path), include_plotlyjs="directory", full_html=True)
         path.with_suffix(".json").write_text(fig.to_json())
@@ -163,13 +177,13 @@ def _index(sweep, runs, table, stability, figures, have_numbers: bool) -> str:
               "candidates the i-th keep-condition kept.</p>", _table(table, link_key="report")]
     parts.append("<h2>Stability of top heads across seeds</h2>")
     if stability:
-        parts += ["<p>For each setting of the other axes: overlap of the top-k heads (ranked by direct logit "
-                  "difference, as head_attribution ranks them) between every two seeds, |A &cap; B| / k; "
+        parts += ["<p>For each setting of the other axes: overlap of the top-k heads (k = 12, ranked as top(ID, k) "
+                  "ranks the analysis's per-head table) between every two seeds, |A &cap; B| / k; "
                   "1 means the same heads.</p>", _table(stability)]
     else:
-        parts.append("<p class='muted'>needs a <code>seed</code> axis and a head_attribution analysis.</p>")
+        parts.append("<p class='muted'>needs a <code>seed</code> axis and an analysis with per-head scores (head_attribution, head patching, head detection).</p>")
     if figures:
-        parts.append("<h2>Head attribution, side by side</h2>")
+        parts.append("<h2>Per-head scores, side by side</h2>")
         parts += [f"<p><a href='{f}'>{e(f)}</a></p><iframe src='{f}' loading='lazy' style='height:{h}px'></iframe>"
                   for f, h in figures]
     parts.append("<h2>Every number</h2>")

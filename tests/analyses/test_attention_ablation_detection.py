@@ -66,7 +66,7 @@ def spec_text(analyses: str, pipeline: str = PIPELINE, model: str = MODEL, data:
 @pytest.fixture(scope="module")
 def loaded():
     from mi_dsl.spec.model import ModelSpec
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
 
     return load_model(ModelSpec(source="random", architecture="gpt_neox", size="tiny", tokenizer=str(TOKENIZER),
                                 device="cpu"))
@@ -75,7 +75,7 @@ def loaded():
 @pytest.fixture(scope="module")
 def run(loaded, tmp_path_factory):
     """run(analyses yaml, pipeline=...) -> (results, run dir); every run reuses the loaded model."""
-    from mi_dsl.runtime.run import run_spec
+    from mi_dsl.running import run_spec
 
     folder = tmp_path_factory.mktemp("specs")
     count = iter(range(10**6))
@@ -84,7 +84,7 @@ def run(loaded, tmp_path_factory):
         path = folder / f"spec{next(count)}.yaml"
         path.write_text(spec_text(analyses, **parts))
         with pytest.MonkeyPatch.context() as patch:  # only while this run loads its model
-            patch.setattr("mi_dsl.runtime.models.load_model", lambda spec, **kw: loaded)
+            patch.setattr("mi_dsl.models.load_model", lambda spec, **kw: loaded)
             outcome = run_spec(path, progress=False, fresh=True, out_dir=str(folder / "runs"))
         return outcome.results, outcome.run_dir
 
@@ -536,7 +536,7 @@ def test_head_detection_without_bos_and_ranking_by_another_score(run, loaded):
 
 @pytest.mark.slow
 def test_embedded_gemma_ablation_contribution_and_detection(tmp_path):
-    from mi_dsl.runtime.run import run_spec
+    from mi_dsl.running import run_spec
 
     data = DATA.replace("[[herbivorous, carnivorous], [bipedal, quadrupedal]]",
                         "[[endothermic, ectothermic], [toothed, toothless]]")

@@ -13,7 +13,7 @@ import torch
 from mi_dsl.analyses._circuit import mib
 from mi_dsl.analyses._circuit.graph import Graph
 from mi_dsl.errors import FileAccessError, MiError
-from mi_dsl.runtime.run import run_spec
+from mi_dsl.running import run_spec
 
 SPEC = """
 version: 1
@@ -64,6 +64,10 @@ def test_circuit_result_has_scores_curve_comparison_stability(finished):
     assert len(data["stability"]["resamples"]) == 2
     assert "x-axis" in data["methods"]["eap"]["curve"]["area_note"] and "f = (m(C)" in data["convention"]
     assert "CPR" in finished.results["analyses"]["circ"]["summary"]
+    # the envelope's pairs: which final pairs it scored (it was the integer count, not the pairs)
+    n = finished.results["dataset"]["final_pairs"]
+    assert data["pairs"] == {"count": n, "indices": list(range(n))}
+    assert data["key_numbers"]["eap_cpr"] == data["methods"]["eap"]["curve"]["cpr"]
 
 
 def test_report_has_figures_tables_and_the_mib_export(finished):

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from mi_dsl.analyses._patching import baselines
-from mi_dsl.analyses.registry import REGISTRY, load_all
+from mi_dsl.core.registry import REGISTRY, load_all
 from mi_dsl.errors import MiError, SpecMeaningError
 
 from tests.random_sizes import tiny_variant
@@ -498,7 +498,7 @@ def test_compile_checks_the_parameters(tmp_path):
 
 
 def test_a_spec_runs_end_to_end_with_figures(tmp_path):
-    from mi_dsl.runtime.run import run_spec
+    from mi_dsl.running import run_spec
 
     analyses = """
       - {kind: activation_patching, id: resid, target: resid_pre}

@@ -30,9 +30,9 @@ def compared(tmp_path_factory):
 def test_every_result_records_its_pairs(compared):
     n = len(compared.pairs)
     assert n > 2
-    assert compared.results["exact"].data["pairs"] == {"count": 2, "indices": [0, 1]}
-    assert compared.results["attrib"].data["pairs"] == {"count": n, "indices": list(range(n))}
-    assert compared.results["head_attr"].data["pairs"]["count"] == n
+    assert compared.results["exact"].pairs == {"count": 2, "indices": [0, 1]}
+    assert compared.results["attrib"].pairs == {"count": n, "indices": list(range(n))}
+    assert compared.results["head_attr"].pairs["count"] == n
 
 
 def test_attribution_is_compared_on_the_exact_runs_pairs(compared):
@@ -92,7 +92,9 @@ def test_top_and_top_abs_differ_on_a_negative_score_and_summaries_say_which():
     assert ranked_heads(table, "top_abs", 1) == [(0, 1)]
     assert ranked_heads(table, "bottom", 1) == [(0, 1)]
     data = {"per_head": table, "top": []}
-    text = ranking_summary(data, {"kind": "activation_patching", "id": "p"})
+    from mi_dsl.analyses.activation_patching import ActivationPatchingParams
+
+    text = ranking_summary(data, ActivationPatchingParams(kind="activation_patching", id="p"))
     assert "top(p, 1): L0H0 0.500" in text and "top_abs(p, 1): L0H1 -0.900" in text
 
 
@@ -122,9 +124,9 @@ def test_decomposing_a_nonlinear_metric_is_refused_unless_a_direction_is_named(t
 
 def test_every_result_states_its_convention(compared):
     for name, result in compared.results.items():
-        assert len(result.data.get("convention", "")) > 40, name
-    assert "first-order" in compared.results["attrib"].data["convention"]
-    assert "post-attention norm" in compared.results["head_attr"].data["convention"]  # Gemma
+        assert len(result.convention) > 40, name
+    assert "first-order" in compared.results["attrib"].convention
+    assert "post-attention norm" in compared.results["head_attr"].convention  # Gemma
 
 
 @pytest.fixture(scope="module")
@@ -148,12 +150,13 @@ def test_logit_lens_per_layer_applies_the_final_norm_at_each_layer(lens):
         direction = W_U[:, run.answers()] - W_U[:, run.foils()]  # [d, N]
         expected = [float((run.model.ln_final(kept[n]) * direction.T).sum(-1).mean()) for n in names]
     per_layer = run.results["per_layer"].data
+    convention = run.results["per_layer"].convention
     assert per_layer["normalize"] == "per_layer"
     assert per_layer["logit_diff"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
     final = run.results["final"].data["logit_diff"]
     assert final[-1] == pytest.approx(per_layer["logit_diff"][-1], rel=1e-5)  # the same scale at the end
     assert final[0] != pytest.approx(per_layer["logit_diff"][0], rel=1e-2)    # not elsewhere
-    assert "per_layer" in per_layer["convention"] and "own scale" in per_layer["convention"]
+    assert "per_layer" in convention and "own scale" in convention
 
 
 # --------------------------------------------------------------------------- head detection
@@ -194,7 +197,7 @@ def test_transformer_lens_definition_equals_detect_head(compared, flags):
     for i, kind in enumerate(("previous_token", "duplicate_token", "induction")):
         got = torch.tensor(result.data[kind], dtype=torch.float64)
         assert torch.allclose(got, expected[i], atol=1e-6, rtol=0), kind
-    assert result.data["definition"] == "transformer_lens" and "detect_head" in result.data["convention"]
+    assert result.data["definition"] == "transformer_lens" and "detect_head" in result.convention
 
 
 def test_diagonal_and_transformer_lens_definitions_differ_as_documented(compared):
@@ -225,7 +228,8 @@ def test_exclude_flags_need_the_transformer_lens_definition(tmp_path):
 def test_ablation_splits_rescaling_by_the_post_norm_from_changed_output(compared):
     """Gemma's post-attention norm: zeroing L0H0 at the final position changes layer 0's norm scale, so
     its sibling heads' attributions move though their outputs do not. That move is all 'rescaled'."""
-    d = compute(compared, "ablation", "ablate", heads="L0H0", positions="final").data
+    result = compute(compared, "ablation", "ablate", heads="L0H0", positions="final")
+    d = result.data
     before, after = torch.tensor(d["dla_before"]), torch.tensor(d["dla_after"])
     rescaled, changed = torch.tensor(d["dla_rescaled"]), torch.tensor(d["dla_changed_output"])
     size = float(before.abs().max())
@@ -240,11 +244,11 @@ def test_ablation_splits_rescaling_by_the_post_norm_from_changed_output(compared
         assert float(rescaled[l, h]) == pytest.approx(float(after[l, h] - before[l, h]), rel=1e-4, abs=1e-7 * size)
     assert any(abs(after[l, h] - before[l, h]) > 1e-3 * size for l, h in siblings)
     assert all(b["head"] not in {f"L{l}H{h}" for l, h in siblings} for b in d["backup_heads"])
-    assert "changed output" in d["convention"]
+    assert "changed output" in result.convention
 
 
 def test_report_shows_each_convention_and_the_compared_pairs(tmp_path):
-    from mi_dsl.runtime.run import run_spec
+    from mi_dsl.running import run_spec
     from tests.analyses.test_patching import write_spec
 
     body = with_analyses("""
@@ -262,9 +266,6 @@ def test_report_shows_each_convention_and_the_compared_pairs(tmp_path):
 
 
 def test_single_prompt_analyses_record_the_one_pair_they_read(compared):
-    d = compute(compared, "predictions", "pred", index=1).data
-    assert d["pairs"] == {"count": 1, "indices": [1]}
-    d = compute(compared, "predictions", "pred2", prompt="The cats are", answer=" big").data
-    assert d["pairs"]["count"] == 0
-    d = compute(compared, "attention", "att", heads="L0H0", prompts=[0, 2]).data
-    assert d["pairs"] == {"count": 2, "indices": [0, 2]}
+    assert compute(compared, "predictions", "pred", index=1).pairs == {"count": 1, "indices": [1]}
+    assert compute(compared, "predictions", "pred2", prompt="The cats are", answer=" big").pairs["count"] == 0
+    assert compute(compared, "attention", "att", heads="L0H0", prompts=[0, 2]).pairs == {"count": 2, "indices": [0, 2]}

@@ -199,7 +199,7 @@ def test_schema_prints_the_json_schema(cli):
 
 
 def test_list_names_the_analyses_and_metrics(cli):
-    from mi_dsl.analyses.registry import load_all
+    from mi_dsl.core.registry import load_all
 
     code, out, _ = cli("list")
     assert code == 0

@@ -42,10 +42,10 @@ def _expand(pattern: str, n_layers: int):
 
 
 def test_every_captured_hook_is_listed_in_the_plan_step(tmp_path, monkeypatch):
-    from mi_dsl.analyses.registry import load_all
+    from mi_dsl.core.registry import load_all
     from mi_dsl.compile import prepare
     from mi_dsl.runtime.executor import Executor
-    from mi_dsl.runtime.run import run_prepared
+    from mi_dsl.running import run_prepared
     from mi_dsl.runtime.unembed import UNEMBED_INPUT
 
     path = tmp_path / "spec.yaml"
@@ -67,7 +67,7 @@ def test_every_captured_hook_is_listed_in_the_plan_step(tmp_path, monkeypatch):
         compute = impl.compute
 
         def wrapped(self, params, run, compute=compute):
-            current.append(params.get("id", params["kind"]))
+            current.append(params.name)
             try:
                 return compute(self, params, run)
             finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mi_dsl.runtime.run import run_spec
+from mi_dsl.running import run_spec
 from tests.spec_parts import SYLLOGISM_PROMPTS
 
 BODY = """
@@ -77,7 +77,7 @@ def test_dispatched_model_gives_the_plain_model_numbers(tmp_path):
 
 def test_device_map_runs_through_accelerates_hooks(tmp_path):
     from mi_dsl.spec.model import ModelSpec, Processing
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
 
     spec = ModelSpec(source="random", architecture="gemma3", size="tiny", seed=5,
                      processing=Processing(enabled=False),

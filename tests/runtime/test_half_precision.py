@@ -25,7 +25,7 @@ def spec(tmp_path, tokenizer, dtype: str):
 
 
 def test_bfloat16_weights_give_float32_metrics_close_to_float32(tmp_path, tiny_tokenizer):
-    from mi_dsl.runtime.run import run_spec
+    from mi_dsl.running import run_spec
 
     runs = {}
     for dtype in ("float32", "bfloat16"):

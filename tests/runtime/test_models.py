@@ -1,4 +1,4 @@
-"""Model loading (mi_dsl.runtime.models): random, local, embedded Gemma, errors, caches.
+"""Model loading (mi_dsl.models): random, local, embedded Gemma, errors, caches.
 
 Real artifacts (the converted embedded Gemma, its tokenizer) go to the normal cache root
 (`$MI_DSL_CACHE` or ~/.cache/mi-dsl) so they are built once per machine, not per run.
@@ -15,7 +15,7 @@ import pytest
 
 from mi_dsl.errors import FileAccessError, RunError
 from mi_dsl.spec.model import ModelSpec, Processing
-from mi_dsl.runtime.models import cache
+from mi_dsl.models import cache
 from tests.word_tokenizer import word_tokenizer_file
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def logits_of(loaded, text: str = "The quick brown fox jumps over the lazy"):
 @pytest.fixture(scope="module")
 def load():
     """load_model, memoised per spec within this module (random tiny loads take seconds)."""
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
 
     seen = {}
 
@@ -58,7 +58,7 @@ def load():
 
 
 def test_importing_models_does_not_import_torch():
-    code = ("import sys, mi_dsl.runtime.models, mi_dsl.runtime.models.cache, mi_dsl.runtime.models.random_weights; "
+    code = ("import sys, mi_dsl.models, mi_dsl.models.cache, mi_dsl.models.random_weights; "
             "print(sorted(m for m in ('torch', 'transformers', 'transformer_lens') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -90,7 +90,7 @@ def test_random_gemma3_is_grouped_query(load):
 @pytest.mark.parametrize("architecture", TINY)
 def test_same_seed_gives_identical_logits(load, architecture):
     import torch
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
 
     first = logits_of(load(tiny(architecture)))
     again = logits_of(load_model(tiny(architecture)))
@@ -128,8 +128,8 @@ def test_prepend_bos_false_is_recorded(load):
 
 def test_local_directory_loads_the_same_weights(load, tmp_path):
     import torch
-    from mi_dsl.runtime.models import random_weights as random_models
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import random_weights as random_models
+    from mi_dsl.models import load_model
 
     generated = load(tiny("gpt_neox"))
     shape = random_models.shape_for("gpt_neox", "tiny")
@@ -144,7 +144,7 @@ def test_local_directory_loads_the_same_weights(load, tmp_path):
 
 
 def test_pretrained_name_missing_offline_is_a_clear_error(monkeypatch):
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
 
     monkeypatch.delenv("MI_DSL_ONLINE", raising=False)
     name = "mi-dsl-tests/no-such-model-anywhere"
@@ -157,7 +157,7 @@ def test_pretrained_name_missing_offline_is_a_clear_error(monkeypatch):
 
 @pytest.mark.parametrize("source", ["local", "gguf"])
 def test_missing_path_names_the_path(tmp_path, source):
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
 
     missing = str(tmp_path / ("nothing-here.gguf" if source == "gguf" else "nothing-here"))
     with pytest.raises((RunError, FileAccessError)) as caught:
@@ -166,7 +166,7 @@ def test_missing_path_names_the_path(tmp_path, source):
 
 
 def test_local_directory_without_config_is_refused(tmp_path):
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
 
     with pytest.raises(FileAccessError, match="config.json"):
         load_model(ModelSpec(source="local", path=str(tmp_path)))
@@ -180,7 +180,7 @@ def test_local_directory_without_config_is_refused(tmp_path):
     ({"source": "ftp"}, "unknown model source"),
 ])
 def test_bad_spec_fields_are_run_errors(changes, words):
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
 
     with pytest.raises(RunError) as caught:
         load_model(replace(tiny("gemma3"), **changes))
@@ -188,7 +188,7 @@ def test_bad_spec_fields_are_run_errors(changes, words):
 
 
 def test_random_model_without_a_tokenizer_says_so():
-    from mi_dsl.runtime.models import tokenizer_dir_for
+    from mi_dsl.models import tokenizer_dir_for
 
     with pytest.raises(RunError, match="model.tokenizer"):
         tokenizer_dir_for(ModelSpec(source="random", architecture="gpt_neox", size="tiny"))
@@ -200,7 +200,7 @@ def test_random_model_without_a_tokenizer_says_so():
 def test_tokenizer_dir_from_a_file_names_special_tokens(tmp_path):
     import json
 
-    from mi_dsl.runtime.models import tokenizer_dir_for
+    from mi_dsl.models import tokenizer_dir_for
 
     spec = tiny("gpt_neox")
     directory = Path(tokenizer_dir_for(spec, cache_root=tmp_path))
@@ -212,10 +212,10 @@ def test_tokenizer_dir_from_a_file_names_special_tokens(tmp_path):
 
 
 def test_cached_tokenizer_dir_needs_no_torch(tmp_path):
-    from mi_dsl.runtime.models import tokenizer_dir_for
+    from mi_dsl.models import tokenizer_dir_for
 
     tokenizer_dir_for(tiny("gpt_neox"), cache_root=tmp_path)
-    code = (f"import sys; from mi_dsl.runtime.models import tokenizer_dir_for; "
+    code = (f"import sys; from mi_dsl.models import tokenizer_dir_for; "
             f"from mi_dsl.spec.model import ModelSpec; "
             f"tokenizer_dir_for(ModelSpec(source='random', architecture='gpt_neox', size='tiny', "
             f"tokenizer={str(TOKENIZER)!r}), cache_root={str(tmp_path)!r}); "
@@ -268,13 +268,14 @@ def test_file_fingerprint_changes_with_the_file(tmp_path):
 def test_processed_weights_cache_round_trips(tmp_path):
     """The second start takes processed weights from disk and computes the same logits."""
     import torch
-    from mi_dsl.runtime.models import boot, files, weights as sources
+    from mi_dsl.models import boot, files
+    from mi_dsl.models.sources import source_of
 
     spec = tiny("gemma3")
     results = []
     for _ in range(2):
         tokenizer = boot.load_bridge_tokenizer(files.tokenizer_dir_for(spec))
-        weights = sources.LOADERS["random"](spec, None, torch.float32, lambda m: None, tokenizer)
+        weights = source_of(spec).load(spec, None, torch.float32, lambda m: None, tokenizer)
         weights.weights_key = "test-weights"
         bridge = boot.boot_bridge(weights.hub_name, weights.hf_model, tokenizer, torch.device("cpu"), torch.float32)
         hit = boot.enable_compatibility(bridge, spec, weights, tmp_path, torch.device("cpu"),
@@ -345,7 +346,7 @@ def write_tiny_gemma3_gguf(path: Path, seed: int = 0) -> Path:
 
 def test_gguf_file_is_converted_once_and_keyed_by_its_content(tmp_path):
     import torch
-    from mi_dsl.runtime.models import load_model, tokenizer_dir_for
+    from mi_dsl.models import load_model, tokenizer_dir_for
 
     file = write_tiny_gemma3_gguf(tmp_path / "tiny.gguf")
     spec = ModelSpec(source="gguf", path=str(file), device="cpu")
@@ -374,7 +375,7 @@ def test_embedded_gemma_is_cached_and_completes_the_syllogism():
     import gc
 
     import torch
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
 
     spec = ModelSpec(source="embedded", device="cpu")
     load_model(spec)  # converts on a fresh machine, else already cached
@@ -395,7 +396,7 @@ def test_embedded_gemma_is_cached_and_completes_the_syllogism():
 def test_gguf_tokenizer_dir_has_tokenizer_json():
     from tokenizers import Tokenizer
 
-    from mi_dsl.runtime.models import tokenizer_dir_for
+    from mi_dsl.models import tokenizer_dir_for
 
     directory = Path(tokenizer_dir_for(ModelSpec(source="embedded")))
     backend = Tokenizer.from_file(str(directory / "tokenizer.json"))

@@ -49,7 +49,7 @@ KINDS_RUN = {"logit_lens", "layer_attribution", "head_attribution", "attention_v
 
 
 def run_with_batch(folder: Path, batch_size: int) -> dict:
-    from mi_dsl.runtime.run import run_spec
+    from mi_dsl.running import run_spec
 
     folder.mkdir()
     path = folder / "spec.yaml"

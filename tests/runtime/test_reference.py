@@ -83,7 +83,7 @@ def run_and_compare(tmp_path, spec_text: str, model_dir=None):
 def test_tiny_rough_gemma_matches_plain_transformers(tmp_path, rough_models):
     """The same comparison on a tiny Gemma-3 with random norm weights (Gemma's 1 + w), saved as a local
     Hugging Face model: checks the reference itself, with no real model."""
-    from mi_dsl.runtime.models import random_weights
+    from mi_dsl.models import random_weights
     from tests.analyses.test_patching import DATA
     from tests.runtime.test_runtime import TOKENIZER
 

@@ -43,7 +43,7 @@ def session_of(tmp_path, architecture, size):
 
 
 def test_rough_models_are_rough(rough_models):
-    from mi_dsl.runtime.models import random_weights
+    from mi_dsl.models import random_weights
 
     for architecture in ("gpt_neox", "gemma3"):
         model = random_weights.build(random_weights.SHAPES[architecture][rough_models], 300, 3)

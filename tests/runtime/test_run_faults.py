@@ -38,7 +38,7 @@ def test_pretrained_model_missing_offline_is_a_clean_error(tmp_path):
 
 def test_nan_metric_names_the_keep_condition(tmp_path, monkeypatch):
     from mi_dsl.errors import RunError
-    from mi_dsl.runtime.run import run_spec
+    from mi_dsl.running import run_spec
     from mi_dsl.runtime.unembed import Unembed
 
     # Patch a method, not a module-level function: importers bind functions at import time.
@@ -55,7 +55,7 @@ def test_nan_metric_names_the_keep_condition(tmp_path, monkeypatch):
 def test_out_of_memory_batch_is_split_and_retried(tmp_path, monkeypatch):
     """A forward of more than 3 prompts 'runs out of memory': the executor halves the batch,
     warns, and the numbers equal an unconstrained run's."""
-    from mi_dsl.runtime.run import run_spec
+    from mi_dsl.running import run_spec
     from mi_dsl.runtime.executor import Executor
 
     spec = write_spec(tmp_path, tiny("gpt_neox"), analyses="analyses:\n  - {kind: head_attribution, id: heads}\n",
@@ -97,7 +97,7 @@ def test_python_api_returns_the_results(tmp_path):
     assert results["analyses"]["logit_lens"]["kind"] == "logit_lens"
     # the baseline against the model's own forward (full logits, unembedding bias), not against another
     # reading of the same unembedding input
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
     from mi_dsl.compile import prepare
 
     prepared = prepare(str(spec), [], [])

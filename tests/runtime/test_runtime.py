@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mi_dsl.runtime.run import run_spec
+from mi_dsl.running import run_spec
 
 from tests.spec_parts import syllogism
 from tests.word_tokenizer import word_tokenizer_file
@@ -89,7 +89,7 @@ def test_metrics_from_columns_equal_full_logits():
     from mi_dsl.spec.model import ModelSpec
     from mi_dsl.runtime.executor import Executor
     from mi_dsl.runtime.unembed import Unembed, final_metrics
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
 
     loaded = load_model(ModelSpec(source="random", architecture="gpt_neox", size="tiny", tokenizer=str(TOKENIZER)))
     executor = Executor(loaded, batch_size=8, progress=False)

@@ -12,7 +12,7 @@ METRICS = ["logit_diff", "prob", "rank"]
 @pytest.fixture(scope="module")
 def tiny(rough_models):
     from mi_dsl.runtime.executor import Executor
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
     from mi_dsl.runtime.unembed import Unembed
     from mi_dsl.spec.model import ModelSpec
     from tests.word_tokenizer import word_tokenizer_file

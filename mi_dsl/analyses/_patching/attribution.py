@@ -77,7 +77,7 @@ def _metric_with_graph(run, plan: "_Plan", prompts, leaf):
     acts = graph_forward(run, plan.base[prompts], plan.names, leaf)
     final = at_final(None if plan.final is None else plan.final[prompts])
     p = prompts.to(run.device)
-    values = compute_metrics(final(acts[UNEMBED_INPUT]), plan.answers[p], plan.foils[p], [run.metric],
+    values = compute_metrics(final(acts[UNEMBED_INPUT]), plan.answers[p], plan.foils[p], [run.main_metric],
                              run.unembed)[run.metric]
     return values, [acts]
 
@@ -148,4 +148,4 @@ def _continuation_with_graph(run, sides, prompt, names, leaf):
 
     batches = {side: batch.rows(prompt) for side, batch in sides.batches.items()}
     readout = readout_of(batches, forward, run.unembed)
-    return compute_continuation_metrics(readout, [run.metric])[run.metric], forwards
+    return compute_continuation_metrics(readout, [run.main_metric])[run.metric], forwards

@@ -66,5 +66,5 @@ def patched_metric(run, sides: Sides, prompt, hooks, start: int, layers, resumab
 
     batches = {side: batch.rows(prompt) for side, batch in sides.batches.items()}
     readout = readout_of(batches, forward, run.unembed)
-    return compute_continuation_metrics(readout, [run.metric])[run.metric]
+    return compute_continuation_metrics(readout, [run.main_metric])[run.metric]
 

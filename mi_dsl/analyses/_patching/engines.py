@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from ...metrics import reads_continuation
 from .grid import Grid
 
 
@@ -26,7 +25,7 @@ class Baselines:
 
 def direction_of(params) -> str:
     """The compiled parameters' direction (its default filled by the compiler)."""
-    return params["direction"]
+    return params.direction
 
 
 def base_and_source(direction: str) -> Tuple[str, str]:
@@ -39,7 +38,7 @@ def baselines(run) -> Baselines:
         return Baselines(run.baselines["clean"], run.baselines["corrupted"])
     from ...runtime.pipeline import pair_metrics
 
-    final = pair_metrics(run.executor, run.unembed, run.pairs, [run.metric], "baselines")
+    final = pair_metrics(run.executor, run.unembed, run.pairs, [run.main_metric], "baselines")
     return Baselines(float(final["clean"][run.metric].mean()), float(final["corrupted"][run.metric].mean()))
 
 
@@ -192,7 +191,7 @@ def _prepare(run, grid: Grid) -> _Plan:
         source = capture_all_positions(run, source_name, names, source_tokens)
         base, final = pad_right([getattr(p, base_name).ids for p in run.pairs])
     sides = None
-    if reads_continuation([run.metric]):
+    if run.main_metric.reads_continuation:
         from .continuation import Sides
 
         sides = Sides(run, base_name, capture_all_positions)
@@ -277,7 +276,7 @@ def _patched_batch(run, plan: "_Plan", layout: str, cells, name: str, resume, st
             _, kept = run.executor.capture(plan.base[prompt], {UNEMBED_INPUT: select},
                                            interventions=hooks, stop_after=UNEMBED_INPUT)
         p = prompt.to(device)
-        return compute_metrics(kept[UNEMBED_INPUT], plan.answers[p], plan.foils[p], [run.metric],
+        return compute_metrics(kept[UNEMBED_INPUT], plan.answers[p], plan.foils[p], [run.main_metric],
                                run.unembed)[run.metric]
 
     return one_batch

@@ -63,16 +63,16 @@ class Grid:
 
 def resolve(params, run) -> Grid:
     """The grid of cells the compiled parameters name on this model and these pairs."""
-    target = TARGETS[params["target"]]
+    target = TARGETS[params.target]
     cfg = run.cfg
     n_layers = cfg.n_layers
     layers = list(range(n_layers))
-    if "layers" in params:
-        bad = [l for l in params["layers"] if l >= n_layers]
+    if params.layers is not None:
+        bad = [l for l in params.layers if l >= n_layers]
         if bad:
             raise RunError(f"layer {bad[0]} is out of range: the model has {n_layers} layers "
                            f"(0 to {n_layers - 1})", run.where("layers"))
-        layers = sorted(set(params["layers"]))
+        layers = sorted(set(params.layers))
     if target.name.startswith("resid_mid") and not _has_hook(run, target.hook_name(0)):
         raise RunError("this model has no resid_mid (attention and MLP read the same residual in parallel)",
                        run.where("target"), hint="patch resid_pre, attn_out or mlp_out instead")
@@ -81,7 +81,7 @@ def resolve(params, run) -> Grid:
     named = _alignment(params, run)
     columns = _columns(params, run) if named is None else named.columns
     tokens_len = len(run.pairs[0].clean.ids)
-    patched = tuple(sorted({i for c in columns for i in c.indices})) if "positions" in params \
+    patched = tuple(sorted({i for c in columns for i in c.indices})) if params.positions is not None \
         else tuple(range(tokens_len))
     if named is not None:  # cells hold the first prompt's base positions; `named` has every prompt's
         patched = named.union[0]
@@ -107,7 +107,7 @@ def resolve(params, run) -> Grid:
             else:
                 cells.append(Cell(layer, head, patched, (li, hi), name))
     return Grid(target, layers, heads, head_labels, columns if target.by_position else [], patched, cells, named,
-                params["direction"])
+                params.direction)
 
 
 @dataclass(frozen=True)
@@ -137,8 +137,8 @@ def _alignment(params, run) -> Optional[Named]:
     aligned = position_map(run.spec, run.analysis_index, params, run.pairs)
     if aligned is None:
         return None
-    base, source = ("corrupted", "clean") if params["direction"] == "denoising" else ("clean", "corrupted")
-    items = [s.text for s in params["positions"]]
+    base, source = ("corrupted", "clean") if params.direction == "denoising" else ("clean", "corrupted")
+    items = [s.text for s in params.positions]
     keep = [j for j, item in enumerate(items) if item not in items[:j]]  # the same selector twice: one column
     n = len(run.pairs)
     positions = [[tuple(aligned[base][j][p]) for p in range(n)] for j in keep]
@@ -193,7 +193,7 @@ def _selected_heads(params, run, target: Target, n_heads: int) -> Optional[set]:
 
     For key/value targets of a grouped-query model a query head selects the key/value
     head it reads."""
-    if "heads" not in params:
+    if params.heads is None:
         return None
     group = run.cfg.n_heads // n_heads
     return {(layer, head // group) for layer, head in run.select_heads(params)}
@@ -203,14 +203,14 @@ def _columns(params, run) -> List[Column]:
     first = run.pairs[0].clean
     tokens = run.tokenizer.token_strs(first.ids)
     slot_at = _slot_names(first.spans)
-    if "positions" not in params:
+    if params.positions is None:
         return [Column(_position_label(i, tokens[i], slot_at.get(i)), (i,), (tokens[i],), slot_at.get(i))
                 for i in range(len(first.ids))]
     from ...expr import Env
 
     columns: List[Column] = []
     seen = set()
-    for selector in params["positions"]:  # compiled by the compiler
+    for selector in params.positions:  # compiled by the compiler
         item = selector.text
         if item in seen:
             continue  # the same selector twice is one column

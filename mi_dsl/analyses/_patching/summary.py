@@ -4,7 +4,6 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from ...metrics import reads_continuation
 from .engines import Baselines, base_and_source, direction_of
 from .grid import Cell, Grid, _grouped, cell_head_label
 
@@ -24,7 +23,7 @@ def summarise(grid: Grid, per_prompt, base: Baselines, params, run, extra: Dict[
         rows.append(_row(grid, cell, value, norm, run))
     resting = base.corrupted if base_and_source(direction_of(params))[0] == "corrupted" else base.clean
     order = sorted(range(len(rows)), key=lambda i: -abs(rows[i]["value"] - resting))
-    top = [rows[i] for i in order[:params["top_k"]]]
+    top = [rows[i] for i in order[:params.top_k]]
     target = grid.target
     data = {
         "target": target.name, "hook": target.hook.replace("{layer}", "{L}"), "direction": direction_of(params),
@@ -42,7 +41,7 @@ def summarise(grid: Grid, per_prompt, base: Baselines, params, run, extra: Dict[
                       "by name: each named position of the source prompt patched into the same-named "
                       "position of the base prompt (clean and corrupted prompts differ in length)"),
     }
-    shown = order[:min(params["top_k"], PER_PROMPT_CELLS)]
+    shown = order[:min(params.top_k, PER_PROMPT_CELLS)]
     data["top_per_prompt"] = {
         "cells": [rows[i]["label"] for i in shown],
         "normalized": [[base.normalise(v) for v in per_prompt[i].tolist()] for i in shown],
@@ -51,10 +50,6 @@ def summarise(grid: Grid, per_prompt, base: Baselines, params, run, extra: Dict[
                 and len(grid.cells) == run.cfg.n_layers * run.cfg.n_heads)
     if complete:  # a full [layer][head] table: top(ID, n) can rank by it
         data["per_head"] = normalised
-    read = read_at(run.metric) + (CONTINUATION_DETAIL if reads_continuation([run.metric]) else "")
-    data["convention"] = (f"exact: the metric ({run.metric}) of each patched run {read}, mean over "
-                          f"{int(per_prompt.shape[1])} prompts, normalised (m - corrupted) / (clean - corrupted) "
-                          f"by these pairs' baselines; {direction_of(params)}")
     data.update(extra)
     return data, rows
 
@@ -74,12 +69,27 @@ def per_prompt_rows(data: Dict[str, Any], run) -> List[Dict[str, Any]]:
             for j, row in enumerate(first)]
 
 
+def key_numbers(data) -> dict:
+    """A patching result's headline numbers: its baselines and its largest effect."""
+    top = data["top"][0] if data["top"] else {}
+    return {"clean_baseline": data["baselines"]["clean"], "corrupted_baseline": data["baselines"]["corrupted"],
+            "largest_effect": top.get("value"), "largest_effect_normalized": top.get("normalized")}
+
+
+def patching_convention(run, params, n_prompts: int) -> str:
+    """Exact patching's convention: where the metric is read, over which prompts, how it is normalised."""
+    read = read_at(run.main_metric) + (CONTINUATION_DETAIL if run.main_metric.reads_continuation else "")
+    return (f"exact: the metric ({run.metric}) of each patched run {read}, mean over {n_prompts} prompts, "
+            f"normalised (m - corrupted) / (clean - corrupted) by these pairs' baselines; {direction_of(params)}")
+
+
 CONTINUATION_DETAIL = " (patches at prompt positions only; answer and foil continuations each their own patched forward)"
 
 
-def read_at(metric: str) -> str:
-    """Where a patched run's metric is read: the plan's description and the result's convention."""
-    if reads_continuation([metric]):
+def read_at(metric) -> str:
+    """Where a patched run's metric (compiled, metrics.Metric) is read: the plan's description and the
+    result's convention."""
+    if metric.reads_continuation:
         return "teacher-forced over each continuation after the prompt"
     return "at the final position"
 
@@ -90,7 +100,7 @@ def ranking_summary(data, params) -> str:
     from ..base import selector_summary
 
     if data.get("per_head") is not None and not any(v is None for row in data["per_head"] for v in row):
-        return "; " + selector_summary(data["per_head"], params["id"])
+        return "; " + selector_summary(data["per_head"], params.name)
     best = data["top"][0] if data["top"] else None
     if best is None or best["normalized"] is None:
         return ""

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
+from ...core.typed import AnalysisParams, SelectorValue, param
 from ...errors import SpecMeaningError
 from ..base import step
 
@@ -64,47 +65,48 @@ DIRECTIONS = ("denoising", "noising")
 
 
 _SELECTOR = {"type": ["string", "integer"]}
+_POSITIONS = {"type": ["string", "integer", "array"], "items": _SELECTOR, "minItems": 1}
+_HEADS = {"type": ["string", "array"], "items": {"type": "string"}, "minItems": 1}
+TargetName = Literal["resid_pre", "resid_mid", "attn_out", "mlp_out", "z", "z_by_position", "q", "q_by_position",
+                     "k", "k_by_position", "v", "v_by_position", "pattern", "pattern_by_position"]
 
 
-PARAMS: Dict[str, Any] = {
-    "target": {"type": "string", "enum": list(TARGETS), "default": "z",
-               "description": "Which activation to patch: resid_pre, resid_mid, attn_out, mlp_out (a layer x "
-                              "position grid); z, q, k, v, pattern (each head at all selected positions at once: "
-                              "a layer x head grid; k and v per key/value head); z_by_position, q_by_position, "
-                              "k_by_position, v_by_position, pattern_by_position (layer x head x position; for the pattern, "
-                              "the destination position). Default z."},
-    "direction": {"type": "string", "enum": list(DIRECTIONS), "default": "denoising",
-                  "description": "denoising (default, TransformerLens's convention): run the corrupted prompts and "
-                                 "patch in clean activations; noising: run the clean prompts and patch in "
-                                 "corrupted activations. Scores are normalised alike: 0 = corrupted baseline, "
-                                 "1 = clean baseline."},
-    "positions": {"type": ["string", "integer", "array"], "items": _SELECTOR, "minItems": 1,
-                  "description": "Position selector(s), e.g. final, descriptor, noun#2[-1], 4 (default: every "
-                                 "position). Each selector is one column; one naming several tokens (a slot) "
-                                 "patches them together. All-position head targets (z, q, k, v, pattern) patch "
-                                 "the union of the selected positions. Prompts of one length: named in the clean "
-                                 "prompts, patched index for index (TransformerLens's convention). Prompts of "
-                                 "several lengths: resolved in each prompt, and each named position of the source "
-                                 "prompt is patched into the same-named position of the base prompt (indices, "
-                                 "every position and patterns are refused there)."},
-    "layers": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1,
-               "description": "Only these layers (default: all)."},
-    "heads": {"type": ["string", "array"], "items": {"type": "string"}, "minItems": 1,
-              "description": "Head selector(s) for head targets, e.g. L8H2, L10H*, top(head_attr, 12) (default: "
-                             "all heads). For k and v on grouped-query models a query head selects the key/value "
-                             "head it reads."},
-    "batch_size": {"type": "integer", "minimum": 1,
-                   "description": "Rows per forward pass (for exact patching a row is one patched prompt; "
-                                  "default: the run's batch size, or what fits the memory budget)."},
-    "top_k": {"type": "integer", "minimum": 1, "default": 10,
-              "description": "How many of the largest effects to list (default 10)."},
-}
+@dataclass(frozen=True, kw_only=True)
+class PatchingParams(AnalysisParams):
+    """What activation patching and attribution patching share."""
+
+    target: TargetName = param(
+        "z", "Which activation to patch: resid_pre, resid_mid, attn_out, mlp_out (a layer x position grid); z, q, k, "
+             "v, pattern (each head at all selected positions at once: a layer x head grid; k and v per key/value "
+             "head); z_by_position, q_by_position, k_by_position, v_by_position, pattern_by_position (layer x head "
+             "x position; for the pattern, the destination position). Default z.")
+    direction: Literal["denoising", "noising"] = param(
+        "denoising", "denoising (default, TransformerLens's convention): run the corrupted prompts and patch in "
+                     "clean activations; noising: run the clean prompts and patch in corrupted activations. Scores "
+                     "are normalised alike: 0 = corrupted baseline, 1 = clean baseline.")
+    positions: SelectorValue = param(
+        None, "Position selector(s), e.g. final, descriptor, noun#2[-1], 4 (default: every position). Each selector "
+              "is one column; one naming several tokens (a slot) patches them together. All-position head targets "
+              "(z, q, k, v, pattern) patch the union of the selected positions. Prompts of one length: named in the "
+              "clean prompts, patched index for index (TransformerLens's convention). Prompts of several lengths: "
+              "resolved in each prompt, and each named position of the source prompt is patched into the "
+              "same-named position of the base prompt (indices, every position and patterns are refused there).",
+        schema=_POSITIONS)
+    layers: Optional[Tuple[int, ...]] = param(None, "Only these layers (default: all).", minItems=1,
+                                              items={"type": "integer", "minimum": 0})
+    heads: SelectorValue = param(
+        None, "Head selector(s) for head targets, e.g. L8H2, L10H*, top(head_attr, 12) (default: all heads). For k "
+              "and v on grouped-query models a query head selects the key/value head it reads.", schema=_HEADS)
+    top_k: int = param(10, "How many of the largest effects to list (default 10).", minimum=1)
+
+    def layer_indices(self) -> List[Tuple[Tuple[Any, ...], int]]:
+        return [(("layers", i), layer) for i, layer in enumerate(self.layers or ())]
 
 
-def compile_patching(params: Dict[str, Any], ctx, description: str):
+def compile_patching(params: PatchingParams, ctx, description: str):
     """The plan step of a patching analysis; every selector is compiled and checked here."""
-    target = TARGETS[ctx.value(params, "target")]
-    if "heads" in params and not target.has_heads:
+    target = TARGETS[params.target]
+    if params.heads is not None and not target.has_heads:
         raise SpecMeaningError(f"target '{target.name}' has no heads to select; `heads` applies to "
                                f"{', '.join(HEAD_TARGETS)}", ctx.where("heads"))
     ctx.heads(params)
@@ -114,10 +116,10 @@ def compile_patching(params: Dict[str, Any], ctx, description: str):
     return step(ctx, params, description, hooks=hooks, positions="all", depends_on=refs)
 
 
-def predicted_saving(params: Dict[str, Any]) -> str:
+def predicted_saving(params: PatchingParams) -> str:
     """The plan's prediction of what prefix reuse saves (the model's depth is not known yet)."""
-    if "layers" in params:
-        chosen = sorted(set(params["layers"]))
+    if params.layers is not None:
+        chosen = sorted(set(params.layers))
         mean = sum(chosen) / len(chosen)
         return (f"prefix reuse: cells at layer l run blocks l..L-1 only, saving {mean:g}/L of the "
                 f"block work (layers {chosen})")

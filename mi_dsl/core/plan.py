@@ -5,11 +5,12 @@ here, so two runs of the same plan do the same work.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, Optional, Tuple
 
-from ..spec.model import ModelSpec
-from .params import Params
+from ..metrics import Metric
+from ..models.model_spec import ModelSpec
+from .typed import StepParams
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Step:
     hooks: Tuple[str, ...] = ()
     positions: str = "final"             # which positions the captures keep
     depends_on: Tuple[str, ...] = ()
-    params: Params = Params()           # compiled: defaults filled, selectors compiled (params.py)
+    params: StepParams = field(default_factory=StepParams)  # typed, compiled: defaults filled, selectors compiled
     shares_final_pass: bool = False      # its clean final-position captures can come from a shared pass
 
 
@@ -54,6 +55,24 @@ class Plan:
     batch_size: Any = "auto"
     memory_gb: Optional[float] = None
     passes: Tuple[Pass, ...] = ()        # shared final-position passes (compile/fusion.py)
+    # every metric of metrics_needed, compiled (an expression metric is this plan's own object, bound
+    # to the spec's tokenizer by compile.prepare; never looked up by name in a global table)
+    metrics: Tuple[Metric, ...] = ()
+
+    def metric_named(self, name: str) -> Metric:
+        found = next((m for m in self.metrics if m.name == name), None)
+        if found is None:
+            raise KeyError(f"the plan computes no metric '{name}' (it has {[m.name for m in self.metrics]})")
+        return found
+
+    @property
+    def main_metric(self) -> Metric:
+        """The spec's `metric`, compiled."""
+        return self.metric_named(self.metric)
+
+    def bound(self, tokenizer: Any, where: Any = None) -> "Plan":
+        """This plan with its metrics bound to `tokenizer` (an expression's strings become its ids)."""
+        return replace(self, metrics=tuple(m.bound(tokenizer, where) for m in self.metrics))
 
     def pass_of(self, analysis_id: str) -> Optional[Pass]:
         return next((p for p in self.passes if analysis_id in p.analyses), None)
@@ -63,4 +82,6 @@ class Plan:
         return [{"id": p.id, "analyses": list(p.analyses), "forwards": forwards.get(p.id, 0)} for p in self.passes]
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        out = asdict(replace(self, metrics=()))
+        out["metrics"] = [{"name": m.name, "description": m.description, "linear": m.linear} for m in self.metrics]
+        return out

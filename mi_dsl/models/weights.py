@@ -1,22 +1,22 @@
-"""Each model source's weights as a transformers model (see `spec.model.SOURCES`).
+"""Each model source's weights as a transformers model (the sources in models/sources.py call these).
 
-One loader per source, in `LOADERS`; each returns `Weights` for the common boot step.
+One loader per source; each returns `Weights` for the common boot step.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-from ...errors import FileAccessError, RunError
-from ...spec.model import SOURCES, ModelSpec
+from ..errors import FileAccessError, RunError
+from .model_spec import EMBEDDED_MODELS, ModelSpec
 from . import cache
 from .environment import in_hub_cache, online
 from .files import (required_name, assembled_embedded, convert_gguf, embedded_name, embedded_package, existing_dir,
                     existing_file, first_line, smollm2_file)
 
 
-EMBEDDED_NAME = "google/gemma-3-270m"
-SMOLLM2_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_NAME = EMBEDDED_MODELS["gemma-3-270m"].hub_name
+SMOLLM2_NAME = EMBEDDED_MODELS["smollm2-135m"].hub_name
 # The name a GGUF model's bridge is booted with when the spec gives no `model.name`. The
 # bridge picks its adapter from the model's config (`architectures`); the name is only
 # recorded (bridge.cfg.model_name), so an unknown architecture falls back to the file's stem.
@@ -40,32 +40,27 @@ class Weights:
     weights_key: Optional[str] = None  # set when processed weights may be cached
 
 
-def preflight(spec: ModelSpec) -> None:
-    """Refuse, before anything slow, a spec whose model cannot be had."""
-    if spec.source not in SOURCES:
-        raise RunError(f"unknown model source {spec.source!r}; expected one of: {', '.join(SOURCES)}")
-    if spec.source == "local":
-        path = existing_dir(spec.path, "model directory")
-        if not (path / "config.json").is_file():
-            raise FileAccessError(f"model directory '{path}' has no config.json",
-                                  hint="point `model.path` at a Hugging Face model directory "
-                                       "(config.json and weights), or use `source: gguf` for a .gguf file")
-    elif spec.source == "gguf":
-        existing_file(spec.path, "GGUF file")
-    elif spec.source == "pretrained":
-        name = required_name(spec)
-        if not online() and not in_hub_cache(name, "config.json"):
-            raise RunError(f"model '{name}' is not in the local Hugging Face cache and this machine "
-                           "is offline", hint=OFFLINE_HINT)
-    elif spec.source == "random":
-        from .random_weights import shape_for
+def preflight_local(spec: ModelSpec) -> None:
+    path = existing_dir(spec.path, "model directory")
+    if not (path / "config.json").is_file():
+        raise FileAccessError(f"model directory '{path}' has no config.json",
+                              hint="point `model.path` at a Hugging Face model directory "
+                                   "(config.json and weights), or use `source: gguf` for a .gguf file")
 
-        shape_for(spec.architecture, spec.size)
-    elif spec.source == "embedded" and embedded_name(spec) == "smollm2-135m":
+
+def preflight_pretrained(spec: ModelSpec) -> None:
+    name = required_name(spec)
+    if not online() and not in_hub_cache(name, "config.json"):
+        raise RunError(f"model '{name}' is not in the local Hugging Face cache and this machine "
+                       "is offline", hint=OFFLINE_HINT)
+
+
+def preflight_embedded(spec: ModelSpec) -> None:
+    if embedded_name(spec) == "smollm2-135m":
         smollm2_file()
 
 
-def _embedded(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
+def load_embedded(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     if embedded_name(spec) == "smollm2-135m":
         return _embedded_smollm2(root, dtype, say)
     package = embedded_package()
@@ -92,7 +87,7 @@ def _embedded_smollm2(root, dtype, say) -> Weights:
     return Weights(from_dir(model_dir, dtype), SMOLLM2_NAME, info, cached, key)
 
 
-def _gguf(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
+def load_gguf(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     path = existing_file(spec.path, "GGUF file")
     key = cache.digest("gguf", cache.file_fingerprint(path))
     model_dir = cache.entry(root, "models", key)
@@ -107,7 +102,7 @@ def _gguf(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     return Weights(hf_model, name, info, cached, key)
 
 
-def _local(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
+def load_local(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     path = existing_dir(spec.path, "model directory")
     say(f"loading {path}")
     hf_model = from_dir(path, dtype)
@@ -115,7 +110,7 @@ def _local(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     return Weights(hf_model, name, {"id": f"local:{path}", "source": "local", "path": str(path)})
 
 
-def _pretrained(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
+def load_pretrained(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     name = required_name(spec)
     say(f"loading {name}")
     try:
@@ -126,7 +121,7 @@ def _pretrained(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     return Weights(hf_model, name, {"id": f"pretrained:{name}", "source": "pretrained", "name": name})
 
 
-def _random(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
+def load_random(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     from . import random_weights
 
     shape = random_weights.shape_for(spec.architecture, spec.size)
@@ -137,8 +132,6 @@ def _random(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     return Weights(hf_model, shape.hub_name, info)
 
 
-LOADERS = {"embedded": _embedded, "gguf": _gguf, "local": _local, "pretrained": _pretrained,
-            "random": _random}
 
 
 def from_dir(name_or_dir, dtype):

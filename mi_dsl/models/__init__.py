@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
-from ...errors import RunError
-from ...spec.model import ModelSpec
+from ..errors import RunError
+from .model_spec import ModelSpec
 from .boot import boot_bridge, dimensions, enable_compatibility, load_bridge_tokenizer
-from .cache import cache_root  # noqa: F401  (public: mi_dsl.runtime.models.cache_root)
+from .cache import cache_root  # noqa: F401  (public: mi_dsl.models.cache_root)
 from .environment import go_offline, quiet, torch_device, torch_dtype
 from .files import tokenizer_dir_for  # noqa: F401  (public: the tokenizer resolver uses it)
 from .placement import device_placement, dispatch
-from .weights import LOADERS, preflight
+from .sources import source_of
 
 Progress = Optional[Callable[[str], None]]
 
@@ -60,12 +60,13 @@ def load_model(spec: ModelSpec, *, cache_root: Optional[Path] = None, progress: 
     say = progress or (lambda message: None)
     root = Path(cache_root) if cache_root is not None else None
     go_offline()
-    preflight(spec)
+    source = source_of(spec)
+    source.preflight(spec)
     with quiet():
         device, dtype = torch_device(spec.device), torch_dtype(spec.dtype)
         tokenizer_dir = tokenizer_dir_for(spec, cache_root=root, progress=say)
         tokenizer = load_bridge_tokenizer(tokenizer_dir)
-        weights = LOADERS[spec.source](spec, root, dtype, say, tokenizer)
+        weights = source.load(spec, root, dtype, say, tokenizer)
         placement = device_placement(spec, weights.hf_model, dtype)
         if placement is None:
             hf_model = weights.hf_model.to(device).eval()

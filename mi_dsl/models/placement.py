@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from ...errors import RunError
-from ...spec.model import ModelSpec
+from ..errors import RunError
+from .model_spec import ModelSpec
 from .files import first_line
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ...spec.model import ModelSpec
+from .model_spec import ModelSpec
 from . import cache
 from .files import _guess_special_tokens, read_json
 from .weights import Weights

