@@ -37,9 +37,9 @@ padding:0 3px;font-family:ui-monospace,monospace;font-size:13px;white-space:pre}
 .pair{margin:.6em 0 1.1em}.pair .label{display:inline-block;width:6.5em;color:#555;font-size:13px}
 .answer{background:#d8f5d0;border-color:#5a5;margin-left:4px}.foil{background:#fbd9d3;border-color:#c66}
 .table-wrap{max-height:460px;overflow:auto;border:1px solid #e3e3e3;margin:.4em 0}.table-wrap table{margin:0}
-.table-wrap thead th{position:sticky;top:0;cursor:pointer;white-space:nowrap}.table-wrap th[data-sorted=asc]::after{content:' \\25B2'}
-.table-wrap th[data-sorted=desc]::after{content:' \\25BC'}td.num{text-align:right;font-variant-numeric:tabular-nums}
-td.text{min-width:16em;max-width:40em}
+.table-wrap thead th{position:sticky;top:0;cursor:pointer;white-space:nowrap}
+.table-wrap th[data-sorted=asc]::after{content:' \\25B2'}.table-wrap th[data-sorted=desc]::after{content:' \\25BC'}
+td.num{text-align:right;font-variant-numeric:tabular-nums}td.text{min-width:16em;max-width:40em}
 """
 # How every layer grid reads (analyses/_figures.py draws them all so), said once on the page.
 GRID_NOTE = ("<p class='muted'>Every layer grid reads the same way: layer 0 on top, every layer labelled, heads "

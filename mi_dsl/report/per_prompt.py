@@ -79,7 +79,8 @@ def _candidates_figure(rows, metric: str):
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    groups = {"kept": [r for r in rows if r.get("kept") == "yes"], "rejected": [r for r in rows if r.get("kept") == "no"],
+    groups = {"kept": [r for r in rows if r.get("kept") == "yes"],
+              "rejected": [r for r in rows if r.get("kept") == "no"],
               "candidates": [r for r in rows if "kept" not in r]}
     colours = {"kept": "#2a7ab0", "rejected": "#d0523a", "candidates": "#777"}
     for name, members in groups.items():

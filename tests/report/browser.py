@@ -132,7 +132,8 @@ def measure_figures(page) -> List[Dict[str, Any]]:
                                     "e => e.getBoundingClientRect().width > 0)", timeout=20000)
             page.wait_for_timeout(300)  # the frame posts its height; the page resizes it
             entry["drawings"] = frame.evaluate("() => [...document.querySelectorAll('canvas, svg.main-svg')].map("
-                                               "c => [c.getBoundingClientRect().width, c.getBoundingClientRect().height])")
+                                               "c => [c.getBoundingClientRect().width, "
+                                               "c.getBoundingClientRect().height])")
             entry["frame_overflow"] = frame.evaluate("() => document.documentElement.scrollWidth - "
                                                      "document.documentElement.clientWidth")
             box.scroll_into_view_if_needed()

@@ -55,7 +55,8 @@ def with_pairs(**dataset):
     log["dataset"]["pairs"] = [{"clean": "a b", "corrupted": "c b", "answer": 5, "foil": 6},
                                {"clean": "a <x>", "corrupted": "c <x>", "answer": 6, "foil": 5}]
     log["per_prompt"] = {"clean": {"logit_diff": [2.0, 1.0]}, "corrupted": {"logit_diff": [-2.0, -1.0]}}
-    log["candidate_metrics"] = {"clean": {"logit_diff": [2.0, -0.5, 1.0]}, "corrupted": {"logit_diff": [-2.0, 0.5, -1.0]}}
+    log["candidate_metrics"] = {"clean": {"logit_diff": [2.0, -0.5, 1.0]},
+                                "corrupted": {"logit_diff": [-2.0, 0.5, -1.0]}}
     return log
 
 
