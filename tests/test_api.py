@@ -91,7 +91,7 @@ def test_figure_summary_and_notebook_view(api_run):
 
     results, _ = api_run
     assert isinstance(results.figure("heads"), go.Figure)
-    assert results.figures("heads") == ["head_attribution", "head_attribution_top"]
+    assert results.figures("heads") == ["head_attribution", "head_attribution_top", "per_prompt"]
     assert "heads (head_attribution): top(heads): " in results.summary
     assert "logit_lens (logit_lens)" in results.summary
     page = results._repr_html_()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, List, Tuple
 
-from mi_dsl.analyses._figures import heatmap
+from mi_dsl.analyses._figures import layer_head_heatmap
 from mi_dsl.analyses.base import Result, head_grid_rows, step
 from mi_dsl.compile.alignment import one_length_only
 from mi_dsl.compile.memory import graph_row_bytes
@@ -99,4 +99,5 @@ class ToyDla:
                       key_numbers={"layer_total": sum(table[params.layer])})
 
     def figures(self, result, run):
-        return [("toy_heads", heatmap(result.data["per_head"], "Toy: each head's direct logit attribution"))]
+        return [("toy_heads", layer_head_heatmap(result.data["per_head"],
+                                                 "Toy: each head's direct logit attribution"))]

@@ -98,57 +98,32 @@ def literal_ids(run, text: str) -> List[int]:
 # ------------------------------------------------------------------ figures
 
 
-def pattern_heatmap(pattern, tokens: Sequence[str], title: str):
-    """Query x key heatmap with token labels (numeric axes, so repeated tokens stay apart)."""
-    import plotly.graph_objects as go
-
-    labels = [f"{i} {t!r}" for i, t in enumerate(tokens)]
-    n = len(tokens)
-    fig = go.Figure(go.Heatmap(
-        z=pattern, x=list(range(n)), y=list(range(n)), colorscale="Blues", zmin=0.0, zmax=1.0,
-        customdata=[[[labels[q], labels[k]] for k in range(n)] for q in range(n)],
-        hovertemplate="query %{customdata[0]}<br>key %{customdata[1]}<br>attention %{z:.4f}<extra></extra>"))
-    ticks = {"tickmode": "array", "tickvals": list(range(n)), "ticktext": labels, "tickfont": {"size": 9}}
-    fig.update_xaxes(title="key (attended to)", **ticks)
-    fig.update_yaxes(title="query (attending)", autorange="reversed", **ticks)
-    fig.update_layout(title=title, template="plotly_white", height=max(450, 18 * n + 150),
-                      width=max(550, 18 * n + 250))
-    return fig
-
-
 def pattern_grid(patterns, names: Sequence[str], tokens: Sequence[str], title: str):
-    """Small multiples: one query x key heatmap per head, in a grid of up to four columns sharing
-    one colour scale (0..1), so N heads read as one figure."""
-    import math
+    """Small multiples: one query x key heatmap per head (one panel for one head), sharing one
+    colour scale (0..1); they wrap to the page's width (_figures.small_multiples)."""
+    from ._figures import small_multiples
 
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
+    labels = token_labels(tokens)
+    panels = [{"z": _plain(pattern), "customdata": _hover(labels),
+               "hovertemplate": f"{name}<br>query %{{customdata[0]}}<br>key %{{customdata[1]}}<br>"
+                                "attention %{z:.4f}<extra></extra>"} for name, pattern in zip(names, patterns)]
+    single = len(names) == 1
+    return small_multiples(panels, list(names), title, labels=labels, x_title="key (attended to)",
+                           y_title="query (attending)", colorbar="attention", cell_min=260 if single else 170,
+                           cell_max=560 if single else 420)
 
-    n, count = len(tokens), len(names)
-    columns = min(4, count)
-    rows = math.ceil(count / columns)
-    labels = [f"{i} {t!r}" for i, t in enumerate(tokens)]
-    fig = make_subplots(rows=rows, cols=columns, subplot_titles=list(names), horizontal_spacing=0.04,
-                        vertical_spacing=min(0.12, 0.5 / rows))
-    hover = [[[labels[q], labels[k]] for k in range(n)] for q in range(n)]
-    for index, pattern in enumerate(patterns):
-        row, column = index // columns + 1, index % columns + 1
-        fig.add_trace(go.Heatmap(z=pattern, colorscale="Blues", zmin=0.0, zmax=1.0, coloraxis="coloraxis",
-                                 customdata=hover, name=names[index],
-                                 hovertemplate=f"{names[index]}<br>query %{{customdata[0]}}<br>key "
-                                               "%{customdata[1]}<br>attention %{z:.4f}<extra></extra>"),
-                      row=row, col=column)
-    ticks = {"tickmode": "array", "tickvals": list(range(n)), "ticktext": labels, "tickfont": {"size": 8}}
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(autorange="reversed", showticklabels=False)
-    for row in range(1, rows + 1):
-        fig.update_yaxes(row=row, col=1, showticklabels=True, **ticks)
-    for column in range(1, columns + 1):
-        fig.update_xaxes(row=rows, col=column, showticklabels=True, **ticks)
-    side = max(220, 12 * n + 60)
-    fig.update_layout(title=title, template="plotly_white", coloraxis={"colorscale": "Blues", "cmin": 0, "cmax": 1},
-                      height=rows * side + 160, width=min(1400, columns * side + 260))
-    return fig
+
+def token_labels(tokens: Sequence[str]) -> List[str]:
+    """Axis labels of a prompt's tokens: position and text (numeric axes keep repeated tokens apart)."""
+    return [f"{i} {t!r}" for i, t in enumerate(tokens)]
+
+
+def _hover(labels: Sequence[str]) -> List:
+    return [[[q, k] for k in labels] for q in labels]
+
+
+def _plain(pattern) -> List:
+    return pattern.tolist() if hasattr(pattern, "tolist") else [list(row) for row in pattern]
 
 
 def _offline(text: str) -> str:
@@ -190,7 +165,16 @@ def attention_view(sections: Sequence[Tuple[str, Sequence[str], object, Sequence
     return ("<!doctype html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title></head><body style='font-family:system-ui,sans-serif'>"
             f"<h2>{html.escape(title)}</h2>" + "".join(divs)
-            + f"<script>{bundle}</script><script>{''.join(calls)}</script></body></html>")
+            + f"<script>{bundle}</script><script>{''.join(calls)}</script>{REPORTS_HEIGHT}</body></html>")
+
+
+# An embedded page tells the report its height (file:// pages cannot read each other's documents,
+# but they can post messages), so its iframe shows it whole.
+# The body's own height, not the document's (which is at least the frame's, so it could only grow).
+REPORTS_HEIGHT = ("<script>(function(){function tell(){parent.postMessage({miDslFrameHeight:"
+                  "document.body.getBoundingClientRect().bottom+window.scrollY+16},'*');}if(parent!==window){"
+                  "new ResizeObserver(tell).observe(document.body);window.addEventListener('load',tell);}})();"
+                  "</script>")
 
 
 def _rounded(patterns) -> List:
@@ -211,12 +195,9 @@ def pattern_figures(prompts, names, run, title: str):
     figures = []
     for p in prompts:
         suffix = "" if len(prompts) == 1 else f"_{p['label'].replace(' ', '')}"
-        if len(names) == 1:
-            figures.append((f"{names[0]}{suffix}", pattern_heatmap(p["patterns"][0], p["tokens"],
-                                                                   f"{title}: {names[0]}, {p['label']}")))
-        else:
-            figures.append((f"heads{suffix}", pattern_grid(p["patterns"], names, p["tokens"],
-                                                           f"{title}: {len(names)} heads, {p['label']}")))
+        name, what = (names[0], names[0]) if len(names) == 1 else ("heads", f"{len(names)} heads")
+        figures.append((f"{name}{suffix}", pattern_grid(p["patterns"], names, p["tokens"],
+                                                        f"{title}: {what}, {p['label']}")))
     view = attention_view([(f"{p['label']}: {p['text']}", p["tokens"], p["patterns"], names) for p in prompts], title)
     if view is None:
         run.executor.warn("circuitsvis is not installed, so the interactive attention view was not written "

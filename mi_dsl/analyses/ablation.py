@@ -18,8 +18,8 @@ from ..compile.alignment import check_ablation
 from ..core.typed import MISSING, AnalysisParams, SelectorValue, param
 from ..errors import RunError
 from ._attention import HEADS, by_layer, capture_each, head_names
-from .base import Result, head_label, step
-from ._figures import heatmap, scatter
+from .base import Result, head_label, prompt_columns, prompt_hover, step
+from ._figures import distribution, layer_head_heatmap, scatter
 from .registry import analysis
 
 
@@ -93,14 +93,22 @@ class Ablation:
         ablated = [v for row in d["dla_after"] for v in row]
         colours = ["#d62728" if label in d["heads"] else "#1f77b4" for label in labels]
         change = [[a - b for a, b in zip(ra, rb)] for ra, rb in zip(d["dla_after"], d["dla_before"])]
+        before, after = d["metric_before_per_prompt"], d["metric_after_per_prompt"]
+        texts = prompt_hover(result)
+        per_prompt = ("per_prompt", distribution(
+            {"before": before, "after": after, "change": [a - b for a, b in zip(after, before)]}, texts,
+            f"{d['metric']} of each prompt before and after ablating {', '.join(d['heads'][:6])}", d["metric"],
+            reference=0.0))
         return [
             ("dla_scatter", scatter(ablated, original, labels, "Original vs post-ablation direct logit attribution "
                                     "of heads (ablated heads in red)", "Ablated", "Original", color=colours,
                                     diagonal=True)),
-            ("dla_change", heatmap(change, "Change in each head's direct logit attribution (after - before)")),
-        ] + ([("dla_changed_output", heatmap(d["dla_changed_output"], "Change from each head's changed output "
-                                              "(the change less the norms' rescaling; backups read here)"))]
-             if "dla_changed_output" in d else [])
+            ("dla_change", layer_head_heatmap(change, "Change in each head's direct logit attribution "
+                                                 "(after - before)", colorbar="change")),
+        ] + ([("dla_changed_output", layer_head_heatmap(d["dla_changed_output"], "Change from each head's changed "
+                                                         "output (the change less the norms' rescaling; "
+                                                         "backups read here)", colorbar="change"))]
+             if "dla_changed_output" in d else []) + [per_prompt]
 
 
 def _replacements(run, heads, method: str, params, positions):
@@ -281,7 +289,10 @@ def _result(run, heads, method, positions, before, after) -> Result:
     summary = (f"{method}-ablating {', '.join(names[:6])}{', ...' if len(names) > 6 else ''}: {run.metric} "
                f"{m_before:.3f} -> {m_after:.3f}{naive_text}; final norm scale ratio {ratio:.3f}"
                + _layer_ratio_text(layer_ratios) + backup_text)
-    return Result(data, tables={"ablation": rows}, summary=summary,
+    per_prompt = [{**first, f"{run.metric} before": b, f"{run.metric} after": a, "change": a - b}
+                  for first, b, a in zip(prompt_columns(run), data["metric_before_per_prompt"],
+                                         data["metric_after_per_prompt"])]
+    return Result(data, tables={"ablation": rows, "per_prompt": per_prompt}, summary=summary,
                   convention="metric: exact, re-measured with the heads ablated; direct logit attribution of each "
                              "head before and after, each run read with its own final-norm (and post-attention "
                              "norm) scales at the final position; change = rescaled by the norms (old output, new "

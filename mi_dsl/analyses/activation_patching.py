@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from ..compile.alignment import position_map
 from ..core.typed import param
 from . import _patching as core
-from .base import Result
+from .base import Result, prompt_hover
 from .registry import analysis
 
 
@@ -66,10 +66,11 @@ class ActivationPatching:
             "method": "exact", "passes": passes, "seconds": round(seconds, 3)})
         summary = (f"{len(grid.cells)} cells x {len(run.pairs)} prompts in {passes['patched_forwards']} "
                    f"forwards ({seconds:.1f}s)") + core.ranking_summary(data, params)
-        return Result(data, tables={"cells": rows}, summary=summary,
+        return Result(data, tables={"cells": rows, "per_prompt": core.per_prompt_rows(data, run)}, summary=summary,
                       convention=core.patching_convention(run, params, data["prompts"]),
                       key_numbers=core.key_numbers(data))
 
     def figures(self, result, run):
         d = result.data
-        return core.grid_figures("activation_patching", d, f"Activation patching of {d['target']}")
+        return core.grid_figures("activation_patching", d, f"Activation patching of {d['target']}",
+                                 prompt_hover(result))

@@ -3,7 +3,8 @@
 The heads' query x key patterns on chosen dataset prompts, or on a literal text
 (optionally repeated, as the reference notebook's induction-head example): the numbers in the
 results, a static heatmap per head and prompt, and one interactive circuitsvis view
-that opens offline.
+that opens offline. On dataset prompts it also keeps the heads' patterns on every final
+pair (quantised, within a budget: _attention_browser), so the report can show any prompt.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..core.result import pairs_record
 from ..core.typed import MISSING, AnalysisParams, SelectorValue, param
 from ..errors import RunError, SpecMeaningError
 from ._attention import HEADS, capture_patterns, head_names, literal_ids, pattern_figures
+from ._attention_browser import browse_data, browser_page
 from .base import Result, step
 from .registry import analysis
 
@@ -76,6 +78,8 @@ class Attention:
             rows += [{"prompt": label, "head": name, "query": q, "key": k, "query_token": tokens[q],
                       "key_token": tokens[k], "attention": float(pattern[h, q, k])}
                      for h, name in enumerate(names) for q in range(len(ids)) for k in range(q + 1)]
+        if params.text is None:
+            data["browse"] = browse_data(run, heads, names)
         return Result(data, tables={"attention": rows},
                       summary=f"{len(names)} head(s) ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}) "
                               f"on {len(prompts)} prompt(s)",
@@ -84,7 +88,10 @@ class Attention:
                       pairs=pairs_record(used, "" if used else "a literal text"))
 
     def figures(self, result, run):
-        return pattern_figures(result.data["prompts"], result.data["heads"], run, "Attention patterns")
+        figures = pattern_figures(result.data["prompts"], result.data["heads"], run, "Attention patterns")
+        page = browser_page(result.data["browse"], run.spec.analyses[run.analysis_index].get(
+            "title", "Attention patterns")) if "browse" in result.data else None
+        return figures + ([("all_prompts", page)] if page else [])
 
 
 def check_text_params(params, ctx) -> None:

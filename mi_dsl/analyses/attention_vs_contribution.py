@@ -13,8 +13,8 @@ from typing import Literal
 from ..core.typed import MISSING, AnalysisParams, SelectorValue, param
 from ..errors import SpecMeaningError
 from ._attention import HEADS, PATTERN_HOOK, by_layer, capture_each, head_names
-from .base import Result, step
-from ._figures import scatter
+from .base import Result, prompt_columns, prompt_hover, step
+from ._figures import distribution, scatter
 from .registry import analysis
 
 DEFAULT_FROM, DEFAULT_TO = "final", "descriptor"
@@ -90,17 +90,24 @@ class AttentionVsContribution:
                  "contribution": h["contribution"][i]} for h in per_head for i in range(len(prompts))]
         summary = "; ".join(f"{h['head']} r={h['correlation']:.2f}" if h["correlation"] is not None
                             else f"{h['head']} r=n/a" for h in per_head[:6])
-        return Result(data, tables={"attention_vs_contribution": rows}, summary=summary, convention=convention,
-                      key_numbers={f"r_{h['head']}": h["correlation"] for h in per_head[:6]})
+        per_prompt = [{**first, **{f"{h['head']} {what}": h[what][i] for h in per_head
+                                   for what in ("attention", "contribution")}}
+                      for i, first in enumerate(prompt_columns(run))]
+        return Result(data, tables={"attention_vs_contribution": rows, "per_prompt": per_prompt}, summary=summary,
+                      convention=convention, key_numbers={f"r_{h['head']}": h["correlation"] for h in per_head[:6]})
 
     def figures(self, result, run):
         d = result.data
         what = "answer" if d["direction"] == "answer" else "logit-difference"
+        contributions = ("per_prompt", distribution(
+            {h["head"]: h["contribution"] for h in d["heads"]}, prompt_hover(result),
+            f"Each head's output on the {what} direction, per prompt", f"output on the {what} direction",
+            reference=0.0))
         return [(h["head"], scatter(h["attention"], h["contribution"], d["prompts"],
                                     f"How strongly {h['head']} writes the {what} direction relative to its "
                                     f"attention {d['from']} -> {d['to']}",
                                     f"attention {d['from']} -> {d['to']}", f"output on the {what} direction"))
-                for h in d["heads"]]
+                for h in d["heads"]] + [contributions]
 
 
 def _keep(run, heads):

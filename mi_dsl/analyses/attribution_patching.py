@@ -23,7 +23,7 @@ from ..core.typed import param
 from ..errors import SpecMeaningError
 from ..suggest import unknown
 from . import _patching as core
-from .base import Result
+from .base import Result, prompt_hover
 from ._figures import scatter
 from .registry import analysis, linearised_note
 
@@ -93,12 +93,13 @@ class AttributionPatching:
             c = data["comparison"]
             summary += f"; Spearman vs {other} on the same {c['pairs']['count']} pairs: {c['spearman']:.3f}"
             key_numbers["spearman_vs_exact"] = c["spearman"]
-        return Result(data, tables={"cells": rows}, summary=summary, convention=convention,
-                      key_numbers=key_numbers)
+        return Result(data, tables={"cells": rows, "per_prompt": core.per_prompt_rows(data, run)}, summary=summary,
+                      convention=convention, key_numbers=key_numbers)
 
     def figures(self, result, run):
         d = result.data
-        figs = core.grid_figures("attribution_patching", d, f"Attribution patching of {d['target']}")
+        figs = core.grid_figures("attribution_patching", d, f"Attribution patching of {d['target']}",
+                                 prompt_hover(result))
         c = d.get("comparison")
         if c and c["spearman"] is not None:
             figs.append(("attribution_vs_exact", scatter(

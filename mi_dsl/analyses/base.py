@@ -37,6 +37,17 @@ def head_grid_rows(values, name: str) -> List[Dict[str, Any]]:
             for layer, row in enumerate(values) for head, v in enumerate(row)]
 
 
+def prompt_columns(run) -> List[Dict[str, Any]]:
+    """The first columns of a per-prompt table, one per pair the analysis ran on: its index in the
+    final dataset and its clean prompt (a table named `per_prompt` is shown, sortable, in the report)."""
+    return [{"pair": index, "prompt": pair.clean.text} for index, pair in zip(run.used_pair_indices(), run.pairs)]
+
+
+def prompt_hover(result: Result) -> List[str]:
+    """Hover texts naming the prompts of a result's `per_prompt` table, in its order."""
+    return [f"pair {row['pair']}: {row['prompt']}" for row in result.tables.get("per_prompt", [])]
+
+
 def ranked_heads(table, rule: str, count: int):
     """The (layer, head) cells a head selector `rule(ID, count)` picks from a [layer][head] table:
     the selectors' own ranking, so a summary names the heads a spec would select."""

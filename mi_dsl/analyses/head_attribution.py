@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.typed import DecompositionParams, param
-from .base import (DECOMPOSED, Result, final_norm_convention, head_grid_rows, head_label, ranked_heads,
-                   step)
-from ._figures import hbar, heatmap
+from .base import (DECOMPOSED, Result, final_norm_convention, head_grid_rows, head_label, prompt_columns,
+                   prompt_hover, ranked_heads, step)
+from ._figures import distribution, hbar, layer_head_heatmap
 from .registry import analysis
+
+PER_PROMPT_HEADS = 8  # the heads, largest |direct logit difference| first, whose per-prompt values are kept
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,16 +41,20 @@ class HeadAttribution:
 
     def compute(self, params: HeadAttributionParams, run) -> Result:
         run.require_processing("head_attribution")
-        values = per_head_logit_diffs(run)
+        each = head_dla(run, capture_heads(run), per_prompt=True)  # [layer, head, prompt]
+        values = each.mean(-1)  # as RunContext.attribute averages: the same numbers
         table = values.tolist()
         flat = values.flatten()
         # ranked as the top() selector ranks (signed, largest first), so the chart shows what top() picks
         top = [{"head": head_label(l, h), "logit_diff": table[l][h]}
                for l, h in ranked_heads(table, "top", params.top_k)]
         total = float(flat.sum())
+        shown = ranked_heads(table, "top_abs", PER_PROMPT_HEADS)
+        per_prompt = [{**first, **{head_label(l, h): float(each[l, h, i]) for l, h in shown}}
+                      for i, first in enumerate(prompt_columns(run))]
         return Result({"per_head": table, "top": top, "total": total, "normalize": params.normalize,
                        "decomposes": DECOMPOSED},
-                      tables={"head_attribution": head_grid_rows(table, "logit_diff")},
+                      tables={"head_attribution": head_grid_rows(table, "logit_diff"), "per_prompt": per_prompt},
                       summary=f"top({params.name}): "
                               + ", ".join(f"{t['head']} {t['logit_diff']:.3f}" for t in top[:5]),
                       convention=head_convention(run),
@@ -59,12 +65,18 @@ class HeadAttribution:
         clean = run.baselines.get("clean") or 1.0
         scale = 1.0 / clean if d["normalize"] else 1.0
         top = d["top"]
+        rows = result.tables.get("per_prompt") or []
+        heads = [k for k in (rows[0] if rows else {}) if k not in ("pair", "prompt")]
+        per_prompt = [("per_prompt", distribution({h: [r[h] for r in rows] for h in heads}, prompt_hover(result),
+                                                  f"The {len(heads)} largest heads' direct logit difference on each "
+                                                  "prompt", "logit diff", reference=0.0))] if heads else []
         return [
-            ("head_attribution", heatmap(d["per_head"], "Logit difference from each head")),
+            ("head_attribution", layer_head_heatmap(d["per_head"], "Direct logit difference from each head",
+                                                   colorbar="logit diff")),
             ("head_attribution_top", hbar([t["logit_diff"] * scale for t in top], [t["head"] for t in top],
                                           f"Top {len(top)} heads by direct logit difference (fraction of clean)",
                                           "Logit diff / clean logit diff")),
-        ]
+        ] + per_prompt
 
 
 def head_convention(run) -> str:
@@ -91,12 +103,13 @@ def capture_heads(run, which: str = "clean", interventions=()):
     return run.capture_final(names + ["ln_final.hook_scale"], which, interventions=interventions)
 
 
-def head_dla(run, kept):
-    """[n_layers, n_heads] direct logit difference from what `capture_heads` kept."""
+def head_dla(run, kept, per_prompt: bool = False):
+    """[n_layers, n_heads] direct logit difference from what `capture_heads` kept ([.., prompt]
+    with `per_prompt`)."""
     import torch
 
     post = run.has_post_attn_norm()
     outputs = torch.stack([run.head_outputs(kept[f"blocks.{l}.attn.hook_z"], l,
                                             kept[f"blocks.{l}.ln1_post.hook_scale"] if post else None)
                            for l in range(run.cfg.n_layers)])  # [L, N, H, d]
-    return run.attribute(outputs.permute(0, 2, 1, 3), kept["ln_final.hook_scale"]).cpu()
+    return run.attribute(outputs.permute(0, 2, 1, 3), kept["ln_final.hook_scale"], per_prompt).cpu()

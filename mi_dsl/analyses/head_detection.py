@@ -27,7 +27,7 @@ from ..core.typed import AnalysisParams, SelectorValue, param
 from ..errors import RunError, SpecMeaningError
 from ._attention import HEADS, PATTERN_HOOK, capture_patterns, head_names, literal_ids, pattern_figures
 from .base import Result, head_grid_rows, head_label, step
-from ._figures import heatmap
+from ._figures import layer_head_heatmap
 from .registry import analysis
 
 KINDS = ("previous_token", "duplicate_token", "induction")
@@ -126,7 +126,8 @@ class HeadDetection:
 
     def figures(self, result, run):
         d = result.data
-        figures = [(kind, heatmap(d[kind], TITLES[kind])) for kind in KINDS]
+        figures = [(kind, layer_head_heatmap(d[kind], TITLES[kind], signed=False, colorbar="score"))
+                   for kind in KINDS]
         if "view" in d:
             figures += [(name if name == "view" else f"pattern_{name}", fig) for name, fig in
                         pattern_figures([d["view"]], d["view"]["heads"], run, "Attention on repeated text")]

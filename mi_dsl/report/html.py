@@ -22,14 +22,21 @@ from typing import Dict, List, Optional, Tuple
 
 import yaml
 
+from ..analyses._figures import small_multiples_script
 from ..core.log import RunLog, json_safe
 from ..errors import Location
 from ..spec.paths import make_folder, os_fault
 from .page import index_page
+from .per_prompt import dataset_figures, final_pair_rows
 from .static import export_static
 
 
 PARTIAL = ".partial-"  # a run folder being written: Results.load refuses it
+
+
+FIT_STANDALONE = small_multiples_script() + """
+(function () { var gd = document.getElementById('{plot_id}'); var fig = {data: gd.data, layout: gd.layout};
+  miDslFit(fig, gd.clientWidth); Plotly.react(gd, fig.data, fig.layout); miDslWatch(gd, fig); })();"""
 
 
 def new_run_dir(folder: Path) -> Path:
@@ -75,7 +82,7 @@ def _write_contents(log: RunLog, run_dir: Path) -> None:
     data = log.to_json()
     (run_dir / "spec.resolved.yaml").write_text(yaml.safe_dump(data["spec"]["resolved"], sort_keys=False))
     tables = _write_tables(data, run_dir)
-    figures = _write_figures(log, run_dir)
+    figures = _write_figures({"dataset": dataset_figures(data), **log.figures}, run_dir)
     _write_files(log, run_dir, tables)
     formats = list((data["spec"]["resolved"].get("output") or {}).get("static") or [])
     static = export_static(log, run_dir, formats)
@@ -92,10 +99,14 @@ def _write_tables(data, run_dir: Path) -> Dict[str, List[str]]:
         out.setdefault("dataset", []).append("tables/pipeline.csv")
     _csv(run_dir / "tables" / "pairs.csv", data["dataset"]["pairs"])
     out.setdefault("dataset", []).append("tables/pairs.csv")
-    candidates = candidate_rows(data)
+    candidates = candidate_csv_rows(data)
     if candidates:  # written for a failed keep too: the metrics to pick thresholds from
         _csv(run_dir / "tables" / "candidates.csv", candidates)
         out.setdefault("dataset", []).append("tables/candidates.csv")
+    final = final_pair_rows(data)
+    if final:
+        _csv(run_dir / "tables" / "per_prompt.csv", final)
+        out.setdefault("dataset", []).append("tables/per_prompt.csv")
     for analysis_id, tables in data["tables"].items():
         for name, rows in tables.items():
             if rows:
@@ -105,7 +116,7 @@ def _write_tables(data, run_dir: Path) -> Dict[str, List[str]]:
     return out
 
 
-def candidate_rows(data) -> List[Dict]:
+def candidate_csv_rows(data) -> List[Dict]:
     """The pairs the last keep-condition read, each with its clean and corrupted metrics and whether it
     was kept (results.json: dataset.candidate_pairs and candidate_metrics, in the same order)."""
     rows = [dict(row) for row in data["dataset"].get("candidate_pairs") or []]
@@ -136,20 +147,21 @@ def _write_files(log: RunLog, run_dir: Path, links: Dict[str, List[str]]) -> Non
             links.setdefault(analysis_id, []).append(relative)
 
 
-def _write_figures(log: RunLog, run_dir: Path) -> Dict[str, List[Tuple[str, str, str]]]:
-    """analysis id -> [(name, kind 'plotly' or 'html', path)], in the analysis's order."""
+def _write_figures(figures, run_dir: Path) -> Dict[str, List[Tuple[str, str, str]]]:
+    """analysis id (or "dataset") -> [(name, kind 'plotly' or 'html', path)], in the analysis's order."""
     out: Dict[str, List[Tuple[str, str, str]]] = {}
     folder = run_dir / "figures"
     folder.mkdir()
-    for analysis_id, figs in log.figures.items():
+    for analysis_id, figs in figures.items():
         for name, fig in figs:
             path = folder / f"{analysis_id}__{name}.html"
             if isinstance(fig, str):  # an HTML page (the circuitsvis view, its JS inlined)
                 path.write_text(fig)
                 out.setdefault(analysis_id, []).append((name, "html", f"figures/{path.name}"))
                 continue
-            # "directory": one plotly.min.js beside the figures, so each opens offline.
-            fig.write_html(str(path), include_plotlyjs="directory", full_html=True)
+            # "directory": one plotly.min.js beside the figures, so each opens offline; the post script
+            # fits the figure to the window as the report fits it to its column.
+            fig.write_html(str(path), include_plotlyjs="directory", full_html=True, post_script=FIT_STANDALONE)
             path.with_suffix(".json").write_text(fig.to_json())
             out.setdefault(analysis_id, []).append((name, "plotly", f"figures/{path.name}"))
     return out

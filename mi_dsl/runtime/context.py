@@ -146,11 +146,13 @@ class RunContext:
             x = x - x.mean(-1, keepdim=True)
         return (x.pow(2).mean(-1, keepdim=True) + self.cfg.eps).sqrt().to(stack.dtype)
 
-    def attribute(self, stack: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def attribute(self, stack: torch.Tensor, scale: torch.Tensor, per_prompt: bool = False) -> torch.Tensor:
         """Mean over prompts of each component's logit difference: [..., N, d] -> [...], in float32
-        (half-precision models included: the captures are upcast before the arithmetic)."""
+        (half-precision models included: the captures are upcast before the arithmetic);
+        `per_prompt`: each prompt's, [..., N] (their mean is the default's, to the last bit)."""
         scaled = self.apply_final_ln(stack.float(), scale.float())
-        return (scaled * self.logit_diff_directions().float()).sum(-1).mean(-1)
+        each = (scaled * self.logit_diff_directions().float()).sum(-1)
+        return each if per_prompt else each.mean(-1)
 
     def head_outputs(self, z: torch.Tensor, layer: int, post_scale: Optional[torch.Tensor]) -> torch.Tensor:
         """Each head's write into the residual stream: z [N, H, d_head] -> [N, H, d_model].

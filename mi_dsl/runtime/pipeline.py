@@ -193,7 +193,8 @@ def _keep(spec, index, params, outcome, executor, unembed, plan, memo=None):
     kept = []
     for i, pair in enumerate(outcome.pairs):
         env.values = {r: {k: float(v[i]) for k, v in metrics[r].items()} for r in metrics}
-        if condition.evaluate(env):
+        keep = bool(condition.evaluate(env))
+        if keep:
             kept.append(pair)
     outcome.candidate_pairs = list(outcome.pairs)
     chosen = {id(p) for p in kept}

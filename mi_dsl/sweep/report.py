@@ -4,7 +4,7 @@
                       stability of top heads across seeds; head-attribution heatmaps side by side
     runs.csv          the runs table
     results.csv       every number, axes as columns (tidy.py); results.parquet the same
-    figures/*.html    standalone plotly figures (plotly.min.js beside them)
+    figures/*.html    standalone plotly figures (plotly.min.js beside them); *.json the same as plotly JSON
 """
 from __future__ import annotations
 
@@ -90,12 +90,15 @@ def _per_head_ids(results) -> List[str]:
 
 
 def _heatmaps(sweep, runs, folder: Path) -> List[tuple]:
-    """One figure per analysis with a per-head table: every run's [layer, head] grid side by side;
+    """One figure per analysis with a per-head table: every run's [layer, head] grid side by side, in
+    the run report's convention (analyses/_figures.py: layer 0 on top, every layer labelled, one
+    colour scale shared by the runs, white at no effect: 0, or 1 for noising patching);
     [(path, height in pixels)]."""
     if not runs:
         return []
     from plotly.subplots import make_subplots
-    import plotly.graph_objects as go
+
+    from ..analyses._figures import SIGNED_SCALE, grid_height, grid_trace, style_grid_axes
 
     out = []
     for analysis_id in dict.fromkeys(i for run in runs for i in _per_head_ids(run["results"])):
@@ -103,17 +106,25 @@ def _heatmaps(sweep, runs, folder: Path) -> List[tuple]:
         cols = min(4, len(members))
         rows = (len(members) + cols - 1) // cols
         titles = [f"{m['point'].id}: " + ", ".join(f"{v}" for v in m["point"].labels.values()) for m in members]
-        fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles)
+        fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.06,
+                            vertical_spacing=min(0.12, 0.4 / rows))
         for i, member in enumerate(members):
             grid = member["results"]["analyses"][analysis_id]["per_head"]
-            fig.add_trace(go.Heatmap(z=grid, coloraxis="coloraxis"), row=i // cols + 1, col=i % cols + 1)
-        fig.update_layout(title=f"{analysis_id}: per-head scores (layer on y, head on x)",
-                          coloraxis={"colorscale": "RdBu", "cmid": 0}, height=320 * rows + 80)
-        fig.update_xaxes(dtick=1)
-        fig.update_yaxes(dtick=1)
+            row, col = i // cols + 1, i % cols + 1
+            layers, heads = [str(l) for l in range(len(grid))], [str(h) for h in range(len(grid[0]))]
+            fig.add_trace(grid_trace(grid, layers, heads, coloraxis="coloraxis", name=titles[i]), row=row, col=col)
+            style_grid_axes(fig, layers, heads, row=row, col=col)
+        # noising patching leaves a head at 1 (the clean run) when it has no effect; every other score at 0
+        neutral = 1.0 if members[0]["results"]["analyses"][analysis_id].get("direction") == "noising" else 0.0
+        height = rows * grid_height(len(grid))
+        fig.update_layout(title=f"{analysis_id}: per-head scores (layer 0 on top, head on x)",
+                          template="plotly_white", height=height,
+                          coloraxis={"colorscale": SIGNED_SCALE, "cmid": neutral,
+                                     "colorbar": {"title": {"text": "score", "side": "right"}}})
         path = folder / "figures" / f"{analysis_id}.html"
         fig.write_html(str(path), include_plotlyjs="directory", full_html=True)
-        out.append((f"figures/{path.name}", 320 * rows + 120))
+        path.with_suffix(".json").write_text(fig.to_json())
+        out.append((f"figures/{path.name}", height + 40))
     return out
 
 

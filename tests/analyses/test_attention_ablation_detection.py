@@ -177,7 +177,8 @@ def test_attention_view_is_standalone_and_offline():
     tokens = ["<bos>", " see", " https://example.com/x", "</script>"]
     page = attention_view([("a prompt with a URL", tokens, causal_pattern(2, 1, 4)[0], ["L0H0", "L0H1"])], "view")
     assert not re.search(r"https?://", page), "the page names an external address"
-    assert page.count("</script>") == 2 and "<script src" not in page
+    # the bundle, the render calls and the height it posts to an embedding report: the token's "</script>" is escaped
+    assert page.count("</script>") == 3 and "<script src" not in page
     assert "CircuitsVis.render('view-0', CircuitsVis.AttentionHeads" in page
     assert "example.com" in page  # the token is there, its slashes escaped
     check_scripts_parse(page)
@@ -326,6 +327,42 @@ def test_figures_and_offline_view_are_written(main_run):
     assert page.count("CircuitsVis.render(") == 2  # one view per prompt
 
 
+def test_the_prompt_browser_holds_every_pair_within_a_step_of_the_exact_patterns(main_run):
+    from mi_dsl.analyses._attention_browser import decode
+
+    results, run_dir = main_run
+    ranked = results["analyses"]["ranked"]
+    browse = ranked["browse"]
+    assert [p["pair"] for p in browse["prompts"]] == list(range(results["dataset"]["final_pairs"]))
+    assert browse["heads"] == ranked["heads"] and "of a 4 MB budget" in browse["note"]
+    for exact in ranked["prompts"]:  # the spec's prompts 0 and 3, exact in the result
+        index = int(exact["label"].split()[-1])
+        stored = browse["prompts"][index]
+        assert stored["text"] == exact["text"] and len(stored["labels"]) == len(exact["tokens"])
+        back = torch.tensor(decode(stored["patterns"], len(ranked["heads"])))
+        assert (back - torch.tensor(exact["patterns"])).abs().max() <= 0.5 / 255 + 1e-6
+    assert "lowest" in results["analyses"] and "browse" not in results["analyses"]["lowest"]  # a literal text
+    page = (run_dir / "figures" / "ranked__all_prompts.html").read_text()
+    assert page.count("<option ") == len(browse["prompts"]) and not re.search(r"https?://", page)
+
+
+def test_per_prompt_tables_hold_each_prompts_values(main_run):
+    results, _ = main_run
+    tables, analyses = results["tables"], results["analyses"]
+    rows = tables["head_attr"]["per_prompt"]
+    assert [r["prompt"] for r in rows] == [p["clean"] for p in results["dataset"]["pairs"]]
+    heads = [k for k in rows[0] if k not in ("pair", "prompt")]
+    assert len(heads) == 8
+    for label in heads:
+        layer, head = map(int, label[1:].split("H"))
+        mean = sum(r[label] for r in rows) / len(rows)
+        assert mean == pytest.approx(analyses["head_attr"]["per_head"][layer][head], rel=1e-5, abs=1e-9)
+    avc = {h["head"]: h for h in analyses["avc"]["heads"]}
+    for i, row in enumerate(tables["avc"]["per_prompt"]):
+        assert row["L1H2 contribution"] == avc["L1H2"]["contribution"][i]
+        assert row["L0H3 attention"] == avc["L0H3"]["attention"][i]
+
+
 # --------------------------------------------------------------------------- attention_vs_contribution
 
 
@@ -376,6 +413,10 @@ def test_zero_ablating_a_head_with_zero_output_weights_changes_nothing(run, load
     assert dead["ln_scale_ratio"] == pytest.approx(1.0, abs=1e-7)
     assert dead["dla_before"][1][2] == 0.0
     assert max(abs(a - b) for a, b in zip(live["metric_after_per_prompt"], live["metric_before_per_prompt"])) > 1e-6
+    rows = results["tables"]["live"]["per_prompt"]
+    assert [r["logit_diff before"] for r in rows] == live["metric_before_per_prompt"]
+    assert [r["change"] for r in rows] == [a - b for a, b in zip(live["metric_after_per_prompt"],
+                                                                  live["metric_before_per_prompt"])]
 
 
 def test_mean_ablation_of_a_single_prompt_changes_nothing(run):

@@ -481,7 +481,8 @@ def test_compile_checks_the_parameters(tmp_path):
     """)
     ap, attr = plan.analyses[1:]
     assert ap.depends_on == ("head_attr",) and attr.depends_on == ("ap",)
-    assert ap.hooks == ("blocks.{L}.attn.hook_z", "unembed.hook_in", "blocks.{L}.hook_resid_pre")  # + prefix reuse
+    # + the sweep recording keys and values (read to the final norm) and prefix reuse's residuals
+    assert ap.hooks == ("blocks.{L}.attn.hook_z", "unembed.hook_in", "ln_final.hook_in", "blocks.{L}.hook_resid_pre")
     cases = [
         ("- {kind: activation_patching, target: resid_pre, heads: L0H1}", "has no heads to select"),
         ("- {kind: activation_patching, positions: nuon}", "nuon"),
@@ -520,6 +521,15 @@ def test_a_spec_runs_end_to_end_with_figures(tmp_path):
     heads = a["heads"]
     assert heads["axes"] == ["layer", "head", "position"] and len(heads["positions"]) == 2
     assert sum(v is not None for layer in heads["values"] for head in layer for v in head) == 2 * 2
+    # each prompt's value of the largest cells: their mean is the cell's (normalising is linear)
+    for name in ("z", "attribution_patching"):
+        top, cells = a[name]["top_per_prompt"], a[name]["top"]
+        assert top["cells"] == [c["label"] for c in cells[:len(top["cells"])]] and len(top["cells"]) == 8
+        for cell, values in zip(cells, top["normalized"]):
+            assert sum(values) / len(values) == pytest.approx(cell["normalized"], rel=1e-4, abs=1e-6)
+        rows = outcome.results["tables"][name]["per_prompt"]
+        assert [r[top["cells"][0]] for r in rows] == top["normalized"][0] and rows[0]["pair"] == 0
+    assert "z__activation_patching_per_prompt.html" in figures
 
 
 # --------------------------------------------------------------------------- the embedded Gemma

@@ -2,30 +2,21 @@
 installs) driven by playwright. A tiny random model's run is opened from disk and must
 show no console error, draw every plotly figure, mount the circuitsvis view, and have
 every link, iframe and script resolve to a file of the run (or an anchor of the page).
-
-`MI_DSL_SCREENSHOT=PATH` also saves a screenshot of the report (docs/report.png is one).
+test_report_pixels.py checks the shipped reports by their pixels; docs/report-*.jpg are
+photographs of them (tests/report/screenshots.py).
 """
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
 
+from tests.report.browser import browser, open_report
 from tests.test_api import write
 
 ATTENTION = """\
   - {kind: attention, id: patterns, heads: 'top(heads, 3)', prompts: [0, 1]}
 """
-
-
-def chromium() -> str:
-    for candidate in (os.environ.get("MI_DSL_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser")):
-        if candidate and Path(candidate).exists():
-            return candidate
-    pytest.skip("no Chromium on this machine (apt-get install chromium; .ci/run installs it)")
 
 
 @pytest.fixture(scope="module")
@@ -42,28 +33,10 @@ def report(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(report):
-    from playwright.sync_api import sync_playwright
-
-    executable = chromium()
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        errors = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda err: errors.append(str(err)))
-        page.on("requestfailed", lambda r: errors.append(f"failed to load {r.url}"))
-        page.goto((report / "index.html").as_uri())
-        page.wait_for_load_state("load")
-        if os.environ.get("MI_DSL_SCREENSHOT"):
-            page.evaluate("document.querySelector('#a-heads').scrollIntoView()")
-            page.wait_for_timeout(500)
-            page.screenshot(path=os.environ["MI_DSL_SCREENSHOT"])
-            page.evaluate("window.scrollTo(0, 0)")
-        # Open every collapsed figure: each draws when opened.
-        page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
+    with browser() as instance:
+        page, errors = open_report(instance, report)  # every figure opened: each draws when opened
         page.wait_for_timeout(1500)
         yield page, errors
-        browser.close()
 
 
 def test_no_console_errors(page):

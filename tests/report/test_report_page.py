@@ -48,3 +48,46 @@ def test_sidebar_links_every_section_and_text_is_escaped():
     assert "7 forward passes" in html
     assert "<span class='tok answer' title='answer, id 5'> yes</span>" in html
     assert "title='position 1, slot x'" in html
+
+
+def with_pairs(**dataset):
+    log = {**LOG, "dataset": {**LOG["dataset"], **dataset}}
+    log["dataset"]["pairs"] = [{"clean": "a b", "corrupted": "c b", "answer": 5, "foil": 6},
+                               {"clean": "a <x>", "corrupted": "c <x>", "answer": 6, "foil": 5}]
+    log["per_prompt"] = {"clean": {"logit_diff": [2.0, 1.0]}, "corrupted": {"logit_diff": [-2.0, -1.0]}}
+    log["candidate_metrics"] = {"clean": {"logit_diff": [2.0, -0.5, 1.0]},
+                                "corrupted": {"logit_diff": [-2.0, 0.5, -1.0]}}
+    return log
+
+
+def test_each_final_pair_is_a_sortable_row_with_its_metrics():
+    from mi_dsl.report.per_prompt import final_pair_rows
+
+    html = index_page(with_pairs(), {}, {}, {"files": [], "note": ""}, Path("."))
+    assert "<table class='sortable'>" in html and "a &lt;x&gt;" in html
+    rows = final_pair_rows(with_pairs())
+    assert [r["clean logit_diff"] for r in rows] == [2.0, 1.0] and rows[1]["corrupted logit_diff"] == -1.0
+    assert rows[0]["pair"] == 0 and rows[0]["answer"] == 5
+
+
+def test_rejected_candidates_are_listed_with_prompts_and_metrics():
+    from mi_dsl.report.per_prompt import candidate_rows
+
+    kept = [{"clean": "p0", "corrupted": "q0", "kept": True}, {"clean": "p1", "corrupted": "q1", "kept": False},
+            {"clean": "p2", "corrupted": "q2", "kept": True}]
+    log = with_pairs(candidate_pairs=kept)
+    rows = candidate_rows(log)
+    assert [r["kept"] for r in rows] == ["yes", "no", "yes"] and rows[1]["clean logit_diff"] == -0.5
+    html = index_page(log, {}, {}, {"files": [], "note": ""}, Path("."))
+    assert "3 candidates judged by the last keep step; 1 rejected" in html
+    rejected = html[html.index("The rejected candidates"):]
+    assert "p1" in rejected and "p0" not in rejected
+
+
+def test_candidates_without_their_prompts_are_not_paired_by_guess():
+    from mi_dsl.report.per_prompt import candidate_rows
+
+    log = with_pairs(candidate_pairs=[{"clean": "p0", "corrupted": "q0", "kept": True}])  # one of three
+    rows = candidate_rows(log)
+    assert len(rows) == 3 and all("clean" not in r and "kept" not in r for r in rows)
+    assert "an unknown number of rejected" in index_page(log, {}, {}, {"files": [], "note": ""}, Path("."))

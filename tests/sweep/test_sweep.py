@@ -125,6 +125,14 @@ def test_report_compares_runs(local_sweep):
         assert (out / link).is_file() and f"href='{link}'" in page
     assert (out / "figures" / "heads.html").is_file()
     assert "mean_overlap" in page
+    # the run reports' grid convention: every layer labelled, layer 0 on top, one signed colour scale
+    figure = json.loads((out / "figures" / "heads.json").read_text())
+    layers = len(figure["data"][0]["z"])
+    yaxes = [v for k, v in figure["layout"].items() if k.startswith("yaxis")]
+    assert len(yaxes) == 4 and all(a["autorange"] == "reversed" and a["tickvals"] == list(range(layers))
+                                   and a["ticktext"] == [str(l) for l in range(layers)] for a in yaxes)
+    assert figure["layout"]["coloraxis"]["cmid"] == 0 and figure["layout"]["coloraxis"]["colorscale"][0][1] \
+        == "rgb(103,0,31)"  # RdBu: red below zero
 
 
 def test_rerun_skips_finished_points_and_a_changed_base_reruns(local_sweep):

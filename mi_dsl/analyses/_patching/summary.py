@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .engines import Baselines, base_and_source, direction_of
 from .grid import Cell, Grid, _grouped, cell_head_label
@@ -48,12 +48,32 @@ def summarise(grid: Grid, per_prompt, base: Baselines, params, run, extra: Dict[
         data["aligned_positions"] = [  # per pair, per position column: base run positions <- source positions
             [{"base": list(named.positions[c][p]), "source": [named.source_of[p][q] for q in named.positions[c][p]]}
              for c in range(len(named.columns))] for p in range(len(named.union))]
+    shown = order[:min(params.top_k, PER_PROMPT_CELLS)]
+    data["top_per_prompt"] = {
+        "cells": [rows[i]["label"] for i in shown],
+        "normalized": [[base.normalise(v) for v in per_prompt[i].tolist()] for i in shown],
+        "note": "the largest cells' metric on each prompt, normalised by these pairs' mean baselines as the grid is"}
     complete = (target.has_heads and not target.by_position and not _grouped(run.cfg, target)
                 and len(grid.cells) == run.cfg.n_layers * run.cfg.n_heads)
     if complete:  # a full [layer][head] table: top(ID, n) can rank by it
         data["per_head"] = normalised
     data.update(extra)
     return data, rows
+
+
+PER_PROMPT_CELLS = 8  # the largest cells whose per-prompt values a result keeps
+
+
+def per_prompt_rows(data: Dict[str, Any], run) -> List[Dict[str, Any]]:
+    """The `per_prompt` table: each prompt's normalised metric for the largest cells."""
+    from ..base import prompt_columns
+
+    top = data["top_per_prompt"]
+    first = prompt_columns(run)
+    if any(len(values) != len(first) for values in top["normalized"]):
+        raise ValueError("patching: per-prompt values and the analysis's pairs differ in number")
+    return [{**row, **{cell: values[j] for cell, values in zip(top["cells"], top["normalized"])}}
+            for j, row in enumerate(first)]
 
 
 def key_numbers(data) -> dict:
