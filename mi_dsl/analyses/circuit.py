@@ -14,16 +14,17 @@ from ._circuit import sizes
 from .base import Result, step
 from .registry import analysis
 
-METHODS = ["eap", "eap_ig_inputs", "eap_ig_activations", "exact"]
+METHODS = ["eap", "eap_ig_inputs", "eap_ig_activations", "clean_corrupted", "eap_ig_pinned_inputs", "exact"]
 DIFFERENTIABLE = ("logit_diff", "logprob", "prob")
 CONVENTION = (
     "Edges u -> v between the input embedding, each attention head (per query head), each MLP and the "
     "logits; a head's query, key and value inputs are separate edges, and a key/value edge of a "
     "grouped-query model feeds the key/value head its query heads share. A score estimates the change "
     "in the mean metric when the edge alone carries u's ablated output instead of its clean one "
-    "(EAP: (ablated - clean output of u) . d metric / d input of v, summed over positions, averaged over "
-    "pairs); negative scores support the clean behaviour when the clean metric is larger. Faithfulness "
-    "f = (m(C) - m(empty)) / (m(full) - m(empty)); CPR = area under f, CMD = area under |1 - f|.")
+    "((ablated - clean output of u) . d metric / d input of v, summed over positions, averaged over "
+    "pairs; the methods differ in where the gradient is taken); negative scores support the clean behaviour "
+    "when the clean metric is larger. MIB's files hold the opposite sign (its metric is the loss -logit_diff). "
+    "Faithfulness f = (m(C) - m(empty)) / (m(full) - m(empty)).")
 
 # Read (node outputs) and changed (node inputs) by the engine; "?": only where the model has it.
 HOOKS = ("blocks.0.hook_resid_pre", "blocks.{L}.attn.hook_q_input", "blocks.{L}.attn.hook_k_input",
@@ -33,32 +34,57 @@ HOOKS = ("blocks.0.hook_resid_pre", "blocks.{L}.attn.hook_q_input", "blocks.{L}.
 
 PARAMS = {
     "methods": {"type": "array", "default": ["eap_ig_inputs"], "minItems": 1, "uniqueItems": True, "items": {"type": "string", "enum": METHODS},
-                "description": "Scoring methods, compared on the same pairs: eap (one forward and backward), "
-                               "eap_ig_inputs / eap_ig_activations (gradients integrated over `steps` "
-                               "interpolations of the input embeddings / of every node input), exact (one "
-                               "patched forward per edge; small graphs only). Default [eap_ig_inputs]."},
-    "steps": {"type": "integer", "default": 8, "minimum": 1, "maximum": 256, "description": "Interpolation steps of EAP-IG (default 8)."},
+                "description": "Scoring methods, compared on the same pairs (docs/circuits.md): eap, eap_ig_inputs, "
+                               "eap_ig_activations and clean_corrupted as EAP-IG publishes them (EAP, EAP-IG-inputs, "
+                               "EAP-IG-activations, clean-corrupted), eap_ig_pinned_inputs (mi-dsl's own: every node "
+                               "input interpolated at once), exact (one patched forward per edge; small graphs only). "
+                               "Default [eap_ig_inputs]."},
+    "steps": {"type": "integer", "default": 8, "minimum": 1, "maximum": 256, "description": "Interpolation steps of the EAP-IG methods (default 8)."},
+    "ig_points": {"type": "string", "default": "published", "enum": ["published", "midpoint"],
+                  "description": "Where EAP-IG takes its gradients on the path from ablated (0) to clean (1): as "
+                                 "published (eap_ig_inputs a = k/steps, k = 0 .. steps-1; eap_ig_activations k = 1 .. "
+                                 "steps; default) or at the midpoints (k + 1/2)/steps."},
     "ablation": {"type": "string", "default": "patching", "enum": ["patching", "mean", "zero"],
                  "description": "What edges outside the circuit carry: the corrupted run's output of their "
-                                "source (patching, default), its mean over the corrupted prompts, or zero."},
+                                "source (patching, default), its mean over the corrupted prompts per position "
+                                "(MIB's mean-positional), or zero."},
+    "level": {"type": "string", "default": "edge", "enum": ["edge", "node", "neuron"],
+              "description": "What a circuit is made of (MIB's levels): edges (default), nodes (a node keeps all "
+                             "its outgoing edges), or neurons (each output dimension of each node)."},
+    "merge_qkv": {"type": "boolean", "default": False,
+                  "description": "Edge circuits with a head's q, k and v inputs as one edge (u -> a3.h2; u -> a3.g0 "
+                                 "for a grouped-query model's key/value group)."},
     "select": {"type": "string", "default": "abs", "enum": ["abs", "signed", "greedy"],
-               "description": "How edges are ranked for a circuit: by |score| (default), by signed score (edges "
+               "description": "How items are ranked for the circuit: by |score| (default), by signed score (items "
                               "whose ablation moves the metric towards the ablated value first), or greedily "
-                              "from the logits up."},
+                              "from the logits up (edges only)."},
     "keep_percent": {"type": "number", "exclusiveMinimum": 0, "maximum": 100,
-                     "description": "The circuit: this percentage of the graph's edges, before pruning (default 5)."},
-    "keep_edges": {"type": "integer", "minimum": 1, "description": "The circuit: this many edges (overrides keep_percent)."},
-    "curve": {"type": "boolean", "default": True, "description": "Measure the faithfulness curve at the MIB levels with CPR and CMD "
-                                                "(default true)."},
+                     "description": "The circuit: this percentage of the items (edges, nodes or neurons), before "
+                                    "pruning (default 5)."},
+    "keep_edges": {"type": "integer", "minimum": 1, "description": "The circuit: this many items (edges, nodes or neurons; "
+                                                                  "overrides keep_percent)."},
+    "curve": {"type": "boolean", "default": True, "description": "Measure the faithfulness curves at the levels with CPR "
+                                                "and CMD (default true)."},
     "levels": {"type": "array", "default": list(sizes.LEVELS), "minItems": 2, "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
-               "description": "Percentages of edges for the curve (default MIB's 0.1 ... 100)."},
+               "description": "Percentages of items for the curve (default MIB's 0.1 ... 100)."},
+    "area": {"type": "string", "default": "requested", "enum": ["requested", "kept"],
+             "description": "CPR/CMD's x-axis: the requested fraction k/100 as MIB's evaluate_area_under_curve "
+                            "(default), or the fraction of edges kept after pruning (mi-dsl's earlier convention)."},
+    "rankings": {"type": "string", "default": "mib", "enum": ["mib", "select"],
+                 "description": "Which ranking each area comes from: CPR from the signed and CMD from the absolute "
+                                "ranking, as MIB reports them (mib, default), or both from `select`."},
+    "tie_tolerance": {"type": "number", "default": 1e-5, "minimum": 0,
+                      "description": "Near-ties at a cut: items within this fraction of the largest |score| of the "
+                                     "threshold (default 1e-5), reported with each circuit and curve point."},
     "random_baseline": {"type": "boolean", "default": True, "description": "Random circuits of the same sizes as a baseline (default true)."},
     "seed": {"type": "integer", "default": 0, "description": "Seed of the random baseline and of bootstrap resamples (default 0)."},
-    "stability": {"type": "object", "additionalProperties": False,
-                  "description": "Rescore the first method on resampled pairs and report the overlap of the circuits.",
+    "stability": {"type": "object", "additionalProperties": False, "minProperties": 1,
+                  "description": "Rescore the first method on resampled pairs, or on the pairs of each value of a "
+                                 "slot, and report the overlap of the circuits and the spread of CPR and CMD.",
                   "properties": {"bootstrap": {"type": "integer", "minimum": 2, "maximum": 200,
-                                               "description": "Number of bootstrap resamples of the pairs."}},
-                  "required": ["bootstrap"]},
+                                               "description": "Number of bootstrap resamples of the pairs."},
+                                 "by_slot": {"type": "string", "description": "A slot of the template: one circuit per "
+                                                                            "value (a slot of sentence frames: per template)."}}},
     "top_table": {"type": "integer", "default": 30, "minimum": 1, "description": "Rows of the top-edges table per method (default 30)."},
     "batch_size": {"type": "integer", "minimum": 1, "description": "Prompts per pass (default: what fits, at most 16)."},
     "max_exact_edges": {"type": "integer", "default": 5000, "minimum": 1,
@@ -73,9 +99,10 @@ PARAMS = {
 }
 
 
-@analysis("circuit", "Edge-level circuit discovery: score every edge (EAP, EAP-IG, exact), keep the top edges, "
-                     "prune, measure faithfulness (curve, CPR, CMD, random baseline), compare methods and "
-                     "bootstrap resamples, export the MIB format.", params=PARAMS, needs_pairs=True)
+@analysis("circuit", "Edge-level circuit discovery: score every edge (EAP, EAP-IG-inputs, EAP-IG-activations, "
+                     "clean-corrupted, exact), keep the top edges, nodes or neurons, prune, measure faithfulness "
+                     "(curves, CPR and CMD as MIB computes them, random baseline), compare methods, resamples and "
+                     "templates, export the MIB format.", params=PARAMS, needs_pairs=True)
 class Circuit:
     def compile(self, params, ctx):
         if ctx.spec.metric not in DIFFERENTIABLE:
@@ -85,6 +112,7 @@ class Circuit:
             raise SpecMeaningError("give keep_edges or keep_percent, not both", ctx.where("keep_edges"))
         if "keep_edges" not in params:
             params = {"keep_percent": 5, **params}  # the circuit's size unless keep_edges gives it
+        _check_options(params, ctx)
         full = ctx.compiled_params(params)
         return step(ctx, params, sizes.plan_line(ctx.spec.model, full), hooks=HOOKS, positions="all")
 
@@ -111,6 +139,28 @@ class Circuit:
         return export_files(result.data)
 
 
+def _check_options(params, ctx) -> None:
+    """Combinations the engine cannot run, refused where the spec says them."""
+    level, methods = params.get("level", "edge"), params.get("methods", ["eap_ig_inputs"])
+    if params.get("select") == "greedy" and (level != "edge" or params.get("merge_qkv")):
+        raise SpecMeaningError("select: greedy grows edge circuits from the logits; use abs or signed for "
+                               f"{'merged q/k/v edges' if params.get('merge_qkv') else level + ' circuits'}",
+                               ctx.where("select"))
+    if params.get("merge_qkv") and level != "edge":
+        raise SpecMeaningError("merge_qkv merges edges; it needs level: edge", ctx.where("merge_qkv"))
+    if level == "neuron" and "exact" in methods:
+        raise SpecMeaningError("neuron circuits need gradient scores per output dimension; exact scores edges only",
+                               ctx.where("methods"))
+    if "clean_corrupted" in methods and params.get("ablation", "patching") != "patching":
+        raise SpecMeaningError("clean_corrupted takes gradients at the corrupted run, so it needs ablation: patching",
+                               ctx.where("ablation"))
+    slot = (params.get("stability") or {}).get("by_slot")
+    if slot is not None and slot not in (ctx.spec.prompts.get("slots") or {}):
+        raise SpecMeaningError(f"stability.by_slot names '{slot}', which is not a slot of the template "
+                               f"(slots: {', '.join(sorted(ctx.spec.prompts.get('slots') or {}))})",
+                               ctx.where("stability", "by_slot"))
+
+
 def _summary(data) -> str:
     parts = []
     for name, m in data["methods"].items():
@@ -123,7 +173,11 @@ def _summary(data) -> str:
     if first.get("curve") and first["curve"].get("random_cpr") is not None:
         parts.append(f"random: CPR {_num(first['curve']['random_cpr'])}, CMD {_num(first['curve']['random_cmd'])}")
     if data.get("stability"):
-        parts.append(f"bootstrap Jaccard {_num(data['stability']['mean_jaccard_to_full'])}")
+        st = data["stability"]
+        if "bootstrap" in st:
+            parts.append(f"bootstrap Jaccard {_num(st['mean_jaccard_to_full'])}")
+        if "by_slot" in st:
+            parts.append(f"per {st['by_slot']['slot']} Jaccard {_num(st['by_slot']['mean_jaccard_to_full'])}")
     return "; ".join(parts)
 
 

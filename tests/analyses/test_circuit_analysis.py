@@ -55,14 +55,16 @@ def test_circuit_result_has_scores_curve_comparison_stability(finished):
     assert data["graph"]["edges"] == 68 and data["graph"]["n_kv_heads"] == 1
     for method in ("eap", "eap_ig_inputs", "exact"):
         m = data["methods"][method]
-        assert len(m["scores"]) == 68
-        assert m["curve"]["faithfulness"][-1] == pytest.approx(1.0, abs=1e-4)
-        assert m["circuit_edges"] <= data["keep_edges_requested"] == 13
+        assert len(m["scores"]) == 68 and "a0.h1->a1.g0<k>" in m["scores"]  # named edges
+        assert m["curve"]["series"]["abs"]["faithfulness"][-1] == pytest.approx(1.0, abs=1e-4)
+        assert m["circuit_edges"] == len(m["circuit"]) <= data["keep_requested"] == 13
+        assert set(m["circuit"]) <= set(m["scores"])
     assert data["methods"]["eap"]["curve"]["random_cpr"] is not None
     assert {(r["a"], r["b"]) for r in data["comparison"]} == {("eap", "eap_ig_inputs"), ("eap", "exact"),
                                                              ("eap_ig_inputs", "exact")}
     assert len(data["stability"]["resamples"]) == 2
     assert "x-axis" in data["methods"]["eap"]["curve"]["area_note"] and "f = (m(C)" in data["convention"]
+    assert data["methods"]["eap"]["curve"]["area"] == "requested" and data["methods"]["eap"]["curve"]["cpr_from"] == "signed"
     assert "CPR" in finished.results["analyses"]["circ"]["summary"]
 
 
@@ -71,13 +73,14 @@ def test_report_has_figures_tables_and_the_mib_export(finished):
     figures = {p.name for p in (run_dir / "figures").iterdir()}
     assert {"circ__faithfulness.html", "circ__circuit_graph.html", "circ__stability.html"} <= figures
     assert (run_dir / "tables" / "circ__top_edges.csv").is_file()
-    folder = run_dir / "mib" / "eap" / "ioi_gemma3-tiny"
+    folder = run_dir / "mib" / "EAP_patching_edge" / "ioi_gemma3-tiny"
     graph, scores, kept = mib.read_folder(folder)
     data = finished.results["analyses"]["circ"]
-    expected = torch.tensor(data["methods"]["eap"]["scores"])
+    names = graph.edge_names()
+    expected = torch.tensor([data["methods"]["eap"]["scores"][n] for n in names])
     torch.testing.assert_close(scores[graph.edge_mask()], expected, rtol=1e-5, atol=1e-7)
-    assert kept[graph.edge_mask()].nonzero().flatten().tolist() == data["methods"]["eap"]["circuit"]
-    assert "mib/eap/ioi_gemma3-tiny/importances.json" in (run_dir / "index.html").read_text()
+    assert [names[i] for i in kept[graph.edge_mask()].nonzero().flatten().tolist()] == data["methods"]["eap"]["circuit"]
+    assert "mib/EAP_patching_edge/ioi_gemma3-tiny/importances.json" in (run_dir / "index.html").read_text()
 
 
 def test_mib_round_trip_and_format_rules_with_grouped_heads():
@@ -95,7 +98,7 @@ def test_mib_round_trip_and_format_rules_with_grouped_heads():
     assert torch.equal(back_kept, kept)
     # the group's share: a key edge of group 0 appears on heads 0, 1, 2 with a third each
     s, t = graph.head_index(0, 1), graph.input_slice(1, "k").start
-    assert obj["edges"]["a0.h1->a1.h2<k>"]["score"] == pytest.approx(float(scores[s, t]) / 3, rel=1e-5)
+    assert obj["edges"]["a0.h1->a1.h2<k>"]["score"] == pytest.approx(-float(scores[s, t]) / 3, rel=1e-5)  # MIB's sign
 
 
 def test_mib_format_rules_are_enforced(tmp_path):

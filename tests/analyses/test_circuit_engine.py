@@ -14,7 +14,7 @@ import torch
 from tests.circuit_models import tiny_bridge
 from mi_dsl.analyses._circuit.circuits import prune, top_edges
 from mi_dsl.analyses._circuit.engine import GraphModel, Pass
-from mi_dsl.analyses._circuit.faithfulness import baselines, circuit_metrics, curve
+from mi_dsl.analyses._circuit.faithfulness import baselines, circuit_metrics, curve, edge_builder
 from mi_dsl.analyses._circuit.graph import Graph, graph_of
 from mi_dsl.analyses._circuit.scores import score_edges
 from mi_dsl.runtime.unembed import Unembed
@@ -164,7 +164,7 @@ def test_exact_scores_are_one_patched_forward_per_edge(architecture):
             torch.testing.assert_close(result.scores[source, target], expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["eap_ig_inputs", "eap_ig_activations"])
+@pytest.mark.parametrize("method", ["eap_ig_inputs", "eap_ig_activations", "eap_ig_pinned_inputs"])
 def test_eap_ig_converges_as_steps_grow(method):
     s = Setup("gemma3")
     runs = {n: score_edges(s.model, s.clean, s.corrupted, method, steps=n, batch_size=4).scores for n in (2, 8, 32)}
@@ -174,9 +174,9 @@ def test_eap_ig_converges_as_steps_grow(method):
     assert (runs[32] - eap).norm() > 10 * fine  # it is not EAP under another name
 
 
-def test_eap_ig_activations_with_one_step_at_the_midpoint_is_not_clean_gradient():
+def test_pinned_inputs_with_one_step_at_the_midpoint_is_not_clean_gradient():
     s = Setup("gemma3")
-    one = score_edges(s.model, s.clean, s.corrupted, "eap_ig_activations", steps=1).scores
+    one = score_edges(s.model, s.clean, s.corrupted, "eap_ig_pinned_inputs", steps=1).scores
     eap = score_edges(s.model, s.clean, s.corrupted, "eap").scores
     assert not torch.allclose(one, eap)
 
@@ -199,17 +199,24 @@ def test_faithfulness_curve_ends_at_one_and_has_a_random_baseline():
     with torch.no_grad():
         assert base.full == pytest.approx(float(s.plain_metric(s.clean).mean()), abs=1e-5)
         assert base.empty == pytest.approx(float(s.plain_metric(s.corrupted).mean()), abs=1e-5)
-    out = curve(s.model, s.clean, s.corrupted, scores, base=base)
-    assert out["faithfulness"][-1] == pytest.approx(1.0, abs=1e-5)
-    assert out["x"][-1] == 1.0 and out["kept_edges"][-1] == s.graph.n_edges
-    assert len(out["random_faithfulness"]) == len(out["levels_percent"]) == 10
-    xs, f = out["x"], out["faithfulness"]
-    pts = sorted(zip(xs, f))
+    build = edge_builder(s.graph, scores, base.direction, top_edges)
+    gen = torch.Generator().manual_seed(0)
+    random = edge_builder(s.graph, None, 1.0, lambda g, _, n, by, d: top_edges(g, torch.rand(g.n_forward, g.n_backward,
+                                                                                        generator=gen), n, "abs"))
+    out = curve(s.model, s.clean, s.corrupted, build, s.graph.n_edges, base=base, random_build=random)
+    signed, absolute = out["series"]["signed"], out["series"]["abs"]
+    for series in (signed, absolute):
+        assert series["faithfulness"][-1] == pytest.approx(1.0, abs=1e-5)
+        assert series["x"][-1] == 1.0 and series["kept_edges"][-1] == s.graph.n_edges
+    assert len(out["series"]["random"]["faithfulness"]) == len(out["levels_percent"]) == 10
+    # MIB: x is the requested fraction; CPR from the signed ranking, CMD from the absolute one
+    assert signed["x"] == [k / 100 for k in out["levels_percent"]]
+    pts = list(zip(signed["x"], signed["faithfulness"]))
     by_hand = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(pts, pts[1:]))
-    assert out["cpr"] == pytest.approx(by_hand)
+    assert out["cpr"] == pytest.approx(by_hand) and out["cpr"] == signed["cpr"] and out["cmd"] == absolute["cmd"]
     # the curve's metric at a level is the metric of that circuit run on its own
-    kept = prune(s.graph, top_edges(s.graph, scores, out["requested_edges"][6], "abs", base.direction))
-    assert circuit_metrics(s.model, s.clean, s.corrupted, [kept])[0] == pytest.approx(out["metric"][6], abs=1e-6)
+    kept = prune(s.graph, top_edges(s.graph, scores, out["requested"][6], "abs", base.direction))
+    assert circuit_metrics(s.model, s.clean, s.corrupted, [kept])[0] == pytest.approx(absolute["metric"][6], abs=1e-6)
 
 
 def test_graph_counts_and_grouped_query_layout():

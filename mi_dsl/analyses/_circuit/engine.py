@@ -50,6 +50,10 @@ class Pass:
     embed: Optional[torch.Tensor] = None        # [B, S, d] replaces the input node's output (EAP-IG inputs)
     pin_inputs: Optional[torch.Tensor] = None   # [B, S, Bw, d] values of inputs, gradient passed through
     on_grad: Optional[Callable[[int, int, torch.Tensor], None]] = None  # (start, stop, grad [B,S,n,d])
+    ablated_dims: Optional[torch.Tensor] = None  # [d, F]: 1 where a node's output dimension is ablated (neurons)
+    replace: Optional[Dict[str, torch.Tensor]] = None  # hook name -> value it takes, the gradient cut there
+    capture_z: bool = False                     # keep each layer's attention z in `z`
+    z: Dict[int, torch.Tensor] = field(default_factory=dict)
     outputs: Optional[torch.Tensor] = None
     inputs: Optional[torch.Tensor] = None
     delta: Optional[torch.Tensor] = None        # [B, S, d, F] off - current, filled as the forward runs
@@ -126,7 +130,9 @@ class GraphModel:
 
     def _hooks(self, job: Pass, grad: bool) -> List:
         g = self.graph
-        hooks = [("blocks.0.hook_resid_pre", self._input_node(job, grad))]
+        # replacements first: the hooks after them on the same point see the replaced value
+        hooks = [(name, self._replace(value)) for name, value in (job.replace or {}).items()]
+        hooks.append(("blocks.0.hook_resid_pre", self._input_node(job, grad)))
         for layer in range(g.n_layers):
             for letter in LETTERS:
                 hooks.append((f"blocks.{layer}.attn.hook_{letter}_input",
@@ -172,7 +178,15 @@ class GraphModel:
     def _keep_z(self, job: Pass, layer: int):
         def hook(act, hook=None):
             job._z[layer] = act
+            if job.capture_z:
+                job.z[layer] = act.detach().clone()
             return act
+        return hook
+
+    @staticmethod
+    def _replace(value: torch.Tensor):
+        def hook(act, hook=None):
+            return value.to(act.dtype)  # a constant: no gradient flows past this point
         return hook
 
     def _keep_scale(self, job: Pass, layer: int):
@@ -231,6 +245,8 @@ class GraphModel:
         """[B, S, n, d]: what the ablated edges into inputs `index` change, sum over upstream f of
         delta[b, s, :, f] * complement[f, n] (per row when complement is [B, F, Bw])."""
         delta = job.delta[..., :n_up]                                   # [B, S, d, n_up]
+        if job.ablated_dims is not None:                                # neurons: only ablated dimensions move
+            delta = delta * job.ablated_dims[:, :n_up]
         if job.complement.dim() == 2:
             return (delta @ job.complement[:n_up, index]).transpose(2, 3)
         return (delta @ job.complement[:, None, :n_up, index]).transpose(2, 3)

@@ -43,13 +43,19 @@ def counts(n_layers: int, n_heads: int, n_kv: int, parallel: bool) -> Dict[str, 
     return {"nodes": forward + 1, "inputs": n_layers * per_layer + 1, "edges": edges}
 
 
-def passes(method: str, steps: int) -> Tuple[int, int]:
-    """(forwards, backwards) per batch of prompts."""
+def passes(method: str, steps: int, n_layers: Optional[int] = None) -> Tuple[int, int]:
+    """(forwards, backwards) per batch of prompts (eap_ig_activations: per layer output, so it needs
+    n_layers; None counts one)."""
     if method == "eap":
         return 2, 1
     if method == "eap_ig_inputs":
         return 2 + steps, steps
     if method == "eap_ig_activations":
+        outputs = 2 * (n_layers or 1) + 1
+        return 3 + outputs * steps, outputs * steps
+    if method == "clean_corrupted":
+        return 4, 2
+    if method == "eap_ig_pinned_inputs":
         return 3 + steps, steps
     return 2, 0  # exact: plus one stacked row per edge
 
@@ -68,17 +74,20 @@ def plan_line(model, params: Dict[str, Any]) -> str:
                 f"{c['inputs']} node inputs, {c['edges']:,} edges")
     work = []
     for m in methods:
-        f, b = passes(m, steps)
+        f, b = passes(m, steps, dims[0] if dims else None)
         extra = f" + {n_edges:,} stacked patched rows" if m == "exact" and n_edges else \
             (" + one stacked patched row per edge" if m == "exact" else "")
         work.append(f"{m}{f' ({steps} steps)' if m.startswith('eap_ig') else ''}: {f} forwards + {b} backwards{extra}")
     n_levels = len(params["levels"])
     if params["curve"]:
-        per = 1 + n_levels * (2 if params["random_baseline"] else 1)
-        work.append(f"curve: {per} forwards per method (+4 for the baselines)")
+        rankings = 2 if params.get("rankings", "mib") == "mib" else 1
+        per = 1 + n_levels * rankings
+        work.append(f"curve: {per} forwards per method (+{n_levels} for the random baseline, +4 for the baselines)")
     boot = params.get("stability", {}).get("bootstrap")
     if boot:
         work.append(f"stability: {boot} rescorings of {methods[0]}")
     keep = (f"{params['keep_edges']} edges" if "keep_edges" in params
             else f"{params['keep_percent']}% of edges")
-    return f"edge circuit over {size}; per batch {'; '.join(work)}; circuit: top {keep} by {params['select']}"
+    level = params.get("level", "edge") + (" (q/k/v merged)" if params.get("merge_qkv") else "")
+    return (f"{level} circuit over {size}; per batch {'; '.join(work)}; circuit: top {keep} by {params['select']}; "
+            f"CPR/CMD over {params.get('area', 'requested')} fractions")
