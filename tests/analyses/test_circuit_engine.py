@@ -67,32 +67,42 @@ class Setup:
             out[g.mlp_index(l)] = kept[f"blocks.{l}.hook_mlp_out"]
         return out
 
-    def explicit_metric(self, source: int, target: int, eps=None):
-        """The metric with target input's value moved by eps * (corrupted - clean output of source)."""
+    def explicit_metric(self, source: int, target: int, eps=None, cut=()):
+        """The metric with target input's value moved by eps * (corrupted - clean output of source);
+        `cut`: extra hooks (fixing a layer output to a constant) in every run."""
         delta = self.plain_outputs(self.corrupted)[source] - self.plain_outputs(self.clean)[source]
         if eps is not None:
             delta = delta * eps
         g = self.graph
         name = g.backward_names[target]
+        cut = list(cut)
         if name == "logits":
-            return self.plain_metric(self.clean, [("ln_final.hook_in", lambda a, hook: a + delta)])
+            return self.plain_metric(self.clean, cut + [("ln_final.hook_in", lambda a, hook: a + delta)])
         layer = int(name[1:].split(".")[0].split("<")[0])
         if name.startswith("m"):
-            return self.plain_metric(self.clean, [(f"blocks.{layer}.ln2.hook_in", lambda a, hook: a + delta)])
+            return self.plain_metric(self.clean, cut + [(f"blocks.{layer}.ln2.hook_in", lambda a, hook: a + delta)])
         letter = name[-2]
         index = int(name.split(".")[1][1:].split("<")[0])  # head (q) or group (k, v)
         point = f"blocks.{layer}.attn.hook_{letter}"
         moved = {}
         self.bridge.run_with_hooks(
             self.clean, prepend_bos=False,
-            fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", lambda a, hook: a + delta),
-                       (point, lambda a, hook: moved.__setitem__("x", a[:, :, index]))])
+            fwd_hooks=cut + [(f"blocks.{layer}.hook_resid_pre", lambda a, hook: a + delta),
+                             (point, lambda a, hook: moved.__setitem__("x", a[:, :, index]))])
 
         def carry(a, hook):
             a = a.clone()
             a[:, :, index] = moved["x"]
             return a
-        return self.plain_metric(self.clean, [(point, carry)])
+        return self.plain_metric(self.clean, cut + [(point, carry)])
+
+    def clean_values(self, names):
+        kept = {}
+        with torch.no_grad():
+            self.bridge.run_with_hooks(self.clean, prepend_bos=False,
+                                       fwd_hooks=[(n, lambda a, hook, n=n: kept.__setitem__(n, a.detach().clone()))
+                                                  for n in names])
+        return kept
 
 
 def pick_edges(graph: Graph):
@@ -174,6 +184,41 @@ def test_eap_ig_converges_as_steps_grow(method):
     assert (runs[32] - eap).norm() > 10 * fine  # it is not EAP under another name
 
 
+def test_clean_corrupted_is_the_mean_of_eap_and_one_published_eap_ig_inputs_step():
+    """EAP-IG-inputs with one step as published takes its gradient at a = 0: the corrupted embeddings,
+    i.e. the corrupted run; clean-corrupted averages that and the clean run's. Midpoints would not."""
+    s = Setup("llama")
+    eap = score_edges(s.model, s.clean, s.corrupted, "eap", batch_size=3).scores
+    at_corrupted = score_edges(s.model, s.clean, s.corrupted, "eap_ig_inputs", steps=1, batch_size=3).scores
+    both = score_edges(s.model, s.clean, s.corrupted, "clean_corrupted", batch_size=3).scores
+    torch.testing.assert_close(both, (eap + at_corrupted) / 2, rtol=1e-4, atol=1e-6)
+    midpoint = score_edges(s.model, s.clean, s.corrupted, "eap_ig_inputs", steps=1, ig_points="midpoint").scores
+    assert (midpoint - at_corrupted).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("architecture", ["gemma3", "gpt2"])
+def test_eap_ig_activations_cuts_the_gradient_at_one_layer_output_at_a_time(architecture):
+    """One step as published (a = 1): every pass is the clean run with one layer output fixed to its clean
+    value, a constant; the score averages over the 2L + 1 outputs the gradient each cut leaves."""
+    s = Setup(architecture)
+    result = score_edges(s.model, s.clean, s.corrupted, "eap_ig_activations", steps=1, batch_size=4)
+    g = s.graph
+    outputs = [f"blocks.{l}.attn.hook_z" for l in range(g.n_layers)] + [f"blocks.{l}.hook_mlp_out"
+                                                                          for l in range(g.n_layers)]
+    clean = s.clean_values(outputs)
+    for source, target in pick_edges(g):
+        total = torch.zeros(())
+        for cut in [[]] + [[(n, lambda a, hook, n=n: clean[n])] for n in outputs]:  # [] : the embeddings' cut
+            eps = torch.zeros((), requires_grad=True)
+            s.explicit_metric(source, target, eps, cut).mean().backward()
+            total = total + (eps.grad if eps.grad is not None else 0.0)
+        expected = total / (2 * g.n_layers + 1)
+        torch.testing.assert_close(result.scores[source, target], expected, rtol=1e-3, atol=1e-6,
+                                   msg=lambda m: f"{g.edge_name(source, target)}: {m}")
+    eap = score_edges(s.model, s.clean, s.corrupted, "eap", batch_size=4).scores
+    assert (result.scores - eap).abs().max() > 1e-3  # the cuts matter
+
+
 def test_pinned_inputs_with_one_step_at_the_midpoint_is_not_clean_gradient():
     s = Setup("gemma3")
     one = score_edges(s.model, s.clean, s.corrupted, "eap_ig_pinned_inputs", steps=1).scores
@@ -199,9 +244,9 @@ def test_faithfulness_curve_ends_at_one_and_has_a_random_baseline():
     with torch.no_grad():
         assert base.full == pytest.approx(float(s.plain_metric(s.clean).mean()), abs=1e-5)
         assert base.empty == pytest.approx(float(s.plain_metric(s.corrupted).mean()), abs=1e-5)
-    build = edge_builder(s.graph, scores, base.direction, top_edges)
+    build = edge_builder(s.graph, scores, top_edges)
     gen = torch.Generator().manual_seed(0)
-    random = edge_builder(s.graph, None, 1.0, lambda g, _, n, by, d: top_edges(g, torch.rand(g.n_forward, g.n_backward,
+    random = edge_builder(s.graph, None, lambda g, _, n, by: top_edges(g, torch.rand(g.n_forward, g.n_backward,
                                                                                         generator=gen), n, "abs"))
     out = curve(s.model, s.clean, s.corrupted, build, s.graph.n_edges, base=base, random_build=random)
     signed, absolute = out["series"]["signed"], out["series"]["abs"]
@@ -215,7 +260,7 @@ def test_faithfulness_curve_ends_at_one_and_has_a_random_baseline():
     by_hand = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(pts, pts[1:]))
     assert out["cpr"] == pytest.approx(by_hand) and out["cpr"] == signed["cpr"] and out["cmd"] == absolute["cmd"]
     # the curve's metric at a level is the metric of that circuit run on its own
-    kept = prune(s.graph, top_edges(s.graph, scores, out["requested"][6], "abs", base.direction))
+    kept = prune(s.graph, top_edges(s.graph, scores, out["requested"][6], "abs"))
     assert circuit_metrics(s.model, s.clean, s.corrupted, [kept])[0] == pytest.approx(absolute["metric"][6], abs=1e-6)
 
 

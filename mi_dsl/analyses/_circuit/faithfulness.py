@@ -124,7 +124,7 @@ def curve(model: GraphModel, clean, corrupted, build: Build, n_items: int, *, le
     series = {}
     for i, name in enumerate(built):
         chunk = values[i * len(sizes):(i + 1) * len(sizes)]
-        series[name] = _series([c[0] for c in built[name]], chunk, base, g.n_edges, levels, area_over)
+        series[name] = areas([int(c[0].sum()) for c in built[name]], chunk, base, g.n_edges, levels, area_over)
     out["series"] = series
     cpr_from, cmd_from = ("signed", "abs") if rankings == "mib" else (select, select)
     out.update({"cpr": series[cpr_from]["cpr"], "cmd": series[cmd_from]["cmd"], "cpr_from": cpr_from,
@@ -134,18 +134,20 @@ def curve(model: GraphModel, clean, corrupted, build: Build, n_items: int, *, le
     return out
 
 
-def _series(circuits, metrics, base: Baselines, total_edges: int, levels, area_over: str) -> Dict:
-    kept = [int(c.sum()) for c in circuits]
+def areas(kept: Sequence[int], metrics: Sequence[float], base: Baselines, total_edges: int, levels: Sequence[float],
+          area_over: str) -> Dict:
+    """One curve's points and areas: f at each level, CPR = area under f, CMD = area under |1 - f|,
+    over x = k / 100 (`requested`) or x = kept edges / all edges (`kept`)."""
     f = [base.faithfulness(m) for m in metrics]
     xs = [k / total_edges for k in kept] if area_over == "kept" else [k / 100.0 for k in levels]
     valid = [(x, y) for x, y in zip(xs, f) if y is not None]
     cpr = area([x for x, _ in valid], [y for _, y in valid]) if len(valid) > 1 else None
     cmd = area([x for x, _ in valid], [abs(1 - y) for _, y in valid]) if len(valid) > 1 else None
-    return {"kept_edges": kept, "x": xs, "metric": metrics, "faithfulness": f, "cpr": cpr, "cmd": cmd}
+    return {"kept_edges": list(kept), "x": xs, "metric": metrics, "faithfulness": f, "cpr": cpr, "cmd": cmd}
 
 
-def edge_builder(graph, scores: torch.Tensor, direction: float, top) -> Build:
-    """build(ranking, n) for plain edge scores: `top(graph, scores, n, ranking, direction)`, pruned."""
+def edge_builder(graph, scores: torch.Tensor, top) -> Build:
+    """build(ranking, n) for plain edge scores: `top(graph, scores, n, ranking)`, pruned."""
     def build(ranking: str, n: int):
-        return prune(graph, top(graph, scores, n, ranking, direction)), None
+        return prune(graph, top(graph, scores, n, ranking)), None
     return build

@@ -46,15 +46,15 @@ class Setting:
 
     def curve(self, model, clean, corrupted, items, base: Baselines, random_seed=None) -> Dict:
         p = self.params
-        build = lambda by, n: self.units.circuit(items, n, by, base.direction)  # noqa: E731
+        build = lambda by, n: self.units.circuit(items, n, by)  # noqa: E731
         random_build = None
         if random_seed is not None:
             gen = torch.Generator().manual_seed(random_seed)
-            random_build = lambda by, n: self.units.circuit(random_items(self.units, self.d_model, gen), n, "abs", 1.0)  # noqa: E731
+            random_build = lambda by, n: self.units.circuit(random_items(self.units, self.d_model, gen), n, "abs")  # noqa: E731
         out = curve(model, clean, corrupted, build, self.units.n_items(self.d_model), levels=p["levels"],
                     select=p["select"], rankings=p["rankings"], area_over=p["area"], ablation=self.ablation,
                     batch_size=self.batch, random_build=random_build, base=base, unit=self.units.name)
-        out["near_ties"] = [near_ties(self.units, items, n, by, base.direction, p["tie_tolerance"])
+        out["near_ties"] = [near_ties(self.units, items, n, by, p["tie_tolerance"])
                             for by in out["series"] if by not in ("random", "greedy") for n in out["requested"]]
         out["near_ties"] = [t for t in out["near_ties"] if t["kept_within"] and t["dropped_within"]]
         return out
@@ -79,7 +79,7 @@ def compute(params: Dict[str, Any], run) -> Tuple[Dict[str, Any], Dict[str, List
         started = time.perf_counter()
         result = setting.score(model, clean, corrupted, method)
         items[method] = setting.items(result)
-        circuits[method], neurons[method] = units.circuit(items[method], n_keep, select, base.direction)
+        circuits[method], neurons[method] = units.circuit(items[method], n_keep, select)
         out[method] = {"seconds": round(time.perf_counter() - started, 3), "forwards": result.forwards,
                        "backwards": result.backwards, "steps": result.steps,
                        "scores": _named(graph.edge_names(), result.scores[graph.edge_mask()])}
@@ -93,8 +93,7 @@ def compute(params: Dict[str, Any], run) -> Tuple[Dict[str, Any], Dict[str, List
         out[method].update({"circuit": [names[i] for i in kept[graph.edge_mask()].nonzero().flatten().tolist()],
                             "circuit_edges": int(kept.sum()), "circuit_nodes": int(nodes_of(graph, kept).sum()),
                             "metric": m, "faithfulness": base.faithfulness(m),
-                            "near_ties": near_ties(units, items[method], n_keep, select, base.direction,
-                                                   params["tie_tolerance"])})
+                            "near_ties": near_ties(units, items[method], n_keep, select, params["tie_tolerance"])})
         if neurons[method] is not None:
             out[method]["circuit_neurons"] = int(neurons[method].sum())
             out[method]["circuit_neuron_names"] = [f"{graph.forward_names[f]}[{d}]"

@@ -23,7 +23,7 @@ def stability(setting, make_model, clean, corrupted, run, method: str, full_item
     if params.get("bootstrap"):
         draws = resamples(len(clean), params["bootstrap"], setting.params["seed"])
         rows = [_rescore(setting, make_model, clean, corrupted, index, method, full_items, full_circuit, n_keep,
-                         base.direction) for index in draws]
+                         ) for index in draws]
         for i, row in enumerate(rows):
             row["resample"] = i
         out.update(_summary(rows, full_circuit))
@@ -36,8 +36,7 @@ def stability(setting, make_model, clean, corrupted, run, method: str, full_item
         rows = []
         for value, members in sorted(groups.items()):
             index = torch.tensor(members)
-            row = _rescore(setting, make_model, clean, corrupted, index, method, full_items, full_circuit, n_keep,
-                           base.direction)
+            row = _rescore(setting, make_model, clean, corrupted, index, method, full_items, full_circuit, n_keep)
             rows.append(dict(row, group=value))
         summary = _summary(rows, full_circuit)
         summary["groups"] = summary.pop("resamples")
@@ -46,11 +45,11 @@ def stability(setting, make_model, clean, corrupted, run, method: str, full_item
 
 
 def _rescore(setting, make_model, clean, corrupted, index: torch.Tensor, method: str, full_items, full_circuit,
-             n_keep: int, direction: float) -> Dict[str, Any]:
+             n_keep: int) -> Dict[str, Any]:
     model = make_model(index)
     result = setting.score(model, clean[index], corrupted[index], method)
     items = setting.items(result)
-    kept, _ = setting.units.circuit(items, n_keep, setting.params["select"], direction)
+    kept, _ = setting.units.circuit(items, n_keep, setting.params["select"])
     values, full = (items[setting.units.mask], full_items[setting.units.mask]) if items.shape == full_circuit.shape \
         else (items.flatten(), full_items.flatten())
     row = {"pairs": len(index), "jaccard_to_full": jaccard(kept, full_circuit), "spearman_to_full": spearman(values, full),

@@ -13,12 +13,12 @@ import torch
 from .circuits import ranking
 
 
-def near_ties(units, items: torch.Tensor, n: int, by: str, direction: float, tolerance: float) -> Dict[str, Any]:
+def near_ties(units, items: torch.Tensor, n: int, by: str, tolerance: float) -> Dict[str, Any]:
     """{ranking, requested, threshold, kept_within, dropped_within}: the items within
     tolerance * max |value| of the cut between the n-th and the (n+1)-th best item."""
     if by == "greedy":
         by = "abs"  # greedy has no single cut; the absolute ranking's is the closest
-    values = ranking(items, by, direction)
+    values = ranking(items, by)
     if values.dim() == 2 and units.level == "edge" and not units.merge_qkv:
         values = values[units.mask]
     values = torch.sort(values.flatten().double(), descending=True).values

@@ -65,16 +65,16 @@ class Units:
             return [f"{n}[{d}]" for n in self.graph.forward_names for d in range(d_model)]
         return list(self._unit_names) if self.merge_qkv else self.graph.edge_names()
 
-    def circuit(self, items: torch.Tensor, n: int, by: str, direction: float) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def circuit(self, items: torch.Tensor, n: int, by: str) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(kept edges [F, Bw] after pruning, kept neurons [F, d] or None) of the n best items."""
         g = self.graph
         if self.level == "edge" and not self.merge_qkv:
             from .circuits import top_edges
 
-            return prune(g, top_edges(g, items, n, by, direction)), None
+            return prune(g, top_edges(g, items, n, by)), None
         if by == "greedy":
             raise ValueError("greedy selection grows edge circuits only")
-        chosen = top_items(ranking(items, by, direction).flatten(), n)
+        chosen = top_items(ranking(items, by).flatten(), n)
         if self.merge_qkv:
             kept = torch.zeros_like(self.mask)
             kept[self.mask] = chosen[self._unit_of[self.mask]]
