@@ -32,7 +32,7 @@ def stability(setting, make_model, clean, corrupted, run, method: str, full_item
         slot = params["by_slot"]
         groups: Dict[str, List[int]] = {}
         for i, pair in enumerate(run.pairs):
-            groups.setdefault(str(pair.values.get(slot)), []).append(i)
+            groups.setdefault(dict(pair.values).get(slot, ""), []).append(i)
         rows = []
         for value, members in sorted(groups.items()):
             index = torch.tensor(members)
