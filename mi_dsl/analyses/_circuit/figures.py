@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
 
-MAX_DRAWN_EDGES = 250
 MAX_SCATTER_POINTS = 6000
 
 
@@ -12,6 +11,8 @@ def figures(data: Dict[str, Any]) -> List[Tuple[str, Any]]:
     out = []
     if any(m.get("curve") for m in data["methods"].values()):
         out.append(("faithfulness", curve_figure(data)))
+    from .drawing import graph_figure
+
     out.append(("circuit_graph", graph_figure(data, next(iter(data["methods"])))))
     for row in data.get("comparison", [])[:3]:
         out.append((f"scores_{row['a']}_vs_{row['b']}", comparison_figure(data, row)))
@@ -60,59 +61,6 @@ def _area(data) -> str:
         if m.get("curve"):
             return m["curve"]["area"]
     return "requested"
-
-
-def graph_figure(data, method: str):
-    """Nodes by layer (x) and head (y); edges of the circuit, width by |score|, colour by sign."""
-    import plotly.graph_objects as go
-
-    from .run import graph_from_data
-
-    g = graph_from_data(data)
-    m = data["methods"][method]
-    index = {name: i for i, name in enumerate(g.edge_names())}
-    edges = g.edge_mask().nonzero().tolist()
-    owner = g.owner().tolist()
-    scores = [m["scores"][name] for name in g.edge_names()]
-    kept = sorted((index[e] for e in m["circuit"]), key=lambda i: -abs(scores[i]))[:MAX_DRAWN_EDGES]
-    top = max((abs(scores[i]) for i in kept), default=1.0) or 1.0
-
-    def position(node: int):  # forward node index, or -1 for the logits
-        if node < 0:
-            return g.n_layers, g.n_heads / 2
-        x = g.layer_of_forward(node)
-        if node == 0:
-            return x, g.n_heads / 2
-        offset = (node - 1) % (g.n_heads + 1)
-        return x, (g.n_heads / 2 if offset == g.n_heads else offset)
-
-    fig = go.Figure()
-    used = set()
-    mids_x, mids_y, mids_text = [], [], []
-    for i in kept:
-        s, t = edges[i]
-        x0, y0 = position(s)
-        x1, y1 = position(owner[t])
-        score = scores[i]
-        fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="skip", showlegend=False,
-                                 line={"width": 0.5 + 6 * abs(score) / top,
-                                       "color": "#d62728" if score < 0 else "#1f77b4"}, opacity=0.6))
-        mids_x.append((x0 + x1) / 2)
-        mids_y.append((y0 + y1) / 2)
-        mids_text.append(f"{g.edge_name(s, t)}: {score:.4g}")
-        used.update([s, owner[t]])
-    fig.add_trace(go.Scatter(x=mids_x, y=mids_y, mode="markers", marker={"size": 4, "opacity": 0.01},
-                             text=mids_text, hovertemplate="%{text}<extra></extra>", showlegend=False))
-    names = {n: (g.forward_names[n] if n >= 0 else "logits") for n in used}
-    xy = [position(n) for n in used]
-    fig.add_trace(go.Scatter(x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text",
-                             text=[names[n] for n in used], textposition="top center", showlegend=False,
-                             marker={"size": 10, "color": "#333"}, hovertemplate="%{text}<extra></extra>"))
-    fig.update_layout(title=f"Circuit of {method}: {m['circuit_edges']} edges, {m['circuit_nodes']} nodes "
-                            f"(the {len(kept)} strongest drawn; red: score < 0, blue: > 0)",
-                      xaxis_title="layer (MLPs at +0.5; input at -1, logits at the right)",
-                      yaxis_title="head", template="plotly_white", height=650)
-    return fig
 
 
 def comparison_figure(data, row):
