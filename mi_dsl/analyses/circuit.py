@@ -130,6 +130,11 @@ class Circuit:
 
         return figures(result.data)
 
+    def cost(self, params, model, pairs: int, tokens: int):
+        """`mi-run plan`'s estimate of this step's time and activation memory, or None when the model's
+        shape is unknown offline (torch-free: _circuit/sizes.py)."""
+        return sizes.cost_line(model, params, pairs, tokens)
+
     def files(self, result, run):
         """{relative path: text} written into the run directory (the MIB export)."""
         if "mib" not in result.data:

@@ -48,6 +48,8 @@ def _print_plan(s: Dict[str, Any]) -> None:
             echo(f"  - {p['id']}: {prompts}{p['prompts']} prompts -> {', '.join(p['analyses'])}; "
                  f"hooks {', '.join(p['hooks'])}")
     _print_memory(s["memory"])
+    for step_id, line in s.get("costs", {}).items():
+        echo(f"cost (estimate) of {step_id}: {line}")
     echo("examples:")
     for ex in d["examples"]:
         echo(f"  clean:     {ex['clean']}\n  corrupted: {ex['corrupted']}\n"

@@ -29,6 +29,7 @@ def plan_summary(prepared, examples: int = 3) -> Dict[str, Any]:
         },
         **plan_steps(plan, len(dataset.pairs)),
         "memory": estimate(spec, plan, tokenizer.vocab_size, widest_forward(dataset.pairs)),
+        "costs": _costs(spec, plan, len(dataset.pairs), widest_forward(dataset.pairs)),
         "warnings": [w.format() for w in dataset.warnings],
     }
 
@@ -46,6 +47,20 @@ def plan_steps(plan, candidates: int) -> Dict[str, Any]:
                     "hooks": list(p.hooks)} for p in plan.passes],
         "batch_size": plan.batch_size,
     }
+
+
+def _costs(spec, plan, pairs: int, tokens: int) -> Dict[str, str]:
+    """Time and memory estimates of the analyses that can give one offline (an analysis class's
+    `cost(params, model, pairs, tokens)`; the circuit's for now)."""
+    from ..analyses.registry import get
+
+    out = {}
+    for step in plan.analyses:
+        cost = getattr(get(step.kind).implementation, "cost", None)
+        line = cost(get(step.kind).implementation(), dict(step.params), spec.model, pairs, tokens) if cost else None
+        if line:
+            out[step.id] = line
+    return out
 
 
 def _slot_positions(dataset) -> Dict[str, Any]:

@@ -91,3 +91,76 @@ def plan_line(model, params: Dict[str, Any]) -> str:
     level = params.get("level", "edge") + (" (q/k/v merged)" if params.get("merge_qkv") else "")
     return (f"{level} circuit over {size}; per batch {'; '.join(work)}; circuit: top {keep} by {params['select']}; "
             f"CPR/CMD over {params.get('area', 'requested')} fractions")
+
+
+# ----------------------------------------------------------------------------- time and memory
+
+# The embedded models' shapes for the estimate (compile/memory.py knows Gemma's offline only).
+EMBEDDED_DIMS = {
+    "gemma-3-270m": dict(hidden=640, layers=18, heads=4, kv_heads=1, head_dim=256, intermediate=2048, gated=True),
+    "smollm2-135m": dict(hidden=576, layers=30, heads=9, kv_heads=3, head_dim=64, intermediate=1536, gated=True),
+}
+
+
+def cost_line(model, params: Dict[str, Any], pairs: int, tokens: int) -> Optional[str]:
+    """One line for `mi-run plan`: estimated seconds on one CPU thread and peak activation memory."""
+    if model.source == "embedded":
+        dims = EMBEDDED_DIMS.get(model.name or "gemma-3-270m")
+    else:
+        from ...compile.memory import model_dims
+
+        dims = model_dims(model, vocab_size=1)
+    if dims is None:
+        return None
+    if params.get("max_pairs"):
+        pairs = min(pairs, params["max_pairs"])
+    e = estimate(dims, params, pairs, tokens)
+    return (f"~{e['seconds']:.0f} s on one CPU thread at {CPU_FLOPS / 1e9:.0f} GFLOP/s ({e['flops'] / 1e12:.2f} TFLOP "
+            f"for {pairs} pairs x {tokens} tokens); activations ~{e['activation_bytes'] / 2 ** 20:.0f} MiB at batch "
+            f"{e['batch']} (plus the weights)")
+
+
+# Effective fp32 throughput of one CPU thread on the circuit engine's work (model matmuls, edge
+# ablation and score products), measured on the development machine (benchmarks/circuit_cost.py):
+# the time estimate is work / this.
+CPU_FLOPS = 20e9
+PARALLEL_COPIES = 5  # [B, S, F, d] tensors alive while scoring: off, clean outputs, difference, its float64 copy
+
+
+def estimate(dims: Dict[str, Any], params: Dict[str, Any], pairs: int, tokens: int,
+             flops_per_second: float = CPU_FLOPS) -> Dict[str, Any]:
+    """The circuit analysis's work, time and peak memory from the model's shape (compile/memory.py's
+    model_dims: hidden, layers, heads, kv_heads, head_dim, intermediate, gated), `pairs` prompt pairs of
+    `tokens` tokens. Work is counted per token: a forward is the model's matmuls (no unembedding: the
+    metric reads two rows of it) plus the heads' outputs; an ablated forward adds 2 d per edge; a backward
+    is two forwards plus 2 d per edge for the score products."""
+    layers, heads = dims["layers"], dims["heads"]
+    d, hd = dims["hidden"], dims["head_dim"]
+    c = counts(layers, heads, dims["kv_heads"], bool(dims.get("parallel", False)))
+    edges, forward_nodes = c["edges"], c["nodes"] - 1
+    model = 2 * layers * (d * hd * (heads + 2 * dims["kv_heads"]) + heads * hd * d
+                          + (3 if dims.get("gated") else 2) * d * dims["intermediate"] + 2 * heads * hd * tokens)
+    plain = model + 2 * layers * heads * hd * d
+    ablated = plain + 2 * d * edges
+    backward = 2 * model + 2 * d * edges
+    steps, n_levels = params["steps"], len(params["levels"])
+    rankings = 2 if params.get("rankings", "mib") == "mib" else 1
+    per_method = {"eap": 2 * plain + backward, "eap_ig_inputs": (2 + steps) * plain + steps * backward,
+                  "eap_ig_activations": 3 * plain + (2 * layers + 1) * steps * (plain + backward),
+                  "clean_corrupted": 4 * plain + 2 * backward,
+                  "eap_ig_pinned_inputs": 2 * plain + ablated + steps * (plain + backward),
+                  "exact": 2 * plain + edges * ablated}
+    curve = (plain + n_levels * rankings * ablated) if params["curve"] else 0
+    work = 2 * plain + 2 * ablated  # the baselines
+    for i, method in enumerate(params["methods"]):
+        work += per_method[method] + ablated + curve + (n_levels * ablated if i == 0 and params["curve"]
+                                                        and params["random_baseline"] else 0)
+    stability = params.get("stability") or {}
+    rescoring = per_method[params["methods"][0]] + (2 * ablated + curve if params["curve"] else 0)
+    work += (stability.get("bootstrap") or 0) * rescoring + (rescoring if stability.get("by_slot") else 0)
+    work *= pairs * tokens
+    batch = min(16, params.get("batch_size") or 16, pairs)
+    parallel = PARALLEL_COPIES * batch * tokens * forward_nodes * d * 4
+    kept_graph = batch * 4 * tokens * layers * (12 * d + 4 * heads * hd + 5 * dims["intermediate"] + 3 * heads * tokens)
+    return {"flops": work, "seconds": work / flops_per_second, "batch": batch,
+            "activation_bytes": parallel + kept_graph, "edges": edges}
