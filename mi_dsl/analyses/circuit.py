@@ -173,6 +173,9 @@ def _summary(data) -> str:
         if m.get("curve"):
             c = m["curve"]
             text += f", CPR {_num(c['cpr'])}, CMD {_num(c['cmd'])}"
+        ties = len((m.get("curve") or {}).get("near_ties", []))
+        if ties:
+            text += f" ({ties} curve cut{'s' if ties > 1 else ''} on near-ties)"
         parts.append(text)
     first = next(iter(data["methods"].values()))
     if first.get("curve") and first["curve"].get("random_cpr") is not None:
@@ -180,7 +183,9 @@ def _summary(data) -> str:
     if data.get("stability"):
         st = data["stability"]
         if "bootstrap" in st:
-            parts.append(f"bootstrap Jaccard {_num(st['mean_jaccard_to_full'])}")
+            spread = st.get("cpr_spread")
+            parts.append(f"bootstrap Jaccard {_num(st['mean_jaccard_to_full'])}"
+                         + (f", CPR {spread['min']:.3f}..{spread['max']:.3f}" if spread else ""))
         if "by_slot" in st:
             parts.append(f"per {st['by_slot']['slot']} Jaccard {_num(st['by_slot']['mean_jaccard_to_full'])}")
     return "; ".join(parts)

@@ -183,10 +183,19 @@ def _tables(graph: Graph, data: Dict[str, Any], top: int) -> Dict[str, List[Dict
             ranked_items = sorted(m["item_scores"].items(), key=lambda kv: -abs(kv[1]))[:top]
             tables.setdefault("top_items", []).extend(
                 {"method": method, "rank": r, "item": name, "score": s} for r, (name, s) in enumerate(ranked_items, 1))
+    ties = [dict(method=method, where="circuit", **m["near_ties"]) for method, m in data["methods"].items()
+            if m["near_ties"]["kept_within"] and m["near_ties"]["dropped_within"]]
+    ties += [dict(method=method, where="curve", **t) for method, m in data["methods"].items()
+             for t in (m.get("curve") or {}).get("near_ties", [])]
+    if ties:
+        tables["near_ties"] = ties
     if "comparison" in data:
         tables["comparison"] = data["comparison"]
     if "stability" in data:
-        tables["stability"] = data["stability"]["resamples"]
+        if "resamples" in data["stability"]:
+            tables["stability"] = data["stability"]["resamples"]
+        if "by_slot" in data["stability"]:
+            tables["stability_by_slot"] = data["stability"]["by_slot"]["groups"]
     return tables
 
 
