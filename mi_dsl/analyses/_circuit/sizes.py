@@ -121,9 +121,12 @@ def cost_line(model, params: Dict[str, Any], pairs: int, tokens: int) -> Optiona
 
 
 # Effective fp32 throughput of one CPU thread on the circuit engine's work (model matmuls, edge
-# ablation and score products), measured on the development machine (benchmarks/circuit_cost.py):
-# the time estimate is work / this.
-CPU_FLOPS = 20e9
+# ablation and score products), measured on the development machine by benchmarks/circuit_cost.py
+# (Gemma-3-270m, 15 tokens, CPU time: 28 GFLOP/s for EAP-IG-inputs + EAP with both curves on 8 pairs,
+# 36 for EAP-IG-activations and 34 for EAP on 8 pairs, 40 for EAP-IG-inputs on 100 pairs): the time
+# estimate is work / this, within about 20% of the CPU time on that machine; a contended machine's
+# wall-clock is longer.
+CPU_FLOPS = 34e9
 PARALLEL_COPIES = 5  # [B, S, F, d] tensors alive while scoring: off, clean outputs, difference, its float64 copy
 
 
@@ -142,7 +145,7 @@ def estimate(dims: Dict[str, Any], params: Dict[str, Any], pairs: int, tokens: i
                           + (3 if dims.get("gated") else 2) * d * dims["intermediate"] + 2 * heads * hd * tokens)
     plain = model + 2 * layers * heads * hd * d
     ablated = plain + 2 * d * edges
-    backward = 2 * model + 2 * d * edges
+    backward = model + 2 * d * edges  # parameters are frozen: gradients of activations only
     steps, n_levels = params["steps"], len(params["levels"])
     rankings = 2 if params.get("rankings", "mib") == "mib" else 1
     per_method = {"eap": 2 * plain + backward, "eap_ig_inputs": (2 + steps) * plain + steps * backward,
