@@ -82,37 +82,46 @@ def differences(golden: Any, actual: Any, path: str = "", scale: Optional[float]
 # ------------------------------------------------------------------ circuits: near-ties at the cuts
 
 
-def near_tie(scores: List[float], kept: int, signed: bool = False) -> bool:
-    """Whether the kept-th and (kept+1)-th edges of the ranking are within the noise of each other
-    (so which one a cut keeps is decided by float rounding)."""
-    if not scores or kept <= 0 or kept >= len(scores):
+def near_tie(scores, kept: int, ranking: str = "abs") -> bool:
+    """Whether the kept-th and (kept+1)-th items of a ranking ("abs": by |score|; "signed": by score,
+    either sign, as MIB's signed ranking may run either way) are within the noise of each other (so
+    which one a cut keeps is decided by float rounding)."""
+    values = list(scores.values()) if isinstance(scores, dict) else list(scores)
+    if not values or kept <= 0 or kept >= len(values):
         return False
-    ranked = sorted((s if signed else abs(s) for s in scores), reverse=True)
-    noise = TIE * max(abs(s) for s in scores)
-    return abs(ranked[kept - 1] - ranked[kept]) <= noise
+    noise = TIE * max(abs(v) for v in values)
+    orders = [[abs(v) for v in values]] if ranking == "abs" else [values, [-v for v in values]]
+    for order in orders:
+        ranked = sorted(order, reverse=True)
+        if abs(ranked[kept - 1] - ranked[kept]) <= noise:
+            return True
+    return False
 
 
 def circuit_exemptions(path: str, golden: dict, actual: dict) -> Set[str]:
     """The paths of a circuit result that depend on a near-tied cut (in the golden or the actual
-    ranking), to be accepted either way."""
+    ranking), to be accepted either way: that level's curve point in each ranking's series and the
+    areas through it; at the circuit's own cut, the circuit and what compares circuits."""
     out: Set[str] = set()
-    signed = golden.get("select") == "signed"
-    methods = golden.get("methods", {})
+    select = golden.get("select", "abs")
     main_cut_tied = False
-    for name, m in methods.items():
+    for name, m in golden.get("methods", {}).items():
         mine = actual.get("methods", {}).get(name, {})
-        scores = [(m.get("scores") or []), (mine.get("scores") or [])]
+        scores = [m.get("scores") or {}, mine.get("scores") or {}]
         curve = m.get("curve") or {}
-        for i, kept in enumerate(curve.get("requested_edges") or []):
-            if any(near_tie(s, kept, signed) for s in scores):
-                base = f"{path}.methods.{name}.curve"
-                out.update(f"{base}.{key}[{i}]" for key in ("faithfulness", "metric", "kept_edges", "x"))
-                out.update(f"{base}.{key}" for key in ("cpr", "cmd"))  # areas through that point
-        keep = golden.get("keep_edges_requested")
-        if keep and any(near_tie(s, keep, signed) for s in scores):
+        for ranking in (r for r in (curve.get("series") or {}) if r not in ("random", "greedy")):
+            for i, kept in enumerate(curve.get("requested") or []):
+                if any(near_tie(s, kept, ranking) for s in scores):
+                    base = f"{path}.methods.{name}.curve"
+                    out.update(f"{base}.series.{ranking}.{key}[{i}]" for key in ("faithfulness", "metric",
+                                                                                "kept_edges", "x"))
+                    out.update(f"{base}.series.{ranking}.{key}" for key in ("cpr", "cmd"))
+                    out.update({f"{base}.cpr", f"{base}.cmd", f"{base}.near_ties"})
+        keep = golden.get("keep_requested") or golden.get("keep_edges_requested")
+        if keep and any(near_tie(s, keep, "abs" if select != "signed" else "signed") for s in scores):
             main_cut_tied = True
             out.update(f"{path}.methods.{name}.{key}" for key in ("circuit", "circuit_edges", "circuit_nodes",
-                                                                  "faithfulness"))
+                                                                  "faithfulness", "metric", "near_ties"))
     if main_cut_tied:  # what compares circuits compares a near-tied choice
         out.update({f"{path}.comparison", f"{path}.stability"})
     return out

@@ -57,6 +57,7 @@ class CostInputs:
     heads: int
     kv_heads: int
     continuation: bool = False
+    model: Any = None               # the spec's ModelSpec (an analysis with its own estimate reads its shape)
 
     def layers_of(self, params) -> int:
         layers = getattr(params, "layers", None)
@@ -109,7 +110,8 @@ def plan_costs(prepared) -> Dict[str, Any]:
         kind = REGISTRY[step.kind]
         n = min(step.params.max_pairs or pairs, pairs)
         inputs = CostInputs(n, width, longest, shape.n_layers if shape else 0, shape.n_heads if shape else 0,
-                            shape.n_kv_heads if shape else 0, any(p.continuation for p in pairs_widths[:1]))
+                            shape.n_kv_heads if shape else 0, any(p.continuation for p in pairs_widths[:1]),
+                            spec.model)
         declared = getattr(kind.implementation(), "cost", None)
         if declared is None:
             rows.append({"id": step.id, "kind": step.kind, "note": "this analysis declares no cost estimate"})

@@ -14,7 +14,7 @@ import torch
 from tests.circuit_models import tiny_bridge
 from mi_dsl.analyses._circuit.circuits import prune, top_edges
 from mi_dsl.analyses._circuit.engine import GraphModel, Pass
-from mi_dsl.analyses._circuit.faithfulness import baselines, circuit_metrics, curve
+from mi_dsl.analyses._circuit.faithfulness import baselines, circuit_metrics, curve, edge_builder
 from mi_dsl.analyses._circuit.graph import Graph, graph_of
 from mi_dsl.analyses._circuit.scores import score_edges
 from mi_dsl.runtime.unembed import Unembed
@@ -67,32 +67,42 @@ class Setup:
             out[g.mlp_index(l)] = kept[f"blocks.{l}.hook_mlp_out"]
         return out
 
-    def explicit_metric(self, source: int, target: int, eps=None):
-        """The metric with target input's value moved by eps * (corrupted - clean output of source)."""
+    def explicit_metric(self, source: int, target: int, eps=None, cut=()):
+        """The metric with target input's value moved by eps * (corrupted - clean output of source);
+        `cut`: extra hooks (fixing a layer output to a constant) in every run."""
         delta = self.plain_outputs(self.corrupted)[source] - self.plain_outputs(self.clean)[source]
         if eps is not None:
             delta = delta * eps
         g = self.graph
         name = g.backward_names[target]
+        cut = list(cut)
         if name == "logits":
-            return self.plain_metric(self.clean, [("ln_final.hook_in", lambda a, hook: a + delta)])
+            return self.plain_metric(self.clean, cut + [("ln_final.hook_in", lambda a, hook: a + delta)])
         layer = int(name[1:].split(".")[0].split("<")[0])
         if name.startswith("m"):
-            return self.plain_metric(self.clean, [(f"blocks.{layer}.ln2.hook_in", lambda a, hook: a + delta)])
+            return self.plain_metric(self.clean, cut + [(f"blocks.{layer}.ln2.hook_in", lambda a, hook: a + delta)])
         letter = name[-2]
         index = int(name.split(".")[1][1:].split("<")[0])  # head (q) or group (k, v)
         point = f"blocks.{layer}.attn.hook_{letter}"
         moved = {}
         self.bridge.run_with_hooks(
             self.clean, prepend_bos=False,
-            fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", lambda a, hook: a + delta),
-                       (point, lambda a, hook: moved.__setitem__("x", a[:, :, index]))])
+            fwd_hooks=cut + [(f"blocks.{layer}.hook_resid_pre", lambda a, hook: a + delta),
+                             (point, lambda a, hook: moved.__setitem__("x", a[:, :, index]))])
 
         def carry(a, hook):
             a = a.clone()
             a[:, :, index] = moved["x"]
             return a
-        return self.plain_metric(self.clean, [(point, carry)])
+        return self.plain_metric(self.clean, cut + [(point, carry)])
+
+    def clean_values(self, names):
+        kept = {}
+        with torch.no_grad():
+            self.bridge.run_with_hooks(self.clean, prepend_bos=False,
+                                       fwd_hooks=[(n, lambda a, hook, n=n: kept.__setitem__(n, a.detach().clone()))
+                                                  for n in names])
+        return kept
 
 
 def pick_edges(graph: Graph):
@@ -164,7 +174,7 @@ def test_exact_scores_are_one_patched_forward_per_edge(architecture):
             torch.testing.assert_close(result.scores[source, target], expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", ["eap_ig_inputs", "eap_ig_activations"])
+@pytest.mark.parametrize("method", ["eap_ig_inputs", "eap_ig_activations", "eap_ig_pinned_inputs"])
 def test_eap_ig_converges_as_steps_grow(method):
     s = Setup("gemma3")
     runs = {n: score_edges(s.model, s.clean, s.corrupted, method, steps=n, batch_size=4).scores for n in (2, 8, 32)}
@@ -174,9 +184,44 @@ def test_eap_ig_converges_as_steps_grow(method):
     assert (runs[32] - eap).norm() > 10 * fine  # it is not EAP under another name
 
 
-def test_eap_ig_activations_with_one_step_at_the_midpoint_is_not_clean_gradient():
+def test_clean_corrupted_is_the_mean_of_eap_and_one_published_eap_ig_inputs_step():
+    """EAP-IG-inputs with one step as published takes its gradient at a = 0: the corrupted embeddings,
+    i.e. the corrupted run; clean-corrupted averages that and the clean run's. Midpoints would not."""
+    s = Setup("llama")
+    eap = score_edges(s.model, s.clean, s.corrupted, "eap", batch_size=3).scores
+    at_corrupted = score_edges(s.model, s.clean, s.corrupted, "eap_ig_inputs", steps=1, batch_size=3).scores
+    both = score_edges(s.model, s.clean, s.corrupted, "clean_corrupted", batch_size=3).scores
+    torch.testing.assert_close(both, (eap + at_corrupted) / 2, rtol=1e-4, atol=1e-6)
+    midpoint = score_edges(s.model, s.clean, s.corrupted, "eap_ig_inputs", steps=1, ig_points="midpoint").scores
+    assert (midpoint - at_corrupted).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("architecture", ["gemma3", "gpt2"])
+def test_eap_ig_activations_cuts_the_gradient_at_one_layer_output_at_a_time(architecture):
+    """One step as published (a = 1): every pass is the clean run with one layer output fixed to its clean
+    value, a constant; the score averages over the 2L + 1 outputs the gradient each cut leaves."""
+    s = Setup(architecture)
+    result = score_edges(s.model, s.clean, s.corrupted, "eap_ig_activations", steps=1, batch_size=4)
+    g = s.graph
+    outputs = [f"blocks.{l}.attn.hook_z" for l in range(g.n_layers)] + [f"blocks.{l}.hook_mlp_out"
+                                                                          for l in range(g.n_layers)]
+    clean = s.clean_values(outputs)
+    for source, target in pick_edges(g):
+        total = torch.zeros(())
+        for cut in [[]] + [[(n, lambda a, hook, n=n: clean[n])] for n in outputs]:  # [] : the embeddings' cut
+            eps = torch.zeros((), requires_grad=True)
+            s.explicit_metric(source, target, eps, cut).mean().backward()
+            total = total + (eps.grad if eps.grad is not None else 0.0)
+        expected = total / (2 * g.n_layers + 1)
+        torch.testing.assert_close(result.scores[source, target], expected, rtol=1e-3, atol=1e-6,
+                                   msg=lambda m: f"{g.edge_name(source, target)}: {m}")
+    eap = score_edges(s.model, s.clean, s.corrupted, "eap", batch_size=4).scores
+    assert (result.scores - eap).abs().max() > 1e-3  # the cuts matter
+
+
+def test_pinned_inputs_with_one_step_at_the_midpoint_is_not_clean_gradient():
     s = Setup("gemma3")
-    one = score_edges(s.model, s.clean, s.corrupted, "eap_ig_activations", steps=1).scores
+    one = score_edges(s.model, s.clean, s.corrupted, "eap_ig_pinned_inputs", steps=1).scores
     eap = score_edges(s.model, s.clean, s.corrupted, "eap").scores
     assert not torch.allclose(one, eap)
 
@@ -199,55 +244,24 @@ def test_faithfulness_curve_ends_at_one_and_has_a_random_baseline():
     with torch.no_grad():
         assert base.full == pytest.approx(float(s.plain_metric(s.clean).mean()), abs=1e-5)
         assert base.empty == pytest.approx(float(s.plain_metric(s.corrupted).mean()), abs=1e-5)
-    out = curve(s.model, s.clean, s.corrupted, scores, base=base)
-    assert out["faithfulness"][-1] == pytest.approx(1.0, abs=1e-5)
-    assert out["x"][-1] == 1.0 and out["kept_edges"][-1] == s.graph.n_edges
-    assert len(out["random_faithfulness"]) == len(out["levels_percent"]) == 10
-    xs, f = out["x"], out["faithfulness"]
-    pts = sorted(zip(xs, f))
+    build = edge_builder(s.graph, scores, top_edges)
+    gen = torch.Generator().manual_seed(0)
+    random = edge_builder(s.graph, None, lambda g, _, n, by: top_edges(g, torch.rand(g.n_forward, g.n_backward,
+                                                                                        generator=gen), n, "abs"))
+    out = curve(s.model, s.clean, s.corrupted, build, s.graph.n_edges, base=base, random_build=random)
+    signed, absolute = out["series"]["signed"], out["series"]["abs"]
+    for series in (signed, absolute):
+        assert series["faithfulness"][-1] == pytest.approx(1.0, abs=1e-5)
+        assert series["x"][-1] == 1.0 and series["kept_edges"][-1] == s.graph.n_edges
+    assert len(out["series"]["random"]["faithfulness"]) == len(out["levels_percent"]) == 10
+    # MIB: x is the requested fraction; CPR from the signed ranking, CMD from the absolute one
+    assert signed["x"] == [k / 100 for k in out["levels_percent"]]
+    pts = list(zip(signed["x"], signed["faithfulness"]))
     by_hand = sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(pts, pts[1:]))
-    assert out["cpr"] == pytest.approx(by_hand)
-    # the curve's metric at a level is the metric of that circuit run on its own (a fresh model:
-    # nothing from the curve's forwards)
-    kept = prune(s.graph, top_edges(s.graph, scores, out["requested_edges"][6], "abs", base.direction))
-    alone = GraphModel(s.bridge, s.graph, s.metric)
-    assert circuit_metrics(alone, s.clean, s.corrupted, [kept])[0] == pytest.approx(out["metric"][6], abs=1e-6)
-
-
-@pytest.mark.parametrize("architecture", ARCHS)
-def test_a_small_circuit_ablates_as_the_full_sum_over_its_ablated_edges(architecture):
-    """A circuit keeping few edges takes the engine's short way (every upstream output less the
-    kept edges'); the same circuit given per row ([B, F, Bw], summed edge by edge) agrees."""
-    s = Setup(architecture)
-    mask = s.graph.edge_mask()
-    kept = (torch.rand(mask.shape, generator=torch.Generator().manual_seed(4)) < 0.1) & mask
-    kept[:, s.graph.logits_index] = mask[:, s.graph.logits_index]  # every node into the logits: not the empty run
-    complement = (mask & ~kept).float()
-    with s.model.split_inputs(), torch.no_grad():
-        off = s.model.run(s.corrupted, Pass(s.rows)).outputs
-        short = s.model.run(s.clean, Pass(s.rows, capture_outputs=False, off=off, complement=complement)).metric
-        per_row = complement.expand(len(s.rows), -1, -1).contiguous()
-        summed = s.model.run(s.clean, Pass(s.rows, capture_outputs=False, off=off, complement=per_row)).metric
-    clean, corrupted = s.plain_metric(s.clean), s.plain_metric(s.corrupted)
-    assert float((short - clean).abs().max()) > 1e-3 and float((short - corrupted).abs().max()) > 1e-3
-    assert torch.allclose(short, summed, rtol=1e-5, atol=1e-5)
-
-
-def test_forwards_asked_for_again_are_not_run_again_and_give_the_same_numbers():
-    """The curve asks for the corrupted outputs and the full and empty circuits again (its 100%
-    level, the random circuits that prune to nothing): answered from the model's record of its
-    forwards, with the numbers every circuit gets run on a fresh model."""
-    s = Setup("gemma3")
-    scores = score_edges(s.model, s.clean, s.corrupted, "eap").scores
-    base = baselines(s.model, s.clean, s.corrupted)
-    before, reused = s.model.forwards, s.model.reused
-    out = curve(s.model, s.clean, s.corrupted, scores, base=base)
-    assert s.model.forwards - before == 21 and s.model.reused - reused >= 3  # 1 corrupted + 20 circuits asked
-    g = s.graph
-    for i, n in enumerate(out["requested_edges"]):
-        kept = prune(g, top_edges(g, scores, n, "abs", base.direction))
-        fresh = GraphModel(s.bridge, g, s.metric)
-        assert circuit_metrics(fresh, s.clean, s.corrupted, [kept])[0] == out["metric"][i]
+    assert out["cpr"] == pytest.approx(by_hand) and out["cpr"] == signed["cpr"] and out["cmd"] == absolute["cmd"]
+    # the curve's metric at a level is the metric of that circuit run on its own
+    kept = prune(s.graph, top_edges(s.graph, scores, out["requested"][6], "abs"))
+    assert circuit_metrics(s.model, s.clean, s.corrupted, [kept])[0] == pytest.approx(absolute["metric"][6], abs=1e-6)
 
 
 def test_graph_counts_and_grouped_query_layout():

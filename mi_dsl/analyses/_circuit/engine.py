@@ -50,11 +50,14 @@ class Pass:
     embed: Optional[torch.Tensor] = None        # [B, S, d] replaces the input node's output (EAP-IG inputs)
     pin_inputs: Optional[torch.Tensor] = None   # [B, S, Bw, d] values of inputs, gradient passed through
     on_grad: Optional[Callable[[int, int, torch.Tensor], None]] = None  # (start, stop, grad [B,S,n,d])
+    ablated_dims: Optional[torch.Tensor] = None  # [d, F]: 1 where a node's output dimension is ablated (neurons)
+    replace: Optional[Dict[str, torch.Tensor]] = None  # hook name -> value it takes, the gradient cut there
+    capture_z: bool = False                     # keep each layer's attention z in `z`
+    z: Dict[int, torch.Tensor] = field(default_factory=dict)
     outputs: Optional[torch.Tensor] = None
     inputs: Optional[torch.Tensor] = None
-    delta: Optional[torch.Tensor] = None        # [F, B, S, d] off - current, filled as the forward runs
+    delta: Optional[torch.Tensor] = None        # [B, S, d, F] off - current, filled as the forward runs
     metric: Optional[torch.Tensor] = None
-    _sums: Dict[int, torch.Tensor] = field(default_factory=dict)   # n -> sum of delta over nodes < n
     _z: Dict[int, torch.Tensor] = field(default_factory=dict)
     _scale: Dict[int, torch.Tensor] = field(default_factory=dict)
 
@@ -72,14 +75,8 @@ class GraphModel:
             if self.post_norm else None
         self.n_upstream = graph.n_upstream()
         self.d_model = bridge.cfg.d_model
-        self.forwards = 0   # forwards asked for (a method's cost, whether run or answered from `_done`)
+        self.forwards = 0
         self.backwards = 0
-        self.reused = 0     # of those, answered from `_done` instead of run again
-        # Forwards without gradients already run, by what determines them (see `_key`): the
-        # faithfulness curve, its baselines and the method's circuit ask for the same ones again
-        # (the corrupted run's outputs three times; the full circuit at the 100% level; the empty
-        # circuit for every small random circuit that prunes to nothing).
-        self._done: Dict[tuple, tuple] = {}
 
     def _post_weight(self, layer: int) -> torch.Tensor:
         norm = self.bridge.blocks[layer].ln1_post
@@ -109,40 +106,14 @@ class GraphModel:
             bridge.set_use_split_qkv_input(was)
 
     def run(self, tokens: torch.Tensor, job: Pass, grad: bool = False) -> Pass:
-        """One forward of `tokens` [B, S] doing what `job` says (call inside split_inputs).
-
-        A forward without gradients that ran before with the same inputs (tokens, rows, the
-        outputs ablated edges carry, the ablated edges) is not run again: its metric (and
-        outputs) are the ones it gave, so the numbers are those of running it."""
-        key = self._key(tokens, job, grad)
-        if key is not None and key in self._done:
-            job.metric, job.outputs, _ = self._done[key]
-            self.forwards += 1
-            self.reused += 1
-            return job
-        self._forward(tokens, job, grad)
-        if key is not None:  # `off` is kept alive with the entry, so its id stays its own
-            self._done[key] = (job.metric, job.outputs, job.off)
-        return job
-
-    def _key(self, tokens: torch.Tensor, job: Pass, grad: bool):
-        """What determines a plain forward's metric and outputs, or None for one that is not plain
-        (gradients, inputs captured or pinned, replaced embeddings)."""
-        if grad or job.capture_inputs or job.pin_inputs is not None or job.embed is not None or job.on_grad:
-            return None
-        complement = None if job.complement is None else \
-            (tuple(job.complement.shape), job.complement.detach().cpu().numpy().tobytes())
-        return (tuple(tokens.shape), tokens.cpu().numpy().tobytes(), job.rows.cpu().numpy().tobytes(),
-                job.capture_outputs, None if job.off is None else id(job.off), complement)
-
-    def _forward(self, tokens: torch.Tensor, job: Pass, grad: bool) -> None:
+        """One forward of `tokens` [B, S] doing what `job` says (call inside split_inputs)."""
         B, S = tokens.shape
         F, Bw = self.graph.n_forward, self.graph.n_backward
         dev, dtype = self.W_O.device, self.W_O.dtype
         if job.capture_outputs:
             job.outputs = torch.zeros(B, S, F, self.d_model, device=dev, dtype=dtype)
-        if job.off is not None:  # nodes first: any set of nodes' outputs is read without a copy of the rest
-            job.delta = job.off.permute(2, 0, 1, 3).contiguous()
+        if job.off is not None:  # nodes last, so each input's ablation is one matrix product (no copy)
+            job.delta = job.off.transpose(2, 3).contiguous()
         if job.capture_inputs:
             job.inputs = torch.zeros(B, S, Bw, self.d_model, device=dev, dtype=dtype)
         hooks = self._hooks(job, grad)
@@ -155,10 +126,13 @@ class GraphModel:
                 pass
         if job.metric is None:
             raise RunError(f"the forward never reached {STOP_AT}")
+        return job
 
     def _hooks(self, job: Pass, grad: bool) -> List:
         g = self.graph
-        hooks = [("blocks.0.hook_resid_pre", self._input_node(job, grad))]
+        # replacements first: the hooks after them on the same point see the replaced value
+        hooks = [(name, self._replace(value)) for name, value in (job.replace or {}).items()]
+        hooks.append(("blocks.0.hook_resid_pre", self._input_node(job, grad)))
         for layer in range(g.n_layers):
             for letter in LETTERS:
                 hooks.append((f"blocks.{layer}.attn.hook_{letter}_input",
@@ -183,7 +157,7 @@ class GraphModel:
         if job.outputs is not None:
             job.outputs[:, :, index] = value
         if job.delta is not None:
-            job.delta[index] -= value.permute(2, 0, 1, 3)
+            job.delta[..., index] -= value.transpose(2, 3)
 
     def _input_node(self, job: Pass, grad: bool):
         def hook(act, hook=None):
@@ -204,7 +178,15 @@ class GraphModel:
     def _keep_z(self, job: Pass, layer: int):
         def hook(act, hook=None):
             job._z[layer] = act
+            if job.capture_z:
+                job.z[layer] = act.detach().clone()
             return act
+        return hook
+
+    @staticmethod
+    def _replace(value: torch.Tensor):
+        def hook(act, hook=None):
+            return value.to(act.dtype)  # a constant: no gradient flows past this point
         return hook
 
     def _keep_scale(self, job: Pass, layer: int):
@@ -261,39 +243,13 @@ class GraphModel:
 
     def _ablation(self, job: Pass, index: slice, n_up: int) -> torch.Tensor:
         """[B, S, n, d]: what the ablated edges into inputs `index` change, sum over upstream f of
-        delta[f] * complement[f, n] (per row when complement is [B, F, Bw]).
-
-        Every upstream node has an edge into these inputs, so when few of those edges are kept
-        (a small circuit, most of a faithfulness curve) the sum is the sum over all upstream
-        nodes (kept as the forward goes) less the kept edges' terms: a few node outputs read
-        instead of every upstream one. Equal to the plain sum to float32 rounding
-        (tests/analyses/test_circuit_engine.py)."""
-        F, B, S, d = job.delta.shape
-        upstream = job.delta[:n_up].reshape(n_up, -1)                    # [n_up, B*S*d], a view
-        if job.complement.dim() == 3:
-            out = torch.einsum("ubsd,bun->bsnd", job.delta[:n_up], job.complement[:, :n_up, index])
-            return out
-        complement = job.complement[:n_up, index]                       # [n_up, n]
-        n = complement.shape[1]
-        kept = complement == 0
-        sources = kept.any(1).nonzero().flatten()
-        if 2 * len(sources) >= n_up:
-            return (complement.T @ upstream).view(n, B, S, d).permute(1, 2, 0, 3)
-        total = self._upstream_sum(job, n_up).reshape(1, -1)             # [1, B*S*d]
-        if len(sources):
-            total = total - kept[sources].T.to(upstream.dtype) @ upstream[sources]
-        return total.expand(n, -1).view(n, B, S, d).permute(1, 2, 0, 3)
-
-    @staticmethod
-    def _upstream_sum(job: Pass, n: int) -> torch.Tensor:
-        """[B, S, d]: delta summed over nodes 0..n-1 (all recorded by the time an input needs them;
-        partial sums kept, so a forward adds each node once)."""
-        start = max((m for m in job._sums if m <= n), default=0)
-        total = job._sums.get(start)
-        part = job.delta[start:n].sum(0)
-        total = part if total is None else total + part
-        job._sums[n] = total
-        return total
+        delta[b, s, :, f] * complement[f, n] (per row when complement is [B, F, Bw])."""
+        delta = job.delta[..., :n_up]                                   # [B, S, d, n_up]
+        if job.ablated_dims is not None:                                # neurons: only ablated dimensions move
+            delta = delta * job.ablated_dims[:, :n_up]
+        if job.complement.dim() == 2:
+            return (delta @ job.complement[:n_up, index]).transpose(2, 3)
+        return (delta @ job.complement[:, None, :n_up, index]).transpose(2, 3)
 
     def _metric_hook(self, job: Pass):
         def hook(act, hook=None):

@@ -4,28 +4,38 @@ f(C) = (m(C) - m(empty)) / (m(full) - m(empty)), m the mean metric over the prom
 where C runs with only its edges clean (the others carry the ablated value), empty
 ablates every edge and full keeps every edge (the clean run).
 
-The curve takes the top k % of edges at the MIB levels, prunes each circuit and
-measures f. Areas use the trapezoid rule over x = (edges kept after pruning) / (all
-edges), from the smallest circuit to the full model (x = 1), as MIB does:
-  CPR = area under f(x)          (higher is better)
-  CMD = area under |1 - f(x)|    (0 is best)
-A random circuit of each requested size (random edge ranking, pruned the same way)
-is the baseline.
+The curve takes the top int(n * k / 100) scored items (edges, or nodes, neurons, merged
+q/k/v edges: `units.py`) at each level k, prunes each circuit and measures f. As MIB
+computes them (MIB-circuit-track, MIB_circuit_track/evaluation.py,
+`evaluate_area_under_curve`, and print_results.py):
+  CPR = area under f over x = k / 100, from the signed ranking (`absolute=False`)
+  CMD = area under |1 - f| over x = k / 100, from the absolute ranking (`absolute=True`)
+by the trapezoid rule between consecutive requested levels (0.001 ... 1 by default; the
+area spans the levels given, 0.999 wide for MIB's). `area: kept` integrates over the
+fraction of edges actually kept after pruning instead (mi-dsl's earlier convention), and
+`rankings: select` takes both areas from the analysis's own `select` ranking.
+A random ranking of the same sizes, pruned the same way, is the baseline.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from .circuits import prune, random_circuit, top_edges
+from .circuits import prune
 from .engine import GraphModel, Pass, batches
 from .scores import mean_outputs, off_outputs
+from .sizes import LEVELS  # torch-free: the schema's default too
 
-from .sizes import LEVELS  # noqa: E402  (torch-free: the schema's default too)
-AREA_NOTE = ("x-axis: fraction of the graph's edges kept after pruning; trapezoids from the smallest "
-             "circuit to the full model (x = 1), as MIB computes CPR and CMD")
+AREAS = ("requested", "kept")
+RANKINGS = ("mib", "select")
+AREA_NOTES = {
+    "requested": "x-axis: the requested fraction of scored items (k / 100); trapezoids between consecutive levels, "
+                 "CPR from the signed ranking and CMD from the absolute ranking, as MIB's evaluate_area_under_curve "
+                 "and print_results.py compute them",
+    "kept": "x-axis: the fraction of the graph's edges kept after pruning; trapezoids from the smallest circuit to "
+            "the full model (mi-dsl's `area: kept`, not MIB's)"}
 
 
 @dataclass
@@ -44,20 +54,28 @@ class Baselines:
 
 
 def circuit_metrics(model: GraphModel, clean: torch.Tensor, corrupted: torch.Tensor, circuits: Sequence[torch.Tensor],
-                    *, ablation: str = "patching", batch_size: int = 8,
-                    mean: Optional[torch.Tensor] = None) -> List[float]:
-    """Mean metric of each circuit (a kept-edge mask) over the prompt pairs."""
+                    *, ablation: str = "patching", batch_size: int = 8, mean: Optional[torch.Tensor] = None,
+                    neuron_masks: Optional[Sequence[Optional[torch.Tensor]]] = None) -> List[float]:
+    """Mean metric of each circuit (a kept-edge mask) over the prompt pairs. `neuron_masks[i]`
+    ([F, d] bool, kept output dimensions of each node) makes circuit i a neuron circuit: an
+    ablated dimension carries the ablated value on every edge out of its node."""
     mask = model.graph.edge_mask()
     sums = torch.zeros(len(circuits), dtype=torch.float64)
+    neuron_masks = neuron_masks or [None] * len(circuits)
     with model.split_inputs(), torch.no_grad():
         if ablation == "mean" and mean is None:
             mean = mean_outputs(model, corrupted, batch_size)
         for part in batches(len(clean), batch_size):
             rows = torch.arange(part.start, part.stop)
             off = off_outputs(model, corrupted[part], ablation, mean, rows)
-            for i, kept in enumerate(circuits):
+            for i, (kept, neurons) in enumerate(zip(circuits, neuron_masks)):
                 complement = (mask & ~kept).to(device=off.device, dtype=off.dtype)
-                job = model.run(clean[part], Pass(rows, capture_outputs=False, off=off, complement=complement))
+                ablated_dims = None
+                if neurons is not None:  # kept edges carry the node's ablated dimensions too
+                    complement = mask.to(device=off.device, dtype=off.dtype)
+                    ablated_dims = (~(neurons & kept.any(1, keepdim=True))).T.to(device=off.device, dtype=off.dtype)
+                job = model.run(clean[part], Pass(rows, capture_outputs=False, off=off, complement=complement,
+                                                  ablated_dims=ablated_dims))
                 sums[i] += float(job.metric.double().sum())
     return (sums / len(clean)).tolist()
 
@@ -70,37 +88,66 @@ def baselines(model: GraphModel, clean, corrupted, *, ablation="patching", batch
 
 
 def area(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Trapezoids between consecutive points, sorted by x."""
     points = sorted(zip(xs, ys))
     return float(sum((x2 - x1) * (y1 + y2) / 2 for (x1, y1), (x2, y2) in zip(points, points[1:])))
 
 
-def curve(model: GraphModel, clean, corrupted, scores: torch.Tensor, *, levels=LEVELS, by: str = "abs",
-          ablation: str = "patching", batch_size: int = 8, random_seed: int = 0,
-          random_baseline: bool = True, base: Optional[Baselines] = None) -> Dict:
-    """The faithfulness curve of `scores`'s top-k% circuits (and random ones of the same sizes)."""
+def requested_sizes(n_items: int, levels: Sequence[float]) -> List[int]:
+    """int(k / 100 * n) items at each level, as MIB's int(pct * n_scored_items)."""
+    return [int(k / 100.0 * n_items) for k in levels]
+
+
+# A circuit builder: (ranking "signed" | "abs" | a select rule, number of items) -> (kept edges, neuron mask or None)
+Build = Callable[[str, int], tuple]
+
+
+def curve(model: GraphModel, clean, corrupted, build: Build, n_items: int, *, levels=LEVELS, select: str = "abs",
+          rankings: str = "mib", area_over: str = "requested", ablation: str = "patching", batch_size: int = 8,
+          random_build: Optional[Build] = None, base: Optional[Baselines] = None, unit: str = "edges") -> Dict:
+    """The faithfulness curves of one method's circuits at `levels` (and random ones of the same sizes).
+
+    `build(ranking, n)` returns the pruned circuit of the n best items under `ranking`."""
     g = model.graph
-    total = g.n_edges
     base = base or baselines(model, clean, corrupted, ablation=ablation, batch_size=batch_size)
-    sizes = [int(total * k / 100.0) for k in levels]
-    circuits = [prune(g, top_edges(g, scores, n, by, base.direction)) for n in sizes]
-    gen = torch.Generator().manual_seed(random_seed)
-    randoms = [prune(g, random_circuit(g, n, gen)) for n in sizes] if random_baseline else []
-    values = circuit_metrics(model, clean, corrupted, circuits + randoms, ablation=ablation, batch_size=batch_size)
-    out = {"levels_percent": list(levels), "requested_edges": sizes, "total_edges": total,
-           "baseline_full": base.full, "baseline_empty": base.empty, "by": by, "ablation": ablation,
-           "area_note": AREA_NOTE}
-    out.update(_series("", circuits, values[:len(circuits)], base, total))
-    if random_baseline:
-        out.update(_series("random_", randoms, values[len(circuits):], base, total))
+    sizes = requested_sizes(n_items, levels)
+    names = ["signed", "abs"] if rankings == "mib" else [select]
+    built = {name: [build(name, n) for n in sizes] for name in names}
+    if random_build is not None:
+        built["random"] = [random_build("abs", n) for n in sizes]
+    flat = [c for name in built for c in built[name]]
+    values = circuit_metrics(model, clean, corrupted, [c[0] for c in flat], ablation=ablation,
+                             batch_size=batch_size, neuron_masks=[c[1] for c in flat])
+    out = {"unit": unit, "levels_percent": list(levels), "requested": sizes, "total_items": n_items,
+           "total_edges": g.n_edges, "baseline_full": base.full, "baseline_empty": base.empty,
+           "ablation": ablation, "area": area_over, "rankings": rankings, "area_note": AREA_NOTES[area_over]}
+    series = {}
+    for i, name in enumerate(built):
+        chunk = values[i * len(sizes):(i + 1) * len(sizes)]
+        series[name] = areas([int(c[0].sum()) for c in built[name]], chunk, base, g.n_edges, levels, area_over)
+    out["series"] = series
+    cpr_from, cmd_from = ("signed", "abs") if rankings == "mib" else (select, select)
+    out.update({"cpr": series[cpr_from]["cpr"], "cmd": series[cmd_from]["cmd"], "cpr_from": cpr_from,
+                "cmd_from": cmd_from})
+    if "random" in series:
+        out.update({"random_cpr": series["random"]["cpr"], "random_cmd": series["random"]["cmd"]})
     return out
 
 
-def _series(prefix: str, circuits, metrics, base: Baselines, total: int) -> Dict:
-    kept = [int(c.sum()) for c in circuits]
+def areas(kept: Sequence[int], metrics: Sequence[float], base: Baselines, total_edges: int, levels: Sequence[float],
+          area_over: str) -> Dict:
+    """One curve's points and areas: f at each level, CPR = area under f, CMD = area under |1 - f|,
+    over x = k / 100 (`requested`) or x = kept edges / all edges (`kept`)."""
     f = [base.faithfulness(m) for m in metrics]
-    xs = [k / total for k in kept]
+    xs = [k / total_edges for k in kept] if area_over == "kept" else [k / 100.0 for k in levels]
     valid = [(x, y) for x, y in zip(xs, f) if y is not None]
     cpr = area([x for x, _ in valid], [y for _, y in valid]) if len(valid) > 1 else None
     cmd = area([x for x, _ in valid], [abs(1 - y) for _, y in valid]) if len(valid) > 1 else None
-    return {f"{prefix}kept_edges": kept, f"{prefix}x": xs, f"{prefix}metric": metrics,
-            f"{prefix}faithfulness": f, f"{prefix}cpr": cpr, f"{prefix}cmd": cmd}
+    return {"kept_edges": list(kept), "x": xs, "metric": metrics, "faithfulness": f, "cpr": cpr, "cmd": cmd}
+
+
+def edge_builder(graph, scores: torch.Tensor, top) -> Build:
+    """build(ranking, n) for plain edge scores: `top(graph, scores, n, ranking)`, pruned."""
+    def build(ranking: str, n: int):
+        return prune(graph, top(graph, scores, n, ranking)), None
+    return build

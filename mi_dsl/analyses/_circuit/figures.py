@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
 
-MAX_DRAWN_EDGES = 250
 MAX_SCATTER_POINTS = 6000
 
 
@@ -12,6 +11,8 @@ def figures(data: Dict[str, Any]) -> List[Tuple[str, Any]]:
     out = []
     if any(m.get("curve") for m in data["methods"].values()):
         out.append(("faithfulness", curve_figure(data)))
+    from .drawing import graph_figure
+
     out.append(("circuit_graph", graph_figure(data, next(iter(data["methods"])))))
     for row in data.get("comparison", [])[:3]:
         out.append((f"scores_{row['a']}_vs_{row['b']}", comparison_figure(data, row)))
@@ -21,86 +22,52 @@ def figures(data: Dict[str, Any]) -> List[Tuple[str, Any]]:
 
 
 def curve_figure(data):
+    """Each method's faithfulness against the x-axis its areas use, one line per ranking."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    note = ""
+    note, unit = "", "edges"
+    dashes = {"signed": "solid", "abs": "dot", "greedy": "dashdot"}
     for name, m in data["methods"].items():
         c = m.get("curve")
         if not c:
             continue
-        fig.add_trace(go.Scatter(x=c["x"], y=c["faithfulness"], mode="lines+markers",
-                                 name=f"{name} (CPR {_n(c['cpr'])}, CMD {_n(c['cmd'])})",
-                                 text=[f"{k}% requested, {e} kept" for k, e in zip(c["levels_percent"], c["kept_edges"])],
-                                 hovertemplate="%{text}<br>edges %{x:.4f}<br>f %{y:.3f}<extra></extra>"))
-        if c.get("random_faithfulness"):
-            fig.add_trace(go.Scatter(x=c["random_x"], y=c["random_faithfulness"], mode="lines+markers",
-                                     line={"dash": "dash", "color": "grey"},
-                                     name=f"random (CPR {_n(c['random_cpr'])}, CMD {_n(c['random_cmd'])})"))
-        note = c["area_note"]
+        for ranking, series in c["series"].items():
+            if ranking == "random":
+                label = f"random (CPR {_n(c['random_cpr'])}, CMD {_n(c['random_cmd'])})"
+                line = {"dash": "dash", "color": "grey"}
+            else:
+                role = [r for r, src in (("CPR", c["cpr_from"]), ("CMD", c["cmd_from"])) if src == ranking]
+                value = ", ".join(f"{r} {_n(c[r.lower()])}" for r in role)
+                label = f"{name}, {ranking} ranking" + (f" ({value})" if value else "")
+                line = {"dash": dashes.get(ranking, "solid")}
+            fig.add_trace(go.Scatter(
+                x=series["x"], y=series["faithfulness"], mode="lines+markers", name=label, line=line,
+                text=[f"{k}% requested ({r} {c['unit']}), {e} edges kept" for k, r, e in
+                      zip(c["levels_percent"], c["requested"], series["kept_edges"])],
+                hovertemplate="%{text}<br>x %{x:.4g}<br>f %{y:.3f}<extra></extra>"))
+        note, unit = c["area_note"], c["unit"]
     fig.add_hline(y=1.0, line={"dash": "dot", "color": "black"})
-    fig.update_layout(title=f"Faithfulness of top-k% circuits ({data['ablation']} ablation, ranked by "
-                            f"{data['select']})<br><sup>{note}</sup>",
-                      xaxis_title="fraction of edges kept (log scale)", yaxis_title="faithfulness f",
+    x_title = ("requested fraction of " + unit) if data["methods"] and _area(data) == "requested" \
+        else "fraction of edges kept after pruning"
+    fig.update_layout(title=f"Faithfulness of top-k% circuits ({data['ablation']} ablation)<br><sup>{note}</sup>",
+                      xaxis_title=f"{x_title} (log scale)", yaxis_title="faithfulness f",
                       xaxis_type="log", template="plotly_white")
     return fig
 
 
-def graph_figure(data, method: str):
-    """Nodes by layer (x) and head (y); edges of the circuit, width by |score|, colour by sign."""
-    import plotly.graph_objects as go
-
-    from .run import graph_from_data
-
-    g = graph_from_data(data)
-    m = data["methods"][method]
-    edges = g.edge_mask().nonzero().tolist()
-    owner = g.owner().tolist()
-    kept = sorted(m["circuit"], key=lambda i: -abs(m["scores"][i]))[:MAX_DRAWN_EDGES]
-    top = max((abs(m["scores"][i]) for i in kept), default=1.0) or 1.0
-
-    def position(node: int):  # forward node index, or -1 for the logits
-        if node < 0:
-            return g.n_layers, g.n_heads / 2
-        x = g.layer_of_forward(node)
-        if node == 0:
-            return x, g.n_heads / 2
-        offset = (node - 1) % (g.n_heads + 1)
-        return x, (g.n_heads / 2 if offset == g.n_heads else offset)
-
-    fig = go.Figure()
-    used = set()
-    mids_x, mids_y, mids_text = [], [], []
-    for i in kept:
-        s, t = edges[i]
-        x0, y0 = position(s)
-        x1, y1 = position(owner[t])
-        score = m["scores"][i]
-        fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", hoverinfo="skip", showlegend=False,
-                                 line={"width": 0.5 + 6 * abs(score) / top,
-                                       "color": "#d62728" if score < 0 else "#1f77b4"}, opacity=0.6))
-        mids_x.append((x0 + x1) / 2)
-        mids_y.append((y0 + y1) / 2)
-        mids_text.append(f"{g.edge_name(s, t)}: {score:.4g}")
-        used.update([s, owner[t]])
-    fig.add_trace(go.Scatter(x=mids_x, y=mids_y, mode="markers", marker={"size": 4, "opacity": 0.01},
-                             text=mids_text, hovertemplate="%{text}<extra></extra>", showlegend=False))
-    names = {n: (g.forward_names[n] if n >= 0 else "logits") for n in used}
-    xy = [position(n) for n in used]
-    fig.add_trace(go.Scatter(x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text",
-                             text=[names[n] for n in used], textposition="top center", showlegend=False,
-                             marker={"size": 10, "color": "#333"}, hovertemplate="%{text}<extra></extra>"))
-    fig.update_layout(title=f"Circuit of {method}: {m['circuit_edges']} edges, {m['circuit_nodes']} nodes "
-                            f"(the {len(kept)} strongest drawn; red: score < 0, blue: > 0)",
-                      xaxis_title="layer (MLPs at +0.5; input at -1, logits at the right)",
-                      yaxis_title="head", template="plotly_white", height=650)
-    return fig
+def _area(data) -> str:
+    for m in data["methods"].values():
+        if m.get("curve"):
+            return m["curve"]["area"]
+    return "requested"
 
 
 def comparison_figure(data, row):
     import plotly.graph_objects as go
 
     a, b = data["methods"][row["a"]]["scores"], data["methods"][row["b"]]["scores"]
+    a, b = list(a.values()), [b[k] for k in a]
     step = max(1, len(a) // MAX_SCATTER_POINTS)
     fig = go.Figure(go.Scatter(x=a[::step], y=b[::step], mode="markers", marker={"size": 3}))
     fig.update_layout(title=f"Edge scores: {row['a']} vs {row['b']} (Spearman {_n(row['spearman_signed'])}, "
@@ -110,15 +77,32 @@ def comparison_figure(data, row):
 
 
 def stability_figure(stability):
+    """Jaccard overlap with the full-data circuit per bootstrap resample and per slot value, with
+    each one's own CPR and CMD where the curve was measured."""
     import plotly.graph_objects as go
 
-    rows = stability["resamples"]
-    fig = go.Figure(go.Bar(x=[r["resample"] for r in rows], y=[r["jaccard_to_full"] for r in rows]))
-    fig.update_layout(title=f"Bootstrap stability of the {stability['method']} circuit: Jaccard overlap with the "
-                            f"full-data circuit (mean {_n(stability['mean_jaccard_to_full'])}; pairwise "
-                            f"{_n(stability['mean_pairwise_jaccard'])}; {stability['edges_in_every_resample']} of "
-                            f"{stability['circuit_edges']} edges in every resample)",
-                      xaxis_title="resample", yaxis_title="Jaccard", template="plotly_white")
+    rows, labels = [], []
+    if "resamples" in stability:
+        rows += stability["resamples"]
+        labels += [f"resample {r['resample']}" for r in stability["resamples"]]
+    if "by_slot" in stability:
+        rows += stability["by_slot"]["groups"]
+        labels += [f"{stability['by_slot']['slot']} = {r['group']}" for r in stability["by_slot"]["groups"]]
+    fig = go.Figure(go.Bar(x=labels, y=[r["jaccard_to_full"] for r in rows], name="Jaccard with the full circuit"))
+    for key in ("cpr", "cmd"):
+        if any(r.get(key) is not None for r in rows):
+            fig.add_trace(go.Scatter(x=labels, y=[r.get(key) for r in rows], mode="markers", name=key.upper(),
+                                     marker={"size": 9}))
+    parts = []
+    for name, part in (("bootstrap", stability), ("per " + stability.get("by_slot", {}).get("slot", ""),
+                                                  stability.get("by_slot"))):
+        if part and part.get("mean_jaccard_to_full") is not None and (name != "bootstrap" or "resamples" in part):
+            spread = part.get("cpr_spread")
+            extra = f", CPR {spread['min']:.3f}..{spread['max']:.3f}" if spread else ""
+            parts.append(f"{name}: mean Jaccard {_n(part['mean_jaccard_to_full'])}{extra}")
+    fig.update_layout(title=f"Stability of the {stability['method']} circuit ({stability['circuit_edges']} edges)"
+                            f"<br><sup>{'; '.join(parts)}</sup>",
+                      yaxis_title="Jaccard / CPR / CMD", template="plotly_white")
     return fig
 
 

@@ -160,14 +160,6 @@ class Graph:
                 "parallel_attn_mlp": self.parallel_attn_mlp, "coupled_heads": self.coupled_heads, "nodes": self.n_forward + 1,
                 "inputs": self.n_backward, "edges": self.n_edges}
 
-    def layer_of_forward(self, index: int) -> float:
-        """A drawing coordinate: input -1, heads of layer l at l, MLP l at l + 0.5."""
-        if index == 0:
-            return -1.0
-        layer, offset = divmod(index - 1, self.n_heads + 1)
-        return layer + (0.5 if offset == self.n_heads else 0.0)
-
-
     def couple(self, flags: torch.Tensor) -> torch.Tensor:
         """[F] bool: with coupled heads, a flag on one head of a layer goes to all its heads."""
         if not self.coupled_heads:

@@ -2,66 +2,126 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 
 from ...errors import RunError
-from .circuits import nodes_of, prune, top_edges
-from .compare import compare_methods, jaccard, pairwise_mean, resamples, spearman
+from .circuits import nodes_of
+from .compare import compare_methods
 from .engine import GraphModel
-from .faithfulness import baselines, circuit_metrics, curve
+from .faithfulness import Baselines, baselines, circuit_metrics, curve
 from .graph import Graph, graph_of
-from .scores import score_edges
+from .scores import Scores, score_edges
+from .ties import near_ties
+from .units import Units, random_items
+
+EDGE_ORDER = ("edges are named '{source}->{target}' and listed source-major: sources in the model's order (input, "
+              "a0.h0 .. a0.h{H-1}, m0, a1.h0, ...), then targets in the model's order (per layer: each query head's "
+              "<q>, each key/value head's <k>, then <v>, then the MLP; the logits last)")
 
 
-def compute(params: Dict[str, Any], run) -> Tuple[Dict[str, Any], Dict[str, List[Dict[str, Any]]]]:
+@dataclass
+class Setting:
+    """Everything a scoring-and-circuit pass needs besides the prompts."""
+    params: Any                     # the analysis's CircuitParams
+    graph: Graph
+    units: Units
+    batch: int
+    d_model: int
+
+    @property
+    def ablation(self) -> str:
+        return self.params.ablation
+
+    def score(self, model: GraphModel, clean, corrupted, method: str) -> Scores:
+        p = self.params
+        return score_edges(model, clean, corrupted, method, steps=p.steps, batch_size=self.batch,
+                           ablation=self.ablation, max_exact_edges=p.max_exact_edges, ig_points=p.ig_points,
+                           neurons=self.units.level == "neuron")
+
+    def items(self, result: Scores) -> torch.Tensor:
+        return self.units.item_scores(result.scores, result.neurons)
+
+    def curve(self, model, clean, corrupted, items, base: Baselines, random_seed=None) -> Dict:
+        p = self.params
+        build = lambda by, n: self.units.circuit(items, n, by)  # noqa: E731
+        random_build = None
+        if random_seed is not None:
+            gen = torch.Generator().manual_seed(random_seed)
+            random_build = lambda by, n: self.units.circuit(random_items(self.units, self.d_model, gen), n, "abs")  # noqa: E731
+        out = curve(model, clean, corrupted, build, self.units.n_items(self.d_model), levels=p.levels,
+                    select=p.select, rankings=p.rankings, area_over=p.area, ablation=self.ablation,
+                    batch_size=self.batch, random_build=random_build, base=base, unit=self.units.name)
+        out["near_ties"] = [near_ties(self.units, items, n, by, p.tie_tolerance)
+                            for by in out["series"] if by not in ("random", "greedy") for n in out["requested"]]
+        out["near_ties"] = [t for t in out["near_ties"] if t["kept_within"] and t["dropped_within"]]
+        return out
+
+
+def compute(params, run) -> Tuple[Dict[str, Any], Dict[str, List[Dict[str, Any]]]]:
     clean, corrupted = _tokens(run)
     bridge = run.model
     graph = graph_of(bridge)
     make_model = _model_factory(run, bridge, graph)
-    batch = params.batch_size or _batch_size(run, graph, clean.shape[1])
-    ablation, select = params.ablation, params.select
-    methods = params.methods
+    units = Units(graph, params.level, params.merge_qkv)
+    d_model = int(run.cfg.d_model)
+    setting = Setting(params, graph, units, params.batch_size or _batch_size(run, graph, clean.shape[1]), d_model)
+    methods, select = params.methods, params.select
     model = make_model(torch.arange(len(clean)))
-    base = baselines(model, clean, corrupted, ablation=ablation, batch_size=batch)
-    mask = graph.edge_mask()
-    n_keep = params.keep_edges or max(1, int(graph.n_edges * params.keep_percent / 100))
+    base = baselines(model, clean, corrupted, ablation=setting.ablation, batch_size=setting.batch)
+    n_items = units.n_items(d_model)
+    n_keep = params.keep_edges or max(1, int(n_items * params.keep_percent / 100))
 
-    scores, circuits, out = {}, {}, {}
+    items, circuits, neurons, out = {}, {}, {}, {}
     for method in methods:
         started = time.perf_counter()
-        result = _score(model, clean, corrupted, method, params, batch, ablation)
-        scores[method] = result.scores
-        circuits[method] = prune(graph, top_edges(graph, result.scores, n_keep, select, base.direction))
+        result = setting.score(model, clean, corrupted, method)
+        items[method] = setting.items(result)
+        circuits[method], neurons[method] = units.circuit(items[method], n_keep, select)
         out[method] = {"seconds": round(time.perf_counter() - started, 3), "forwards": result.forwards,
                        "backwards": result.backwards, "steps": result.steps,
-                       "scores": [float(f"{v:.7g}") for v in result.scores[mask].tolist()]}
-    metrics = circuit_metrics(model, clean, corrupted, [circuits[m] for m in methods], ablation=ablation,
-                              batch_size=batch)
+                       "scores": _named(graph.edge_names(), result.scores[graph.edge_mask()])}
+        if units.level != "edge" or units.merge_qkv:
+            out[method]["item_scores"] = _named(units.item_names(d_model), items[method].flatten())
+    metrics = circuit_metrics(model, clean, corrupted, [circuits[m] for m in methods], ablation=setting.ablation,
+                              batch_size=setting.batch, neuron_masks=[neurons[m] for m in methods])
+    names = graph.edge_names()
     for method, m in zip(methods, metrics):
         kept = circuits[method]
-        out[method].update({"circuit": kept[mask].nonzero().flatten().tolist(), "circuit_edges": int(kept.sum()),
-                            "circuit_nodes": int(nodes_of(graph, kept).sum()), "metric": m,
-                            "faithfulness": base.faithfulness(m)})
+        out[method].update({"circuit": [names[i] for i in kept[graph.edge_mask()].nonzero().flatten().tolist()],
+                            "circuit_edges": int(kept.sum()), "circuit_nodes": int(nodes_of(graph, kept).sum()),
+                            "metric": m, "faithfulness": base.faithfulness(m),
+                            "near_ties": near_ties(units, items[method], n_keep, select, params.tie_tolerance)})
+        if neurons[method] is not None:
+            out[method]["circuit_neurons"] = int(neurons[method].sum())
+            out[method]["circuit_neuron_names"] = [f"{graph.forward_names[f]}[{d}]"
+                                                   for f, d in neurons[method].nonzero().tolist()]
         if params.curve:
-            out[method]["curve"] = curve(model, clean, corrupted, scores[method], levels=params.levels,
-                                         by=select, ablation=ablation, batch_size=batch,
-                                         random_seed=params.seed, base=base,
-                                         random_baseline=params.random_baseline and method == methods[0])
+            seed = params.seed if params.random_baseline and method == methods[0] else None
+            out[method]["curve"] = setting.curve(model, clean, corrupted, items[method], base, seed)
     data: Dict[str, Any] = {
-        "graph": dict(graph.describe(), d_model=int(run.cfg.d_model)), "batch_size": batch, "ablation": ablation, "select": select,
-        "keep_edges_requested": n_keep, "metric_name": run.metric,
+        "graph": dict(graph.describe(), d_model=d_model, edge_order=EDGE_ORDER),
+        "batch_size": setting.batch, "ablation": setting.ablation, "select": select, "level": units.name,
+        "ig_points": params.ig_points, "items": n_items, "keep_requested": n_keep, "metric_name": run.metric,
         "baselines": {"full": base.full, "empty": base.empty, "direction": base.direction},
         "methods": out, "model": _model_name(run)}
     if len(methods) > 1:
-        data["comparison"] = compare_methods(scores, circuits, mask)
+        data["comparison"] = compare_methods(items, circuits, graph.edge_mask() if items[methods[0]].dim() == 2
+                                             and units.level == "edge" else None)
     if params.stability:
-        data["stability"] = _stability(params, make_model, graph, clean, corrupted, methods[0], scores[methods[0]],
-                                       circuits[methods[0]], n_keep, select, base.direction, batch, ablation)
+        from .stability import stability
+
+        data["stability"] = stability(setting, make_model, clean, corrupted, run, methods[0], items[methods[0]],
+                                      circuits[methods[0]], n_keep, base)
     if params.mib:
         data["mib"] = {"task": params.mib["task"], "model": params.mib.get("model") or _model_name(run)}
     return data, _tables(graph, data, params.top_table)
+
+
+def _named(names: List[str], values: torch.Tensor) -> Dict[str, float]:
+    return {name: float(f"{v:.7g}") for name, v in zip(names, values.tolist())}
 
 
 def _tokens(run) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +134,7 @@ def _tokens(run) -> Tuple[torch.Tensor, torch.Tensor]:
     return clean, corrupted
 
 
-def _model_factory(run, bridge, graph: Graph):
+def _model_factory(run, bridge, graph: Graph) -> Callable[[torch.Tensor], GraphModel]:
     from ...metrics import compute_metrics
 
     answers, foils = run.answers().to(run.device), run.foils().to(run.device)
@@ -95,31 +155,6 @@ def _batch_size(run, graph: Graph, length: int) -> int:
     return max(1, min(16, run.executor.rows_per_batch(length, per_row)))
 
 
-def _score(model, clean, corrupted, method, params, batch, ablation):
-    return score_edges(model, clean, corrupted, method, steps=params.steps, batch_size=batch,
-                       ablation=ablation, max_exact_edges=params.max_exact_edges)
-
-
-def _stability(params, make_model, graph, clean, corrupted, method, full_scores, full_circuit, n_keep, select,
-               direction, batch, ablation) -> Dict[str, Any]:
-    mask = graph.edge_mask()
-    draws = resamples(len(clean), params.stability["bootstrap"], params.seed)
-    circuits, rows = [], []
-    for i, index in enumerate(draws):
-        result = _score(make_model(index), clean[index], corrupted[index], method, params, batch, ablation)
-        kept = prune(graph, top_edges(graph, result.scores, n_keep, select, direction))
-        circuits.append(kept)
-        rows.append({"resample": i, "jaccard_to_full": jaccard(kept, full_circuit),
-                     "spearman_to_full": spearman(result.scores[mask], full_scores[mask]),
-                     "circuit_edges": int(kept.sum())})
-    to_full = [r["jaccard_to_full"] for r in rows if r["jaccard_to_full"] is not None]
-    in_all = torch.stack(circuits).all(0) & full_circuit
-    return {"method": method, "bootstrap": len(draws), "resamples": rows,
-            "mean_jaccard_to_full": sum(to_full) / len(to_full) if to_full else None,
-            "mean_pairwise_jaccard": pairwise_mean(circuits, jaccard),
-            "edges_in_every_resample": int(in_all.sum()), "circuit_edges": int(full_circuit.sum())}
-
-
 def _model_name(run) -> str:
     """A short model name for MIB folders: the embedded name, architecture-size, or the id's last part."""
     import re
@@ -135,22 +170,32 @@ def _model_name(run) -> str:
 
 
 def _tables(graph: Graph, data: Dict[str, Any], top: int) -> Dict[str, List[Dict[str, Any]]]:
-    edges = graph.edge_mask().nonzero().tolist()
     tables: Dict[str, List[Dict[str, Any]]] = {"top_edges": []}
     for method, m in data["methods"].items():
-        order = sorted(range(len(m["scores"])), key=lambda i: -abs(m["scores"][i]))[:top]
-        for rank, i in enumerate(order, 1):
-            s, t = edges[i]
-            tables["top_edges"].append({"method": method, "rank": rank, "edge": graph.edge_name(s, t),
-                                        "source": graph.forward_names[s], "target": graph.backward_names[t],
-                                        "score": m["scores"][i]})
-        tables[f"circuit_{method}"] = [
-            {"edge": graph.edge_name(*edges[i]), "source": graph.forward_names[edges[i][0]],
-             "target": graph.backward_names[edges[i][1]], "score": m["scores"][i]} for i in m["circuit"]]
+        ranked = sorted(m["scores"].items(), key=lambda kv: -abs(kv[1]))[:top]
+        for rank, (edge, score) in enumerate(ranked, 1):
+            source, target = edge.split("->")
+            tables["top_edges"].append({"method": method, "rank": rank, "edge": edge, "source": source,
+                                        "target": target, "score": score})
+        tables[f"circuit_{method}"] = [{"edge": edge, "source": edge.split("->")[0], "target": edge.split("->")[1],
+                                        "score": m["scores"][edge]} for edge in m["circuit"]]
+        if "item_scores" in m:
+            ranked_items = sorted(m["item_scores"].items(), key=lambda kv: -abs(kv[1]))[:top]
+            tables.setdefault("top_items", []).extend(
+                {"method": method, "rank": r, "item": name, "score": s} for r, (name, s) in enumerate(ranked_items, 1))
+    ties = [dict(method=method, where="circuit", **m["near_ties"]) for method, m in data["methods"].items()
+            if m["near_ties"]["kept_within"] and m["near_ties"]["dropped_within"]]
+    ties += [dict(method=method, where="curve", **t) for method, m in data["methods"].items()
+             for t in (m.get("curve") or {}).get("near_ties", [])]
+    if ties:
+        tables["near_ties"] = ties
     if "comparison" in data:
         tables["comparison"] = data["comparison"]
     if "stability" in data:
-        tables["stability"] = data["stability"]["resamples"]
+        if "resamples" in data["stability"]:
+            tables["stability"] = data["stability"]["resamples"]
+        if "by_slot" in data["stability"]:
+            tables["stability_by_slot"] = data["stability"]["by_slot"]["groups"]
     return tables
 
 
@@ -159,7 +204,21 @@ def graph_from_data(data: Dict[str, Any]) -> Graph:
     return Graph(g["n_layers"], g["n_heads"], g["n_kv_heads"], g["parallel_attn_mlp"], g.get("coupled_heads", False))
 
 
-def scores_tensor(graph: Graph, values: List[float]) -> torch.Tensor:
+def scores_tensor(graph: Graph, scores: Dict[str, float]) -> torch.Tensor:
+    """[F, Bw] from a result's {edge name: score} (every edge of the graph, in any order)."""
+    names = graph.edge_names()
+    if set(scores) != set(names):
+        raise RunError("a circuit result's scores do not name the edges of its graph")
     out = torch.zeros(graph.n_forward, graph.n_backward)
-    out[graph.edge_mask()] = torch.tensor(values, dtype=torch.float32)
+    out[graph.edge_mask()] = torch.tensor([scores[n] for n in names], dtype=torch.float32)
+    return out
+
+
+def circuit_tensor(graph: Graph, edges: List[str]) -> torch.Tensor:
+    """[F, Bw] bool from a list of edge names."""
+    index = {name: i for i, name in enumerate(graph.edge_names())}
+    flat = torch.zeros(graph.n_edges, dtype=torch.bool)
+    flat[[index[e] for e in edges]] = True
+    out = torch.zeros(graph.n_forward, graph.n_backward, dtype=torch.bool)
+    out[graph.edge_mask()] = flat
     return out

@@ -2,30 +2,46 @@
 
 Every method estimates the same quantity: the change in the mean metric when the edge
 u -> v alone carries u's "off" output (the corrupted run's, by default) instead of its
-clean output. So score < 0 means the edge supports the clean behaviour when the clean
-metric is the larger one.
+clean output, as (off_u - clean_u) . g_v summed over positions and averaged over prompts,
+with g_v a gradient of the metric at v's input. So score < 0 means the edge supports the
+clean behaviour when the clean metric is the larger one. The methods differ in g_v; the
+published ones are those of EAP-IG (hannamw/EAP-IG, src/eap/attribute.py), under its names:
 
-  eap                  (off_u - clean_u) . d metric / d input_v, gradient at the clean run
-  eap_ig_inputs        the gradient averaged over `steps` runs whose input embeddings are
-                       off + a (clean - off), a at the midpoints (k + 1/2) / steps
-  eap_ig_activations   the gradient averaged over `steps` runs in which every node input
-                       is pinned to off_in + a (clean_in - off_in) (gradients pass through)
-  exact                one circuit-ablated forward per edge (all other edges clean)
+  eap                  g at the clean run                                 (EAP)
+  eap_ig_inputs        g averaged over m runs whose input embeddings are    (EAP-IG-inputs)
+                       off + a (clean - off), a = k/m for k = 0 .. m-1
+  eap_ig_activations   for each of the 2L + 1 layer outputs in turn (the    (EAP-IG-activations)
+                       embeddings, each layer's attention output, each MLP),
+                       g averaged over m clean runs in which that output alone
+                       is replaced by off + a (clean - off), a = k/m for k = 1 .. m,
+                       the gradient cut there (the replacement is a constant);
+                       the average runs over all (2L + 1) m runs
+  clean_corrupted      the mean of g at the clean run and g at the          (clean-corrupted)
+                       corrupted run (patching only)
+  eap_ig_pinned_inputs mi-dsl's own: g averaged over m runs in which every node input is
+                       pinned to off_in + a (clean_in - off_in) at once, a = (k + 1/2)/m,
+                       gradients passing through the pins (not a published estimator)
+  exact                one circuit-ablated forward per edge (all other edges clean): the
+                       metric's change itself                             (exact)
 
-Products are summed over positions and averaged over prompts.
+`ig_points: midpoint` puts the two EAP-IG methods' a at (k + 1/2)/m instead.
+A neuron score (`neurons=True`) keeps the output dimension: [n_forward, d_model], the sum
+over the node's outgoing edges per dimension.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 import torch
 
 from ...errors import RunError
 from .engine import GraphModel, Pass, batches
 
-METHODS = ("eap", "eap_ig_inputs", "eap_ig_activations", "exact")
+METHODS = ("eap", "eap_ig_inputs", "eap_ig_activations", "clean_corrupted", "eap_ig_pinned_inputs", "exact")
 ABLATIONS = ("patching", "mean", "zero")
+IG_POINTS = ("published", "midpoint")
+PATCHING_ONLY = ("clean_corrupted",)
 
 
 @dataclass
@@ -35,6 +51,16 @@ class Scores:
     steps: int
     forwards: int
     backwards: int
+    neurons: Optional[torch.Tensor] = None  # [F, d] when asked for
+
+
+def alphas(method: str, steps: int, points: str = "published") -> List[float]:
+    """Where the EAP-IG methods evaluate the gradient on the path from off (0) to clean (1)."""
+    if points == "midpoint" or method == "eap_ig_pinned_inputs":
+        return [(k + 0.5) / steps for k in range(steps)]
+    if method == "eap_ig_activations":
+        return [k / steps for k in range(1, steps + 1)]
+    return [k / steps for k in range(steps)]
 
 
 def off_outputs(model: GraphModel, corrupted: torch.Tensor, ablation: str, mean: Optional[torch.Tensor],
@@ -49,50 +75,87 @@ def off_outputs(model: GraphModel, corrupted: torch.Tensor, ablation: str, mean:
     return torch.zeros(B, S, model.graph.n_forward, model.d_model, dtype=model.W_O.dtype, device=model.W_O.device)
 
 
-def mean_outputs(model: GraphModel, corrupted: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """[S, F, d]: each node's output averaged over the corrupted prompts, per position."""
-    total = None
+def mean_outputs(model: GraphModel, corrupted: torch.Tensor, batch_size: int, z: bool = False):
+    """[S, F, d]: each node's output averaged over the corrupted prompts, per position (and, with
+    z=True, each layer's attention z averaged the same way)."""
+    total, total_z = None, None
     for part in batches(len(corrupted), batch_size):
         rows = torch.arange(part.start, part.stop)
         with torch.no_grad():
-            out = model.run(corrupted[part], Pass(rows)).outputs.sum(0)
+            job = model.run(corrupted[part], Pass(rows, capture_z=z))
+        out = job.outputs.sum(0)
         total = out if total is None else total + out
-    return total / len(corrupted)
+        if z:
+            sums = {layer: value.sum(0) for layer, value in job.z.items()}
+            total_z = sums if total_z is None else {k: total_z[k] + v for k, v in sums.items()}
+    mean = total / len(corrupted)
+    return (mean, {k: v / len(corrupted) for k, v in total_z.items()}) if z else mean
+
+
+@dataclass
+class Job:
+    """What one batch's scoring step gets."""
+    model: GraphModel
+    clean: torch.Tensor
+    corrupted: torch.Tensor
+    off: torch.Tensor
+    rows: torch.Tensor
+    scores: torch.Tensor
+    mask: torch.Tensor
+    steps: int
+    points: str
+    ablation: str
+    neurons: Optional[torch.Tensor]
+    mean_z: Optional[dict]
 
 
 def score_edges(model: GraphModel, clean: torch.Tensor, corrupted: torch.Tensor, method: str = "eap", *,
-                steps: int = 8, batch_size: int = 8, ablation: str = "patching",
-                max_exact_edges: int = 5000) -> Scores:
+                steps: int = 8, batch_size: int = 8, ablation: str = "patching", max_exact_edges: int = 5000,
+                ig_points: str = "published", neurons: bool = False) -> Scores:
     """Edge scores over all prompt pairs (clean, corrupted: [N, S] token ids, one length)."""
     if clean.shape != corrupted.shape:
         raise RunError(f"clean and corrupted prompts differ in shape ({tuple(clean.shape)} vs "
                        f"{tuple(corrupted.shape)}); edge scores need pairs of one token length")
-    if method not in METHODS or ablation not in ABLATIONS:
-        raise RunError(f"unknown circuit method {method!r} or ablation {ablation!r}")
+    if method not in METHODS or ablation not in ABLATIONS or ig_points not in IG_POINTS:
+        raise RunError(f"unknown circuit method {method!r}, ablation {ablation!r} or ig_points {ig_points!r}")
+    if method in PATCHING_ONLY and ablation != "patching":
+        raise RunError(f"{method} reads gradients at the corrupted run, so it needs ablation: patching")
     g = model.graph
     mask = g.edge_mask()
     if method == "exact" and g.n_edges > max_exact_edges:
         raise RunError(f"exact scoring patches each of the {g.n_edges} edges on its own; this graph has more "
                        f"than max_exact_edges = {max_exact_edges}", hint="use eap or eap_ig_inputs, or raise "
                        "max_exact_edges for a small model")
+    if method == "exact" and neurons:
+        raise RunError("exact scores are per edge; neuron scores need a gradient method")
     start_f, start_b = model.forwards, model.backwards
-    scores = torch.zeros(g.n_forward, g.n_backward, dtype=torch.float64, device=model.W_O.device)
+    dev = model.W_O.device
+    scores = torch.zeros(g.n_forward, g.n_backward, dtype=torch.float64, device=dev)
+    neuron_scores = torch.zeros(g.n_forward, model.d_model, dtype=torch.float64, device=dev) if neurons else None
     with model.split_inputs():
-        mean = mean_outputs(model, corrupted, batch_size) if ablation == "mean" else None
+        mean, mean_z = None, None
+        if ablation == "mean":
+            mean, mean_z = mean_outputs(model, corrupted, batch_size, z=True) if method == "eap_ig_activations" \
+                else (mean_outputs(model, corrupted, batch_size), None)
         for part in batches(len(clean), batch_size):
             rows = torch.arange(part.start, part.stop)
             off = off_outputs(model, corrupted[part], ablation, mean, rows)
-            step = _METHOD_STEP[method]
-            step(model, clean[part], off, rows, scores, steps=steps, mask=mask)
+            _METHOD_STEP[method](Job(model, clean[part], corrupted[part], off, rows, scores, mask, steps,
+                                     ig_points, ablation, neuron_scores, mean_z))
     scores = (scores / len(clean)).cpu() * mask  # masks and circuits live on the CPU
+    if neuron_scores is not None:
+        neuron_scores = (neuron_scores / len(clean)).cpu().float()
     return Scores(scores.float(), method, steps if method.startswith("eap_ig") else 1,
-                  model.forwards - start_f, model.backwards - start_b)
+                  model.forwards - start_f, model.backwards - start_b, neuron_scores)
 
 
-def _accumulator(model: GraphModel, scores: torch.Tensor, holder: dict, weight: float):
+def _accumulator(job: Job, holder: dict, weight: float):
     """on_grad for the backward: scores[f, n] += weight * sum over (b, s, d) of diff[b, s, f, d] *
     grad[b, s, n, d], in float64. The diff is laid out once per batch as [F, B*S*d] (a copy per
-    input node of the whole [B, S, F, d] difference, permuted and widened, was half of EAP's time)."""
+    input node of the whole [B, S, F, d] difference, permuted and widened, was half of EAP's time).
+    Neuron scores keep d: neurons[f, d] += weight * sum over (b, s, n) of diff[b, s, f, d] * grad[b, s, n, d]."""
+    model, scores = job.model, job.scores
+
     def on_grad(start: int, stop: int, grad: torch.Tensor) -> None:
         n_up = int(model.n_upstream[start])
         flat = holder.get("flat")
@@ -101,6 +164,10 @@ def _accumulator(model: GraphModel, scores: torch.Tensor, holder: dict, weight: 
             flat = holder["flat"] = diff.permute(2, 0, 1, 3).reshape(diff.shape[2], -1).double()
         by_row = grad.permute(0, 1, 3, 2).reshape(-1, grad.shape[2]).double()  # [B*S*d, n]
         scores[:n_up, start:stop] += weight * (flat[:n_up] @ by_row.to(flat.device))
+        if job.neurons is not None:
+            summed = grad.sum(2).double().to(flat.device)                          # [B, S, d]
+            diff = holder["diff"][:, :, :n_up].double()
+            job.neurons[:n_up] += weight * torch.einsum("bsfd,bsd->fd", diff, summed)
     return on_grad
 
 
@@ -110,41 +177,92 @@ def _backward(model: GraphModel, job: Pass) -> None:
         job.metric.sum().backward()
 
 
-def _eap(model, clean, off, rows, scores, **_):
+def _eap(job: Job):
     holder: dict = {}
-    job = model.run(clean, Pass(rows, on_grad=_accumulator(model, scores, holder, 1.0)), grad=True)
-    holder["diff"] = off - job.outputs
-    _backward(model, job)
+    run = job.model.run(job.clean, Pass(job.rows, on_grad=_accumulator(job, holder, 1.0)), grad=True)
+    holder["diff"] = job.off - run.outputs
+    _backward(job.model, run)
 
 
-def _ig_inputs(model, clean, off, rows, scores, steps, **_):
+def _clean_corrupted(job: Job):
+    """EAP-IG's clean-corrupted: the gradient at the clean run and at the corrupted run, averaged."""
     with torch.no_grad():
-        clean_out = model.run(clean, Pass(rows)).outputs
-    holder = {"diff": off - clean_out}
-    on_grad = _accumulator(model, scores, holder, 1.0 / steps)
-    for k in range(steps):
-        alpha = (k + 0.5) / steps
+        clean_out = job.model.run(job.clean, Pass(job.rows)).outputs
+    on_grad = _accumulator(job, {"diff": job.off - clean_out}, 0.5)
+    for tokens in (job.clean, job.corrupted):
+        run = job.model.run(tokens, Pass(job.rows, capture_outputs=False, on_grad=on_grad), grad=True)
+        _backward(job.model, run)
+
+
+def _ig_inputs(job: Job):
+    model, off = job.model, job.off
+    with torch.no_grad():
+        clean_out = model.run(job.clean, Pass(job.rows)).outputs
+    on_grad = _accumulator(job, {"diff": off - clean_out}, 1.0 / job.steps)
+    for alpha in alphas("eap_ig_inputs", job.steps, job.points):
         embed = off[:, :, 0] + alpha * (clean_out[:, :, 0] - off[:, :, 0])
-        job = model.run(clean, Pass(rows, capture_outputs=False, embed=embed, on_grad=on_grad), grad=True)
-        _backward(model, job)
+        run = model.run(job.clean, Pass(job.rows, capture_outputs=False, embed=embed, on_grad=on_grad), grad=True)
+        _backward(model, run)
 
 
-def _ig_activations(model, clean, off, rows, scores, steps, mask, **_):
+def _ig_activations(job: Job):
+    """One layer output at a time (the embeddings, a layer's attention output through its z, an
+    MLP's output) replaced by its interpolation, a constant, in an otherwise clean run."""
+    model, g = job.model, job.model.graph
     with torch.no_grad():
-        clean_job = model.run(clean, Pass(rows, capture_inputs=True))
-        off_job = model.run(clean, Pass(rows, capture_inputs=True, off=off, complement=mask.to(device=off.device, dtype=off.dtype)))
-    holder = {"diff": off - clean_job.outputs}
-    on_grad = _accumulator(model, scores, holder, 1.0 / steps)
-    clean_in, off_in = clean_job.inputs, off_job.inputs
-    for k in range(steps):
-        alpha = (k + 0.5) / steps
+        clean_run = model.run(job.clean, Pass(job.rows, capture_z=True))
+        off_z = _off_z(job)
+    diff = job.off - clean_run.outputs
+    groups = ["blocks.0.hook_resid_pre"]
+    for layer in range(g.n_layers):
+        groups += [f"blocks.{layer}.attn.hook_z", f"blocks.{layer}.hook_mlp_out"]
+    points = alphas("eap_ig_activations", job.steps, job.points)
+    on_grad = _accumulator(job, {"diff": diff}, 1.0 / (len(groups) * len(points)))
+    for name in groups:
+        clean_value, off_value = _endpoints(name, clean_run, job.off, off_z, g)
+        for alpha in points:
+            value = off_value + alpha * (clean_value - off_value)
+            run = model.run(job.clean, Pass(job.rows, capture_outputs=False, replace={name: value}, on_grad=on_grad),
+                            grad=True)
+            _backward(model, run)
+
+
+def _off_z(job: Job) -> dict:
+    """Each layer's attention z that ablated edges stand for: the corrupted run's, the mean's, or 0."""
+    if job.ablation == "patching":
+        return job.model.run(job.corrupted, Pass(job.rows, capture_outputs=False, capture_z=True)).z
+    if job.ablation == "mean":
+        return {layer: z[None].expand(len(job.rows), *z.shape) for layer, z in job.mean_z.items()}
+    return None  # zero
+
+
+def _endpoints(name: str, clean_run: Pass, off: torch.Tensor, off_z: Optional[dict], g):
+    """(clean value, off value) of one layer output at its hook."""
+    if name.endswith("hook_z"):
+        layer = int(name.split(".")[1])
+        clean_z = clean_run.z[layer]
+        return clean_z, (torch.zeros_like(clean_z) if off_z is None else off_z[layer])
+    index = 0 if name.endswith("resid_pre") else g.mlp_index(int(name.split(".")[1]))
+    return clean_run.outputs[:, :, index], off[:, :, index]
+
+
+def _ig_pinned_inputs(job: Job):
+    model, off = job.model, job.off
+    with torch.no_grad():
+        clean_run = model.run(job.clean, Pass(job.rows, capture_inputs=True))
+        off_run = model.run(job.clean, Pass(job.rows, capture_inputs=True, off=off,
+                                            complement=job.mask.to(device=off.device, dtype=off.dtype)))
+    on_grad = _accumulator(job, {"diff": off - clean_run.outputs}, 1.0 / job.steps)
+    clean_in, off_in = clean_run.inputs, off_run.inputs
+    for alpha in alphas("eap_ig_pinned_inputs", job.steps):
         pinned = off_in + alpha * (clean_in - off_in)
-        job = model.run(clean, Pass(rows, capture_outputs=False, pin_inputs=pinned, on_grad=on_grad), grad=True)
-        _backward(model, job)
+        run = model.run(job.clean, Pass(job.rows, capture_outputs=False, pin_inputs=pinned, on_grad=on_grad), grad=True)
+        _backward(model, run)
 
 
-def _exact(model, clean, off, rows, scores, mask, chunk_rows: int = 256, **_):
+def _exact(job: Job, chunk_rows: int = 256):
     """m(all edges but e) - m(clean) for each edge e, several edges per forward (stacked rows)."""
+    model, off, mask, rows, clean = job.model, job.off, job.mask, job.rows, job.clean
     B = len(clean)
     with torch.no_grad():
         base = model.run(clean, Pass(rows, capture_outputs=False)).metric
@@ -155,11 +273,12 @@ def _exact(model, clean, off, rows, scores, mask, chunk_rows: int = 256, **_):
             C = len(chunk)
             complement = torch.zeros(C, *mask.shape, dtype=off.dtype, device=off.device)
             complement[torch.arange(C, device=off.device), chunk[:, 0].to(off.device), chunk[:, 1].to(off.device)] = 1.0
-            job = Pass(rows.repeat(C), capture_outputs=False, off=off.repeat(C, 1, 1, 1),
+            run = Pass(rows.repeat(C), capture_outputs=False, off=off.repeat(C, 1, 1, 1),
                        complement=complement.repeat_interleave(B, dim=0))
-            metric = model.run(clean.repeat(C, 1), job).metric.view(C, B)
+            metric = model.run(clean.repeat(C, 1), run).metric.view(C, B)
             effect = (metric - base[None]).sum(1).double()
-            scores[chunk[:, 0].to(scores.device), chunk[:, 1].to(scores.device)] += effect
+            job.scores[chunk[:, 0].to(job.scores.device), chunk[:, 1].to(job.scores.device)] += effect
 
 
-_METHOD_STEP = {"eap": _eap, "eap_ig_inputs": _ig_inputs, "eap_ig_activations": _ig_activations, "exact": _exact}
+_METHOD_STEP = {"eap": _eap, "eap_ig_inputs": _ig_inputs, "eap_ig_activations": _ig_activations,
+                "clean_corrupted": _clean_corrupted, "eap_ig_pinned_inputs": _ig_pinned_inputs, "exact": _exact}
