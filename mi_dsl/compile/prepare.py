@@ -24,6 +24,7 @@ class Prepared:
 def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str] = (),
             need_tokenizer: bool = True) -> Prepared:
     """Load, validate and compile a spec, with its dataset when its tokenizer is available."""
+    from ..causal import check_causal_model
     from ..dataset import build_dataset, check_without_tokenizer
     from ..dataset.tokenizer import TokenizerUnavailable, load_tokenizer
     from ..spec import load_spec
@@ -33,6 +34,7 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
 
     spec = load_spec(str(spec_path), list(overrides), [Path(p) for p in allow_paths])
     check_without_tokenizer(spec)  # prompts before analyses: faults reported in file order
+    check_causal_model(spec)       # the causal_model: block's expressions (issue 23)
     plan = compile_plan(spec)
     check_model_shape(spec, plan, model_shape(spec.model))
     try:
@@ -44,6 +46,7 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
     _check_bos(spec, tokenizer)
     check_metric(spec, tokenizer)  # a metric expression's strings become token ids
     dataset = build_dataset(spec, tokenizer)
+    check_causal_model(spec, dataset, tokenizer)  # every variable computes on every prompt
     check_positions(spec, plan, dataset)
     check_prompt_indices(spec, plan, dataset)
     check_alignment(spec, plan, dataset)

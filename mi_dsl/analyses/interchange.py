@@ -1,0 +1,114 @@
+"""Interchange interventions: does the network compute the spec's causal model's variables?
+
+For each counterfactual example (a base prompt, a source prompt; causal/counterfactuals.py) and
+each site (a layer x a named position x a component: resid_pre, resid_mid, attn_out, mlp_out, or
+one head's z), the base run's activation at the site is replaced by the source run's (the whole
+vector), or only its part in a subspace (a featurizer: DAS's learned rotation, PCA, a random
+one): h <- h + (W^T h_source - W^T h) W^T with W [d, k] orthonormal columns. Each variable's
+label is the causal model's output recomputed with that variable taken from the source; IIA is
+the share of examples whose intervened prediction is the label. The engine is
+analyses/_interchange/ (sites, engine, featurizers, training, saved subspaces, figures).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import FileAccessError, SpecMeaningError
+from ._interchange.settings import COMPONENTS, PARAMS
+from .base import Result, step
+from .registry import analysis
+
+
+@analysis("interchange",
+          "Interchange interventions testing the spec's causal_model: each variable's counterfactual label "
+          "against the network's prediction with a site's activation (or a DAS, PCA or random subspace of it) "
+          "taken from the source prompt; IIA and the logit difference toward the label per site.",
+          params=PARAMS, required=["variables"], needs_pairs=True)
+class Interchange:
+    def compile(self, params, ctx):
+        from ..causal import compile_source, has_causal_model, load_causal_model
+        from ..causal.model import check_variable_names
+
+        spec = ctx.spec
+        if not has_causal_model(spec):
+            raise SpecMeaningError("interchange tests a causal model, but the spec has no `causal_model:` block",
+                                   ctx.where("kind"), hint="add causal_model: {variables: {...}, output: ...} "
+                                                           "(docs/hypotheses.md)")
+        model, reader = load_causal_model(spec)
+        check_variable_names(spec, model, params["variables"], lambda i: ctx.where("variables", i))
+        source = ctx.value(params, "source")
+        rule = compile_source(spec, source, model, reader, ctx.path("source"), spec.seed)
+        components = ctx.value(params, "components")
+        if "heads" in params and "z" not in components:
+            raise SpecMeaningError("`heads` selects heads of component z, which this analysis does not "
+                                   "interchange", ctx.where("heads"), hint="add z to components")
+        ctx.heads(params)
+        ctx.positions(params, "positions", ctx.slots(), default="final")
+        _check_featurizer(params, ctx)
+        slot = (params.get("training") or {}).get("split_slot")
+        if slot is not None and slot not in ctx.slots():
+            raise SpecMeaningError(f"split_slot '{slot}' is not a slot of the prompts",
+                                   ctx.where("training", "split_slot"))
+        compiled = dict(params)
+        if "subspace" in params:
+            compiled["subspace"] = _subspace_path(ctx)
+        hooks = tuple(COMPONENT_HOOKS[c] for c in components) + ("unembed.hook_in",)
+        what = ctx.value(params, "featurizer") if "subspace" not in params else "a saved subspace"
+        description = (f"interchange {', '.join(params['variables'])} ({rule.describe()}) at "
+                       f"{'/'.join(components)} sites, {what}; IIA over {ctx.value(params, 'iia_over')}")
+        return step(ctx, compiled, description, hooks=hooks, positions="all")
+
+    def compute(self, params, run) -> Result:
+        from ._interchange.run import compute
+
+        return compute(params, run)
+
+    def figures(self, result, run):
+        from ._interchange.figures import figures
+
+        return figures(result.data)
+
+    def files(self, result, run):
+        """The learned subspaces as safetensors files (subspaces/<id>/...), with their provenance."""
+        from ._interchange.saved import files
+
+        return files(result.data)
+
+
+COMPONENT_HOOKS = {c: ("blocks.{L}.attn.hook_z" if c == "z" else f"blocks.{{L}}.hook_{c}") for c in COMPONENTS}
+
+
+def _check_featurizer(params, ctx) -> None:
+    if "subspace" in params and "featurizer" in params:
+        raise SpecMeaningError("`subspace` interchanges in a saved subspace, so it takes no `featurizer`",
+                               ctx.where("featurizer"), hint="remove featurizer, or remove subspace to train one")
+    featurized = ctx.value(params, "featurizer") != "full" or "subspace" in params
+    for key in ("dims", "training"):
+        if key in params and not featurized:
+            raise SpecMeaningError(f"`{key}` applies to a featurizer (das, pca, random), but this analysis "
+                                   "interchanges the full vector", ctx.where(key),
+                                   hint="add featurizer: das (or pca, random)")
+    if "subspace" in params and "dims" in params:
+        raise SpecMeaningError("a saved subspace has its own dimensions", ctx.where("dims"), hint="remove dims")
+    training = params.get("training") or {}
+    if training.get("split") == "slot" and "split_slot" not in training:
+        raise SpecMeaningError("split: slot needs `split_slot`, the slot whose values are held out",
+                               ctx.where("training", "split"))
+
+
+def _subspace_path(ctx) -> str:
+    """The saved subspace's absolute path: relative to the spec that names it, inside its tree."""
+    from ..spec.resolve import _confine
+
+    spec = ctx.spec
+    key = ctx.path("subspace")
+    folder = Path(spec.source.file_of(key)).resolve().parent
+    path = (folder / spec.analyses[ctx.index]["subspace"]).resolve()
+    roots = (Path(spec.file).resolve().parent, *(Path(r) for r in spec.allowed_roots),
+             *{Path(f).resolve().parent for f in spec.doc.source.files.values()})
+    _confine(path, roots, ctx.where("subspace"), "subspace file")
+    if not path.is_file():
+        raise FileAccessError(f"subspace file '{path}' does not exist", ctx.where("subspace"),
+                              hint="a run with featurizer: das writes subspaces/<id>/*.safetensors into its run "
+                                   "directory; copy one next to the spec")
+    return str(path)
