@@ -51,7 +51,7 @@ class Interchange:
                                    ctx.where("training", "split_slot"))
         compiled = dict(params)
         if "subspace" in params:
-            compiled["subspace"] = _subspace_path(ctx)
+            compiled["subspace"] = _subspace_path(ctx, params["subspace"])
         hooks = tuple(COMPONENT_HOOKS[c] for c in components) + ("unembed.hook_in",)
         what = ctx.value(params, "featurizer") if "subspace" not in params else "a saved subspace"
         description = (f"interchange {', '.join(params['variables'])} ({rule.describe()}) at "
@@ -96,14 +96,14 @@ def _check_featurizer(params, ctx) -> None:
                                ctx.where("training", "split"))
 
 
-def _subspace_path(ctx) -> str:
+def _subspace_path(ctx, written: str) -> str:
     """The saved subspace's absolute path: relative to the spec that names it, inside its tree."""
     from ..spec.resolve import _confine
 
     spec = ctx.spec
     key = ctx.path("subspace")
     folder = Path(spec.source.file_of(key)).resolve().parent
-    path = (folder / spec.analyses[ctx.index]["subspace"]).resolve()
+    path = (folder / written).resolve()
     roots = (Path(spec.file).resolve().parent, *(Path(r) for r in spec.allowed_roots),
              *{Path(f).resolve().parent for f in spec.doc.source.files.values()})
     _confine(path, roots, ctx.where("subspace"), "subspace file")

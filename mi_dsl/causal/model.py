@@ -14,7 +14,7 @@ and the new value (the causal model's own semantics), and the output is read fro
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..errors import SpecMeaningError
@@ -91,7 +91,8 @@ def compile_causal_model(spec, slot_types: Mapping[str, str], paired=(), records
     known = {v.name: v.type for v in variables}
     path = (BLOCK, "output")
     where = lambda off: spec.source.inside(path, off)  # noqa: E731
-    output = compile_expression(str(block["output"]), Scope.answer(known, (), records), where=where)
+    scope = replace(Scope.answer(known, (), records), name_kind="causal variable", context="the causal model's output")
+    output = compile_expression(str(block["output"]), scope, where=where)
     if output.type == "continuation":
         raise SpecMeaningError("the causal model's output is a continuation; interchange interventions read one "
                                "token at the final position (IIA compares the intervened prediction with the "

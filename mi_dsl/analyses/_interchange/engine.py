@@ -133,12 +133,22 @@ def _writer(inputs: Inputs, segments: Sequence[Segment], grad: bool):
             values = values.to(act.device, act.dtype)
             if segment.W is not None:
                 current = act[where]
-                W = segment.W.to(act.device, act.dtype)
+                W = _canonical(segment.W, act)
                 values = current + ((values - current) @ W) @ W.T
             act[where] = values
         return act
 
     return hook
+
+
+def _canonical(W: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """W in a fresh, row-major, allocator-aligned tensor. The same numbers in another layout (a
+    parametrization's transposed view) or at another address (a memory-mapped safetensors file, whose
+    offset depends on its header) take other vectorised paths through the matmul and differ in the
+    last bits; a trained W and the same W read back from its file must give the same IIA."""
+    if W.requires_grad:
+        return W.to(like.device, like.dtype).contiguous()  # training: the graph must reach W
+    return torch.empty(W.shape, dtype=like.dtype, device=like.device).copy_(W)
 
 
 def candidate_logits(run, x: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:

@@ -14,14 +14,21 @@ import torch
 
 
 class Rotation(torch.nn.Module):
-    """x -> x @ weight, weight [d, k] kept orthonormal by torch's orthogonal parametrization."""
+    """x -> x @ weight, weight [d, k] kept orthonormal by torch's orthogonal parametrization.
 
-    def __init__(self, d: int, k: int, generator: torch.Generator):
+    Both the initial matrix (orthogonal_) and the parametrization's registration draw from the global
+    random generator (the registration completes W to a d x d orthogonal base with torch.randn): both
+    run under `seed` in a forked generator, so a seed fixes the whole rotation and nothing else moves
+    (the same two steps, under torch.manual_seed, build pyvene's rotation)."""
+
+    def __init__(self, d: int, k: int, seed: int):
         super().__init__()
-        weight = torch.empty(d, k)
-        torch.nn.init.orthogonal_(weight, generator=generator)
-        self.weight = torch.nn.Parameter(weight)
-        torch.nn.utils.parametrizations.orthogonal(self, "weight")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            weight = torch.empty(d, k)
+            torch.nn.init.orthogonal_(weight)
+            self.weight = torch.nn.Parameter(weight)
+            torch.nn.utils.parametrizations.orthogonal(self, "weight")
 
     @property
     def W(self) -> torch.Tensor:

@@ -21,7 +21,9 @@ FORMAT = "mi-dsl subspace 1"
 def encode(W, provenance: Dict[str, Any]) -> str:
     from safetensors.torch import save
 
-    metadata = {"format": FORMAT, **{k: json.dumps(v) for k, v in provenance.items()}}
+    # one metadata entry: safetensors keeps metadata in a hash map, so several keys come out in any order
+    # and the same subspace would not be the same bytes
+    metadata = {"mi_dsl": json.dumps({"format": FORMAT, **provenance}, sort_keys=True)}
     return base64.b64encode(save({"W": W.detach().float().contiguous().cpu()}, metadata=metadata)).decode()
 
 
@@ -35,7 +37,7 @@ def load(path: str, where) -> Tuple[Any, Dict[str, Any]]:
 
     try:
         with safe_open(path, framework="pt") as handle:
-            metadata = handle.metadata() or {}
+            metadata = json.loads((handle.metadata() or {}).get("mi_dsl", "{}"))
             if metadata.get("format") != FORMAT or "W" not in handle.keys():
                 raise FileAccessError(f"'{path}' is not a subspace mi-dsl saved (no W tensor with format "
                                       f"'{FORMAT}')", where)
@@ -44,7 +46,7 @@ def load(path: str, where) -> Tuple[Any, Dict[str, Any]]:
         raise
     except Exception as err:  # noqa: BLE001  (safetensors raises its own types for a damaged file)
         raise FileAccessError(f"cannot read subspace file '{path}': {err}", where) from None
-    provenance = {k: json.loads(v) for k, v in metadata.items() if k != "format"}
+    provenance = {k: v for k, v in metadata.items() if k != "format"}
     if W.dim() != 2 or W.shape[1] > W.shape[0]:
         raise RunError(f"subspace '{path}' holds W of shape {list(W.shape)}, not [d, k] with k <= d", where)
     return W, provenance

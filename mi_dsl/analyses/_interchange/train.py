@@ -37,8 +37,8 @@ class Curve:
 
 def train_das(run, inputs: Inputs, site: Site, targets: Targets, variable: str, train: torch.Tensor,
               val: torch.Tensor, d: int, k: int, training) -> "tuple[torch.Tensor, Curve]":
-    generator = torch.Generator().manual_seed(training.seed)
-    rotation = Rotation(d, k, generator)
+    generator = torch.Generator().manual_seed(training.seed)  # the example order
+    rotation = Rotation(d, k, training.seed)
     optimizer = torch.optim.Adam(rotation.parameters(), lr=training.lr)
     params = list(rotation.parameters())
     curve = Curve()
@@ -58,7 +58,7 @@ def train_das(run, inputs: Inputs, site: Site, targets: Targets, variable: str, 
             curve.steps += 1
         curve.train_loss.append(total / len(order))
         with torch.no_grad():
-            W = rotation.W.detach().clone()
+            W = rotation.W.detach().contiguous().clone()
             held = val if len(val) else train
             val_loss = float(_loss(run, inputs, site, targets, variable, held, W, grad=False))
         curve.val_loss.append(val_loss)
