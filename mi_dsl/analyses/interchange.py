@@ -58,6 +58,12 @@ class Interchange:
                        f"{'/'.join(components)} sites, {what}; IIA over {ctx.value(params, 'iia_over')}")
         return step(ctx, compiled, description, hooks=hooks, positions="all")
 
+    def estimate(self, params, prepared):
+        """`mi-run plan`'s estimate of DAS training time and memory (None for other featurizers)."""
+        from ._interchange.estimate import estimate
+
+        return estimate(params, prepared)
+
     def compute(self, params, run) -> Result:
         from ._interchange.run import compute
 

@@ -48,6 +48,9 @@ def _print_plan(s: Dict[str, Any]) -> None:
             echo(f"  - {p['id']}: {prompts}{p['prompts']} prompts -> {', '.join(p['analyses'])}; "
                  f"hooks {', '.join(p['hooks'])}")
     _print_memory(s["memory"])
+    for analysis_id, t in s.get("training", {}).items():
+        echo(f"training (estimate) {analysis_id}: ~{t['seconds']:.0f} s on this CPU, {_size(t['memory_gb'])} "
+             f"({t['examples']} examples x {t['tokens']} tokens, layers {t['layers']}; {t['note']})")
     echo("examples:")
     for ex in d["examples"]:
         echo(f"  clean:     {ex['clean']}\n  corrupted: {ex['corrupted']}\n"

@@ -109,7 +109,8 @@ def _trained(run, inputs, site, targets, settings, fit_t, val_t, d, curves, cols
 
     jobs = []
     for variable in settings.variables:
-        W, curve = train_das(run, inputs, site, targets, variable, fit_t, val_t, d, settings.dims, settings.training)
+        W, curve = train_das(run, inputs, site, targets, variable, fit_t, val_t, d, settings.dims, settings.training,
+                             settings.iia_over == "vocabulary")
         jobs.append(Job(site, W, variable))
         curves.append({"variable": variable, "site": site.label(cols), **curve.to_json()})
     return jobs

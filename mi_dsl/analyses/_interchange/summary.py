@@ -32,6 +32,7 @@ def summarise(settings: Settings, sites, cols, records: List[Dict[str, Any]], va
         **extra,
     }
     if settings.featurizer == "das" and not settings.subspace:
+        data["by_featurizer"] = _by_featurizer(records, cols)
         data["subspaces"], data["subspace_files"] = _saved(settings, jobs, cols, records, run, extra)
     return data, rows, _summary(data)
 
@@ -60,6 +61,17 @@ def _best(records, cols, variables) -> Dict[str, Any]:
         if mine:
             top = max(mine, key=lambda r: (r["iia"], r["logit_diff"] or 0.0))
             out[variable] = {"site": top["site"].label(cols), "iia": top["iia"], "logit_diff": top["logit_diff"]}
+    return out
+
+
+def _by_featurizer(records, cols) -> Dict[str, Any]:
+    """trained for -> scored against -> site -> test IIA (all, changed, unchanged): does the subspace
+    learned for one variable move another's labels (RAVEL's isolation question)?"""
+    out: Dict[str, Any] = {}
+    for r in records:
+        if r["split"] == "test" and r["featurizer_for"] is not None:
+            out.setdefault(r["featurizer_for"], {}).setdefault(r["variable"], {})[r["site"].label(cols)] = {
+                k: r[k] for k in ("iia", "iia_changed", "iia_unchanged", "n", "n_changed")}
     return out
 
 
