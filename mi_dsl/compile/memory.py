@@ -114,11 +114,14 @@ def model_dims(model, vocab_size: Optional[int]) -> Optional[Dict[str, Any]]:
                     origin=f"random preset {model.architecture}/{model.size}")
     config = _config_file(model)
     if config is None:
-        if model.source == "embedded":  # the same shapes as the Gemma-3-270m preset
+        if model.source == "embedded":  # the same shapes as the embedded model's random preset
             from ..runtime.models.random_weights import SHAPES
 
-            shape = SHAPES["gemma3"]["gemma-3-270m"]
-            return dict(shape.make_config.dims, vocab=shape.fixed_vocab, origin="Gemma-3-270m's shapes")
+            if model.name == "smollm2-135m":
+                shape, origin = SHAPES["llama"]["smollm2-135m"], "SmolLM2-135M's shapes"
+            else:
+                shape, origin = SHAPES["gemma3"]["gemma-3-270m"], "Gemma-3-270m's shapes"
+            return dict(shape.make_config.dims, vocab=shape.fixed_vocab, origin=origin)
         return None
     return _dims_from_config(json.loads(config.read_text()), str(config))
 

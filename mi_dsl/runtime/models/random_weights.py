@@ -69,6 +69,8 @@ def _llama(hidden: int, layers: int, heads: int, kv_heads: int, intermediate: in
                              tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
         config.architectures = ["LlamaForCausalLM"]
         return config
+    make.dims = dict(hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads, head_dim=hidden // heads,
+                     intermediate=intermediate, gated=True, tied=True, positions=0)
     return make
 
 
@@ -102,6 +104,8 @@ SHAPES: Dict[str, Dict[str, Shape]] = {
     "llama": {
         # 3 query heads share each key/value head, as in SmolLM2-135M (9 on 3).
         "tiny": Shape("HuggingFaceTB/SmolLM2-135M", _llama(48, 2, 6, 2, 128)),
+        # the embedded SmolLM2-135M-Instruct's shapes (compile/memory.model_dims reads them offline)
+        "smollm2-135m": Shape("HuggingFaceTB/SmolLM2-135M", _llama(576, 30, 9, 3, 1536), 49152),
     },
     "gpt2": {
         "tiny": Shape("openai-community/gpt2", _gpt2(64, 2, 4, 1024)),
