@@ -55,7 +55,7 @@ def test_shipped_spec_runs(name, tmp_path):
         from mi_dsl.compile.shapes import model_shape
         from mi_dsl.spec.model import ModelSpec
 
-        shape = model_shape(ModelSpec(source="embedded"))
+        shape = model_shape(ModelSpec(source="embedded", name=results["spec"]["resolved"]["model"].get("name")))
         assert (model["n_layers"], model["n_heads"], model["n_kv_heads"]) == (shape.n_layers, shape.n_heads,
                                                                               shape.n_kv_heads)
 
