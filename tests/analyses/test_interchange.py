@@ -218,3 +218,51 @@ def test_a_saved_subspace_is_read_back_by_a_later_spec(planted, tmp_path):
     provenance = again["loaded_subspace"]["provenance"]
     assert provenance["variable"] == "positive" and provenance["featurizer"] == "das"
     assert provenance["site"]["layer"] == 1 and provenance["dims"] == 1
+
+
+def test_prompts_of_different_lengths_interchange_by_name(tmp_path):
+    """Sources of another length: the residual entering layer 0 at the country's last token is that
+    token's embedding, so interchanging it equals running the base prompt with that one token replaced
+    by the source's (measured here by the executor on the edited token ids, each read at its own final
+    position): the positions are aligned by name, not by index."""
+    from mi_dsl.runtime.executor import pad_right
+    from mi_dsl.runtime.unembed import final_inputs
+
+    body = """\
+vocabularies:
+  country:
+    items: [{name: Cows, kind: two}, {name: Horses, kind: two}, {name: cats, kind: one}, {name: dogs, kind: one}]
+prompts:
+  template: "The {country} are big . Are the"
+  answer: 'first_token(" big")'
+  foil: 'first_token(" small")'
+causal_model:
+  variables:
+    c: country
+  output: 'first_token(" big") if c.kind == "one" else first_token(" small")'
+"""
+    run = finished_run(tmp_path, model_yaml("gpt_neox"), body)
+    lengths = {len(p.clean.ids) for p in run.pairs}
+    assert len(lengths) == 2, "prompts of two lengths, or this tests nothing"
+    data = compute(run, "interchange", variables=["c"], source={"where": "source.c.kind != base.c.kind"},
+                   layers=[0], positions=["country[-1]"]).data
+    from mi_dsl.causal import Builder, compile_source, load_causal_model
+
+    model, reader = load_causal_model(run.spec)
+    rule = compile_source(run.spec, {"where": "source.c.kind != base.c.kind"}, model, reader, ("analyses",), 0)
+    examples = Builder(model, reader, run.tokenizer).examples(run.pairs, rule)
+    edited = []
+    for e in examples:
+        ids = list(e.base.ids)
+        ids[e.base.spans["country"][0][1] - 1] = e.source.ids[e.source.spans["country"][0][1] - 1]
+        edited.append(ids)
+    tokens, final = pad_right(edited)
+    with torch.no_grad():
+        x = final_inputs(run.executor, tokens, final=final)
+    big, small = (run.tokenizer.encode(w)[0] for w in (" big", " small"))
+    logits = run.unembed.full(x).double()
+    labels = torch.tensor([e.label("c") for e in examples])
+    other = torch.where(labels == big, torch.tensor(small), torch.tensor(big))
+    margin = logits[torch.arange(len(examples)), labels] - logits[torch.arange(len(examples)), other]
+    assert data["logit_diff"]["c"]["resid_pre"][0][0] == pytest.approx(float(margin.mean()), abs=1e-5)
+    assert data["iia"]["c"]["resid_pre"][0][0] == pytest.approx(float((margin > 0).double().mean()))
