@@ -16,9 +16,10 @@ def figures(data: Dict[str, Any]) -> List[Tuple[str, Any]]:
             title = (f"IIA of '{variable}' ({data['featurizer']}"
                      f"{', k = ' + str(data['dims']) if data.get('dims') else ''}), {component}, {split}"
                      f"{data['examples']} examples")
-            out.append((f"iia_{variable}_{component}",
-                        heatmap(grid, title, x_title="Position", y_title="Layer", x_labels=axes["columns"],
-                                y_labels=[f"L{l}" for l in axes["layers"]], zmid=0.5, colorscale="Viridis")))
+            fig = heatmap(grid, title, x_title="Position", y_title="Layer", x_labels=axes["columns"],
+                          y_labels=[f"L{l}" for l in axes["layers"]], zmid=0.5, colorscale="Viridis")
+            fig.update_traces(zmin=0.0, zmax=1.0)  # one scale for every IIA map: 0 to 1
+            out.append((f"iia_{variable}_{component}", fig))
     if data.get("training"):
         out.append(("training", _curves(data["training"])))
     return out
