@@ -7,15 +7,18 @@ drawn from the other prompts (two other names), one DAS dimension for `io` at th
 entering layer 9 at the final position. Every epoch runs (patience = epochs), so the plan's
 estimate (causal/cost.py, which assumes all epochs) and the measurement describe the same work.
 Timed: the interchange analysis's whole compute (source captures, training, scoring), after the
-model is loaded and the dataset built. Issue 23's goal: <= 60 s on the 2-core development CPU
-(one thread). That machine is shared by several sessions: the numbers are noisy; the ratio of the
-measurement to the estimate, taken in the same run, is what the estimate's calibration reads.
+model is loaded and the dataset built, as wall-clock and as this process's CPU time (on the shared
+2-core development machine other sessions take most of a core: the CPU time is what one unloaded
+thread would take, and what the plan's estimate is calibrated against). Issue 23's goal: <= 60 s on
+the 2-core development CPU (one thread). The site (L9, the final position) is mid-depth, chosen
+for its cost, not its IIA: the name reaches the final position only from L14 (specs/ioi_causal.yaml).
 Writes benchmarks/results/das-<device>-<date>.{json,md}.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import tempfile
 import time
@@ -87,20 +90,23 @@ def main() -> None:
         with torch.no_grad():
             pairs = session.run_pipeline().pairs
         run = session.context_for(pairs, index=0)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         with torch.no_grad():
             result = session.compute_analysis("das", run)
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     data = result.data
     curve = data["training"][0]
     out = {"date": date.today().isoformat(), "machine": platform.machine(), "threads": threads,
            "model": args.model, "examples": data["examples"], "train": data["split"]["train"],
            "validation": data["split"]["validation"], "test": data["split"]["test"], "epochs": curve["epochs_run"],
            "steps": curve["steps"], "iia_over": args.over, "layer": args.layer,
-           "seconds_total": round(seconds, 2), "seconds_training": curve["seconds"],
+           "seconds_total": round(seconds, 2), "cpu_seconds_total": round(cpu_seconds, 2),
+           "seconds_training": curve["seconds"], "load_average": os.getloadavg()[0],
            "estimate_seconds": round(estimate["seconds"], 2), "estimate_memory_gb": round(estimate["memory_gb"], 3),
-           "measured_over_estimate": round(seconds / estimate["seconds"], 3),
-           "test_iia": data["iia"]["io"]["resid_pre"][0][0], "goal_seconds": 60, "goal_met": seconds <= 60}
+           "wall_over_estimate": round(seconds / estimate["seconds"], 3),
+           "cpu_over_estimate": round(cpu_seconds / estimate["seconds"], 3),
+           "test_iia": data["iia"]["io"]["resid_pre"][0][0], "goal_seconds": 60, "goal_met_wall": seconds <= 60,
+           "goal_met_cpu": cpu_seconds <= 60}
     results = Path(__file__).resolve().parent / "results"
     stem = f"das-cpu-{args.model}-{out['date']}"
     (results / f"{stem}.json").write_text(json.dumps(out, indent=1) + "\n")

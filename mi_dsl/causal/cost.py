@@ -6,7 +6,7 @@ forward, and through the unembedding of the whole vocabulary when IIA reads it. 
 validation examples run forward once; after training, the test and training examples are scored;
 before it, the source prompts and the base prompts' residual at the site's layer are captured once.
 Time is that arithmetic at a measured rate: CPU_FLOPS, calibrated by benchmarks/das_gemma.py on the
-shared 2-core development machine (one thread); every epoch is assumed to run (early stopping only
+shared 2-core development machine (one thread, CPU time: an unloaded core's wall-clock); every epoch is assumed to run (early stopping only
 shortens it). Memory: the minibatch's graph (compile/memory.graph_bytes_per_row for the layers
 run) and the captured inputs (every position of each hook the sites read, float32).
 """
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-# Achieved float32 FLOP/s of a Gemma-3-270m forward+backward at batch 32, one thread, measured by
-# benchmarks/das_gemma.py on the development machine (a shared, noisy 2-core CPU).
-CPU_FLOPS = 2.4e10
+# Achieved float32 FLOP/s of DAS on Gemma-3-270m (forward and backward from L9, batch 32, one thread),
+# calibrated on one run of benchmarks/das_gemma.py on the development machine: 4.61e12 FLOPs (this
+# arithmetic) in 70.1 s of the process's CPU time (benchmarks/results/das-cpu-gemma-3-270m-2026-12-03.md;
+# its wall-clock was 241 s: other sessions held the cores). One configuration: not yet checked on others.
+CPU_FLOPS = 6.6e10
 # Input gradients of frozen weights: about the forward's matrix products once more.
 BACKWARD_FACTOR = 1.0
 
