@@ -6,9 +6,10 @@ forward, and through the unembedding of the whole vocabulary when IIA reads it. 
 validation examples run forward once; after training, the test and training examples are scored;
 before it, the source prompts and the base prompts' residual at the site's layer are captured once.
 Time is that arithmetic at a measured rate: CPU_FLOPS, calibrated by benchmarks/das_gemma.py on the
-shared 2-core development machine (one thread, CPU time: an unloaded core's wall-clock); every epoch is assumed to run (early stopping only
-shortens it). Memory: the minibatch's graph (compile/memory.graph_bytes_per_row for the layers
-run) and the captured inputs (every position of each hook the sites read, float32).
+shared 2-core development machine (one thread; CPU time, i.e. an unloaded core's wall-clock); every
+epoch is assumed to run (early stopping only shortens it). Memory: the minibatch's graph
+(compile/memory.graph_bytes_per_row for the layers run) and the captured inputs (every position of
+each hook the sites read, float32).
 """
 from __future__ import annotations
 

@@ -73,7 +73,8 @@ def columns(settings, examples, run) -> List[Column]:
             if len(got[0]) != len(got[1]):
                 raise RunError(f"position selector '{selector.text}' names {len(got[0])} token(s) in the base prompt "
                                f"'{example.base.text}' but {len(got[1])} in its source '{example.source.text}'; an "
-                               "interchange moves one token's activation to one token", run.spec.source.value(selector.path),
+                               "interchange moves one token's activation to one token",
+                               run.spec.source.value(selector.path),
                                hint="name one token (e.g. slot[-1]) or filter the vocabularies to one token count")
             base.append(got[0])
             source.append(got[1])

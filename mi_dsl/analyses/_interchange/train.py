@@ -1,9 +1,9 @@
 """Training a DAS rotation at one site for one variable (seeded, deterministic on the CPU).
 
 Loss: cross-entropy of the counterfactual label after the interchange in the rotation's first k
-coordinates, over what IIA reads: the example's candidates, or the whole vocabulary (iia_over). Adam on the rotation only
-(its gradient by torch.autograd.grad, so the model's weights are never touched); minibatches in a
-seeded order; after each epoch the validation loss decides early stopping (`patience` epochs
+coordinates, over what IIA reads: the example's candidates, or the whole vocabulary (iia_over).
+Adam on the rotation only (its gradient by torch.autograd.grad, so the model's weights are never
+touched); minibatches in a seeded order; after each epoch the validation loss decides early stopping (`patience` epochs
 without improving by 1e-6), and the best epoch's rotation is kept. The model runs from the site's
 layer on (prefix reuse), its weights frozen, the graph kept for the rotation only.
 """
