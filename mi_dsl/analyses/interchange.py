@@ -52,7 +52,9 @@ class Interchange:
         compiled = dict(params)
         if "subspace" in params:
             compiled["subspace"] = _subspace_path(ctx, params["subspace"])
-        hooks = tuple(COMPONENT_HOOKS[c] for c in components) + ("unembed.hook_in",)
+        # the base run's residual entering each site's layer (prefix reuse) and the unembedding's input
+        hooks = tuple(dict.fromkeys(tuple(COMPONENT_HOOKS[c] for c in components)
+                                    + ("blocks.{L}.hook_resid_pre", "unembed.hook_in")))
         what = ctx.value(params, "featurizer") if "subspace" not in params else "a saved subspace"
         description = (f"interchange {', '.join(params['variables'])} ({rule.describe()}) at "
                        f"{'/'.join(components)} sites, {what}; IIA over {ctx.value(params, 'iia_over')}")
