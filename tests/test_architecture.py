@@ -92,7 +92,7 @@ LAYERS = [
     ("core",),            # plan, typed params, registry, result envelope, run log: torch-free
     ("spec",),
     ("dataset",),
-    ("compile",),
+    ("compile", "causal"),  # causal: the causal_model block's variables and counterfactuals (prepare checks it)
     ("runtime",),         # the kit analyses use (executor, unembed, context, pipeline) and the runner
     ("analyses",),
     ("report",),          # reads the run log

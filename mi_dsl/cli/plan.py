@@ -89,6 +89,9 @@ def _print_plan(s: Dict[str, Any]) -> None:
                  f"hooks {', '.join(p['hooks'])}")
     _print_memory(s["memory"])
     _print_cost(s["cost"])
+    for analysis_id, t in s.get("training", {}).items():
+        echo(f"training (estimate) {analysis_id}: ~{t['seconds']:.0f} s on this CPU, {_size(t['memory_gb'])} "
+             f"({t['examples']} examples x {t['tokens']} tokens, layers {t['layers']}; {t['note']})")
     echo("examples (token by token, @i = token index, BOS = 0):")
     for ex, view in zip(d["examples"], d["pair_views"]):
         echo(f"  clean:     {ex['clean']}\n             {_tokens(view['clean_tokens'])}\n"

@@ -282,8 +282,11 @@ class AnalysisContext:
             return None
         if self.index < len(self.spec.analyses) and not self.written(key):  # the field's default
             analysis = self.spec.loc(*self.path())
-            compiled = parse_positions(str(value), list(slots), where=lambda off: analysis)
-            self.selections[field] = Selection("positions", (Selector(value, self.path(), compiled),), False, True)
+            items = value if isinstance(value, tuple) else (value,)
+            selectors = tuple(Selector(item, self.path(), parse_positions(str(item), list(slots),
+                                                                          where=lambda off: analysis))
+                              for item in items)
+            self.selections[field] = Selection("positions", selectors, isinstance(value, tuple), True)
             return self.selections[field]
         selectors = tuple(
             Selector(item, path, parse_positions(str(item), list(slots),

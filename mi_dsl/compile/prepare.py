@@ -32,6 +32,7 @@ def prepare(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str]
 
 
 def _prepare(spec_path, overrides, allow_paths, need_tokenizer: bool) -> Prepared:
+    from ..causal import check_causal_model
     from ..dataset import build_dataset, check_without_tokenizer
     from ..dataset.tokenizer import TokenizerUnavailable, load_tokenizer
     from ..spec import load_spec
@@ -43,6 +44,7 @@ def _prepare(spec_path, overrides, allow_paths, need_tokenizer: bool) -> Prepare
     spec = load_spec(str(spec_path), list(overrides), [Path(p) for p in allow_paths])
     check_without_tokenizer(spec)  # prompts before analyses: faults reported in file order
     _check_custom_code(spec)
+    check_causal_model(spec)       # the causal_model: block's expressions (issue 23)
     plan = compile_plan(spec)
     check_model_shape(spec, plan, model_shape(spec.model))
     try:
@@ -55,6 +57,7 @@ def _prepare(spec_path, overrides, allow_paths, need_tokenizer: bool) -> Prepare
     plan = plan.bound(tokenizer)  # an expression metric's strings become this tokenizer's ids (located)
     dataset = build_dataset(spec, tokenizer)
     _warn_without_corruption(spec, plan, dataset)
+    check_causal_model(spec, dataset, tokenizer)  # every variable computes on every prompt
     check_positions(spec, plan, dataset)
     check_prompt_indices(spec, plan, dataset)
     check_alignment(spec, plan, dataset)

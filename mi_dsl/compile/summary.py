@@ -32,8 +32,23 @@ def plan_summary(prepared, examples: int = 3) -> Dict[str, Any]:
         **plan_steps(plan, len(dataset.pairs)),
         "memory": estimate(spec, plan, tokenizer.vocab_size, widest_forward(dataset.pairs)),
         "cost": plan_costs(prepared),
+        "training": _training_estimates(prepared),
         "warnings": [w.format() for w in dataset.warnings],
     }
+
+
+def _training_estimates(prepared) -> Dict[str, Any]:
+    """Analysis id -> the estimate of an analysis that trains (its class's `estimate(params, prepared)`)."""
+    from ..core.registry import REGISTRY, load_all
+
+    load_all()
+    out = {}
+    for step in prepared.plan.analyses:
+        impl = REGISTRY[step.kind].implementation()
+        found = impl.estimate(step.params, prepared) if hasattr(impl, "estimate") else None
+        if found:
+            out[step.id] = found
+    return out
 
 
 def plan_steps(plan, candidates: int) -> Dict[str, Any]:

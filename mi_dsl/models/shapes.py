@@ -33,6 +33,13 @@ class ModelShape:
         """This shape with the vocabulary it will have (a random preset takes the tokenizer's)."""
         return self if self.vocab is not None or vocab is None else replace(self, vocab=vocab)
 
+    def as_dims(self) -> dict:
+        """The sizes as the cost formulas read them (hidden, layers, heads, kv_heads, head_dim,
+        intermediate, gated, tied, parallel, vocab, origin)."""
+        return dict(hidden=self.d_model, layers=self.n_layers, heads=self.n_heads, kv_heads=self.n_kv_heads,
+                    head_dim=self.d_head, intermediate=self.d_mlp, gated=self.gated, tied=self.tied,
+                    parallel=self.parallel, vocab=self.vocab, origin=self.origin)
+
     def parameters(self) -> int:
         """The parameter count from the shapes (embeddings, attention with grouped key/value heads,
         a gated or plain MLP, norms): an estimate, typically within a few percent."""

@@ -136,14 +136,17 @@ def _csv(path: Path, rows) -> None:
 
 
 def _write_files(log: RunLog, run_dir: Path, links: Dict[str, List[str]]) -> None:
-    """Files an analysis asks for ({relative path: text}), confined to the run directory."""
+    """Files an analysis asks for ({relative path: text or bytes}), confined to the run directory."""
     for analysis_id, files in log.files.items():
         for relative, text in files.items():
             path = (run_dir / relative).resolve()
             if run_dir.resolve() not in path.parents:
                 raise ValueError(f"analysis {analysis_id} asked to write outside the run directory: {relative}")
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            if isinstance(text, bytes):  # binary files (an interchange's safetensors subspaces)
+                path.write_bytes(text)
+            else:
+                path.write_text(text)
             links.setdefault(analysis_id, []).append(relative)
 
 

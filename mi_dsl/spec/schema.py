@@ -225,6 +225,7 @@ def analyses_schema() -> Dict[str, Any]:
 
 
 def build_schema() -> Dict[str, Any]:
+    from .causal_schema import CAUSAL_MODEL  # the causal_model: block (issue 23; interchange analyses)
     from ..metrics import METRICS
     from ..models.random_weights import SHAPES as RANDOM_SHAPES
     from ..models.sources import SOURCES
@@ -263,6 +264,7 @@ def build_schema() -> Dict[str, Any]:
                        "anyOf": [{"enum": _named(METRICS)}, {"pattern": "[(]"}]},
             "pipeline": {"type": "array", "description": "Dataset steps in order.", "items": PIPELINE_STEP},
             "analyses": analyses_schema(),
+            "causal_model": CAUSAL_MODEL,
             "run": RUN,
             "output": OUTPUT,
         },

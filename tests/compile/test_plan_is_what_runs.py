@@ -20,6 +20,9 @@ vocabularies:
     filter: 'ntokens(" " + item) == 2'
   nouns: {items: [Dogs, Cows, Wolves], filter: 'ntokens(" " + lower(item)) == 1'}
 """ + SYLLOGISM_PROMPTS + """\
+causal_model:
+  variables: {d: descriptor}
+  output: 'first_token(" " + d)'
 analyses:
   - kind: predictions
   - kind: logit_lens
@@ -31,6 +34,8 @@ analyses:
   - {kind: activation_patching, id: patch_resid, target: resid_pre, positions: [final, descriptor]}
   - {kind: attribution_patching, id: attrib, target: z}
   - {kind: ablation, heads: 'top(heads, 2)'}
+  - {kind: interchange, variables: [d], components: [attn_out, z], layers: [1], positions: [descriptor, final]}
+  - {kind: interchange, id: das, variables: [d], layers: [1], positions: [final], featurizer: das, training: {epochs: 1}}
 """
 
 

@@ -35,6 +35,12 @@ SIZES = {
     "factual_recall": ["analyses.3.max_pairs=6"],
     "factual_recall_multitoken": ["analyses.0.max_pairs=4"],
     "subject_verb_agreement": ["analyses.4.max_pairs=4"],
+    "ioi_causal": ["pipeline.0.sample.n=12"],
+    "ioi_causal_smollm2": ["pipeline.0.sample.n=12"],
+    "ravel_causal": ["pipeline.1.sample.n=24"],
+    "ravel_causal_smollm2": ["pipeline.1.sample.n=24"],
+    "arithmetic_causal": [],
+    "arithmetic_causal_smollm2": [],
 }
 
 # Results that are not numbers of the science (wall-clock, paths, versions).

@@ -88,8 +88,7 @@ def cost_line(model, params, pairs: int, tokens: int) -> Optional[str]:
     shape = model_shape(model)
     if shape is None:
         return None
-    dims = dict(hidden=shape.d_model, layers=shape.n_layers, heads=shape.n_heads, kv_heads=shape.n_kv_heads,
-                head_dim=shape.d_head, intermediate=shape.d_mlp, gated=shape.gated, parallel=shape.parallel)
+    dims = shape.as_dims()
     if params.max_pairs:
         pairs = min(pairs, params.max_pairs)
     e = estimate(dims, params, pairs, tokens)
