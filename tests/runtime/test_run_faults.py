@@ -71,9 +71,12 @@ def test_out_of_memory_batch_is_split_and_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(Executor, "capture", small_memory)
     # a located warning in the run log (FILE:LINE:COL: warning: ...), not a Python warning
     squeezed = run_spec(spec, progress=False, fresh=True, out_dir=str(tmp_path / "b")).results
-    # prompts of 4 lengths share right-padded batches: 16 -> 8 -> 4 -> 2, the first size that fits
-    assert any(w.startswith(f"{spec}:") and ": warning: out of memory with " in w and "retrying with 2" in w
-               for w in squeezed["warnings"]), "halved until a batch fits"
+    # halved until a batch fits (at most 3 rows here; shared prefixes batch the distinct prompts, so the
+    # sizes tried depend on the dataset: 16 -> 8 -> 4 -> 2, or 6 -> 3)
+    assert any(w.startswith(f"{spec}:") and ": warning: out of memory with " in w
+               and int(w.rsplit("retrying with ", 1)[-1].split()[0]) <= 3
+               for w in squeezed["warnings"] if "retrying with " in w), ("halved until a batch fits",
+                                                                          squeezed["warnings"])
     for record in ("clean", "corrupted"):
         assert torch.allclose(torch.tensor(reference["per_prompt"][record]["logit_diff"]),
                               torch.tensor(squeezed["per_prompt"][record]["logit_diff"]), atol=1e-5)
