@@ -267,3 +267,23 @@ causal_model:
     margin = logits[torch.arange(len(examples)), labels] - logits[torch.arange(len(examples)), other]
     assert data["logit_diff"]["c"]["resid_pre"][0][0] == pytest.approx(float(margin.mean()), abs=1e-5)
     assert data["iia"]["c"]["resid_pre"][0][0] == pytest.approx(float((margin > 0).double().mean()))
+
+
+def test_each_iia_carries_its_wilson_interval():
+    """The Wilson 95% interval of a share, against values computed by hand (and by statsmodels'
+    proportion_confint(method="wilson")): 3 of 5 -> [0.2307, 0.8824]; 0 of 5 is not the empty [0, 0]."""
+    from mi_dsl.analyses._interchange.score import wilson
+
+    assert wilson(3, 5) == pytest.approx((0.23072, 0.88237), abs=1e-5)
+    assert wilson(0, 5) == pytest.approx((0.0, 0.43448), abs=1e-5)
+    assert wilson(50, 100) == pytest.approx((0.40383, 0.59617), abs=1e-5)
+    assert wilson(0, 0) == (None, None)
+
+
+def test_the_best_site_says_how_sure_its_iia_is(planted):
+    data = compute(planted, "interchange", variables=["positive"], source=SOURCE, layers=[1],
+                   featurizer="random").data
+    best = data["best"]["positive"]
+    assert best["iia_low"] <= best["iia"] <= best["iia_high"] and best["iia_high"] - best["iia_low"] > 0.05
+    assert f"over {best['n']} examples" in compute(planted, "interchange", variables=["positive"], source=SOURCE,
+                                                   layers=[1], featurizer="random").summary

@@ -11,8 +11,9 @@ the whole vocabulary; the margin stays the candidates'.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -52,8 +53,25 @@ def score(logits: torch.Tensor, tops: Optional[torch.Tensor], targets: Targets, 
     else:
         hit = tops.to(targets.labels[variable].device) == targets.labels[variable][examples]
     changed = targets.labels[variable][examples] != targets.base_label[examples]
-    return {"iia": _mean(hit), "iia_changed": _mean(hit[changed]), "iia_unchanged": _mean(hit[~changed]),
-            "logit_diff": _mean(margin), "n": int(len(examples)), "n_changed": int(changed.sum())}
+    low, high = wilson(int(hit.sum()), int(len(examples)))
+    return {"iia": _mean(hit), "iia_low": low, "iia_high": high, "iia_changed": _mean(hit[changed]),
+            "iia_unchanged": _mean(hit[~changed]), "logit_diff": _mean(margin), "n": int(len(examples)),
+            "n_changed": int(changed.sum())}
+
+
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+
+
+def wilson(hits: int, n: int, z: float = Z95) -> Tuple[Optional[float], Optional[float]]:
+    """The Wilson score interval (95%) of a share `hits / n`: how far the IIA of a few examples can be
+    from the IIA of many. Unlike p +- z sqrt(p(1-p)/n) it stays inside [0, 1] and is not empty at 0 or n
+    (5 test examples with 3 hits: [0.23, 0.88])."""
+    if n <= 0:
+        return None, None
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _mean(values: torch.Tensor) -> Optional[float]:

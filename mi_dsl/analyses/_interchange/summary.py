@@ -60,7 +60,8 @@ def _best(records, cols, variables) -> Dict[str, Any]:
         mine = [r for r in records if r["variable"] == variable and r["iia"] is not None]
         if mine:
             top = max(mine, key=lambda r: (r["iia"], r["logit_diff"] or 0.0))
-            out[variable] = {"site": top["site"].label(cols), "iia": top["iia"], "logit_diff": top["logit_diff"]}
+            out[variable] = {"site": top["site"].label(cols), "iia": top["iia"], "iia_low": top["iia_low"],
+                             "iia_high": top["iia_high"], "n": top["n"], "logit_diff": top["logit_diff"]}
     return out
 
 
@@ -71,7 +72,7 @@ def _by_featurizer(records, cols) -> Dict[str, Any]:
     for r in records:
         if r["split"] == "test" and r["featurizer_for"] is not None:
             out.setdefault(r["featurizer_for"], {}).setdefault(r["variable"], {})[r["site"].label(cols)] = {
-                k: r[k] for k in ("iia", "iia_changed", "iia_unchanged", "n", "n_changed")}
+                k: r[k] for k in ("iia", "iia_low", "iia_high", "iia_changed", "iia_unchanged", "n", "n_changed")}
     return out
 
 
@@ -91,7 +92,8 @@ def convention(settings: Settings, extra) -> str:
     return (f"interchange: at each site the base run's activation is replaced in {what} by the source run's "
             f"({extra['source']}); IIA = share of examples where {read}; logit_diff = mean of the label's logit "
             f"minus the largest other candidate's, at the base prompt's final position{split}; a variable's label "
-            "is the causal model's output with that variable taken from the source")
+            "is the causal model's output with that variable taken from the source; iia_low..iia_high: the Wilson "
+            "95% interval of each IIA over its n examples")
 
 
 def _saved(settings, jobs, cols, records, run, extra):
@@ -113,7 +115,8 @@ def _saved(settings, jobs, cols, records, run, extra):
 
 
 def _summary(data) -> str:
-    parts = [f"{v}: best {b['site']} IIA {b['iia']:.3f}" for v, b in data["best"].items()]
+    parts = [f"{v}: best {b['site']} IIA {b['iia']:.3f} (95% interval {b['iia_low']:.2f}-{b['iia_high']:.2f} "
+             f"over {b['n']} examples)" for v, b in data["best"].items()]
     base = "; ".join(f"{v} {s['iia']:.2f}" for v, s in data["unintervened"].items() if v in data["variables"])
     return (f"{data['featurizer']} interchange, {data['examples']} examples, {len(data['sites'])} sites; "
             + "; ".join(parts) + f" (no intervention: {base})")
