@@ -111,6 +111,11 @@ class Ablation:
              if "dla_changed_output" in d else []) + [per_prompt]
 
 
+def _zeros_for(n_heads: int):
+    """fn(prompt ids, z) -> zeros in place of `n_heads` heads' z [B, S, n_heads, d]."""
+    return lambda ids, z: z.new_zeros((*z.shape[:2], n_heads, z.shape[-1]))
+
+
 def _replacements(run, heads, method: str, params, positions):
     """Per layer, fn(prompt ids, z) -> the values that replace the selected heads' z [B, S, h, d]. Prompts
     of one length: the same index (TransformerLens's convention); of several lengths: the same-named
@@ -121,8 +126,7 @@ def _replacements(run, heads, method: str, params, positions):
 
     layers = by_layer(heads)
     if method == "zero":
-        return {layer: (lambda ids, z, n=len(hs): z.new_zeros((*z.shape[:2], n, z.shape[-1])))
-                for layer, hs in layers.items()}
+        return {layer: _zeros_for(len(hs)) for layer, hs in layers.items()}
     which = "clean" if method == "mean" else "corrupted"
     prompts = [getattr(p, which).ids for p in run.pairs]
     by_name = not one_length(run.pairs)

@@ -11,8 +11,6 @@ analyses/_interchange/ (sites, engine, featurizers, training, saved subspaces, f
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..errors import FileAccessError, SpecMeaningError
 from ._interchange.settings import COMPONENTS, InterchangeParams
 from .base import Result, step

@@ -193,7 +193,7 @@ def _layout(spec: Spec) -> _Layout:
         if "template" in spec.prompts.get("corrupt", {}):
             corrupted = compile_template(spec, ("prompts", "corrupt", "template"), types)
     except ExpressionError as err:
-        raise naming_orphans(spec, err)
+        raise naming_orphans(spec, err) from None
     used = list(dict.fromkeys(template.slots + (corrupted.slots if corrupted else [])))
     order = _product_order(spec, used)
     return _Layout(slots_to_vocab, types.restricted(order), template, corrupted, order)

@@ -236,7 +236,7 @@ def _set_in_list(items: list, rest: Tuple[Any, ...], value: Any, sweep: Sweep, p
         items[index] = copy.deepcopy(value)
         return
     inner = items[index]
-    for j, part in enumerate(rest[1:-1], start=1):
+    for part in rest[1:-1]:
         if isinstance(inner, list) and isinstance(part, int) and part < len(inner):
             inner = inner[part]
         elif isinstance(inner, dict):

@@ -16,7 +16,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 
 from mi_dsl.analyses._circuit.run import graph_from_data, scores_tensor
 from mi_dsl.analyses._circuit.units import Units

@@ -2,10 +2,7 @@
 intervenes on during an analysis is one its plan step (or the shared pass it is part of) lists."""
 from __future__ import annotations
 
-import re
 import textwrap
-
-import pytest
 
 from tests.spec_parts import SYLLOGISM_PROMPTS
 

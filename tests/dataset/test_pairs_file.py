@@ -327,9 +327,9 @@ def test_mean_and_resample_ablation_across_lengths_use_the_same_named_position(t
         result = compute(run, "ablation", id=method, heads=f"L{layer}H{head}", positions="s2[-1]", method=method)
         expected = []
         for pair in run.pairs:
-            value = value_of(pair)
+            value, at = value_of(pair), s2_last(pair.clean)
 
-            def swap(z, hook, at=s2_last(pair.clean), value=value):
+            def swap(z, hook, at=at, value=value):
                 z = z.clone()
                 z[0, at, head] = value
                 return z

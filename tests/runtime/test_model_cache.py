@@ -232,7 +232,7 @@ def test_weight_processing_without_copies_gives_the_same_weights():
             bridge = boot.boot_bridge(made.hub_name, made.hf_model, tokenizer, torch.device("cpu"), torch.float32)
             state = {k: v.clone() for k, v in bridge.state_dict().items()}
             torch.manual_seed(0)  # the same random norms and biases for both
-            for name, value in state.items():  # not the identity: norms and biases random
+            for value in state.values():  # not the identity: norms and biases random
                 if value.dim() == 1:
                     value.copy_(torch.randn_like(value))
             if consume:

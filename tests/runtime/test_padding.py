@@ -17,8 +17,6 @@ import json
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from tests.analyses.test_patching import model_yaml, sharp_models  # noqa: F401
 
 from tests.golden.record import golden_numbers  # drops wall-clock, paths and pass counts
