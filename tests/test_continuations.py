@@ -167,7 +167,7 @@ def reference_patched(model_dir: Path, pairs, layer: int, direction: str = "deno
             hidden = model(torch.tensor([source_prompt.ids]), output_hidden_states=True).hidden_states[layer][0]
             source, target = hidden[len(source_prompt.ids) - 1], len(base_prompt.ids) - 1
 
-            def patch(module, args, kwargs):
+            def patch(module, args, kwargs, source=source, target=target):
                 hidden = (args[0] if args else kwargs["hidden_states"]).clone()
                 hidden[0, target] = source
                 if args:
@@ -295,7 +295,7 @@ def test_pattern_patching_with_continuations_equals_a_patched_forward_of_each_pr
                 _, cache = bridge.run_with_cache(torch.tensor([pair.clean.ids]), prepend_bos=False, names_filter=name)
                 clean, n = cache[name][0, cell.head], len(pair.corrupted.ids)
 
-                def patch(act, hook=None):
+                def patch(act, hook=None, cell=cell, n=n, clean=clean):
                     act = act.clone()
                     act[0, cell.head, :n, :n] = clean
                     act[0, cell.head, :n, n:] = 0

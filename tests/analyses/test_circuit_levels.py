@@ -42,7 +42,7 @@ def test_node_and_neuron_scores_are_the_gradient_at_the_nodes_output(gpt2):
     for node in (0, g.head_index(0, 2), g.mlp_index(0), g.head_index(1, 3)):
         delta = corrupted[node] - clean[node]
         eps = torch.zeros(delta.shape[-1], requires_grad=True)  # one per output dimension
-        s.plain_metric(s.clean, [(output_hook(g, node), lambda a, hook: a + delta * eps)]).mean().backward()
+        s.plain_metric(s.clean, [(output_hook(g, node), lambda a, hook, delta=delta, eps=eps: a + delta * eps)]).mean().backward()
         torch.testing.assert_close(neurons[node], eps.grad, rtol=1e-3, atol=1e-6)
         assert float(eps.grad.abs().max()) > 1e-4
 

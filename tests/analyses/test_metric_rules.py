@@ -70,10 +70,10 @@ def test_attribution_patching_of_prob_diff_is_its_gradient_estimate(tmp_path):
         source = {}
         clean = torch.tensor([pair.clean.ids])
         model.run_with_hooks(clean, prepend_bos=False, fwd_hooks=[
-            ("blocks.1.hook_resid_pre", lambda act, hook: source.setdefault("act", act.detach().clone()))])
+            ("blocks.1.hook_resid_pre", lambda act, hook, source=source: source.setdefault("act", act.detach().clone()))])
         leaf = {}
 
-        def swap(act, hook):
+        def swap(act, hook, leaf=leaf):
             leaf["x"] = act.detach().clone().requires_grad_(True)
             return leaf["x"]
 
