@@ -236,7 +236,8 @@ def test_each_analysis_gets_its_own_read_only_view(tmp_path):
     assert done.returncode == 0, done.stderr
     analyses, per_prompt = [json.loads(line) for line in done.stdout.strip().splitlines()[-2:]]
     first, second = analyses["first"], analyses["second"]
-    assert first["n_pairs"] == 3 and first["pairs"]["count"] == 3 and first["pairs_type"] == "tuple" and first["earlier"] == ["heads"]
+    assert first["n_pairs"] == 3 and first["pairs"]["count"] == 3
+    assert first["pairs_type"] == "tuple" and first["earlier"] == ["heads"]
     assert first["refused"] == {"pairs": "refused", "results": "refused", "baselines": "refused"}
     assert first["clean_baseline"] == pytest.approx(sum(per_prompt["clean"]["logit_diff"][:3]) / 3, rel=1e-9)
     assert second["n_pairs"] == 48 and second["earlier"] == ["first", "heads"]

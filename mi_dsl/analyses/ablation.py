@@ -27,8 +27,8 @@ from .registry import analysis
 @dataclass(frozen=True, kw_only=True)
 class AblationParams(AnalysisParams):
     heads: SelectorValue = param(MISSING, "Which heads to ablate, e.g. top(head_attr, 1) or [L9H9].", schema=HEADS)
-    positions: SelectorValue = param(None, "Where to ablate: a position selector such as `final` (the reference notebook's "
-                                           "experiment), -1 or a slot name; default every position.",
+    positions: SelectorValue = param(None, "Where to ablate: a position selector such as `final` (the reference "
+                                           "notebook's experiment), -1 or a slot name; default every position.",
                                      schema={"type": ["string", "integer"]})
     method: Literal["zero", "mean", "resample"] = param(
         "zero", "`zero` (default, the knock-out), `mean` (the head's mean over the dataset's clean prompts at the "

@@ -174,7 +174,8 @@ def check_cost(prepared, yes: bool = False) -> Dict[str, Any]:
         raise SpecMeaningError(
             f"this run is estimated at ~{describe_seconds(costs['seconds'])} ({costs['rate']}), over the "
             f"{limit:g} minutes a run starts without asking; the largest part is {top['id']} ({top['kind']}: "
-            f"{top['forward_rows']:,} forward rows, {top['patched_rows']:,} patched, {top['backward_rows']:,} backward, "
+            f"{top['forward_rows']:,} forward rows, {top['patched_rows']:,} patched, "
+            f"{top['backward_rows']:,} backward, "
             f"~{describe_seconds(top['seconds'])})", where,
             hint="`mi-run plan` shows every analysis's cost; pass --yes to start anyway, or set run.max_cost: "
                  "MINUTES in the spec, or use max_pairs to run fewer pairs")

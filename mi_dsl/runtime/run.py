@@ -165,7 +165,8 @@ class Session:
         from .pipeline import pair_metrics, warn_unchanged
 
         self.key = digest("dataset", self.plan.model.identity(), self.loaded.info.get("id"), self.tokenizer.origin,
-                          [(p.clean.ids, p.corrupted.ids, p.answers, p.foils) + (("continuation",) if p.continuation else ())
+                          [(p.clean.ids, p.corrupted.ids, p.answers, p.foils)
+                           + (("continuation",) if p.continuation else ())
                            for p in self.dataset.pairs],
                           self.plan.metrics_needed, self.plan.metric, [s.params for s in self.plan.pipeline])
         t = time.perf_counter()
@@ -308,7 +309,8 @@ class Session:
         from .provenance import provenance
         from ..dataset.examples import pair_examples, pair_rows
 
-        warnings_ = list(self.dataset.warnings) + self.load_warnings + self.executor.warnings + getattr(self, "library_warnings_caught", [])
+        warnings_ = (list(self.dataset.warnings) + self.load_warnings + self.executor.warnings
+                     + getattr(self, "library_warnings_caught", []))
         model = self.spec.model
         return RunLog.build(
             figures=self.figures,

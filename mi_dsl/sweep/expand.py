@@ -81,7 +81,8 @@ def load_sweep(path, out_dir: Optional[str] = None, overrides=()) -> Sweep:
         raise SchemaError("a sweep file is a mapping with `spec:` and `axes:`", Location(str(path), 1, 1))
     for key in data:
         if key not in KEYS:
-            raise SchemaError(f"unknown key '{key}' in a sweep file; expected: {', '.join(KEYS)}", doc.source.key((key,)))
+            raise SchemaError(f"unknown key '{key}' in a sweep file; expected: {', '.join(KEYS)}",
+                              doc.source.key((key,)))
     if data.get("version", 1) != 1:
         raise SchemaError("sweep files are version 1", where(("version",)))
     if not isinstance(data.get("spec"), str):

@@ -32,7 +32,8 @@ analyses:
   - {kind: attribution_patching, id: attrib, target: z}
   - {kind: ablation, heads: 'top(heads, 2)'}
   - {kind: interchange, variables: [d], components: [attn_out, z], layers: [1], positions: [descriptor, final]}
-  - {kind: interchange, id: das, variables: [d], layers: [1], positions: [final], featurizer: das, training: {epochs: 1}}
+  - {kind: interchange, id: das, variables: [d], layers: [1], positions: [final], featurizer: das,
+     training: {epochs: 1}}
 """
 
 

@@ -61,8 +61,8 @@ def write_spec(folder: Path, body: str, tail: str = "", name: str = "spec.yaml")
     return path
 
 
-def file_spec(folder: Path, csv_text: str, dataset: str = "{file: pairs.csv, spans: markers, answers: first_token}", tail: str = "",
-              file: str = "pairs.csv") -> Path:
+def file_spec(folder: Path, csv_text: str, dataset: str = "{file: pairs.csv, spans: markers, answers: first_token}",
+              tail: str = "", file: str = "pairs.csv") -> Path:
     (folder / file).write_text(csv_text)
     return write_spec(folder, f"dataset: {dataset}\n", tail)
 

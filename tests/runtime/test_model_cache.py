@@ -73,7 +73,8 @@ def test_tensor_file_round_trips_every_dtype_and_slices(tmp_path):
     with TensorFileWriter(tmp_path / "y.safetensors", [("w", "F32", (6, 2))]) as out:
         out.write("w", torch.ones(2, 2))
         out.write("w", torch.zeros(4, 2))
-    assert torch.equal(load_file(str(tmp_path / "y.safetensors"))["w"], torch.cat([torch.ones(2, 2), torch.zeros(4, 2)]))
+    assert torch.equal(load_file(str(tmp_path / "y.safetensors"))["w"],
+                       torch.cat([torch.ones(2, 2), torch.zeros(4, 2)]))
     with pytest.raises(ValueError, match="not written"):
         with TensorFileWriter(tmp_path / "z.safetensors", [("w", "F32", (6, 2))]) as out:
             out.write("w", torch.ones(2, 2))

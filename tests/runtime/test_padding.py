@@ -23,8 +23,8 @@ from tests.golden.record import golden_numbers  # drops wall-clock, paths and pa
 from tests.golden_compare import differences
 from tests.spec_parts import syllogism
 
-MIXED = "\n" + syllogism(("birds", "fish"), (("big", "small"), ("wild", "tame")), ("Cows", "Horses", "Dogs", "Elephants"),
-                        equal_lengths=False) + """\
+MIXED = "\n" + syllogism(("birds", "fish"), (("big", "small"), ("wild", "tame")),
+                        ("Cows", "Horses", "Dogs", "Elephants"), equal_lengths=False) + """\
 metric: logit_diff
 pipeline:
   - symmetric: true
