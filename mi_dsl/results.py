@@ -136,9 +136,9 @@ class Results:
         if which == "pipeline":
             return data["dataset"]["stages"]
         if which == "candidates":
-            from .report.html import candidate_rows
+            from .report.html import candidate_csv_rows
 
-            return candidate_rows(data)
+            return candidate_csv_rows(data)
         rows = []
         per_prompt = data["per_prompt"]
         for index, pair in enumerate(data["dataset"]["pairs"]):
