@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ..compile import prepare
 from ..compile.summary import plan_summary
@@ -10,7 +10,7 @@ from ._echo import echo
 
 
 def show_plan(spec_path: str, overrides, allow_paths, as_json: bool = False, examples: int = 3,
-              metrics: bool = False, csv_path: str = None, limits=None) -> int:
+              metrics: bool = False, csv_path: Optional[str] = None, limits=None) -> int:
     prepared = prepare(spec_path, overrides, allow_paths, limits=limits)
     summary = plan_summary(prepared, examples)
     explored = _explore(prepared, csv_path) if metrics else None

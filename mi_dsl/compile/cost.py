@@ -71,7 +71,7 @@ class CostInputs:
         selection = getattr(params, key, None)
         if not isinstance(selection, Selection) or not self.layers:
             return self.layers_of(params) * self.heads
-        chosen = set()
+        chosen: set = set()
         table = [[0.0] * self.heads for _ in range(self.layers)]
         for selector in selection:
             try:
@@ -169,6 +169,7 @@ def check_cost(prepared, yes: bool = False) -> Dict[str, Any]:
     limit = costs["max_minutes"]
     if not yes and costs["seconds"] > 60 * limit:
         top = largest(costs)
+        assert top is not None  # the seconds over the limit are some timed analyses' seconds
         index = [r["id"] for r in costs["analyses"]].index(top["id"])
         where = spec.loc("run", "max_cost") if "max_cost" in spec.run_options else spec.loc("analyses", index)
         raise SpecMeaningError(

@@ -162,7 +162,7 @@ def _resources(doc: Document) -> Dict[str, float]:
     raw = doc.data.get("resources", {})
     if not isinstance(raw, dict):
         raise SchemaError("`resources:` is a mapping: cpus, gpus, memory_gb", doc.source.value(("resources",)))
-    out = {"cpus": 1, "gpus": 0}
+    out: Dict[str, float] = {"cpus": 1, "gpus": 0}
     for key, value in raw.items():
         if key not in RESOURCES:
             raise SchemaError(f"unknown resource '{key}'; expected: {', '.join(RESOURCES)}",
@@ -290,7 +290,7 @@ def locate_point_error(err: MiError, sweep: Sweep, point: Point) -> MiError:
     return err
 
 
-def _line_col(location: Location):
+def _line_col(location: Location) -> Tuple[Optional[int], Optional[int]]:
     return location.line, location.column
 
 
