@@ -70,7 +70,8 @@ def main() -> None:
     print(json.dumps({"model": args.model, "pairs": data["pairs"], "tokens": tokens, "steps": args.steps,
                       "methods": args.methods, "curve": not args.no_curve, "bootstrap": args.bootstrap,
                       "wall_seconds": wall, "cpu_seconds": round(used, 1), "estimated_seconds": round(e["seconds"], 1),
-                      "estimate_over_cpu": round(e["seconds"] / used, 3), "estimate_over_wall": round(e["seconds"] / wall, 3),
+                      "estimate_over_cpu": round(e["seconds"] / used, 3),
+                      "estimate_over_wall": round(e["seconds"] / wall, 3),
                       "implied_gflops": round(e["flops"] / used / 1e9, 2)}, indent=1))
 
 

@@ -9,7 +9,8 @@ Bare forward: the Hugging Face model on the clean prompts, logits of the final p
   ablated      one circuit-ablated forward (a 5% circuit), given those outputs
   curve        the faithfulness curves as MIB reports them: 10 MIB levels of the signed and of the
                absolute ranking (20 circuits), no random baseline
-Goals: eap <= 4 bare forwards, ablated <= 2, curve <= 45 (25 when it was one ranking of 10 levels). Writes benchmarks/results/circuit-*.{json,md}.
+Goals: eap <= 4 bare forwards, ablated <= 2, curve <= 45 (25 when it was one ranking of 10 levels).
+Writes benchmarks/results/circuit-*.{json,md}.
 """
 from __future__ import annotations
 

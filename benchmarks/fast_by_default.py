@@ -310,7 +310,8 @@ def goals(out: dict) -> list:
     if st:
         second = st[-1]
         add(f"second run: launch -> first forward <= {GOALS['start_seconds']:.0f} s",
-            f"{second['launch_to_first_forward_s']:.1f} s", second["launch_to_first_forward_s"] <= GOALS["start_seconds"],
+            f"{second['launch_to_first_forward_s']:.1f} s",
+            second["launch_to_first_forward_s"] <= GOALS["start_seconds"],
             f"load {second['load_before']}" + (f"; {second['launch_to_first_forward_s'] / unit:.0f} bare forwards"
                                                if unit else ""))
     s = out.get("spec")
@@ -330,7 +331,8 @@ def goals(out: dict) -> list:
         add(f"residual patching (layer x position) <= {GOALS['resid_vs_full']}x full recomputation, same numbers",
             f"{r['ratio']:.2f}x ({r['reuse_s']:.1f} s vs {r['full_s']:.1f} s; max diff {r['max_abs_diff']:.1e})",
             r["ratio"] <= GOALS["resid_vs_full"] and r["max_abs_diff"] <= 1e-4,
-            f"{r['pairs']} pairs, one process, load {r['load']}; work run: blocks {1 - r['passes']['block_work_saved']:.2f}, "
+            f"{r['pairs']} pairs, one process, load {r['load']}; "
+            f"work run: blocks {1 - r['passes']['block_work_saved']:.2f}, "
             f"block-positions {1 - r['passes']['token_work_saved']:.2f} of full")
     add("GPU goals (seed work <= 3 s on an H200; EAP-IG over 1,000 IOI pairs <= 60 s)", "not measured", False,
         "no device was lent to this session")
@@ -346,7 +348,8 @@ def markdown(out: dict) -> str:
         met = "n/a" if g["met"] is None else ("met" if g["met"] else "not met")
         lines.append(f"| {g['goal']} | {g['value']} | {met} | {g['note']} |")
     if out.get("spec"):
-        lines += ["", "Whole spec, seconds per step: " + ", ".join(f"{k} {v}" for k, v in out["spec"]["timings"].items())]
+        timings = out["spec"]["timings"]
+        lines += ["", "Whole spec, seconds per step: " + ", ".join(f"{k} {v}" for k, v in timings.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -359,9 +362,10 @@ def main(argv=None) -> int:
     items = ["bare", "threads"] if args.quick else [i for i in args.items.split(",") if i]
     import platform
 
-    out = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": "python benchmarks/fast_by_default.py "
-           + " ".join(argv if argv is not None else sys.argv[1:]), "machine": f"{platform.processor() or platform.machine()}, "
-           f"{os.cpu_count()} logical cores", "load_start": [round(x, 2) for x in os.getloadavg()]}
+    out = {"date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "command": "python benchmarks/fast_by_default.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores",
+           "load_start": [round(x, 2) for x in os.getloadavg()]}
     for item in items:
         globals()[f"item_{item}"](out, args.quick)
     out["load_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -50,7 +50,8 @@ def run_sampled(argv, env=None) -> dict:
     sampler.join()
     cpu1 = os.times()
     return {"rc": proc.returncode, "wall_s": round(time.perf_counter() - started, 1),
-            "cpu_s": round((cpu1.children_user + cpu1.children_system) - (cpu0.children_user + cpu0.children_system), 1),
+            "cpu_s": round((cpu1.children_user + cpu1.children_system)
+                           - (cpu0.children_user + cpu0.children_system), 1),
             "peak_rss_gb": round(peak[0] / 2**30, 2), "load_before": before, "load_after": load(),
             "output": output.splitlines()}
 

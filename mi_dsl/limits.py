@@ -109,9 +109,10 @@ _METER: ContextVar[Optional[list]] = ContextVar("mi_dsl_meter", default=None)
 @contextmanager
 def metered() -> Iterator[list]:
     """Count the work done inside (charge()); past `dataset_work`, WorkExceeded."""
-    token = _METER.set([0])
+    meter = [0]
+    token = _METER.set(meter)
     try:
-        yield _METER.get()
+        yield meter
     finally:
         _METER.reset(token)
 

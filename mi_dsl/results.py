@@ -118,6 +118,8 @@ class Results:
             raise RunError(unknown("figure", name, names, f"of analysis '{analysis_id}'"))
         if self.log.figures:
             return dict(self.log.figures[analysis_id])[name]
+        if self.run_dir is None:
+            raise RunError(f"analysis '{analysis_id}' has its figures neither in memory nor in a run directory")
         path = self.run_dir / "figures" / f"{analysis_id}__{name}"
         if path.with_suffix(".json").is_file():
             import plotly.io as pio
@@ -136,9 +138,9 @@ class Results:
         if which == "pipeline":
             return data["dataset"]["stages"]
         if which == "candidates":
-            from .report.html import candidate_rows
+            from .report.html import candidate_csv_rows
 
-            return candidate_rows(data)
+            return candidate_csv_rows(data)
         rows = []
         per_prompt = data["per_prompt"]
         for index, pair in enumerate(data["dataset"]["pairs"]):

@@ -78,6 +78,22 @@ def test_table_is_a_dataframe_of_the_analysis_table(api_run):
     assert per_prompt["clean_logit_diff"].mean() == pytest.approx(results["baselines"]["clean"], rel=1e-6)
 
 
+def test_candidates_table_is_the_candidates_csv():
+    """Results.table("candidates"): the keep-condition's candidates as tables/candidates.csv has them
+    (each record's metric as RECORD_METRIC). It imported a name report/html.py no longer has (found by
+    mypy): every call raised ImportError."""
+    from mi_dsl.core.log import RUN_LOG_VERSION, RunLog
+    from mi_dsl.results import Results
+
+    log = RunLog.from_json({"format_version": RUN_LOG_VERSION,
+                            "dataset": {"candidate_pairs": [{"clean": "a", "kept": True},
+                                                            {"clean": "b", "kept": False}]},
+                            "candidate_metrics": {"clean": {"logit_diff": [1.5, -0.5]}}})
+    table = Results(log).table("candidates")
+    assert table.to_dict("records") == [{"clean": "a", "kept": True, "clean_logit_diff": 1.5},
+                                        {"clean": "b", "kept": False, "clean_logit_diff": -0.5}]
+
+
 def test_unknown_table_or_figure_is_a_clear_error(api_run):
     results, _ = api_run
     with pytest.raises(RunError, match="unknown analysis 'head' in this run; did you mean 'heads'"):
@@ -236,7 +252,8 @@ def test_each_analysis_gets_its_own_read_only_view(tmp_path):
     assert done.returncode == 0, done.stderr
     analyses, per_prompt = [json.loads(line) for line in done.stdout.strip().splitlines()[-2:]]
     first, second = analyses["first"], analyses["second"]
-    assert first["n_pairs"] == 3 and first["pairs"]["count"] == 3 and first["pairs_type"] == "tuple" and first["earlier"] == ["heads"]
+    assert first["n_pairs"] == 3 and first["pairs"]["count"] == 3
+    assert first["pairs_type"] == "tuple" and first["earlier"] == ["heads"]
     assert first["refused"] == {"pairs": "refused", "results": "refused", "baselines": "refused"}
     assert first["clean_baseline"] == pytest.approx(sum(per_prompt["clean"]["logit_diff"][:3]) / 3, rel=1e-9)
     assert second["n_pairs"] == 48 and second["earlier"] == ["first", "heads"]

@@ -167,7 +167,7 @@ def reference_patched(model_dir: Path, pairs, layer: int, direction: str = "deno
             hidden = model(torch.tensor([source_prompt.ids]), output_hidden_states=True).hidden_states[layer][0]
             source, target = hidden[len(source_prompt.ids) - 1], len(base_prompt.ids) - 1
 
-            def patch(module, args, kwargs):
+            def patch(module, args, kwargs, source=source, target=target):
                 hidden = (args[0] if args else kwargs["hidden_states"]).clone()
                 hidden[0, target] = source
                 if args:
@@ -207,7 +207,8 @@ def test_patching_with_a_continuation_metric_equals_patching_by_hand(countries, 
         expected = reference_patched(model_dir, run.pairs, cell.layer, direction)
         assert row.tolist() == pytest.approx(expected, rel=1e-5, abs=1e-5), cell.label
     # the check can fail: patching moved the metric away from the unpatched run's
-    base = torch.tensor(session.final["corrupted" if direction == "denoising" else "clean"]["continuation_logprob_diff"])
+    unpatched = "corrupted" if direction == "denoising" else "clean"
+    base = torch.tensor(session.final[unpatched]["continuation_logprob_diff"])
     assert (got - base).abs().max() > 0.05
 
 
@@ -280,7 +281,8 @@ def test_pattern_patching_with_continuations_equals_a_patched_forward_of_each_pr
 
     path = write_spec(tmp_path, "gpt_neox", rough_models, body=EQUAL)
     prepared = prepare(str(path), [], [])
-    assert len({len(p.clean.ids) for p in prepared.dataset.pairs} | {len(p.corrupted.ids) for p in prepared.dataset.pairs}) == 1
+    pairs = prepared.dataset.pairs
+    assert len({len(p.clean.ids) for p in pairs} | {len(p.corrupted.ids) for p in pairs}) == 1
     session = Session.of(prepared, progress=False)
     session.open()
     session.dataset_step(StepStore(tmp_path / "store", enabled=False))
@@ -295,7 +297,7 @@ def test_pattern_patching_with_continuations_equals_a_patched_forward_of_each_pr
                 _, cache = bridge.run_with_cache(torch.tensor([pair.clean.ids]), prepend_bos=False, names_filter=name)
                 clean, n = cache[name][0, cell.head], len(pair.corrupted.ids)
 
-                def patch(act, hook=None):
+                def patch(act, hook=None, cell=cell, n=n, clean=clean):
                     act = act.clone()
                     act[0, cell.head, :n, :n] = clean
                     act[0, cell.head, :n, n:] = 0

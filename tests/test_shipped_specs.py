@@ -26,12 +26,16 @@ def test_every_shipped_spec_starts_with_the_schema_line():
         assert path.read_text().startswith("# yaml-language-server: $schema=../schemas/spec.schema.json"), path
 
 
+def _body(text: str) -> list:
+    """The lines that are not blank and not comments."""
+    return [l for l in text.splitlines() if l.strip() and not l.lstrip().startswith("#")]
+
+
 def test_readme_tutorial_is_the_shipped_file():
     readme = (ROOT / "README.md").read_text()
     shown = re.search(r"## A five-minute tutorial.*?```yaml\n(.*?)```", readme, re.S).group(1)
-    body = lambda text: [l for l in text.splitlines() if l.strip() and not l.lstrip().startswith("#")]
-    tutorial = body((SPECS / "tutorial.yaml").read_text())
-    assert body(shown) == [l for l in tutorial if not l.startswith(("name:",))]
+    tutorial = _body((SPECS / "tutorial.yaml").read_text())
+    assert _body(shown) == [l for l in tutorial if not l.startswith(("name:",))]
 
 
 @pytest.mark.slow

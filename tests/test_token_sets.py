@@ -6,8 +6,6 @@ random Gemma-3 whose unembedding is soft-capped and whose norms are not identity
 """
 from __future__ import annotations
 
-import dataclasses
-
 import textwrap
 from pathlib import Path
 

@@ -56,7 +56,7 @@ def word_tokenizer_file() -> Path:
 
     # Isolate each later piece of a SPLIT word where its earlier pieces precede it.
     rules = []
-    for word, pieces in SPLIT.items():
+    for pieces in SPLIT.values():
         for i in range(1, len(pieces)):
             rules.append(f"(?<={re.escape(''.join(pieces[:i]))}){re.escape(pieces[i])}"
                          + (r"\b" if i == len(pieces) - 1 else ""))

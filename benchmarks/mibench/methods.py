@@ -148,7 +148,7 @@ def patch_seed(by_position: bool):
                 source = cache[_z(l)]
                 for h in range(H):
                     for p in (range(P) if by_position else [None]):
-                        def hook(z, hook, h=h, p=p):
+                        def hook(z, hook, h=h, p=p, source=source):
                             if p is None:
                                 z[:, :, h] = source[:, :, h]
                             else:

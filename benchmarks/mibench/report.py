@@ -88,7 +88,8 @@ def goals(out: dict, cuda: bool) -> list:
         if cuda and key == "pythia":
             seconds = [items[i]["methods"]["mi"]["seconds"] for i in SEED_WORK if i in items]
             if len(seconds) == len(SEED_WORK):
-                add(f"GPU: the seed's whole work (mi-dsl, Pythia-shaped items) <= {GOALS['gpu_seed_work_seconds']:.0f} s",
+                add("GPU: the seed's whole work (mi-dsl, Pythia-shaped items) "
+                    f"<= {GOALS['gpu_seed_work_seconds']:.0f} s",
                     f"{sum(seconds):.2f} s on {out['environment']['device']}",
                     sum(seconds) <= GOALS["gpu_seed_work_seconds"], key)
     if not cuda:
@@ -176,9 +177,11 @@ def _item_row(key: str, item: str, r: dict) -> str:
     if ag.get("checked") is False:  # every method skipped (--skip) or no mi-dsl numbers
         return f"| {key} | {item} | {r['n_pairs']} | (skipped) |" + " - |" * 11
     verdict = ("yes" if ag.get("agree") else "NO") + (
-        f" (max diff {max(ag['max_abs_diff'].values()):.1e} <= {ag['tolerance']:.1e})" if ag.get("max_abs_diff") else "")
-    return (f"| {key} | {item} | {r['n_pairs']} | {cell('seed')} | {cell('tl')} | {cell('mi')} | {cell('mi_full')} | "
-            f"{cell('bare_last')} | {cell('bare_full')} | {g('mi/bare_last')} | {g('mi/mi_full')} | {g('seed/mi')} | "
+        f" (max diff {max(ag['max_abs_diff'].values()):.1e} <= {ag['tolerance']:.1e})"
+        if ag.get("max_abs_diff") else "")
+    return (f"| {key} | {item} | {r['n_pairs']} | {cell('seed')} | {cell('tl')} | {cell('mi')} | "
+            f"{cell('mi_full')} | {cell('bare_last')} | {cell('bare_full')} | "
+            f"{g('mi/bare_last')} | {g('mi/mi_full')} | {g('seed/mi')} | "
             f"{g('tl/mi')} | {peak} | {verdict} |")
 
 

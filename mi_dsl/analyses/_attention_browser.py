@@ -121,7 +121,10 @@ def browser_page(data: Dict[str, Any], title: str) -> Optional[str]:
                             title)
     options = "".join(f"<option value='{i}'>pair {p['pair']}: {html.escape(p['text'])}</option>"
                       for i, p in enumerate(data["prompts"]))
-    safe = (lambda text: text.replace("</", "<\\/"))
+
+    def safe(text: str) -> str:
+        return text.replace("</", "<\\/")
+
     return ("<!doctype html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title><script src='plotly.min.js'></script></head>"
             "<body style='font-family:system-ui,sans-serif;margin:8px'>"

@@ -27,8 +27,8 @@ from .registry import analysis
 @dataclass(frozen=True, kw_only=True)
 class AblationParams(AnalysisParams):
     heads: SelectorValue = param(MISSING, "Which heads to ablate, e.g. top(head_attr, 1) or [L9H9].", schema=HEADS)
-    positions: SelectorValue = param(None, "Where to ablate: a position selector such as `final` (the reference notebook's "
-                                           "experiment), -1 or a slot name; default every position.",
+    positions: SelectorValue = param(None, "Where to ablate: a position selector such as `final` (the reference "
+                                           "notebook's experiment), -1 or a slot name; default every position.",
                                      schema={"type": ["string", "integer"]})
     method: Literal["zero", "mean", "resample"] = param(
         "zero", "`zero` (default, the knock-out), `mean` (the head's mean over the dataset's clean prompts at the "
@@ -111,6 +111,11 @@ class Ablation:
              if "dla_changed_output" in d else []) + [per_prompt]
 
 
+def _zeros_for(n_heads: int):
+    """fn(prompt ids, z) -> zeros in place of `n_heads` heads' z [B, S, n_heads, d]."""
+    return lambda ids, z: z.new_zeros((*z.shape[:2], n_heads, z.shape[-1]))
+
+
 def _replacements(run, heads, method: str, params, positions):
     """Per layer, fn(prompt ids, z) -> the values that replace the selected heads' z [B, S, h, d]. Prompts
     of one length: the same index (TransformerLens's convention); of several lengths: the same-named
@@ -121,8 +126,7 @@ def _replacements(run, heads, method: str, params, positions):
 
     layers = by_layer(heads)
     if method == "zero":
-        return {layer: (lambda ids, z, n=len(hs): z.new_zeros((*z.shape[:2], n, z.shape[-1])))
-                for layer, hs in layers.items()}
+        return {layer: _zeros_for(len(hs)) for layer, hs in layers.items()}
     which = "clean" if method == "mean" else "corrupted"
     prompts = [getattr(p, which).ids for p in run.pairs]
     by_name = not one_length(run.pairs)

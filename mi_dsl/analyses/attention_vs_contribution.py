@@ -30,8 +30,8 @@ class AttentionVsContributionParams(AnalysisParams):
                                           "tokens: the attention to its tokens is summed.",
                               schema={"type": ["string", "integer"]})
     direction: Literal["answer", "logit_diff"] = param(
-        "answer", "y is the head's output on the answer's unembedding direction (`answer`, default, as the reference notebook) "
-                  "or on answer - foil (`logit_diff`).")
+        "answer", "y is the head's output on the answer's unembedding direction (`answer`, default, as the "
+                  "reference notebook) or on answer - foil (`logit_diff`).")
 
 
 @analysis("attention_vs_contribution",

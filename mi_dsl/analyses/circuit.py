@@ -45,9 +45,9 @@ class CircuitParams(AnalysisParams):
     methods: Tuple[Method, ...] = param(
         ("eap_ig_inputs",), "Scoring methods, compared on the same pairs (docs/circuits.md): eap, eap_ig_inputs, "
                             "eap_ig_activations and clean_corrupted as EAP-IG publishes them (EAP, EAP-IG-inputs, "
-                            "EAP-IG-activations, clean-corrupted), eap_ig_pinned_inputs (mi-dsl's own: every node input "
-                            "interpolated at once), exact (one patched forward per edge; small graphs only). Default "
-                            "[eap_ig_inputs].", minItems=1, uniqueItems=True)
+                            "EAP-IG-activations, clean-corrupted), eap_ig_pinned_inputs (mi-dsl's own: every node "
+                            "input interpolated at once), exact (one patched forward per edge; small graphs only). "
+                            "Default [eap_ig_inputs].", minItems=1, uniqueItems=True)
     steps: int = param(8, "Interpolation steps of the EAP-IG methods (default 8).", minimum=1, maximum=256)
     ig_points: Literal["published", "midpoint"] = param(
         "published", "Where EAP-IG takes its gradients on the path from ablated (0) to clean (1): as published "
@@ -65,7 +65,8 @@ class CircuitParams(AnalysisParams):
         "abs", "How items are ranked for the circuit: by |score| (default), by signed score (items whose ablation "
                "moves the metric towards the ablated value first), or greedily from the logits up (edges only).")
     keep_percent: Optional[float] = param(None, "The circuit: this percentage of the items (edges, nodes or "
-                                                "neurons), before pruning (default 5).", exclusiveMinimum=0, maximum=100)
+                                                "neurons), before pruning (default 5).",
+                                          exclusiveMinimum=0, maximum=100)
     keep_edges: Optional[int] = param(None, "The circuit: this many items (edges, nodes or neurons; overrides "
                                             "keep_percent).", minimum=1)
     curve: bool = param(True, "Measure the faithfulness curves at the levels with CPR and CMD (default true).")

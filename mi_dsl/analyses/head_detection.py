@@ -44,8 +44,8 @@ class HeadDetectionParams(AnalysisParams):
     batch: int = param(2, "How many random sequences (default 2, as the reference notebook).", minimum=1, maximum=4096)
     seed: Optional[int] = param(None, "Seed of the random tokens (default: the spec's seed).")
     low: int = param(100, "Smallest random token id (default 100, as the reference notebook).", minimum=0)
-    high: int = param(20000, "Random token ids stay below this (default 20000, as the reference notebook; clipped to the "
-                             "vocabulary size).", minimum=1)
+    high: int = param(20000, "Random token ids stay below this (default 20000, as the reference notebook; clipped "
+                             "to the vocabulary size).", minimum=1)
     rank_by: Literal["previous_token", "duplicate_token", "induction"] = param(
         "induction", "Which score is this result's per-head table for top()/bottom() in later analyses "
                      "(default induction).")
@@ -55,9 +55,9 @@ class HeadDetectionParams(AnalysisParams):
                                       "`heads` is given).")
     repeat: int = param(2, "Repeat `text` this many times, joined as written (default 2).", minimum=1, maximum=16)
     definition: Literal["diagonal", "transformer_lens"] = param(
-        "diagonal", "diagonal (default, the reference notebook's): the mean of one diagonal of the pattern, BOS row and column "
-                    "left out; transformer_lens: transformer_lens.head_detector.detect_head's score (attention on "
-                    "the detection pattern / total attention, duplicates at any earlier copy).")
+        "diagonal", "diagonal (default, the reference notebook's): the mean of one diagonal of the pattern, BOS "
+                    "row and column left out; transformer_lens: transformer_lens.head_detector.detect_head's score "
+                    "(attention on the detection pattern / total attention, duplicates at any earlier copy).")
     exclude_bos: bool = param(False, "definition: transformer_lens only: zero the attention to position 0 before "
                                      "scoring (detect_head's exclude_bos; default false).")
     exclude_current_token: bool = param(False, "definition: transformer_lens only: zero the attention to the "
@@ -65,8 +65,8 @@ class HeadDetectionParams(AnalysisParams):
 
 
 @analysis("head_detection", "Previous-token, duplicate-token and induction scores of every head on repeated "
-                            "random tokens (the reference notebook's Early Heads are Induction Heads), and optionally the "
-                            "attention view of chosen heads on a repeated text.", HeadDetectionParams,
+                            "random tokens (the reference notebook's Early Heads are Induction Heads), and optionally "
+                            "the attention view of chosen heads on a repeated text.", HeadDetectionParams,
           needs_dataset=False, answers="none", metrics="none", per_head=True)
 class HeadDetection:
     def compile(self, params: HeadDetectionParams, ctx):
@@ -122,7 +122,8 @@ class HeadDetection:
                       summary=f"top {rank_by} heads ({definition}): {', '.join(top)}",
                       convention=_convention(params, bos),
                       key_numbers={f"top_{rank_by}_score": float(flat.max())},
-                      pairs=pairs_record([], "runs on its own inputs (repeated random tokens), not the dataset's pairs"))
+                      pairs=pairs_record([], "runs on its own inputs (repeated random tokens), not the "
+                                             "dataset's pairs"))
 
     def figures(self, result, run):
         d = result.data
@@ -181,9 +182,9 @@ def _score_function(params, seq_len: int, bos: bool):
 
 def _convention(params, bos: bool) -> str:
     if params.definition == "diagonal":
-        return ("definition: diagonal (the reference notebook's): mean over query positions of the attention on one diagonal "
-                "(offset 1: previous token; seq_len: the same token's first copy; seq_len - 1: the token after "
-                "it, induction)" + ("; BOS row and column left out, not renormalised" if bos else ""))
+        return ("definition: diagonal (the reference notebook's): mean over query positions of the attention on "
+                "one diagonal (offset 1: previous token; seq_len: the same token's first copy; seq_len - 1: the "
+                "token after it, induction)" + ("; BOS row and column left out, not renormalised" if bos else ""))
     excluded = [k for k in TL_ONLY if getattr(params, k)]
     return ("definition: transformer_lens (detect_head, \"mul\"): attention on the query-key pairs of the "
             "detection pattern / the head's total attention, per sequence, averaged; duplicate and induction "

@@ -11,8 +11,6 @@ analyses/_interchange/ (sites, engine, featurizers, training, saved subspaces, f
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..errors import FileAccessError, SpecMeaningError
 from ._interchange.settings import COMPONENTS, InterchangeParams
 from .base import Result, step
@@ -46,7 +44,7 @@ class Interchange:
         ctx.heads(params)
         ctx.positions(params, "positions", ctx.slots())
         _check_featurizer(params, ctx)
-        slot = (params.training or {}).get("split_slot")
+        slot = params.training.get("split_slot") if params.training else None
         if slot is not None and slot not in ctx.slots():
             raise SpecMeaningError(f"split_slot '{slot}' is not a slot of the prompts",
                                    ctx.where("training", "split_slot"))

@@ -24,13 +24,14 @@ NORMALIZE = ("final", "per_layer")
 @dataclass(frozen=True, kw_only=True)
 class LogitLensParams(DecompositionParams):
     normalize: Literal["final", "per_layer"] = param(
-        "final", "final (default, the reference notebook's): divide every layer's residual by the final layer's norm scale "
-                 "(linear; entries are comparable sums); per_layer: normalise each layer's residual by its own "
-                 "scale, as if the final norm were applied there.")
+        "final", "final (default, the reference notebook's): divide every layer's residual by the final layer's "
+                 "norm scale (linear; entries are comparable sums); per_layer: normalise each layer's residual by "
+                 "its own scale, as if the final norm were applied there.")
 
 
 @analysis("logit_lens", "Logit difference read from the accumulated residual stream before each "
-                        "layer and at the end (the reference notebook's Logit Lens).", LogitLensParams, metrics="linear")
+                        "layer and at the end (the reference notebook's Logit Lens).", LogitLensParams,
+          metrics="linear")
 class LogitLens:
     def compile(self, params: LogitLensParams, ctx):
         return step(ctx, params, f"accumulated residual stream at the final position -> logit difference "

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import SpecMeaningError
-from ..expr import Env, Scope, compile_expression, expect_type
+from ..expr import Scope, compile_expression, expect_type
 from .model import CausalModel
 from .slots import SlotReader
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 
-def catalogue() -> Dict[str, List[Dict[str, str]]]:
+def catalogue() -> Dict[str, List[Dict[str, Any]]]:
     from ..core.registry import load_all
     from ..expr import describe_functions
     from ..metrics import METRICS

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ..compile import prepare
 from ..compile.summary import plan_summary
@@ -10,7 +10,7 @@ from ._echo import echo
 
 
 def show_plan(spec_path: str, overrides, allow_paths, as_json: bool = False, examples: int = 3,
-              metrics: bool = False, csv_path: str = None, limits=None) -> int:
+              metrics: bool = False, csv_path: Optional[str] = None, limits=None) -> int:
     prepared = prepare(spec_path, overrides, allow_paths, limits=limits)
     summary = plan_summary(prepared, examples)
     explored = _explore(prepared, csv_path) if metrics else None
@@ -60,7 +60,8 @@ def _print_plan(s: Dict[str, Any]) -> None:
     if s["vocab"]:
         echo("\nvocabularies (before -> after filter):")
     for name, v in s["vocab"].items():
-        dropped = f"  dropped: {', '.join(v['dropped'][:8])}{' ...' if len(v['dropped']) > 8 else ''}" if v["dropped"] else ""
+        dropped = (f"  dropped: {', '.join(v['dropped'][:8])}{' ...' if len(v['dropped']) > 8 else ''}"
+                   if v["dropped"] else "")
         echo(f"  {name:<16} {v['before']:>4} -> {v['after']:<4}{dropped}")
     d = s["dataset"]
     echo(f"\ndataset: {d['candidates']} candidate prompts; token lengths {d['token_lengths']} (BOS included)")
@@ -146,8 +147,9 @@ def _print_cost(c: Dict[str, Any]) -> None:
         echo(f"  - {r['id']} [{r['kind']}]: {', '.join(parts)}{note}")
     if c["analyses"]:
         over = c["seconds"] > 60 * c["max_minutes"]
-        echo(f"  total ~{describe_seconds(c['seconds'])}" + (f": over {c['max_minutes']:g} min, so `mi-run` asks for --yes "
-                                                              "(or run.max_cost: MINUTES)" if over else ""))
+        echo(f"  total ~{describe_seconds(c['seconds'])}"
+             + (f": over {c['max_minutes']:g} min, so `mi-run` asks for --yes (or run.max_cost: MINUTES)"
+                if over else ""))
 
 
 def _size(gb: float) -> str:

@@ -146,7 +146,7 @@ def _resolve_selectors(spec, index: int, params, pairs) -> Dict[str, Any]:
                          "the vocabulary on token counts")
         out["clean"].append(per_pair["clean"])
         out["corrupted"].append(per_pair["corrupted"])
-    for n, pair in enumerate(pairs):
+    for n in range(len(pairs)):
         _check_one_to_one(spec, index, items, [sel[n] for sel in out["clean"]], [sel[n] for sel in out["corrupted"]])
     return out
 

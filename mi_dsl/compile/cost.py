@@ -71,7 +71,7 @@ class CostInputs:
         selection = getattr(params, key, None)
         if not isinstance(selection, Selection) or not self.layers:
             return self.layers_of(params) * self.heads
-        chosen = set()
+        chosen: set = set()
         table = [[0.0] * self.heads for _ in range(self.layers)]
         for selector in selection:
             try:
@@ -169,12 +169,14 @@ def check_cost(prepared, yes: bool = False) -> Dict[str, Any]:
     limit = costs["max_minutes"]
     if not yes and costs["seconds"] > 60 * limit:
         top = largest(costs)
+        assert top is not None  # the seconds over the limit are some timed analyses' seconds
         index = [r["id"] for r in costs["analyses"]].index(top["id"])
         where = spec.loc("run", "max_cost") if "max_cost" in spec.run_options else spec.loc("analyses", index)
         raise SpecMeaningError(
             f"this run is estimated at ~{describe_seconds(costs['seconds'])} ({costs['rate']}), over the "
             f"{limit:g} minutes a run starts without asking; the largest part is {top['id']} ({top['kind']}: "
-            f"{top['forward_rows']:,} forward rows, {top['patched_rows']:,} patched, {top['backward_rows']:,} backward, "
+            f"{top['forward_rows']:,} forward rows, {top['patched_rows']:,} patched, "
+            f"{top['backward_rows']:,} backward, "
             f"~{describe_seconds(top['seconds'])})", where,
             hint="`mi-run plan` shows every analysis's cost; pass --yes to start anyway, or set run.max_cost: "
                  "MINUTES in the spec, or use max_pairs to run fewer pairs")

@@ -87,7 +87,8 @@ def _pair_views(prepared, count: int) -> List[Dict[str, Any]]:
         views.append({
             "clean_tokens": tokenizer.token_strs(pair.clean.ids),
             "corrupted_tokens": tokenizer.token_strs(pair.corrupted.ids),
-            "spans": {name: {side: positions(getattr(pair, side).spans.get(name, ())) for side in ("clean", "corrupted")}
+            "spans": {name: {side: positions(getattr(pair, side).spans.get(name, ()))
+                             for side in ("clean", "corrupted")}
                       for name in names},
             "aligned": {step_id: [{"position": str(sel), "clean": list(m["clean"][k][i]),
                                    "corrupted": list(m["corrupted"][k][i])} for k, sel in enumerate(selectors)]

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Dict, Mapping, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..errors import RunError
 
@@ -93,7 +93,7 @@ class RunLog:
                                                    compare=False, repr=False)
 
     @classmethod
-    def build(cls, figures: Dict[str, list] = None, files: Dict[str, Dict[str, str]] = None,
+    def build(cls, figures: Optional[Dict[str, list]] = None, files: Optional[Dict[str, Dict[str, str]]] = None,
               **parts: Any) -> "RunLog":
         frozen = {name: freeze(parts[name]) for name in _FIELDS}
         figs = MappingProxyType({k: tuple(v) for k, v in (figures or {}).items()})
@@ -105,7 +105,7 @@ class RunLog:
         return {name: thaw(getattr(self, name)) for name in _FIELDS}
 
     @classmethod
-    def from_json(cls, data: Dict[str, Any], figures: Dict[str, list] = None) -> "RunLog":
+    def from_json(cls, data: Dict[str, Any], figures: Optional[Dict[str, list]] = None) -> "RunLog":
         version = data.get("format_version")
         if version is None:
             raise RunError("this results.json has no format_version: it was written by an mi-dsl older than "

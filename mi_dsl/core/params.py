@@ -10,7 +10,7 @@ written, where it stands in the spec, and the compiled selector that the runtime
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, Mapping, Tuple
+from typing import Any, Dict, Iterable, Iterator, Mapping, Tuple, Union
 
 from ..expr.compiled import Compiled
 
@@ -56,8 +56,9 @@ class Params(Mapping):
     """An immutable mapping of compiled parameters (hashable, JSON-printable with `to_json`)."""
 
     __slots__ = ("_items",)
+    _items: Dict[str, Any]  # set once in __init__ (object.__setattr__: the instance is frozen)
 
-    def __init__(self, items: Mapping[str, Any] = ()):
+    def __init__(self, items: Union[Mapping[str, Any], Iterable[Tuple[str, Any]]] = ()):
         object.__setattr__(self, "_items", {k: freeze(v) for k, v in dict(items).items()})
 
     def __getitem__(self, key: str) -> Any:

@@ -193,7 +193,7 @@ def _layout(spec: Spec) -> _Layout:
         if "template" in spec.prompts.get("corrupt", {}):
             corrupted = compile_template(spec, ("prompts", "corrupt", "template"), types)
     except ExpressionError as err:
-        raise naming_orphans(spec, err)
+        raise naming_orphans(spec, err) from None
     used = list(dict.fromkeys(template.slots + (corrupted.slots if corrupted else [])))
     order = _product_order(spec, used)
     return _Layout(slots_to_vocab, types.restricted(order), template, corrupted, order)
@@ -216,7 +216,8 @@ def _build_dataset(spec: Spec, tokenizer: Tokenizer) -> Dataset:
     slots_to_vocab, order = layout.slots_to_vocab, layout.order
     reports = {name: filter_vocabulary(v, spec, tokenizer) for name, v in spec.vocabularies.items()}
     warnings = [SpecWarning(f"vocabulary '{r.name}' lists {', '.join(repr(d) for d in r.duplicates)} more than "
-                            "once; duplicates are kept (set dedupe: true to drop them)", spec.loc("vocabularies", r.name))
+                            "once; duplicates are kept (set dedupe: true to drop them)",
+                            spec.loc("vocabularies", r.name))
                 for r in reports.values() if r.duplicates and not spec.vocabularies[r.name].dedupe]
     pools = [reports[slots_to_vocab[s]].kept for s in order]
     check_size(spec, order, pools)
@@ -288,7 +289,8 @@ class _PairBuilder:
         self.answer = compile_answer(spec, "answer", self.types)
         self.foil = compile_answer(spec, "foil", self.types)
         self.continuation = answers_are_continuations(spec, self.answer, self.foil)
-        self.warnings = [w for w in (set_warning(spec, self.answer, "answer"), set_warning(spec, self.foil, "foil")) if w]
+        self.warnings = [w for w in (set_warning(spec, self.answer, "answer"), set_warning(spec, self.foil, "foil"))
+                         if w]
         self.corrupt = None
         if "corrupt" in spec.prompts:
             pools = {s: reports[self.slots_to_vocab[s]].kept for s in layout.order}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Optional
 
 from ..errors import SpecWarning
 from ..expr import Scope
@@ -28,7 +28,8 @@ class SlotTypes:
     def restricted(self, slots) -> "SlotTypes":
         return SlotTypes({s: self.types[s] for s in slots}, self.records, [s for s in self.paired if s in slots])
 
-    def scope(self, context: str = "a template", tokens: bool = False, extra: Mapping[str, str] = None) -> Scope:
+    def scope(self, context: str = "a template", tokens: bool = False,
+              extra: Optional[Mapping[str, str]] = None) -> Scope:
         return Scope.template({**self.types, **(extra or {})}, self.paired, self.records, context, tokens)
 
     def answer_scope(self) -> Scope:

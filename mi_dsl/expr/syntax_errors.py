@@ -24,7 +24,8 @@ FORM_HINTS = {
 
 _OPERAND_STARTS = {"NAME", "INT", "FLOAT", "STRING", "TRUE", "FALSE", "NOT", "HEAD", "FINAL", "LAST"}
 _OPERATORS = {"OR", "AND", "COMP_OP", "PLUS", "STAR", "SLASH", "DOUBLE_SLASH", "PERCENT", "IN", "IF", "ELSE"}
-_PUNCTUATION = {"COMMA": "','", "RPAR": "')'", "RSQB": "']'", "COLON": "':'", "HASH": "'#'", "LSQB": "'['", "LPAR": "'('"}
+_PUNCTUATION = {"COMMA": "','", "RPAR": "')'", "RSQB": "']'", "COLON": "':'", "HASH": "'#'", "LSQB": "'['",
+                "LPAR": "'('"}
 _CLOSING = {"RPAR": "LPAR", "RSQB": "LSQB"}
 # Keywords the contextual lexer reads as names where only a name fits (`1 < not x`).
 KEYWORDS_READ_AS_NAMES = frozenset({"and", "or", "not"})
@@ -111,7 +112,8 @@ def _wanted(expected: Set[str], start: str) -> str:
         options.append("an operator")
     if "ELSE" in expected:  # `a if c` without its `else b`
         options.append("'else'")
-    options += [words for name, words in _PUNCTUATION.items() if name in expected and (name not in ("LPAR", "LSQB") or not options)]
+    options += [words for name, words in _PUNCTUATION.items()
+                if name in expected and (name not in ("LPAR", "LSQB") or not options)]
     if "$END" in expected:
         options.append(f"the end of the {NOUNS[start]}")
     if not options:

@@ -21,7 +21,8 @@ from typing import Any, Callable, Dict, Optional
 from ..errors import RunError
 from .model_spec import ModelSpec
 from .boot import boot_bridge, dimensions, enable_compatibility, load_bridge_tokenizer
-from .cache import cache_root, take_repairs  # noqa: F401  (public: mi_dsl.models.cache_root)
+from .cache import cache_root as cache_root  # public: mi_dsl.models.cache_root
+from .cache import take_repairs
 from .environment import go_offline, quiet, torch_device, torch_dtype
 from .files import tokenizer_dir_for  # noqa: F401  (public: the tokenizer resolver uses it)
 from .placement import device_placement, dispatch

@@ -24,10 +24,12 @@ e = html.escape
 _STYLE = """
 *{box-sizing:border-box}body{font-family:system-ui,sans-serif;margin:0;color:#222;line-height:1.45}
 nav{position:fixed;top:0;left:0;bottom:0;width:230px;overflow-y:auto;background:#f6f7f9;border-right:1px solid #ddd;
-padding:1em .8em;font-size:14px}nav a{display:block;color:#234;text-decoration:none;padding:.15em .3em;border-radius:3px}
+padding:1em .8em;font-size:14px}nav a{display:block;color:#234;text-decoration:none;\
+padding:.15em .3em;border-radius:3px}
 nav a:hover{background:#e4e9f0}nav .sub{padding-left:1em;font-size:13px}nav h2{font-size:15px;margin:.2em 0 .6em}
 main{margin-left:250px;padding:1em 2em 4em;max-width:1400px}section{margin-bottom:2.2em}
-table{border-collapse:collapse;margin:.4em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left;font-size:14px}
+table{border-collapse:collapse;margin:.4em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left;\
+font-size:14px}
 th{background:#f0f2f5}code{background:#f4f4f4;padding:0 .2em}.muted{color:#777}.warn{color:#a05a00}
 .summary{font-size:1.05em;overflow-wrap:anywhere}.convention{background:#f3f6fb;border-left:3px solid #7a9cc6;
 padding:.3em .7em;font-size:14px}details{border:1px solid #ddd;border-radius:4px;margin:.5em 0;padding:.3em .6em}
@@ -166,7 +168,8 @@ def _examples(examples) -> str:
             out.append(f"<div><span class='label'>{which}</span>{toks} &rarr; "
                        f"<span class='tok answer' title='answer, id {_joined(answer[0], id_sep)}'>"
                        f"{e(_joined(answer[1], sep))}</span>"
-                       f"<span class='tok foil' title='foil, id {_joined(foil[0], id_sep)}'>{e(_joined(foil[1], sep))}</span></div>")
+                       f"<span class='tok foil' title='foil, id {_joined(foil[0], id_sep)}'>"
+                       f"{e(_joined(foil[1], sep))}</span></div>")
         out.append("</div>")
     return "".join(out)
 

@@ -7,10 +7,12 @@ each head's output at a position (post-attention norms such as Gemma's included)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
+from ..core.plan import Plan
+from ..dataset.tokenizer import Tokenizer
 from ..errors import RunError
 from .executor import Executor, token_sets
 from ..metrics import METRICS, Metric, compute_metrics
@@ -22,11 +24,11 @@ class RunContext:
     executor: Executor
     unembed: Unembed
     spec: Any
-    plan: Any
-    tokenizer: Any                      # mi_dsl.tokenization.Tokenizer
-    pairs: List[Any]                    # the final PromptPairs
-    results: Dict[str, Any] = field(default_factory=dict)   # analysis id -> Result
-    baselines: Dict[str, float] = field(default_factory=dict)
+    plan: Plan
+    tokenizer: Tokenizer
+    pairs: Sequence[Any]                # the final PromptPairs (a tuple)
+    results: Mapping[str, Any] = field(default_factory=dict)   # analysis id -> Result (read-only)
+    baselines: Mapping[str, float] = field(default_factory=dict)
     analysis_index: int = 0
     pair_indices: Optional[List[int]] = None  # which final pairs `pairs` are (None: all, in order)
     fuse: bool = True                   # serve capture_final from the plan's shared passes

@@ -153,7 +153,8 @@ class Executor:
     def capture(self, tokens: torch.Tensor, keep: Dict[str, Callable], *,
                 interventions: Sequence[Tuple[str, Callable]] = (),
                 stop_after: Optional[str] = None,
-                forward_kwargs: Optional[Dict[str, object]] = None) -> Tuple[Optional[torch.Tensor], Dict[str, torch.Tensor]]:
+                forward_kwargs: Optional[Dict[str, object]] = None,
+                ) -> Tuple[Optional[torch.Tensor], Dict[str, torch.Tensor]]:
         """Run `tokens` once; return (logits or None, {hook name: kept slice}).
 
         `stop_after` names the last hook anything needs: the forward stops there, so a

@@ -105,7 +105,8 @@ def continuing(model, past: KV) -> Iterator[None]:
             return attn_scores.masked_fill(~allowed, fill)
         return apply
 
-    with _overriding(modules, "_update_kv_cache", prepend), _overriding(modules, "_apply_reconstruct_attention_mask", mask):
+    with (_overriding(modules, "_update_kv_cache", prepend),
+          _overriding(modules, "_apply_reconstruct_attention_mask", mask)):
         yield
 
 

@@ -17,7 +17,7 @@ before any caller relies on it, and callers fall back to full recomputation othe
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
@@ -53,8 +53,9 @@ def block_returns_tensor(model, tokens: torch.Tensor) -> bool:
 
 
 @contextmanager
-def resume_at(model, layer: int, resid: torch.Tensor):
-    """Within the block, forwards skip blocks 0..layer-1 and start block `layer` from `resid`."""
+def resume_at(model, layer: int, resid: Optional[torch.Tensor]):
+    """Within the block, forwards skip blocks 0..layer-1 and start block `layer` from `resid` (None
+    only with layer 0: nothing is skipped)."""
     if layer <= 0:
         yield
         return

@@ -19,7 +19,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..spec.model import fault_location
 from ..errors import Location, MiError, NoPromptsLeft, SpecWarning
@@ -27,6 +27,11 @@ from ..core.log import RUN_LOG_VERSION, RunLog
 from .checks import check_token_ids as _check_token_ids, json_roundtrip as _json_roundtrip
 from .folders import runs_root_of
 from .store import StepStore, digest
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..dataset.build import PromptPair
 
 
 def _say(progress: bool) -> Callable[[str], None]:
@@ -86,13 +91,17 @@ class Session:
     compute_analysis) to time exactly what a run does. Nothing after the run receives it: the
     report and `Results` read the frozen log."""
 
-    candidates = ((), ())  # (the pairs the last keep-condition read, whether each was kept)
+    # (the pairs the last keep-condition read, whether each was kept)
+    candidates: Tuple[Sequence[PromptPair], Sequence[bool]] = ((), ())
 
     def __init__(self, spec, plan, dataset, tokenizer, progress: bool = True,
                  say: Optional[Callable[[str], None]] = None, threads: Optional[int] = None):
         self.spec, self.plan, self.dataset, self.tokenizer = spec, plan, dataset, tokenizer
         # threads asked for (None: runtime/threads.py) and chosen; shared passes' captures and forwards
-        self.threads, self.thread_choice, self.shared, self.pass_forwards = threads, {}, {}, {}
+        self.threads = threads
+        self.thread_choice: Dict[str, object] = {}
+        self.shared: Dict[Any, Dict[str, torch.Tensor]] = {}
+        self.pass_forwards: Dict[str, int] = {}
         self.say, self.progress = say or _say(progress), progress
         self.timings: Dict[str, float] = {}
         self.load_warnings: List[SpecWarning] = []  # the model loader's (a rebuilt cache entry)
@@ -165,7 +174,8 @@ class Session:
         from .pipeline import pair_metrics, warn_unchanged
 
         self.key = digest("dataset", self.plan.model.identity(), self.loaded.info.get("id"), self.tokenizer.origin,
-                          [(p.clean.ids, p.corrupted.ids, p.answers, p.foils) + (("continuation",) if p.continuation else ())
+                          [(p.clean.ids, p.corrupted.ids, p.answers, p.foils)
+                           + (("continuation",) if p.continuation else ())
                            for p in self.dataset.pairs],
                           self.plan.metrics_needed, self.plan.metric, [s.params for s in self.plan.pipeline])
         t = time.perf_counter()
@@ -228,8 +238,8 @@ class Session:
         dataset = self.dataset if candidates is None else dataclasses.replace(self.dataset, pairs=list(candidates))
         return run_pipeline(self.plan, self.spec, dataset, self.executor, self.unembed, memo)
 
-    def context_for(self, pairs, baselines: Optional[Dict[str, float]] = None, index: int = 0,
-                    earlier: Optional[Dict[str, Any]] = None):
+    def context_for(self, pairs, baselines: Optional[Mapping[str, float]] = None, index: int = 0,
+                    earlier: Optional[Mapping[str, Any]] = None):
         """What an analysis computes with: `pairs` as a tuple, their baselines (measured unless
         given), the results before it."""
         from .context import RunContext
@@ -308,7 +318,8 @@ class Session:
         from .provenance import provenance
         from ..dataset.examples import pair_examples, pair_rows
 
-        warnings_ = list(self.dataset.warnings) + self.load_warnings + self.executor.warnings + getattr(self, "library_warnings_caught", [])
+        warnings_ = (list(self.dataset.warnings) + self.load_warnings + self.executor.warnings
+                     + getattr(self, "library_warnings_caught", []))
         model = self.spec.model
         return RunLog.build(
             figures=self.figures,
@@ -361,7 +372,7 @@ def _pairs_record(kind, context) -> Dict[str, Any]:
 
 def _pair_references(candidates, pairs) -> List[List[Any]]:
     """Each final pair as [candidate index, swapped?], so a stored dataset step rebuilds exactly."""
-    by_text = {}
+    by_text: Dict[Tuple[str, str], List[Any]] = {}
     for i, pair in enumerate(candidates):
         by_text.setdefault((pair.clean.text, pair.corrupted.text), [i, False])
         by_text.setdefault((pair.corrupted.text, pair.clean.text), [i, True])

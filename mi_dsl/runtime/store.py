@@ -146,7 +146,8 @@ class StepStore:
         if not trusted:
             self.distrusted.append(path.name)
             if warn is not None:
-                why = getattr(self, "keyless_told", "") or "its signature is not this user's (edited, or written elsewhere)"
+                why = (getattr(self, "keyless_told", "")
+                       or "its signature is not this user's (edited, or written elsewhere)")
                 warn(f"the stored {kind} step {path.name} was not used: {why}; recomputed")
             return None
         self.hits += 1

@@ -7,7 +7,7 @@ rank need the final position's full logits (one row per prompt), never every pos
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Optional
+from typing import Dict, Iterable, Optional
 
 import torch
 

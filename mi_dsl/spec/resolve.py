@@ -83,7 +83,7 @@ def load_spec(path, overrides: Sequence[str] = (), allowed_roots: Sequence[Path]
 
 def _apply_overrides(doc: Document, overrides: Sequence[str]) -> set:
     """`--set a.b=VALUE`: VALUE is read as a YAML scalar; returns the paths set this way."""
-    touched = set()
+    touched: set = set()
     if not isinstance(doc.data, dict):
         return touched  # nothing to override; validation says what the document is instead
     for text in overrides:

@@ -118,7 +118,8 @@ VOCABULARY = _obj(
         "text": _str("For records: the field a record stands for in a template ({slot}) and wherever a "
                      "string is expected (default: the first field)."),
         "filter": _str("Keep an item only when this is true; `item` names it (a record: item.field). " + EXPR),
-        "dedupe": _bool("Drop repeated items (default false: the reference notebook keeps 'Pigs' twice; a warning says so)."),
+        "dedupe": _bool("Drop repeated items (default false: the reference notebook keeps 'Pigs' twice; a warning "
+                        "says so)."),
     })
 
 CORRUPT = _obj(
@@ -126,7 +127,8 @@ CORRUPT = _obj(
     "those `swap`, `resample` or `set` change (each slot changed once at most), and is rendered with "
     "`template` if given, else the clean template. Answer and foil are computed once per pair (they may "
     "read the corrupted values as corrupted.SLOT).", {
-        "swap": _str("A slot to replace by its opposite (its vocabulary must be pairs; the reference notebook's corruption)."),
+        "swap": _str("A slot to replace by its opposite (its vocabulary must be pairs; the reference notebook's "
+                     "corruption)."),
         "resample": _str("A slot to replace by a different item drawn (seeded) from its vocabulary after "
                          "its filter."),
         "where": _str("With `resample`: draw only items for which this is true; `new` is the candidate, "
@@ -158,8 +160,8 @@ PROMPTS = _obj("The prompt set: a template filled by the product over vocabulari
                  "first_token(\" \" + opposite(descriptor)); a continuation(...) when the answer is one."),
     "corrupt": CORRUPT,
     "equal_lengths": _bool("Opt-in filter: keep only the pairs whose clean and corrupted prompts both have "
-                           "the most common token length (the reference notebook checks 17), saying how many were dropped. "
-                           "Default false: prompts of any lengths are padded and patched by named position."),
+                           "the most common token length (the reference notebook checks 17), saying how many were "
+                           "dropped. Default false: prompts of any lengths are padded and patched by named position."),
     "max_prompts": _int("Refuse a product of vocabularies larger than this (default 100000).", 1),
 }, required=["template", "answer", "foil"])
 

@@ -149,7 +149,8 @@ def _check_fields(name: str, entry: Dict[str, Any], fields: List[str], index: in
     missing = [f for f in fields if f not in entry]
     if missing:
         raise SchemaError(f"record {index + 1} of vocabulary '{name}' is missing the field '{missing[0]}' "
-                          f"(fields: {', '.join(fields)})", loc, hint="every record of a vocabulary has the same fields")
+                          f"(fields: {', '.join(fields)})", loc,
+                          hint="every record of a vocabulary has the same fields")
 
 
 def _check_value(name: str, field: str, value: Any, types: Dict[str, str], text_field: str, where: Location) -> None:

@@ -54,7 +54,7 @@ def _quoted_value_hint(here: str) -> str:
     (`template: "So {x if a == "b" else c}"`) is what YAML cannot read."""
     key = _KEY.match(here)
     value = here[key.end():].lstrip() if key else ""
-    if not value or value[0] not in "'\"":
+    if key is None or not value or value[0] not in "'\"":
         return ""
     quote, other = value[0], "'" if value[0] == '"' else '"'
     close = value.find(quote, 1)

@@ -69,7 +69,8 @@ def ray(jobs: List[Job], resources: Dict[str, float], address: Optional[str]) ->
     except (ConnectionError, ValueError, RuntimeError) as err:
         raise RunError(f"cannot reach the Ray cluster at {address!r}: {str(err).strip().splitlines()[0]}"
                        if address else f"cannot start a local Ray instance: {err}",
-                       hint="start one with `ray start --head` and pass its address, e.g. --address 127.0.0.1:6379")
+                       hint="start one with `ray start --head` and pass its address, "
+                            "e.g. --address 127.0.0.1:6379") from err
     try:
         task = ray_lib.remote(run_point).options(**_task_options(resources))
         pending = {task.remote(*args): point for point, args in jobs}

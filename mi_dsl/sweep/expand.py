@@ -81,7 +81,8 @@ def load_sweep(path, out_dir: Optional[str] = None, overrides=()) -> Sweep:
         raise SchemaError("a sweep file is a mapping with `spec:` and `axes:`", Location(str(path), 1, 1))
     for key in data:
         if key not in KEYS:
-            raise SchemaError(f"unknown key '{key}' in a sweep file; expected: {', '.join(KEYS)}", doc.source.key((key,)))
+            raise SchemaError(f"unknown key '{key}' in a sweep file; expected: {', '.join(KEYS)}",
+                              doc.source.key((key,)))
     if data.get("version", 1) != 1:
         raise SchemaError("sweep files are version 1", where(("version",)))
     if not isinstance(data.get("spec"), str):
@@ -161,7 +162,7 @@ def _resources(doc: Document) -> Dict[str, float]:
     raw = doc.data.get("resources", {})
     if not isinstance(raw, dict):
         raise SchemaError("`resources:` is a mapping: cpus, gpus, memory_gb", doc.source.value(("resources",)))
-    out = {"cpus": 1, "gpus": 0}
+    out: Dict[str, float] = {"cpus": 1, "gpus": 0}
     for key, value in raw.items():
         if key not in RESOURCES:
             raise SchemaError(f"unknown resource '{key}'; expected: {', '.join(RESOURCES)}",
@@ -236,7 +237,7 @@ def _set_in_list(items: list, rest: Tuple[Any, ...], value: Any, sweep: Sweep, p
         items[index] = copy.deepcopy(value)
         return
     inner = items[index]
-    for j, part in enumerate(rest[1:-1], start=1):
+    for part in rest[1:-1]:
         if isinstance(inner, list) and isinstance(part, int) and part < len(inner):
             inner = inner[part]
         elif isinstance(inner, dict):
@@ -289,7 +290,7 @@ def locate_point_error(err: MiError, sweep: Sweep, point: Point) -> MiError:
     return err
 
 
-def _line_col(location: Location):
+def _line_col(location: Location) -> Tuple[Optional[int], Optional[int]]:
     return location.line, location.column
 
 

@@ -22,6 +22,7 @@ def content_key(prepared) -> str:
     plan, spec, dataset = prepared.plan, prepared.spec, prepared.dataset
     steps = [(s.kind, json.dumps(s.params.to_json(), sort_keys=True, default=str))
              for s in plan.pipeline + plan.analyses]
+    pairs: object  # the pairs' token ids, or the spec's text that makes them
     if dataset is not None:
         pairs = [(p.clean.ids, p.corrupted.ids, p.answers, p.foils) for p in dataset.pairs]
     else:  # no tokenizer offline: the spec's prompt-making parts stand for the pairs, the seed with them

@@ -155,7 +155,8 @@ def _table(rows, link_key: str = "") -> str:
     fields = list(dict.fromkeys(k for row in rows for k in row))
     head = "".join(f"<th>{html.escape(f)}</th>" for f in fields)
     body = "".join("<tr>" + "".join(
-        f"<td><a href='{html.escape(str(row[f]))}'>report</a></td>" if f == link_key else f"<td>{_cell(row.get(f))}</td>"
+        f"<td><a href='{html.escape(str(row[f]))}'>report</a></td>" if f == link_key
+        else f"<td>{_cell(row.get(f))}</td>"
         for f in fields) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
@@ -182,7 +183,8 @@ def _index(sweep, runs, table, stability, figures, have_numbers: bool) -> str:
                   "ranks the analysis's per-head table) between every two seeds, |A &cap; B| / k; "
                   "1 means the same heads.</p>", _table(stability)]
     else:
-        parts.append("<p class='muted'>needs a <code>seed</code> axis and an analysis with per-head scores (head_attribution, head patching, head detection).</p>")
+        parts.append("<p class='muted'>needs a <code>seed</code> axis and an analysis with per-head scores "
+                     "(head_attribution, head patching, head detection).</p>")
     if figures:
         parts.append("<h2>Per-head scores, side by side</h2>")
         parts += [f"<p><a href='{f}'>{e(f)}</a></p><iframe src='{f}' loading='lazy' style='height:{h}px'></iframe>"

@@ -68,7 +68,8 @@ def load_graph_from_json(path: Path) -> Dict:
     names = graph_names(cfg)
     known_nodes, known_edges = set(names["nodes"]), set(names["edges"])
     n_forward, n_backward = 1 + cfg["n_layers"] * (cfg["n_heads"] + 1), cfg["n_layers"] * (3 * cfg["n_heads"] + 1) + 1
-    out = {"cfg": cfg, "scores": torch.zeros(n_forward, n_backward), "in_graph": torch.zeros(n_forward, n_backward, dtype=torch.bool),
+    out = {"cfg": cfg, "scores": torch.zeros(n_forward, n_backward),
+           "in_graph": torch.zeros(n_forward, n_backward, dtype=torch.bool),
            "nodes_in_graph": torch.zeros(n_forward, dtype=torch.bool), "nodes_scores": None, "neurons_in_graph": None,
            "neurons_scores": None, "edge_names": names["edges"]}
     for name, node in d["nodes"].items():
@@ -79,7 +80,8 @@ def load_graph_from_json(path: Path) -> Dict:
         i = forward_index(cfg, name)
         out["nodes_in_graph"][i] = node["in_graph"]
         if "score" in node:
-            out["nodes_scores"] = out["nodes_scores"] if out["nodes_scores"] is not None else torch.full((n_forward,), float("nan"))
+            if out["nodes_scores"] is None:
+                out["nodes_scores"] = torch.full((n_forward,), float("nan"))
             out["nodes_scores"][i] = node["score"]
         for key, dtype in (("neurons", torch.bool), ("neurons_scores", torch.float32)):
             if key in node:

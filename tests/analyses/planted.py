@@ -56,7 +56,8 @@ analyses:
 
 
 def spec_text(analyses: str, size: str = PLANTED) -> str:
-    sizes = ", ".join([f"{{word: {w}, sign: plus}}" for w in POSITIVE] + [f"{{word: {w}, sign: minus}}" for w in NEGATIVE])
+    sizes = ", ".join([f"{{word: {w}, sign: plus}}" for w in POSITIVE]
+                      + [f"{{word: {w}, sign: minus}}" for w in NEGATIVE])
     return SPEC.format(size=size, tokenizer=word_tokenizer_file(), animals=", ".join(ANIMALS), sizes=sizes,
                        analyses=analyses)
 

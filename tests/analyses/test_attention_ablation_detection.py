@@ -208,7 +208,8 @@ def compile_errors(tmp_path, tiny_tokenizer):
             name: c
             model: {{source: random, architecture: gpt_neox, size: tiny, tokenizer: {tiny_tokenizer},
                      prepend_bos: true, bos_token: "<bos>"}}
-            """, animals(template=template), "analyses:") + textwrap.indent(textwrap.dedent(analyses).strip(), "  ") + "\n"
+            """, animals(template=template), "analyses:")
+        text += textwrap.indent(textwrap.dedent(analyses).strip(), "  ") + "\n"
         path = tmp_path / "c.yaml"
         path.write_text(text)
         try:
@@ -279,7 +280,8 @@ def test_selectors_pick_exactly_the_named_heads(main_run):
 
 
 @pytest.mark.parametrize("analyses, says", [
-    ("- {kind: attention, heads: L0H0, prompts: [0, 99]}", "prompt 99 does not exist: the pipeline leaves at most 10 prompt pairs"),
+    ("- {kind: attention, heads: L0H0, prompts: [0, 99]}",
+     "prompt 99 does not exist: the pipeline leaves at most 10 prompt pairs"),
     ("- {kind: logit_lens, id: lens}\n- {kind: attention, heads: 'top(lens, 2)'}",
      "analysis 'lens' gives no per-head scores"),
     ("- {kind: attention, heads: L5H0}", "layer 5 is out of range: the model has 2 layers"),

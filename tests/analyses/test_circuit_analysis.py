@@ -64,7 +64,8 @@ def test_circuit_result_has_scores_curve_comparison_stability(finished):
                                                              ("eap_ig_inputs", "exact")}
     assert len(data["stability"]["resamples"]) == 2
     assert "x-axis" in data["methods"]["eap"]["curve"]["area_note"] and "f = (m(C)" in data["convention"]
-    assert data["methods"]["eap"]["curve"]["area"] == "requested" and data["methods"]["eap"]["curve"]["cpr_from"] == "signed"
+    curve = data["methods"]["eap"]["curve"]
+    assert curve["area"] == "requested" and curve["cpr_from"] == "signed"
     assert "CPR" in finished.results["analyses"]["circ"]["summary"]
     # the envelope's pairs: which final pairs it scored (it was the integer count, not the pairs)
     n = finished.results["dataset"]["final_pairs"]
@@ -151,7 +152,8 @@ def test_mib_export_reads_back_through_mibs_own_loader(finished):
     data = finished.results["analyses"]["circ"]
     graph = Graph(2, 4, 1)
     for method, folder in (("eap", "EAP"), ("eap_ig_inputs", "EAP-IG-inputs"), ("exact", "exact")):
-        loaded = load_graph_from_json(run_dir / "mib" / f"{folder}_patching_edge" / "ioi_gemma3-tiny" / "importances.json")
+        loaded = load_graph_from_json(run_dir / "mib" / f"{folder}_patching_edge" / "ioi_gemma3-tiny"
+                                      / "importances.json")
         assert len(loaded["edge_names"]) == 12 * 1 + 5 + 12 * 6 + 10 + 11  # MIB's graph: q, k, v per query head
         scores = data["methods"][method]["scores"]
         for name, score in scores.items():
@@ -161,7 +163,8 @@ def test_mib_export_reads_back_through_mibs_own_loader(finished):
                 names = [f"{parent}->{layer}.h{h}<{letter}>" for h in range(4)]
             else:
                 names = [name]
-            total = sum(float(loaded["scores"][forward_index(loaded["cfg"], parent), backward_index(loaded["cfg"], n.split("->")[1])])
+            total = sum(float(loaded["scores"][forward_index(loaded["cfg"], parent),
+                                               backward_index(loaded["cfg"], n.split("->")[1])])
                         for n in names)
             assert total == pytest.approx(-score, rel=1e-5, abs=1e-7), name
         kept = {n for n in data["methods"][method]["circuit"]}
@@ -182,7 +185,8 @@ def test_mibs_signed_ranking_of_an_export_is_mi_dsls_signed_ranking():
     path.write_text(json.dumps(obj))
     loaded = load_graph_from_json(path)
     by_name = {n: float(loaded["scores"][forward_index(loaded["cfg"], n.split("->")[0]),
-                                         backward_index(loaded["cfg"], n.split("->")[1])]) for n in loaded["edge_names"]}
+                                         backward_index(loaded["cfg"], n.split("->")[1])])
+               for n in loaded["edge_names"]}
     for n in (5, 40, 200):
         mib_top = set(sorted(by_name, key=lambda e: -by_name[e])[:n])
         ours = top_edges(graph, scores, n, "signed")

@@ -144,7 +144,8 @@ def test_one_edge_removed_equals_an_explicit_computation(architecture):
             expected = s.explicit_metric(source, target)
         assert (expected - s.plain_metric(s.clean).detach()).abs().max() > 1e-6, s.graph.edge_name(source, target)
         torch.testing.assert_close(run_circuit(s, kept), expected, rtol=1e-4, atol=1e-5,
-                                   msg=lambda m: f"{s.graph.edge_name(source, target)}: {m}")
+                                   msg=lambda m, source=source, target=target:
+                                       f"{s.graph.edge_name(source, target)}: {m}")
 
 
 @pytest.mark.parametrize("architecture", ARCHS)
@@ -156,7 +157,8 @@ def test_eap_scores_equal_independent_autograd(architecture):
         eps = torch.zeros((), requires_grad=True)
         s.explicit_metric(source, target, eps).mean().backward()
         torch.testing.assert_close(result.scores[source, target], eps.grad, rtol=1e-3, atol=1e-6,
-                                   msg=lambda m: f"{s.graph.edge_name(source, target)}: {m}")
+                                   msg=lambda m, source=source, target=target:
+                                       f"{s.graph.edge_name(source, target)}: {m}")
     # nothing outside the graph; inside, only edges whose difference cannot reach the final
     # position through the last layer are exactly 0 (input -> last-layer q/MLP/logits)
     assert (result.scores != 0).sum() >= 0.85 * s.graph.n_edges
@@ -214,7 +216,7 @@ def test_eap_ig_activations_cuts_the_gradient_at_one_layer_output_at_a_time(arch
             total = total + (eps.grad if eps.grad is not None else 0.0)
         expected = total / (2 * g.n_layers + 1)
         torch.testing.assert_close(result.scores[source, target], expected, rtol=1e-3, atol=1e-6,
-                                   msg=lambda m: f"{g.edge_name(source, target)}: {m}")
+                                   msg=lambda m, source=source, target=target: f"{g.edge_name(source, target)}: {m}")
     eap = score_edges(s.model, s.clean, s.corrupted, "eap", batch_size=4).scores
     assert (result.scores - eap).abs().max() > 1e-3  # the cuts matter
 

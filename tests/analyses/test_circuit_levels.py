@@ -42,7 +42,8 @@ def test_node_and_neuron_scores_are_the_gradient_at_the_nodes_output(gpt2):
     for node in (0, g.head_index(0, 2), g.mlp_index(0), g.head_index(1, 3)):
         delta = corrupted[node] - clean[node]
         eps = torch.zeros(delta.shape[-1], requires_grad=True)  # one per output dimension
-        s.plain_metric(s.clean, [(output_hook(g, node), lambda a, hook: a + delta * eps)]).mean().backward()
+        hooks = [(output_hook(g, node), lambda a, hook, delta=delta, eps=eps: a + delta * eps)]
+        s.plain_metric(s.clean, hooks).mean().backward()
         torch.testing.assert_close(neurons[node], eps.grad, rtol=1e-3, atol=1e-6)
         assert float(eps.grad.abs().max()) > 1e-4
 
@@ -145,5 +146,6 @@ def test_levels_run_from_a_spec_with_their_own_curves_stability_and_export(tmp_p
         assert (loaded["nodes_scores"] if level == "node" else loaded["neurons_scores"]) is not None
     groups = data["stability"]["by_slot"]["groups"]
     assert {g["group"] for g in groups} <= {"Mary", "John", "Alice", "Bob"} and len(groups) >= 2
-    assert sum(g["pairs"] for g in groups) == data["pairs"]["count"] and all("cpr" in g for g in groups) and data["stability"]["cpr_spread"] is not None
+    assert sum(g["pairs"] for g in groups) == data["pairs"]["count"] and all("cpr" in g for g in groups)
+    assert data["stability"]["cpr_spread"] is not None
     assert "per io Jaccard" in data["summary"]

@@ -16,7 +16,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 
 from mi_dsl.analyses._circuit.run import graph_from_data, scores_tensor
 from mi_dsl.analyses._circuit.units import Units
@@ -112,8 +111,9 @@ def test_no_cut_of_the_reference_falls_on_a_near_tie(run):
 
 def test_midpoints_and_the_kept_area_are_not_the_published_numbers(run, folder, tmp_path):
     """The options keep mi-dsl's earlier conventions; they must not pass for the published ones."""
-    text = (folder / "spec.yaml").read_text().replace(f"methods: {json.dumps(list(PUBLISHED))}", "methods: [eap_ig_inputs]") \
-        .replace("random_baseline: false", "random_baseline: false\n    ig_points: midpoint\n    area: kept")
+    text = ((folder / "spec.yaml").read_text()
+            .replace(f"methods: {json.dumps(list(PUBLISHED))}", "methods: [eap_ig_inputs]")
+            .replace("random_baseline: false", "random_baseline: false\n    ig_points: midpoint\n    area: kept"))
     (tmp_path / "spec.yaml").write_text(text)
     other = run_spec(tmp_path / "spec.yaml", out_dir=str(tmp_path / "runs"), progress=False,
                      allow_paths=[str(folder)])  # the reference model lies beside the first spec

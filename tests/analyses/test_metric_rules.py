@@ -60,7 +60,8 @@ def test_the_reference_doc_states_every_rule():
 def test_attribution_patching_of_prob_diff_is_its_gradient_estimate(tmp_path):
     """(source - base) . d prob_diff / d resid_pre[layer] at the base (corrupted) run, per pair, averaged,
     written by hand on the bridge (one prompt at a time, a leaf swapped in for the residual)."""
-    body = DATA.replace("metric: logit_diff", "metric: prob_diff").replace("id: head_attr}", "id: head_attr, direction: logit_diff}")
+    body = (DATA.replace("metric: logit_diff", "metric: prob_diff")
+            .replace("id: head_attr}", "id: head_attr, direction: logit_diff}"))
     run = run_context(tmp_path, model_yaml("gpt_neox"), body)
     estimate = compute(run, "attribution_patching", target="resid_pre", layers=[1])
     assert "linearises it along with the model" in estimate.convention
@@ -70,10 +71,11 @@ def test_attribution_patching_of_prob_diff_is_its_gradient_estimate(tmp_path):
         source = {}
         clean = torch.tensor([pair.clean.ids])
         model.run_with_hooks(clean, prepend_bos=False, fwd_hooks=[
-            ("blocks.1.hook_resid_pre", lambda act, hook: source.setdefault("act", act.detach().clone()))])
+            ("blocks.1.hook_resid_pre",
+             lambda act, hook, source=source: source.setdefault("act", act.detach().clone()))])
         leaf = {}
 
-        def swap(act, hook):
+        def swap(act, hook, leaf=leaf):
             leaf["x"] = act.detach().clone().requires_grad_(True)
             return leaf["x"]
 

@@ -505,7 +505,8 @@ def test_a_spec_runs_end_to_end_with_figures(tmp_path):
 
     analyses = """
       - {kind: activation_patching, id: resid, target: resid_pre}
-      - {kind: activation_patching, id: heads, target: z_by_position, positions: [noun, final], heads: 'top(head_attr, 2)'}
+      - {kind: activation_patching, id: heads, target: z_by_position, positions: [noun, final],
+         heads: 'top(head_attr, 2)'}
       - {kind: activation_patching, id: z, target: z}
       - {kind: attribution_patching, target: z}
     """

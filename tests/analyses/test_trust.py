@@ -174,7 +174,7 @@ def tl_detect(run, tokens, exclude_bos=False, exclude_current_token=False):
         with torch.no_grad():
             _, cache = model.run_with_cache(sequence, remove_batch_dim=True)
         original = model.to_tokens
-        model.to_tokens = lambda seq, *a, **k: sequence
+        model.to_tokens = lambda seq, *a, **k: sequence  # noqa: B023  (restored in the finally, this iteration)
         try:
             out.append(torch.stack([detect_head(model, "ids", name, cache=cache, exclude_bos=exclude_bos,
                                                 exclude_current_token=exclude_current_token)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -242,7 +241,8 @@ def test_no_seed_jargon_where_users_read(cli):
     import re
 
     code, listing, _ = cli("list")
-    texts = {"README.md": (REPO / "README.md").read_text(), "schema": (REPO / "schemas" / "spec.schema.json").read_text(),
+    texts = {"README.md": (REPO / "README.md").read_text(),
+             "schema": (REPO / "schemas" / "spec.schema.json").read_text(),
              "reference": (REPO / "docs" / "spec-reference.md").read_text(), "mi-run list": listing}
     for name, text in texts.items():
         assert not re.search(r"\bseed's|\bthe seed\b(?! of)|seed notebook|seed style", text, re.I), name

@@ -82,7 +82,8 @@ def longer(request, tmp_path_factory):
     from mi_dsl.runtime.run import run_context
 
     return run_context(prepare_spec(tmp_path_factory.mktemp("longer"),
-                                    "- {kind: activation_patching, target: resid_pre, positions: [final, descriptor, noun]}",
+                                    "- {kind: activation_patching, target: resid_pre, "
+                                    "positions: [final, descriptor, noun]}",
                                     request.param))
 
 

@@ -25,7 +25,8 @@ def test_the_estimate_counts_continuation_tokens(tmp_path):
 
     prepared, summary = plan_of(write_spec(tmp_path, "gpt_neox", "tiny"))
     memory, pairs = summary["memory"], prepared.dataset.pairs
-    fed = max(ContinuationBatch.of([getattr(p, which).ids for p in pairs], [getattr(p, side) for p in pairs]).tokens.shape[1]
+    fed = max(ContinuationBatch.of([getattr(p, which).ids for p in pairs],
+                                   [getattr(p, side) for p in pairs]).tokens.shape[1]
               for which in ("clean", "corrupted") for side in ("answers", "foils"))
     assert memory["max_tokens"] == fed
     assert fed > max(summary["dataset"]["token_lengths"])  # the prompts alone would undercount

@@ -2,10 +2,7 @@
 intervenes on during an analysis is one its plan step (or the shared pass it is part of) lists."""
 from __future__ import annotations
 
-import re
 import textwrap
-
-import pytest
 
 from tests.spec_parts import SYLLOGISM_PROMPTS
 
@@ -35,7 +32,8 @@ analyses:
   - {kind: attribution_patching, id: attrib, target: z}
   - {kind: ablation, heads: 'top(heads, 2)'}
   - {kind: interchange, variables: [d], components: [attn_out, z], layers: [1], positions: [descriptor, final]}
-  - {kind: interchange, id: das, variables: [d], layers: [1], positions: [final], featurizer: das, training: {epochs: 1}}
+  - {kind: interchange, id: das, variables: [d], layers: [1], positions: [final], featurizer: das,
+     training: {epochs: 1}}
 """
 
 

@@ -50,8 +50,9 @@ def test_a_large_product_is_refused_before_any_prompt_is_built(folder, monkeypat
 
     monkeypatch.setattr(build._PairBuilder, "pair", lambda *a: pytest.fail("a prompt was built"))
     words = ", ".join(f"w{i}" for i in range(200))
-    text = SPEC.replace("animal: {items: [cats, dogs, owls]}", f"animal: {{items: [{words}]}}\n  b: {{items: [{words}]}}"
-                        f"\n  c: {{items: [{words}]}}").replace("template: \"The {animal}", "template: \"{b} {c} The {animal}")
+    text = (SPEC.replace("animal: {items: [cats, dogs, owls]}",
+                         f"animal: {{items: [{words}]}}\n  b: {{items: [{words}]}}\n  c: {{items: [{words}]}}")
+            .replace("template: \"The {animal}", "template: \"{b} {c} The {animal}"))
     with pytest.raises(SpecMeaningError, match="would make 32,000,000 prompts .* more than the bound of 100,000"):
         prepare(write(folder, text))
 
@@ -61,8 +62,9 @@ def test_many_placeholders_pass_the_work_bound_quickly_and_say_where(folder):
 
     words = ", ".join(f"w{i}" for i in range(150))  # 150 x 4 x 150: 90,000 prompts, under the prompts bound
     template = " ".join(["{animal}"] * 400) + " {size} {b}"
-    text = SPEC.replace("animal: {items: [cats, dogs, owls]}", f"animal: {{items: [{words}]}}\n  b: {{items: [{words}]}}") \
-               .replace('"The {animal} are {size}. Are the {animal}"', f'"{template}"')
+    text = (SPEC.replace("animal: {items: [cats, dogs, owls]}",
+                         f"animal: {{items: [{words}]}}\n  b: {{items: [{words}]}}")
+            .replace('"The {animal} are {size}. Are the {animal}"', f'"{template}"'))
     from mi_dsl import limits  # imported where first used: the assertions above run on any version
     assert limits.DEFAULT.dataset_work == 25_000_000  # about ten seconds; a tenth of it keeps the test short
     with limits.using({"dataset_work": 2_500_000}), \

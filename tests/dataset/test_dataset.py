@@ -11,7 +11,6 @@ import itertools
 import random
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -130,8 +129,8 @@ def test_pythia_answers_are_first_tokens_of_the_descriptor_and_its_opposite(pyth
 
 def test_pythia_duplicate_pigs_warn_and_dedupe_drops_them(pythia, pythia_tokenizer):
     _, _, dataset = pythia
-    assert [w.message for w in dataset.warnings] == ["vocabulary 'nouns' lists 'Pigs' more than once; duplicates are kept "
-                                "(set dedupe: true to drop them)"]
+    assert [w.message for w in dataset.warnings] == [
+        "vocabulary 'nouns' lists 'Pigs' more than once; duplicates are kept (set dedupe: true to drop them)"]
     assert dataset.vocab["nouns"].duplicates == ["Pigs"]
     spec = load_spec(PYTHIA_SPEC, [f"model.tokenizer={pythia_tokenizer}", "vocabularies.nouns.dedupe=true"])
     deduped = build_dataset(spec, load_tokenizer(spec.model, spec.bos_token))

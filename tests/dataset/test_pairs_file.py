@@ -61,8 +61,8 @@ def write_spec(folder: Path, body: str, tail: str = "", name: str = "spec.yaml")
     return path
 
 
-def file_spec(folder: Path, csv_text: str, dataset: str = "{file: pairs.csv, spans: markers, answers: first_token}", tail: str = "",
-              file: str = "pairs.csv") -> Path:
+def file_spec(folder: Path, csv_text: str, dataset: str = "{file: pairs.csv, spans: markers, answers: first_token}",
+              tail: str = "", file: str = "pairs.csv") -> Path:
     (folder / file).write_text(csv_text)
     return write_spec(folder, f"dataset: {dataset}\n", tail)
 
@@ -327,9 +327,9 @@ def test_mean_and_resample_ablation_across_lengths_use_the_same_named_position(t
         result = compute(run, "ablation", id=method, heads=f"L{layer}H{head}", positions="s2[-1]", method=method)
         expected = []
         for pair in run.pairs:
-            value = value_of(pair)
+            value, at = value_of(pair), s2_last(pair.clean)
 
-            def swap(z, hook, at=s2_last(pair.clean), value=value):
+            def swap(z, hook, at=at, value=value):
                 z = z.clone()
                 z[0, at, head] = value
                 return z

@@ -106,7 +106,8 @@ def test_answer_and_foil():
 
 def test_opposite_in_a_template():
     scope = Scope.template(["descriptor"], paired_slots=["descriptor"])
-    assert evaluate("opposite(descriptor)", scope, values={"descriptor": "ectothermic"}, opposite=pairs) == "endothermic"
+    got = evaluate("opposite(descriptor)", scope, values={"descriptor": "ectothermic"}, opposite=pairs)
+    assert got == "endothermic"
 
 
 @pytest.mark.parametrize("text, column, words", [

@@ -58,7 +58,7 @@ def only_expression_errors(call, *args) -> None:
 
 def compile_and_run_everywhere(text) -> None:
     for scope in SCOPES:
-        only_expression_errors(lambda: compile_expression(text, scope).evaluate(EXPRESSION_ENV))
+        only_expression_errors(lambda s: compile_expression(text, s).evaluate(EXPRESSION_ENV), scope)
     only_expression_errors(lambda: parse_heads(text, ["head_attr"]).evaluate(SELECTOR_ENV))
     only_expression_errors(lambda: parse_positions(text, SLOTS).evaluate(SELECTOR_ENV))
 

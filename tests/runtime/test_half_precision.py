@@ -1,8 +1,6 @@
 """Half-precision weights (model.dtype: bfloat16 / float16) with metrics in float32."""
 from __future__ import annotations
 
-
-import pytest
 import torch
 
 from tests.spec_parts import animals, spec_text

@@ -73,7 +73,8 @@ def test_tensor_file_round_trips_every_dtype_and_slices(tmp_path):
     with TensorFileWriter(tmp_path / "y.safetensors", [("w", "F32", (6, 2))]) as out:
         out.write("w", torch.ones(2, 2))
         out.write("w", torch.zeros(4, 2))
-    assert torch.equal(load_file(str(tmp_path / "y.safetensors"))["w"], torch.cat([torch.ones(2, 2), torch.zeros(4, 2)]))
+    assert torch.equal(load_file(str(tmp_path / "y.safetensors"))["w"],
+                       torch.cat([torch.ones(2, 2), torch.zeros(4, 2)]))
     with pytest.raises(ValueError, match="not written"):
         with TensorFileWriter(tmp_path / "z.safetensors", [("w", "F32", (6, 2))]) as out:
             out.write("w", torch.ones(2, 2))
@@ -232,7 +233,7 @@ def test_weight_processing_without_copies_gives_the_same_weights():
             bridge = boot.boot_bridge(made.hub_name, made.hf_model, tokenizer, torch.device("cpu"), torch.float32)
             state = {k: v.clone() for k, v in bridge.state_dict().items()}
             torch.manual_seed(0)  # the same random norms and biases for both
-            for name, value in state.items():  # not the identity: norms and biases random
+            for value in state.values():  # not the identity: norms and biases random
                 if value.dim() == 1:
                     value.copy_(torch.randn_like(value))
             if consume:

@@ -17,16 +17,14 @@ import json
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from tests.analyses.test_patching import model_yaml, sharp_models  # noqa: F401
 
 from tests.golden.record import golden_numbers  # drops wall-clock, paths and pass counts
 from tests.golden_compare import differences
 from tests.spec_parts import syllogism
 
-MIXED = "\n" + syllogism(("birds", "fish"), (("big", "small"), ("wild", "tame")), ("Cows", "Horses", "Dogs", "Elephants"),
-                        equal_lengths=False) + """\
+MIXED = "\n" + syllogism(("birds", "fish"), (("big", "small"), ("wild", "tame")),
+                        ("Cows", "Horses", "Dogs", "Elephants"), equal_lengths=False) + """\
 metric: logit_diff
 pipeline:
   - symmetric: true

@@ -49,10 +49,12 @@ def test_a_keep_that_leaves_nothing_writes_the_candidates_metrics(tmp_path, cli)
     assert str(table) in err.value.hint and "mi-run plan --metrics" in err.value.hint
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == 8 and {r["kept"] for r in rows} == {"False"}
-    assert {"clean", "corrupted", "answer_text", "foil_text", "clean_logit_diff", "corrupted_logit_diff"} <= set(rows[0])
+    assert {"clean", "corrupted", "answer_text", "foil_text", "clean_logit_diff",
+            "corrupted_logit_diff"} <= set(rows[0])
     results = json.loads((table.parents[1] / "results.json").read_text())
     assert results["status"].startswith("failed: no prompts are left")
-    assert [float(r["clean_logit_diff"]) for r in rows] == pytest.approx(results["candidate_metrics"]["clean"]["logit_diff"])
+    clean = results["candidate_metrics"]["clean"]["logit_diff"]
+    assert [float(r["clean_logit_diff"]) for r in rows] == pytest.approx(clean)
     code, out, _ = cli("plan", path, "--metrics", "--csv", tmp_path / "c.csv")
     assert code == 0 and "keep step 1 (clean.logit_diff > 1000) alone keeps 0 of 8 candidates" in out
     assert "clean.logit_diff: min " in out

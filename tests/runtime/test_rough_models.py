@@ -8,11 +8,10 @@ numbers computed another way (the model's own forward logits, its own b_O).
 """
 from __future__ import annotations
 
-
 import pytest
 import torch
 
-from tests.runtime.test_runtime import SYLLOGISM, TOKENIZER, write_spec
+from tests.runtime.test_runtime import TOKENIZER, write_spec
 
 ANALYSES = """
 analyses:

@@ -53,7 +53,8 @@ def test_others_excludes_this_process_and_counts_a_busy_one():
     while time.monotonic() < end:  # one core's worth, in this process
         pass
     quiet = sample.others()
-    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    spin = "import time\nend = time.time() + 3\nwhile time.time() < end: pass"
+    spinner = subprocess.Popen([sys.executable, "-c", spin])
     try:
         time.sleep(0.5)
         sample = threads.CpuSample.now()

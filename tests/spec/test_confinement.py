@@ -131,7 +131,8 @@ def test_model_paths_and_tokenizers_outside_the_tree_need_the_command_line(share
     with pytest.raises(FileAccessError, match="tokenizer '../outside/tok.json' is outside") as err:
         load_spec(spec_file)
     assert err.value.location.path == "model.tokenizer"
-    assert load_spec(spec_file, allowed_roots=[shared / "outside"]).model.tokenizer == str(shared / "outside" / "tok.json")
+    allowed = load_spec(spec_file, allowed_roots=[shared / "outside"])
+    assert allowed.model.tokenizer == str(shared / "outside" / "tok.json")
     given = load_spec(spec_file, [f"model.tokenizer={shared / 'outside' / 'tok.json'}"])  # --set: the user's
     assert given.model.tokenizer == str(shared / "outside" / "tok.json")
     (shared / "outside" / "model").mkdir()
@@ -146,8 +147,8 @@ def test_a_model_folder_inside_the_tree_may_not_link_out(shared):
     folder = shared / "lab" / "model"
     folder.mkdir()
     (folder / "config.json").symlink_to(shared / "outside" / "secret.txt")
-    spec_file = write(shared / "lab" / "spec.yaml", "version: 1\nmodel: {source: local, path: model, prepend_bos: true}\n"
-                      + BODY)
+    spec_file = write(shared / "lab" / "spec.yaml",
+                      "version: 1\nmodel: {source: local, path: model, prepend_bos: true}\n" + BODY)
     with pytest.raises(FileAccessError, match="holds 'config.json', a link to .* outside"):
         load_spec(spec_file)
 

@@ -91,7 +91,8 @@ def test_a_model_folder_that_needs_its_own_code_is_refused_before_loading(folder
         "model_type": "my_custom", "auto_map": {"AutoModelForCausalLM": "modeling_custom.CustomLM"},
         "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 40}))
     text = SPEC.replace("{source: pretrained, name: mi-dsl-tests/no-such-model,", "{source: local, path: model,")
-    with pytest.raises(SpecMeaningError, match="needs its own Python code .*modeling_custom.CustomLM.* never runs") as err:
+    with pytest.raises(SpecMeaningError,
+                       match="needs its own Python code .*modeling_custom.CustomLM.* never runs") as err:
         prepare(write(folder, text), need_tokenizer=False)
     assert err.value.location.path == "model.path" and err.value.location.line == 3
 

@@ -195,7 +195,8 @@ def test_a_vocabulary_file_error_points_at_the_spec(tmp_path):
 
 @pytest.mark.parametrize("text, at, words", [
     # an unquoted colon inside a value
-    ("description: Ratio: clean vs corrupted\n", (1, 19), ["quote the value", 'description: "Ratio: clean vs corrupted"']),
+    ("description: Ratio: clean vs corrupted\n", (1, 19),
+     ["quote the value", 'description: "Ratio: clean vs corrupted"']),
     # a list item's second key one column too deep (issue 15's "mapping values are not allowed here")
     ("analyses:\n  - kind: logit_attribution\n     id: x\n", (3, 8), ["indented more than the line above it",
                                                                     "line 2, column 5", "column 5"]),

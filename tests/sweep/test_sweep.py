@@ -100,7 +100,8 @@ def test_sweep_runs_every_point_and_merges_every_number(local_sweep):
         assert len(heads) == len(grid) * len(grid[0])
         assert heads[heads["index"] == "1,2"]["value"].item() == pytest.approx(grid[1][2], rel=1e-9)
     # The axes reached the runs: each point's pairs use its own nouns.
-    pairs = pd.read_csv(out / json.loads((out / "points" / "p001.json").read_text())["run_dir"] / "tables" / "pairs.csv")
+    run_dir = json.loads((out / "points" / "p001.json").read_text())["run_dir"]
+    pairs = pd.read_csv(out / run_dir / "tables" / "pairs.csv")
     assert all(any(n in text for n in ("cows", "horses")) for text in pairs["clean"])
 
 
@@ -109,7 +110,8 @@ def test_seeds_do_not_share_seeded_results(local_sweep):
     the second seed must compute its own result, never reuse the first one's."""
     sweep, _ = local_sweep
     frame = tidy(sweep.parent / "sweeps" / "sweep")
-    scores = frame[(frame.section == "induction") & (frame.quantity == "induction") & (frame["vocabularies.nouns.items"] == "wild")]
+    scores = frame[(frame.section == "induction") & (frame.quantity == "induction")
+                   & (frame["vocabularies.nouns.items"] == "wild")]
     by_seed = {seed: group["value"].tolist() for seed, group in scores.groupby("seed")}
     assert by_seed["0"] and by_seed["0"] != by_seed["1"]
 

@@ -157,8 +157,8 @@ class Graph:
 
     def describe(self) -> dict:
         return {"n_layers": self.n_layers, "n_heads": self.n_heads, "n_kv_heads": self.n_kv_heads,
-                "parallel_attn_mlp": self.parallel_attn_mlp, "coupled_heads": self.coupled_heads, "nodes": self.n_forward + 1,
-                "inputs": self.n_backward, "edges": self.n_edges}
+                "parallel_attn_mlp": self.parallel_attn_mlp, "coupled_heads": self.coupled_heads,
+                "nodes": self.n_forward + 1, "inputs": self.n_backward, "edges": self.n_edges}
 
     def couple(self, flags: torch.Tensor) -> torch.Tensor:
         """[F] bool: with coupled heads, a flag on one head of a layer goes to all its heads."""

@@ -120,7 +120,8 @@ def check(obj: Dict[str, Any]) -> None:
                               f"(e.g. {missing}), {len(found - expected)} unknown (e.g. {extra})")
     for name, edge in obj["edges"].items():
         score = edge.get("score")
-        if not isinstance(score, (int, float)) or not math.isfinite(score) or not isinstance(edge.get("in_graph"), bool):
+        if (not isinstance(score, (int, float)) or not math.isfinite(score)
+                or not isinstance(edge.get("in_graph"), bool)):
             raise FileAccessError(f"MIB edge '{name}' needs a finite float score and a boolean in_graph")
 
 

@@ -47,7 +47,7 @@ def passes(method: str, steps: int, n_layers: Optional[int] = None) -> Tuple[int
     return 2, 0  # exact: plus one stacked row per edge
 
 
-def plan_line(model, params: Dict[str, Any]) -> str:
+def plan_line(model, params) -> str:  # params: the analysis's CircuitParams
     methods = params.methods
     steps = params.steps
     dims = dimensions(model)

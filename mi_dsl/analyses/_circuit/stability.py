@@ -52,8 +52,8 @@ def _rescore(setting, make_model, clean, corrupted, index: torch.Tensor, method:
     kept, _ = setting.units.circuit(items, n_keep, setting.params.select)
     values, full = (items[setting.units.mask], full_items[setting.units.mask]) if items.shape == full_circuit.shape \
         else (items.flatten(), full_items.flatten())
-    row = {"pairs": len(index), "jaccard_to_full": jaccard(kept, full_circuit), "spearman_to_full": spearman(values, full),
-           "circuit_edges": int(kept.sum()), "_kept": kept}
+    row = {"pairs": len(index), "jaccard_to_full": jaccard(kept, full_circuit),
+           "spearman_to_full": spearman(values, full), "circuit_edges": int(kept.sum()), "_kept": kept}
     if setting.params.curve:
         own = baselines(model, clean[index], corrupted[index], ablation=setting.ablation, batch_size=setting.batch)
         if own.faithfulness(own.full) is not None:  # f is undefined when the group's clean and empty metrics agree

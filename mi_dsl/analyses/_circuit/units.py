@@ -98,7 +98,7 @@ def top_items(values: torch.Tensor, n: int) -> torch.Tensor:
 def _merged_units(graph: Graph) -> Tuple[torch.Tensor, List[str]]:
     """[F, Bw] long: the merged unit of each real edge (-1 elsewhere), and the units' names in order."""
     target_key: List[Tuple] = []
-    for b, name in enumerate(graph.backward_names):
+    for name in graph.backward_names:
         if "<" not in name:
             target_key.append(("node", name))
             continue

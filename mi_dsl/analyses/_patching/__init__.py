@@ -34,8 +34,12 @@ from .engines import (Baselines, base_and_source, baselines, capture_all_positio
                       direction_of, exact_patching)
 from .figures import grid_figures
 from .grid import Cell, Column, Grid, cell_head_label, head_axis_label, head_count, resolve
-from .summary import (cell_key, key_numbers, patching_convention, per_prompt_rows, ranking_summary, read_at, spearman,
-                      summarise, timed)
+from .summary import (cell_key, key_numbers, patching_convention, per_prompt_rows, ranking_summary, read_at,
+                      spearman, summarise, timed)
 from .targets import DIRECTIONS, HEAD_TARGETS, TARGETS, PatchingParams, compile_patching, predicted_saving
 
-__all__ = ['Baselines', 'Cell', 'Column', 'DIRECTIONS', 'Grid', 'HEAD_TARGETS', 'PatchingParams', 'TARGETS', 'attribution_patching', 'base_and_source', 'baselines', 'capture_all_positions', 'cell_head_label', 'cell_key', 'compile_patching', 'direction_of', 'exact_patching', 'grid_figures', 'head_axis_label', 'head_count', 'key_numbers', 'patching_convention', 'per_prompt_rows', 'predicted_saving', 'ranking_summary', 'resolve', 'spearman', 'summarise', 'timed']
+__all__ = ['Baselines', 'Cell', 'Column', 'DIRECTIONS', 'Grid', 'HEAD_TARGETS', 'PatchingParams', 'TARGETS',
+           'attribution_patching', 'base_and_source', 'baselines', 'capture_all_positions', 'cell_head_label',
+           'cell_key', 'compile_patching', 'direction_of', 'exact_patching', 'grid_figures', 'head_axis_label',
+           'head_count', 'key_numbers', 'patching_convention', 'per_prompt_rows', 'predicted_saving',
+           'ranking_summary', 'read_at', 'resolve', 'spearman', 'summarise', 'timed']

@@ -260,8 +260,6 @@ def _by_first_position(index: "_PatchIndex", layer: int, split: bool, latest: in
 def _same_until(run, plan: "_Plan", grid: Grid) -> int:
     """The first position at which some base prompt differs from its source prompt (prompts of one
     length; 0 for prompts aligned by name, whose positions need not match)."""
-    import torch
-
     if grid.named is not None:
         return 0
     source = run.tokens(base_and_source(grid.direction)[1])

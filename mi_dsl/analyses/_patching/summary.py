@@ -90,7 +90,8 @@ def patching_convention(run, params, n_prompts: int) -> str:
             f"normalised (m - corrupted) / (clean - corrupted) by these pairs' baselines; {direction_of(params)}")
 
 
-CONTINUATION_DETAIL = " (patches at prompt positions only; answer and foil continuations each their own patched forward)"
+CONTINUATION_DETAIL = (" (patches at prompt positions only; answer and foil continuations each their own "
+                       "patched forward)")
 
 
 def read_at(metric) -> str:

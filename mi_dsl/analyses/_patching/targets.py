@@ -54,7 +54,8 @@ def _targets() -> Dict[str, Target]:
         layout = "pattern" if name == "pattern" else "head"
         full = "blocks.{layer}." + hook
         out[name] = Target(name, full, layout, False, what + ", all selected positions at once", kv)
-        out[f"{name}_by_position"] = Target(f"{name}_by_position", full, layout, True, what + ", one position at a time", kv)
+        out[f"{name}_by_position"] = Target(f"{name}_by_position", full, layout, True,
+                                            what + ", one position at a time", kv)
     return out
 
 
@@ -70,8 +71,8 @@ DIRECTIONS = ("denoising", "noising")
 _SELECTOR = {"type": ["string", "integer"]}
 _POSITIONS = {"type": ["string", "integer", "array"], "items": _SELECTOR, "minItems": 1}
 _HEADS = {"type": ["string", "array"], "items": {"type": "string"}, "minItems": 1}
-TargetName = Literal["resid_pre", "resid_post", "resid_mid", "attn_out", "mlp_out", "z", "z_by_position", "q", "q_by_position",
-                     "k", "k_by_position", "v", "v_by_position", "pattern", "pattern_by_position"]
+TargetName = Literal["resid_pre", "resid_post", "resid_mid", "attn_out", "mlp_out", "z", "z_by_position", "q",
+                     "q_by_position", "k", "k_by_position", "v", "v_by_position", "pattern", "pattern_by_position"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +81,8 @@ class PatchingParams(AnalysisParams):
 
     target: TargetName = param(
         "z", "Which activation to patch: resid_pre, resid_post (leaving each layer: the last layer's is the final "
-             "residual), resid_mid, attn_out, mlp_out (a layer x position grid); z, q, k, v, pattern (each head at all selected positions at once: a layer x head grid; k and v per key/value "
+             "residual), resid_mid, attn_out, mlp_out (a layer x position grid); z, q, k, v, pattern (each head "
+             "at all selected positions at once: a layer x head grid; k and v per key/value "
              "head); z_by_position, q_by_position, k_by_position, v_by_position, pattern_by_position (layer x head "
              "x position; for the pattern, the destination position). Default z.")
     direction: Literal["denoising", "noising"] = param(
