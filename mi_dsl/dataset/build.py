@@ -393,6 +393,7 @@ def keep_equal_lengths(spec: Spec, dataset: Dataset, block: str = "prompts") -> 
             hint="remove equal_lengths (prompts of different lengths are padded and aligned by name), or "
                  "filter the vocabularies on token counts")
     dataset.pairs = kept
-    dataset.warnings.append(
+    dataset.warnings.append(SpecWarning(
         f"equal_lengths: kept {len(kept)} of {len(kept) + len(dropped)} prompt pairs ({common} tokens); dropped "
-        f"{len(dropped)} of other lengths, e.g. '{odd.text}' ({len(odd.ids)} tokens)")
+        f"{len(dropped)} of other lengths, e.g. '{odd.text}' ({len(odd.ids)} tokens)",
+        spec.loc(block, "equal_lengths")))

@@ -353,7 +353,8 @@ class Session:
             forward_passes=self.executor.forwards,
             store={"reused": store.hits, "computed": store.computed, "distrusted": list(store.distrusted)},
             provenance=provenance(self.spec, self.plan, self.loaded, self.tokenizer),
-            warnings=[w.format() for w in warnings_],
+            # located SpecWarnings and plain runtime messages (str.format would read a brace in them)
+            warnings=[w.format() if isinstance(w, SpecWarning) else str(w) for w in warnings_],
             threads=self.thread_policy.record(),
             shared_passes=self.plan.pass_log(self.pass_forwards),
         )

@@ -403,7 +403,8 @@ def test_unequal_lengths_are_kept_unless_equal_lengths_filters_them(build):
     assert dataset.token_lengths == [9, 10]
     _, _, filtered = build(text, "prompts.equal_lengths=true")
     assert filtered.token_lengths == [9] and 0 < len(filtered.pairs) < len(dataset.pairs)
-    assert f"kept {len(filtered.pairs)} of {len(dataset.pairs)} prompt pairs (9 tokens)" in filtered.warnings[-1]
+    kept = f"kept {len(filtered.pairs)} of {len(dataset.pairs)} prompt pairs (9 tokens)"
+    assert kept in filtered.warnings[-1].format()
     only_long = text.replace("[[big, small], [tall, short], [fast, very slow]]", "[[fast, very slow]]")
     assert only_long != text
     with pytest.raises(SpecMeaningError, match="none has"):
@@ -448,3 +449,26 @@ def test_spec_to_dataset_imports_no_torch(tmp_path, tiny_tokenizer):
 
 def test_the_pythia_spec_to_dataset_imports_no_torch(pythia_tokenizer):
     assert _light(PYTHIA_SPEC, pythia_tokenizer) == "HEAVY [] 1440"
+
+
+def test_the_equal_lengths_warning_is_located_and_prints_any_prompt_text():
+    """It was a bare string among SpecWarnings, printed by `.format()`: a dropped prompt with a brace in
+    its text raised KeyError instead of warning, and the warning had no file:line:col."""
+    from types import SimpleNamespace
+
+    from mi_dsl.dataset.build import keep_equal_lengths
+    from mi_dsl.errors import Location
+
+    def prompt(n, text):
+        return SimpleNamespace(ids=list(range(n)), text=text)
+
+    pairs = [SimpleNamespace(clean=prompt(4, "a b c"), corrupted=prompt(4, "a b d")),
+             SimpleNamespace(clean=prompt(4, "a b e"), corrupted=prompt(4, "a b f")),
+             SimpleNamespace(clean=prompt(5, "the {odd} one"), corrupted=prompt(5, "the {odd} two"))]
+    here = Location(file="s.yaml", line=7, column=3, path="prompts.equal_lengths")
+    spec = SimpleNamespace(data={"prompts": {"equal_lengths": True}}, loc=lambda *keys: here)
+    dataset = SimpleNamespace(pairs=list(pairs), warnings=[])
+    keep_equal_lengths(spec, dataset)
+    assert len(dataset.pairs) == 2
+    (text,) = [w.format() for w in dataset.warnings]
+    assert text.startswith("s.yaml:7:3: warning: equal_lengths: kept 2 of 3") and "'the {odd} one'" in text
