@@ -7,17 +7,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..errors import RunError, SpecMeaningError
+
+if TYPE_CHECKING:  # names only: prepare imports these stages when it runs them
+    from ..core.plan import Plan
+    from ..dataset.build import Dataset
+    from ..dataset.tokenizer import Tokenizer
+    from ..spec.resolve import Spec
 
 
 @dataclass(frozen=True)
 class Prepared:
-    spec: Any                   # spec.Spec
-    plan: Any                   # core.plan.Plan
-    dataset: Optional[Any]      # dataset.Dataset; None when no tokenizer is available (validate only)
-    tokenizer: Optional[Any]    # dataset.tokenizer.Tokenizer
+    spec: "Spec"
+    plan: "Plan"
+    dataset: Optional["Dataset"]      # None when no tokenizer is available (validate only)
+    tokenizer: Optional["Tokenizer"]
     skipped: Optional[str] = None  # why tokenizer checks were skipped
 
 

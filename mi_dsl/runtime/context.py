@@ -12,7 +12,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import torch
 
 from ..core.plan import Plan
+from ..core.result import Result
+from ..dataset.build import PromptPair
 from ..dataset.tokenizer import Tokenizer
+from ..spec.resolve import Spec
 from ..errors import RunError
 from .executor import Executor, token_sets
 from ..metrics import METRICS, Metric, compute_metrics
@@ -23,11 +26,11 @@ from .unembed import UNEMBED_INPUT, Unembed
 class RunContext:
     executor: Executor
     unembed: Unembed
-    spec: Any
+    spec: Spec
     plan: Plan
     tokenizer: Tokenizer
-    pairs: Sequence[Any]                # the final PromptPairs (a tuple)
-    results: Mapping[str, Any] = field(default_factory=dict)   # analysis id -> Result (read-only)
+    pairs: Sequence[PromptPair]         # the final pairs (a tuple)
+    results: Mapping[str, Result] = field(default_factory=dict)   # analysis id -> Result (read-only)
     baselines: Mapping[str, float] = field(default_factory=dict)
     analysis_index: int = 0
     pair_indices: Optional[List[int]] = None  # which final pairs `pairs` are (None: all, in order)
