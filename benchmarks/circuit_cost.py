@@ -36,6 +36,7 @@ def main() -> None:
     from mi_dsl.analyses import circuit
     from mi_dsl.analyses._circuit import sizes
     from mi_dsl.compile.prepare import prepare
+    from mi_dsl.models.sources import model_shape
 
     cpu = {}
     compute = circuit.Circuit.compute
@@ -65,9 +66,10 @@ def main() -> None:
         results = mi_dsl.run(path, overrides, out_dir=out, progress=False, fresh=True).raw
     data = results["analyses"]["ioi_circuit"]
     tokens = len(prepared.dataset.pairs[0].clean.ids)
-    e = sizes.estimate(sizes.EMBEDDED_DIMS[args.model], dict(step.params), data["pairs"], tokens)
+    pairs = data["pairs"]["count"] if isinstance(data["pairs"], dict) else data["pairs"]
+    e = sizes.estimate(model_shape(prepared.spec.model).as_dims(), step.params, pairs, tokens)
     wall, used = data["seconds"], cpu["seconds"]
-    print(json.dumps({"model": args.model, "pairs": data["pairs"], "tokens": tokens, "steps": args.steps,
+    print(json.dumps({"model": args.model, "pairs": pairs, "tokens": tokens, "steps": args.steps,
                       "methods": args.methods, "curve": not args.no_curve, "bootstrap": args.bootstrap,
                       "wall_seconds": wall, "cpu_seconds": round(used, 1), "estimated_seconds": round(e["seconds"], 1),
                       "estimate_over_cpu": round(e["seconds"] / used, 3),
