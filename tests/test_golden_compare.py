@@ -84,7 +84,9 @@ def test_a_das_result_is_checked_for_what_training_guarantees_not_for_its_path(t
     monkeypatch.setattr("tests.golden.record.golden_numbers", lambda results: results)
     (tmp_path / "s.json").write_text(json.dumps(das(0.6, [2.5, 1.0, 0.45])))
     assert compare.check_golden("s", das(0.4, [2.5, 1.05, 0.22])) == []   # another path, same guarantees
-    for broken in (das(1.4, [2.5, 1.0]), das(0.6, [2.5, float("nan")]), das(0.6, [2.5, 2.6, 2.7]),
+    grid_only = das(0.6, [2.5, 1.0])
+    grid_only["analyses"]["d"]["iia"]["x"]["resid_pre"] = [[1.2]]           # one grid cell, not the best
+    for broken in (das(1.4, [2.5, 1.0]), grid_only, das(0.6, [2.5, float("nan")]), das(0.6, [2.5, 2.6, 2.7]),
                    das(0.6, [2.5, 1.0], unintervened=0.5)):                # untrained numbers stay exact
         with pytest.raises(AssertionError):
             compare.check_golden("s", broken)
