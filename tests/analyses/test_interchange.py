@@ -270,8 +270,9 @@ causal_model:
 
 
 def test_each_iia_carries_its_wilson_interval():
-    """The Wilson 95% interval of a share, against values computed by hand (and by statsmodels'
-    proportion_confint(method="wilson")): 3 of 5 -> [0.2307, 0.8824]; 0 of 5 is not the empty [0, 0]."""
+    """The Wilson 95% interval of a share, against statsmodels 0.15's proportion_confint(k, n, alpha=0.05,
+    method="wilson") run once in a separate environment (not a project dependency): 3 of 5 -> [0.23072,
+    0.88238]; 0 of 5 -> [0, 0.43448], not the empty [0, 0]; 50 of 100 -> [0.40383, 0.59617]."""
     from mi_dsl.analyses._interchange.score import wilson
 
     assert wilson(3, 5) == pytest.approx((0.23072, 0.88237), abs=1e-5)
