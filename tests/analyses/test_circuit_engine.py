@@ -323,3 +323,42 @@ def test_rank_correlation_overlap_and_resamples():
     assert jaccard(a, b) == pytest.approx(1 / 3) and jaccard(a & ~a, b & ~b) is None
     first, again = resamples(10, 3, seed=7), resamples(10, 3, seed=7)
     assert all(torch.equal(p, q) for p, q in zip(first, again)) and not torch.equal(first[0], first[1])
+
+
+@pytest.mark.parametrize("architecture", ARCHS)
+def test_sparse_ablation_equals_every_parent_read(architecture):
+    """One complement for the batch reads only the edges that change an input (the ablated
+    parents, or the running sum minus the kept ones); a per-row complement reads every parent
+    of every input. Both must give the same metric at every circuit size, the parallel model
+    too (its MLP inputs cannot use the running sum)."""
+    s = Setup(architecture)
+    mask = s.graph.edge_mask()
+    gen = torch.Generator().manual_seed(3)
+    with s.model.split_inputs(), torch.no_grad():
+        off = s.model.run(s.corrupted, Pass(s.rows)).outputs
+        clean_metric = s.model.run(s.clean, Pass(s.rows, capture_outputs=False)).metric
+        for fraction in (0.0, 0.02, 0.3, 0.7, 0.98, 1.0):
+            kept = mask & (torch.rand(mask.shape, generator=gen) < fraction)
+            complement = (mask & ~kept).float()
+            sparse = s.model.run(s.clean, Pass(s.rows, capture_outputs=False, off=off, complement=complement))
+            per_row = s.model.run(s.clean, Pass(s.rows, capture_outputs=False, off=off,
+                                                complement=complement.expand(len(s.rows), *complement.shape)))
+            assert sparse._sparse is not None and per_row._sparse is None  # the two paths really ran
+            if fraction < 1.0:
+                assert (per_row.metric - clean_metric).abs().max() > 1e-3  # the ablation moves the metric
+            torch.testing.assert_close(sparse.metric, per_row.metric, rtol=1e-5, atol=1e-5,
+                                       msg=lambda m, f=fraction: f"{f:.0%} of edges kept: {m}")
+
+
+def test_equal_circuits_run_once_and_get_the_same_number():
+    s = Setup("gemma3")
+    mask = s.graph.edge_mask()
+    scores = score_edges(s.model, s.clean, s.corrupted, "eap").scores
+    small, large = (prune(s.graph, top_edges(s.graph, scores, n, "abs")) for n in (10, s.graph.n_edges // 2))
+    assert 0 < small.sum() < large.sum() < mask.sum()
+    alone = circuit_metrics(s.model, s.clean, s.corrupted, [small, large])
+    before = s.model.forwards
+    values = circuit_metrics(s.model, s.clean, s.corrupted, [large, small, large.clone(), mask, small],
+                             known=[(mask, 123.0)])
+    assert s.model.forwards - before == 1 + 2  # one batch of 4 prompts: its corrupted run, two distinct circuits
+    assert values == [alone[1], alone[0], alone[1], 123.0, alone[0]]

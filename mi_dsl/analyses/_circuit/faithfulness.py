@@ -19,7 +19,7 @@ A random ranking of the same sizes, pruned the same way, is the baseline.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -55,13 +55,36 @@ class Baselines:
 
 def circuit_metrics(model: GraphModel, clean: torch.Tensor, corrupted: torch.Tensor, circuits: Sequence[torch.Tensor],
                     *, ablation: str = "patching", batch_size: int = 8, mean: Optional[torch.Tensor] = None,
-                    neuron_masks: Optional[Sequence[Optional[torch.Tensor]]] = None) -> List[float]:
+                    neuron_masks: Optional[Sequence[Optional[torch.Tensor]]] = None,
+                    known: Sequence[Tuple[torch.Tensor, float]] = ()) -> List[float]:
     """Mean metric of each circuit (a kept-edge mask) over the prompt pairs. `neuron_masks[i]`
     ([F, d] bool, kept output dimensions of each node) makes circuit i a neuron circuit: an
-    ablated dimension carries the ablated value on every edge out of its node."""
+    ablated dimension carries the ablated value on every edge out of its node.
+
+    A circuit that equals an earlier one, or one of `known` (edge circuits whose metric was
+    measured by the same passes, e.g. the baselines), is not run again: the curve's 100% level
+    is the full model in every ranking, and small levels often prune to the same few edges.
+    Equal circuits run the same forwards, so the number is the one a rerun would give."""
+    neuron_masks = list(neuron_masks or [None] * len(circuits))
+    keys = [_circuit_key(kept, neurons) for kept, neurons in zip(circuits, neuron_masks)]
+    found = {_circuit_key(kept, None): value for kept, value in known}
+    todo: Dict[tuple, int] = {}
+    for n, key in enumerate(keys):
+        if key not in found:
+            todo.setdefault(key, n)
+    values = _distinct_metrics(model, clean, corrupted, [circuits[n] for n in todo.values()],
+                               [neuron_masks[n] for n in todo.values()], ablation, batch_size, mean)
+    found.update(zip(todo, values))
+    return [found[key] for key in keys]
+
+
+def _circuit_key(kept: torch.Tensor, neurons: Optional[torch.Tensor]) -> tuple:
+    return (kept.cpu().numpy().tobytes(), None if neurons is None else neurons.cpu().numpy().tobytes())
+
+
+def _distinct_metrics(model: GraphModel, clean, corrupted, circuits, neuron_masks, ablation, batch_size, mean):
     mask = model.graph.edge_mask()
     sums = torch.zeros(len(circuits), dtype=torch.float64)
-    neuron_masks = neuron_masks or [None] * len(circuits)
     with model.split_inputs(), torch.no_grad():
         if ablation == "mean" and mean is None:
             mean = mean_outputs(model, corrupted, batch_size)
@@ -104,10 +127,12 @@ Build = Callable[[str, int], tuple]
 
 def curve(model: GraphModel, clean, corrupted, build: Build, n_items: int, *, levels=LEVELS, select: str = "abs",
           rankings: str = "mib", area_over: str = "requested", ablation: str = "patching", batch_size: int = 8,
-          random_build: Optional[Build] = None, base: Optional[Baselines] = None, unit: str = "edges") -> Dict:
+          random_build: Optional[Build] = None, base: Optional[Baselines] = None, unit: str = "edges",
+          known: Sequence[Tuple[torch.Tensor, float]] = ()) -> Dict:
     """The faithfulness curves of one method's circuits at `levels` (and random ones of the same sizes).
 
-    `build(ranking, n)` returns the pruned circuit of the n best items under `ranking`."""
+    `build(ranking, n)` returns the pruned circuit of the n best items under `ranking`; `known`:
+    edge circuits already measured on these prompts with this ablation (circuit_metrics)."""
     g = model.graph
     base = base or baselines(model, clean, corrupted, ablation=ablation, batch_size=batch_size)
     sizes = requested_sizes(n_items, levels)
@@ -116,8 +141,10 @@ def curve(model: GraphModel, clean, corrupted, build: Build, n_items: int, *, le
     if random_build is not None:
         built["random"] = [random_build("abs", n) for n in sizes]
     flat = [c for name in built for c in built[name]]
+    mask = g.edge_mask()
     values = circuit_metrics(model, clean, corrupted, [c[0] for c in flat], ablation=ablation,
-                             batch_size=batch_size, neuron_masks=[c[1] for c in flat])
+                             batch_size=batch_size, neuron_masks=[c[1] for c in flat],
+                             known=[(mask, base.full), (torch.zeros_like(mask), base.empty), *known])
     out = {"unit": unit, "levels_percent": list(levels), "requested": sizes, "total_items": n_items,
            "total_edges": g.n_edges, "baseline_full": base.full, "baseline_empty": base.empty,
            "ablation": ablation, "area": area_over, "rankings": rankings, "area_note": AREA_NOTES[area_over]}

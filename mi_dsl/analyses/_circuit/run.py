@@ -44,7 +44,7 @@ class Setting:
     def items(self, result: Scores) -> torch.Tensor:
         return self.units.item_scores(result.scores, result.neurons)
 
-    def curve(self, model, clean, corrupted, items, base: Baselines, random_seed=None) -> Dict:
+    def curve(self, model, clean, corrupted, items, base: Baselines, random_seed=None, known=()) -> Dict:
         p = self.params
         build = lambda by, n: self.units.circuit(items, n, by)  # noqa: E731
         random_build = None
@@ -53,7 +53,7 @@ class Setting:
             random_build = lambda by, n: self.units.circuit(random_items(self.units, self.d_model, gen), n, "abs")  # noqa: E731
         out = curve(model, clean, corrupted, build, self.units.n_items(self.d_model), levels=p.levels,
                     select=p.select, rankings=p.rankings, area_over=p.area, ablation=self.ablation,
-                    batch_size=self.batch, random_build=random_build, base=base, unit=self.units.name)
+                    batch_size=self.batch, random_build=random_build, base=base, unit=self.units.name, known=known)
         out["near_ties"] = [near_ties(self.units, items, n, by, p.tie_tolerance)
                             for by in out["series"] if by not in ("random", "greedy") for n in out["requested"]]
         out["near_ties"] = [t for t in out["near_ties"] if t["kept_within"] and t["dropped_within"]]
@@ -100,7 +100,8 @@ def compute(params, run) -> Tuple[Dict[str, Any], Dict[str, List[Dict[str, Any]]
                                                    for f, d in neurons[method].nonzero().tolist()]
         if params.curve:
             seed = params.seed if params.random_baseline and method == methods[0] else None
-            out[method]["curve"] = setting.curve(model, clean, corrupted, items[method], base, seed)
+            measured = [(circuits[m], metrics[i]) for i, m in enumerate(methods) if neurons[m] is None]
+            out[method]["curve"] = setting.curve(model, clean, corrupted, items[method], base, seed, measured)
     data: Dict[str, Any] = {
         "graph": dict(graph.describe(), d_model=d_model, edge_order=EDGE_ORDER),
         "batch_size": setting.batch, "ablation": setting.ablation, "select": select, "level": units.name,
