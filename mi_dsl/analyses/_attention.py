@@ -72,17 +72,50 @@ def by_layer(heads: Sequence[Tuple[int, int]]) -> Dict[int, List[int]]:
     return layers
 
 
+# Attention patterns of every head, kept for the run so that later analyses on the same prompts
+# (a second attention view, the prompt browser, attention vs contribution) run no forward; kept
+# only while all of them fit in this many bytes (float32), else each analysis captures its own.
+CACHE_BYTES = 256 * 2 ** 20
+_CACHE_KEY = ("attention patterns",)
+
+
 def capture_patterns(run, prompts: Sequence[Sequence[int]], heads: Sequence[Tuple[int, int]],
                      what: str = "capturing attention patterns"):
     """Per prompt, [len(heads), query, key] patterns of the heads (in their order).
 
-    Only the selected heads' layers are hooked, and the forward stops at the last of them."""
+    The run's pattern cache serves prompts already seen: a prompt's first capture keeps every
+    head of every layer (one forward to the last layer's attention), within CACHE_BYTES.
+    Past the budget only the selected heads' layers are hooked, and the forward stops at the
+    last of them."""
     import torch
 
+    cache = _cached_patterns(run, prompts, what)
+    if cache is not None:
+        return [torch.stack([cache[tuple(ids)][l][h] for l, h in heads]) for ids in prompts]
     layers = by_layer(heads)
     keep = {PATTERN_HOOK.format(l): (lambda a, hs=tuple(hs): a[:, list(hs)]) for l, hs in layers.items()}
     kept = capture_each(run, prompts, keep, PATTERN_HOOK.format(max(layers)), what)
     return [torch.stack([k[PATTERN_HOOK.format(l)][layers[l].index(h)] for l, h in heads]) for k in kept]
+
+
+def _cached_patterns(run, prompts: Sequence[Sequence[int]], what: str) -> Optional[Dict]:
+    """The run's cache {prompt ids: [layer][head, query, key]} holding every prompt, or None when the
+    prompts not yet in it would pass the budget."""
+    shared = getattr(run, "shared", None)
+    if shared is None:
+        return None
+    cache = shared.setdefault(_CACHE_KEY, {})
+    missing = list(dict.fromkeys(tuple(ids) for ids in prompts if tuple(ids) not in cache))
+    n_layers, n_heads = run.cfg.n_layers, run.cfg.n_heads
+    held = sum(4 * n_layers * n_heads * len(ids) ** 2 for ids in cache)
+    if held + sum(4 * n_layers * n_heads * len(ids) ** 2 for ids in missing) > CACHE_BYTES:
+        return None
+    if missing:
+        keep = {PATTERN_HOOK.format(l): (lambda a: a) for l in range(n_layers)}
+        kept = capture_each(run, missing, keep, PATTERN_HOOK.format(n_layers - 1), what)
+        for ids, k in zip(missing, kept):
+            cache[ids] = [k[PATTERN_HOOK.format(l)] for l in range(n_layers)]
+    return cache
 
 
 def literal_ids(run, text: str) -> List[int]:

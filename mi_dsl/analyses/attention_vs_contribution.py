@@ -12,7 +12,7 @@ from typing import Literal
 
 from ..core.typed import MISSING, AnalysisParams, SelectorValue, param
 from ..errors import SpecMeaningError
-from ._attention import HEADS, PATTERN_HOOK, by_layer, capture_each, head_names
+from ._attention import HEADS, by_layer, capture_patterns, head_names
 from .base import Result, prompt_columns, prompt_hover, step
 from ._figures import distribution, scatter
 from .registry import analysis
@@ -51,12 +51,12 @@ class AttentionVsContribution:
             ctx.positions(params, field, slots)
         return step(ctx, params, f"attention {written['from']} -> {written['to']} "
                                  "and each head's output at the final position on the answer direction",
-                    hooks=("blocks.{L}.attn.hook_pattern", "blocks.{L}.attn.hook_z", "ln_final.hook_scale",
-                           "blocks.{L}.ln1_post.hook_scale?"),
-                    positions="all")
+                    hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale", "blocks.{L}.ln1_post.hook_scale?"),
+                    shares_final_pass=True)  # patterns: the run's pattern cache (_attention.capture_patterns)
 
     def cost(self, params, inputs):
-        """One forward of its prompts capturing the heads' patterns and outputs."""
+        """At most one forward of its prompts: the patterns come from the run's pattern cache when an
+        attention view captured them (or fill it), the outputs from the shared final-position pass."""
         from ..compile.cost import Cost
 
         return Cost(cells=inputs.heads_of(params) * inputs.pairs, forward_rows=inputs.pairs,
@@ -68,10 +68,10 @@ class AttentionVsContribution:
         prompts = [p.clean for p in run.pairs]
         queries = run.select_positions(params, "from_", prompts)
         keys = run.select_positions(params, "to", prompts)
-        kept = capture_each(run, [p.ids for p in prompts], _keep(run, heads), "ln_final.hook_scale",
-                            "capturing attention and head outputs")
-        x = _attention(kept, heads, queries, keys)
-        y = _contribution(run, kept, heads, params.direction)
+        patterns = capture_patterns(run, [p.ids for p in prompts], heads, "capturing attention")
+        final = run.capture_final(_final_hooks(run, heads))
+        x = _attention(patterns, queries, keys)
+        y = _contribution(run, final, heads, params.direction)
         names = head_names(heads)
         per_head = [{"head": n, "attention": x[:, j].tolist(), "contribution": y[:, j].tolist(),
                      "correlation": _correlation(x[:, j], y[:, j])} for j, n in enumerate(names)]
@@ -110,45 +110,39 @@ class AttentionVsContribution:
                 for h in d["heads"]] + [contributions]
 
 
-def _keep(run, heads):
-    keep = {PATTERN_HOOK.format(l): (lambda a, hs=tuple(hs): a[:, list(hs)]) for l, hs in by_layer(heads).items()}
-    for layer in by_layer(heads):
-        keep[f"blocks.{layer}.attn.hook_z"] = lambda a: a[:, -1]
-        if run.has_post_attn_norm():
-            keep[f"blocks.{layer}.ln1_post.hook_scale"] = lambda a: a[:, -1]
-    keep["ln_final.hook_scale"] = lambda a: a[:, -1]
-    return keep
+def _final_hooks(run, heads):
+    """The final-position captures of each head's output: z, the post-attention norm's scale where
+    the model has one, and the final norm's scale."""
+    names = [f"blocks.{layer}.attn.hook_z" for layer in by_layer(heads)]
+    if run.has_post_attn_norm():
+        names += [f"blocks.{layer}.ln1_post.hook_scale" for layer in by_layer(heads)]
+    return names + ["ln_final.hook_scale"]
 
 
-def _attention(kept, heads, queries, keys):
-    """[prompts, heads]: per prompt, mean over query rows of the attention summed over key columns."""
+def _attention(patterns, queries, keys):
+    """[prompts, heads]: per prompt, mean over query rows of the attention summed over key columns
+    (patterns: per prompt [heads, query, key])."""
     import torch
 
-    layers = by_layer(heads)
-    out = torch.empty(len(kept), len(heads))
-    for i, k in enumerate(kept):
-        for j, (layer, head) in enumerate(heads):
-            pattern = k[PATTERN_HOOK.format(layer)][layers[layer].index(head)]
-            out[i, j] = pattern[queries[i]][:, keys[i]].sum(-1).mean()
+    out = torch.empty(len(patterns), patterns[0].shape[0] if patterns else 0)
+    for i, pattern in enumerate(patterns):
+        out[i] = pattern[:, queries[i]][:, :, keys[i]].sum(-1).mean(-1)
     return out
 
 
-def _contribution(run, kept, heads, direction: str):
+def _contribution(run, final, heads, direction: str):
     """[prompts, heads]: each head's final-position output, scaled by the final norm, on the direction."""
     import torch
-
-    def stacked(name):
-        return torch.stack([k[name] for k in kept]).to(run.device)
 
     answers = run.answers().to(run.device)
     vector = run.unembed.set_directions(answers)  # a token set: its mean direction
     if direction == "logit_diff":
         vector = run.logit_diff_directions()
-    scale = stacked("ln_final.hook_scale")
-    out = torch.empty(len(kept), len(heads))
+    scale = final["ln_final.hook_scale"].to(run.device)
+    out = torch.empty(len(scale), len(heads))
     for layer, hs in by_layer(heads).items():
-        post = stacked(f"blocks.{layer}.ln1_post.hook_scale") if run.has_post_attn_norm() else None
-        outputs = run.head_outputs(stacked(f"blocks.{layer}.attn.hook_z"), layer, post)  # [N, H, d]
+        post = final[f"blocks.{layer}.ln1_post.hook_scale"].to(run.device) if run.has_post_attn_norm() else None
+        outputs = run.head_outputs(final[f"blocks.{layer}.attn.hook_z"].to(run.device), layer, post)  # [N, H, d]
         for head in hs:
             scaled = run.apply_final_ln(outputs[:, head], scale)
             out[:, heads.index((layer, head))] = (scaled * vector.to(scaled.dtype)).sum(-1).float().cpu()

@@ -569,3 +569,40 @@ def test_embedded_gemma_ablation_contribution_and_detection(tmp_path):
         assert scores.max() > 0.4, kind
         assert scores.max() > 5 * scores.median(), kind
     assert not re.search(r"https?://", (outcome.run_dir / "figures" / "head_detection__view.html").read_text())
+
+
+def test_attention_views_on_the_same_prompts_share_one_capture(run, monkeypatch):
+    """The run keeps every head's patterns of a prompt once captured (_attention's cache): a second
+    view, the prompt browser and attention_vs_contribution read them without a forward, with the
+    numbers a capture of their own gives (the cache off: a zero budget)."""
+    import mi_dsl.analyses._attention as attention
+    from mi_dsl.runtime.executor import Executor
+
+    analyses = """
+        - {kind: head_attribution, id: head_attr}
+        - {kind: attention, id: first, heads: [L1H2, L0H0], prompts: [0, 2]}
+        - {kind: attention, id: second, heads: ["L0H*"], prompts: [2]}
+        - {kind: attention_vs_contribution, id: avc, heads: [L1H0, L0H3], from: final, to: descriptor}
+    """
+    captures = []
+    real = Executor.capture
+
+    def counted(self, tokens, *args, **kwargs):
+        captures.append(kwargs.get("stop_after"))
+        return real(self, tokens, *args, **kwargs)
+
+    monkeypatch.setattr(Executor, "capture", counted)
+    cached, _ = run(analyses)
+    with_cache = len(captures)
+    monkeypatch.setattr(attention, "CACHE_BYTES", 0)
+    captures.clear()
+    alone, _ = run(analyses)
+    assert with_cache < len(captures)  # the cache saved forwards
+    for name in ("first", "second"):
+        for a, b in zip(cached["analyses"][name]["prompts"], alone["analyses"][name]["prompts"]):
+            torch.testing.assert_close(torch.tensor(a["patterns"]), torch.tensor(b["patterns"]), rtol=1e-5, atol=1e-6)
+        assert cached["analyses"][name]["browse"]["prompts"] == alone["analyses"][name]["browse"]["prompts"]
+    for a, b in zip(cached["analyses"]["avc"]["heads"], alone["analyses"]["avc"]["heads"]):
+        torch.testing.assert_close(torch.tensor(a["attention"]), torch.tensor(b["attention"]), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(a["contribution"]), torch.tensor(b["contribution"]),
+                                   rtol=1e-5, atol=1e-5)
