@@ -25,6 +25,7 @@ from .cache import cache_root as cache_root  # public: mi_dsl.models.cache_root
 from .cache import take_repairs
 from .environment import go_offline, quiet, torch_device, torch_dtype
 from .files import tokenizer_dir_for  # noqa: F401  (public: the tokenizer resolver uses it)
+from .gguf_reader import release as release_gguf_reader
 from .placement import device_placement, dispatch
 from .sources import source_of
 
@@ -69,6 +70,7 @@ def load_model(spec: ModelSpec, *, cache_root: Optional[Path] = None, progress: 
         tokenizer_dir = tokenizer_dir_for(spec, cache_root=root, progress=say)
         tokenizer = load_bridge_tokenizer(tokenizer_dir)
         weights = source.load(spec, root, dtype, say, tokenizer)
+        release_gguf_reader()  # the conversions are done: their shared metadata reader goes
         placement = device_placement(spec, weights.hf_model, dtype)
         if placement is None:
             hf_model = weights.hf_model.to(device).eval()

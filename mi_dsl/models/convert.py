@@ -33,9 +33,11 @@ def convert_gguf(gguf: Path, scratch: Path, say) -> None:
     """Write a transformers model directory for `gguf` into `scratch` (float32 safetensors)."""
     from .files import first_line
 
+    from .gguf_reader import shared
+
     say(f"converting {gguf.name} to float32 safetensors (once; about a minute on a CPU)")
     try:
-        with _gguf_bars_off():
+        with _gguf_bars_off(), shared():
             plan = _plan(gguf)
     except _NotStreamable:
         plan = None

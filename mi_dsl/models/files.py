@@ -145,9 +145,12 @@ def _gguf_tokenizer_dir(path: Path, root, say) -> str:
 def _convert_gguf_tokenizer(gguf: Path, scratch: Path, say) -> None:
     from transformers import AutoTokenizer
 
+    from .gguf_reader import shared
+
     say(f"reading the tokenizer of {gguf.name} (once)")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        with shared():  # the model's conversion, next, reads the same metadata
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except Exception as err:  # transformers raises many kinds for an unreadable GGUF
         raise RunError(f"cannot read the tokenizer of GGUF file '{gguf}': {first_line(err)}") from None
     tokenizer.save_pretrained(str(scratch))

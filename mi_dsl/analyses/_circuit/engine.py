@@ -284,14 +284,16 @@ class _Sparse:
     def __init__(self, complement: torch.Tensor, off: torch.Tensor):
         self.complement = complement
         self.delta = off.clone()                         # [B, S, F, d]: off - current once recorded
-        self.total = torch.zeros_like(off[:, :, 0])      # [B, S, d]: sum of the recorded deltas
+        # [B, S, d]: sum of the recorded deltas, at least float32 (a half-precision running sum would
+        # round at every node, where the matrix product it replaces accumulates in float32)
+        self.total = torch.zeros_like(off[:, :, 0], dtype=torch.promote_types(off.dtype, torch.float32))
         self.count = 0    # forward nodes recorded so far
         self.highest = -1  # the highest index recorded
 
     def recorded(self, index: slice, value: torch.Tensor) -> None:
         """value [B, S, n, d]: this run's outputs of forward nodes `index`."""
         self.delta[:, :, index] -= value
-        self.total += self.delta[:, :, index].sum(2)
+        self.total += self.delta[:, :, index].sum(2, dtype=self.total.dtype)
         self.count += index.stop - index.start
         self.highest = max(self.highest, index.stop - 1)
 
@@ -305,7 +307,7 @@ class _Sparse:
             return self.total.new_zeros(B, S, c.shape[1], d)
         if len(kept) < len(ablated) and self.count == n_up and self.highest == n_up - 1:
             total = self.total[:, :, None].expand(B, S, c.shape[1], d)
-            return total - (1 - c[kept]).T @ self.delta[:, :, kept] if len(kept) else total
+            return total - ((1 - c[kept]).T @ self.delta[:, :, kept]).to(total.dtype) if len(kept) else total
         return c[ablated].T @ self.delta[:, :, ablated]
 
 
