@@ -33,7 +33,7 @@ def convert_gguf(gguf: Path, scratch: Path, say) -> None:
     """Write a transformers model directory for `gguf` into `scratch` (float32 safetensors)."""
     from .files import first_line
 
-    from .gguf_reader import shared
+    from .gguf_reader import release, shared
 
     say(f"converting {gguf.name} to float32 safetensors (once; about a minute on a CPU)")
     try:
@@ -45,6 +45,8 @@ def convert_gguf(gguf: Path, scratch: Path, say) -> None:
         raise
     except Exception as err:  # transformers and gguf raise many kinds for an unsupported file
         raise RunError(f"cannot convert GGUF file '{gguf}': {first_line(err)}", hint=_HINT) from None
+    finally:
+        release()  # the plan holds its reader while it writes; nothing after this reads the metadata
     if plan is None:
         _convert_whole(gguf, scratch)
         return

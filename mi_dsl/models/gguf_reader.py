@@ -8,7 +8,8 @@ model's config, transformers' metadata parse and the tensor plan (convert.py). I
 the swap) returns the reader this process already built for that file, unchanged on disk
 (path, size and modification time). Readers are read-only memory maps, so sharing one
 changes nothing read through it. One reader is kept between conversions, so the model's
-conversion reuses the tokenizer's; `release()` drops it once the model is loaded.
+conversion reuses the tokenizer's; the model's conversion drops it when its plan is made
+(`release()`; load_model drops one a tokenizer conversion left when the model was cached).
 """
 from __future__ import annotations
 

@@ -121,12 +121,16 @@ def test_a_cold_start_reads_the_gguf_metadata_once(tmp_path, monkeypatch):
     convert.convert_gguf(file, tmp_path / "model", lambda message: None)
     assert len(built) == 1 and gguf.GGUFReader is reader  # one read; the swap put back
     assert (tmp_path / "tokenizer" / "tokenizer.json").is_file()
-    os.utime(file, ns=(time.time_ns(), time.time_ns() + 10**9))  # the file changed on disk
-    convert.convert_gguf(file, tmp_path / "again", lambda message: None)
+    convert.convert_gguf(file, tmp_path / "again", lambda message: None)  # the conversion let its reader go
     assert len(built) == 2
-    gguf_reader.release()
     assert convert.tensors_equal(tmp_path / "model" / "model.safetensors",
                                  tmp_path / "again" / "model.safetensors") == {}
+    with gguf_reader.shared():
+        first = gguf.GGUFReader(str(file))
+        assert gguf.GGUFReader(str(file)) is first
+        os.utime(file, ns=(time.time_ns(), time.time_ns() + 10**9))  # the file changed on disk
+        assert gguf.GGUFReader(str(file)) is not first
+    gguf_reader.release()
 
 
 # --------------------------------------------------------------------------- checksums
