@@ -79,7 +79,10 @@ def circuit_metrics(model: GraphModel, clean: torch.Tensor, corrupted: torch.Ten
 
 
 def _circuit_key(kept: torch.Tensor, neurons: Optional[torch.Tensor]) -> tuple:
-    return (kept.cpu().numpy().tobytes(), None if neurons is None else neurons.cpu().numpy().tobytes())
+    """Equal masks (shape, dtype and values) and only they share a key."""
+    def key(mask):
+        return None if mask is None else (str(mask.dtype), tuple(mask.shape), mask.cpu().numpy().tobytes())
+    return key(kept), key(neurons)
 
 
 def _distinct_metrics(model: GraphModel, clean, corrupted, circuits, neuron_masks, ablation, batch_size, mean):
