@@ -58,11 +58,14 @@ class Attention:
                     hooks=("blocks.{L}.attn.hook_pattern",), positions="all")
 
     def cost(self, params, inputs):
-        """One forward per prompt shown, stopped at the last selected head's layer."""
+        """At most one forward per prompt shown and, for dataset prompts, one per final pair (the prompt
+        browser); prompts an earlier analysis captured come from the run's pattern cache."""
         from ..compile.cost import Cost
 
         prompts = 1 if params.text is not None else len(params.prompts or (0,))
-        return Cost(cells=inputs.heads_of(params) * prompts, forward_rows=prompts, tokens_per_row=inputs.width)
+        browser = 0 if params.text is not None else inputs.pairs
+        return Cost(cells=inputs.heads_of(params) * prompts, forward_rows=prompts + browser,
+                    tokens_per_row=inputs.width)
 
     def compute(self, params: AttentionParams, run) -> Result:
         heads = run.select_heads(params)

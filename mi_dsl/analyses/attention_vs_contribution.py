@@ -60,7 +60,8 @@ class AttentionVsContribution:
         from ..compile.cost import Cost
 
         return Cost(cells=inputs.heads_of(params) * inputs.pairs, forward_rows=inputs.pairs,
-                    tokens_per_row=inputs.width)
+                    tokens_per_row=inputs.width, own_rows=inputs.pairs,
+                    note="patterns: one sweep unless an attention view kept them")
 
     def compute(self, params: AttentionVsContributionParams, run) -> Result:
         run.require_processing("attention_vs_contribution")

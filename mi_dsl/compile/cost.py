@@ -44,6 +44,7 @@ class Cost:
     backward_rows: int = 0          # rows whose forward keeps a graph for a backward
     block_fraction: float = 1.0     # average share of the blocks a forward runs (prefix reuse)
     note: str = ""
+    own_rows: int = 0               # of forward_rows, those a shared pass does not serve (its own sweeps)
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,8 @@ def plan_costs(prepared) -> Dict[str, Any]:
         shared = plan.pass_of(step.id)
         if shared is not None:  # one sweep of a shared pass serves all its analyses: counted once
             if shared.id in passes_seen:
-                cost = Cost(cost.cells, 0, cost.tokens_per_row, note=f"reads shared pass {shared.id}")
+                note = f"reads shared pass {shared.id}" + (f"; {cost.note}" if cost.own_rows and cost.note else "")
+                cost = Cost(cost.cells, cost.own_rows, cost.tokens_per_row, note=note)
             passes_seen.add(shared.id)
         rows.append(_row(step, cost, shape, kind.graph_bytes_per_row, budget_gb, rate, plan))
     seconds = sum(r.get("seconds", 0.0) for r in rows)

@@ -106,3 +106,20 @@ def test_a_run_records_its_rate_and_the_next_plan_uses_it(tmp_path, monkeypatch)
     run_spec(spec, progress=False, out_dir=str(tmp_path / "runs"), yes=True)
     after = plan_costs(prepare(spec))
     assert after["rate"].startswith("measured on this machine (cpu") and after["seconds"] != before["seconds"]
+
+
+def test_attention_costs_count_the_browser_and_the_pattern_sweep_outside_the_shared_pass(tmp_path):
+    """As upper bounds: an attention view on dataset prompts also captures every final pair for its
+    prompt browser, and attention_vs_contribution, though its head outputs come from the shared
+    final-position pass, may need one sweep of its own for the patterns."""
+    child = ioi_child(tmp_path, "  - {kind: head_attribution, id: head_attr}\n"
+                                "  - {kind: attention_vs_contribution, heads: [L0H0], from: final, to: final}\n"
+                                "  - {kind: attention, heads: [L0H0], prompts: [0, 1]}\n"
+                                "  - {kind: attention, id: literal, heads: [L0H0], text: \"a b c\"}\n")
+    prepared = prepare(child)
+    pairs = len(prepared.dataset.pairs)
+    rows = {row["kind"] + str(i): row for i, row in enumerate(plan_costs(prepared)["analyses"])}
+    assert rows["attention_vs_contribution1"]["forward_rows"] == pairs
+    assert "reads shared pass" in rows["attention_vs_contribution1"]["note"]
+    assert rows["attention2"]["forward_rows"] == 2 + pairs
+    assert rows["attention3"]["forward_rows"] == 1
