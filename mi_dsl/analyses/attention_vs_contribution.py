@@ -14,6 +14,7 @@ from ..core.typed import MISSING, AnalysisParams, SelectorValue, param
 from ..errors import SpecMeaningError
 from ._attention import HEADS, by_layer, capture_patterns, head_names
 from .base import Result, prompt_columns, prompt_hover, step
+from .head_attribution import capture_heads
 from ._figures import distribution, scatter
 from .registry import analysis
 
@@ -70,7 +71,7 @@ class AttentionVsContribution:
         queries = run.select_positions(params, "from_", prompts)
         keys = run.select_positions(params, "to", prompts)
         patterns = capture_patterns(run, [p.ids for p in prompts], heads, "capturing attention")
-        final = run.capture_final(_final_hooks(run, heads))
+        final = capture_heads(run)  # head attribution's captures: the shared final-position pass serves them
         x = _attention(patterns, queries, keys)
         y = _contribution(run, final, heads, params.direction)
         names = head_names(heads)
@@ -109,15 +110,6 @@ class AttentionVsContribution:
                                     f"attention {d['from']} -> {d['to']}",
                                     f"attention {d['from']} -> {d['to']}", f"output on the {what} direction"))
                 for h in d["heads"]] + [contributions]
-
-
-def _final_hooks(run, heads):
-    """The final-position captures of each head's output: z, the post-attention norm's scale where
-    the model has one, and the final norm's scale."""
-    names = [f"blocks.{layer}.attn.hook_z" for layer in by_layer(heads)]
-    if run.has_post_attn_norm():
-        names += [f"blocks.{layer}.ln1_post.hook_scale" for layer in by_layer(heads)]
-    return names + ["ln_final.hook_scale"]
 
 
 def _attention(patterns, queries, keys):
