@@ -87,6 +87,7 @@ def compute(params, run) -> Tuple[Dict[str, Any], Dict[str, List[Dict[str, Any]]
             out[method]["item_scores"] = _named(units.item_names(d_model), items[method].flatten())
     metrics = circuit_metrics(model, clean, corrupted, [circuits[m] for m in methods], ablation=setting.ablation,
                               batch_size=setting.batch, neuron_masks=[neurons[m] for m in methods])
+    measured = [(circuits[m], value) for m, value in zip(methods, metrics) if neurons[m] is None]  # curves reuse them
     names = graph.edge_names()
     for method, m in zip(methods, metrics):
         kept = circuits[method]
@@ -100,7 +101,6 @@ def compute(params, run) -> Tuple[Dict[str, Any], Dict[str, List[Dict[str, Any]]
                                                    for f, d in neurons[method].nonzero().tolist()]
         if params.curve:
             seed = params.seed if params.random_baseline and method == methods[0] else None
-            measured = [(circuits[m], metrics[i]) for i, m in enumerate(methods) if neurons[m] is None]
             out[method]["curve"] = setting.curve(model, clean, corrupted, items[method], base, seed, measured)
     data: Dict[str, Any] = {
         "graph": dict(graph.describe(), d_model=d_model, edge_order=EDGE_ORDER),
