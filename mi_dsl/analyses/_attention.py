@@ -106,9 +106,12 @@ def _cached_patterns(run, prompts: Sequence[Sequence[int]], what: str) -> Option
         return None
     cache = shared.setdefault(_CACHE_KEY, {})
     missing = list(dict.fromkeys(tuple(ids) for ids in prompts if tuple(ids) not in cache))
-    n_layers, n_heads = run.cfg.n_layers, run.cfg.n_heads
-    held = sum(4 * n_layers * n_heads * len(ids) ** 2 for ids in cache)
-    if held + sum(4 * n_layers * n_heads * len(ids) ** 2 for ids in missing) > CACHE_BYTES:
+    n_layers = run.cfg.n_layers
+
+    def size(ids) -> int:  # float32 bytes of one prompt's patterns, every head of every layer
+        return 4 * n_layers * run.cfg.n_heads * len(ids) ** 2
+
+    if sum(map(size, cache)) + sum(map(size, missing)) > CACHE_BYTES:
         return None
     if missing:
         keep = {PATTERN_HOOK.format(l): (lambda a: a) for l in range(n_layers)}
