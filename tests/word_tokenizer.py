@@ -1,8 +1,8 @@
 """A tokenizer built inside the test run, so runtime tests need no downloaded file.
 
 Byte-level pre-tokenization (GPT-2/Pythia style: a leading space belongs to the word)
-over a word-level vocabulary of every word the test files and shipped specs use, so most
-words are one token; the words in SPLIT come out in the pieces given there (as Pythia
+over a word-level vocabulary of every word the shipped specs and the tests' strings use, so
+most words are one token; the words in SPLIT come out in the pieces given there (as Pythia
 splits them), so multi-token slots are tested too. Unknown words are "<unk>". "<|endoftext|>" is BOS
 and EOS. Tests whose point is the seed's own numbers use the real Pythia tokenizer.
 
@@ -10,6 +10,7 @@ Ids are stable (LISTED, SIZE): editing a test's text does not change the random 
 """
 from __future__ import annotations
 
+import ast
 import os
 import re
 import tempfile
@@ -36,18 +37,34 @@ SIZE = 8192
 
 
 def _words() -> list:
-    """The listed words, then any word the test files and specs use that the list lacks."""
+    """The listed words, then any word the tests' strings and the specs use that the list lacks."""
     listed = LISTED.read_text().split()
     known = set(listed)
     return listed + [w for w in _found_words() if w not in known]
 
 
 def _found_words() -> list:
-    text = "".join(p.read_text() for p in [*ROOT.glob("tests/**/*.py"), *ROOT.glob("specs/*.yaml")])
+    """Every word of the shipped specs and of the test files' string literals (prompts, spec texts,
+    vocabularies). Names, comments and docstrings are left out: no prompt reads them, and each new
+    word of theirs took two of the few free ids. (The list holds every word the whole test files
+    used until then, so no id moved when this narrowed.)"""
+    text = "\n".join([*(p.read_text() for p in ROOT.glob("specs/*.yaml")),
+                      *(" ".join(_strings(p)) for p in ROOT.glob("tests/**/*.py"))])
     words = set(re.findall(r"[A-Za-z]+|[0-9]", text))
     words |= {w.lower() for w in words}  # `lower(noun)` in a template makes words no file spells
     punctuation = set(".,:;!?'\"-()[]{}")
     return sorted(words | punctuation)
+
+
+def _strings(path: Path) -> list:
+    """The string constants of a Python file (f-strings' literal parts too), its docstrings left out."""
+    tree = ast.parse(path.read_text())
+    documented = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, documented) and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
 
 
 @lru_cache(maxsize=1)
