@@ -23,7 +23,7 @@ from .model_spec import ModelSpec
 from .boot import boot_bridge, dimensions, enable_compatibility, load_bridge_tokenizer
 from .cache import cache_root as cache_root  # public: mi_dsl.models.cache_root
 from .cache import take_repairs
-from .environment import go_offline, quiet, torch_device, torch_dtype
+from .environment import collector_paused, go_offline, quiet, torch_device, torch_dtype
 from .files import tokenizer_dir_for  # noqa: F401  (public: the tokenizer resolver uses it)
 from .gguf_reader import release as release_gguf_reader
 from .placement import device_placement, dispatch
@@ -59,6 +59,11 @@ def load_model(spec: ModelSpec, *, cache_root: Optional[Path] = None, progress: 
     `progress`, when given, is called with a short line before each slow step.
     Faults the user can fix raise RunError or FileAccessError; nothing else is expected.
     """
+    with collector_paused():
+        return _load_model(spec, cache_root, progress)
+
+
+def _load_model(spec: ModelSpec, cache_root: Optional[Path], progress: Progress) -> LoadedModel:
     started = time.perf_counter()
     say = progress or (lambda message: None)
     root = Path(cache_root) if cache_root is not None else None

@@ -52,9 +52,12 @@ def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, s
             progress: bool = True, threads: Optional[int] = None) -> RunLog:
     """Run the plan: model, dataset step, analyses. Returns the frozen run log."""
     started = time.perf_counter() if started is None else started
+    from ..models.environment import collector_paused_until_loaded
+
     run = Session.of(prepared, progress, threads=threads)
-    with run.library_warnings():
+    with run.library_warnings(), collector_paused_until_loaded() as loaded:
         run.open(started)
+        loaded()
         store = StepStore(store_dir or runs_root_of(prepared.spec) / prepared.spec.name / ".store",
                           enabled=not fresh)
         try:
@@ -136,6 +139,12 @@ class Session:
 
     def open(self, started: Optional[float] = None) -> None:
         """Set torch's threads, load the model, check its tokenizer, make the executor and unembedding."""
+        from ..models.environment import collector_paused
+
+        with collector_paused():  # the imports and the load build objects that live for the run
+            self._open(started)
+
+    def _open(self, started: Optional[float]) -> None:
         import torch
 
         from .executor import Executor
