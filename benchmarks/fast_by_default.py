@@ -83,7 +83,7 @@ def bare_seconds(prompts, threads: int, batch: int = 64) -> dict:
     from transformers import AutoModelForCausalLM
 
     from mi_dsl.models import cache
-    from mi_dsl.models.files import embedded_package
+    from mi_dsl.models.embedded import embedded_package
 
     folder = cache.entry(None, "models", cache.digest("embedded", embedded_package().EXPECTED_SHA256))
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
@@ -190,17 +190,23 @@ def item_cold(out: dict, quick: bool) -> None:
         out["cold"]["concurrent"] = runs
 
 
+# As a run (runtime/run.py execute) does it: the front end, then the model's load with the collector
+# paused until it is ready, then the first forward.
 START = r"""
 import json, sys, time
-import torch
 from mi_dsl.compile import prepare
+from mi_dsl.models.environment import collector_paused_until_loaded
 from mi_dsl.runtime.run import Session
 p = prepare("specs/tutorial.yaml", [], [])
 s = Session.of(p, progress=False)
-s.open()
-with torch.no_grad():
-    s.executor.capture(torch.tensor([p.dataset.pairs[0].clean.ids]), {}, stop_after="unembed.hook_in")
-print(json.dumps({"at": time.time(), "model_load": s.timings["model_load"], "threads": s.thread_choice}))
+with collector_paused_until_loaded() as loaded:
+    s.open()
+    loaded()
+    import torch
+    with torch.no_grad():
+        s.executor.capture(torch.tensor([p.dataset.pairs[0].clean.ids]), {}, stop_after="unembed.hook_in")
+    at = time.time()
+print(json.dumps({"at": at, "model_load": s.timings["model_load"], "threads": s.thread_choice}))
 """
 
 
