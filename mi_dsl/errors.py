@@ -151,3 +151,9 @@ class SpecWarning:
 
     def __str__(self) -> str:
         return self.format()
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of a library's exception (its message without the stack of detail after it)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -34,9 +34,11 @@ def run_spec(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str
     """`limits`: bounds raised from the command line (mi_dsl/limits.py); `yes`: start even when the
     estimate passes the spec's run.max_cost (compile/cost.py)."""
     from .compile import prepare
+    from .models.gguf_job import model_too
 
     started = time.perf_counter()
-    prepared = prepare(spec_path, list(overrides), list(allow_paths), limits=limits)
+    with model_too():  # the run loads the model next: a GGUF's conversion makes both at once
+        prepared = prepare(spec_path, list(overrides), list(allow_paths), limits=limits)
     return run_prepared(prepared, started=started, fresh=fresh, out_dir=out_dir, progress=progress, threads=threads,
                         yes=yes)
 

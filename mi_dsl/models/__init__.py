@@ -25,6 +25,7 @@ from .cache import cache_root as cache_root  # public: mi_dsl.models.cache_root
 from .cache import take_repairs
 from .environment import collector_paused, go_offline, quiet, torch_device, torch_dtype
 from .files import tokenizer_dir_for  # noqa: F401  (public: the tokenizer resolver uses it)
+from .gguf_job import model_too
 from .gguf_reader import release as release_gguf_reader
 from .placement import device_placement, dispatch
 from .sources import source_of
@@ -72,7 +73,8 @@ def _load_model(spec: ModelSpec, cache_root: Optional[Path], progress: Progress)
     source.preflight(spec)
     with quiet():
         device, dtype = torch_device(spec.device), torch_dtype(spec.dtype)
-        tokenizer_dir = tokenizer_dir_for(spec, cache_root=root, progress=say)
+        with model_too():  # a GGUF tokenizer's conversion makes the model's entry in the same read
+            tokenizer_dir = tokenizer_dir_for(spec, cache_root=root, progress=say)
         tokenizer = load_bridge_tokenizer(tokenizer_dir)
         weights = source.load(spec, root, dtype, say, tokenizer)
         release_gguf_reader()  # the conversions are done: their shared metadata reader goes

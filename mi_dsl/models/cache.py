@@ -84,6 +84,22 @@ def take_repairs() -> List[str]:
     return found
 
 
+_built: List[str] = []
+
+
+def note_built(final: Path) -> None:
+    """Entry `final` was built by this run (in a child process, say): the next `take_built` says so."""
+    _built.append(str(final))
+
+
+def take_built(final: Path) -> bool:
+    """Whether this run built entry `final` since it was last asked (once: a later load reads a cache)."""
+    if str(final) not in _built:
+        return False
+    _built.remove(str(final))
+    return True
+
+
 Say = Callable[[str], None]
 
 

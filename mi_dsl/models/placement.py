@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional
 
 from ..errors import RunError
 from .model_spec import ModelSpec
-from .files import first_line
+from ..errors import first_line
 
 
 def device_placement(spec: ModelSpec, hf_model, dtype) -> Optional[Dict[str, Any]]:

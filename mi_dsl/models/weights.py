@@ -11,9 +11,11 @@ from ..errors import FileAccessError, RunError
 from .model_spec import EMBEDDED_MODELS, ModelSpec
 from . import cache
 from .environment import in_hub_cache, online
-from .convert import convert_gguf
-from .files import (required_name, assembled_embedded, embedded_name, embedded_package, existing_dir,
-                    existing_file, first_line, smollm2_file)
+from ..errors import first_line
+from .embedded import embedded_name, embedded_package, smollm2_file
+from .files import (required_name, embedded_model_entry, existing_dir, existing_file, gguf_model_entry,
+                    smollm2_model_entry)
+from .gguf_job import Job, run as convert_in_job
 
 
 EMBEDDED_NAME = EMBEDDED_MODELS["gemma-3-270m"].hub_name
@@ -65,39 +67,40 @@ def load_embedded(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     if embedded_name(spec) == "smollm2-135m":
         return _embedded_smollm2(root, dtype, say)
     package = embedded_package()
-    key = cache.digest("embedded", package.EXPECTED_SHA256)
-    model_dir = cache.entry(root, "models", key)
-
-    def build(scratch):
-        with assembled_embedded(package, say) as gguf:
-            convert_gguf(gguf, scratch, say)
-    cached = cache.ensure(model_dir, build, say)
+    model_dir = embedded_model_entry(root, package)
+    cached = _converted(model_dir, None, say)
     info = {"id": f"embedded:{package.MODEL_NAME}", "source": "embedded", "name": EMBEDDED_NAME,
             "path": package.MODEL_NAME, "weights": str(model_dir)}
-    return Weights(from_dir(model_dir, dtype), EMBEDDED_NAME, info, cached, key)
+    return Weights(from_dir(model_dir, dtype), EMBEDDED_NAME, info, cached, model_dir.name)
+
+
+def _converted(model_dir, gguf, say) -> bool:
+    """Make the model entry of a GGUF (None: the embedded Gemma) exist; True when it was cached
+    before this run (a tokenizer's conversion earlier in this run may have made it: gguf_job.py)."""
+    made_here = not cache.ensure(model_dir, lambda scratch: convert_in_job(
+        Job(str(gguf) if gguf is not None else None, model_scratch=str(scratch)), say), say)
+    return not (made_here or cache.take_built(model_dir))
 
 
 def _embedded_smollm2(root, dtype, say) -> Weights:
     path = smollm2_file()
-    key = cache.digest("embedded-smollm2", cache.file_fingerprint(path))
-    model_dir = cache.entry(root, "models", key)
-    cached = cache.ensure(model_dir, lambda scratch: convert_gguf(path, scratch, say), say)
+    model_dir = smollm2_model_entry(root, path)
+    cached = _converted(model_dir, path, say)
     info = {"id": "embedded:smollm2-135m", "source": "embedded", "name": SMOLLM2_NAME,
             "path": path.name, "weights": str(model_dir)}
-    return Weights(from_dir(model_dir, dtype), SMOLLM2_NAME, info, cached, key)
+    return Weights(from_dir(model_dir, dtype), SMOLLM2_NAME, info, cached, model_dir.name)
 
 
 def load_gguf(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     path = existing_file(spec.path, "GGUF file")
-    key = cache.digest("gguf", cache.file_fingerprint(path))
-    model_dir = cache.entry(root, "models", key)
-    cached = cache.ensure(model_dir, lambda scratch: convert_gguf(path, scratch, say), say)
+    model_dir = gguf_model_entry(root, path)
+    cached = _converted(model_dir, path, say)
     hf_model = from_dir(model_dir, dtype)
     model_type = hf_model.config.model_type
     name = spec.name or GGUF_HUB_NAMES.get(model_type) or f"gguf/{path.stem}"
     info = {"id": f"gguf:{path}", "source": "gguf", "path": str(path), "name": name,
             "weights": str(model_dir)}
-    return Weights(hf_model, name, info, cached, key)
+    return Weights(hf_model, name, info, cached, model_dir.name)
 
 
 def load_local(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:

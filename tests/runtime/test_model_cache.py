@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mi_dsl.models import cache, integrity
+from mi_dsl.models import cache, convert, integrity
 from mi_dsl.spec.model import ModelSpec
 from tests.runtime.test_models import logits_of, write_tiny_gemma3_gguf
 
@@ -104,7 +104,7 @@ def test_a_cold_start_reads_the_gguf_metadata_once(tmp_path, monkeypatch):
     and convert the same bytes; a file that changes on disk is read again."""
     import gguf
 
-    from mi_dsl.models import convert, files, gguf_reader
+    from mi_dsl.models import gguf_reader
 
     file = quantised_gguf(tmp_path / "q.gguf")
     built, original = [], gguf.GGUFReader
@@ -117,7 +117,7 @@ def test_a_cold_start_reads_the_gguf_metadata_once(tmp_path, monkeypatch):
     gguf_reader.release()
     for name in ("tokenizer", "model", "again"):
         (tmp_path / name).mkdir()
-    files._convert_gguf_tokenizer(file, tmp_path / "tokenizer", lambda message: None)
+    convert.convert_gguf_tokenizer(file, tmp_path / "tokenizer", lambda message: None)
     convert.convert_gguf(file, tmp_path / "model", lambda message: None)
     assert len(built) == 1 and gguf.GGUFReader is reader  # one read; the swap put back
     assert (tmp_path / "tokenizer" / "tokenizer.json").is_file()
@@ -131,6 +131,75 @@ def test_a_cold_start_reads_the_gguf_metadata_once(tmp_path, monkeypatch):
         os.utime(file, ns=(time.time_ns(), time.time_ns() + 10**9))  # the file changed on disk
         assert gguf.GGUFReader(str(file)) is not first
     gguf_reader.release()
+
+
+FRONT_END = """
+import json, sys
+from mi_dsl.models import gguf_job, tokenizer_dir_for
+from mi_dsl.spec.model import ModelSpec
+said = []
+with gguf_job.model_too():
+    found = tokenizer_dir_for(ModelSpec(source="gguf", path=sys.argv[1]), cache_root=sys.argv[2], progress=said.append)
+print(json.dumps({"dir": found, "said": said, "heavy": sorted({"torch", "transformers", "gguf"} & set(sys.modules))}))
+"""
+
+
+def test_a_cold_gguf_converts_in_one_child_process_and_writes_what_this_process_writes(tmp_path, monkeypatch):
+    """gguf_job.py: the tokenizer and, when a run wants it, the model are converted in one child
+    process (the memory a conversion leaves behind goes with it); the front end imports no
+    torch for it, the child's progress reaches the caller, and the files are the ones an
+    in-process conversion writes."""
+    from mi_dsl.models import cache, gguf_job, load_model
+
+    file = quantised_gguf(tmp_path / "q.gguf")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env.pop(gguf_job.IN_PROCESS_ENV, None)
+    done = subprocess.run([sys.executable, "-c", FRONT_END, str(file), str(tmp_path / "child")], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["heavy"] == []  # neither torch nor transformers nor gguf in the calling process
+    assert any("reading the tokenizer" in line for line in out["said"])
+    assert any("q.gguf to float" in line for line in out["said"])
+    models = [p for p in (tmp_path / "child" / f"v{cache.FORMAT}" / "models").iterdir() if p.is_dir()]
+    assert len(models) == 1 and cache.ready(models[0])  # the model's entry came with the tokenizer
+
+    monkeypatch.setenv(gguf_job.IN_PROCESS_ENV, "1")
+    spec = ModelSpec(source="gguf", path=str(file), device="cpu")
+    here = load_model(spec, cache_root=tmp_path / "here")
+    assert here.info["cached"] is False
+    tokenizers = [Path(out["dir"]), Path(here.tokenizer_dir)]
+    assert (tokenizers[0] / "tokenizer.json").read_bytes() == (tokenizers[1] / "tokenizer.json").read_bytes()
+    assert convert.tensors_equal(models[0] / "model.safetensors",
+                                 Path(here.info["weights"]) / "model.safetensors") == {}
+
+    assert load_model(spec, cache_root=tmp_path / "child").info["cached"] is True  # made by another process
+
+    monkeypatch.delenv(gguf_job.IN_PROCESS_ENV)
+    said = []
+    first = load_model(spec, cache_root=tmp_path / "third", progress=said.append)
+    assert first.info["cached"] is False  # made by this run's child, with the tokenizer
+    assert sum("q.gguf to float" in line for line in said) == 1
+    assert load_model(spec, cache_root=tmp_path / "third").info["cached"] is True
+
+
+@pytest.mark.parametrize("in_process", [False, True])
+def test_a_broken_gguf_gives_the_same_error_from_the_child(tmp_path, monkeypatch, in_process):
+    from mi_dsl.errors import RunError
+    from mi_dsl.models import load_model
+
+    from mi_dsl.models.gguf_job import IN_PROCESS_ENV
+
+    if in_process:
+        monkeypatch.setenv(IN_PROCESS_ENV, "1")
+    else:
+        monkeypatch.delenv(IN_PROCESS_ENV, raising=False)
+    file = tmp_path / "broken.gguf"
+    file.write_bytes(b"GGUF" + bytes(range(256)) * 8)
+    with pytest.raises(RunError) as caught:
+        load_model(ModelSpec(source="gguf", path=str(file), device="cpu"), cache_root=tmp_path / "cache")
+    assert caught.value.message.startswith(f"cannot read the tokenizer of GGUF file '{file}': ")
+    assert "Traceback" not in caught.value.format()
 
 
 # --------------------------------------------------------------------------- checksums
@@ -328,14 +397,9 @@ def test_a_first_processing_serves_the_weights_it_wrote(tmp_path):
 CONCURRENT = """
 import sys, time
 from pathlib import Path
-from mi_dsl.models import load_model, weights
+from mi_dsl.models import load_model
 from mi_dsl.spec.model import ModelSpec
 
-convert = weights.convert_gguf
-def slow(gguf, scratch, say):  # long enough that the two loads overlap
-    time.sleep(3)
-    convert(gguf, scratch, say)
-weights.convert_gguf = slow
 start = Path(sys.argv[3])
 Path(sys.argv[4]).write_text("")  # imported: ready to start
 while not start.exists():
@@ -364,5 +428,8 @@ def test_two_concurrent_cold_loads_convert_once(tmp_path):
     go.write_text("")  # both start loading at once
     outputs = [run.communicate(timeout=300) for run in runs]
     assert all(run.returncode == 0 for run in runs), outputs
-    lines = sorted(out.strip().splitlines()[-1] for out, _ in outputs)
-    assert lines == ["converted processed no-wait", "reused read-processed waited"], outputs
+    lines = sorted(out.strip().splitlines()[-1].split() for out, _ in outputs)
+    # one converts (in its child) while the other waits; either may then process the weights first
+    assert [line[0] for line in lines] == ["converted", "reused"], outputs
+    assert sorted(line[1] for line in lines) == ["processed", "read-processed"], outputs
+    assert [line[2] for line in lines] == ["no-wait", "waited"], outputs
