@@ -165,8 +165,12 @@ def _compare_on_their_pairs(params, run, grid, effects, other: str):
         theirs = mine[:exact.data["prompts"]] if exact.data.get("prompts") == len(mine) else None
     column = {pair: i for i, pair in enumerate(mine)}
     missing = [] if theirs is None else [p for p in theirs if p not in column]
-    if theirs is None or missing:
-        raise RunError(f"'{other}' patched pairs this attribution did not run on ({len(missing or theirs)} of "
+    if theirs is None:  # a result made outside a run (no pair envelope) on another number of pairs
+        raise RunError(f"'{other}' does not record which pairs it patched ({exact.data.get('prompts')} prompts, "
+                       f"this attribution {len(mine)}), so the two cannot be compared on the same prompts", where,
+                       hint="run both in one spec, or give them the same pairs")
+    if missing:
+        raise RunError(f"'{other}' patched pairs this attribution did not run on ({len(missing)} of "
                        f"them), so the two cannot be compared on the same prompts", where,
                        hint="give this analysis at least the exact run's max_pairs (or none)")
     chosen = [column[p] for p in theirs]

@@ -59,6 +59,22 @@ def test_attribution_on_fewer_pairs_than_the_exact_run_is_refused(tmp_path):
     assert info.value.location.path == "analyses[2].compare_with"
 
 
+def test_an_exact_result_without_its_pairs_on_other_pairs_is_refused(compared):
+    """A result computed by hand (no pair envelope) on fewer pairs: the refusal once raised a
+    TypeError (len(None)) instead of saying why."""
+    import dataclasses
+
+    from tests.analyses.test_patching import compute as compute_on
+
+    small = dataclasses.replace(compared, pairs=compared.pairs[:2], results={})
+    exact = compute_on(small, target="z", id="exact")
+    assert exact.pairs is None and exact.data["prompts"] == 2
+    whole = dataclasses.replace(compared, results={"exact": exact})
+    with pytest.raises(MiError) as info:
+        compute_on(whole, "attribution_patching", target="z", compare_with="exact")
+    assert "does not record which pairs" in str(info.value) and "cannot be compared" in str(info.value)
+
+
 def test_compare_with_checks_the_direction(tmp_path):
     from mi_dsl.compile import prepare
     from tests.analyses.test_patching import write_spec
