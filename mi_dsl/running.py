@@ -35,9 +35,11 @@ def run_spec(spec_path, overrides: Sequence[str] = (), allow_paths: Sequence[str
     estimate passes the spec's run.max_cost (compile/cost.py)."""
     from .compile import prepare
     from .models.gguf_job import model_too
+    from .runtime.run import progress_printer
 
     started = time.perf_counter()
-    with model_too():  # the run loads the model next: a GGUF's conversion makes both at once
+    # The run loads the model next: a GGUF's conversion makes both at once, and says so.
+    with model_too(progress_printer(progress)):
         prepared = prepare(spec_path, list(overrides), list(allow_paths), limits=limits)
     return run_prepared(prepared, started=started, fresh=fresh, out_dir=out_dir, progress=progress, threads=threads,
                         yes=yes)

@@ -64,13 +64,14 @@ def gguf_model_entry(root, path: Path) -> Path:
     return cache.entry(root, "models", cache.digest("gguf", cache.file_fingerprint(path)))
 
 
-def _embedded_tokenizer_dir(root, say) -> str:
+def _embedded_tokenizer_dir(root, say, with_model: bool) -> str:
+    """`with_model`: the spec loads the embedded model (a random gemma3 borrows only its tokenizer)."""
     from .gguf_job import run, tokenizer_job
 
     package = embedded_package()
     final = cache.entry(root, "tokenizers", cache.digest("embedded", package.EXPECTED_SHA256))
-    cache.ensure(final, lambda scratch: run(tokenizer_job(None, scratch, embedded_model_entry(root, package)), say),
-                 say)
+    model_entry = embedded_model_entry(root, package) if with_model else None
+    cache.ensure(final, lambda scratch: run(tokenizer_job(None, scratch, model_entry), say), say)
     return str(final)
 
 
@@ -174,15 +175,17 @@ def tokenizer_dir_for(spec: ModelSpec, *, cache_root: Optional[Path] = None,
     which imports torch. A random gemma3 model without `tokenizer` uses the embedded
     Gemma tokenizer.
     """
+    from .gguf_job import with_run_progress
+
     root = Path(cache_root) if cache_root is not None else None
-    say = progress or (lambda message: None)
+    say = with_run_progress(progress or (lambda message: None))  # a run's front end passes none
     ref = spec.tokenizer
     if ref is None:
         if spec.source == "embedded" and embedded_name(spec) == "smollm2-135m":
             file = smollm2_file()
             return _gguf_tokenizer_dir(file, root, say, smollm2_model_entry(root, file))
         if spec.source == "embedded" or (spec.source == "random" and spec.architecture == "gemma3"):
-            return _embedded_tokenizer_dir(root, say)
+            return _embedded_tokenizer_dir(root, say, with_model=spec.source == "embedded")
         if spec.source == "gguf":
             file = existing_file(spec.path, "GGUF file")
             return _gguf_tokenizer_dir(file, root, say, gguf_model_entry(root, file))

@@ -46,26 +46,41 @@ class Job:
     model_entry: Optional[str] = None        # make this model cache entry, under its own lock
 
 
-_model_too: ContextVar[bool] = ContextVar("mi_dsl_model_too", default=False)
+# Set while a run prepares: its value is where the run's progress lines go.
+_model_too: ContextVar[Optional[Say]] = ContextVar("mi_dsl_model_too", default=None)
 
 
 @contextmanager
-def model_too() -> Iterator[None]:
+def model_too(progress: Optional[Say] = None) -> Iterator[None]:
     """While open, a tokenizer converted from a GGUF brings the model's entry with it (the same
     job, one read of the metadata): a run, which loads the model next, opens it; `validate` and
-    `plan`, which need the tokenizer only, do not."""
-    token = _model_too.set(True)
+    `plan`, which need the tokenizer only, do not. `progress` also hears the jobs' progress (the
+    front end that resolves the tokenizer has no progress lines of its own)."""
+    token = _model_too.set(progress or (lambda message: None))
     try:
         yield
     finally:
         _model_too.reset(token)
 
 
-def tokenizer_job(gguf: Optional[Path], scratch: Path, model_entry: Path) -> Job:
-    """The job that converts a GGUF's tokenizer into `scratch`, and its model too when a run wants it."""
+def with_run_progress(say: Say) -> Say:
+    """`say`, and the progress of the run that is preparing (model_too), when there is one."""
+    also = _model_too.get()
+    if also is None or also is say:
+        return say
+
+    def both(message: str) -> None:
+        say(message)
+        also(message)
+    return both
+
+
+def tokenizer_job(gguf: Optional[Path], scratch: Path, model_entry: Optional[Path]) -> Job:
+    """The job that converts a GGUF's tokenizer into `scratch`, and its model (`model_entry`; None:
+    the spec loads another model) too when a run wants it."""
     from . import cache
 
-    wanted = _model_too.get() and not cache.ready(model_entry)
+    wanted = model_entry is not None and _model_too.get() is not None and not cache.ready(model_entry)
     return Job(str(gguf) if gguf is not None else None, tokenizer_scratch=str(scratch),
                model_entry=str(model_entry) if wanted else None)
 

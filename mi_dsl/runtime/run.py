@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from ..dataset.build import PromptPair
 
 
-def _say(progress: bool) -> Callable[[str], None]:
+def progress_printer(progress: bool) -> Callable[[str], None]:
+    """Progress lines as `[mi-run] ...` on stderr (none when `progress` is False)."""
     def say(message: str) -> None:
         if progress:
             print(f"[mi-run] {message}", file=sys.stderr, flush=True)
@@ -105,7 +106,7 @@ class Session:
         self.thread_choice: Dict[str, object] = {}
         self.shared: Dict[Any, Dict[str, torch.Tensor]] = {}
         self.pass_forwards: Dict[str, int] = {}
-        self.say, self.progress = say or _say(progress), progress
+        self.say, self.progress = say or progress_printer(progress), progress
         self.timings: Dict[str, float] = {}
         self.load_warnings: List[SpecWarning] = []  # the model loader's (a rebuilt cache entry)
         self.results: Dict[str, Any] = {}     # analysis id -> Result

@@ -138,8 +138,8 @@ import json, sys
 from mi_dsl.models import gguf_job, tokenizer_dir_for
 from mi_dsl.spec.model import ModelSpec
 said = []
-with gguf_job.model_too():
-    found = tokenizer_dir_for(ModelSpec(source="gguf", path=sys.argv[1]), cache_root=sys.argv[2], progress=said.append)
+with gguf_job.model_too(said.append):  # as a run prepares: the front end passes no progress of its own
+    found = tokenizer_dir_for(ModelSpec(source="gguf", path=sys.argv[1]), cache_root=sys.argv[2])
 print(json.dumps({"dir": found, "said": said, "heavy": sorted({"torch", "transformers", "gguf"} & set(sys.modules))}))
 """
 
@@ -181,6 +181,20 @@ def test_a_cold_gguf_converts_in_one_child_process_and_writes_what_this_process_
     assert first.info["cached"] is False  # made by this run's child, with the tokenizer
     assert sum("q.gguf to float" in line for line in said) == 1
     assert load_model(spec, cache_root=tmp_path / "third").info["cached"] is True
+
+
+@pytest.mark.slow
+def test_a_random_gemma_converts_the_embedded_tokenizer_without_the_embedded_model(tmp_path):
+    """A random gemma3 borrows the embedded tokenizer only: its first load must not convert the
+    embedded model too (1 GB) as a run of the embedded model does."""
+    from mi_dsl.models import load_model
+    from tests.runtime.test_models import tiny
+
+    said = []
+    load_model(tiny("gemma3"), cache_root=tmp_path, progress=said.append)
+    assert any("reading the tokenizer" in line for line in said)
+    assert not any(" to float" in line for line in said)
+    assert not [p for p in (tmp_path / f"v{cache.FORMAT}" / "models").glob("*") if p.is_dir()]
 
 
 @pytest.mark.parametrize("in_process", [False, True])
