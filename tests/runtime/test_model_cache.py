@@ -447,3 +447,25 @@ def test_two_concurrent_cold_loads_convert_once(tmp_path):
     assert [line[0] for line in lines] == ["converted", "reused"], outputs
     assert sorted(line[1] for line in lines) == ["processed", "read-processed"], outputs
     assert [line[2] for line in lines] == ["no-wait", "waited"], outputs
+
+
+def test_a_run_prints_what_its_front_end_conversion_does(monkeypatch, capsys):
+    """The GGUF job of a run's front end (the tokenizer's, and the model's with it) has no progress
+    lines of its own: run_spec lends it the run's, so a cold run is not silent while it converts."""
+    import mi_dsl.compile as compile_stage
+    from mi_dsl import running
+    from mi_dsl.models import gguf_job
+
+    class Stop(Exception):
+        pass
+
+    def prepare(*args, **kwargs):
+        gguf_job.with_run_progress(lambda message: None)("reading the tokenizer of q.gguf")
+        raise Stop
+    monkeypatch.setattr(compile_stage, "prepare", prepare)
+    with pytest.raises(Stop):
+        running.run_spec("spec.yaml", progress=True)
+    assert "[mi-run] reading the tokenizer of q.gguf" in capsys.readouterr().err
+    with pytest.raises(Stop):
+        running.run_spec("spec.yaml", progress=False)
+    assert "reading" not in capsys.readouterr().err
