@@ -195,11 +195,11 @@ def item_cold(out: dict, quick: bool) -> None:
 START = r"""
 import json, sys, time
 from mi_dsl.compile import prepare
-from mi_dsl.models.environment import collector_paused_until_loaded
+from mi_dsl.models.environment import collector_paused
 from mi_dsl.runtime.run import Session
 p = prepare("specs/tutorial.yaml", [], [])
 s = Session.of(p, progress=False)
-with collector_paused_until_loaded() as loaded:
+with collector_paused() as loaded:
     s.open()
     loaded()
     import torch

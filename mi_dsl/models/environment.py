@@ -65,32 +65,19 @@ def torch_dtype(name: str):
 
 
 @contextmanager
-def collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[Callable[[], None]]:
     """Python's cyclic garbage collector off for the block (and on again after, if it was on).
 
     A model load imports torch, transformers and TransformerLens and builds the model: hundreds
     of thousands of long-lived objects, whose growth made the collector run a full pass over all
     of them seven times during a warm start of the embedded Gemma (0.8 s of a 7 s start). They
-    are not garbage; a cycle the load leaves behind is collected by the first pass after it."""
-    import gc
+    are not garbage; a cycle the load leaves behind is collected by a pass after the block.
 
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
-
-
-@contextmanager
-def collector_paused_until_loaded() -> Iterator[Callable[[], None]]:
-    """For a whole run: the collector is off until the block calls the yielded `loaded()`, which
-    freezes every object alive then (gc.freeze: the modules, the model; later passes skip them)
-    and turns the collector back on; the block's end unfreezes them, so nothing stays exempt.
-
-    Turning the collector on without freezing would cost one pass over every object the load
-    made (0.3 s after the embedded Gemma's load), and each later full pass would scan them again."""
+    A whole run may call the yielded `loaded()` once the model is ready: it freezes every object
+    alive then (gc.freeze: the modules, the model; later passes skip them) and turns the collector
+    back on; the block's end unfreezes them, so nothing stays exempt. Turning the collector on
+    without freezing costs one pass over every object the load made (0.3 s after the embedded
+    Gemma's load), and each later full pass would scan them again."""
     import gc
 
     was_on = gc.isenabled()

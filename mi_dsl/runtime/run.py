@@ -53,10 +53,10 @@ def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, s
             progress: bool = True, threads: Optional[int] = None) -> RunLog:
     """Run the plan: model, dataset step, analyses. Returns the frozen run log."""
     started = time.perf_counter() if started is None else started
-    from ..models.environment import collector_paused_until_loaded
+    from ..models.environment import collector_paused
 
     run = Session.of(prepared, progress, threads=threads)
-    with run.library_warnings(), collector_paused_until_loaded() as loaded:
+    with run.library_warnings(), collector_paused() as loaded:
         run.open(started)
         loaded()
         store = StepStore(store_dir or runs_root_of(prepared.spec) / prepared.spec.name / ".store",

@@ -9,7 +9,7 @@ import gc
 
 import pytest
 
-from mi_dsl.models.environment import collector_paused, collector_paused_until_loaded
+from mi_dsl.models.environment import collector_paused
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_a_model_load_runs_with_the_collector_off(monkeypatch):
 
 def test_the_run_collector_freezes_the_load_and_gives_it_back():
     assert gc.get_freeze_count() == 0 and gc.isenabled()
-    with collector_paused_until_loaded() as loaded:
+    with collector_paused() as loaded:
         assert not gc.isenabled()
         made = [{"layer": i} for i in range(1000)]
         loaded()
@@ -56,11 +56,11 @@ def test_the_run_collector_freezes_the_load_and_gives_it_back():
 
 def test_a_failed_run_gives_the_collector_back():
     with pytest.raises(RuntimeError):
-        with collector_paused_until_loaded():
+        with collector_paused():
             raise RuntimeError("the load")
     assert gc.isenabled() and gc.get_freeze_count() == 0
     with pytest.raises(RuntimeError):
-        with collector_paused_until_loaded() as loaded:
+        with collector_paused() as loaded:
             loaded()
             raise RuntimeError("an analysis")
     assert gc.isenabled() and gc.get_freeze_count() == 0
@@ -71,7 +71,7 @@ def test_a_collector_turned_off_by_the_caller_stays_off():
     try:
         with collector_paused():
             pass
-        with collector_paused_until_loaded() as loaded:
+        with collector_paused() as loaded:
             loaded()
         assert not gc.isenabled()
     finally:
