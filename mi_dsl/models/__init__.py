@@ -26,7 +26,6 @@ from .cache import take_repairs
 from .environment import collector_paused, go_offline, quiet, torch_device, torch_dtype
 from .files import tokenizer_dir_for  # noqa: F401  (public: the tokenizer resolver uses it)
 from .gguf_job import model_too
-from .gguf_reader import release as release_gguf_reader
 from .placement import device_placement, dispatch
 from .sources import source_of
 
@@ -77,7 +76,6 @@ def _load_model(spec: ModelSpec, cache_root: Optional[Path], progress: Progress)
             tokenizer_dir = tokenizer_dir_for(spec, cache_root=root, progress=say)
         tokenizer = load_bridge_tokenizer(tokenizer_dir)
         weights = source.load(spec, root, dtype, say, tokenizer)
-        release_gguf_reader()  # the conversions are done: their shared metadata reader goes
         placement = device_placement(spec, weights.hf_model, dtype)
         if placement is None:
             hf_model = weights.hf_model.to(device).eval()

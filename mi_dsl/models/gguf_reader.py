@@ -9,7 +9,8 @@ the swap) returns the reader this process already built for that file, unchanged
 (path, size and modification time). Readers are read-only memory maps, so sharing one
 changes nothing read through it. One reader is kept between conversions, so the model's
 conversion reuses the tokenizer's; the model's conversion drops it when its plan is made
-(`release()`; load_model drops one a tokenizer conversion left when the model was cached).
+(`release()`; the conversion job, gguf_job.py, drops one a tokenizer conversion left when the
+model was cached).
 """
 from __future__ import annotations
 

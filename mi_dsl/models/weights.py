@@ -7,11 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-from ..errors import FileAccessError, RunError
+from ..errors import FileAccessError, RunError, first_line
 from .model_spec import EMBEDDED_MODELS, ModelSpec
 from . import cache
 from .environment import in_hub_cache, online
-from ..errors import first_line
 from .embedded import embedded_name, embedded_package, smollm2_file
 from .files import (required_name, embedded_model_entry, existing_dir, existing_file, gguf_model_entry,
                     smollm2_model_entry)
