@@ -369,7 +369,7 @@ def test_weight_processing_without_copies_gives_the_same_weights():
 def test_a_first_processing_serves_the_weights_it_wrote(tmp_path):
     """The first processing used to hand the bridge its computed state dict: every processed
     tensor (all of Gemma's 262k-token embedding and unembedding) stayed in memory for the whole
-    run (0.9 GB more in the cold run than in a later start, which reads the entry memory
+    run (1.8 GB more in the cold run than in a later start, which reads the entry memory
     mapped). Now the first run reads back what it wrote: the same numbers, other tensors."""
     import torch
     from transformer_lens.weight_processing import ProcessWeights
