@@ -84,6 +84,11 @@ def bare_model(b: Bench):
     return model.to(b.device).eval()
 
 
+# The bench specs extend the shipped ones (../../specs/), outside their own folder: a spec reads only
+# inside its directory tree unless the caller allows more, as `mi-run --allow-path` does.
+BENCH_SPEC_READS = [str(HERE.parent / "specs")]
+
+
 def open_bench(key: str, args, sizes, device_name: str, meter: Meter, threads) -> Bench:
     """prepare() the bench spec with the harness's overrides and open a Session on it."""
     from mi_dsl.compile import prepare
@@ -95,7 +100,7 @@ def open_bench(key: str, args, sizes, device_name: str, meter: Meter, threads) -
         file = args.pythia_spec
     else:
         file = str(HERE / "specs" / "gemma.yaml")
-    p = prepare(file, overrides, [])
+    p = prepare(file, overrides, BENCH_SPEC_READS)
     session = Session(p.spec, p.plan, p.dataset, p.tokenizer, progress=False, say=lambda m: None, threads=threads)
     seconds, _ = meter.timed(session.open)
     log(f"{key}: model loaded in {seconds:.1f}s ({session.loaded.info.get('id')}); "
