@@ -14,6 +14,7 @@ import torch
 from tests.circuit_models import tiny_bridge
 from mi_dsl.analyses._circuit.circuits import prune, top_edges
 from mi_dsl.analyses._circuit.engine import GraphModel, Pass
+from mi_dsl.errors import RunError
 from mi_dsl.analyses._circuit.faithfulness import baselines, circuit_metrics, curve, edge_builder
 from mi_dsl.analyses._circuit.graph import Graph, graph_of
 from mi_dsl.analyses._circuit.scores import score_edges
@@ -362,3 +363,15 @@ def test_equal_circuits_run_once_and_get_the_same_number():
                              known=[(mask, 123.0)])
     assert s.model.forwards - before == 1 + 2  # one batch of 4 prompts: its corrupted run, two distinct circuits
     assert values == [alone[1], alone[0], alone[1], 123.0, alone[0]]
+
+
+def test_an_attention_output_its_heads_do_not_explain_is_refused_after_the_pass():
+    """The split check is judged once a pass ends (one device read, not one a layer); a layer whose
+    heads' outputs do not add up to its attention output is still named."""
+    s = Setup("gpt2")
+    with s.model.split_inputs():
+        s.model.run(s.clean, Pass(s.rows))                       # the real W_O: it splits
+        s.model.W_O = s.model.W_O.clone()
+        s.model.W_O[1, 0] += 0.5 * torch.randn_like(s.model.W_O[1, 0])
+        with pytest.raises(RunError, match="layer 1's attention output does not split"):
+            s.model.run(s.clean, Pass(s.rows))

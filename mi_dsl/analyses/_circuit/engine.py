@@ -65,6 +65,7 @@ class Pass:
     _z: Dict[int, torch.Tensor] = field(default_factory=dict)
     _scale: Dict[int, torch.Tensor] = field(default_factory=dict)
     _sparse: Optional["_Sparse"] = None
+    _split: List[tuple] = field(default_factory=list)  # (layer, spread, bound) a pass judges at its end
 
 
 class GraphModel:
@@ -132,6 +133,7 @@ class GraphModel:
                     self.bridge(tokens.to(dev), prepend_bos=False)
             except _Stop:
                 pass
+        self._raise_unsplit(job)
         if job.metric is None:
             raise RunError(f"the forward never reached {STOP_AT}")
         return job
@@ -210,7 +212,7 @@ class GraphModel:
 
         def hook(act, hook=None):
             heads = self.head_outputs(job._z.pop(layer), layer, job._scale.pop(layer, None))
-            self._check_split(act, heads, layer)
+            self._check_split(job, act, heads, layer)
             start = g.head_index(layer, 0)
             self._record(job, slice(start, start + g.n_heads), heads)
             return act
@@ -223,16 +225,28 @@ class GraphModel:
             out = out * self.post_weight[layer] / scale[:, :, None, :]
         return out
 
-    def _check_split(self, attn_out: torch.Tensor, heads: torch.Tensor, layer: int) -> None:
-        """What the heads do not explain must be one bias vector, or edges would not add up."""
+    def _check_split(self, job: Pass, attn_out: torch.Tensor, heads: torch.Tensor, layer: int) -> None:
+        """What the heads do not explain must be one bias vector, or edges would not add up. Judged once
+        the pass is done (_raise_unsplit): comparing here read the GPU once a layer, and each such read
+        waits for every queued kernel."""
         with torch.no_grad():
             rest = attn_out.detach() - heads.detach().sum(2)
             spread = (rest - rest[:1, :1]).abs().max()
             tolerance = 1e-4 if attn_out.dtype in (torch.float32, torch.float64) else 3e-2  # half precision
-            if spread > tolerance * (1.0 + attn_out.detach().abs().max()):
-                raise RunError(f"layer {layer}'s attention output does not split into its heads' outputs "
-                               f"(residual spread {float(spread):.3g}); this architecture is not supported "
-                               "by edge-level circuits")
+            job._split.append((layer, spread, tolerance * (1.0 + attn_out.detach().abs().max())))
+
+    @staticmethod
+    def _raise_unsplit(job: Pass) -> None:
+        if not job._split:
+            return
+        layers, spreads, bounds = zip(*job._split)
+        job._split = []
+        over = torch.stack(spreads) > torch.stack(bounds)
+        if bool(over.any()):
+            first = int(over.nonzero()[0, 0])
+            raise RunError(f"layer {layers[first]}'s attention output does not split into its heads' outputs "
+                           f"(residual spread {float(spreads[first]):.3g}); this architecture is not supported "
+                           "by edge-level circuits")
 
     # ------------------------------------------------------------------ inputs
 
