@@ -93,7 +93,8 @@ class CircuitParams(AnalysisParams):
                                                                             "value (a slot of sentence frames: per "
                                                                             "template)."}}})
     top_table: int = param(30, "Rows of the top-edges table per method (default 30).", minimum=1)
-    batch_size: Optional[int] = param(None, "Prompts per pass (default: what fits, at most 16).", minimum=1)
+    batch_size: Optional[int] = param(None, "Prompts per pass (default: 16 on a CPU; on a GPU as many as fit half "
+                                            "its free memory, at most 512).", minimum=1)
     max_exact_edges: int = param(5000, "Refuse `exact` on graphs with more edges than this (default 5000).",
                                  minimum=1)
     mib: Optional[Params] = param(

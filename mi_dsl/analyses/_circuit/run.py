@@ -14,6 +14,7 @@ from .engine import GraphModel
 from .faithfulness import Baselines, baselines, circuit_metrics, curve
 from .graph import Graph, graph_of
 from .scores import Scores, score_edges
+from .sizes import CPU_ROWS, bytes_per_row
 from .ties import near_ties
 from .units import Units, random_items
 
@@ -152,8 +153,16 @@ def _model_factory(run, bridge, graph: Graph) -> Callable[[torch.Tensor], GraphM
 
 
 def _batch_size(run, graph: Graph, length: int) -> int:
-    per_row = 4 * length * graph.n_forward * run.cfg.d_model * 4
-    return max(1, min(16, run.executor.rows_per_batch(length, per_row)))
+    """sizes.CPU_ROWS prompts a pass on a CPU; on a GPU what half its free memory holds (sizes.py says why)."""
+    cfg = run.cfg
+    if torch.device(run.device).type != "cuda":
+        # The CPU's rule as the golden files recorded it. Its per-row bytes leave out the graph a forward
+        # keeps for its backward (bytes_per_row counts it): SmolLM2 at 15 tokens would get 12 rows, not 16.
+        per_row = 4 * length * graph.n_forward * int(cfg.d_model) * 4
+        return max(1, min(CPU_ROWS, run.executor.rows_per_batch(length, per_row)))
+    per_row = bytes_per_row(int(cfg.d_model), graph.n_layers, graph.n_heads, int(cfg.d_head),
+                            int(getattr(cfg, "d_mlp", None) or 4 * cfg.d_model), length, graph.n_forward)
+    return max(1, run.executor.rows_per_batch(length, per_row))
 
 
 def _model_name(run) -> str:

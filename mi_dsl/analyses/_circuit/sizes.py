@@ -94,7 +94,9 @@ def cost_line(model, params, pairs: int, tokens: int) -> Optional[str]:
     e = estimate(dims, params, pairs, tokens)
     return (f"~{e['seconds']:.0f} s on one CPU thread at {CPU_FLOPS / 1e9:.0f} GFLOP/s ({e['flops'] / 1e12:.2f} TFLOP "
             f"for {pairs} pairs x {tokens} tokens); activations ~{e['activation_bytes'] / 2 ** 20:.0f} MiB at batch "
-            f"{e['batch']} (plus the weights)")
+            f"{e['batch']} (plus the weights)" + ("" if params.batch_size else
+                                                  f"; a GPU takes as many pairs a batch as half its free memory holds, "
+                                                  f"~{e['per_row_bytes'] / 2 ** 20:.0f} MiB each"))
 
 
 # Effective fp32 throughput of one CPU thread on the circuit engine's work (model matmuls, edge
@@ -105,6 +107,24 @@ def cost_line(model, params, pairs: int, tokens: int) -> Optional[str]:
 # wall-clock is longer.
 CPU_FLOPS = 34e9
 PARALLEL_COPIES = 5  # [B, S, F, d] tensors alive while scoring: off, clean outputs, difference, its float64 copy
+
+# Prompts per pass when the spec gives no batch_size. On a CPU at most CPU_ROWS: a pass is compute-bound
+# there and a bigger batch only raises the peak memory. On a GPU as many as half its free memory holds
+# (rows_within's bound, 512): there a pass costs its operator launches more than its arithmetic (EAP-IG-inputs
+# on Gemma-3-270m launches ~136,000 per batch), and 1,000 pairs in batches of 16 took 78 s on an H200
+# whose bare forwards and backwards of the same tokens took 2.3 s (benchmarks/results/gpu-h200-2026-12-04*).
+CPU_ROWS = 16
+
+
+def bytes_per_row(d: int, layers: int, heads: int, head_dim: int, intermediate: int, tokens: int,
+                  forward_nodes: int) -> int:
+    """One prompt's memory while a batch is scored: the [S, F, d] copies alive at once plus the graph a
+    forward keeps for its backward (compile/memory.py), fp32. The run sizes its batches by it and
+    `mi-run plan` reports it."""
+    from ...compile.memory import graph_bytes_per_row
+
+    parallel = PARALLEL_COPIES * tokens * forward_nodes * d * 4
+    return parallel + graph_bytes_per_row(tokens, d, intermediate, heads, head_dim, layers)
 
 
 def estimate(dims: Dict[str, Any], params, pairs: int, tokens: int,
@@ -139,8 +159,7 @@ def estimate(dims: Dict[str, Any], params, pairs: int, tokens: int,
     rescoring = per_method[params.methods[0]] + (2 * ablated + curve if params.curve else 0)
     work += (stability.get("bootstrap") or 0) * rescoring + (rescoring if stability.get("by_slot") else 0)
     work *= pairs * tokens
-    batch = min(16, params.batch_size or 16, pairs)
-    parallel = PARALLEL_COPIES * batch * tokens * forward_nodes * d * 4
-    kept_graph = batch * 4 * tokens * layers * (12 * d + 4 * heads * hd + 5 * dims["intermediate"] + 3 * heads * tokens)
+    batch = min(CPU_ROWS, params.batch_size or CPU_ROWS, pairs)
+    per_row = bytes_per_row(d, layers, heads, hd, dims["intermediate"], tokens, forward_nodes)
     return {"flops": work, "seconds": work / flops_per_second, "batch": batch,
-            "activation_bytes": parallel + kept_graph, "edges": edges}
+            "activation_bytes": batch * per_row, "per_row_bytes": per_row, "edges": edges}

@@ -1,0 +1,38 @@
+"""How many prompt pairs the circuit analysis scores a pass (_circuit/run.py `_batch_size`).
+
+On a CPU a pass is compute-bound: 16 pairs, as the golden files recorded. On a GPU a pass costs its
+operator launches (~136,000 a batch on Gemma-3-270m) more than its arithmetic, so it takes as many pairs
+as its memory budget holds (an H200 run of 1,000 pairs in batches of 16 took 78 s, the bare forwards
+and backwards 2.3 s)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from mi_dsl.analyses._circuit.graph import Graph
+from mi_dsl.analyses._circuit.run import _batch_size
+from mi_dsl.models.shapes import GEMMA3_270M as G
+from mi_dsl.runtime.executor import Executor
+
+GRAPH = Graph(G.n_layers, G.n_heads, G.n_kv_heads)
+
+
+def _run(device: str, memory_gb: float):
+    cfg = SimpleNamespace(d_model=G.d_model, n_heads=G.n_heads, d_head=G.d_head, d_mlp=G.d_mlp, n_layers=G.n_layers)
+    loaded = SimpleNamespace(bridge=SimpleNamespace(cfg=cfg), device=torch.device(device))
+    return SimpleNamespace(cfg=cfg, device=torch.device(device), executor=Executor(loaded, memory_gb=memory_gb))
+
+
+def test_a_cpu_scores_sixteen_pairs_a_pass_whatever_its_memory():
+    assert _batch_size(_run("cpu", 64), GRAPH, 15) == 16
+    assert _batch_size(_run("cpu", 0.25), GRAPH, 15) == 16      # 0.25 GiB / 14 MB a row: 19
+
+
+def test_a_gpu_scores_as_many_pairs_a_pass_as_its_memory_budget_holds():
+    # One Gemma-3-270m row of 15 tokens (91 node outputs of d 640): five [S, F, d] fp32 copies 17,472,000 bytes,
+    # the graph kept for the backward 4*15*18*(12*640 + 4*4*256 + 5*2048 + 3*4*15) = 23,971,680, one block's
+    # activations 4*15*(10*640 + 2*2048 + 3*4*15) = 640,560: 42,084,240 bytes a row.
+    assert _batch_size(_run("cuda", 8), GRAPH, 15) == 8 * 2 ** 30 // 42_084_240 == 204
+    assert _batch_size(_run("cuda", 0.5), GRAPH, 15) == 12
+    assert _batch_size(_run("cuda", 1000), GRAPH, 15) == 512       # rows_within's bound
