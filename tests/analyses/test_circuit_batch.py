@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from mi_dsl.analyses._circuit.graph import Graph
@@ -36,3 +37,22 @@ def test_a_gpu_scores_as_many_pairs_a_pass_as_its_memory_budget_holds():
     assert _batch_size(_run("cuda", 8), GRAPH, 15) == 8 * 2 ** 30 // 42_084_240 == 204
     assert _batch_size(_run("cuda", 0.5), GRAPH, 15) == 12
     assert _batch_size(_run("cuda", 1000), GRAPH, 15) == 512       # rows_within's bound
+
+
+def test_scores_and_curves_do_not_depend_on_the_batch():
+    """A GPU and a CPU batch differently: per-pair sums must not care (tiny Gemma-shaped model with random norms)."""
+    from mi_dsl.analyses._circuit.faithfulness import baselines
+    from mi_dsl.analyses._circuit.scores import score_edges
+    from tests.analyses.test_circuit_engine import Setup
+
+    s = Setup("gemma3", n=6)
+    with torch.no_grad():
+        scores = {b: score_edges(s.model, s.clean, s.corrupted, "eap_ig_inputs", steps=3, batch_size=b).scores
+                  for b in (1, 4, 6)}
+        base = {b: baselines(s.model, s.clean, s.corrupted, batch_size=b) for b in (1, 4, 6)}
+    scale = scores[6].abs().max()
+    assert scale > 0
+    for b in (1, 4):
+        assert torch.allclose(scores[b], scores[6], rtol=1e-5, atol=1e-6 * float(scale)), b
+        assert base[b].full == pytest.approx(base[6].full, rel=1e-5, abs=1e-6)
+        assert base[b].empty == pytest.approx(base[6].empty, rel=1e-5, abs=1e-6)
