@@ -11,7 +11,11 @@ from ._echo import echo
 
 def show_plan(spec_path: str, overrides, allow_paths, as_json: bool = False, examples: int = 3,
               metrics: bool = False, csv_path: Optional[str] = None, limits=None) -> int:
-    prepared = prepare(spec_path, overrides, allow_paths, limits=limits)
+    from ..models.gguf_job import conversion_progress
+    from ..runtime.run import progress_printer
+
+    with conversion_progress(progress_printer(True)):  # a first use converts a GGUF's tokenizer (stderr)
+        prepared = prepare(spec_path, overrides, allow_paths, limits=limits)
     summary = plan_summary(prepared, examples)
     explored = _explore(prepared, csv_path) if metrics else None
     if as_json:

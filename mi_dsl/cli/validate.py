@@ -11,11 +11,15 @@ from ._echo import echo
 
 
 def validate_specs(paths: List[str], overrides, allow_paths, debug: bool = False, limits=None) -> int:
+    from ..models.gguf_job import conversion_progress
+    from ..runtime.run import progress_printer
+
     failed = 0
     for path in paths:
         started = time.perf_counter()
         try:
-            prepared = prepare(path, overrides, allow_paths, need_tokenizer=False, limits=limits)
+            with conversion_progress(progress_printer(True)):  # a first use converts a GGUF's tokenizer
+                prepared = prepare(path, overrides, allow_paths, need_tokenizer=False, limits=limits)
         except MiError as err:
             if debug:
                 raise

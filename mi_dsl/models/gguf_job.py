@@ -46,26 +46,40 @@ class Job:
     model_entry: Optional[str] = None        # make this model cache entry, under its own lock
 
 
-# Set while a run prepares: its value is where the run's progress lines go.
-_model_too: ContextVar[Optional[Say]] = ContextVar("mi_dsl_model_too", default=None)
+# Set while a run prepares (model_too): a tokenizer's conversion makes the model's entry too.
+_model_too: ContextVar[bool] = ContextVar("mi_dsl_model_too", default=False)
+# Where a conversion's progress goes while a front end that has no progress lines of its own
+# (prepare, resolving the tokenizer) runs: a run's printer, or validate's and plan's stderr.
+_progress: ContextVar[Optional[Say]] = ContextVar("mi_dsl_conversion_progress", default=None)
 
 
 @contextmanager
 def model_too(progress: Optional[Say] = None) -> Iterator[None]:
     """While open, a tokenizer converted from a GGUF brings the model's entry with it (the same
     job, one read of the metadata): a run, which loads the model next, opens it; `validate` and
-    `plan`, which need the tokenizer only, do not. `progress` also hears the jobs' progress (the
-    front end that resolves the tokenizer has no progress lines of its own)."""
-    token = _model_too.set(progress or (lambda message: None))
+    `plan`, which need the tokenizer only, do not. `progress` also hears the jobs' progress."""
+    token = _model_too.set(True)
     try:
-        yield
+        with conversion_progress(progress):
+            yield
     finally:
         _model_too.reset(token)
 
 
+@contextmanager
+def conversion_progress(progress: Optional[Say]) -> Iterator[None]:
+    """While open, `progress` hears what a GGUF conversion says (a first `mi-run validate` of the
+    embedded model converts its tokenizer for ~20 s and should say so)."""
+    token = _progress.set(progress or (lambda message: None))
+    try:
+        yield
+    finally:
+        _progress.reset(token)
+
+
 def with_run_progress(say: Say) -> Say:
-    """`say`, and the progress of the run that is preparing (model_too), when there is one."""
-    also = _model_too.get()
+    """`say`, and the progress of the front end that is preparing (conversion_progress), when there is one."""
+    also = _progress.get()
     if also is None or also is say:
         return say
 
@@ -80,7 +94,7 @@ def tokenizer_job(gguf: Optional[Path], scratch: Path, model_entry: Optional[Pat
     the spec loads another model) too when a run wants it."""
     from . import cache
 
-    wanted = model_entry is not None and _model_too.get() is not None and not cache.ready(model_entry)
+    wanted = model_entry is not None and _model_too.get() and not cache.ready(model_entry)
     return Job(str(gguf) if gguf is not None else None, tokenizer_scratch=str(scratch),
                model_entry=str(model_entry) if wanted else None)
 

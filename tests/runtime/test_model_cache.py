@@ -470,3 +470,30 @@ def test_a_run_prints_what_its_front_end_conversion_does(monkeypatch, capsys):
     with pytest.raises(Stop):
         running.run_spec("spec.yaml", progress=False)
     assert "reading" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["validate", "plan"])
+def test_validate_and_plan_print_what_a_conversion_does_and_convert_no_model(command, monkeypatch, capsys):
+    """A first `mi-run validate` of the embedded model converts its tokenizer (~20 s): it says so on
+    stderr (stdout stays the command's own, `plan --json` included), and makes no model entry."""
+    from mi_dsl.cli import plan, validate
+    from mi_dsl.models import gguf_job
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def prepare(*args, **kwargs):
+        seen["model_too"] = gguf_job._model_too.get()
+        gguf_job.with_run_progress(lambda message: None)("reading the tokenizer of q.gguf")
+        raise Stop
+    monkeypatch.setattr(validate if command == "validate" else plan, "prepare", prepare)
+    with pytest.raises(Stop):
+        if command == "validate":
+            validate.validate_specs(["spec.yaml"], [], [], debug=True)
+        else:
+            plan.show_plan("spec.yaml", [], [], as_json=True)
+    out = capsys.readouterr()
+    assert "[mi-run] reading the tokenizer of q.gguf" in out.err and "reading" not in out.out
+    assert seen["model_too"] is False
