@@ -37,8 +37,10 @@ class LoadedModel:
     """A booted model. `info` is plain JSON-able data for reports:
 
     id, source, name and/or path (weights: the converted copy, for GGUF sources), seed
-    (random), cached (weights came from mi-dsl's conversion cache; False for sources that
-    need no conversion), processed_cached (processed weights came from the cache),
+    (random), fingerprint (the weights' content as ModelSource.fingerprint reads it; None where
+    the spec determines them: part of every stored result's key), cached (weights came from
+    mi-dsl's conversion cache; False for sources that need no conversion), processed_cached
+    (processed weights came from the cache),
     cache_repairs (only when a cache entry failed its checksums and was rebuilt: what was wrong),
     load_seconds, architecture (the transformers class), n_layers, n_heads, n_kv_heads,
     d_model, d_head, d_vocab.
@@ -70,6 +72,7 @@ def _load_model(spec: ModelSpec, cache_root: Optional[Path], progress: Progress)
     go_offline()
     source = source_of(spec)
     source.preflight(spec)
+    fingerprint = source.fingerprint(spec)  # before the read: weights changed meanwhile change the next key
     with quiet():
         device, dtype = torch_device(spec.device), torch_dtype(spec.dtype)
         with model_too():  # a GGUF tokenizer's conversion makes the model's entry in the same read
@@ -94,7 +97,7 @@ def _load_model(spec: ModelSpec, cache_root: Optional[Path], progress: Progress)
             device = torch_device(bridge.cfg.device)
         bridge.cfg.default_prepend_bos = spec.prepend_bos
         processed_hit = enable_compatibility(bridge, spec, weights, root, device, dtype, say)
-    info = dict(weights.info, cached=weights.cached, processed_cached=processed_hit,
+    info = dict(weights.info, fingerprint=fingerprint, cached=weights.cached, processed_cached=processed_hit,
                 **dimensions(bridge, hf_model))
     if placement is not None:
         info["device_map"] = {k: str(v) for k, v in placement.items()}

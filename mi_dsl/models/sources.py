@@ -48,12 +48,27 @@ class ModelSource:
         """The weights as a transformers model (torch is imported here, not before)."""
         raise NotImplementedError
 
+    def fingerprint(self, model: ModelSpec) -> Optional[str]:
+        """What identifies the weights' content now, cheaply (file names, sizes, mtimes, a header's
+        hash), for every stored result's key: a model overwritten in place (a checkpoint saved again
+        under the same path) must never reuse results stored for its old weights. None where the spec
+        alone determines the weights."""
+        return None
+
 
 class EmbeddedSource(ModelSource):
     def preflight(self, model: ModelSpec) -> None:
         from .weights import preflight_embedded
 
         preflight_embedded(model)
+
+    def fingerprint(self, model: ModelSpec) -> Optional[str]:
+        from .cache import file_fingerprint
+        from .embedded import embedded_name, embedded_package, smollm2_file
+
+        if embedded_name(model) == "smollm2-135m":
+            return file_fingerprint(smollm2_file())
+        return embedded_package().EXPECTED_SHA256  # the package checks its parts against it
 
     def load(self, model, root, dtype, say, tokenizer):
         from .weights import load_embedded
@@ -70,6 +85,12 @@ class GgufSource(ModelSource):
         from .files import existing_file
 
         existing_file(model.path, "GGUF file")
+
+    def fingerprint(self, model: ModelSpec) -> Optional[str]:
+        from .cache import file_fingerprint
+        from .files import existing_file
+
+        return file_fingerprint(existing_file(model.path, "GGUF file"))
 
     def load(self, model, root, dtype, say, tokenizer):
         from .weights import load_gguf
@@ -109,6 +130,11 @@ class LocalSource(ModelSource):
 
         preflight_local(model)
 
+    def fingerprint(self, model: ModelSpec) -> Optional[str]:
+        from .files import existing_dir
+
+        return _folder_fingerprint(existing_dir(model.path, "model directory"))
+
     def load(self, model, root, dtype, say, tokenizer):
         from .weights import load_local
 
@@ -126,6 +152,10 @@ class PretrainedSource(ModelSource):
 
         preflight_pretrained(model)
 
+    def fingerprint(self, model: ModelSpec) -> Optional[str]:
+        config = _config_path(model)  # in the hub cache's snapshot folder, named by the revision's commit
+        return None if config is None else _folder_fingerprint(config.parent)
+
     def load(self, model, root, dtype, say, tokenizer):
         from .weights import load_pretrained
 
@@ -141,6 +171,16 @@ class PretrainedSource(ModelSource):
         except Exception:  # an invalid id is simply not cached
             return None
         return _shape_from_file(Path(found)) if isinstance(found, str) else None
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    """The folder (resolved: a hub snapshot's name is its commit) and each file's name, size and mtime
+    (a hub snapshot's files are links to content-named blobs: stat follows them)."""
+    import hashlib
+
+    from .files import dir_fingerprint
+
+    return hashlib.sha256(json.dumps([str(folder.resolve()), dir_fingerprint(folder)]).encode()).hexdigest()[:32]
 
 
 def _shape_from_file(config: Path) -> Optional[ModelShape]:
@@ -215,6 +255,17 @@ def source_of(model: ModelSpec) -> ModelSource:
 
         raise RunError(f"unknown model source {model.source!r}; expected one of: {', '.join(SOURCES)}")
     return SOURCES[model.source]
+
+
+def weights_fingerprint(model: ModelSpec) -> Optional[str]:
+    """The source's fingerprint of the weights, or None when they cannot be read now (the load will
+    say why): for keys computed before anything loads (a sweep's finished points)."""
+    from ..errors import MiError
+
+    try:
+        return source_of(model).fingerprint(model)
+    except MiError:
+        return None
 
 
 def model_shape(model: ModelSpec) -> Optional[ModelShape]:

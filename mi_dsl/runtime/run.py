@@ -183,7 +183,8 @@ class Session:
 
         from .pipeline import pair_metrics, warn_unchanged
 
-        self.key = digest("dataset", self.plan.model.identity(), self.loaded.info.get("id"), self.tokenizer.origin,
+        self.key = digest("dataset", self.plan.model.identity(), self.loaded.info.get("id"),
+                          self.loaded.info.get("fingerprint"), self.tokenizer.origin,
                           [(p.clean.ids, p.corrupted.ids, p.answers, p.foils)
                            + (("continuation",) if p.continuation else ())
                            for p in self.dataset.pairs],

@@ -93,3 +93,51 @@ def test_store_keys_change_when_mi_dsl_code_changes(monkeypatch):
     before = store.digest("analysis", "same inputs")
     monkeypatch.setattr(store, "code_fingerprint", lambda: "another-code-version")
     assert store.digest("analysis", "same inputs") != before
+
+
+def test_a_model_saved_again_under_the_same_path_is_never_answered_from_the_store(tmp_path):
+    """A checkpoint overwritten in place (same folder, new weights) once reused every stored step of
+    the old weights: the same baselines, silently. The weights' fingerprint is part of the key."""
+    from mi_dsl.running import run_spec
+    from tests.test_continuations import local_model, local_spec
+
+    model_dir = local_model(tmp_path, "gpt_neox", "tiny", seed=7)
+    spec = local_spec(tmp_path, model_dir)
+
+    def run():
+        outcome = run_spec(spec, out_dir=str(tmp_path / "runs"), progress=False)
+        results = json.loads((outcome.run_dir / "results.json").read_text())
+        return results["baselines"], results["store"], results["provenance"]["model"]["fingerprint"]
+
+    first, stored, print_1 = run()
+    assert run()[:2] == (first, {"reused": 1, "computed": 0, "distrusted": []})  # unchanged: reused
+    local_model(tmp_path, "gpt_neox", "tiny", seed=8)                         # new weights, same folder
+    again, stored, print_2 = run()
+    assert stored["reused"] == 0 and print_2 != print_1
+    assert again["clean"] != pytest.approx(first["clean"], rel=1e-3)
+
+
+def test_each_model_source_fingerprints_what_its_weights_are_read_from(tmp_path):
+    from mi_dsl.models.model_spec import ModelSpec
+    from mi_dsl.models.sources import SOURCES
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(64))
+    spec = ModelSpec(source="gguf", path=str(gguf))
+    before = SOURCES["gguf"].fingerprint(spec)
+    gguf.write_bytes(b"GGUF" + bytes(63) + b"\x01")  # same size, other content
+    assert SOURCES["gguf"].fingerprint(spec) != before
+
+    folder = tmp_path / "local"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(bytes(8))
+    spec = ModelSpec(source="local", path=str(folder))
+    before = SOURCES["local"].fingerprint(spec)
+    assert SOURCES["local"].fingerprint(spec) == before
+    (folder / "model.safetensors").write_bytes(bytes(9))
+    assert SOURCES["local"].fingerprint(spec) != before
+
+    assert SOURCES["random"].fingerprint(ModelSpec(source="random", architecture="gpt_neox", size="tiny")) is None
+    assert SOURCES["pretrained"].fingerprint(ModelSpec(source="pretrained", name="no-such/model-here")) is None
+    assert SOURCES["embedded"].fingerprint(ModelSpec(source="embedded")) == \
+        SOURCES["embedded"].fingerprint(ModelSpec(source="embedded", name="gemma-3-270m"))

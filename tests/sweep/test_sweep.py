@@ -322,3 +322,24 @@ def head_stability_rows(folder: Path):
 
     sweep = load_sweep(TUTORIAL_SWEEP, str(folder.parent))
     return head_stability(sweep, finished_runs(sweep))
+
+
+def test_a_finished_point_reruns_when_its_model_was_saved_again_under_the_same_path(tmp_path):
+    """A point's key holds the weights' fingerprint: a rerun of the sweep over a checkpoint folder
+    overwritten in place must not skip the point as finished."""
+    from types import SimpleNamespace
+
+    from mi_dsl.models.model_spec import ModelSpec
+    from mi_dsl.sweep.records import point_key
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(bytes(8))
+    spec = SimpleNamespace(hash=lambda: "h", vocabularies={})
+    plan = SimpleNamespace(model=ModelSpec(source="local", path=str(folder)))
+    before = point_key(spec, plan)
+    assert point_key(spec, plan) == before
+    (folder / "model.safetensors").write_bytes(bytes(16))
+    assert point_key(spec, plan) != before
+    missing = SimpleNamespace(model=ModelSpec(source="local", path=str(tmp_path / "missing")))
+    assert point_key(spec, missing)  # a model not there yet: the run says so, the key still forms
