@@ -97,8 +97,8 @@ def _load_model(spec: ModelSpec, cache_root: Optional[Path], progress: Progress)
             device = torch_device(bridge.cfg.device)
         bridge.cfg.default_prepend_bos = spec.prepend_bos
         processed_hit = enable_compatibility(bridge, spec, weights, root, device, dtype, say)
-    info = dict(weights.info, fingerprint=fingerprint, cached=weights.cached, processed_cached=processed_hit,
-                **dimensions(bridge, hf_model))
+    info = {"id": source.model_id(spec), **weights.info, "fingerprint": fingerprint, "cached": weights.cached,
+            "processed_cached": processed_hit, **dimensions(bridge, hf_model)}
     if placement is not None:
         info["device_map"] = {k: str(v) for k, v in placement.items()}
         info["n_devices"] = getattr(bridge.cfg, "n_devices", 1)

@@ -48,6 +48,10 @@ class ModelSource:
         """The weights as a transformers model (torch is imported here, not before)."""
         raise NotImplementedError
 
+    def model_id(self, model: ModelSpec) -> str:
+        """The model's name in reports and stored results' keys (LoadedModel.info["id"]), without loading it."""
+        return f"{self.name}:{model.name}"
+
     def fingerprint(self, model: ModelSpec) -> Optional[str]:
         """What identifies the weights' content now, cheaply (file names, sizes, mtimes, a header's
         hash), for every stored result's key: a model overwritten in place (a checkpoint saved again
@@ -69,6 +73,12 @@ class EmbeddedSource(ModelSource):
         if embedded_name(model) == "smollm2-135m":
             return file_fingerprint(smollm2_file())
         return embedded_package().EXPECTED_SHA256  # the package checks its parts against it
+
+    def model_id(self, model: ModelSpec) -> str:
+        from .embedded import embedded_name, embedded_package
+
+        name = embedded_name(model)
+        return f"embedded:{name}" if name == "smollm2-135m" else f"embedded:{embedded_package().MODEL_NAME}"
 
     def load(self, model, root, dtype, say, tokenizer):
         from .weights import load_embedded
@@ -92,6 +102,9 @@ class GgufSource(ModelSource):
 
         return file_fingerprint(existing_file(model.path, "GGUF file"))
 
+    def model_id(self, model: ModelSpec) -> str:
+        return f"gguf:{Path(str(model.path)).expanduser()}"
+
     def load(self, model, root, dtype, say, tokenizer):
         from .weights import load_gguf
 
@@ -103,6 +116,9 @@ class RandomSource(ModelSource):
         from .random_weights import shape_for
 
         shape_for(model.architecture, model.size)
+
+    def model_id(self, model: ModelSpec) -> str:
+        return f"random:{model.architecture}/{model.size}/seed{model.seed}"
 
     def load(self, model, root, dtype, say, tokenizer):
         from .weights import load_random
@@ -134,6 +150,9 @@ class LocalSource(ModelSource):
         from .files import existing_dir
 
         return _folder_fingerprint(existing_dir(model.path, "model directory"))
+
+    def model_id(self, model: ModelSpec) -> str:
+        return f"local:{Path(str(model.path)).expanduser()}"
 
     def load(self, model, root, dtype, say, tokenizer):
         from .weights import load_local

@@ -68,7 +68,7 @@ def load_embedded(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     package = embedded_package()
     model_dir = embedded_model_entry(root, package)
     cached = _converted(model_dir, None, say)
-    info = {"id": f"embedded:{package.MODEL_NAME}", "source": "embedded", "name": EMBEDDED_NAME,
+    info = {"source": "embedded", "name": EMBEDDED_NAME,
             "path": package.MODEL_NAME, "weights": str(model_dir)}
     return Weights(from_dir(model_dir, dtype), EMBEDDED_NAME, info, cached, model_dir.name)
 
@@ -85,7 +85,7 @@ def _embedded_smollm2(root, dtype, say) -> Weights:
     path = smollm2_file()
     model_dir = smollm2_model_entry(root, path)
     cached = _converted(model_dir, path, say)
-    info = {"id": "embedded:smollm2-135m", "source": "embedded", "name": SMOLLM2_NAME,
+    info = {"source": "embedded", "name": SMOLLM2_NAME,
             "path": path.name, "weights": str(model_dir)}
     return Weights(from_dir(model_dir, dtype), SMOLLM2_NAME, info, cached, model_dir.name)
 
@@ -97,7 +97,7 @@ def load_gguf(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     hf_model = from_dir(model_dir, dtype)
     model_type = hf_model.config.model_type
     name = spec.name or GGUF_HUB_NAMES.get(model_type) or f"gguf/{path.stem}"
-    info = {"id": f"gguf:{path}", "source": "gguf", "path": str(path), "name": name,
+    info = {"source": "gguf", "path": str(path), "name": name,
             "weights": str(model_dir)}
     return Weights(hf_model, name, info, cached, model_dir.name)
 
@@ -112,7 +112,7 @@ def load_local(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
                        hint="mi-dsl loads architectures transformers supports natively; it never runs a "
                             "model folder's own code (trust_remote_code)") from None
     name = spec.name or str(path)
-    return Weights(hf_model, name, {"id": f"local:{path}", "source": "local", "path": str(path)})
+    return Weights(hf_model, name, {"source": "local", "path": str(path)})
 
 
 def load_pretrained(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
@@ -123,7 +123,7 @@ def load_pretrained(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     except (OSError, ValueError) as err:
         raise RunError(f"model '{name}' could not be loaded from the local Hugging Face cache "
                        f"(offline): {first_line(err)}", hint=OFFLINE_HINT) from None
-    return Weights(hf_model, name, {"id": f"pretrained:{name}", "source": "pretrained", "name": name})
+    return Weights(hf_model, name, {"source": "pretrained", "name": name})
 
 
 def load_random(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
@@ -132,7 +132,7 @@ def load_random(spec: ModelSpec, root, dtype, say, tokenizer) -> Weights:
     shape = random_weights.shape_for(spec.architecture, spec.size)
     say(f"building a random {spec.architecture} ({spec.size}, seed {spec.seed})")
     hf_model = random_weights.build(shape, len(tokenizer), spec.seed).to(dtype)
-    info = {"id": f"random:{spec.architecture}/{spec.size}/seed{spec.seed}", "source": "random",
+    info = {"source": "random",
             "name": shape.hub_name, "seed": spec.seed}
     return Weights(hf_model, shape.hub_name, info)
 

@@ -20,19 +20,30 @@ def versions() -> Dict[str, str]:
 
 
 def provenance(spec, plan, loaded, tokenizer) -> Dict[str, Any]:
+    """`loaded`: the run's LoadedModel, or None when every step came from the store (the model was
+    never loaded: its id and fingerprint, as the store's keys read them, and the device the spec names)."""
     import torch
 
-    device = loaded.device
+    if loaded is not None:
+        device, model = loaded.device, loaded.info
+        where = str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+                               f" ({platform.machine()}, {torch.get_num_threads()} threads)")
+    else:
+        from ..models.sources import source_of
+
+        source = source_of(plan.model)
+        model = {"id": source.model_id(plan.model), "source": plan.model.source,
+                 "fingerprint": source.fingerprint(plan.model), "loaded": False}
+        where = f"{plan.model.device} (not used: every step came from the store)"
     return {
         "spec_hash": spec.hash(),
         "spec_file": spec.file,
         "overrides": list(spec.overrides),
-        "model": loaded.info,
+        "model": model,
         "model_spec": plan.model.identity(),
         "tokenizer": tokenizer.origin,
         "seed": spec.seed,
-        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
-                                 f" ({platform.machine()}, {torch.get_num_threads()} threads)"),
+        "device": where,
         "versions": versions(),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from ..spec.model import fault_location
 from ..errors import Location, MiError, NoPromptsLeft, SpecWarning
-from ..core.log import RUN_LOG_VERSION, RunLog
+from ..core.log import RunLog
 from .checks import check_token_ids as _check_token_ids, json_roundtrip as _json_roundtrip
 from .folders import runs_root_of
 from .store import StepStore, digest
@@ -57,7 +57,7 @@ def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, s
 
     run = Session.of(prepared, progress, threads=threads)
     with run.library_warnings(), collector_paused() as loaded:
-        run.open(started)
+        run.open(started, load=False, on_load=loaded)  # loaded by the first step that is not stored
         loaded()
         store = StepStore(store_dir or runs_root_of(prepared.spec) / prepared.spec.name / ".store",
                           enabled=not fresh)
@@ -71,7 +71,9 @@ def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, s
     run.timings["total"] = time.perf_counter() - started
     from ..compile.cost import record_rate
 
-    record_rate(prepared.plan.model, run.loaded.device.type, run.executor.forward_tokens, run.executor.forward_seconds)
+    if run.model_loaded:
+        record_rate(prepared.plan.model, run.loaded.device.type, run.executor.forward_tokens,
+                    run.executor.forward_seconds)
     return run.log(store)
 
 
@@ -138,53 +140,78 @@ class Session:
            threads: Optional[int] = None) -> "Session":
         return cls(prepared.spec, prepared.plan, prepared.dataset, prepared.tokenizer, progress, say, threads)
 
-    def open(self, started: Optional[float] = None) -> None:
-        """Set torch's threads, load the model, check its tokenizer, make the executor and unembedding."""
+    def open(self, started: Optional[float] = None, *, load: bool = True,
+             on_load: Optional[Callable[[], None]] = None) -> None:
+        """Set torch's threads and make the executor and unembedding over the model, loaded now, or
+        (load=False) when a step first needs it: a rerun whose every step is stored never loads it.
+        `on_load` runs after the load (the run freezes what it made for the collector)."""
         from ..models.environment import collector_paused
 
         with collector_paused():  # the imports and the load build objects that live for the run
-            self._open(started)
+            self._open(started, on_load)
+            if load:
+                self.loaded.deferred_value()
 
-    def _open(self, started: Optional[float]) -> None:
+    def _open(self, started: Optional[float], on_load: Optional[Callable[[], None]]) -> None:
         import torch
 
+        from .deferred import Deferred
         from .executor import Executor
-        from ..models import load_model
         from .threads import ThreadPolicy, device_type_of
         from .unembed import Unembed
 
         # measured over the model's load (what other processes use meanwhile), then before each step
         self.thread_policy = ThreadPolicy(self.threads, device_type_of(self.plan.model.device))
         self.thread_policy.start()
+        self.say(f"{len(self.dataset.pairs)} candidate prompts")
+        torch.manual_seed(self.spec.seed)  # nothing draws from torch's generator before the load
+        self._started, self._on_load = started, on_load
+        self.loaded = Deferred(self._load, then=self._model_ready)
+        self.executor = Executor(self.loaded, self.plan.batch_size, self.plan.memory_gb, self.progress,
+                                 on_warning=_print_warning)
+        self.unembed = Deferred(lambda: Unembed.of(self.loaded.bridge))
 
-        self.say(f"{len(self.dataset.pairs)} candidate prompts; loading model ({self.spec.model.source})")
-        torch.manual_seed(self.spec.seed)
-        t = time.perf_counter()
+    def _load(self):
+        import torch
+
+        from ..models import load_model
+
+        self.say(f"loading model ({self.spec.model.source})")
+        self._load_started = time.perf_counter()
         try:
-            self.loaded = load_model(self.plan.model, progress=self.say if self.progress else None)
+            with torch.enable_grad():  # as an eager load: a step may trigger it inside no_grad
+                return load_model(self.plan.model, progress=self.say if self.progress else None)
         except MiError as err:  # the loader knows what failed, the spec knows where it was asked for
             raise err.at(fault_location(self.spec, err.location.path)) from None
-        for fault in self.loaded.info.get("cache_repairs", ()):  # rebuilt, but the user should know
+
+    def _model_ready(self, loaded) -> None:
+        for fault in loaded.info.get("cache_repairs", ()):  # rebuilt, but the user should know
             self.load_warnings.append(SpecWarning(f"a cached model file failed its checksum and was rebuilt: {fault}",
                                                   fault_location(self.spec)))
             _print_warning(self.load_warnings[-1])
         self.thread_choice = self.thread_policy.apply("model load")
+        t = self._load_started
         self.timings["model_load"] = time.perf_counter() - t
-        self.timings["launch_to_model_ready"] = time.perf_counter() - (t if started is None else started)
-        self.say(f"model ready in {self.timings['model_load']:.1f}s ({self.loaded.info.get('id')})")
+        self.timings["launch_to_model_ready"] = time.perf_counter() - (t if self._started is None else self._started)
+        self.say(f"model ready in {self.timings['model_load']:.1f}s ({loaded.info.get('id')})")
         _check_token_ids(self)
-        self.executor = Executor(self.loaded, self.plan.batch_size, self.plan.memory_gb, self.progress,
-                                 on_warning=_print_warning)
-        self.unembed = Unembed.of(self.loaded.bridge)
+        if self._on_load is not None:
+            self._on_load()
+
+    @property
+    def model_loaded(self) -> bool:
+        return self.loaded.deferred_made()
 
     def dataset_step(self, store: StepStore) -> None:
         """The pipeline and the final pairs' metrics, from the store when this exact step ran before."""
         import torch
 
+        from ..models.sources import source_of
         from .pipeline import pair_metrics, warn_unchanged
 
-        self.key = digest("dataset", self.plan.model.identity(), self.loaded.info.get("id"),
-                          self.loaded.info.get("fingerprint"), self.tokenizer.origin,
+        source = source_of(self.plan.model)  # what the loaded model's info says, read without loading it
+        self.key = digest("dataset", self.plan.model.identity(), source.model_id(self.plan.model),
+                          source.fingerprint(self.plan.model), self.tokenizer.origin,
                           [(p.clean.ids, p.corrupted.ids, p.answers, p.foils)
                            + (("continuation",) if p.continuation else ())
                            for p in self.dataset.pairs],
@@ -325,51 +352,10 @@ class Session:
                 self.say(f"  {result.summary}")
 
     def log(self, store: StepStore) -> RunLog:
-        from ..compile.summary import plan_steps
-        from .provenance import provenance
-        from ..dataset.examples import pair_examples, pair_rows
+        """The frozen record of this run (runtime/session_log.py)."""
+        from .session_log import session_log
 
-        warnings_ = (list(self.dataset.warnings) + self.load_warnings + self.executor.warnings
-                     + getattr(self, "library_warnings_caught", []))
-        model = self.spec.model
-        return RunLog.build(
-            figures=self.figures,
-            files=self.files,
-            format_version=RUN_LOG_VERSION,
-            status=getattr(self, "status", "complete"),
-            spec={"file": self.spec.file, "name": self.spec.name, "hash": self.spec.hash(),
-                  "description": self.spec.data.get("description", ""), "resolved": self.spec.data},
-            plan={"model": {"source": model.source, "name": model.name, "path": model.path,
-                            "prepend_bos": model.prepend_bos},
-                  "tokenizer": self.tokenizer.origin, **plan_steps(self.plan, len(self.dataset.pairs))},
-            dataset={
-                "candidates": len(self.dataset.pairs),
-                "vocab": {n: {"before": r.before, "after": r.after, "dropped": r.dropped}
-                          for n, r in self.dataset.vocab.items()},
-                "stages": self.stages,
-                "final_pairs": len(self.pairs),
-                "token_lengths": sorted({len(p.clean.ids) for p in self.pairs}),
-                "pairs": pair_rows(self.pairs, self.tokenizer),
-                # the pairs the last keep-condition read, their metrics in candidate_metrics (same order)
-                "candidate_pairs": pair_rows(self.candidates[0], self.tokenizer, self.candidates[1]),
-                "examples": pair_examples(self.pairs[:4], self.tokenizer),
-            },
-            metric=self.plan.metric,
-            baselines=self.baselines,
-            per_prompt=self.final,
-            candidate_metrics=self.candidate_metrics,
-            analyses=self.summaries,
-            tables={k: r.tables for k, r in self.results.items()},
-            timings=self.timings,
-            forward_passes=self.executor.forwards,
-            store={"reused": store.hits, "computed": store.computed, "distrusted": list(store.distrusted)},
-            provenance=provenance(self.spec, self.plan, self.loaded, self.tokenizer),
-            # located SpecWarnings and plain runtime messages (str.format would read a brace in them)
-            warnings=[w.format() if isinstance(w, SpecWarning) else str(w) for w in warnings_],
-            threads=self.thread_policy.record(),
-            shared_passes=self.plan.pass_log(self.pass_forwards),
-        )
-
+        return session_log(self, store)
 
 def _pairs_record(kind, context) -> Dict[str, Any]:
     """Which final prompt pairs a result used (indices into the run's final dataset), so two

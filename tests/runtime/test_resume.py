@@ -141,3 +141,35 @@ def test_each_model_source_fingerprints_what_its_weights_are_read_from(tmp_path)
     assert SOURCES["pretrained"].fingerprint(ModelSpec(source="pretrained", name="no-such/model-here")) is None
     assert SOURCES["embedded"].fingerprint(ModelSpec(source="embedded")) == \
         SOURCES["embedded"].fingerprint(ModelSpec(source="embedded", name="gemma-3-270m"))
+
+
+def test_a_rerun_whose_every_step_is_stored_never_loads_the_model(tmp_path, monkeypatch):
+    """Loading the model was most of such a rerun (8 of 11 s on the embedded Gemma). A rerun with one
+    step changed loads it once, for that step."""
+    from mi_dsl import models
+    from mi_dsl.running import run_spec
+
+    spec = write_spec(tmp_path, tiny("gpt_neox"), analyses=ANALYSES, extra=PIPELINE)
+
+    def run(*overrides):
+        outcome = run_spec(spec, overrides=list(overrides), out_dir=str(tmp_path / "runs"), progress=False)
+        return json.loads((outcome.run_dir / "results.json").read_text())
+
+    first = run()
+    loads = []
+    real = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    again = run()
+    assert loads == [] and again["store"] == {"reused": 5, "computed": 0, "distrusted": []}
+    ran = VOLATILE + ("shared_passes",)  # what ran this time: nothing
+    assert {k: v for k, v in again.items() if k not in ran} == {k: v for k, v in first.items() if k not in ran}
+    model = again["provenance"]["model"]
+    assert model["loaded"] is False
+    assert (model["id"], model["fingerprint"]) == (first["provenance"]["model"]["id"],
+                                                   first["provenance"]["model"]["fingerprint"])
+    assert again["forward_passes"] == 0 and again["threads"]["threads"] is None
+
+    changed = run("analyses.3.top_k=4")
+    assert len(loads) == 1 and changed["store"] == {"reused": 4, "computed": 1, "distrusted": []}
+    assert changed["provenance"]["model"]["n_layers"] == first["provenance"]["model"]["n_layers"]
+    assert changed["analyses"]["head_attr"] == first["analyses"]["head_attr"]
