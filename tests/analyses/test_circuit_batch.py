@@ -56,3 +56,57 @@ def test_scores_and_curves_do_not_depend_on_the_batch():
         assert torch.allclose(scores[b], scores[6], rtol=1e-5, atol=1e-6 * float(scale)), b
         assert base[b].full == pytest.approx(base[6].full, rel=1e-5, abs=1e-6)
         assert base[b].empty == pytest.approx(base[6].empty, rel=1e-5, abs=1e-6)
+
+
+def test_a_batch_that_runs_out_of_memory_is_split_and_the_numbers_hold(monkeypatch):
+    """A GPU's default batch is an estimate: a batch over the memory is halved and run again, and a
+    failed batch adds nothing (scores, baselines and mean outputs equal a run that never failed)."""
+    from mi_dsl.analyses._circuit import engine
+    from mi_dsl.analyses._circuit.faithfulness import baselines
+    from mi_dsl.analyses._circuit.scores import mean_outputs, score_edges
+    from tests.analyses.test_circuit_engine import Setup
+
+    s = Setup("gemma3", n=6)
+    with torch.no_grad():
+        expected = score_edges(s.model, s.clean, s.corrupted, "eap_ig_inputs", steps=2, batch_size=6).scores
+        expected_base = baselines(s.model, s.clean, s.corrupted, batch_size=6)
+        with s.model.split_inputs():
+            expected_mean = mean_outputs(s.model, s.corrupted, 6)
+
+    run = engine.GraphModel.run
+    grad_runs = []
+
+    def fails_mid_batch(self, tokens, job, grad=False):
+        # a batch over 2 pairs runs its first gradient pass (which adds to the batch's sums), then fails
+        if len(tokens) > 2 and grad:
+            grad_runs.append(len(tokens))
+            if len(grad_runs) % 2 == 0:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return run(self, tokens, job, grad)
+
+    def fails_at_once(self, tokens, job, grad=False):
+        if len(tokens) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return run(self, tokens, job, grad)
+
+    told = []
+    s.model.on_split = told.append
+    with torch.no_grad():
+        monkeypatch.setattr(engine.GraphModel, "run", fails_mid_batch)
+        split = score_edges(s.model, s.clean, s.corrupted, "eap_ig_inputs", steps=2, batch_size=6).scores
+        monkeypatch.setattr(engine.GraphModel, "run", fails_at_once)
+        base = baselines(s.model, s.clean, s.corrupted, batch_size=6)
+        with s.model.split_inputs():
+            mean = mean_outputs(s.model, s.corrupted, 6)
+    assert grad_runs[:2] == [6, 6] and "retrying with 3" in told[0]
+    # batches of 3, 2 and 1 instead of 6: float32 batching noise only
+    assert torch.allclose(split, expected, rtol=1e-5, atol=1e-6 * float(expected.abs().max()))
+    assert (base.full, base.empty) == pytest.approx((expected_base.full, expected_base.empty), rel=1e-5, abs=1e-6)
+    assert torch.allclose(mean, expected_mean, rtol=1e-5, atol=1e-6)
+
+    def no_memory(self, tokens, job, grad=False):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+    monkeypatch.setattr(engine.GraphModel, "run", no_memory)
+    from mi_dsl.errors import RunError
+    with pytest.raises(RunError, match="out of memory on a single prompt pair"):
+        score_edges(s.model, s.clean, s.corrupted, "eap", batch_size=4)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, TypeVar
 
 import torch
 
@@ -34,6 +34,7 @@ from ...errors import RunError
 from .graph import Graph
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_final [B, d], rows [B]) -> [B]
+T = TypeVar("T")
 STOP_AT = "unembed.hook_in"
 LETTERS = ("q", "k", "v")
 
@@ -83,6 +84,7 @@ class GraphModel:
         self.d_model = bridge.cfg.d_model
         self.forwards = 0
         self.backwards = 0
+        self.on_split: Callable[[str], None] = lambda message: None  # told when a batch is split (a warning)
 
     def _post_weight(self, layer: int) -> torch.Tensor:
         norm = self.bridge.blocks[layer].ln1_post
@@ -325,6 +327,28 @@ class _Sparse:
         return c[ablated].T @ self.delta[:, :, ablated]
 
 
-def batches(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
+def over_batches(model: GraphModel, n: int, size: int, work: Callable[[slice], T], what: str) -> List[T]:
+    """work(part) for consecutive parts covering n rows. A part that runs out of memory is split in half
+    and tried again, down to one row (a GPU's default batch is sized by an estimate: _circuit/sizes.py):
+    `work` must change nothing outside itself before it returns, so a failed part leaves no trace."""
+    from ...runtime.executor import is_oom
+
+    out: List[T] = []
+    start = 0
+    while start < n:
+        stop = min(n, start + size)
+        try:
+            out.append(work(slice(start, stop)))
+        except Exception as err:  # noqa: BLE001  (only out-of-memory is handled; the rest re-raised)
+            if not is_oom(err):
+                raise
+            if stop - start == 1:
+                raise RunError(f"out of memory on a single prompt pair while {what}",
+                               hint="use a smaller model, fewer tokens, or a device with more memory") from None
+            size = max(1, (stop - start) // 2)
+            model.on_split(f"out of memory with {stop - start} pairs a batch while {what}; retrying with {size}")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        start = stop
+    return out

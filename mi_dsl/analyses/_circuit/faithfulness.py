@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .circuits import prune
-from .engine import GraphModel, Pass, batches
+from .engine import GraphModel, Pass, over_batches
 from .scores import mean_outputs, off_outputs
 from .sizes import LEVELS  # torch-free: the schema's default too
 
@@ -91,9 +91,10 @@ def _distinct_metrics(model: GraphModel, clean, corrupted, circuits, neuron_mask
     with model.split_inputs(), torch.no_grad():
         if ablation == "mean" and mean is None:
             mean = mean_outputs(model, corrupted, batch_size)
-        for part in batches(len(clean), batch_size):
+        def batch_sums(part: slice) -> torch.Tensor:
             rows = torch.arange(part.start, part.stop)
             off = off_outputs(model, corrupted[part], ablation, mean, rows)
+            here = torch.zeros(len(circuits), dtype=torch.float64)
             for i, (kept, neurons) in enumerate(zip(circuits, neuron_masks)):
                 complement = (mask & ~kept).to(device=off.device, dtype=off.dtype)
                 ablated_dims = None
@@ -102,7 +103,11 @@ def _distinct_metrics(model: GraphModel, clean, corrupted, circuits, neuron_mask
                     ablated_dims = (~(neurons & kept.any(1, keepdim=True))).T.to(device=off.device, dtype=off.dtype)
                 job = model.run(clean[part], Pass(rows, capture_outputs=False, off=off, complement=complement,
                                                   ablated_dims=ablated_dims))
-                sums[i] += float(job.metric.double().sum())
+                here[i] = float(job.metric.double().sum())
+            return here
+
+        for here in over_batches(model, len(clean), batch_size, batch_sums, "measuring circuits"):
+            sums += here
     return (sums / len(clean)).tolist()
 
 

@@ -148,7 +148,9 @@ def _model_factory(run, bridge, graph: Graph) -> Callable[[torch.Tensor], GraphM
         def metric(x, rows):
             rows = rows.to(a.device)
             return compute_metrics(x, a[rows], f[rows], [measure], run.unembed)[name]
-        return GraphModel(bridge, graph, metric)
+        model = GraphModel(bridge, graph, metric)
+        model.on_split = run.executor.warn  # a batch split after running out of memory: a located warning
+        return model
     return make
 
 

@@ -36,7 +36,7 @@ from typing import List, Optional
 import torch
 
 from ...errors import RunError
-from .engine import GraphModel, Pass, batches
+from .engine import GraphModel, Pass, over_batches
 
 METHODS = ("eap", "eap_ig_inputs", "eap_ig_activations", "clean_corrupted", "eap_ig_pinned_inputs", "exact")
 ABLATIONS = ("patching", "mean", "zero")
@@ -78,15 +78,15 @@ def off_outputs(model: GraphModel, corrupted: torch.Tensor, ablation: str, mean:
 def mean_outputs(model: GraphModel, corrupted: torch.Tensor, batch_size: int, z: bool = False):
     """[S, F, d]: each node's output averaged over the corrupted prompts, per position (and, with
     z=True, each layer's attention z averaged the same way)."""
-    total, total_z = None, None
-    for part in batches(len(corrupted), batch_size):
-        rows = torch.arange(part.start, part.stop)
+    def batch_sums(part: slice):
         with torch.no_grad():
-            job = model.run(corrupted[part], Pass(rows, capture_z=z))
-        out = job.outputs.sum(0)
+            job = model.run(corrupted[part], Pass(torch.arange(part.start, part.stop), capture_z=z))
+        return job.outputs.sum(0), {layer: value.sum(0) for layer, value in job.z.items()}
+
+    total, total_z = None, None
+    for out, sums in over_batches(model, len(corrupted), batch_size, batch_sums, "averaging node outputs"):
         total = out if total is None else total + out
         if z:
-            sums = {layer: value.sum(0) for layer, value in job.z.items()}
             total_z = sums if total_z is None else {k: total_z[k] + v for k, v in sums.items()}
     mean = total / len(corrupted)
     return (mean, {k: v / len(corrupted) for k, v in total_z.items()}) if z else mean
@@ -137,11 +137,21 @@ def score_edges(model: GraphModel, clean: torch.Tensor, corrupted: torch.Tensor,
         if ablation == "mean":
             mean, mean_z = mean_outputs(model, corrupted, batch_size, z=True) if method == "eap_ig_activations" \
                 else (mean_outputs(model, corrupted, batch_size), None)
-        for part in batches(len(clean), batch_size):
+        def batch_scores(part: slice):
+            """This batch's sums (fresh tensors: a batch split after running out of memory adds nothing)."""
             rows = torch.arange(part.start, part.stop)
             off = off_outputs(model, corrupted[part], ablation, mean, rows)
-            _METHOD_STEP[method](Job(model, clean[part], corrupted[part], off, rows, scores, mask, steps,
-                                     ig_points, ablation, neuron_scores, mean_z))
+            here, neurons_here = torch.zeros_like(scores), None if neuron_scores is None else torch.zeros_like(
+                neuron_scores)
+            _METHOD_STEP[method](Job(model, clean[part], corrupted[part], off, rows, here, mask, steps,
+                                     ig_points, ablation, neurons_here, mean_z))
+            return here, neurons_here
+
+        what = f"scoring edges ({method})"
+        for here, neurons_here in over_batches(model, len(clean), batch_size, batch_scores, what):
+            scores += here
+            if neuron_scores is not None:
+                neuron_scores += neurons_here
     scores = (scores / len(clean)).cpu() * mask  # masks and circuits live on the CPU
     if neuron_scores is not None:
         neuron_scores = (neuron_scores / len(clean)).cpu().float()
