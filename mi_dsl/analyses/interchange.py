@@ -59,6 +59,10 @@ class Interchange:
                        f"{'/'.join(components)} sites, {what}; IIA over {params.iia_over}")
         return step(ctx, compiled, description, hooks=hooks, positions="all")
 
+    def files_read(self, params):
+        """The saved subspace it reads (its content joins the stored result's key)."""
+        return [params.subspace] if params.subspace else []
+
     def cost(self, params, inputs):
         """Each site (component x layer x position column, a head each for z) patched into every example
         once per variable, after the base and source runs; DAS's training forwards and backwards are its

@@ -325,7 +325,7 @@ class Session:
             # Chained: earlier results feed later ones. The spec's seed is part of the key because
             # an analysis may draw from it (head_detection's random tokens): a seed sweep must
             # never reuse another seed's result.
-            key = digest("analysis", key, step.kind, params, self.spec.seed)
+            key = digest("analysis", key, step.kind, params, self.spec.seed, _files_read(impl, params))
             t = time.perf_counter()
             stored = store.get("analysis", key, warn=self.executor.warn)
             if stored is not None:
@@ -356,6 +356,15 @@ class Session:
         from .session_log import session_log
 
         return session_log(self, store)
+
+def _files_read(impl, params) -> List[str]:
+    """The content of the files an analysis reads besides the model (`files_read(params)`, e.g. a saved
+    subspace), for its stored result's key: a file saved again under the same name is read again."""
+    from ..models.cache import file_fingerprint
+
+    read = getattr(impl, "files_read", None)
+    return [file_fingerprint(Path(path)) for path in read(params)] if read is not None else []
+
 
 def _pairs_record(kind, context) -> Dict[str, Any]:
     """Which final prompt pairs a result used (indices into the run's final dataset), so two

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -288,3 +289,33 @@ def test_the_best_site_says_how_sure_its_iia_is(planted):
     assert best["iia_low"] <= best["iia"] <= best["iia_high"] and best["iia_high"] - best["iia_low"] > 0.05
     assert f"over {best['n']} examples" in compute(planted, "interchange", variables=["positive"], source=SOURCE,
                                                    layers=[1], featurizer="random").summary
+
+
+def test_a_subspace_file_saved_again_is_read_again_not_answered_from_the_store(tmp_path):
+    """A spec that reads a saved subspace once reused its stored result after the file was replaced by
+    another training's subspace (the key held the path only). Its content is now part of the key."""
+    from mi_dsl.running import run_spec
+    from tests.analyses.planted import planted_models, write
+
+    learn = tmp_path / "first"
+    learn.mkdir()
+    das = ("  - {{kind: interchange, id: das{seed}, variables: [positive], "
+           "source: {{where: 'source.size != base.size'}}, "
+           "layers: [1], featurizer: das, training: {{batch_size: 8, epochs: 2, seed: {seed}}}}}")
+    use = ("  - {kind: interchange, id: use, variables: [positive], source: {where: 'source.size != base.size'}, "
+           "layers: [1], subspace: saved.safetensors}")
+    with planted_models():
+        trained = run_spec(write(learn, das.format(seed=5) + "\n" + das.format(seed=6)), out_dir=str(learn / "runs"),
+                           progress=False).run_dir
+        blobs = [next((trained / "subspaces" / f"das{seed}").glob("*.safetensors")).read_bytes() for seed in (5, 6)]
+        assert blobs[0] != blobs[1]
+        spec = write(tmp_path, use)
+        saved = tmp_path / "saved.safetensors"
+        stores = []
+        for blob in (blobs[0], None, blobs[1]):
+            if blob is not None:
+                saved.write_bytes(blob)
+            outcome = run_spec(spec, out_dir=str(tmp_path / "runs"), progress=False)
+            stores.append(json.loads((outcome.run_dir / "results.json").read_text())["store"])
+    assert stores[1] == {"reused": 2, "computed": 0, "distrusted": []}   # the same file: reused
+    assert stores[2] == {"reused": 1, "computed": 1, "distrusted": []}   # another subspace: read again
