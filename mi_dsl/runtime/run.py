@@ -210,12 +210,17 @@ class Session:
         from .pipeline import pair_metrics, warn_unchanged
 
         source = source_of(self.plan.model)  # what the loaded model's info says, read without loading it
+        # Everything a later step reads besides its own parameters: the slot values and the vocabularies'
+        # items with their fields and the causal model (an interchange's variables read them, not only the
+        # token ids)
         self.key = digest("dataset", self.plan.model.identity(), source.model_id(self.plan.model),
                           source.fingerprint(self.plan.model), self.tokenizer.origin,
-                          [(p.clean.ids, p.corrupted.ids, p.answers, p.foils)
+                          [(p.clean.ids, p.corrupted.ids, p.answers, p.foils, p.values, p.corrupted_values)
                            + (("continuation",) if p.continuation else ())
                            for p in self.dataset.pairs],
-                          self.plan.metrics_needed, self.plan.metric, [s.params for s in self.plan.pipeline])
+                          self.plan.metrics_needed, self.plan.metric, [s.params for s in self.plan.pipeline],
+                          {name: v.content() for name, v in self.spec.vocabularies.items()},
+                          self.spec.data.get("causal_model"))
         t = time.perf_counter()
         self.executor.where = self.spec.loc("pipeline") if "pipeline" in self.spec.data else Location(self.spec.file)
         stored = store.get("dataset", self.key, warn=self.executor.warn)

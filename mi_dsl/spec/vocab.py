@@ -42,6 +42,11 @@ class VocabSpec:
     def fields(self) -> Dict[str, str]:
         return dict(self.field_types)
 
+    def content(self) -> Tuple[Any, ...]:
+        """What a step computed from it depends on (for stored results' keys): the words, their records'
+        fields (a causal model reads them), the opposite pairs, the filter."""
+        return self.items, self.records, self.pairs, self.filter, self.dedupe, self.text_field
+
 
 # fn(text, file, context) -> (entries, locations, field_at(i, field) -> Location): one file's records
 Reader = Callable[[str, str, str], Tuple[List[Any], List[Location], Callable[[int, str], Location]]]

@@ -26,7 +26,7 @@ def point_key(spec, plan) -> str:
     """Its inputs, the weights' content among them: a model saved again under the same path reruns."""
     from ..models.sources import weights_fingerprint
 
-    return digest("sweep-point", spec.hash(), {n: v.items for n, v in spec.vocabularies.items()},
+    return digest("sweep-point", spec.hash(), {n: v.content() for n, v in spec.vocabularies.items()},
                   plan.model.identity(), weights_fingerprint(plan.model))
 
 

@@ -319,3 +319,38 @@ def test_a_subspace_file_saved_again_is_read_again_not_answered_from_the_store(t
             stores.append(json.loads((outcome.run_dir / "results.json").read_text())["store"])
     assert stores[1] == {"reused": 2, "computed": 0, "distrusted": []}   # the same file: reused
     assert stores[2] == {"reused": 1, "computed": 1, "distrusted": []}   # another subspace: read again
+
+
+def test_a_changed_vocabulary_field_is_never_answered_from_the_store(tmp_path):
+    """A causal model reads the vocabularies' fields, which the token ids do not show: changing one
+    (cats: kind one -> two) once reused every stored step and printed the old IIA."""
+    from mi_dsl.running import run_spec
+
+    body = """\
+vocabularies:
+  country:
+    items: [{name: Cows, kind: two}, {name: Horses, kind: two}, {name: cats, kind: KIND}, {name: dogs, kind: one}]
+prompts:
+  template: "The {country} are big . Are the"
+  answer: 'first_token(" big")'
+  foil: 'first_token(" small")'
+causal_model:
+  variables:
+    c: country
+  output: 'first_token(" big") if c.kind == "one" else first_token(" small")'
+analyses:
+  - {kind: interchange, id: swap, variables: [c], source: {where: 'source.c.kind != base.c.kind'}, layers: [0]}
+"""
+    spec = tmp_path / "spec.yaml"
+
+    def run(kind):
+        spec.write_text("version: 1\nname: interchange\n" + model_yaml("gpt_neox") + "metric: logit_diff\n"
+                        + body.replace("KIND", kind))
+        outcome = run_spec(spec, out_dir=str(tmp_path / "runs"), progress=False)
+        results = json.loads((outcome.run_dir / "results.json").read_text())
+        return results["store"], results["analyses"]["swap"]["iia"]
+
+    first, iia = run("one")
+    again, iia_again = run("two")
+    assert again == {"reused": 0, "computed": 2, "distrusted": []}
+    assert iia_again != iia   # other labels and sources: another IIA (0.5 -> 0.25 here)

@@ -22,6 +22,7 @@ import pytest
 from mi_dsl.sweep import run_sweep
 
 from tests.spec_parts import syllogism
+from tests.word_tokenizer import word_tokenizer_file
 
 # Ray binds to the loopback address only when this is set before it is imported (in this
 # process, the test's Ray and its workers): the test cluster is never reachable from outside.
@@ -343,3 +344,31 @@ def test_a_finished_point_reruns_when_its_model_was_saved_again_under_the_same_p
     assert point_key(spec, plan) != before
     missing = SimpleNamespace(model=ModelSpec(source="local", path=str(tmp_path / "missing")))
     assert point_key(spec, missing)  # a model not there yet: the run says so, the key still forms
+
+
+def test_a_finished_point_reruns_when_a_vocabulary_field_changed(tmp_path):
+    """A vocabulary file's fields (a causal model reads them) are part of a point's key, not only its
+    words (the spec's own text, hashed too, does not hold a file's content)."""
+    from mi_dsl.compile import prepare
+    from mi_dsl.sweep.records import point_key
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(textwrap.dedent(f"""\
+        version: 1
+        name: t
+        model: {{source: random, architecture: gpt_neox, size: tiny, prepend_bos: false,
+                 tokenizer: {word_tokenizer_file()}}}
+        vocabularies:
+          animals: {{file: animals.csv}}
+        prompts:
+          template: "The {{animal}} are"
+          slots: {{animal: animals}}
+          answer: 'first_token(" big")'
+          foil: 'first_token(" small")'
+        """))
+
+    def key(kind):
+        (tmp_path / "animals.csv").write_text(f"name,kind\ncats,{kind}\ndogs,one\n")
+        prepared = prepare(str(spec), [], [], need_tokenizer=False)
+        return point_key(prepared.spec, prepared.plan)
+    assert key("one") == key("one") and key("one") != key("two")
