@@ -28,6 +28,7 @@ class Tokenizer:
     bos_id: Optional[int]
     origin: str          # what it was loaded from, for reports
     directory: Optional[str] = None  # a Hugging Face tokenizer directory, when there is one
+    content: Optional[str] = None    # its file's fingerprint (size, mtime, head): stored results' keys hold it
 
     def encode(self, text: str) -> List[int]:
         return self._encode(text)[0]
@@ -68,6 +69,8 @@ def _read_bos(directory: Path) -> Optional[str]:
 def _from_file(file: Path, bos_text: Optional[str], origin: str, directory: Optional[Path]) -> Tokenizer:
     from tokenizers import Tokenizer as RustTokenizer
 
+    from ..models.cache import file_fingerprint
+
     try:
         backend = RustTokenizer.from_file(str(file))
     except Exception as err:  # the tokenizers library raises plain Exceptions
@@ -78,7 +81,7 @@ def _from_file(file: Path, bos_text: Optional[str], origin: str, directory: Opti
         bos_text = _read_bos(directory)
     candidates = [bos_text] if bos_text else list(KNOWN_BOS)
     bos_id = next((backend.token_to_id(t) for t in candidates if backend.token_to_id(t) is not None), None)
-    return Tokenizer(backend, bos_id, origin, str(directory) if directory else None)
+    return Tokenizer(backend, bos_id, origin, str(directory) if directory else None, file_fingerprint(file))
 
 
 def _hub_cached_dir(name: str) -> Optional[Path]:

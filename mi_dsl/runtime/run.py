@@ -215,6 +215,7 @@ class Session:
         # token ids)
         self.key = digest("dataset", self.plan.model.identity(), source.model_id(self.plan.model),
                           source.fingerprint(self.plan.model), self.tokenizer.origin,
+                          getattr(self.tokenizer, "content", None),
                           [(p.clean.ids, p.corrupted.ids, p.answers, p.foils, p.values, p.corrupted_values)
                            + (("continuation",) if p.continuation else ())
                            for p in self.dataset.pairs],

@@ -173,3 +173,28 @@ def test_a_rerun_whose_every_step_is_stored_never_loads_the_model(tmp_path, monk
     assert len(loads) == 1 and changed["store"] == {"reused": 4, "computed": 1, "distrusted": []}
     assert changed["provenance"]["model"]["n_layers"] == first["provenance"]["model"]["n_layers"]
     assert changed["analyses"]["head_attr"] == first["analyses"]["head_attr"]
+
+
+def test_a_tokenizer_file_saved_again_is_never_answered_from_the_store(tmp_path):
+    """Token strings in stored results (predictions, labels) come from the tokenizer file: its content
+    is part of the key, as the weights' is."""
+    import shutil
+
+    from mi_dsl.dataset import tokenizer as tokenizers
+    from mi_dsl.running import run_spec
+    from tests.word_tokenizer import word_tokenizer_file
+
+    copy = tmp_path / "tokenizer.json"
+    shutil.copyfile(word_tokenizer_file(), copy)
+    spec = write_spec(tmp_path, tiny("gpt_neox").replace(str(word_tokenizer_file()), str(copy)),
+                      analyses=ANALYSES, extra=PIPELINE)
+
+    def run():
+        tokenizers._load_cached.cache_clear()  # a new process reads the file again
+        outcome = run_spec(spec, out_dir=str(tmp_path / "runs"), progress=False)
+        return json.loads((outcome.run_dir / "results.json").read_text())["store"]
+
+    run()
+    assert run()["reused"] == 5
+    copy.write_text(copy.read_text() + "\n")  # saved again (the same words here, one more byte)
+    assert run() == {"reused": 0, "computed": 5, "distrusted": []}
