@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a spec and write its report")
     spec_options(run)
-    run.add_argument("--fresh", action="store_true", help="ignore stored step results; recompute all")
+    run.add_argument("--fresh", action="store_true",
+                     help="ignore stored step results; recompute all (and store them for the next run)")
     run.add_argument("--out", metavar="DIR", help="runs directory (default: the spec's output.dir, else ./runs)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--yes", action="store_true", help="start even when the plan's estimate passes run.max_cost")

@@ -60,7 +60,7 @@ def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, s
         run.open(started, load=False, on_load=loaded)  # loaded by the first step that is not stored
         loaded()
         store = StepStore(store_dir or runs_root_of(prepared.spec) / prepared.spec.name / ".store",
-                          enabled=not fresh)
+                          reuse=not fresh)
         try:
             run.dataset_step(store)
         except NoPromptsLeft as err:

@@ -112,9 +112,13 @@ def _mac(key: bytes, name: str, value: Any) -> str:
 
 
 class StepStore:
-    def __init__(self, folder: Path, enabled: bool = True):
+    """`enabled`: read and write stored steps; `reuse=False` (a --fresh run) writes what it computes
+    but reads nothing, so the next run reuses the fresh results, not what was stored before them."""
+
+    def __init__(self, folder: Path, enabled: bool = True, reuse: bool = True):
         self.folder = folder
         self.enabled = enabled
+        self.reuse = reuse
         self.hits = 0      # steps reused
         self.computed = 0  # steps computed and stored
         self.distrusted: List[str] = []  # entries found but not signed by this user's key: recomputed
@@ -125,7 +129,7 @@ class StepStore:
 
     def get(self, kind: str, key: str, warn: Optional[Callable[[str], None]] = None) -> Optional[Any]:
         """The stored value, if this user's key signed it; `warn` hears why an entry found was not used."""
-        if not self.enabled:
+        if not self.enabled or not self.reuse:
             return None
         from ..errors import MiError
         from ..spec.paths import read_regular

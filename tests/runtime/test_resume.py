@@ -84,6 +84,11 @@ def test_fresh_ignores_the_store_and_reproduces(tmp_path):
     assert {k: v for k, v in one.items() if k not in VOLATILE} == {k: v for k, v in two.items() if k not in VOLATILE}
     assert one["store"] == {"reused": 0, "computed": 5, "distrusted": []}  # the dataset step and four analyses
     assert two["store"] == {"reused": 0, "computed": 5, "distrusted": []}
+    # a fresh run stores what it computed: the next plain run reuses the fresh results
+    plain = mi_run("run", spec, "--out", tmp_path / "a")
+    assert plain.wait(timeout=300) == 0
+    three = json.loads(sorted((tmp_path / "a" / "t").glob("*/results.json"))[-1].read_text())
+    assert three["store"] == {"reused": 5, "computed": 0, "distrusted": []}
 
 
 def test_store_keys_change_when_mi_dsl_code_changes(monkeypatch):
