@@ -29,6 +29,7 @@ class Tokenizer:
     origin: str          # what it was loaded from, for reports
     directory: Optional[str] = None  # a Hugging Face tokenizer directory, when there is one
     content: Optional[str] = None    # its file's fingerprint (size, mtime, head): stored results' keys hold it
+    file: Optional[str] = None       # the tokenizer.json it was read from
 
     def encode(self, text: str) -> List[int]:
         return self._encode(text)[0]
@@ -81,7 +82,7 @@ def _from_file(file: Path, bos_text: Optional[str], origin: str, directory: Opti
         bos_text = _read_bos(directory)
     candidates = [bos_text] if bos_text else list(KNOWN_BOS)
     bos_id = next((backend.token_to_id(t) for t in candidates if backend.token_to_id(t) is not None), None)
-    return Tokenizer(backend, bos_id, origin, str(directory) if directory else None, file_fingerprint(file))
+    return Tokenizer(backend, bos_id, origin, str(directory) if directory else None, file_fingerprint(file), str(file))
 
 
 def _hub_cached_dir(name: str) -> Optional[Path]:
@@ -104,9 +105,24 @@ def load_tokenizer(spec: ModelSpec, bos_token: Optional[str] = None,
     Faults are located at `where`, which is not part of the cache's key."""
     try:
         default = SOURCES[spec.source].tokenizer_default(spec) if spec.source in SOURCES else None
-        return _load_cached(spec.tokenizer, spec.source, spec.name, spec.path, default, bos_token)
+        found = _load_cached(spec.tokenizer, spec.source, spec.name, spec.path, default, bos_token)
+        if _changed_on_disk(found):  # a long-lived process (a notebook) reads a file saved again anew
+            _load_cached.cache_clear()
+            found = _load_cached(spec.tokenizer, spec.source, spec.name, spec.path, default, bos_token)
+        return found
     except MiError as err:
         raise err.at(where) from None
+
+
+def _changed_on_disk(tokenizer: Tokenizer) -> bool:
+    from ..models.cache import file_fingerprint
+
+    if tokenizer.file is None:
+        return False
+    try:
+        return file_fingerprint(Path(tokenizer.file)) != tokenizer.content
+    except OSError:  # gone: reading it again says so, located
+        return True
 
 
 @lru_cache(maxsize=8)

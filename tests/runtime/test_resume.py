@@ -185,7 +185,6 @@ def test_a_tokenizer_file_saved_again_is_never_answered_from_the_store(tmp_path)
     is part of the key, as the weights' is."""
     import shutil
 
-    from mi_dsl.dataset import tokenizer as tokenizers
     from mi_dsl.running import run_spec
     from tests.word_tokenizer import word_tokenizer_file
 
@@ -194,8 +193,7 @@ def test_a_tokenizer_file_saved_again_is_never_answered_from_the_store(tmp_path)
     spec = write_spec(tmp_path, tiny("gpt_neox").replace(str(word_tokenizer_file()), str(copy)),
                       analyses=ANALYSES, extra=PIPELINE)
 
-    def run():
-        tokenizers._load_cached.cache_clear()  # a new process reads the file again
+    def run():  # one process throughout: a file saved again is read again here too
         outcome = run_spec(spec, out_dir=str(tmp_path / "runs"), progress=False)
         return json.loads((outcome.run_dir / "results.json").read_text())["store"]
 
