@@ -307,6 +307,7 @@ def main(argv=None) -> int:
         globals()[f"item_{item}"](out, args.quick)
     out["load_end"] = [round(x, 2) for x in os.getloadavg()]
     out["goals"] = goals(out)
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     stem = Path(args.out_dir) / f"issue26-cpu-{date.today()}{'-quick' if args.quick else ''}"
     stem.with_suffix(".json").write_text(json.dumps(out, indent=1, default=str))
     stem.with_suffix(".md").write_text(markdown(out))
