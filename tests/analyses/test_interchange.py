@@ -222,18 +222,12 @@ def test_a_saved_subspace_is_read_back_by_a_later_spec(planted, tmp_path):
     assert provenance["site"]["layer"] == 1 and provenance["dims"] == 1
 
 
-def test_prompts_of_different_lengths_interchange_by_name(tmp_path):
-    """Sources of another length: the residual entering layer 0 at the country's last token is that
-    token's embedding, so interchanging it equals running the base prompt with that one token replaced
-    by the source's (measured here by the executor on the edited token ids, each read at its own final
-    position): the positions are aligned by name, not by index."""
-    from mi_dsl.runtime.executor import pad_right
-    from mi_dsl.runtime.unembed import final_inputs
-
-    body = """\
+# Countries of one and two words (prompts of two lengths), each with a field the causal model reads;
+# CATS is the kind of cats.
+KINDS = """\
 vocabularies:
   country:
-    items: [{name: Cows, kind: two}, {name: Horses, kind: two}, {name: cats, kind: one}, {name: dogs, kind: one}]
+    items: [{name: Cows, kind: two}, {name: Horses, kind: two}, {name: cats, kind: CATS}, {name: dogs, kind: one}]
 prompts:
   template: "The {country} are big . Are the"
   answer: 'first_token(" big")'
@@ -243,7 +237,17 @@ causal_model:
     c: country
   output: 'first_token(" big") if c.kind == "one" else first_token(" small")'
 """
-    run = finished_run(tmp_path, model_yaml("gpt_neox"), body)
+
+
+def test_prompts_of_different_lengths_interchange_by_name(tmp_path):
+    """Sources of another length: the residual entering layer 0 at the country's last token is that
+    token's embedding, so interchanging it equals running the base prompt with that one token replaced
+    by the source's (measured here by the executor on the edited token ids, each read at its own final
+    position): the positions are aligned by name, not by index."""
+    from mi_dsl.runtime.executor import pad_right
+    from mi_dsl.runtime.unembed import final_inputs
+
+    run = finished_run(tmp_path, model_yaml("gpt_neox"), KINDS.replace("CATS", "one"))
     lengths = {len(p.clean.ids) for p in run.pairs}
     assert len(lengths) == 2, "prompts of two lengths, or this tests nothing"
     data = compute(run, "interchange", variables=["c"], source={"where": "source.c.kind != base.c.kind"},
@@ -326,18 +330,7 @@ def test_a_changed_vocabulary_field_is_never_answered_from_the_store(tmp_path):
     (cats: kind one -> two) once reused every stored step and printed the old IIA."""
     from mi_dsl.running import run_spec
 
-    body = """\
-vocabularies:
-  country:
-    items: [{name: Cows, kind: two}, {name: Horses, kind: two}, {name: cats, kind: KIND}, {name: dogs, kind: one}]
-prompts:
-  template: "The {country} are big . Are the"
-  answer: 'first_token(" big")'
-  foil: 'first_token(" small")'
-causal_model:
-  variables:
-    c: country
-  output: 'first_token(" big") if c.kind == "one" else first_token(" small")'
+    body = KINDS + """\
 analyses:
   - {kind: interchange, id: swap, variables: [c], source: {where: 'source.c.kind != base.c.kind'}, layers: [0]}
 """
@@ -345,7 +338,7 @@ analyses:
 
     def run(kind):
         spec.write_text("version: 1\nname: interchange\n" + model_yaml("gpt_neox") + "metric: logit_diff\n"
-                        + body.replace("KIND", kind))
+                        + body.replace("CATS", kind))
         outcome = run_spec(spec, out_dir=str(tmp_path / "runs"), progress=False)
         results = json.loads((outcome.run_dir / "results.json").read_text())
         return results["store"], results["analyses"]["swap"]["iia"]
