@@ -29,11 +29,10 @@ def provenance(spec, plan, loaded, tokenizer) -> Dict[str, Any]:
         where = str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
                                f" ({platform.machine()}, {torch.get_num_threads()} threads)")
     else:
-        from ..models.sources import source_of
+        from ..models.sources import source_of, weights_fingerprint
 
-        source = source_of(plan.model)
-        model = {"id": source.model_id(plan.model), "source": plan.model.source,
-                 "fingerprint": source.fingerprint(plan.model), "loaded": False}
+        model = {"id": source_of(plan.model).model_id(plan.model), "source": plan.model.source,
+                 "fingerprint": weights_fingerprint(plan.model), "loaded": False}
         where = f"{plan.model.device} (not used: every step came from the store)"
     return {
         "spec_hash": spec.hash(),

@@ -209,12 +209,15 @@ class Session:
         from ..models.sources import source_of
         from .pipeline import pair_metrics, warn_unchanged
 
-        source = source_of(self.plan.model)  # what the loaded model's info says, read without loading it
+        try:  # what the loaded model's info says, read without loading it
+            source = source_of(self.plan.model)
+            weights = source.model_id(self.plan.model), source.fingerprint(self.plan.model)
+        except MiError as err:  # a model file gone: located as the load would locate it
+            raise err.at(fault_location(self.spec, err.location.path)) from None
         # Everything a later step reads besides its own parameters: the slot values and the vocabularies'
         # items with their fields and the causal model (an interchange's variables read them, not only the
         # token ids)
-        self.key = digest("dataset", self.plan.model.identity(), source.model_id(self.plan.model),
-                          source.fingerprint(self.plan.model), self.tokenizer.origin,
+        self.key = digest("dataset", self.plan.model.identity(), *weights, self.tokenizer.origin,
                           getattr(self.tokenizer, "content", None),
                           [(p.clean.ids, p.corrupted.ids, p.answers, p.foils, p.values, p.corrupted_values)
                            + (("continuation",) if p.continuation else ())

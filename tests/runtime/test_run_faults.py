@@ -36,6 +36,24 @@ def test_pretrained_model_missing_offline_is_a_clean_error(tmp_path):
     assert f"{spec}:" in done.stderr and "model" in done.stderr
 
 
+@pytest.mark.parametrize("source, path", [("local", "missing"), ("gguf", "missing.gguf")])
+def test_a_model_file_that_is_not_there_is_a_located_error(source, path, tmp_path):
+    """The store's key reads the weights' fingerprint before anything loads: a model path that does not
+    exist must still be refused at model.path, as the loader would refuse it."""
+    model = f"""model:
+  source: {source}
+  path: {path}
+  tokenizer: {TOKENIZER}
+  bos_token: '<|endoftext|>'
+  prepend_bos: true
+"""
+    spec = write_spec(tmp_path, model, analyses="")
+    done = run_cli("run", spec, "--quiet", "--allow-path", TOKENIZER)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"{spec}:" in done.stderr and "does not exist (at model.path)" in done.stderr
+
+
 def test_nan_metric_names_the_keep_condition(tmp_path, monkeypatch):
     from mi_dsl.errors import RunError
     from mi_dsl.running import run_spec
