@@ -74,6 +74,8 @@ def execute(prepared, *, started: Optional[float] = None, fresh: bool = False, s
     if run.model_loaded:
         record_rate(prepared.plan.model, run.loaded.device.type, run.executor.forward_tokens,
                     run.executor.forward_seconds)
+    else:
+        run.say("every step came from the store: the model was not loaded (--fresh recomputes)")
     return run.log(store)
 
 

@@ -148,7 +148,7 @@ def test_each_model_source_fingerprints_what_its_weights_are_read_from(tmp_path)
         SOURCES["embedded"].fingerprint(ModelSpec(source="embedded", name="gemma-3-270m"))
 
 
-def test_a_rerun_whose_every_step_is_stored_never_loads_the_model(tmp_path, monkeypatch):
+def test_a_rerun_whose_every_step_is_stored_never_loads_the_model(tmp_path, monkeypatch, capsys):
     """Loading the model was most of such a rerun (8 of 11 s on the embedded Gemma). A rerun with one
     step changed loads it once, for that step."""
     from mi_dsl import models
@@ -157,15 +157,17 @@ def test_a_rerun_whose_every_step_is_stored_never_loads_the_model(tmp_path, monk
     spec = write_spec(tmp_path, tiny("gpt_neox"), analyses=ANALYSES, extra=PIPELINE)
 
     def run(*overrides):
-        outcome = run_spec(spec, overrides=list(overrides), out_dir=str(tmp_path / "runs"), progress=False)
+        outcome = run_spec(spec, overrides=list(overrides), out_dir=str(tmp_path / "runs"), progress=True)
         return json.loads((outcome.run_dir / "results.json").read_text())
 
     first = run()
+    assert "the model was not loaded" not in capsys.readouterr().err
     loads = []
     real = models.load_model
     monkeypatch.setattr(models, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
     again = run()
     assert loads == [] and again["store"] == {"reused": 5, "computed": 0, "distrusted": []}
+    assert "the model was not loaded" in capsys.readouterr().err
     ran = VOLATILE + ("shared_passes",)  # what ran this time: nothing
     assert {k: v for k, v in again.items() if k not in ran} == {k: v for k, v in first.items() if k not in ran}
     model = again["provenance"]["model"]
