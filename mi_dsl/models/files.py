@@ -175,10 +175,10 @@ def tokenizer_dir_for(spec: ModelSpec, *, cache_root: Optional[Path] = None,
     which imports torch. A random gemma3 model without `tokenizer` uses the embedded
     Gemma tokenizer.
     """
-    from .gguf_job import with_run_progress
+    from .gguf_job import with_conversion_progress
 
     root = Path(cache_root) if cache_root is not None else None
-    say = with_run_progress(progress or (lambda message: None))  # a run's front end passes none
+    say = with_conversion_progress(progress or (lambda message: None))  # a front end passes none
     ref = spec.tokenizer
     if ref is None:
         if spec.source == "embedded" and embedded_name(spec) == "smollm2-135m":

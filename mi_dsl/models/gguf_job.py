@@ -77,7 +77,7 @@ def conversion_progress(progress: Optional[Say]) -> Iterator[None]:
         _progress.reset(token)
 
 
-def with_run_progress(say: Say) -> Say:
+def with_conversion_progress(say: Say) -> Say:
     """`say`, and the progress of the front end that is preparing (conversion_progress), when there is one."""
     also = _progress.get()
     if also is None or also is say:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 
@@ -31,6 +31,35 @@ def is_oom(err: BaseException) -> bool:
         return True
     text = str(err).lower()
     return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+T = TypeVar("T")
+
+
+def in_batches(n_rows: int, size: int, fn: Callable[[slice], T], *, on_split: Callable[[int, int], None],
+               one_row_fails: Callable[[], RunError], done: Optional[Callable[[int], object]] = None) -> List[T]:
+    """fn(slice) for consecutive slices of `size` rows covering n_rows. A slice that runs out of memory
+    is halved and tried again, down to one row: `on_split(rows, smaller)` hears it (to warn, free
+    memory), and one row that does not fit raises `one_row_fails()`. `fn` must change nothing outside
+    itself before it returns, so a failed slice leaves no trace; `done(rows)` hears each slice done."""
+    results: List[T] = []
+    start = 0
+    while start < n_rows:
+        stop = min(n_rows, start + size)
+        try:
+            results.append(fn(slice(start, stop)))
+        except Exception as err:  # noqa: BLE001  (only OOM is handled; the rest re-raised)
+            if not is_oom(err):
+                raise
+            if stop - start == 1:
+                raise one_row_fails() from None
+            size = max(1, (stop - start) // 2)
+            on_split(stop - start, size)
+            continue
+        if done is not None:
+            done(stop - start)
+        start = stop
+    return results
 
 
 @dataclass
@@ -103,28 +132,16 @@ class Executor:
         size = self.rows_per_batch(seq_len, extra_bytes_per_row)
         if self.oom_cap is not None:  # an earlier step ran out of memory: start where it ended up
             size = min(size, self.oom_cap)
-        results: List[object] = []
-        start = 0
         bar = self._bar(n_rows, what)
-        while start < n_rows:
-            stop = min(n_rows, start + size)
-            try:
-                results.append(fn(slice(start, stop)))
-            except Exception as err:  # noqa: BLE001  (only OOM is handled; the rest re-raised)
-                if not is_oom(err):
-                    raise
-                if stop - start == 1:
-                    raise RunError(f"out of memory on a single prompt while {what or 'running'}; "
-                                   "use a smaller model or run.memory_gb") from None
-                size = max(1, (stop - start) // 2)
-                self.oom_cap = size
-                self.warn(f"out of memory with {stop - start} prompts per batch while {what}; "
-                           f"retrying with {size}")
-                self._free()
-                continue
-            if bar is not None:
-                bar.update(stop - start)
-            start = stop
+
+        def split(rows: int, smaller: int) -> None:
+            self.oom_cap = smaller
+            self.warn(f"out of memory with {rows} prompts per batch while {what}; retrying with {smaller}")
+            self._free()
+        results = in_batches(n_rows, size, fn, on_split=split, done=None if bar is None else bar.update,
+                             one_row_fails=lambda: RunError(f"out of memory on a single prompt while "
+                                                            f"{what or 'running'}; use a smaller model or "
+                                                            "run.memory_gb"))
         if bar is not None:
             bar.close()
         return results

@@ -220,7 +220,7 @@ class Session:
         # items with their fields and the causal model (an interchange's variables read them, not only the
         # token ids)
         self.key = digest("dataset", self.plan.model.identity(), *weights, self.tokenizer.origin,
-                          getattr(self.tokenizer, "content", None),
+                          self.tokenizer.content,
                           [(p.clean.ids, p.corrupted.ids, p.answers, p.foils, p.values, p.corrupted_values)
                            + (("continuation",) if p.continuation else ())
                            for p in self.dataset.pairs],
@@ -367,6 +367,7 @@ class Session:
         from .session_log import session_log
 
         return session_log(self, store)
+
 
 def _files_read(impl, params) -> List[str]:
     """The content of the files an analysis reads besides the model (`files_read(params)`, e.g. a saved

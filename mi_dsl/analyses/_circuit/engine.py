@@ -328,27 +328,15 @@ class _Sparse:
 
 
 def over_batches(model: GraphModel, n: int, size: int, work: Callable[[slice], T], what: str) -> List[T]:
-    """work(part) for consecutive parts covering n rows. A part that runs out of memory is split in half
-    and tried again, down to one row (a GPU's default batch is sized by an estimate: _circuit/sizes.py):
+    """work(part) for consecutive parts covering n rows, halved where a part runs out of memory
+    (runtime/executor.py's in_batches: a GPU's default batch is sized by an estimate, _circuit/sizes.py);
     `work` must change nothing outside itself before it returns, so a failed part leaves no trace."""
-    from ...runtime.executor import is_oom
+    from ...runtime.executor import in_batches
 
-    out: List[T] = []
-    start = 0
-    while start < n:
-        stop = min(n, start + size)
-        try:
-            out.append(work(slice(start, stop)))
-        except Exception as err:  # noqa: BLE001  (only out-of-memory is handled; the rest re-raised)
-            if not is_oom(err):
-                raise
-            if stop - start == 1:
-                raise RunError(f"out of memory on a single prompt pair while {what}",
-                               hint="use a smaller model, fewer tokens, or a device with more memory") from None
-            size = max(1, (stop - start) // 2)
-            model.on_split(f"out of memory with {stop - start} pairs a batch while {what}; retrying with {size}")
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            continue
-        start = stop
-    return out
+    def split(rows: int, smaller: int) -> None:
+        model.on_split(f"out of memory with {rows} pairs a batch while {what}; retrying with {smaller}")
+        if model.W_O.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return in_batches(n, size, work, on_split=split, one_row_fails=lambda: RunError(
+        f"out of memory on a single prompt pair while {what}",
+        hint="use a smaller model, fewer tokens, or a device with more memory"))
