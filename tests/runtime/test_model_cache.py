@@ -461,7 +461,7 @@ def test_a_run_prints_what_its_front_end_conversion_does(monkeypatch, capsys):
         pass
 
     def prepare(*args, **kwargs):
-        gguf_job.with_run_progress(lambda message: None)("reading the tokenizer of q.gguf")
+        gguf_job.with_conversion_progress(lambda message: None)("reading the tokenizer of q.gguf")
         raise Stop
     monkeypatch.setattr(compile_stage, "prepare", prepare)
     with pytest.raises(Stop):
@@ -486,7 +486,7 @@ def test_validate_and_plan_print_what_a_conversion_does_and_convert_no_model(com
 
     def prepare(*args, **kwargs):
         seen["model_too"] = gguf_job._model_too.get()
-        gguf_job.with_run_progress(lambda message: None)("reading the tokenizer of q.gguf")
+        gguf_job.with_conversion_progress(lambda message: None)("reading the tokenizer of q.gguf")
         raise Stop
     monkeypatch.setattr(validate if command == "validate" else plan, "prepare", prepare)
     with pytest.raises(Stop):
