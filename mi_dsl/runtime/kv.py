@@ -127,14 +127,16 @@ def take(kv: KV, rows: torch.Tensor, p: int) -> KV:
 
 
 def exact_rest(model, tokens: torch.Tensor) -> int:
-    """The fewest positions a continued forward must run for its final logits to equal the full
-    forward's bit for bit on this device's kernels (0: forwards cannot be continued here).
+    """The fewest positions a continued forward must run for its final unembedding input (the
+    residual every metric reads) to equal the full forward's bit for bit on this device's kernels
+    (0: forwards cannot be continued here).
 
     Matrix kernels may sum in another order when a product has very few rows (here, Gemma's
     attention scores with 1-3 query rows differed in the last bits), so callers start a
     continued forward early enough to run at least this many positions: their numbers are then
     exactly a full forward's. Where no length is exact (a GPU's kernels), a continuation within
-    1e-4 of the full forward still counts, with 1 position."""
+    1e-4 of the full forward still counts, with 1 position. Each probe stops at the unembedding's
+    input: logits over a large vocabulary (Gemma's 262,144 tokens) cost more than the forward."""
     if not attentions(model) or tokens.shape[1] < 3:
         return 0
     row = tokens[:2].to(next(model.parameters()).device)
@@ -142,14 +144,14 @@ def exact_rest(model, tokens: torch.Tensor) -> int:
     store: KV = {}
     with torch.no_grad():
         with recording(model, store):
-            full = model(row, prepend_bos=False)[:, -1]
+            full = final_input(model, row)
         if len(store) != len(model.blocks):
             return 0
 
         def continued(rest: int) -> torch.Tensor:
             with continuing(model, take(store, torch.arange(row.shape[0]), n - rest)):
-                return model(row[:, n - rest:], prepend_bos=False,
-                             position_ids=positions(n - rest, n, row.shape[0], row.device))[:, -1]
+                return final_input(model, row[:, n - rest:], position_ids=positions(n - rest, n, row.shape[0],
+                                                                                    row.device))
 
         half = continued(n - n // 2)
         if not bool((half - full).abs().max() <= 1e-4 * (float(full.abs().max()) + 1e-6)):
@@ -160,3 +162,28 @@ def exact_rest(model, tokens: torch.Tensor) -> int:
                 break
             fewest = rest
     return fewest if fewest is not None else 1
+
+
+class _Reached(Exception):
+    """Raised at the unembedding's input: the probe has what it compares."""
+
+
+def final_input(model, tokens: torch.Tensor, **forward_kwargs) -> torch.Tensor:
+    """[B, d_model] the unembedding's input at the final position of one forward of `tokens`; the
+    forward stops there (no logits)."""
+    from .unembed import UNEMBED_INPUT
+
+    found: List[torch.Tensor] = []
+
+    def keep(act, hook=None):
+        found.append(act[:, -1].detach())
+        raise _Reached()
+
+    try:
+        with model.hooks(fwd_hooks=[(UNEMBED_INPUT, keep)]):
+            model(tokens, prepend_bos=False, **forward_kwargs)
+    except _Reached:
+        pass
+    if not found:
+        raise RuntimeError(f"the forward never reached {UNEMBED_INPUT}")
+    return found[0]
