@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import RunError
+from ..runtime.patterns import PATTERN_HOOK  # noqa: F401  (head_detection reads it here)
 from .base import head_label
 
 HEADS = {
@@ -32,7 +33,6 @@ def heads_param(description: str) -> Dict:
     return {**HEADS, "description": description}
 
 
-PATTERN_HOOK = "blocks.{}.attn.hook_pattern"
 
 
 # ------------------------------------------------------------------ capture
@@ -72,21 +72,14 @@ def by_layer(heads: Sequence[Tuple[int, int]]) -> Dict[int, List[int]]:
     return layers
 
 
-# Attention patterns of every head, kept for the run so that later analyses on the same prompts
-# (a second attention view, the prompt browser, attention vs contribution) run no forward; kept
-# only while all of them fit in this many bytes (float32), else each analysis captures its own.
-CACHE_BYTES = 256 * 2 ** 20
-_CACHE_KEY = ("attention patterns",)
-
-
 def capture_patterns(run, prompts: Sequence[Sequence[int]], heads: Sequence[Tuple[int, int]],
                      what: str = "capturing attention patterns"):
     """Per prompt, [len(heads), query, key] patterns of the heads (in their order).
 
-    The run's pattern cache serves prompts already seen: a prompt's first capture keeps every
-    head of every layer (one forward to the last layer's attention), within CACHE_BYTES.
-    Past the budget only the selected heads' layers are hooked, and the forward stops at the
-    last of them."""
+    The run's pattern cache (runtime/patterns.py) serves prompts already seen: a prompt's first
+    capture keeps every head of every layer (one forward to the last layer's attention), within
+    its budget. Past the budget only the selected heads' layers are hooked, and the forward stops
+    at the last of them."""
     import torch
 
     cache = _cached_patterns(run, prompts, what)
@@ -101,23 +94,20 @@ def capture_patterns(run, prompts: Sequence[Sequence[int]], heads: Sequence[Tupl
 def _cached_patterns(run, prompts: Sequence[Sequence[int]], what: str) -> Optional[Dict]:
     """The run's cache {prompt ids: [layer][head, query, key]} holding every prompt, or None when the
     prompts not yet in it would pass the budget."""
-    shared = getattr(run, "shared", None)
-    if shared is None:
+    from ..runtime import patterns
+
+    cache = patterns.pattern_cache(getattr(run, "shared", None))
+    if cache is None:
         return None
-    cache = shared.setdefault(_CACHE_KEY, {})
-    missing = list(dict.fromkeys(tuple(ids) for ids in prompts if tuple(ids) not in cache))
     n_layers = run.cfg.n_layers
-
-    def size(ids) -> int:  # float32 bytes of one prompt's patterns, every head of every layer
-        return 4 * n_layers * run.cfg.n_heads * len(ids) ** 2
-
-    if sum(map(size, cache)) + sum(map(size, missing)) > CACHE_BYTES:
+    missing = patterns.missing_within_budget(cache, prompts, n_layers, run.cfg.n_heads)
+    if missing is None:
         return None
     if missing:
         keep = {PATTERN_HOOK.format(l): (lambda a: a) for l in range(n_layers)}
         kept = capture_each(run, missing, keep, PATTERN_HOOK.format(n_layers - 1), what)
         for ids, k in zip(missing, kept):
-            cache[ids] = [k[PATTERN_HOOK.format(l)] for l in range(n_layers)]
+            patterns.keep(cache, ids, [k[PATTERN_HOOK.format(l)] for l in range(n_layers)])
     return cache
 
 

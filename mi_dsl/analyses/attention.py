@@ -55,7 +55,7 @@ class Attention:
             params = params.replace(prompts=(0,))  # the first final prompt unless told
         source = "a literal text" if params.text is not None else f"dataset prompts {list(params.prompts)}"
         return step(ctx, params, f"attention patterns of the selected heads' layers on {source}",
-                    hooks=("blocks.{L}.attn.hook_pattern",), positions="all")
+                    hooks=("blocks.{L}.attn.hook_pattern",), positions="all", reads_patterns=params.text is None)
 
     def cost(self, params, inputs):
         """At most one forward per prompt shown and, for dataset prompts, one per final pair (the prompt

@@ -53,7 +53,7 @@ class AttentionVsContribution:
         return step(ctx, params, f"attention {written['from']} -> {written['to']} "
                                  "and each head's output at the final position on the answer direction",
                     hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale", "blocks.{L}.ln1_post.hook_scale?"),
-                    shares_final_pass=True)  # patterns: the run's pattern cache (_attention.capture_patterns)
+                    shares_final_pass=True, reads_patterns=True)  # patterns: the run's pattern cache
 
     def cost(self, params, inputs):
         """At most one forward of its prompts: the patterns come from the run's pattern cache when an

@@ -92,6 +92,9 @@ def _print_plan(s: Dict[str, Any]) -> None:
             prompts = f"first {p['max_pairs']} " if p["max_pairs"] else ""
             echo(f"  - {p['id']}: {prompts}{p['prompts']} prompts -> {', '.join(p['analyses'])}; "
                  f"hooks {', '.join(p['hooks'])}")
+            if p.get("patterns"):
+                echo("    it also keeps every head's attention pattern at every position: the attention analyses "
+                     "read them from the run's pattern cache")
     _print_memory(s["memory"])
     _print_cost(s["cost"])
     for analysis_id, t in s.get("training", {}).items():

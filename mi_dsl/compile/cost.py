@@ -107,6 +107,7 @@ def plan_costs(prepared) -> Dict[str, Any]:
     rate, rate_source = per_token_seconds(spec.model, shape)
     budget_gb = plan.memory_gb or CPU_BUDGET_GB
     rows, passes_seen = [], set()
+    patterns_from, patterns_pairs = "", 0  # what filled the run's pattern cache so far, on how many pairs
     for step in plan.analyses:
         kind = REGISTRY[step.kind]
         n = min(step.params.max_pairs or pairs, pairs)
@@ -119,11 +120,18 @@ def plan_costs(prepared) -> Dict[str, Any]:
             continue
         cost = declared(step.params, inputs)
         shared = plan.pass_of(step.id)
+        if step.reads_patterns and patterns_from and n <= patterns_pairs:  # cached: no sweep of its own
+            cost = Cost(cost.cells, 0, cost.tokens_per_row, own_rows=0,
+                        note=f"patterns from the run's pattern cache (filled by {patterns_from})")
         if shared is not None:  # one sweep of a shared pass serves all its analyses: counted once
             if shared.id in passes_seen:
                 note = f"reads shared pass {shared.id}" + (f"; {cost.note}" if cost.own_rows and cost.note else "")
                 cost = Cost(cost.cells, cost.own_rows, cost.tokens_per_row, note=note)
             passes_seen.add(shared.id)
+            if shared.patterns and not patterns_from:
+                patterns_from, patterns_pairs = f"shared pass {shared.id}", n
+        if step.reads_patterns and not patterns_from:
+            patterns_from, patterns_pairs = step.id, n
         rows.append(_row(step, cost, shape, kind.graph_bytes_per_row, budget_gb, rate, plan))
     seconds = sum(r.get("seconds", 0.0) for r in rows)
     return {"analyses": rows, "seconds": seconds, "rate": rate_source, "pairs_bound": pairs,

@@ -27,6 +27,7 @@ class Step:
     depends_on: Tuple[str, ...] = ()
     params: StepParams = field(default_factory=StepParams)  # typed, compiled: defaults filled, selectors compiled
     shares_final_pass: bool = False      # its clean final-position captures can come from a shared pass
+    reads_patterns: bool = False         # it reads the clean prompts' attention patterns (runtime/patterns.py)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class Pass:
     hooks: Tuple[str, ...]
     prompts: str = "clean"
     max_pairs: Optional[int] = None      # the analyses' max_pairs (the same prompts)
+    # the sweep also keeps every head's attention pattern of its prompts in the run's pattern cache
+    # (runtime/patterns.py): an analysis of the plan reads them, and they come with the forward
+    patterns: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ from ..errors import RunError
 from .executor import Executor, token_sets
 from ..metrics import METRICS, Metric, compute_metrics
 from .unembed import UNEMBED_INPUT, Unembed
+from . import patterns
+from .patterns import PATTERN_HOOK
+from ..compile.fusion import PATTERNS
 
 
 @dataclass
@@ -217,16 +220,26 @@ class RunContext:
             return None
         key = (shared.id, tuple(id(p) for p in self.pairs))
         if key not in self.shared:
-            names = expand_hooks(shared.hooks, self.cfg.n_layers, self._has_hook)
+            names = expand_hooks([h for h in shared.hooks if h != PATTERNS], self.cfg.n_layers, self._has_hook)
             names = list(dict.fromkeys(names + [h for h in hooks if h != UNEMBED_INPUT]))
             counted = self.executor.forwards
-            self.shared[key] = self._capture_final(names, which)
+            self.shared[key] = self._capture_final(names, which, fill=self._patterns_to_keep(shared, which))
             self.pass_forwards[shared.id] = self.pass_forwards.get(shared.id, 0) + self.executor.forwards - counted
         # the pass's last analysis takes the captures with it: nothing later needs them
         kept = self.shared.pop(key) if step.id == shared.analyses[-1] else self.shared[key]
         if any(h not in kept for h in hooks):
             return None  # the pass does not hold them all (an undeclared hook): capture as usual
         return {name: kept[name] for name in list(hooks) + [UNEMBED_INPUT]}
+
+    def _patterns_to_keep(self, shared, which: str):
+        """The run's pattern cache when this pass fills it: its plan says an analysis reads the patterns,
+        and some of its prompts are not cached yet but fit the budget; else None."""
+        if not shared.patterns:
+            return None
+        cache = patterns.pattern_cache(self.shared)
+        prompts = [getattr(p, which).ids for p in self.pairs]
+        missing = patterns.missing_within_budget(cache, prompts, self.cfg.n_layers, self.cfg.n_heads)
+        return cache if missing else None
 
     def _has_hook(self, name: str) -> bool:
         try:
@@ -235,20 +248,30 @@ class RunContext:
             return True
 
     def _capture_final(self, hooks: List[str], which: str = "clean", extra: Optional[Dict] = None,
-                       interventions=()):
-        from .executor import at_final, by_length, pad_right
+                       interventions=(), fill: Optional[patterns.Cache] = None):
+        """`fill`: the run's pattern cache, which this sweep fills with every head's patterns of
+        the prompts it lacks (every position: a pattern row is one query)."""
+        from .executor import ALL, at_final, by_length, pad_right
 
         prompts = [getattr(p, which).ids for p in self.pairs]
         order = by_length(prompts)
         index = torch.tensor(order)
+        pattern_hooks = [PATTERN_HOOK.format(l) for l in range(self.cfg.n_layers)] if fill is not None else []
 
         def one_batch(part: slice):
             tokens, final = pad_right([prompts[i] for i in order[part]])
             select = at_final(None if bool((final == tokens.shape[1] - 1).all()) else final)
             keep = {name: select for name in list(hooks) + [UNEMBED_INPUT]}
             keep.update(extra or {})
+            keep.update({name: ALL for name in pattern_hooks})
             bound = [(name, _bind(fn, index[part])) for name, fn in interventions]
-            return self.executor.capture(tokens, keep, stop_after=UNEMBED_INPUT, interventions=bound)[1]
+            kept = self.executor.capture(tokens, keep, stop_after=UNEMBED_INPUT, interventions=bound)[1]
+            if fill is not None:
+                found = [kept.pop(name) for name in pattern_hooks]
+                for row, i in enumerate(order[part]):
+                    if tuple(prompts[i]) not in fill:
+                        patterns.keep(fill, prompts[i], [p[row] for p in found])
+            return kept
 
         parts = self.executor.map_batches(len(order), max(len(p) for p in prompts), one_batch,
                                           "capturing activations")

@@ -311,6 +311,28 @@ def test_patterns_equal_a_plain_forward(main_run, loaded):
     assert len(lowest["tokens"]) == 1 + 2 * len(single)
 
 
+def test_patterns_the_shared_pass_kept_on_prompts_of_several_lengths_equal_a_plain_forward(run, loaded):
+    """The shared pass runs prompts of several lengths right-padded in one batch; the patterns it
+    keeps for the cache are each prompt's own (cut to its length), as a forward of it alone gives."""
+    data = "\n" + syllogism(categories=("birds", "fish", "insects", "mammals"),
+                            descriptors=(("herbivorous", "carnivorous"), ("endothermic", "ectothermic")),
+                            nouns=("Cows", "Horses", "Pigs", "Wolves"), equal_lengths=False)
+    results, _ = run("""
+        - {kind: head_attribution, id: head_attr}
+        - {kind: attention, id: view, heads: [L1H2, L0H0], prompts: [0, 8, 12, 60]}
+    """, data=data, pipeline="")
+    prompts = results["analyses"]["view"]["prompts"]
+    tok = loaded.bridge.tokenizer
+    lengths = set()
+    for prompt in prompts:
+        ids = [tok.bos_token_id] + tok.encode(prompt["text"], add_special_tokens=False)
+        lengths.add(len(ids))
+        for name, pattern in zip(["L1H2", "L0H0"], prompt["patterns"]):
+            layer, head = map(int, name[1:].split("H"))
+            assert torch.allclose(torch.tensor(pattern), pattern_of(loaded, ids, layer)[head], atol=1e-6)
+    assert len(lengths) > 1, lengths  # the pass padded some of them
+
+
 def test_figures_and_offline_view_are_written(main_run):
     _, run_dir = main_run
     figures = {p.name for p in (run_dir / "figures").iterdir()}
@@ -572,10 +594,11 @@ def test_embedded_gemma_ablation_contribution_and_detection(tmp_path):
 
 
 def test_attention_views_on_the_same_prompts_share_one_capture(run, monkeypatch):
-    """The run keeps every head's patterns of a prompt once captured (_attention's cache): a second
-    view, the prompt browser and attention_vs_contribution read them without a forward, with the
-    numbers a capture of their own gives (the cache off: a zero budget)."""
-    import mi_dsl.analyses._attention as attention
+    """The run keeps every head's patterns of a prompt once captured (runtime/patterns.py): the shared
+    final-position pass of head_attribution keeps them during its sweep, so the views, the prompt
+    browser and attention_vs_contribution read them without a forward, with the numbers a capture
+    of their own gives (the cache off: a zero budget)."""
+    import mi_dsl.runtime.patterns as attention
     from mi_dsl.runtime.executor import Executor
 
     analyses = """
@@ -594,6 +617,8 @@ def test_attention_views_on_the_same_prompts_share_one_capture(run, monkeypatch)
     monkeypatch.setattr(Executor, "capture", counted)
     cached, _ = run(analyses)
     with_cache = len(captures)
+    # head_attribution's shared pass kept every head's patterns: no view ran a pattern sweep of its own
+    assert not [stop for stop in captures if stop and "hook_pattern" in stop]
     monkeypatch.setattr(attention, "CACHE_BYTES", 0)
     captures.clear()
     alone, _ = run(analyses)

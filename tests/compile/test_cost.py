@@ -109,17 +109,31 @@ def test_a_run_records_its_rate_and_the_next_plan_uses_it(tmp_path, monkeypatch)
 
 
 def test_attention_costs_count_the_browser_and_the_pattern_sweep_outside_the_shared_pass(tmp_path):
-    """As upper bounds: an attention view on dataset prompts also captures every final pair for its
-    prompt browser, and attention_vs_contribution, though its head outputs come from the shared
-    final-position pass, may need one sweep of its own for the patterns."""
+    """An attention view on dataset prompts also captures every final pair for its prompt browser; the
+    shared final-position pass keeps every head's patterns for the run's cache when an analysis reads
+    them, so views after its first analysis run no sweep, and attention_vs_contribution takes both its
+    head outputs and its patterns from the pass. A literal text is its own forward."""
     child = ioi_child(tmp_path, "  - {kind: head_attribution, id: head_attr}\n"
                                 "  - {kind: attention_vs_contribution, heads: [L0H0], from: final, to: final}\n"
                                 "  - {kind: attention, heads: [L0H0], prompts: [0, 1]}\n"
                                 "  - {kind: attention, id: literal, heads: [L0H0], text: \"a b c\"}\n")
     prepared = prepare(child)
+    rows = {row["kind"] + str(i): row for i, row in enumerate(plan_costs(prepared)["analyses"])}
+    assert rows["attention_vs_contribution1"]["forward_rows"] == 0
+    assert "reads shared pass" in rows["attention_vs_contribution1"]["note"]
+    assert rows["attention2"]["forward_rows"] == 0
+    assert "pattern cache (filled by shared pass" in rows["attention2"]["note"]
+    assert rows["attention3"]["forward_rows"] == 1
+
+
+def test_an_attention_view_before_the_shared_pass_pays_for_the_patterns(tmp_path):
+    """The first reader fills the run's pattern cache: a view before any shared-pass analysis sweeps
+    its prompts and the browser's; attention_vs_contribution after it reads the cache."""
+    child = ioi_child(tmp_path, "  - {kind: attention, heads: [L0H0], prompts: [0, 1]}\n"
+                                "  - {kind: head_attribution, id: head_attr}\n"
+                                "  - {kind: attention_vs_contribution, heads: [L0H0], from: final, to: final}\n")
+    prepared = prepare(child)
     pairs = len(prepared.dataset.pairs)
     rows = {row["kind"] + str(i): row for i, row in enumerate(plan_costs(prepared)["analyses"])}
-    assert rows["attention_vs_contribution1"]["forward_rows"] == pairs
-    assert "reads shared pass" in rows["attention_vs_contribution1"]["note"]
-    assert rows["attention2"]["forward_rows"] == 2 + pairs
-    assert rows["attention3"]["forward_rows"] == 1
+    assert rows["attention0"]["forward_rows"] == 2 + pairs
+    assert rows["attention_vs_contribution2"]["forward_rows"] == 0

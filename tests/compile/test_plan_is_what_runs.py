@@ -80,6 +80,8 @@ def test_every_captured_hook_is_listed_in_the_plan_step(tmp_path, monkeypatch):
     n_layers = outcome.results["provenance"]["model"]["n_layers"]
     plan = prepared.plan
     served = {a for p in plan.passes for a in p.analyses[1:]}  # read the shared pass the first one ran
+    # and the attention view on dataset prompts reads the patterns that pass kept for the run's cache
+    served |= {s.id for s in plan.analyses if s.reads_patterns and any(p.patterns for p in plan.passes)}
     # every analysis ran forwards, except those a shared pass served (one served may still run its own:
     # ablation's sweep with the heads knocked out)
     assert set(steps) - served <= set(used) <= set(steps)
