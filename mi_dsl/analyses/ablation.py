@@ -57,8 +57,9 @@ class Ablation:
                     hooks=("blocks.{L}.attn.hook_z", "ln_final.hook_scale",
                            "blocks.{L}.ln1_post.hook_scale?"), positions="all",
                     # its "before" sweep (every head's z at the final position, clean prompts) is what
-                    # head attribution captures: one shared pass serves both (compile/fusion.py)
-                    shares_final_pass=True)
+                    # head attribution captures: one shared pass serves both (compile/fusion.py); its
+                    # "after" sweep at chosen positions continues from that pass's keys and values
+                    shares_final_pass=True, continues_pass=params.positions is not None)
 
     def cost(self, params, inputs):
         """The heads' direct attributions before and after (two sweeps of its pairs, the second ablated),
@@ -81,7 +82,10 @@ class Ablation:
         replace = _replacements(run, heads, method, params, positions)
         interventions = [(f"blocks.{layer}.attn.hook_z", _ablate(hs, positions, replace[layer]))
                          for layer, hs in by_layer(heads).items()]
-        before, after = _sweep(run), _sweep(run, interventions)
+        # nothing before a prompt's first ablated position changes: the rerun may start there
+        first = [min(at, default=len(p.ids)) for at, p in zip(positions, prompts)] \
+            if params.positions is not None else None
+        before, after = _sweep(run), _sweep(run, interventions, first)
         written = params.positions.to_json() if params.positions is not None else None
         return _result(run, heads, method, written, before, after)
 
@@ -112,12 +116,13 @@ class Ablation:
 
 
 def _zeros_for(n_heads: int):
-    """fn(prompt ids, z) -> zeros in place of `n_heads` heads' z [B, S, n_heads, d]."""
-    return lambda ids, z: z.new_zeros((*z.shape[:2], n_heads, z.shape[-1]))
+    """fn(prompt ids, z, first) -> zeros in place of `n_heads` heads' z [B, S, n_heads, d]."""
+    return lambda ids, z, first: z.new_zeros((*z.shape[:2], n_heads, z.shape[-1]))
 
 
 def _replacements(run, heads, method: str, params, positions):
-    """Per layer, fn(prompt ids, z) -> the values that replace the selected heads' z [B, S, h, d]. Prompts
+    """Per layer, fn(prompt ids, z, first) -> the values that replace the selected heads' z [B, S, h, d] of
+    positions first.. (a rerun continued after the positions before: runtime/pass_kv.py). Prompts
     of one length: the same index (TransformerLens's convention); of several lengths: the same-named
     position, resolved in each prompt (compile/alignment.py checked that every one has it)."""
     import torch
@@ -142,17 +147,22 @@ def _replacements(run, heads, method: str, params, positions):
         per_prompt = [k[names[layer]] for k in kept]  # [S_i, h, d]; prompts may differ in length
         if by_name:
             values = _by_name(per_prompt, sources, positions, method, run)
-            out[layer] = lambda ids, z, values=values: values[ids, :z.shape[1]].to(z.device, z.dtype)
+            out[layer] = lambda ids, z, first, values=values: _window(values[ids], z, first)
             continue
         longest = max(v.shape[0] for v in per_prompt)
         values = torch.stack([torch.nn.functional.pad(v, (0, 0, 0, 0, 0, longest - v.shape[0]))
                               for v in per_prompt])  # [N, S, h, d], zeros past a prompt's end (never ablated)
         if method == "mean":
             mean = values.mean(0)
-            out[layer] = lambda ids, z, mean=mean: mean.to(z.device, z.dtype).expand(z.shape[0], *mean.shape)
+            out[layer] = lambda ids, z, first, mean=mean: _window(mean.expand(len(ids), *mean.shape), z, first)
         else:
-            out[layer] = lambda ids, z, values=values: values[ids, :z.shape[1]].to(z.device, z.dtype)
+            out[layer] = lambda ids, z, first, values=values: _window(values[ids], z, first)
     return out
+
+
+def _window(values, z, first: int):
+    """values [B, S, h, d] of positions first .. first + z's positions, on z's device and dtype."""
+    return values[:, first:first + z.shape[1]].to(z.device, z.dtype)
 
 
 def _by_name(per_prompt, sources, positions, method: str, run):
@@ -177,29 +187,35 @@ def _ablate(heads, positions, replacement):
 
     n_prompts = len(positions)
 
-    def hook(z, hook, rows):
+    def hook(z, hook, rows, first=0):
+        """z [B, S, H, d] of positions first.. (0 unless the forward continues after earlier ones)."""
         ids = torch.arange(n_prompts)[rows].reshape(-1)
         mask = torch.zeros(z.shape[:2], dtype=torch.bool, device=z.device)
         for b, i in enumerate(ids.tolist()):
-            mask[b, positions[i]] = True
+            if any(q < first for q in positions[i]):  # the rerun started after an ablated position
+                raise RunError(f"internal: a forward from position {first} cannot ablate position "
+                               f"{min(positions[i])}")
+            mask[b, [q - first for q in positions[i]]] = True
         z = z.clone()
-        z[:, :, heads] = torch.where(mask[:, :, None, None], replacement(ids, z), z[:, :, heads])
+        z[:, :, heads] = torch.where(mask[:, :, None, None], replacement(ids, z, first), z[:, :, heads])
         return z
 
     return hook
 
 
-def _sweep(run, interventions=()):
+def _sweep(run, interventions=(), first=None):
     """One pass over the dataset: per head and prompt the output on the logit-difference direction before
     any norm scale (`raw` [L, H, N]) and the scales dividing it (`inverse` [L, N]: 1 / (post-attention
-    scale x final scale)), the post-attention and final scales, and the metric per prompt."""
+    scale x final scale)), the post-attention and final scales, and the metric per prompt. `first`: per
+    prompt, its earliest intervened position (the positions before it may continue from the shared
+    pass's keys and values)."""
     import torch
 
     from ..metrics import compute_metrics
     from ..runtime.unembed import UNEMBED_INPUT
     from .head_attribution import capture_heads
 
-    kept = capture_heads(run, interventions=interventions)
+    kept = capture_heads(run, interventions=interventions, first=first)
     metric = compute_metrics(kept[UNEMBED_INPUT], run.answers().to(run.device), run.foils().to(run.device),
                              [run.main_metric], run.unembed)[run.metric]
     final = kept["ln_final.hook_scale"].reshape(-1).float()

@@ -16,16 +16,19 @@ from ..core.typed import AnalysisParams
 
 
 def step(ctx, params: AnalysisParams, description: str, hooks=(), positions: str = "final",
-         depends_on=(), shares_final_pass: bool = False, reads_patterns: bool = False) -> Step:
+         depends_on=(), shares_final_pass: bool = False, reads_patterns: bool = False,
+         continues_pass: bool = False) -> Step:
     """A plan step with the analysis's compiled parameters: the selectors its `compile` compiled
     through `ctx`, the defaults filled. `shares_final_pass`: the analysis reads its clean
     final-position hooks through `RunContext.capture_final` only, so a pass shared with others
     can serve it. `reads_patterns`: it reads the clean dataset prompts' attention patterns through
-    the run's pattern cache, which a shared pass then fills."""
+    the run's pattern cache, which a shared pass then fills. `continues_pass`: it reruns its
+    shared pass's prompts with an intervention at late positions (runtime/pass_kv.py)."""
     compiled = ctx.compiled_params(params)
     return Step(id=compiled.name, kind=compiled.kind, description=description,
                 hooks=tuple(hooks), positions=positions, depends_on=tuple(depends_on),
-                params=compiled, shares_final_pass=shares_final_pass, reads_patterns=reads_patterns)
+                params=compiled, shares_final_pass=shares_final_pass, reads_patterns=reads_patterns,
+                continues_pass=continues_pass)
 
 
 def head_label(layer: int, head: int) -> str:

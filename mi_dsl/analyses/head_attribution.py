@@ -93,14 +93,14 @@ def per_head_logit_diffs(run, which: str = "clean", interventions=()):
     return head_dla(run, capture_heads(run, which, interventions))
 
 
-def capture_heads(run, which: str = "clean", interventions=()):
+def capture_heads(run, which: str = "clean", interventions=(), first=None):
     """One pass over the dataset: every head's z at the final position, the post-attention
     and final norm scales, and the unembedding's input (for the measured metric)."""
     n_layers = run.cfg.n_layers
     names = [f"blocks.{l}.attn.hook_z" for l in range(n_layers)]
     if run.has_post_attn_norm():
         names += [f"blocks.{l}.ln1_post.hook_scale" for l in range(n_layers)]
-    return run.capture_final(names + ["ln_final.hook_scale"], which, interventions=interventions)
+    return run.capture_final(names + ["ln_final.hook_scale"], which, interventions=interventions, first=first)
 
 
 def head_dla(run, kept, per_prompt: bool = False):

@@ -95,6 +95,9 @@ def _print_plan(s: Dict[str, Any]) -> None:
             if p.get("patterns"):
                 echo("    it also keeps every head's attention pattern at every position: the attention analyses "
                      "read them from the run's pattern cache")
+            if p.get("keys_values"):
+                echo("    it also keeps every layer's keys and values: a rerun with a late intervention (ablation) "
+                     "runs only the positions from it on")
     _print_memory(s["memory"])
     _print_cost(s["cost"])
     for analysis_id, t in s.get("training", {}).items():

@@ -8,7 +8,10 @@ prompts (`max_pairs`) get separate passes. When an analysis of the plan reads th
 prompts' attention patterns (an attention view and its prompt browser, attention vs
 contribution), the pass also keeps every head's pattern at every position for the run's
 pattern cache (runtime/patterns.py): they come with its forward, where a view of its own
-would sweep the prompts again. No torch here: the plan lists the passes.
+would sweep the prompts again. When a member reruns the pass's prompts with an intervention at
+late positions only (ablation at the final position), the pass keeps every layer's keys and
+values so that rerun runs only the positions from the intervention on (runtime/pass_kv.py).
+No torch here: the plan lists the passes.
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ def fuse(steps: Tuple[Step, ...]) -> Tuple[Pass, ...]:
     passes = []
     for n, (max_pairs, members) in enumerate(groups.items()):
         hooks = tuple(dict.fromkeys([h for s in members for h in s.hooks] + ([PATTERNS] if patterns else [])))
-        passes.append(Pass(f"final_pass_{n}", tuple(s.id for s in members), hooks, "clean", max_pairs, patterns))
+        passes.append(Pass(f"final_pass_{n}", tuple(s.id for s in members), hooks, "clean", max_pairs, patterns,
+                           keys_values=any(s.continues_pass for s in members)))
     return tuple(passes)
 
 

@@ -61,7 +61,7 @@ def plan_steps(plan, candidates: int) -> Dict[str, Any]:
                       "positions": s.positions, "depends_on": list(s.depends_on), "params": s.params.to_json()}
                      for s in plan.analyses],
         "passes": [{"id": p.id, "prompts": p.prompts, "max_pairs": p.max_pairs, "analyses": list(p.analyses),
-                    "hooks": list(p.hooks), "patterns": p.patterns} for p in plan.passes],
+                    "hooks": list(p.hooks), "patterns": p.patterns, "keys_values": p.keys_values} for p in plan.passes],
         "batch_size": plan.batch_size,
     }
 

@@ -28,6 +28,9 @@ class Step:
     params: StepParams = field(default_factory=StepParams)  # typed, compiled: defaults filled, selectors compiled
     shares_final_pass: bool = False      # its clean final-position captures can come from a shared pass
     reads_patterns: bool = False         # it reads the clean prompts' attention patterns (runtime/patterns.py)
+    # it reruns its shared pass's prompts with an intervention at late positions: the positions before
+    # continue from the pass's keys and values (runtime/pass_kv.py)
+    continues_pass: bool = False
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class Pass:
     # the sweep also keeps every head's attention pattern of its prompts in the run's pattern cache
     # (runtime/patterns.py): an analysis of the plan reads them, and they come with the forward
     patterns: bool = False
+    # the sweep also keeps every layer's keys and values: a member continues it (Step.continues_pass)
+    keys_values: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ each head's output at a position (post-attention norms such as Gemma's included)
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -20,7 +21,7 @@ from ..errors import RunError
 from .executor import Executor, token_sets
 from ..metrics import METRICS, Metric, compute_metrics
 from .unembed import UNEMBED_INPUT, Unembed
-from . import patterns
+from . import kv, pass_kv, patterns
 from .patterns import PATTERN_HOOK
 from ..compile.fusion import PATTERNS
 
@@ -195,20 +196,24 @@ class RunContext:
         return float(m["logit_diff"].mean())
 
     def capture_final(self, hooks: List[str], which: str = "clean", extra: Optional[Dict] = None,
-                      interventions=()):
+                      interventions=(), first: Optional[Sequence[int]] = None):
         """Capture hooks at the final position over the final dataset, batched; concatenated.
 
         Prompts of different lengths share right-padded batches (executor.pad_right), each
         read at its own final position, so final-position analyses work without
-        equal_lengths. `interventions` are (hook name, fn(act, hook, rows)) pairs; `rows`
-        indexes the dataset's prompts of the batch (positions stay those of the unpadded
-        prompt: padding is on the right).
+        equal_lengths. `interventions` are (hook name, fn(act, hook, rows, first)) pairs; `rows`
+        indexes the dataset's prompts of the batch, `first` is the position of the activation's
+        first column (positions stay those of the unpadded prompt: padding is on the right).
+        `first` (here): per prompt, the earliest position an intervention changes; when this
+        analysis's shared pass kept its keys and values (runtime/pass_kv.py) the forwards run
+        only from there on, and `first` of the interventions says where they start.
         """
         if not interventions and not extra and self.fuse:
             shared = self._from_shared_pass(hooks, which)
             if shared is not None:
                 return shared
-        return self._capture_final(hooks, which, extra, interventions)
+        past = self._pass_keys_values(which) if interventions and first is not None and self.fuse else None
+        return self._capture_final(hooks, which, extra, interventions, continued=(past, first) if past else None)
 
     def _from_shared_pass(self, hooks: List[str], which: str) -> Optional[Dict[str, torch.Tensor]]:
         """The hooks from this analysis's shared pass (run it if it has not run on these prompts)."""
@@ -223,9 +228,17 @@ class RunContext:
             names = expand_hooks([h for h in shared.hooks if h != PATTERNS], self.cfg.n_layers, self._has_hook)
             names = list(dict.fromkeys(names + [h for h in hooks if h != UNEMBED_INPUT]))
             counted = self.executor.forwards
-            self.shared[key] = self._capture_final(names, which, fill=self._patterns_to_keep(shared, which))
+            record = self._keys_values_recorder(shared, which)
+            self.shared[key] = self._capture_final(names, which, fill=self._patterns_to_keep(shared, which),
+                                                   record=record)
             self.pass_forwards[shared.id] = self.pass_forwards.get(shared.id, 0) + self.executor.forwards - counted
-        # the pass's last analysis takes the captures with it: nothing later needs them
+            stacked = record.stacked(len(self.pairs)) if record is not None else None
+            if stacked is not None:
+                self.shared[("keys and values",) + key] = stacked
+        # the pass's last analysis takes the captures with it: nothing later needs them (its keys and
+        # values stay while that analysis may still continue the pass)
+        if step.id == shared.analyses[-1] and not step.continues_pass:
+            self.shared.pop(("keys and values",) + key, None)
         kept = self.shared.pop(key) if step.id == shared.analyses[-1] else self.shared[key]
         if any(h not in kept for h in hooks):
             return None  # the pass does not hold them all (an undeclared hook): capture as usual
@@ -241,6 +254,26 @@ class RunContext:
         missing = patterns.missing_within_budget(cache, prompts, self.cfg.n_layers, self.cfg.n_heads)
         return cache if missing else None
 
+    def _keys_values_recorder(self, shared, which: str) -> Optional[pass_kv.Recorder]:
+        """A recorder of the pass's keys and values when a member continues the pass, the model can
+        continue a forward (kv.exact_rest) and they fit pass_kv.KV_BYTES; else None."""
+        from .shared_prefix import continuable
+
+        prompts = [getattr(p, which).ids for p in self.pairs]
+        if not shared.keys_values or not pass_kv.fits(self.cfg, prompts) or min(map(len, prompts)) < 2:
+            return None
+        return pass_kv.Recorder(self.cfg.n_layers) if continuable(self.executor, prompts) else None
+
+    def _pass_keys_values(self, which: str) -> Optional[kv.KV]:
+        """The keys and values this analysis's shared pass kept of these prompts (the pass's last
+        analysis takes them with it), or None."""
+        step = self.plan.analyses[self.analysis_index] if self.analysis_index < len(self.plan.analyses) else None
+        shared = self.plan.pass_of(step.id) if step is not None else None
+        if shared is None or which != shared.prompts or not step.continues_pass:
+            return None
+        key = ("keys and values", shared.id, tuple(id(p) for p in self.pairs))
+        return self.shared.pop(key, None) if step.id == shared.analyses[-1] else self.shared.get(key)
+
     def _has_hook(self, name: str) -> bool:
         try:
             return name in self.model.hook_dict
@@ -248,9 +281,12 @@ class RunContext:
             return True
 
     def _capture_final(self, hooks: List[str], which: str = "clean", extra: Optional[Dict] = None,
-                       interventions=(), fill: Optional[patterns.Cache] = None):
+                       interventions=(), fill: Optional[patterns.Cache] = None,
+                       record: Optional[pass_kv.Recorder] = None, continued=None):
         """`fill`: the run's pattern cache, which this sweep fills with every head's patterns of
-        the prompts it lacks (every position: a pattern row is one query)."""
+        the prompts it lacks (every position: a pattern row is one query). `record`: keeps each
+        batch's keys and values. `continued`: (the prompts' keys and values, per prompt the earliest
+        intervened position): each batch runs from pass_kv.start on, after those keys and values."""
         from .executor import ALL, at_final, by_length, pad_right
 
         prompts = [getattr(p, which).ids for p in self.pairs]
@@ -260,12 +296,22 @@ class RunContext:
 
         def one_batch(part: slice):
             tokens, final = pad_right([prompts[i] for i in order[part]])
-            select = at_final(None if bool((final == tokens.shape[1] - 1).all()) else final)
+            p = pass_kv.start([continued[1][i] for i in order[part]], final.tolist(), self.executor.kv_rest) \
+                if continued is not None else 0
+            select = at_final(None if bool((final == tokens.shape[1] - 1).all()) else final - p)
             keep = {name: select for name in list(hooks) + [UNEMBED_INPUT]}
             keep.update(extra or {})
             keep.update({name: ALL for name in pattern_hooks})
-            bound = [(name, _bind(fn, index[part])) for name, fn in interventions]
-            kept = self.executor.capture(tokens, keep, stop_after=UNEMBED_INPUT, interventions=bound)[1]
+            bound = [(name, _bind(fn, index[part], p)) for name, fn in interventions]
+            store: kv.KV = {}
+            resumed = kv.continuing(self.model, kv.take(continued[0], index[part], p)) if p else nullcontext()
+            recording = kv.recording(self.model, store) if record is not None else nullcontext()
+            options = {"position_ids": kv.positions(p, tokens.shape[1], len(tokens), self.device)} if p else None
+            with resumed, recording:
+                kept = self.executor.capture(tokens[:, p:], keep, stop_after=UNEMBED_INPUT, interventions=bound,
+                                             forward_kwargs=options)[1]
+            if record is not None:
+                record.done(order[part], store)
             if fill is not None:
                 found = [kept.pop(name) for name in pattern_hooks]
                 for row, i in enumerate(order[part]):
@@ -283,8 +329,8 @@ class RunContext:
         return out
 
 
-def _bind(fn, rows: torch.Tensor):
-    return lambda act, hook=None: fn(act, hook, rows)
+def _bind(fn, rows: torch.Tensor, first: int):
+    return lambda act, hook=None: fn(act, hook, rows, first)
 
 
 def _selection(params, key: str, kind: str):
