@@ -164,7 +164,11 @@ def _write_figures(figures, run_dir: Path) -> Dict[str, List[Tuple[str, str, str
                 continue
             # "directory": one plotly.min.js beside the figures, so each opens offline; the post script
             # fits the figure to the window as the report fits it to its column.
-            fig.write_html(str(path), include_plotlyjs="directory", full_html=True, post_script=FIT_STANDALONE)
-            path.with_suffix(".json").write_text(fig.to_json())
+            import plotly.io as pio
+
+            data = fig.to_dict()  # once: both writers would copy and check the figure again
+            pio.write_html(data, str(path), include_plotlyjs="directory", full_html=True, post_script=FIT_STANDALONE,
+                           validate=False)
+            path.with_suffix(".json").write_text(pio.to_json(data, validate=False))
             out.setdefault(analysis_id, []).append((name, "plotly", f"figures/{path.name}"))
     return out
