@@ -169,6 +169,8 @@ class _Plan:
     final: Any = None           # [prompts] each base prompt's final position (right-padded), or None
     base_name: str = "corrupted"   # which run is patched
     sides: Any = None           # continuation metrics: the base prompts with each side's continuation
+    past: Any = None            # {layer: (keys, values)} [prompts, kv heads, p, d_head] of the first p positions
+                                # (runtime/kv.py), recorded in the source run: `_prepare(..., kv_until=p)`
 
     @property
     def width(self) -> int:
@@ -176,17 +178,27 @@ class _Plan:
         return self.base.shape[1] if self.sides is None else self.sides.width
 
 
-def _prepare(run, grid: Grid) -> _Plan:
+def _prepare(run, grid: Grid, kv_until: int = 0) -> _Plan:
+    """The plan both engines read. `kv_until` = p > 0 (prompts of one length whose base and source
+    prompts are the same tokens before p, `_same_until`): the source run also records every layer's
+    keys and values of positions < p, which are then the base run's too (`_Plan.past`)."""
+    import torch
+
+    from ...runtime import kv
     from ...runtime.executor import pad_right
 
     base_name, source_name = base_and_source(grid.direction)
     layers = sorted({c.layer for c in grid.cells})
     names = [grid.target.hook_name(l) for l in layers]
     counted = run.executor.forwards
-    final = None
+    final, past = None, None
     if grid.named is None:
-        source = capture_all_positions(run, source_name, names)
         base = run.tokens(base_name)
+        if kv_until > 0:
+            source, recorded = _capture_with_kv(run, source_name, names)
+            past = kv.take(recorded, torch.arange(base.shape[0]), kv_until)
+        else:
+            source = capture_all_positions(run, source_name, names)
     else:  # prompts of several lengths: right-padded (never read past a prompt's own final token)
         source_tokens, _ = pad_right([getattr(p, source_name).ids for p in run.pairs])
         source = capture_all_positions(run, source_name, names, source_tokens)
@@ -198,7 +210,7 @@ def _prepare(run, grid: Grid) -> _Plan:
         sides = Sides(run, base_name, capture_all_positions)
     return _Plan(layers, names, source, base, _PatchIndex(grid, base.shape[0], base.shape[1]),
                  run.answers().to(run.device), run.foils().to(run.device),
-                 {"source_forwards": run.executor.forwards - counted}, final, base_name, sides)
+                 {"source_forwards": run.executor.forwards - counted}, final, base_name, sides, past)
 
 
 def exact_patching(run, grid: Grid, batch_size: Optional[int] = None, reuse_prefix: bool = True):
