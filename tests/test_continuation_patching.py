@@ -181,6 +181,23 @@ def test_attribution_ranks_cells_like_exact_continuation_patching(sharp_models, 
 
 
 @pytest.mark.slow
+def test_attribution_with_a_continuation_metric_runs_every_position(sharp_models, tmp_path):  # noqa: F811
+    """Prompts of one length that first differ at the descriptor, on a model whose forward can continue
+    after earlier keys and values: a metric read at the final position would skip the positions before
+    (tests/runtime/test_prefix_reuse.py). A continuation metric's forwards append each side's
+    continuation after the prompt, so they run every position."""
+    from mi_dsl.runtime.shared_prefix import continuable
+
+    run = syllogism_run(tmp_path, SHARP, ONE_TOKEN)
+    clean, corrupted = run.tokens("clean"), run.tokens("corrupted")
+    assert int((clean != corrupted).any(0).float().argmax()) > 0
+    assert continuable(run.executor, corrupted.tolist()) > 0
+    estimate = compute(run, "attribution_patching", target="z")
+    passes = estimate.data["passes"]
+    assert not passes["kv_reuse"] and passes["token_work_saved"] == 0
+    assert passes["forward_backward_passes"] == 1  # answer and foil read from one forward (one token each)
+
+
 def test_embedded_gemma_attribution_ranks_like_exact_continuation_patching(tmp_path):
     """Gemma-3-270m, the four countries of test_continuations (capitals of one to three tokens, prompts
     of two lengths), continuation_logprob_diff: attention outputs at the country's last token and the

@@ -10,6 +10,10 @@ With a continuation metric (answers written continuation(...)) what is linearise
 teacher-forced log-probability summed over the continuation's tokens (for the difference:
 the answer's forward minus the foil's, two token sequences after the prompt, whose gradients
 at a prompt position add up). Cells patch prompt positions only, as exact patching does.
+
+Positions before the first where some base prompt differs from its source prompt add 0 to every
+cell (the two runs hold the same activations there), so where the engine can it runs positions
+from there on only (_patching/attribution.py; the summary says so).
 """
 from __future__ import annotations
 
@@ -65,8 +69,10 @@ class AttributionPatching:
         target = core.TARGETS[params.target]
         compiled = core.compile_patching(params, ctx, f"{direction}: gradient estimate for {target.what}; one "
                                                       "forward and backward per batch")
-        # The embedding output is the backward pass's leaf (where the model has that hook).
-        return replace(compiled, hooks=compiled.hooks + ("hook_embed?",))
+        # The embedding output is the backward pass's leaf (where the model has that hook). Skipping the
+        # positions before the first difference records the source run's keys and values in a sweep of
+        # every block, read to its end (the final norm's input).
+        return replace(compiled, hooks=compiled.hooks + ("hook_embed?", "ln_final.hook_in"))
 
     def cost(self, params, inputs):
         """Forwards of both runs and one backward per pair (per side a continuation metric reads)."""
@@ -89,6 +95,9 @@ class AttributionPatching:
         if other is not None:
             data["comparison"] = _compare_on_their_pairs(params, run, grid, effects, other)
         summary = f"{len(grid.cells)} cells from one forward and backward per batch ({seconds:.1f}s)"
+        if passes["kv_reuse"]:
+            summary += (f"; positions {passes['first_position']}.. only (before them every base prompt is its "
+                        "source prompt's tokens)")
         if "comparison" in data and data["comparison"]["spearman"] is not None:
             c = data["comparison"]
             summary += f"; Spearman vs {other} on the same {c['pairs']['count']} pairs: {c['spearman']:.3f}"

@@ -19,9 +19,11 @@ BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 CPU_BUDGET_GB = 1.0
 
 
-def activation_bytes_per_row(seq_len: int, d_model: int, d_mlp: int, n_heads: int) -> int:
-    """Live activations of one block for one prompt (residual copies, MLP hidden, attention scores), fp32."""
-    return 4 * seq_len * (10 * d_model + 2 * d_mlp + 3 * n_heads * seq_len)
+def activation_bytes_per_row(seq_len: int, d_model: int, d_mlp: int, n_heads: int, past: int = 0) -> int:
+    """Live activations of one block for one prompt (residual copies, MLP hidden, attention scores), fp32.
+    `past`: positions before the forward's seq_len whose keys and values it continues after (runtime/kv.py):
+    each query's scores cover them too."""
+    return 4 * seq_len * (10 * d_model + 2 * d_mlp + 3 * n_heads * (seq_len + past))
 
 
 def rows_within(budget_bytes: float, per_row: int) -> int:
@@ -29,14 +31,18 @@ def rows_within(budget_bytes: float, per_row: int) -> int:
     return max(1, min(512, int(budget_bytes // max(per_row, 1))))
 
 
-def graph_bytes_per_row(seq_len: int, d_model: int, d_mlp: int, n_heads: int, d_head: int, n_layers: int) -> int:
+def graph_bytes_per_row(seq_len: int, d_model: int, d_mlp: int, n_heads: int, d_head: int, n_layers: int,
+                        past: int = 0) -> int:
     """What a forward kept for a backward holds for one prompt, fp32: every block's saved tensors
     (norm inputs, q/k/v/z, the attention pattern, the MLP's gate, up, activation and product).
     A forward without a graph holds one block at a time (activation_bytes_per_row); with a graph
     all n_layers stay alive, which on Gemma-3-270m is ~25 MB a row for 15 tokens (measured: a
-    114-row batch raised the peak RSS by 3 GB when sized by the one-block formula)."""
-    per_token_block = 12 * d_model + 4 * n_heads * d_head + 5 * d_mlp + 3 * n_heads * seq_len
-    return 4 * seq_len * n_layers * per_token_block
+    114-row batch raised the peak RSS by 3 GB when sized by the one-block formula).
+    `past`: a forward of seq_len positions continued after the keys and values of `past` earlier ones
+    (runtime/kv.py): its queries' scores and pattern cover them, and every block holds their keys and
+    values (as given, joined to the forward's own, and expanded to every head)."""
+    per_token_block = 12 * d_model + 4 * n_heads * d_head + 5 * d_mlp + 3 * n_heads * (seq_len + past)
+    return 4 * n_layers * (seq_len * per_token_block + past * 6 * n_heads * d_head)
 
 
 def graph_row_bytes(shape, seq_len: int) -> int:

@@ -92,14 +92,15 @@ class Executor:
 
     # ------------------------------------------------------------------ batching
 
-    def rows_per_batch(self, seq_len: int, extra_bytes_per_row: int = 0) -> int:
+    def rows_per_batch(self, seq_len: int, extra_bytes_per_row: int = 0, past: int = 0) -> int:
         """Prompts per forward: the spec's number, or what fits the memory budget. One row over the budget
-        is refused before it runs (head_detection at seq_len 4096 passed 5 GB on a 1 GB budget)."""
+        is refused before it runs (head_detection at seq_len 4096 passed 5 GB on a 1 GB budget). `past`:
+        the forward runs seq_len positions after the keys and values of `past` earlier ones (runtime/kv.py)."""
         if isinstance(self.batch_size, int):
             return self.batch_size
         cfg = self.cfg
         # The same formula `mi-run plan` estimates memory with.
-        per_row = activation_bytes_per_row(seq_len, cfg.d_model, self._d_mlp, cfg.n_heads) + extra_bytes_per_row
+        per_row = activation_bytes_per_row(seq_len, cfg.d_model, self._d_mlp, cfg.n_heads, past) + extra_bytes_per_row
         budget = self._memory_budget_bytes()
         if per_row > budget:
             raise RunError(f"one row of {seq_len} tokens needs about {per_row / 2 ** 30:.2f} GB of activations, "
@@ -108,10 +109,11 @@ class Executor:
                                 "machine has the memory")
         return rows_within(budget, per_row)
 
-    def graph_bytes_per_row(self, seq_len: int) -> int:
-        """One prompt's share of a forward kept for a backward (every block's saved tensors)."""
+    def graph_bytes_per_row(self, seq_len: int, past: int = 0) -> int:
+        """One prompt's share of a forward kept for a backward (every block's saved tensors); `past` as in
+        rows_per_batch."""
         cfg = self.cfg
-        return graph_bytes_per_row(seq_len, cfg.d_model, self._d_mlp, cfg.n_heads, cfg.d_head, cfg.n_layers)
+        return graph_bytes_per_row(seq_len, cfg.d_model, self._d_mlp, cfg.n_heads, cfg.d_head, cfg.n_layers, past)
 
     @property
     def _d_mlp(self) -> int:
@@ -126,10 +128,11 @@ class Executor:
         return int(CPU_BUDGET_GB * 2**30)
 
     def map_batches(self, n_rows: int, seq_len: int, fn: Callable[[slice], object], what: str = "",
-                    extra_bytes_per_row: int = 0) -> List[object]:
-        """fn(slice) for consecutive slices covering n_rows; a batch that runs out of memory
+                    extra_bytes_per_row: int = 0, past: int = 0) -> List[object]:
+        """fn(slice) for consecutive slices covering n_rows, each a forward of seq_len positions (after
+        `past` earlier positions' keys and values, rows_per_batch); a batch that runs out of memory
         is split in half and retried (with a warning), down to one row."""
-        size = self.rows_per_batch(seq_len, extra_bytes_per_row)
+        size = self.rows_per_batch(seq_len, extra_bytes_per_row, past)
         if self.oom_cap is not None:  # an earlier step ran out of memory: start where it ended up
             size = min(size, self.oom_cap)
         bar = self._bar(n_rows, what)

@@ -372,37 +372,52 @@ def test_attribution_is_a_first_order_estimate(neox):
     c = estimate.data["comparison"]
     assert c["with"] == "z_exact" and c["cells"] == neox.cfg.n_layers * neox.cfg.n_heads
     assert c["spearman"] > 0.9
-    assert estimate.data["passes"] == {"source_forwards": 1, "forward_backward_passes": 1}
+    passes = estimate.data["passes"]
+    assert passes["source_forwards"] == 1 and passes["forward_backward_passes"] == 1
+    assert passes["kv_reuse"]  # the prompts first differ at the descriptor: positions before it are not run
     assert estimate.data["per_head"] is not None and exact.data["per_head"] is not None
 
 
 def test_attribution_batches_fit_the_memory_budget_with_every_block_kept(neox):
     """A forward kept for a backward holds every block's saved tensors, not one block's: with a
     budget of three rows of that size, attribution patching runs its pairs three rows a batch
-    (the one-block estimate would put every pair in one batch and overrun the budget)."""
-    from mi_dsl.compile.memory import activation_bytes_per_row, graph_bytes_per_row
+    (the one-block estimate would put every pair in one batch and overrun the budget). A pattern
+    target runs whole prompts, and `mi-run plan` tells that batch size before the model loads. Other
+    targets run positions p.. only (the prompts first differ at p) after the keys and values of the
+    positions before, and a row is sized as that forward: fewer positions, each query's scores over
+    all of them, the earlier keys and values held; more rows fit than the plan's whole-prompt bound."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from mi_dsl.compile.memory import activation_bytes_per_row, estimate as plan_estimate, graph_bytes_per_row
 
     cfg, n_pairs = neox.cfg, len(neox.pairs)
     width = max(len(p.corrupted.ids) for p in neox.pairs)
     d_mlp = getattr(cfg, "d_mlp", None) or 4 * cfg.d_model
-    row = (activation_bytes_per_row(width, cfg.d_model, d_mlp, cfg.n_heads)
-           + graph_bytes_per_row(width, cfg.d_model, d_mlp, cfg.n_heads, cfg.d_head, cfg.n_layers))
-    assert n_pairs > 3 and n_pairs * activation_bytes_per_row(width, cfg.d_model, d_mlp, cfg.n_heads) < 3.5 * row
-    saved = neox.executor.memory_gb
-    neox.executor.memory_gb = 3.5 * row / 2 ** 30
-    try:
-        estimate = compute(neox, "attribution_patching", target="z", id="budgeted")
-    finally:
-        neox.executor.memory_gb = saved
-    assert estimate.data["passes"]["forward_backward_passes"] == -(-n_pairs // 3)
-    # `mi-run plan` tells the same batch size before the model loads
-    from dataclasses import replace
-    from types import SimpleNamespace
 
-    from mi_dsl.compile.memory import estimate as plan_estimate
+    def row(positions: int, past: int = 0) -> int:
+        return (activation_bytes_per_row(positions, cfg.d_model, d_mlp, cfg.n_heads, past)
+                + graph_bytes_per_row(positions, cfg.d_model, d_mlp, cfg.n_heads, cfg.d_head, cfg.n_layers, past))
 
+    first = differing_positions(neox)[0]
+    continued = row(width - first, first)
+    assert continued < row(width) and n_pairs > 3
+    for target, size in (("pattern", row(width)), ("z", continued)):
+        assert n_pairs * activation_bytes_per_row(width, cfg.d_model, d_mlp, cfg.n_heads) < 3.5 * size
+        saved = neox.executor.memory_gb
+        neox.executor.memory_gb = 3.5 * size / 2 ** 30
+        try:
+            estimate = compute(neox, "attribution_patching", target=target, id="budgeted")
+        finally:
+            neox.executor.memory_gb = saved
+        passes = estimate.data["passes"]
+        assert passes["kv_reuse"] == (target != "pattern")
+        assert passes["token_work_saved"] == (0 if target == "pattern" else round(first / width, 4))
+        assert passes["forward_backward_passes"] == -(-n_pairs // 3), target
+    # `mi-run plan` tells the whole prompts' batch size before the model loads
     step = SimpleNamespace(id="budgeted", kind="attribution_patching")
-    plan = replace(neox.plan, analyses=neox.plan.analyses + (step,), memory_gb=3.5 * row / 2 ** 30, batch_size="auto")
+    budget = 3.5 * row(width) / 2 ** 30
+    plan = replace(neox.plan, analyses=neox.plan.analyses + (step,), memory_gb=budget, batch_size="auto")
     told = plan_estimate(neox.spec, plan, cfg.d_vocab, width)
     assert told["backward"]["analyses"] == ["budgeted"] and told["backward"]["batch_rows"] == 3
 

@@ -1,12 +1,17 @@
-"""Prefix reuse in exact patching (runtime/prefix.py, analyses/_patching/engines.py).
+"""Prefix reuse in exact patching (runtime/prefix.py, analyses/_patching/engines.py) and in
+attribution patching (analyses/_patching/attribution.py).
 
 A cell patched at layer l runs only blocks l..L-1 from the base run's residual stream
 entering block l. These tests compare it with full recomputation of every cell, for
 every target and both directions, on tiny random models of three architectures whose
 norm weights and biases are randomised (so a wrong layer, row or position shows).
+Attribution patching's forward and backward run only the positions from the first token where
+base and source prompts differ (after the keys and values of those before): the same scores as
+the whole prompts'.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -15,7 +20,7 @@ from mi_dsl.analyses import _patching as core
 from mi_dsl.errors import RunError
 
 from tests.random_sizes import tiny_variant
-from tests.spec_parts import animals
+from tests.spec_parts import ANIMAL_TEMPLATE, animals
 from tests.spec_parts import spec_text as spec_parts
 
 DEEP = "tiny-deep"
@@ -28,13 +33,14 @@ def deep_models():
         yield
 
 
-def spec_text(architecture: str, tokenizer) -> str:
+def spec_text(architecture: str, tokenizer, bos: bool = True, template: str = ANIMAL_TEMPLATE) -> str:
     tok = f"tokenizer: {tokenizer}, bos_token: '<bos>', " if architecture != "gemma3" else ""
+    tok += "prepend_bos: " + ("true" if bos else "false")
     return spec_parts(f"""
         version: 1
         name: prefix
-        model: {{source: random, architecture: {architecture}, size: {DEEP}, seed: 5, {tok}prepend_bos: true}}
-        """, animals(("cats", "dogs")), """
+        model: {{source: random, architecture: {architecture}, size: {DEEP}, seed: 5, {tok}}}
+        """, animals(("cats", "dogs"), template=template), """
           equal_lengths: true
         metric: logit_diff
         analyses:
@@ -175,3 +181,104 @@ def test_an_instance_forward_is_put_back(run):
         assert block.__dict__["forward"] is marker
     finally:
         block.__dict__.pop("forward", None)
+
+
+# --------------------------------------------------------------------------- attribution patching
+
+
+def attributed(run, direction: str, reuse: bool, **params):
+    from tests.analyses.test_patching import compiled
+
+    grid = core.resolve(compiled(run, "attribution_patching", direction=direction, **params), run)
+    with torch.no_grad():  # as the runner computes: the engine turns gradients on itself
+        return core.attribution_patching(run, grid, reuse_prefix=reuse)
+
+
+def skipped_positions(run) -> int:
+    """Where the animals' prompts first differ (the size slot), or earlier where a continued forward
+    must run more positions to be exact (kv.exact_rest)."""
+    clean, corrupted = run.tokens("clean"), run.tokens("corrupted")
+    first = int((clean != corrupted).any(0).float().argmax())
+    assert first > 0 and run.executor.kv_rest
+    return min(first, clean.shape[1] - run.executor.kv_rest)
+
+
+@contextmanager
+def gradient_forwards(run):
+    """[tokens' shape] of every forward run with gradients on (attribution's forward and backward)."""
+    shapes = []
+    executor = run.executor
+    real = type(executor).capture
+
+    def recording(tokens, *args, **kwargs):
+        if torch.is_grad_enabled():
+            shapes.append(tuple(tokens.shape))
+        return real(executor, tokens, *args, **kwargs)
+
+    executor.capture = recording
+    try:
+        yield shapes
+    finally:
+        del executor.capture
+
+
+ATTRIBUTED = sorted(name for name, t in core.TARGETS.items() if t.layout != "pattern")
+
+
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
+@pytest.mark.parametrize("target", ATTRIBUTED)
+def test_attribution_from_the_first_difference_equals_the_whole_prompts(run, target, direction):
+    """Before the first token where base and source prompts differ both runs hold the same
+    activations (delta 0) and nothing later changes them: the scores of a forward and backward of
+    the later positions alone equal those of the whole prompts."""
+    params = {"target": target, **({"positions": ["size", "final"]} if target.endswith("_by_position") else {})}
+    if target.startswith("resid_mid") and "blocks.0.hook_resid_mid" not in run.model.hook_dict:
+        return  # a parallel-residual block has no resid_mid: refused (test_prefix_reuse_equals_full_recomputation)
+    skipped, passes = attributed(run, direction, True, **params)
+    whole, whole_passes = attributed(run, direction, False, **params)
+    assert passes["kv_reuse"] and not whole_passes["kv_reuse"]
+    assert passes["token_work_saved"] == round(skipped_positions(run) / run.tokens("clean").shape[1], 4)
+    assert whole_passes["token_work_saved"] == 0
+    difference, size = float((skipped - whole).abs().max()), float(whole.abs().max())
+    assert size > 1e-3 and difference <= 1e-5 * size, (target, direction, difference, size)
+
+
+def test_attribution_runs_only_the_positions_from_the_first_difference(run):
+    """The forward kept for the backward runs positions p.. (p > 0), and only that one forward per batch."""
+    n, p = run.tokens("corrupted").shape[1], skipped_positions(run)
+    assert 0 < p < n
+    with gradient_forwards(run) as shapes:
+        _, passes = attributed(run, "denoising", True, target="z")
+    assert shapes == [(len(run.pairs), n - p)] and passes["forward_backward_passes"] == 1
+    with gradient_forwards(run) as shapes:
+        attributed(run, "denoising", False, target="z")
+    assert shapes == [(len(run.pairs), n)]
+    assert all(not {"_update_kv_cache", "_apply_reconstruct_attention_mask"} & set(block.attn.__dict__)
+               for block in run.model.blocks)
+
+
+def test_attention_pattern_attribution_runs_every_position(run):
+    """A pattern row at a later position holds the earlier columns, so the pattern runs whole."""
+    assert skipped_positions(run) > 0
+    for target in ("pattern", "pattern_by_position"):
+        with gradient_forwards(run) as shapes:
+            _, passes = attributed(run, "denoising", True, target=target)
+        assert not passes["kv_reuse"] and passes["token_work_saved"] == 0
+        assert shapes == [tuple(run.tokens("corrupted").shape)]
+
+
+def test_attribution_of_prompts_that_differ_at_the_first_token_runs_every_position(tmp_path, tiny_tokenizer):
+    """No BOS and the size first: clean and corrupted prompts differ at position 0, so nothing is skipped."""
+    from mi_dsl.compile import prepare
+    from mi_dsl.runtime.run import run_context
+
+    path = tmp_path / "spec.yaml"
+    template = "{size} are the {animal}. Are the {animal}"
+    path.write_text(spec_text("gpt_neox", tiny_tokenizer, bos=False, template=template))
+    context = run_context(prepare(str(path), [], []))
+    clean, corrupted = context.tokens("clean"), context.tokens("corrupted")
+    assert bool((clean[:, 0] != corrupted[:, 0]).any())
+    with gradient_forwards(context) as shapes:
+        _, passes = attributed(context, "denoising", True, target="z")
+    assert not passes["kv_reuse"] and passes["token_work_saved"] == 0
+    assert shapes == [tuple(corrupted.shape)]

@@ -13,7 +13,8 @@ into *cells*, each one patch: (layer, head or none, positions). Then
   attribution (attribution_patching)
       one forward and one backward of the base prompts per batch:
       effect ~ (source - base activation) . d metric / d activation, summed over the
-      cell's slice (d_head or d_model, and its positions).
+      cell's slice (d_head or d_model, and its positions). Before the first position where
+      the prompts differ the delta is 0: where it can, the forward runs from there on only.
   continuation metrics (answers written continuation(...); continuation.py)
       both engines run the base prompts followed by each continuation the metric reads and
       patch prompt positions only; attribution adds the sides' gradients at each prompt

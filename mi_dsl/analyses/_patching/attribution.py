@@ -8,83 +8,125 @@ log-probability; for the difference, the answer's forward minus the foil's, two 
 sequences after the prompt. Both forwards hold the same activations at prompt positions (the
 model is causal), so the metric's gradient there is the sum of the two forwards' gradients; only
 prompt positions are patched.
+
+Positions before p, the first at which some base prompt differs from its source prompt, hold the
+same activations in both runs: their delta is 0, and in a causal model nothing at positions >= p
+changes them. So (prompts of one length, a metric read at the final position, any target but the
+attention pattern, a model whose forward can continue after earlier keys and values: runtime/kv.py)
+the forward and backward run positions p.. only, after the keys and values of positions < p that
+the source run recorded (the same tokens there); those positions add 0 to every cell, as when they ran.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any, Dict, Optional
 
-from .engines import _batch_size, _Plan, _prepare
+from .engines import _batch_size, _Plan, _prepare, _same_until, base_and_source
 from .grid import Grid, _has_hook
 
 
-def attribution_patching(run, grid: Grid, batch_size: Optional[int] = None):
+def attribution_patching(run, grid: Grid, batch_size: Optional[int] = None, reuse_prefix: bool = True):
     """([cells, prompts] first-order estimate of each cell's change of the metric, pass counts):
     (source - base activation) . d metric / d activation over the cell's slice, from one
     forward and one backward of the base prompts per batch. With a continuation metric the
     forwards are the base prompts followed by each continuation the metric reads (one per
     side; _patching/continuation.py), the gradient at a prompt position is the sum of theirs,
-    and only prompt positions are patched."""
+    and only prompt positions are patched. With `reuse_prefix` the forwards run positions p..
+    only (`unchanged_prefix`; passes: `kv_reuse`, `first_position` p, and `token_work_saved`, the
+    share of the forward and backward passes' positions not run); false runs every position (the
+    same numbers)."""
     import torch
 
-    plan, device, executor = _prepare(run, grid), run.device, run.executor
+    skip = unchanged_prefix(run, grid) if reuse_prefix else 0
+    plan, device, executor = _prepare(run, grid, kv_until=skip), run.device, run.executor
     n_prompts, n_positions = plan.base.shape
     index, layout = plan.index, grid.target.layout
     leaf = [("hook_embed", _grad_leaf)] if _has_hook(run, "hook_embed") else []
+    ran = n_positions - skip  # the prompt positions each forward runs: skip..
 
     def one_batch(rows: slice):
         prompts = torch.arange(rows.start, rows.stop)
         with torch.enable_grad():
-            values, forwards = _metric_with_graph(run, plan, prompts, leaf)
+            values, forwards = _metric_with_graph(run, plan, prompts, leaf, skip)
             tensors = [acts[n] for acts in forwards for n in plan.names]
             grads = torch.autograd.grad(values.sum(), tensors, allow_unused=True)
         out = torch.zeros(len(grid.cells), len(prompts))
         for i, (layer, name) in enumerate(zip(plan.layers, plan.names)):
-            grad = _summed([grads[k * len(plan.names) + i] for k in range(len(forwards))], layout, n_positions)
+            grad = _summed([grads[k * len(plan.names) + i] for k in range(len(forwards))], layout, ran)
             if grad is None:  # nothing downstream reads it
                 continue
             # a device_map leaves it on its layer's device
-            act = _prompt_part(forwards[0][name].detach(), layout, n_positions).to(device)
-            delta = index.aligned_source(plan.source[name], prompts, layout) - act
+            act = _prompt_part(forwards[0][name].detach(), layout, ran).to(device)
+            delta = index.aligned_source(plan.source[name], prompts, layout)[:, skip:] - act
             per_slice = _per_position_head(layout, delta * grad.to(device))  # [n, pos, head]
             chosen = (index.layer == layer).nonzero().squeeze(1)
             s = per_slice[:, :, index.head[chosen].to(device)]  # [n, pos, cells]
-            mask = index.cell_mask(chosen, prompts).to(device)   # [pos, cells] or [n, pos, cells]
+            # [pos, cells] or [n, pos, cells] of positions skip..; those before add 0 (their delta is 0)
+            mask = index.cell_mask(chosen, prompts).narrow(-2, skip, ran).to(device)
             out[chosen] = (s * mask).sum(1).T.float().cpu()
         return out
 
     # the backward keeps every block's saved tensors alive per row, in every forward it sums over,
     # and the log-softmax of each position a continuation metric reads
-    width, sides = plan.width, 1 if plan.sides is None else 2
-    extra = sides * executor.graph_bytes_per_row(width)
+    width, sides = plan.width - skip, 1 if plan.sides is None else 2
+    extra = sides * executor.graph_bytes_per_row(width, past=skip)
     if plan.sides is not None:
         extra += sides * 3 * 4 * plan.sides.read_positions * run.cfg.d_vocab
     counted = executor.forwards
     with _batch_size(executor, batch_size):
         parts = executor.map_batches(n_prompts, width, one_batch, "attribution patching",
-                                     extra_bytes_per_row=extra)
-    plan.passes["forward_backward_passes"] = executor.forwards - counted
+                                     extra_bytes_per_row=extra, past=skip)
+    plan.passes.update(forward_backward_passes=executor.forwards - counted, kv_reuse=skip > 0, first_position=skip,
+                       token_work_saved=round(skip / plan.width, 4))
     return torch.cat(parts, dim=1), plan.passes
 
 
-def _metric_with_graph(run, plan: "_Plan", prompts, leaf):
-    """(metric of the base rows `prompts`, attached to the graph; [{hook name: activation}] per forward)."""
+def unchanged_prefix(run, grid: Grid) -> int:
+    """p: how many first positions the forward and backward need not run, because every base prompt
+    is its source prompt's tokens there (`_same_until`); 0 when every position runs: prompts aligned
+    by name, the attention pattern (a row at a position >= p holds columns < p), continuation metrics
+    (their forwards append each side's continuation), a model whose forward cannot continue after
+    earlier keys and values. A continued forward runs at least kv.exact_rest positions (then its
+    numbers are the whole forward's), so p may stop before the first difference: the positions
+    between add 0 as before."""
+    from ...runtime.shared_prefix import continuable
+
+    if grid.named is not None or grid.target.layout == "pattern" or run.main_metric.reads_continuation:
+        return 0
+    base = run.tokens(base_and_source(grid.direction)[0])
+    same = _same_until(run, base, grid)
+    if same == 0 or base.shape[1] < 2:
+        return 0
+    rest = continuable(run.executor, base.tolist())
+    return max(0, min(same, base.shape[1] - rest)) if rest else 0
+
+
+def _metric_with_graph(run, plan: "_Plan", prompts, leaf, skip: int = 0):
+    """(metric of the base rows `prompts`, attached to the graph; [{hook name: activation}] per forward);
+    with `skip` the forward runs positions skip.. after plan.past's keys and values of those before."""
     from ...metrics import compute_metrics
+    from ...runtime import kv
     from ...runtime.executor import at_final
     from ...runtime.unembed import UNEMBED_INPUT
 
     if plan.sides is not None:
         return _continuation_with_graph(run, plan.sides, prompts, plan.names, leaf)
-    acts = graph_forward(run, plan.base[prompts], plan.names, leaf)
-    final = at_final(None if plan.final is None else plan.final[prompts])
+    tokens = plan.base[prompts]
+    options = {"position_ids": kv.positions(skip, tokens.shape[1], len(prompts), run.device)} if skip else None
+    continued = kv.continuing(run.model, kv.take(plan.past, prompts, skip)) if skip else nullcontext()
+    with continued:
+        acts = graph_forward(run, tokens[:, skip:], plan.names, leaf, options)
+    final = at_final(None if plan.final is None else plan.final[prompts] - skip)
     p = prompts.to(run.device)
     values = compute_metrics(final(acts[UNEMBED_INPUT]), plan.answers[p], plan.foils[p], [run.main_metric],
                              run.unembed)[run.metric]
     return values, [acts]
 
 
-def graph_forward(run, tokens, names, leaf) -> Dict[str, Any]:
+def graph_forward(run, tokens, names, leaf, forward_kwargs: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """{hook name: activation} of one forward of `tokens` up to the unembedding's input, not detached
-    (the graph reaches them, for a backward), `names` and the unembedding's input."""
+    (the graph reaches them, for a backward), `names` and the unembedding's input. `forward_kwargs`:
+    the position_ids of a forward continued after earlier keys and values (runtime/kv.py)."""
     from ...runtime.unembed import UNEMBED_INPUT
 
     acts: Dict[str, Any] = {}
@@ -97,7 +139,7 @@ def graph_forward(run, tokens, names, leaf) -> Dict[str, Any]:
 
     hooks = list(leaf) + [(n, keep(n)) for n in list(names) + [UNEMBED_INPUT]]
     run.executor.capture(tokens, {UNEMBED_INPUT: lambda a: a[:, -1]}, interventions=hooks,
-                         stop_after=UNEMBED_INPUT)
+                         stop_after=UNEMBED_INPUT, forward_kwargs=forward_kwargs)
     return acts
 
 

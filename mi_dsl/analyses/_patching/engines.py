@@ -169,6 +169,8 @@ class _Plan:
     final: Any = None           # [prompts] each base prompt's final position (right-padded), or None
     base_name: str = "corrupted"   # which run is patched
     sides: Any = None           # continuation metrics: the base prompts with each side's continuation
+    past: Any = None            # {layer: (keys, values)} [prompts, kv heads, p, d_head] of the first p positions
+                                # (runtime/kv.py), recorded in the source run: `_prepare(..., kv_until=p)`
 
     @property
     def width(self) -> int:
@@ -176,17 +178,27 @@ class _Plan:
         return self.base.shape[1] if self.sides is None else self.sides.width
 
 
-def _prepare(run, grid: Grid) -> _Plan:
+def _prepare(run, grid: Grid, kv_until: int = 0) -> _Plan:
+    """The plan both engines read. `kv_until` = p > 0 (prompts of one length whose base and source
+    prompts are the same tokens before p, `_same_until`): the source run also records every layer's
+    keys and values of positions < p, which are then the base run's too (`_Plan.past`)."""
+    import torch
+
+    from ...runtime import kv
     from ...runtime.executor import pad_right
 
     base_name, source_name = base_and_source(grid.direction)
     layers = sorted({c.layer for c in grid.cells})
     names = [grid.target.hook_name(l) for l in layers]
     counted = run.executor.forwards
-    final = None
+    final, past = None, None
     if grid.named is None:
-        source = capture_all_positions(run, source_name, names)
         base = run.tokens(base_name)
+        if kv_until > 0:
+            source, recorded = _capture_with_kv(run, source_name, names)
+            past = kv.take(recorded, torch.arange(base.shape[0]), kv_until)
+        else:
+            source = capture_all_positions(run, source_name, names)
     else:  # prompts of several lengths: right-padded (never read past a prompt's own final token)
         source_tokens, _ = pad_right([getattr(p, source_name).ids for p in run.pairs])
         source = capture_all_positions(run, source_name, names, source_tokens)
@@ -198,7 +210,7 @@ def _prepare(run, grid: Grid) -> _Plan:
         sides = Sides(run, base_name, capture_all_positions)
     return _Plan(layers, names, source, base, _PatchIndex(grid, base.shape[0], base.shape[1]),
                  run.answers().to(run.device), run.foils().to(run.device),
-                 {"source_forwards": run.executor.forwards - counted}, final, base_name, sides)
+                 {"source_forwards": run.executor.forwards - counted}, final, base_name, sides, past)
 
 
 def exact_patching(run, grid: Grid, batch_size: Optional[int] = None, reuse_prefix: bool = True):
@@ -217,7 +229,7 @@ def exact_patching(run, grid: Grid, batch_size: Optional[int] = None, reuse_pref
     n_prompts, n_positions = plan.base.shape[0], plan.width
     n_layers = run.cfg.n_layers
     resume, past = _base_run(run, plan, layout) if reuse_prefix else (None, None)
-    same = _same_until(run, plan, grid) if past is not None else 0
+    same = _same_until(run, plan.base, grid) if past is not None else 0
     out = torch.empty(len(grid.cells), n_prompts)
     counted, n_rows, blocks_run, tokens_run = run.executor.forwards, len(grid.cells) * n_prompts, 0, 0
     for layer, name in zip(plan.layers, plan.names):
@@ -257,16 +269,16 @@ def _by_first_position(index: "_PatchIndex", layer: int, split: bool, latest: in
     return [(int(p), cells[first == p]) for p in sorted(set(first.tolist()))]
 
 
-def _same_until(run, plan: "_Plan", grid: Grid) -> int:
-    """The first position at which some base prompt differs from its source prompt (prompts of one
-    length; 0 for prompts aligned by name, whose positions need not match)."""
+def _same_until(run, base, grid: Grid) -> int:
+    """The first position at which some base prompt (`base`: their tokens) differs from its source
+    prompt (prompts of one length; 0 for prompts aligned by name, whose positions need not match)."""
     if grid.named is not None:
         return 0
     source = run.tokens(base_and_source(grid.direction)[1])
-    if source.shape != plan.base.shape:
+    if source.shape != base.shape:
         return 0
-    differs = (source != plan.base).any(0)
-    return int(differs.float().argmax()) if bool(differs.any()) else int(plan.base.shape[1])
+    differs = (source != base).any(0)
+    return int(differs.float().argmax()) if bool(differs.any()) else int(base.shape[1])
 
 
 def _base_run(run, plan: "_Plan", layout: str):
@@ -287,18 +299,29 @@ def _base_run(run, plan: "_Plan", layout: str):
     if not resumable and not reuse_kv:
         return None, None
     names = [f"blocks.{l}.hook_resid_pre" for l in layers] if resumable else []
-    batches: List[kv.KV] = []
-    with kv.recording(run.model, _PerBatch(batches, run.cfg.n_layers)) if reuse_kv else nullcontext():
-        # padded as the patched batches are; to record every layer's keys the sweep runs every block
-        captured = capture_all_positions(run, plan.base_name, names + (["ln_final.hook_in"] if reuse_kv else []),
-                                         plan.base)
+    # padded as the patched batches are
+    past: Optional[kv.KV] = None
+    if reuse_kv:
+        captured, past = _capture_with_kv(run, plan.base_name, names, plan.base)
+    else:
+        captured = capture_all_positions(run, plan.base_name, names, plan.base)
     resume = {l: captured[n] for l, n in zip(layers, names)} if resumable else None
-    if not reuse_kv:
-        return resume, None
+    return resume, past
+
+
+def _capture_with_kv(run, which: str, names: Sequence[str], tokens=None):
+    """(capture_all_positions of `names`, every layer's keys and values [N, kv heads, positions, d_head]
+    recorded in the same sweep, runtime/kv.py). To record every layer's keys the sweep runs every block
+    (to the final norm's input)."""
     import torch
 
-    return resume, {l: (torch.cat([b[l][0] for b in batches]), torch.cat([b[l][1] for b in batches]))
-                    for l in range(run.cfg.n_layers)}
+    from ...runtime import kv
+
+    batches: List[kv.KV] = []
+    with kv.recording(run.model, _PerBatch(batches, run.cfg.n_layers)):
+        captured = capture_all_positions(run, which, list(names) + ["ln_final.hook_in"], tokens)
+    return captured, {l: (torch.cat([b[l][0] for b in batches]), torch.cat([b[l][1] for b in batches]))
+                      for l in range(run.cfg.n_layers)}
 
 
 class _PerBatch(dict):
