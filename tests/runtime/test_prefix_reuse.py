@@ -167,6 +167,36 @@ def test_out_of_memory_during_prefix_reuse_splits_and_restores_the_blocks(run, m
     assert all("forward" not in block.__dict__ for block in run.model.blocks)
 
 
+def test_out_of_memory_after_a_batch_recorded_its_keys_and_values_keeps_them_aligned(run, monkeypatch):
+    """The base sweep records each batch's keys and values; a batch that runs out of memory after
+    every layer recorded them (in the last block's MLP, say) is split and retried. Only the keys and
+    values of batches that returned are kept, so each row's stay its own: the same numbers. (The
+    failing batch is the second of three rows each, so a kept failed batch would shift later rows.)"""
+    reference, _ = patched(run, "denoising", True, target="z")
+    executor = run.executor
+    real = type(executor).capture
+    sweeps = []
+
+    def late_failure(tokens, *args, **kwargs):
+        out = real(executor, tokens, *args, **kwargs)  # every layer ran and recorded
+        if kwargs.get("stop_after") == "ln_final.hook_in":  # the recording sweep
+            sweeps.append(tokens.shape[0])
+            if len(sweeps) == 2:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (forced by the test)")
+        return out
+
+    monkeypatch.setattr(executor, "capture", late_failure)
+    saved = executor.oom_cap, executor.batch_size
+    executor.oom_cap, executor.batch_size = None, 3
+    try:
+        squeezed, passes = patched(run, "denoising", True, target="z")
+    finally:
+        executor.oom_cap, executor.batch_size = saved
+    assert len(sweeps) > 3 and sweeps[1] == 3  # it failed and was split
+    assert passes["kv_reuse"]
+    assert close(squeezed, reference)
+
+
 def test_an_instance_forward_is_put_back(run):
     """A block that carries its own instance-level forward (accelerate's device-map wrapper
     does) gets it back after a resumed forward, not deleted."""

@@ -6,6 +6,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from ...errors import RunError
 from .grid import Grid
 
 
@@ -312,32 +313,29 @@ def _base_run(run, plan: "_Plan", layout: str):
 def _capture_with_kv(run, which: str, names: Sequence[str], tokens=None):
     """(capture_all_positions of `names`, every layer's keys and values [N, kv heads, positions, d_head]
     recorded in the same sweep, runtime/kv.py). To record every layer's keys the sweep runs every block
-    (to the final norm's input)."""
+    (to the final norm's input). Each batch records into its own store, kept only when the batch
+    returns: a batch that runs out of memory and is split leaves nothing behind, wherever it failed."""
     import torch
 
     from ...runtime import kv
+    from ...runtime.executor import ALL
 
-    batches: List[kv.KV] = []
-    with kv.recording(run.model, _PerBatch(batches, run.cfg.n_layers)):
-        captured = capture_all_positions(run, which, list(names) + ["ln_final.hook_in"], tokens)
-    return captured, {l: (torch.cat([b[l][0] for b in batches]), torch.cat([b[l][1] for b in batches]))
+    tokens = run.tokens(which) if tokens is None else tokens
+    names = list(names) + ["ln_final.hook_in"]
+    keep = {name: ALL for name in names}
+
+    def one_batch(rows: slice):
+        store: kv.KV = {}
+        with kv.recording(run.model, store):
+            kept = run.executor.capture(tokens[rows], keep, stop_after=names[-1])[1]
+        if len(store) != run.cfg.n_layers:  # kv.exact_rest found the seam on every layer before this runs
+            raise RunError(f"internal: keys and values of {len(store)} of {run.cfg.n_layers} layers were recorded")
+        return kept, store
+
+    parts = run.executor.map_batches(len(tokens), tokens.shape[1], one_batch, f"capturing {which} activations")
+    captured = {name: torch.cat([kept[name] for kept, _ in parts]) for name in names}
+    return captured, {l: (torch.cat([s[l][0] for _, s in parts]), torch.cat([s[l][1] for _, s in parts]))
                       for l in range(run.cfg.n_layers)}
-
-
-class _PerBatch(dict):
-    """A kv.recording store keeping every batch's keys and values: layer 0 opens a new batch
-    (replacing one left incomplete by a batch that ran out of memory and was split)."""
-
-    def __init__(self, batches: List[Dict[int, Any]], n_layers: int):
-        super().__init__()
-        self.batches, self.n_layers = batches, n_layers
-
-    def __setitem__(self, layer, value):
-        if layer == 0:
-            if self.batches and len(self.batches[-1]) < self.n_layers:
-                self.batches.pop()
-            self.batches.append({})
-        self.batches[-1][layer] = value
 
 
 def _patched_batch(run, plan: "_Plan", layout: str, cells, name: str, resume, start: int, past=None,
