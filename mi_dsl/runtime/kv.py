@@ -126,6 +126,14 @@ def take(kv: KV, rows: torch.Tensor, p: int) -> KV:
     return {layer: (k[rows.to(k.device), :, :p], v[rows.to(v.device), :, :p]) for layer, (k, v) in kv.items()}
 
 
+def first_difference(a: torch.Tensor, b: torch.Tensor) -> int:
+    """The first position at which some row of `a` [N, S] differs from the same row of `b` (S when
+    none does): before it both runs compute the same numbers, so one run's keys and values serve
+    the other."""
+    differs = (a != b).any(0)
+    return int(differs.float().argmax()) if bool(differs.any()) else int(a.shape[1])
+
+
 def exact_rest(model, tokens: torch.Tensor) -> int:
     """The fewest positions a continued forward must run for its final logits to equal the full
     forward's bit for bit on this device's kernels (0: forwards cannot be continued here).

@@ -262,11 +262,10 @@ def _same_until(run, plan: "_Plan", grid: Grid) -> int:
     length; 0 for prompts aligned by name, whose positions need not match)."""
     if grid.named is not None:
         return 0
+    from ...runtime.kv import first_difference
+
     source = run.tokens(base_and_source(grid.direction)[1])
-    if source.shape != plan.base.shape:
-        return 0
-    differs = (source != plan.base).any(0)
-    return int(differs.float().argmax()) if bool(differs.any()) else int(plan.base.shape[1])
+    return first_difference(plan.base, source) if source.shape == plan.base.shape else 0
 
 
 def _base_run(run, plan: "_Plan", layout: str):
