@@ -21,6 +21,9 @@ With one complement for the whole batch, each input reads only the parents whose
 change it: the ablated ones, or (when fewer edges are kept than ablated) the running sum
 over all parents minus the kept ones, so a forward's ablation costs what its circuit's
 sparser side costs rather than every parent of every input (`_Sparse`).
+
+`GraphModel.capture` is a plain forward's node outputs; the capture of a whole prompt set is
+kept, so the corrupted prompts run once per analysis (`Capture`).
 """
 from __future__ import annotations
 
@@ -69,6 +72,14 @@ class Pass:
     _split: List[tuple] = field(default_factory=list)  # (layer, spread, bound) a pass judges at its end
 
 
+@dataclass
+class Capture:
+    """A plain forward of `tokens` [B, S]: every node's output."""
+    tokens: torch.Tensor        # [B, S] on the CPU
+    split: bool                 # taken with the split q/k/v inputs on
+    outputs: torch.Tensor       # [B, S, F, d]
+
+
 class GraphModel:
     """A bridge seen as the graph's nodes and edges."""
 
@@ -84,6 +95,8 @@ class GraphModel:
         self.d_model = bridge.cfg.d_model
         self.forwards = 0
         self.backwards = 0
+        self.captures_reused = 0     # captures answered from `kept`
+        self.kept: Optional[Capture] = None  # the last capture of a whole prompt set (`capture`)
         self.on_split: Callable[[str], None] = lambda message: None  # told when a batch is split (a warning)
 
     def _post_weight(self, layer: int) -> torch.Tensor:
@@ -112,6 +125,35 @@ class GraphModel:
             for p, flag in grads:
                 p.requires_grad_(flag)
             bridge.set_use_split_qkv_input(was)
+
+    @property
+    def splitting(self) -> bool:
+        return bool(getattr(self.bridge.cfg, "use_split_qkv_input", False))
+
+    def capture(self, tokens: torch.Tensor, rows: torch.Tensor, keep: bool = False) -> Capture:
+        """A plain forward of `tokens` (no gradient): node outputs.
+
+        `keep`: `tokens` are a whole prompt set, so the capture is kept for the analysis's later passes
+        over the same tokens (in the same q/k/v mode), which it then answers without a forward. Only a
+        whole set's: it is the [B, S, F, d] tensor each pass of that one batch holds anyway, so keeping
+        it between passes does not raise a pass's peak memory; with several batches, keeping every
+        batch's would add one such tensor a batch to each pass, which the batch rule (sizes.py
+        bytes_per_row) does not count, so each pass captures its own, as before."""
+        kept = self.kept
+        if kept is not None and kept.split == self.splitting and kept.tokens.shape == tokens.shape \
+                and torch.equal(kept.tokens, tokens.cpu()):
+            self.captures_reused += 1
+            return kept
+        with torch.no_grad():
+            outputs = self.run(tokens, Pass(rows)).outputs
+        found = Capture(tokens.cpu().clone(), self.splitting, outputs)
+        if keep:
+            self.kept = found
+        return found
+
+    def forget(self) -> None:
+        """Drop the kept capture (a batch split after running out of memory; the analysis is done with it)."""
+        self.kept = None
 
     def run(self, tokens: torch.Tensor, job: Pass, grad: bool = False) -> Pass:
         """One forward of `tokens` [B, S] doing what `job` says (call inside split_inputs)."""
@@ -334,6 +376,7 @@ def over_batches(model: GraphModel, n: int, size: int, work: Callable[[slice], T
     from ...runtime.executor import in_batches
 
     def split(rows: int, smaller: int) -> None:
+        model.forget()  # a whole set's capture: the smaller batches hold their own
         model.on_split(f"out of memory with {rows} pairs a batch while {what}; retrying with {smaller}")
         if model.W_O.device.type == "cuda":
             torch.cuda.empty_cache()

@@ -93,7 +93,7 @@ def _distinct_metrics(model: GraphModel, clean, corrupted, circuits, neuron_mask
             mean = mean_outputs(model, corrupted, batch_size)
         def batch_sums(part: slice) -> torch.Tensor:
             rows = torch.arange(part.start, part.stop)
-            off = off_outputs(model, corrupted[part], ablation, mean, rows)
+            off = off_outputs(model, corrupted[part], ablation, mean, rows, whole=part == slice(0, len(clean)))
             here = torch.zeros(len(circuits), dtype=torch.float64)
             for i, (kept, neurons) in enumerate(zip(circuits, neuron_masks)):
                 complement = (mask & ~kept).to(device=off.device, dtype=off.dtype)

@@ -82,7 +82,7 @@ def compute(params, run) -> Tuple[Dict[str, Any], Dict[str, List[Dict[str, Any]]
         items[method] = setting.items(result)
         circuits[method], neurons[method] = units.circuit(items[method], n_keep, select)
         out[method] = {"seconds": round(time.perf_counter() - started, 3), "forwards": result.forwards,
-                       "backwards": result.backwards, "steps": result.steps,
+                       "backwards": result.backwards, "captures_reused": result.captures_reused, "steps": result.steps,
                        "scores": _named(graph.edge_names(), result.scores[graph.edge_mask()])}
         if units.level != "edge" or units.merge_qkv:
             out[method]["item_scores"] = _named(units.item_names(d_model), items[method].flatten())
@@ -103,12 +103,13 @@ def compute(params, run) -> Tuple[Dict[str, Any], Dict[str, List[Dict[str, Any]]
         if params.curve:
             seed = params.seed if params.random_baseline and method == methods[0] else None
             out[method]["curve"] = setting.curve(model, clean, corrupted, items[method], base, seed, measured)
+    model.forget()  # the corrupted capture: stability's resamples take their own
     data: Dict[str, Any] = {
         "graph": dict(graph.describe(), d_model=d_model, edge_order=EDGE_ORDER),
         "batch_size": setting.batch, "ablation": setting.ablation, "select": select, "level": units.name,
         "ig_points": params.ig_points, "items": n_items, "keep_requested": n_keep, "metric_name": run.metric,
         "baselines": {"full": base.full, "empty": base.empty, "direction": base.direction},
-        "methods": out, "model": _model_name(run)}
+        "methods": out, "model": _model_name(run), "passes": _passes(model)}
     if len(methods) > 1:
         data["comparison"] = compare_methods(items, circuits, graph.edge_mask() if items[methods[0]].dim() == 2
                                              and units.level == "edge" else None)
@@ -120,6 +121,11 @@ def compute(params, run) -> Tuple[Dict[str, Any], Dict[str, List[Dict[str, Any]]
     if params.mib:
         data["mib"] = {"task": params.mib["task"], "model": params.mib.get("model") or _model_name(run)}
     return data, _tables(graph, data, params.top_table)
+
+
+def _passes(model: GraphModel) -> Dict[str, Any]:
+    """The forwards of the analysis (stability's rescorings aside)."""
+    return {"forwards": model.forwards, "backwards": model.backwards, "captures_reused": model.captures_reused}
 
 
 def _named(names: List[str], values: torch.Tensor) -> Dict[str, float]:
