@@ -20,8 +20,10 @@ which the bridge's attention does not read. `exact_rest(model, tokens)` finds, o
 model, how many positions a continued forward must run to give the full forward's numbers
 bit for bit (0: it cannot continue; callers then run every position, as before).
 
-Users: the pipeline's metrics (prompts sharing a prefix run it once, runtime/pipeline.py)
-and exact patching (positions before the earliest patched one, analyses/_patching/engines.py).
+Users: the pipeline's metrics (prompts sharing a prefix run it once, runtime/pipeline.py),
+exact patching (positions before the earliest patched one, analyses/_patching/engines.py) and
+circuit-ablated forwards under patching ablation (positions before the first token where the
+clean and corrupted prompts differ, analyses/_circuit/faithfulness.py).
 """
 from __future__ import annotations
 

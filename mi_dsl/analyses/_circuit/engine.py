@@ -22,18 +22,24 @@ change it: the ablated ones, or (when fewer edges are kept than ablated) the run
 over all parents minus the kept ones, so a forward's ablation costs what its circuit's
 sparser side costs rather than every parent of every input (sparse.py `Sparse`).
 
-`GraphModel.capture` is a plain forward's node outputs; the capture of a whole prompt set is
-kept, so the corrupted prompts run once per analysis (`Capture`).
+A forward may run positions `start`.. only (`Pass.start`, `Pass.past`): it continues after the
+keys and values of positions < start (runtime/kv.py), with position_ids start.., and every
+[B, S, ...] tensor of its pass (off, outputs, the metric's input) covers positions start.. only.
+faithfulness.py uses it where positions before `start` compute what the clean run computes.
+
+`GraphModel.capture` is a plain forward's node outputs (and every layer's keys and values); the
+capture of a whole prompt set is kept, so the corrupted prompts run once per analysis (`Capture`).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, TypeVar
 
 import torch
 
 from ...errors import RunError
+from ...runtime import kv
 from .graph import Graph
 from .sparse import Sparse
 
@@ -62,6 +68,9 @@ class Pass:
     ablated_dims: Optional[torch.Tensor] = None  # [d, F]: 1 where a node's output dimension is ablated (neurons)
     replace: Optional[Dict[str, torch.Tensor]] = None  # hook name -> value it takes, the gradient cut there
     capture_z: bool = False                     # keep each layer's attention z in `z`
+    start: int = 0                              # run positions start.. only, after `past`'s keys and values
+    past: Optional[kv.KV] = None                # every layer's keys and values of (at least) positions < start
+    keys: Optional[kv.KV] = None                # filled with every layer's keys and values (kv.recording)
     z: Dict[int, torch.Tensor] = field(default_factory=dict)
     outputs: Optional[torch.Tensor] = None
     inputs: Optional[torch.Tensor] = None
@@ -75,10 +84,11 @@ class Pass:
 
 @dataclass
 class Capture:
-    """A plain forward of `tokens` [B, S]: every node's output."""
+    """A plain forward of `tokens` [B, S]: every node's output and every layer's keys and values."""
     tokens: torch.Tensor        # [B, S] on the CPU
-    split: bool                 # taken with the split q/k/v inputs on
+    split: bool                 # taken with the split q/k/v inputs on (the mode the keys were computed in)
     outputs: torch.Tensor       # [B, S, F, d]
+    past: Optional[kv.KV]       # layer -> (keys, values) [B, kv heads, S, d_head], when recorded
 
 
 class GraphModel:
@@ -96,7 +106,10 @@ class GraphModel:
         self.d_model = bridge.cfg.d_model
         self.forwards = 0
         self.backwards = 0
+        self.tokens_run = 0          # rows x positions the forwards ran
+        self.tokens_skipped = 0      # rows x positions continued forwards did not run (Pass.start)
         self.captures_reused = 0     # captures answered from `kept`
+        self.kv_rest: Optional[int] = None  # kv.exact_rest: positions a continued forward must run (0: cannot)
         self.kept: Optional[Capture] = None  # the last capture of a whole prompt set (`capture`)
         self.on_split: Callable[[str], None] = lambda message: None  # told when a batch is split (a warning)
 
@@ -131,8 +144,9 @@ class GraphModel:
     def splitting(self) -> bool:
         return bool(getattr(self.bridge.cfg, "use_split_qkv_input", False))
 
-    def capture(self, tokens: torch.Tensor, rows: torch.Tensor, keep: bool = False) -> Capture:
-        """A plain forward of `tokens` (no gradient): node outputs.
+    def capture(self, tokens: torch.Tensor, rows: torch.Tensor, keep: bool = False, keys: bool = False) -> Capture:
+        """A plain forward of `tokens` (no gradient): node outputs, and every layer's keys and values
+        when `keys` or `keep`.
 
         `keep`: `tokens` are a whole prompt set, so the capture is kept for the analysis's later passes
         over the same tokens (in the same q/k/v mode), which it then answers without a forward. Only a
@@ -145,9 +159,10 @@ class GraphModel:
                 and torch.equal(kept.tokens, tokens.cpu()):
             self.captures_reused += 1
             return kept
+        past: Optional[kv.KV] = {} if keep or keys else None
         with torch.no_grad():
-            outputs = self.run(tokens, Pass(rows)).outputs
-        found = Capture(tokens.cpu().clone(), self.splitting, outputs)
+            outputs = self.run(tokens, Pass(rows, keys=past)).outputs
+        found = Capture(tokens.cpu().clone(), self.splitting, outputs, past)
         if keep:
             self.kept = found
         return found
@@ -156,8 +171,18 @@ class GraphModel:
         """Drop the kept capture (a batch split after running out of memory; the analysis is done with it)."""
         self.kept = None
 
+    def can_continue(self, tokens: torch.Tensor) -> int:
+        """kv.exact_rest of the bridge, found once (0: forwards cannot be continued)."""
+        if self.kv_rest is None:
+            self.kv_rest = kv.exact_rest(self.bridge, tokens) if tokens.shape[1] >= 3 else 0
+        return self.kv_rest
+
     def run(self, tokens: torch.Tensor, job: Pass, grad: bool = False) -> Pass:
-        """One forward of `tokens` [B, S] doing what `job` says (call inside split_inputs)."""
+        """One forward of `tokens` [B, S] doing what `job` says (call inside split_inputs); positions
+        job.start.. only when it is set."""
+        p = job.start
+        if p:
+            tokens = tokens[:, p:]
         B, S = tokens.shape
         F, Bw = self.graph.n_forward, self.graph.n_backward
         dev, dtype = self.W_O.device, self.W_O.dtype
@@ -172,16 +197,26 @@ class GraphModel:
             job.inputs = torch.zeros(B, S, Bw, self.d_model, device=dev, dtype=dtype)
         hooks = self._hooks(job, grad)
         self.forwards += 1
+        self.tokens_run += B * S
+        self.tokens_skipped += B * p
+        extra = {"position_ids": kv.positions(p, p + S, B, dev)} if p else {}
         with torch.set_grad_enabled(grad):
             try:
-                with self.bridge.hooks(fwd_hooks=hooks):
-                    self.bridge(tokens.to(dev), prepend_bos=False)
+                with self.bridge.hooks(fwd_hooks=hooks), self._keys_and_values(job, B):
+                    self.bridge(tokens.to(dev), prepend_bos=False, **extra)
             except _Stop:
                 pass
         self._raise_unsplit(job)
         if job.metric is None:
             raise RunError(f"the forward never reached {STOP_AT}")
         return job
+
+    def _keys_and_values(self, job: Pass, rows: int):
+        if job.start:
+            if job.past is None:
+                raise RunError("a forward from a later position needs the keys and values before it")
+            return kv.continuing(self.bridge, kv.take(job.past, torch.arange(rows), job.start))
+        return kv.recording(self.bridge, job.keys) if job.keys is not None else nullcontext()
 
     def _hooks(self, job: Pass, grad: bool) -> List:
         g = self.graph
