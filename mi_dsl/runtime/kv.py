@@ -20,8 +20,10 @@ which the bridge's attention does not read. `exact_rest(model, tokens)` finds, o
 model, how many positions a continued forward must run to give the full forward's numbers
 bit for bit (0: it cannot continue; callers then run every position, as before).
 
-Users: the pipeline's metrics (prompts sharing a prefix run it once, runtime/pipeline.py)
-and exact patching (positions before the earliest patched one, analyses/_patching/engines.py).
+Users: the pipeline's metrics (prompts sharing a prefix run it once, runtime/pipeline.py),
+exact patching (positions before the earliest patched one, analyses/_patching/engines.py) and
+circuit-ablated forwards under patching ablation (positions before the first token where the
+clean and corrupted prompts differ, analyses/_circuit/faithfulness.py).
 """
 from __future__ import annotations
 
@@ -124,6 +126,14 @@ def positions(start: int, stop: int, rows: int, device) -> torch.Tensor:
 def take(kv: KV, rows: torch.Tensor, p: int) -> KV:
     """The first p positions of `rows` of every layer's keys and values."""
     return {layer: (k[rows.to(k.device), :, :p], v[rows.to(v.device), :, :p]) for layer, (k, v) in kv.items()}
+
+
+def first_difference(a: torch.Tensor, b: torch.Tensor) -> int:
+    """The first position at which some row of `a` [N, S] differs from the same row of `b` (S when
+    none does): before it both runs compute the same numbers, so one run's keys and values serve
+    the other."""
+    differs = (a != b).any(0)
+    return int(differs.float().argmax()) if bool(differs.any()) else int(a.shape[1])
 
 
 def exact_rest(model, tokens: torch.Tensor) -> int:

@@ -20,18 +20,28 @@ A circuit-ablated forward adds, at each input v, sum over its parents u of
 With one complement for the whole batch, each input reads only the parents whose edges
 change it: the ablated ones, or (when fewer edges are kept than ablated) the running sum
 over all parents minus the kept ones, so a forward's ablation costs what its circuit's
-sparser side costs rather than every parent of every input (`_Sparse`).
+sparser side costs rather than every parent of every input (sparse.py `Sparse`).
+
+A forward may run positions `start`.. only (`Pass.start`, `Pass.past`): it continues after the
+keys and values of positions < start (runtime/kv.py), with position_ids start.., and every
+[B, S, ...] tensor of its pass (off, outputs, the metric's input) covers positions start.. only.
+faithfulness.py uses it where positions before `start` compute what the clean run computes.
+
+`GraphModel.capture` is a plain forward's node outputs (and every layer's keys and values); the
+capture of a whole prompt set is kept, so the corrupted prompts run once per analysis (`Capture`).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, TypeVar
 
 import torch
 
 from ...errors import RunError
+from ...runtime import kv
 from .graph import Graph
+from .sparse import Sparse
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_final [B, d], rows [B]) -> [B]
 T = TypeVar("T")
@@ -58,6 +68,9 @@ class Pass:
     ablated_dims: Optional[torch.Tensor] = None  # [d, F]: 1 where a node's output dimension is ablated (neurons)
     replace: Optional[Dict[str, torch.Tensor]] = None  # hook name -> value it takes, the gradient cut there
     capture_z: bool = False                     # keep each layer's attention z in `z`
+    start: int = 0                              # run positions start.. only, after `past`'s keys and values
+    past: Optional[kv.KV] = None                # every layer's keys and values of (at least) positions < start
+    keys: Optional[kv.KV] = None                # filled with every layer's keys and values (kv.recording)
     z: Dict[int, torch.Tensor] = field(default_factory=dict)
     outputs: Optional[torch.Tensor] = None
     inputs: Optional[torch.Tensor] = None
@@ -65,8 +78,17 @@ class Pass:
     metric: Optional[torch.Tensor] = None
     _z: Dict[int, torch.Tensor] = field(default_factory=dict)
     _scale: Dict[int, torch.Tensor] = field(default_factory=dict)
-    _sparse: Optional["_Sparse"] = None
+    _sparse: Optional[Sparse] = None
     _split: List[tuple] = field(default_factory=list)  # (layer, spread, bound) a pass judges at its end
+
+
+@dataclass
+class Capture:
+    """A plain forward of `tokens` [B, S]: every node's output and every layer's keys and values."""
+    tokens: torch.Tensor        # [B, S] on the CPU
+    split: bool                 # taken with the split q/k/v inputs on (the mode the keys were computed in)
+    outputs: torch.Tensor       # [B, S, F, d]
+    past: Optional[kv.KV]       # layer -> (keys, values) [B, kv heads, S, d_head], when recorded
 
 
 class GraphModel:
@@ -84,6 +106,11 @@ class GraphModel:
         self.d_model = bridge.cfg.d_model
         self.forwards = 0
         self.backwards = 0
+        self.tokens_run = 0          # rows x positions the forwards ran
+        self.tokens_skipped = 0      # rows x positions continued forwards did not run (Pass.start)
+        self.captures_reused = 0     # captures answered from `kept`
+        self.kv_rest: Optional[int] = None  # kv.exact_rest: positions a continued forward must run (0: cannot)
+        self.kept: Optional[Capture] = None  # the last capture of a whole prompt set (`capture`)
         self.on_split: Callable[[str], None] = lambda message: None  # told when a batch is split (a warning)
 
     def _post_weight(self, layer: int) -> torch.Tensor:
@@ -113,8 +140,49 @@ class GraphModel:
                 p.requires_grad_(flag)
             bridge.set_use_split_qkv_input(was)
 
+    @property
+    def splitting(self) -> bool:
+        return bool(getattr(self.bridge.cfg, "use_split_qkv_input", False))
+
+    def capture(self, tokens: torch.Tensor, rows: torch.Tensor, keep: bool = False, keys: bool = False) -> Capture:
+        """A plain forward of `tokens` (no gradient): node outputs, and every layer's keys and values
+        when `keys` or `keep`.
+
+        `keep`: `tokens` are a whole prompt set, so the capture is kept for the analysis's later passes
+        over the same tokens (in the same q/k/v mode), which it then answers without a forward. Only a
+        whole set's: it is the [B, S, F, d] tensor each pass of that one batch holds anyway, so keeping
+        it between passes does not raise a pass's peak memory; with several batches, keeping every
+        batch's would add one such tensor a batch to each pass, which the batch rule (sizes.py
+        bytes_per_row) does not count, so each pass captures its own, as before."""
+        kept = self.kept
+        if kept is not None and kept.split == self.splitting and kept.tokens.shape == tokens.shape \
+                and torch.equal(kept.tokens, tokens.cpu()):
+            self.captures_reused += 1
+            return kept
+        past: Optional[kv.KV] = {} if keep or keys else None
+        with torch.no_grad():
+            outputs = self.run(tokens, Pass(rows, keys=past)).outputs
+        found = Capture(tokens.cpu().clone(), self.splitting, outputs, past)
+        if keep:
+            self.kept = found
+        return found
+
+    def forget(self) -> None:
+        """Drop the kept capture (a batch split after running out of memory; the analysis is done with it)."""
+        self.kept = None
+
+    def can_continue(self, tokens: torch.Tensor) -> int:
+        """kv.exact_rest of the bridge, found once (0: forwards cannot be continued)."""
+        if self.kv_rest is None:
+            self.kv_rest = kv.exact_rest(self.bridge, tokens) if tokens.shape[1] >= 3 else 0
+        return self.kv_rest
+
     def run(self, tokens: torch.Tensor, job: Pass, grad: bool = False) -> Pass:
-        """One forward of `tokens` [B, S] doing what `job` says (call inside split_inputs)."""
+        """One forward of `tokens` [B, S] doing what `job` says (call inside split_inputs); positions
+        job.start.. only when it is set."""
+        p = job.start
+        if p:
+            tokens = tokens[:, p:]
         B, S = tokens.shape
         F, Bw = self.graph.n_forward, self.graph.n_backward
         dev, dtype = self.W_O.device, self.W_O.dtype
@@ -122,23 +190,33 @@ class GraphModel:
             job.outputs = torch.zeros(B, S, F, self.d_model, device=dev, dtype=dtype)
         if job.off is not None and job.complement is not None and job.complement.dim() == 2 \
                 and job.ablated_dims is None:
-            job._sparse = _Sparse(job.complement, job.off)
+            job._sparse = Sparse(job.complement, job.off)
         elif job.off is not None:  # nodes last, so each input's ablation is one matrix product (no copy)
             job.delta = job.off.transpose(2, 3).contiguous()
         if job.capture_inputs:
             job.inputs = torch.zeros(B, S, Bw, self.d_model, device=dev, dtype=dtype)
         hooks = self._hooks(job, grad)
         self.forwards += 1
+        self.tokens_run += B * S
+        self.tokens_skipped += B * p
+        extra = {"position_ids": kv.positions(p, p + S, B, dev)} if p else {}
         with torch.set_grad_enabled(grad):
             try:
-                with self.bridge.hooks(fwd_hooks=hooks):
-                    self.bridge(tokens.to(dev), prepend_bos=False)
+                with self.bridge.hooks(fwd_hooks=hooks), self._keys_and_values(job, B):
+                    self.bridge(tokens.to(dev), prepend_bos=False, **extra)
             except _Stop:
                 pass
         self._raise_unsplit(job)
         if job.metric is None:
             raise RunError(f"the forward never reached {STOP_AT}")
         return job
+
+    def _keys_and_values(self, job: Pass, rows: int):
+        if job.start:
+            if job.past is None:
+                raise RunError("a forward from a later position needs the keys and values before it")
+            return kv.continuing(self.bridge, kv.take(job.past, torch.arange(rows), job.start))
+        return kv.recording(self.bridge, job.keys) if job.keys is not None else nullcontext()
 
     def _hooks(self, job: Pass, grad: bool) -> List:
         g = self.graph
@@ -286,47 +364,6 @@ class GraphModel:
         return hook
 
 
-class _Sparse:
-    """One complement [F, Bw] for every row: each input's ablation from the edges that change it.
-
-    sum over parents u of c[u, v] * delta_u, delta_u = off_u - current_u, is read either
-    from the parents with c != 0 (ablated edges), or as the running sum of every recorded
-    delta minus the parents with c != 1 (kept edges), whichever list is shorter. The running
-    sum is used only when the recorded nodes are exactly the input's parents (forward nodes
-    0 .. n_up-1), which the topological order gives; otherwise the ablated parents are read.
-    A complete circuit reads nothing; an empty one reads one running sum per input. Deltas
-    are kept node-major ([B, S, F, d]) so reading a parent reads one contiguous vector."""
-
-    def __init__(self, complement: torch.Tensor, off: torch.Tensor):
-        self.complement = complement
-        self.delta = off.clone()                         # [B, S, F, d]: off - current once recorded
-        # [B, S, d]: sum of the recorded deltas, at least float32 (a half-precision running sum would
-        # round at every node, where the matrix product it replaces accumulates in float32)
-        self.total = torch.zeros_like(off[:, :, 0], dtype=torch.promote_types(off.dtype, torch.float32))
-        self.count = 0    # forward nodes recorded so far
-        self.highest = -1  # the highest index recorded
-
-    def recorded(self, index: slice, value: torch.Tensor) -> None:
-        """value [B, S, n, d]: this run's outputs of forward nodes `index`."""
-        self.delta[:, :, index] -= value
-        self.total += self.delta[:, :, index].sum(2, dtype=self.total.dtype)
-        self.count += index.stop - index.start
-        self.highest = max(self.highest, index.stop - 1)
-
-    def ablation(self, index: slice, n_up: int) -> torch.Tensor:
-        """[B, S, n, d] for inputs `index`, whose parents are forward nodes 0 .. n_up-1."""
-        c = self.complement[:n_up, index]                               # [n_up, n]
-        ablated = c.ne(0).any(1).nonzero().squeeze(1)
-        kept = c.ne(1).any(1).nonzero().squeeze(1)
-        B, S, d = self.total.shape
-        if len(ablated) == 0:
-            return self.total.new_zeros(B, S, c.shape[1], d)
-        if len(kept) < len(ablated) and self.count == n_up and self.highest == n_up - 1:
-            total = self.total[:, :, None].expand(B, S, c.shape[1], d)
-            return total - ((1 - c[kept]).T @ self.delta[:, :, kept]).to(total.dtype) if len(kept) else total
-        return c[ablated].T @ self.delta[:, :, ablated]
-
-
 def over_batches(model: GraphModel, n: int, size: int, work: Callable[[slice], T], what: str) -> List[T]:
     """work(part) for consecutive parts covering n rows, halved where a part runs out of memory
     (runtime/executor.py's in_batches: a GPU's default batch is sized by an estimate, _circuit/sizes.py);
@@ -334,6 +371,7 @@ def over_batches(model: GraphModel, n: int, size: int, work: Callable[[slice], T
     from ...runtime.executor import in_batches
 
     def split(rows: int, smaller: int) -> None:
+        model.forget()  # a whole set's capture: the smaller batches hold their own
         model.on_split(f"out of memory with {rows} pairs a batch while {what}; retrying with {smaller}")
         if model.W_O.device.type == "cuda":
             torch.cuda.empty_cache()

@@ -23,6 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ...runtime import kv
 from .circuits import prune
 from .engine import GraphModel, Pass, over_batches
 from .scores import mean_outputs, off_outputs
@@ -85,15 +86,39 @@ def _circuit_key(kept: torch.Tensor, neurons: Optional[torch.Tensor]) -> tuple:
     return key(kept), key(neurons)
 
 
+def first_position(model: GraphModel, clean: torch.Tensor, corrupted: torch.Tensor, ablation: str) -> int:
+    """Where a circuit-ablated forward of these pairs may start (0: at the first position).
+
+    Under patching, at positions before the first token where some clean prompt differs from its
+    corrupted prompt (kv.first_difference) every node's ablated value is the clean run's own, so
+    every ablated edge adds exactly 0 there and those positions compute what the clean (and the
+    corrupted) run computes: a forward can continue after the corrupted capture's keys and values of
+    them. Mean and zero ablation change those positions too, so they run whole, as do models that
+    cannot continue a forward (kv.exact_rest 0); at least exact_rest positions are run."""
+    if ablation != "patching" or clean.shape != corrupted.shape:
+        return 0
+    rest = model.can_continue(clean)
+    if rest <= 0:
+        return 0
+    return max(0, min(kv.first_difference(clean, corrupted), clean.shape[1] - rest))
+
+
 def _distinct_metrics(model: GraphModel, clean, corrupted, circuits, neuron_masks, ablation, batch_size, mean):
     mask = model.graph.edge_mask()
     sums = torch.zeros(len(circuits), dtype=torch.float64)
+    start = first_position(model, clean, corrupted, ablation)
     with model.split_inputs(), torch.no_grad():
         if ablation == "mean" and mean is None:
             mean = mean_outputs(model, corrupted, batch_size)
         def batch_sums(part: slice) -> torch.Tensor:
             rows = torch.arange(part.start, part.stop)
-            off = off_outputs(model, corrupted[part], ablation, mean, rows)
+            past = None
+            if ablation == "patching":  # the keys and values of positions < start are the clean run's too
+                capture = model.capture(corrupted[part], rows, keep=part == slice(0, len(clean)), keys=start > 0)
+                off, past = capture.outputs, capture.past
+            else:
+                off = off_outputs(model, corrupted[part], ablation, mean, rows)
+            off = off[:, start:]
             here = torch.zeros(len(circuits), dtype=torch.float64)
             for i, (kept, neurons) in enumerate(zip(circuits, neuron_masks)):
                 complement = (mask & ~kept).to(device=off.device, dtype=off.dtype)
@@ -102,7 +127,7 @@ def _distinct_metrics(model: GraphModel, clean, corrupted, circuits, neuron_mask
                     complement = mask.to(device=off.device, dtype=off.dtype)
                     ablated_dims = (~(neurons & kept.any(1, keepdim=True))).T.to(device=off.device, dtype=off.dtype)
                 job = model.run(clean[part], Pass(rows, capture_outputs=False, off=off, complement=complement,
-                                                  ablated_dims=ablated_dims))
+                                                  ablated_dims=ablated_dims, start=start, past=past))
                 here[i] = float(job.metric.double().sum())
             return here
 

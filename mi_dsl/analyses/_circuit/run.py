@@ -11,7 +11,7 @@ from ...errors import RunError
 from .circuits import nodes_of
 from .compare import compare_methods
 from .engine import GraphModel
-from .faithfulness import Baselines, baselines, circuit_metrics, curve
+from .faithfulness import Baselines, baselines, circuit_metrics, curve, first_position
 from .graph import Graph, graph_of
 from .scores import Scores, score_edges
 from .sizes import CPU_ROWS, bytes_per_row
@@ -82,7 +82,7 @@ def compute(params, run) -> Tuple[Dict[str, Any], Dict[str, List[Dict[str, Any]]
         items[method] = setting.items(result)
         circuits[method], neurons[method] = units.circuit(items[method], n_keep, select)
         out[method] = {"seconds": round(time.perf_counter() - started, 3), "forwards": result.forwards,
-                       "backwards": result.backwards, "steps": result.steps,
+                       "backwards": result.backwards, "captures_reused": result.captures_reused, "steps": result.steps,
                        "scores": _named(graph.edge_names(), result.scores[graph.edge_mask()])}
         if units.level != "edge" or units.merge_qkv:
             out[method]["item_scores"] = _named(units.item_names(d_model), items[method].flatten())
@@ -103,12 +103,13 @@ def compute(params, run) -> Tuple[Dict[str, Any], Dict[str, List[Dict[str, Any]]
         if params.curve:
             seed = params.seed if params.random_baseline and method == methods[0] else None
             out[method]["curve"] = setting.curve(model, clean, corrupted, items[method], base, seed, measured)
+    model.forget()  # the corrupted capture: stability's resamples take their own
     data: Dict[str, Any] = {
         "graph": dict(graph.describe(), d_model=d_model, edge_order=EDGE_ORDER),
         "batch_size": setting.batch, "ablation": setting.ablation, "select": select, "level": units.name,
         "ig_points": params.ig_points, "items": n_items, "keep_requested": n_keep, "metric_name": run.metric,
         "baselines": {"full": base.full, "empty": base.empty, "direction": base.direction},
-        "methods": out, "model": _model_name(run)}
+        "methods": out, "model": _model_name(run), "passes": _passes(model, clean, corrupted, setting.ablation)}
     if len(methods) > 1:
         data["comparison"] = compare_methods(items, circuits, graph.edge_mask() if items[methods[0]].dim() == 2
                                              and units.level == "edge" else None)
@@ -120,6 +121,18 @@ def compute(params, run) -> Tuple[Dict[str, Any], Dict[str, List[Dict[str, Any]]
     if params.mib:
         data["mib"] = {"task": params.mib["task"], "model": params.mib.get("model") or _model_name(run)}
     return data, _tables(graph, data, params.top_table)
+
+
+def _passes(model: GraphModel, clean, corrupted, ablation: str) -> Dict[str, Any]:
+    """The forwards of the analysis (stability's rescorings aside) and the token work continued forwards
+    saved: circuit-ablated forwards under patching ablation skip positions 0 .. positions_skipped - 1
+    (faithfulness.first_position)."""
+    start = first_position(model, clean, corrupted, ablation)
+    full = model.tokens_run + model.tokens_skipped
+    return {"forwards": model.forwards, "backwards": model.backwards, "captures_reused": model.captures_reused,
+            "kv_reuse": start > 0, "positions_skipped": start,
+            "tokens_run": model.tokens_run, "tokens_skipped": model.tokens_skipped,
+            "token_work_saved": round(model.tokens_skipped / max(1, full), 4)}
 
 
 def _named(names: List[str], values: torch.Tensor) -> Dict[str, float]:
@@ -138,9 +151,12 @@ def _tokens(run) -> Tuple[torch.Tensor, torch.Tensor]:
 
 def _model_factory(run, bridge, graph: Graph) -> Callable[[torch.Tensor], GraphModel]:
     from ...metrics import compute_metrics
+    from ...runtime.shared_prefix import continuable
 
     answers, foils = run.answers().to(run.device), run.foils().to(run.device)
     name, measure = run.metric, run.main_metric
+    clean = run.tokens("clean")
+    rest = continuable(run.executor, clean.tolist()) if clean.shape[1] >= 3 else 0
 
     def make(index: torch.Tensor) -> GraphModel:
         a, f = answers[index.to(run.device)], foils[index.to(run.device)]
@@ -150,6 +166,7 @@ def _model_factory(run, bridge, graph: Graph) -> Callable[[torch.Tensor], GraphM
             return compute_metrics(x, a[rows], f[rows], [measure], run.unembed)[name]
         model = GraphModel(bridge, graph, metric)
         model.on_split = run.executor.warn  # a batch split after running out of memory: a located warning
+        model.kv_rest = rest                # found once per model for the whole run (runtime/kv.py)
         return model
     return make
 

@@ -49,9 +49,10 @@ class Scores:
     scores: torch.Tensor      # [F, Bw], 0 where there is no edge
     method: str
     steps: int
-    forwards: int
+    forwards: int             # the passes it read, its corrupted capture included even when reused
     backwards: int
     neurons: Optional[torch.Tensor] = None  # [F, d] when asked for
+    captures_reused: int = 0  # of `forwards`: captures an earlier pass of the analysis had taken
 
 
 def alphas(method: str, steps: int, points: str = "published") -> List[float]:
@@ -64,11 +65,11 @@ def alphas(method: str, steps: int, points: str = "published") -> List[float]:
 
 
 def off_outputs(model: GraphModel, corrupted: torch.Tensor, ablation: str, mean: Optional[torch.Tensor],
-                rows: torch.Tensor) -> torch.Tensor:
-    """[B, S, F, d]: what ablated edges carry for these prompts."""
+                rows: torch.Tensor, whole: bool = False) -> torch.Tensor:
+    """[B, S, F, d]: what ablated edges carry for these prompts. `whole`: they are every prompt of the
+    analysis (one batch), so the corrupted run is captured once for all its passes (GraphModel.capture)."""
     if ablation == "patching":
-        with torch.no_grad():
-            return model.run(corrupted, Pass(rows)).outputs
+        return model.capture(corrupted, rows, keep=whole).outputs
     B, S = corrupted.shape
     if ablation == "mean":
         return mean[None].expand(B, -1, -1, -1).clone()
@@ -128,7 +129,7 @@ def score_edges(model: GraphModel, clean: torch.Tensor, corrupted: torch.Tensor,
                        "max_exact_edges for a small model")
     if method == "exact" and neurons:
         raise RunError("exact scores are per edge; neuron scores need a gradient method")
-    start_f, start_b = model.forwards, model.backwards
+    start_f, start_b, start_r = model.forwards, model.backwards, model.captures_reused
     dev = model.W_O.device
     scores = torch.zeros(g.n_forward, g.n_backward, dtype=torch.float64, device=dev)
     neuron_scores = torch.zeros(g.n_forward, model.d_model, dtype=torch.float64, device=dev) if neurons else None
@@ -140,7 +141,7 @@ def score_edges(model: GraphModel, clean: torch.Tensor, corrupted: torch.Tensor,
         def batch_scores(part: slice):
             """This batch's sums (fresh tensors: a batch split after running out of memory adds nothing)."""
             rows = torch.arange(part.start, part.stop)
-            off = off_outputs(model, corrupted[part], ablation, mean, rows)
+            off = off_outputs(model, corrupted[part], ablation, mean, rows, whole=part == slice(0, len(clean)))
             here, neurons_here = torch.zeros_like(scores), None if neuron_scores is None else torch.zeros_like(
                 neuron_scores)
             _METHOD_STEP[method](Job(model, clean[part], corrupted[part], off, rows, here, mask, steps,
@@ -155,8 +156,9 @@ def score_edges(model: GraphModel, clean: torch.Tensor, corrupted: torch.Tensor,
     scores = (scores / len(clean)).cpu() * mask  # masks and circuits live on the CPU
     if neuron_scores is not None:
         neuron_scores = (neuron_scores / len(clean)).cpu().float()
+    reused = model.captures_reused - start_r
     return Scores(scores.float(), method, steps if method.startswith("eap_ig") else 1,
-                  model.forwards - start_f, model.backwards - start_b, neuron_scores)
+                  model.forwards - start_f + reused, model.backwards - start_b, neuron_scores, reused)
 
 
 def _accumulator(job: Job, holder: dict, weight: float):

@@ -275,11 +275,10 @@ def _same_until(run, base, grid: Grid) -> int:
     prompt (prompts of one length; 0 for prompts aligned by name, whose positions need not match)."""
     if grid.named is not None:
         return 0
+    from ...runtime.kv import first_difference
+
     source = run.tokens(base_and_source(grid.direction)[1])
-    if source.shape != base.shape:
-        return 0
-    differs = (source != base).any(0)
-    return int(differs.float().argmax()) if bool(differs.any()) else int(base.shape[1])
+    return first_difference(base, source) if source.shape == base.shape else 0
 
 
 def _base_run(run, plan: "_Plan", layout: str):
