@@ -239,6 +239,9 @@ class Session:
             self.candidates = ([self.dataset.pairs[i].swapped() if swapped else self.dataset.pairs[i]
                                 for i, swapped in stored.get("candidates", [])], stored.get("kept", []))
         else:
+            # the pipeline runs the model: loaded first, so the stage's time is its own (it held the load)
+            self.loaded.deferred_value()
+            t = time.perf_counter()
             self.thread_policy.apply("pipeline")
             memo: Dict[tuple, Any] = {}  # the keep-condition's final residuals serve the final pairs' metrics
             with torch.no_grad():
