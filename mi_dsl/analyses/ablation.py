@@ -259,11 +259,19 @@ def _norm_scales(before, after):
     return layers, ratio(before["scale"], after["scale"])
 
 
-def _backups(heads, changed, own_change: float, n_heads: int, count: int = 5):
-    """Heads (not ablated) whose output changed to make up for the lost effect, largest first."""
+# A head's changed output below this share of the largest attribution is float32 rounding, not a
+# backup: a head the knock-out cannot reach (its own layer's siblings, earlier layers) changes by ~1e-9
+# when the rerun sums in another order (a continued forward, another batch size).
+BACKUP_FLOOR = 1e-5
+
+
+def _backups(heads, changed, own_change: float, scale: float, count: int = 5):
+    """Heads (not ablated) whose output changed to make up for the lost effect, largest first; a change
+    within BACKUP_FLOOR of `scale` (the largest attribution) is none."""
     sign = -1.0 if own_change > 0 else 1.0
+    floor = BACKUP_FLOOR * scale
     order = sorted(((sign * float(v), l, h) for (l, h), v in _cells(changed)
-                    if (l, h) not in heads and sign * float(v) > 0), reverse=True)
+                    if (l, h) not in heads and sign * float(v) > floor), reverse=True)
     return [{"head": head_label(l, h), "changed_output": float(changed[l, h])} for _, l, h in order[:count]]
 
 
@@ -281,7 +289,8 @@ def _result(run, heads, method, positions, before, after) -> Result:
     naive = m_before + own_change if run.metric == "logit_diff" else None
     layer_ratios, final_ratio = _norm_scales(before, after)
     ratio = final_ratio["mean"]
-    backups = _backups(heads, changed, own_change, run.cfg.n_heads)
+    scale = max(float(dla_before.abs().max()), float(dla_after.abs().max()))
+    backups = _backups(heads, changed, own_change, scale)
     data = {
         "heads": names, "method": method, "positions": positions or "all", "metric": run.metric,
         "metric_before": m_before, "metric_after": m_after,
@@ -317,7 +326,8 @@ def _result(run, heads, method, positions, before, after) -> Result:
                              "head before and after, each run read with its own final-norm (and post-attention "
                              "norm) scales at the final position; change = rescaled by the norms (old output, new "
                              "scales) + changed output (new output - old, new scales); backup heads are read from "
-                             "the changed output",
+                             "the changed output, those that moved against the lost effect by more than 1e-5 of "
+                             "the largest attribution (less is float32 rounding)",
                   key_numbers={"metric_before": m_before, "metric_after": m_after, "naive_prediction": naive,
                                "ln_scale_ratio": ratio})
 

@@ -239,8 +239,7 @@ class Session:
             self.candidates = ([self.dataset.pairs[i].swapped() if swapped else self.dataset.pairs[i]
                                 for i, swapped in stored.get("candidates", [])], stored.get("kept", []))
         else:
-            # the pipeline runs the model: loaded first, so the stage's time is its own (it held the load)
-            self.loaded.deferred_value()
+            self.loaded.deferred_value()  # the pipeline runs the model: loaded first, so its time is its own
             t = time.perf_counter()
             self.thread_policy.apply("pipeline")
             memo: Dict[tuple, Any] = {}  # the keep-condition's final residuals serve the final pairs' metrics

@@ -99,3 +99,16 @@ def test_every_position_ablated_reruns_whole(tmp_path, monkeypatch):
     monkeypatch.setattr(Executor, "capture", counted)
     results = _run(tmp_path, text, "every")
     assert widths and set(widths) == {max(results["dataset"]["token_lengths"])}
+
+
+def test_a_change_within_float_rounding_is_no_backup():
+    """Heads the knock-out cannot reach change by ~1e-9 when the rerun sums in another order (a
+    continued forward, another batch size); only changes past 1e-5 of the largest attribution count."""
+    from mi_dsl.analyses.ablation import _backups
+
+    changed = torch.zeros(2, 4)
+    changed[1, 1] = -0.0055   # a real backup: it moved against the lost effect (own change +)
+    changed[0, 2] = -3.9e-9   # rounding
+    changed[0, 3] = 0.2       # moved with the lost effect: no backup
+    found = _backups([(0, 1), (1, 0)], changed, own_change=1.5, scale=3.2)
+    assert [b["head"] for b in found] == ["L1H1"]
