@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import RunError
-from ..runtime.patterns import PATTERN_HOOK  # noqa: F401  (head_detection reads it here)
+from ..runtime.patterns import PATTERN_HOOK
 from .base import head_label
 
 HEADS = {
@@ -31,8 +31,6 @@ HEADS = {
 
 def heads_param(description: str) -> Dict:
     return {**HEADS, "description": description}
-
-
 
 
 # ------------------------------------------------------------------ capture

@@ -219,11 +219,10 @@ class RunContext:
         """The hooks from this analysis's shared pass (run it if it has not run on these prompts)."""
         from ..compile.fusion import expand_hooks
 
-        step = self.plan.analyses[self.analysis_index] if self.analysis_index < len(self.plan.analyses) else None
-        shared = self.plan.pass_of(step.id) if step is not None else None
-        if shared is None or which != shared.prompts:
+        step, shared = self._shared_pass(which)
+        if shared is None:
             return None
-        key = (shared.id, tuple(id(p) for p in self.pairs))
+        key = self._pass_key(shared)
         if key not in self.shared:
             names = expand_hooks([h for h in shared.hooks if h != PATTERNS], self.cfg.n_layers, self._has_hook)
             names = list(dict.fromkeys(names + [h for h in hooks if h != UNEMBED_INPUT]))
@@ -234,11 +233,11 @@ class RunContext:
             self.pass_forwards[shared.id] = self.pass_forwards.get(shared.id, 0) + self.executor.forwards - counted
             stacked = record.stacked(len(self.pairs)) if record is not None else None
             if stacked is not None:
-                self.shared[("keys and values",) + key] = stacked
+                self.shared[self._pass_key(shared, "keys and values")] = stacked
         # the pass's last analysis takes the captures with it: nothing later needs them (its keys and
         # values stay while that analysis may still continue the pass)
         if step.id == shared.analyses[-1] and not step.continues_pass:
-            self.shared.pop(("keys and values",) + key, None)
+            self.shared.pop(self._pass_key(shared, "keys and values"), None)
         kept = self.shared.pop(key) if step.id == shared.analyses[-1] else self.shared[key]
         if any(h not in kept for h in hooks):
             return None  # the pass does not hold them all (an undeclared hook): capture as usual
@@ -267,12 +266,21 @@ class RunContext:
     def _pass_keys_values(self, which: str) -> Optional[kv.KV]:
         """The keys and values this analysis's shared pass kept of these prompts (the pass's last
         analysis takes them with it), or None."""
+        step, shared = self._shared_pass(which)
+        if shared is None or not step.continues_pass:
+            return None
+        key = self._pass_key(shared, "keys and values")
+        return self.shared.pop(key, None) if step.id == shared.analyses[-1] else self.shared.get(key)
+
+    def _shared_pass(self, which: str):
+        """(this analysis's step, the shared pass serving it on `which` prompts, or None)."""
         step = self.plan.analyses[self.analysis_index] if self.analysis_index < len(self.plan.analyses) else None
         shared = self.plan.pass_of(step.id) if step is not None else None
-        if shared is None or which != shared.prompts or not step.continues_pass:
-            return None
-        key = ("keys and values", shared.id, tuple(id(p) for p in self.pairs))
-        return self.shared.pop(key, None) if step.id == shared.analyses[-1] else self.shared.get(key)
+        return step, (shared if shared is not None and which == shared.prompts else None)
+
+    def _pass_key(self, shared, *what: str) -> tuple:
+        """Where the run keeps what `shared` captured of these pairs (`what`: a kind of it besides the hooks)."""
+        return what + (shared.id, tuple(id(p) for p in self.pairs))
 
     def _has_hook(self, name: str) -> bool:
         try:

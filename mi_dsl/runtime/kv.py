@@ -136,6 +136,19 @@ def first_difference(a: torch.Tensor, b: torch.Tensor) -> int:
     return int(differs.float().argmax()) if bool(differs.any()) else int(a.shape[1])
 
 
+def continue_from(first: int, length: int, rest: int) -> int:
+    """Where a forward of `length` positions, nothing before `first` of which can change, may start:
+    at `first`, but early enough to run at least `rest` positions (exact_rest: then its numbers are
+    the full forward's); 0 (every position) when rest is 0, a model that cannot continue."""
+    return max(0, min(first, length - rest)) if rest > 0 else 0
+
+
+def size_bytes(cfg, rows: int, positions: int) -> int:
+    """float32 bytes of every layer's keys and values of `rows` prompts over `positions` positions."""
+    kv_heads = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
+    return rows * cfg.n_layers * 2 * kv_heads * positions * cfg.d_head * 4
+
+
 def exact_rest(model, tokens: torch.Tensor) -> int:
     """The fewest positions a continued forward must run for its final unembedding input (the
     residual every metric reads) to equal the full forward's bit for bit on this device's kernels

@@ -23,9 +23,7 @@ KV_BYTES = 256 * 2 ** 20  # keys and values of a pass kept at once (float32)
 
 def fits(cfg, prompts: Sequence[Sequence[int]]) -> bool:
     """Do every layer's keys and values of `prompts` (padded to the longest) fit in KV_BYTES?"""
-    kv_heads = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
-    longest = max((len(p) for p in prompts), default=0)
-    size = len(prompts) * cfg.n_layers * 2 * kv_heads * longest * cfg.d_head * 4
+    size = kv.size_bytes(cfg, len(prompts), max((len(p) for p in prompts), default=0))
     return 0 < size <= KV_BYTES
 
 
@@ -62,7 +60,6 @@ class Recorder:
 
 
 def start(first: Sequence[int], final: Sequence[int], rest: int) -> int:
-    """Where a batch's rerun starts: its earliest intervened position, at most `rest` positions
-    before each prompt's final one (exact_rest); 0 when nothing before can be skipped."""
-    p = min(min(int(f), int(last) + 1 - rest) for f, last in zip(first, final))
-    return max(0, p)
+    """Where a batch's rerun starts: the earliest of its prompts' kv.continue_from (each prompt's
+    earliest intervened position, at least `rest` positions before its final one)."""
+    return min(kv.continue_from(int(f), int(last) + 1, rest) for f, last in zip(first, final))

@@ -48,9 +48,7 @@ class SharedPrefix:
         prefixes: Dict[Tuple[int, ...], int] = {}
         group = torch.tensor([prefixes.setdefault(tuple(p[:length]), len(prefixes)) for p in prompts])
         cfg = executor.cfg
-        kv_heads = getattr(cfg, "n_key_value_heads", None) or cfg.n_heads
-        size = len(prefixes) * cfg.n_layers * 2 * kv_heads * length * cfg.d_head * 4
-        if size > MAX_KV_BYTES:
+        if kv.size_bytes(cfg, len(prefixes), length) > MAX_KV_BYTES:
             return None
         first = [int((group == g).nonzero()[0]) for g in range(len(prefixes))]  # one whole prompt per prefix
         whole = _whole_prompts(executor, [prompts[i] for i in first], length, what)

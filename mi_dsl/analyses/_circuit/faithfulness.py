@@ -97,10 +97,7 @@ def first_position(model: GraphModel, clean: torch.Tensor, corrupted: torch.Tens
     cannot continue a forward (kv.exact_rest 0); at least exact_rest positions are run."""
     if ablation != "patching" or clean.shape != corrupted.shape:
         return 0
-    rest = model.can_continue(clean)
-    if rest <= 0:
-        return 0
-    return max(0, min(kv.first_difference(clean, corrupted), clean.shape[1] - rest))
+    return kv.continue_from(kv.first_difference(clean, corrupted), clean.shape[1], model.can_continue(clean))
 
 
 def _distinct_metrics(model: GraphModel, clean, corrupted, circuits, neuron_masks, ablation, batch_size, mean):

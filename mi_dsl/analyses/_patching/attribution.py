@@ -89,6 +89,7 @@ def unchanged_prefix(run, grid: Grid) -> int:
     earlier keys and values. A continued forward runs at least kv.exact_rest positions (then its
     numbers are the whole forward's), so p may stop before the first difference: the positions
     between add 0 as before."""
+    from ...runtime import kv
     from ...runtime.shared_prefix import continuable
 
     if grid.named is not None or grid.target.layout == "pattern" or run.main_metric.reads_continuation:
@@ -97,8 +98,7 @@ def unchanged_prefix(run, grid: Grid) -> int:
     same = _same_until(run, base, grid)
     if same == 0 or base.shape[1] < 2:
         return 0
-    rest = continuable(run.executor, base.tolist())
-    return max(0, min(same, base.shape[1] - rest)) if rest else 0
+    return kv.continue_from(same, base.shape[1], continuable(run.executor, base.tolist()))
 
 
 def _metric_with_graph(run, plan: "_Plan", prompts, leaf, skip: int = 0):
