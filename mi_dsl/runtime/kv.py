@@ -32,6 +32,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..errors import RunError
+
 KV = Dict[int, Tuple[torch.Tensor, torch.Tensor]]   # layer -> (keys, values) [B, kv heads, p, d_head]
 _ABSENT = object()
 
@@ -208,5 +210,5 @@ def final_input(model, tokens: torch.Tensor, **forward_kwargs) -> torch.Tensor:
     except _Reached:
         pass
     if not found:
-        raise RuntimeError(f"the forward never reached {UNEMBED_INPUT}")
+        raise RunError(f"the forward never reached {UNEMBED_INPUT}; this architecture may not have it")
     return found[0]
