@@ -27,8 +27,9 @@ keys and values of positions < start (runtime/kv.py), with position_ids start..,
 [B, S, ...] tensor of its pass (off, outputs, the metric's input) covers positions start.. only.
 faithfulness.py uses it where positions before `start` compute what the clean run computes.
 
-`GraphModel.capture` is a plain forward's node outputs (and every layer's keys and values); the
-capture of a whole prompt set is kept, so the corrupted prompts run once per analysis (`Capture`).
+`GraphModel.capture`: a plain forward's node and attention outputs (and keys and values), kept for a
+whole prompt set, so the corrupted prompts run once per analysis. Given its attention outputs
+(`Pass.off_attn`), a circuit-ablated forward skips layers that keep no edge (skipping.py).
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ import torch
 from ...errors import RunError
 from ...runtime import kv
 from .graph import Graph
+from .skipping import from_capture, skippable, writers_of
 from .sparse import Sparse
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_final [B, d], rows [B]) -> [B]
@@ -69,6 +71,9 @@ class Pass:
     replace: Optional[Dict[str, torch.Tensor]] = None  # hook name -> value it takes, the gradient cut there
     capture_z: bool = False                     # keep each layer's attention z in `z`
     start: int = 0                              # run positions start.. only, after `past`'s keys and values
+    off_attn: Optional[torch.Tensor] = None     # [B, S, L, d] attention outputs of the run `off` is: skipping.py
+    capture_attn_out: bool = False              # keep each layer's attention output in `attn_out`
+    attn_out: Optional[torch.Tensor] = None
     past: Optional[kv.KV] = None                # every layer's keys and values of (at least) positions < start
     keys: Optional[kv.KV] = None                # filled with every layer's keys and values (kv.recording)
     z: Dict[int, torch.Tensor] = field(default_factory=dict)
@@ -89,6 +94,7 @@ class Capture:
     split: bool                 # taken with the split q/k/v inputs on (the mode the keys were computed in)
     outputs: torch.Tensor       # [B, S, F, d]
     past: Optional[kv.KV]       # layer -> (keys, values) [B, kv heads, S, d_head], when recorded
+    attn_out: torch.Tensor      # [B, S, L, d] what each layer's attention wrote (hook_attn_out)
 
 
 class GraphModel:
@@ -112,6 +118,8 @@ class GraphModel:
         self.kv_rest: Optional[int] = None  # kv.exact_rest: positions a continued forward must run (0: cannot)
         self.kept: Optional[Capture] = None  # the last capture of a whole prompt set (`capture`)
         self.on_split: Callable[[str], None] = lambda message: None  # told when a batch is split (a warning)
+        self.skip_layers, self.layers_skipped = True, 0  # skipping.py; attention and MLP layers not computed
+        self._writers = writers_of(bridge)
 
     def _post_weight(self, layer: int) -> torch.Tensor:
         norm = self.bridge.blocks[layer].ln1_post
@@ -161,8 +169,8 @@ class GraphModel:
             return kept
         past: Optional[kv.KV] = {} if keep or keys else None
         with torch.no_grad():
-            outputs = self.run(tokens, Pass(rows, keys=past)).outputs
-        found = Capture(tokens.cpu().clone(), self.splitting, outputs, past)
+            job = self.run(tokens, Pass(rows, keys=past, capture_attn_out=True))
+        found = Capture(tokens.cpu().clone(), self.splitting, job.outputs, past, job.attn_out)
         if keep:
             self.kept = found
         return found
@@ -195,17 +203,24 @@ class GraphModel:
             job.delta = job.off.transpose(2, 3).contiguous()
         if job.capture_inputs:
             job.inputs = torch.zeros(B, S, Bw, self.d_model, device=dev, dtype=dtype)
-        hooks = self._hooks(job, grad)
+        if job.capture_attn_out:
+            job.attn_out = torch.zeros(B, S, self.graph.n_layers, self.d_model, device=dev, dtype=dtype)
+        attention, mlps = skippable(self, job, grad)
+        hooks = self._hooks(job, grad, set(attention), set(mlps))
         self.forwards += 1
         self.tokens_run += B * S
         self.tokens_skipped += B * p
+        self.layers_skipped += len(attention) + len(mlps)
         extra = {"position_ids": kv.positions(p, p + S, B, dev)} if p else {}
         with torch.set_grad_enabled(grad):
             try:
-                with self.bridge.hooks(fwd_hooks=hooks), self._keys_and_values(job, B):
+                with self.bridge.hooks(fwd_hooks=hooks), self._keys_and_values(job, B), \
+                        from_capture(self, job, attention, mlps) as ran:
                     self.bridge(tokens.to(dev), prepend_bos=False, **extra)
             except _Stop:
                 pass
+        if len(ran) != len(attention) + len(mlps):  # a block that calls its attention or MLP another way
+            raise RunError(f"a circuit-ablated forward skipped {len(ran)} of {len(attention) + len(mlps)} layers")
         self._raise_unsplit(job)
         if job.metric is None:
             raise RunError(f"the forward never reached {STOP_AT}")
@@ -218,22 +233,25 @@ class GraphModel:
             return kv.continuing(self.bridge, kv.take(job.past, torch.arange(rows), job.start))
         return kv.recording(self.bridge, job.keys) if job.keys is not None else nullcontext()
 
-    def _hooks(self, job: Pass, grad: bool) -> List:
+    def _hooks(self, job: Pass, grad: bool, skip_attention=frozenset(), skip_mlps=frozenset()) -> List:
+        """The pass's hooks; layers it skips (skipping.py) have none: they write the capture's values."""
         g = self.graph
         # replacements first: the hooks after them on the same point see the replaced value
         hooks = [(name, self._replace(value)) for name, value in (job.replace or {}).items()]
         hooks.append(("blocks.0.hook_resid_pre", self._input_node(job, grad)))
         for layer in range(g.n_layers):
-            for letter in LETTERS:
-                hooks.append((f"blocks.{layer}.attn.hook_{letter}_input",
-                              self._input_hook(job, g.input_slice(layer, letter), g.n_upstream_of(layer, letter))))
-            hooks.append((f"blocks.{layer}.attn.hook_z", self._keep_z(job, layer)))
-            if self.post_norm:
-                hooks.append((f"blocks.{layer}.ln1_post.hook_scale", self._keep_scale(job, layer)))
-            hooks.append((f"blocks.{layer}.hook_attn_out", self._heads_out(job, layer)))
-            hooks.append((f"blocks.{layer}.ln2.hook_in",
-                          self._input_hook(job, g.input_slice(layer, "m"), g.n_upstream_of(layer, "m"))))
-            hooks.append((f"blocks.{layer}.hook_mlp_out", self._output_hook(job, g.mlp_index(layer))))
+            if layer not in skip_attention:
+                for letter in LETTERS:
+                    hooks.append((f"blocks.{layer}.attn.hook_{letter}_input",
+                                  self._input_hook(job, g.input_slice(layer, letter), g.n_upstream_of(layer, letter))))
+                hooks.append((f"blocks.{layer}.attn.hook_z", self._keep_z(job, layer)))
+                if self.post_norm:
+                    hooks.append((f"blocks.{layer}.ln1_post.hook_scale", self._keep_scale(job, layer)))
+                hooks.append((f"blocks.{layer}.hook_attn_out", self._heads_out(job, layer)))
+            if layer not in skip_mlps:
+                hooks.append((f"blocks.{layer}.ln2.hook_in",
+                              self._input_hook(job, g.input_slice(layer, "m"), g.n_upstream_of(layer, "m"))))
+                hooks.append((f"blocks.{layer}.hook_mlp_out", self._output_hook(job, g.mlp_index(layer))))
         logits = slice(g.logits_index, g.logits_index + 1)
         hooks.append(("ln_final.hook_in", self._input_hook(job, logits, g.n_forward)))
         hooks.append((STOP_AT, self._metric_hook(job)))
@@ -293,6 +311,8 @@ class GraphModel:
         def hook(act, hook=None):
             heads = self.head_outputs(job._z.pop(layer), layer, job._scale.pop(layer, None))
             self._check_split(job, act, heads, layer)
+            if job.attn_out is not None:
+                job.attn_out[:, :, layer] = act.detach()
             start = g.head_index(layer, 0)
             self._record(job, slice(start, start + g.n_heads), heads)
             return act

@@ -109,10 +109,10 @@ def _distinct_metrics(model: GraphModel, clean, corrupted, circuits, neuron_mask
             mean = mean_outputs(model, corrupted, batch_size)
         def batch_sums(part: slice) -> torch.Tensor:
             rows = torch.arange(part.start, part.stop)
-            past = None
+            past = off_attn = None
             if ablation == "patching":  # the keys and values of positions < start are the clean run's too
                 capture = model.capture(corrupted[part], rows, keep=part == slice(0, len(clean)), keys=start > 0)
-                off, past = capture.outputs, capture.past
+                off, past, off_attn = capture.outputs, capture.past, capture.attn_out[:, start:]
             else:
                 off = off_outputs(model, corrupted[part], ablation, mean, rows)
             off = off[:, start:]
@@ -124,7 +124,7 @@ def _distinct_metrics(model: GraphModel, clean, corrupted, circuits, neuron_mask
                     complement = mask.to(device=off.device, dtype=off.dtype)
                     ablated_dims = (~(neurons & kept.any(1, keepdim=True))).T.to(device=off.device, dtype=off.dtype)
                 job = model.run(clean[part], Pass(rows, capture_outputs=False, off=off, complement=complement,
-                                                  ablated_dims=ablated_dims, start=start, past=past))
+                                                  ablated_dims=ablated_dims, start=start, past=past, off_attn=off_attn))
                 here[i] = float(job.metric.double().sum())
             return here
 

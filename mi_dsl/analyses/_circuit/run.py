@@ -124,15 +124,16 @@ def compute(params, run) -> Tuple[Dict[str, Any], Dict[str, List[Dict[str, Any]]
 
 
 def _passes(model: GraphModel, clean, corrupted, ablation: str) -> Dict[str, Any]:
-    """The forwards of the analysis (stability's rescorings aside) and the token work continued forwards
-    saved: circuit-ablated forwards under patching ablation skip positions 0 .. positions_skipped - 1
-    (faithfulness.first_position)."""
+    """The forwards of the analysis (stability's rescorings aside) and the work they did not do:
+    circuit-ablated forwards under patching ablation skip positions 0 .. positions_skipped - 1
+    (faithfulness.first_position) and the attention and MLP layers whose inputs keep no edge of their
+    circuit (`layers_skipped`, counted over the forwards: skipping.py)."""
     start = first_position(model, clean, corrupted, ablation)
     full = model.tokens_run + model.tokens_skipped
     return {"forwards": model.forwards, "backwards": model.backwards, "captures_reused": model.captures_reused,
             "kv_reuse": start > 0, "positions_skipped": start,
             "tokens_run": model.tokens_run, "tokens_skipped": model.tokens_skipped,
-            "token_work_saved": round(model.tokens_skipped / max(1, full), 4)}
+            "token_work_saved": round(model.tokens_skipped / max(1, full), 4), "layers_skipped": model.layers_skipped}
 
 
 def _named(names: List[str], values: torch.Tensor) -> Dict[str, float]:
