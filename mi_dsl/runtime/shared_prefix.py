@@ -51,7 +51,7 @@ class SharedPrefix:
         if kv.size_bytes(cfg, len(prefixes), length) > MAX_KV_BYTES:
             return None
         first = [int((group == g).nonzero()[0]) for g in range(len(prefixes))]  # one whole prompt per prefix
-        whole = _whole_prompts(executor, [prompts[i] for i in first], length, what)
+        whole = whole_prompts(executor, [prompts[i] for i in first], length, what)
         if whole is None:
             return None
         past, finals = whole
@@ -106,7 +106,7 @@ def continuable(executor, prompts) -> int:
     return int(executor.kv_rest)
 
 
-def _whole_prompts(executor, prompts: List[Sequence[int]], length: int, what: str):
+def whole_prompts(executor, prompts: List[Sequence[int]], length: int, what: str):
     """(each layer's keys and values of the first `length` positions, [prompts, d_model] final
     residuals) of whole prompts, right-padded in one batched sweep; None if a layer was missed."""
     from .executor import at_final, by_length, pad_right

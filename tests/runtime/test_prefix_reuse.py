@@ -287,6 +287,48 @@ def test_attribution_runs_only_the_positions_from_the_first_difference(run):
                for block in run.model.blocks)
 
 
+def attributed_in_batches(run, batch_size=None, reuse=True):
+    from tests.analyses.test_patching import compiled
+
+    grid = core.resolve(compiled(run, "attribution_patching", direction="denoising", target="z"), run)
+    with torch.no_grad():
+        return core.attribution_patching(run, grid, batch_size=batch_size, reuse_prefix=reuse)
+
+
+def test_attribution_reads_each_source_from_its_partners_base_forward(run):
+    """Every corrupted prompt of the animals is another pair's clean prompt (the size swapped within its
+    pair of sizes): no source prompt runs; the keys and values before p come from one whole forward per
+    distinct first p tokens (one per animal), not from every prompt (_patching/partners.py)."""
+    n = len(run.pairs)
+    skipped, passes = attributed_in_batches(run)
+    whole, _ = attributed_in_batches(run, reuse=False)
+    assert passes["sources_from_partners"] == n and passes["sources_run"] == 0
+    p = skipped_positions(run)
+    prefixes = len({tuple(row[:p]) for row in run.tokens("corrupted").tolist()})
+    assert passes["prefix_forwards"] == 1 and passes["source_forwards"] == 1 and prefixes < n
+    difference, size = float((skipped - whole).abs().max()), float(whole.abs().max())
+    assert size > 1e-3 and difference <= 1e-5 * size
+
+
+def test_a_partner_in_another_batch_or_none_runs_its_source_prompt(run):
+    """Batches of 3 split some partners apart; a subset of the pairs leaves some without one: those rows'
+    source prompts run (positions p.. only), and every score is still the whole prompts'."""
+    whole, _ = attributed_in_batches(run, reuse=False)
+    split, passes = attributed_in_batches(run, batch_size=3)
+    assert passes["sources_run"] > 0 and passes["sources_from_partners"] > 0
+    assert float((split - whole).abs().max()) <= 1e-5 * float(whole.abs().max())
+    pairs, baselines = run.pairs, run.baselines
+    run.pairs = [pair for i, pair in enumerate(pairs) if i % 4 != 1]  # some sources are no base prompt now
+    run.baselines = {}
+    try:
+        whole, _ = attributed_in_batches(run, reuse=False)
+        subset, passes = attributed_in_batches(run)
+    finally:
+        run.pairs, run.baselines = pairs, baselines
+    assert passes["sources_run"] > 0
+    assert float((subset - whole).abs().max()) <= 1e-5 * float(whole.abs().max())
+
+
 def test_attention_pattern_attribution_runs_every_position(run):
     """A pattern row at a later position holds the earlier columns, so the pattern runs whole."""
     assert skipped_positions(run) > 0

@@ -13,8 +13,11 @@ Positions before p, the first at which some base prompt differs from its source 
 same activations in both runs: their delta is 0, and in a causal model nothing at positions >= p
 changes them. So (prompts of one length, a metric read at the final position, any target but the
 attention pattern, a model whose forward can continue after earlier keys and values: runtime/kv.py)
-the forward and backward run positions p.. only, after the keys and values of positions < p that
-the source run recorded (the same tokens there); those positions add 0 to every cell, as when they ran.
+the forward and backward run positions p.. only, after the keys and values of positions < p (the
+same tokens in both runs; one whole forward per distinct first p tokens records them); those positions
+add 0 to every cell, as when they ran. The source activations then come from the base forwards where a
+pair's source prompt is another pair's base prompt, and otherwise from the source prompt's positions p..
+(partners.py): no sweep of every source prompt.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from contextlib import nullcontext
 from typing import Any, Dict, Optional
 
 from .engines import _batch_size, _Plan, _prepare, _same_until, base_and_source
+from .partners import Partners, prefix_keys
 from .grid import Grid, _has_hook
 
 
@@ -38,26 +42,37 @@ def attribution_patching(run, grid: Grid, batch_size: Optional[int] = None, reus
     import torch
 
     skip = unchanged_prefix(run, grid) if reuse_prefix else 0
-    plan, device, executor = _prepare(run, grid, kv_until=skip), run.device, run.executor
+    plan, device, executor = _prepare(run, grid, capture_source=not skip), run.device, run.executor
     n_prompts, n_positions = plan.base.shape
     index, layout = plan.index, grid.target.layout
     leaf = [("hook_embed", _grad_leaf)] if _has_hook(run, "hook_embed") else []
     ran = n_positions - skip  # the prompt positions each forward runs: skip..
+    partners, order, prefixes = None, torch.arange(n_prompts), 0
+    if skip:  # the source activations from the base forwards where they hold them (partners.py)
+        counted = executor.forwards
+        plan.past = prefix_keys(run, plan.base, skip)
+        prefixes = executor.forwards - counted
+        partners = Partners.of(plan.base, run.tokens(base_and_source(grid.direction)[1]), skip)
+        order = partners.order
+    counted = executor.forwards
 
     def one_batch(rows: slice):
-        prompts = torch.arange(rows.start, rows.stop)
+        prompts = order[rows]
         with torch.enable_grad():
             values, forwards = _metric_with_graph(run, plan, prompts, leaf, skip)
             tensors = [acts[n] for acts in forwards for n in plan.names]
             grads = torch.autograd.grad(values.sum(), tensors, allow_unused=True)
+        # a device_map leaves each on its layer's device
+        acts = {name: _prompt_part(forwards[0][name].detach(), layout, ran).to(device) for name in plan.names}
+        sources = partners.sources(run, plan.past, prompts, acts, plan.names) if partners else None
         out = torch.zeros(len(grid.cells), len(prompts))
         for i, (layer, name) in enumerate(zip(plan.layers, plan.names)):
             grad = _summed([grads[k * len(plan.names) + i] for k in range(len(forwards))], layout, ran)
             if grad is None:  # nothing downstream reads it
                 continue
-            # a device_map leaves it on its layer's device
-            act = _prompt_part(forwards[0][name].detach(), layout, ran).to(device)
-            delta = index.aligned_source(plan.source[name], prompts, layout)[:, skip:] - act
+            act = acts[name]
+            source = sources[name] if sources is not None else index.aligned_source(plan.source[name], prompts, layout)
+            delta = source - act
             per_slice = _per_position_head(layout, delta * grad.to(device))  # [n, pos, head]
             chosen = (index.layer == layer).nonzero().squeeze(1)
             s = per_slice[:, :, index.head[chosen].to(device)]  # [n, pos, cells]
@@ -72,13 +87,18 @@ def attribution_patching(run, grid: Grid, batch_size: Optional[int] = None, reus
     extra = sides * executor.graph_bytes_per_row(width, past=skip)
     if plan.sides is not None:
         extra += sides * 3 * 4 * plan.sides.read_positions * run.cfg.d_vocab
-    counted = executor.forwards
     with _batch_size(executor, batch_size):
         parts = executor.map_batches(n_prompts, width, one_batch, "attribution patching",
                                      extra_bytes_per_row=extra, past=skip)
     plan.passes.update(forward_backward_passes=executor.forwards - counted, kv_reuse=skip > 0, first_position=skip,
                        token_work_saved=round(skip / plan.width, 4))
-    return torch.cat(parts, dim=1), plan.passes
+    if partners is not None:  # the source prompts that ran, and the prefixes' forwards, are source forwards
+        plan.passes.update(source_forwards=prefixes + partners.runs, prefix_forwards=prefixes,
+                           sources_from_partners=partners.shared, sources_run=partners.captured)
+        plan.passes["forward_backward_passes"] -= partners.runs
+    effects = torch.empty(len(grid.cells), n_prompts)
+    effects[:, order] = torch.cat(parts, dim=1)
+    return effects, plan.passes
 
 
 def unchanged_prefix(run, grid: Grid) -> int:

@@ -171,7 +171,7 @@ class _Plan:
     base_name: str = "corrupted"   # which run is patched
     sides: Any = None           # continuation metrics: the base prompts with each side's continuation
     past: Any = None            # {layer: (keys, values)} [prompts, kv heads, p, d_head] of the first p positions
-                                # (runtime/kv.py), recorded in the source run: `_prepare(..., kv_until=p)`
+                                # (runtime/kv.py): attribution patching's, partners.py `prefix_keys`
 
     @property
     def width(self) -> int:
@@ -179,13 +179,9 @@ class _Plan:
         return self.base.shape[1] if self.sides is None else self.sides.width
 
 
-def _prepare(run, grid: Grid, kv_until: int = 0) -> _Plan:
-    """The plan both engines read. `kv_until` = p > 0 (prompts of one length whose base and source
-    prompts are the same tokens before p, `_same_until`): the source run also records every layer's
-    keys and values of positions < p, which are then the base run's too (`_Plan.past`)."""
-    import torch
-
-    from ...runtime import kv
+def _prepare(run, grid: Grid, capture_source: bool = True) -> _Plan:
+    """The plan both engines read; without `capture_source` (attribution patching's partners.py, prompts
+    of one length) `source` is left empty."""
     from ...runtime.executor import pad_right
 
     base_name, source_name = base_and_source(grid.direction)
@@ -195,11 +191,7 @@ def _prepare(run, grid: Grid, kv_until: int = 0) -> _Plan:
     final, past = None, None
     if grid.named is None:
         base = run.tokens(base_name)
-        if kv_until > 0:
-            source, recorded = _capture_with_kv(run, source_name, names)
-            past = kv.take(recorded, torch.arange(base.shape[0]), kv_until)
-        else:
-            source = capture_all_positions(run, source_name, names)
+        source = capture_all_positions(run, source_name, names) if capture_source else {}
     else:  # prompts of several lengths: right-padded (never read past a prompt's own final token)
         source_tokens, _ = pad_right([getattr(p, source_name).ids for p in run.pairs])
         source = capture_all_positions(run, source_name, names, source_tokens)
