@@ -53,6 +53,7 @@ class LoadedModel:
     device: Any              # torch.device
     dtype: Any               # torch.dtype
     info: Dict[str, Any] = field(default_factory=dict)
+    weights_id: Optional[str] = None  # the processed weights' cache key: names these exact weights (None: not cached)
 
 
 def load_model(spec: ModelSpec, *, cache_root: Optional[Path] = None, progress: Progress = None) -> LoadedModel:
@@ -106,4 +107,4 @@ def _load_model(spec: ModelSpec, cache_root: Optional[Path], progress: Progress)
     if repairs:
         info["cache_repairs"] = repairs
     info["load_seconds"] = round(time.perf_counter() - started, 3)
-    return LoadedModel(bridge, hf_model, bridge.tokenizer, tokenizer_dir, device, dtype, info)
+    return LoadedModel(bridge, hf_model, bridge.tokenizer, tokenizer_dir, device, dtype, info, weights.processed_key)

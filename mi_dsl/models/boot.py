@@ -67,6 +67,7 @@ def enable_compatibility(bridge, spec: ModelSpec, weights: Weights, root, device
 
     key = cache.digest("processed", weights.weights_key, str(dtype), device.type, flags,
                        getattr(transformer_lens, "__version__", "?"), transformers.__version__)
+    weights.processed_key = key
     with processed_weights(cache.entry(root, "processed", key), device, say) as outcome:
         bridge.enable_compatibility_mode(disable_warnings=True, **flags)
     return outcome["hit"]

@@ -40,6 +40,7 @@ class Weights:
     info: Dict[str, Any]
     cached: bool = False
     weights_key: Optional[str] = None  # set when processed weights may be cached
+    processed_key: Optional[str] = None  # the processed weights' cache key, once enable_compatibility made it
 
 
 def preflight_local(spec: ModelSpec) -> None:

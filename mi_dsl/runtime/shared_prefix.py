@@ -99,10 +99,13 @@ def best_length(prompts: Sequence[Sequence[int]], rest: int = 1) -> int:
 
 def continuable(executor, prompts) -> int:
     """How many positions a continued forward of this executor's model must run (kv.exact_rest,
-    found once per executor); 0 when it cannot continue."""
+    found once per executor, or read from an earlier run's probe of the same: runtime/probes.py);
+    0 when it cannot continue."""
     if executor.kv_rest is None:
+        from .probes import exact_rest
+
         longest = max(prompts, key=len)
-        executor.kv_rest = kv.exact_rest(executor.model, torch.tensor([list(longest)] * 2, dtype=torch.long))
+        executor.kv_rest = exact_rest(executor, torch.tensor([list(longest)] * 2, dtype=torch.long))
     return int(executor.kv_rest)
 
 
