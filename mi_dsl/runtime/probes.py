@@ -68,11 +68,9 @@ def _path() -> Path:
 
 
 def _read(path: Path) -> Dict[str, object]:
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
+    from ..models.files import read_json
+
+    return read_json(path)
 
 
 def _write(path: Path, key: str, value: int) -> None:

@@ -106,6 +106,32 @@ def test_full_vector_interchange_equals_activation_patching(architecture, compon
     check_equals_patching(finished_run(tmp_path, model_yaml(architecture)), components)
 
 
+def test_symmetric_pairs_share_one_sweep_of_the_base_prompts(tmp_path, monkeypatch):
+    """Every corrupted prompt is another pair's clean prompt: one sweep of the base prompts gives the
+    source activations, the residuals the forwards resume from and the unintervened run (two forwards
+    fewer), with the numbers of separate sweeps."""
+    from mi_dsl.analyses._interchange import engine
+    from mi_dsl.analyses._interchange import run as interchange_run
+
+    run = finished_run(tmp_path, model_yaml("gemma3"))
+    params = dict(variables=["d"], source="corrupted", positions=POSITIONS, components=["resid_pre", "mlp_out"])
+    counted = run.executor.forwards
+    shared = compute(run, "interchange", **params).data
+    shared_forwards = run.executor.forwards - counted
+    real = engine.prepare
+    monkeypatch.setattr(interchange_run, "prepare", lambda *a, **k: real(*a, **k, one_sweep=False))
+    counted = run.executor.forwards
+    separate = compute(run, "interchange", **params).data
+    assert run.executor.forwards - counted == shared_forwards + 2
+    for component in params["components"]:
+        mine, theirs = as_tensor(shared["logit_diff"]["d"][component]), as_tensor(separate["logit_diff"]["d"][component])
+        assert theirs.abs().max() > 0.01 and torch.allclose(mine, theirs, atol=1e-6, rtol=0), component
+        assert as_tensor(shared["iia"]["d"][component]).equal(as_tensor(separate["iia"]["d"][component]))
+    mine, theirs = shared["unintervened"]["d"], separate["unintervened"]["d"]
+    assert mine["logit_diff"] == pytest.approx(theirs["logit_diff"], rel=1e-6, abs=1e-6)
+    assert {k: v for k, v in mine.items() if k != "logit_diff"} == {k: v for k, v in theirs.items() if k != "logit_diff"}
+
+
 @pytest.mark.slow
 def test_full_vector_interchange_equals_activation_patching_on_gemma(tmp_path):
     body = DATA.replace("[big, small], [wild, tame]", "[big, small], [fast, slow]") + CAUSAL

@@ -6,6 +6,10 @@ of each hook a site reads (captured once, `capture_all_positions` of activation 
 for prefix reuse, the base run's residual stream entering each site's layer (a site at layer l
 cannot change blocks 0..l-1, so the forward resumes at l: runtime/prefix.py).
 
+When every source prompt is also a base prompt (symmetric pairs: each pair's swap is a pair too),
+one sweep of the base prompts serves all three: the source activations are its rows of the same
+tokens, and its unembedding input at each final position is the unintervened run (`base_final`).
+
 A *segment* of a batch is one site on some examples, optionally through a featurizer W [d, k]
 with orthonormal columns: full vector h <- h_source; featurized h <- h + ((h_source - h) W) W^T,
 pyvene's low-rank rotated-space interchange. Rows of one batch may hold different sites and
@@ -62,27 +66,59 @@ class Inputs:
     source: Dict[str, torch.Tensor]     # hook name -> [n, S', ...] the source run's activations
     resume: Dict[int, torch.Tensor]     # layer -> [n, S, d] base residual entering it (prefix reuse)
     columns: List[ColumnIndex]
+    base_final: Optional[torch.Tensor] = None  # [n, d] the unintervened unembedding input, when one sweep ran
 
     def width(self) -> int:
         return int(self.base.shape[1])
 
 
-def prepare(run, examples, cols: Sequence[Column], sites: Sequence[Site], reuse_prefix: bool = True) -> Inputs:
+def prepare(run, examples, cols: Sequence[Column], sites: Sequence[Site], reuse_prefix: bool = True,
+            one_sweep: bool = True) -> Inputs:
+    """The shared inputs; with `one_sweep`, where every source prompt is a base prompt, from one sweep
+    of the base prompts (the module's docstring)."""
     base, final = pad_right([e.base.ids for e in examples])
     source_tokens, _ = pad_right([e.source.ids for e in examples])
     hooks = sorted({(s.layer, s.component): s.hook for s in sites}.items(), key=lambda kv: firing_order(kv[0]))
     names = list(dict.fromkeys(h for _, h in hooks))
-    source = capture_all_positions(run, "source", names, source_tokens)
-    resume: Dict[int, torch.Tensor] = {}
     layers = sorted({s.layer for s in sites if s.layer > 0})
-    if reuse_prefix and layers:
-        if run.executor.resumable is None:  # one short probe forward per model
-            run.executor.resumable = block_returns_tensor(run.model, base)
-        if run.executor.resumable:
-            resid = [f"blocks.{l}.hook_resid_pre" for l in layers]
-            captured = capture_all_positions(run, "base", resid, base)
-            resume = {l: captured[n] for l, n in zip(layers, resid)}
-    return Inputs(examples, base, final, source, resume, [ColumnIndex(c) for c in cols])
+    if reuse_prefix and layers and run.executor.resumable is None:  # one short probe forward per model
+        run.executor.resumable = block_returns_tensor(run.model, base)
+    resid = [f"blocks.{l}.hook_resid_pre" for l in layers] if reuse_prefix and run.executor.resumable else []
+    rows = _rows_of(source_tokens, base) if one_sweep else None
+    if rows is not None:
+        captured, base_final = _base_sweep(run, base, final, list(dict.fromkeys(names + resid)))
+        source = {name: captured[name][rows] for name in names}
+    else:
+        source = capture_all_positions(run, "source", names, source_tokens)
+        captured = capture_all_positions(run, "base", resid, base) if resid else {}
+        base_final = None
+    resume = {l: captured[n] for l, n in zip(layers, resid)}
+    return Inputs(examples, base, final, source, resume, [ColumnIndex(c) for c in cols], base_final)
+
+
+def _rows_of(source: torch.Tensor, base: torch.Tensor) -> Optional[torch.Tensor]:
+    """[n] for each source row the index of a base row of the same tokens (padding included), or None
+    when some source prompt is no base prompt."""
+    if source.shape != base.shape:
+        return None
+    where = {tuple(row): i for i, row in enumerate(base.tolist())}
+    found = [where.get(tuple(row)) for row in source.tolist()]
+    return None if any(i is None for i in found) else torch.tensor(found, dtype=torch.long)
+
+
+def _base_sweep(run, base: torch.Tensor, final: torch.Tensor, names: List[str]):
+    """({hook name: [n, S, ...]} every position of `names`, [n, d] the unembedding input at each final
+    position) from one sweep of the base prompts."""
+    from ...runtime.executor import ALL
+
+    def one_batch(rows: slice):
+        keep = {name: ALL for name in names}
+        keep[UNEMBED_INPUT] = at_final(final[rows])
+        return run.executor.capture(base[rows], keep, stop_after=UNEMBED_INPUT)[1]
+
+    parts = run.executor.map_batches(len(base), base.shape[1], one_batch, "capturing base activations")
+    captured = {name: torch.cat([p[name] for p in parts]) for name in names + [UNEMBED_INPUT]}
+    return captured, captured.pop(UNEMBED_INPUT)
 
 
 def forward(run, inputs: Inputs, layer: int, segments: Sequence[Segment], grad: bool = False) -> torch.Tensor:

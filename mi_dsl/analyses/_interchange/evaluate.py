@@ -59,13 +59,17 @@ def _segments(jobs, chosen: List[int], examples: torch.Tensor, rows: slice) -> L
 
 
 def unintervened(run, inputs: Inputs, examples: torch.Tensor, candidates: torch.Tensor, vocabulary: bool):
-    """([m, K] candidate logits, [m] top tokens or None) of the base prompts as they are."""
+    """([m, K] candidate logits, [m] top tokens or None) of the base prompts as they are (from the shared
+    sweep's unembedding inputs when `prepare` ran one: engine.py)."""
 
     def one_batch(rows: slice):
         chosen = examples[rows]
-        _, kept = run.executor.capture(inputs.base[chosen], {UNEMBED_INPUT: at_final(inputs.final[chosen])},
-                                       stop_after=UNEMBED_INPUT)
-        x = kept[UNEMBED_INPUT]
+        if inputs.base_final is not None:
+            x = inputs.base_final[chosen.to(inputs.base_final.device)]
+        else:
+            _, kept = run.executor.capture(inputs.base[chosen], {UNEMBED_INPUT: at_final(inputs.final[chosen])},
+                                           stop_after=UNEMBED_INPUT)
+            x = kept[UNEMBED_INPUT]
         return candidate_logits(run, x, candidates[chosen]).cpu(), (top_tokens(run, x).cpu() if vocabulary else None)
 
     parts = run.executor.map_batches(len(examples), inputs.width(), one_batch, "base prompts")
