@@ -117,8 +117,28 @@ def test_the_corrupted_prompts_run_once_for_scoring_baselines_and_circuits():
     again = score_edges(s.model, s.clean, s.corrupted, "eap", batch_size=8)
     assert (again.forwards, again.captures_reused) == (2, 1)
     assert torch.equal(again.scores, scored.scores)
-    # baselines: full and empty; circuits: the distinct ones; the second scoring: its gradient run only
-    assert s.model.forwards == 2 + 2 + len(edges) + 1 and s.model.captures_reused == 3
+    # baselines: the empty circuit (the full one is the scoring's clean run: _circuit/plain.py); circuits:
+    # the distinct ones but the full; the second scoring: its gradient run only
+    full = sum(bool(torch.equal(e, s.graph.edge_mask())) for e in edges)
+    assert full == 1
+    assert s.model.forwards == 2 + 1 + (len(edges) - full) + 1 and s.model.captures_reused == 3
+
+
+@pytest.mark.parametrize("method", ["eap", "eap_ig_inputs", "clean_corrupted"])
+def test_the_full_circuit_is_the_clean_run_a_scoring_method_ran(method):
+    """Every edge kept is a plain forward of the clean prompts, which each method runs: its metric is read
+    back (no forward), and it is the number the full circuit's own forward gives."""
+    s = differing_late("gemma3")
+    mask = s.graph.edge_mask()
+    score_edges(s.model, s.clean, s.corrupted, method, steps=2, batch_size=8)
+    before = s.model.forwards
+    [full] = circuit_metrics(s.model, s.clean, s.corrupted, [mask], batch_size=8)
+    assert s.model.forwards == before
+    fresh = GraphModel(s.bridge, s.graph, s.metric)
+    [measured] = circuit_metrics(fresh, s.clean, s.corrupted, [mask], batch_size=8)
+    assert fresh.forwards == 2  # the corrupted capture and the full circuit's forward
+    assert full == pytest.approx(measured, rel=1e-6, abs=1e-7)
+    assert abs(full - float(s.plain_metric(s.corrupted).detach().mean())) > 1e-3  # not the corrupted run's
 
 
 def test_several_batches_capture_their_corrupted_prompts_in_each_pass():

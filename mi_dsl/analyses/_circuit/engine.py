@@ -1,5 +1,4 @@
-"""Hooked passes over the graph: capture node outputs, run circuit-ablated forwards,
-read gradients at node inputs.
+"""Hooked passes over the graph: capture node outputs, run circuit-ablated forwards, read gradients at node inputs.
 
 Where a node's output is read and its input is changed (TransformerBridge hook names):
   input       output  blocks.0.hook_resid_pre (embeddings, scaled and with positions)
@@ -42,6 +41,7 @@ import torch
 from ...errors import RunError
 from ...runtime import kv
 from .graph import Graph
+from .plain import remember
 from .skipping import from_capture, skippable, writers_of
 from .sparse import Sparse
 
@@ -175,8 +175,7 @@ class GraphModel:
             self.kept = found
         return found
 
-    def forget(self) -> None:
-        """Drop the kept capture (a batch split after running out of memory; the analysis is done with it)."""
+    def forget(self) -> None:  # a batch split after running out of memory; the analysis is done with it
         self.kept = None
 
     def can_continue(self, tokens: torch.Tensor) -> int:
@@ -224,12 +223,13 @@ class GraphModel:
         self._raise_unsplit(job)
         if job.metric is None:
             raise RunError(f"the forward never reached {STOP_AT}")
+        remember(self, tokens, job)  # a plain forward's metric answers the full circuit (plain.py)
         return job
 
     def _keys_and_values(self, job: Pass, rows: int):
+        if job.start and job.past is None:
+            raise RunError("a forward from a later position needs the keys and values before it")
         if job.start:
-            if job.past is None:
-                raise RunError("a forward from a later position needs the keys and values before it")
             return kv.continuing(self.bridge, kv.take(job.past, torch.arange(rows), job.start))
         return kv.recording(self.bridge, job.keys) if job.keys is not None else nullcontext()
 

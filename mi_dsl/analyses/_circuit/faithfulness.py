@@ -26,6 +26,7 @@ import torch
 from ...runtime import kv
 from .circuits import prune
 from .engine import GraphModel, Pass, over_batches
+from .plain import recall
 from .scores import mean_outputs, off_outputs
 from .sizes import LEVELS  # torch-free: the schema's default too
 
@@ -118,6 +119,10 @@ def _distinct_metrics(model: GraphModel, clean, corrupted, circuits, neuron_mask
             off = off[:, start:]
             here = torch.zeros(len(circuits), dtype=torch.float64)
             for i, (kept, neurons) in enumerate(zip(circuits, neuron_masks)):
+                ran = recall(model, clean[part], rows) if neurons is None and torch.equal(kept, mask) else None
+                if ran is not None:  # every edge kept: a plain forward of the clean prompts ran already (plain.py)
+                    here[i] = float(ran.double().sum())
+                    continue
                 complement = (mask & ~kept).to(device=off.device, dtype=off.dtype)
                 ablated_dims = None
                 if neurons is not None:  # kept edges carry the node's ablated dimensions too

@@ -71,7 +71,6 @@ def compute(params, run) -> Tuple[Dict[str, Any], Dict[str, List[Dict[str, Any]]
     setting = Setting(params, graph, units, params.batch_size or _batch_size(run, graph, clean.shape[1]), d_model)
     methods, select = params.methods, params.select
     model = make_model(torch.arange(len(clean)))
-    base = baselines(model, clean, corrupted, ablation=setting.ablation, batch_size=setting.batch)
     n_items = units.n_items(d_model)
     n_keep = params.keep_edges or max(1, int(n_items * params.keep_percent / 100))
 
@@ -86,6 +85,8 @@ def compute(params, run) -> Tuple[Dict[str, Any], Dict[str, List[Dict[str, Any]]
                        "scores": _named(graph.edge_names(), result.scores[graph.edge_mask()])}
         if units.level != "edge" or units.merge_qkv:
             out[method]["item_scores"] = _named(units.item_names(d_model), items[method].flatten())
+    # after the scoring: the full circuit's forward is the clean run a method ran (plain.py)
+    base = baselines(model, clean, corrupted, ablation=setting.ablation, batch_size=setting.batch)
     metrics = circuit_metrics(model, clean, corrupted, [circuits[m] for m in methods], ablation=setting.ablation,
                               batch_size=setting.batch, neuron_masks=[neurons[m] for m in methods])
     measured = [(circuits[m], value) for m, value in zip(methods, metrics) if neurons[m] is None]  # curves reuse them
