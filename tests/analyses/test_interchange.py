@@ -108,16 +108,28 @@ def test_full_vector_interchange_equals_activation_patching(architecture, compon
 
 def test_symmetric_pairs_share_one_sweep_of_the_base_prompts(tmp_path, monkeypatch):
     """Every corrupted prompt is another pair's clean prompt: one sweep of the base prompts gives the
-    source activations, the residuals the forwards resume from and the unintervened run (two forwards
-    fewer), with the numbers of separate sweeps."""
+    source activations, the residuals the forwards resume from, the unintervened run (two forwards
+    fewer) and the keys and values the evaluation forwards continue after, with the numbers of separate
+    sweeps run whole."""
     from mi_dsl.analyses._interchange import engine
     from mi_dsl.analyses._interchange import run as interchange_run
 
     run = finished_run(tmp_path, model_yaml("gemma3"))
     params = dict(variables=["d"], source="corrupted", positions=POSITIONS, components=["resid_pre", "mlp_out"])
-    counted = run.executor.forwards
+    counted, widths, capture = run.executor.forwards, [], run.executor.capture
+
+    def recording(tokens, *args, **kwargs):
+        widths.append(tokens.shape[1])
+        return capture(tokens, *args, **kwargs)
+
+    monkeypatch.setattr(run.executor, "capture", recording)
     shared = compute(run, "interchange", **params).data
+    monkeypatch.undo()
     shared_forwards = run.executor.forwards - counted
+    # the evaluation forwards continue after the sweep's keys and values: from the descriptor, or the final
+    # position's last kv.exact_rest positions
+    full = run.tokens("clean").shape[1]
+    assert widths[0] == full and min(widths) < full and run.executor.kv_rest
     real = engine.prepare
     monkeypatch.setattr(interchange_run, "prepare", lambda *a, **k: real(*a, **k, one_sweep=False))
     counted = run.executor.forwards

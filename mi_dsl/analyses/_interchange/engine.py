@@ -9,22 +9,25 @@ cannot change blocks 0..l-1, so the forward resumes at l: runtime/prefix.py).
 When every source prompt is also a base prompt (symmetric pairs: each pair's swap is a pair too),
 one sweep of the base prompts serves all three: the source activations are its rows of the same
 tokens, and its unembedding input at each final position is the unintervened run (`base_final`).
-
-A *segment* of a batch is one site on some examples, optionally through a featurizer W [d, k]
-with orthonormal columns: full vector h <- h_source; featurized h <- h + ((h_source - h) W) W^T,
-pyvene's low-rank rotated-space interchange. Rows of one batch may hold different sites and
-featurizers of one layer (evaluation stacks them), or one site on a minibatch (training, with the
-graph kept for W's gradient).
+That sweep also keeps the base prompts' keys and values when they have one length, fit
+runtime/pass_kv.py's KV_BYTES and the model can continue a forward (runtime/kv.py): an evaluation
+forward then runs only the positions from the earliest one its interchanges write (at least
+kv.exact_rest of them), after those keys and values; nothing before that position can change, and
+the final position's numbers are the whole forward's.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
+from ...runtime import kv
 from ...runtime.executor import at_final, pad_right
+from ...runtime.pass_kv import KV_BYTES
 from ...runtime.prefix import block_returns_tensor, resume_at
+from ...runtime.shared_prefix import continuable
 from ...runtime.unembed import UNEMBED_INPUT
 from .._patching.engines import capture_all_positions
 from .sites import Column, Site, firing_order
@@ -67,6 +70,7 @@ class Inputs:
     resume: Dict[int, torch.Tensor]     # layer -> [n, S, d] base residual entering it (prefix reuse)
     columns: List[ColumnIndex]
     base_final: Optional[torch.Tensor] = None  # [n, d] the unintervened unembedding input, when one sweep ran
+    past: Optional[Dict[int, Any]] = None  # every layer's base keys and values [n, kv heads, S, d_head], or None
 
     def width(self) -> int:
         return int(self.base.shape[1])
@@ -85,15 +89,18 @@ def prepare(run, examples, cols: Sequence[Column], sites: Sequence[Site], reuse_
         run.executor.resumable = block_returns_tensor(run.model, base)
     resid = [f"blocks.{l}.hook_resid_pre" for l in layers] if reuse_prefix and run.executor.resumable else []
     rows = _rows_of(source_tokens, base) if one_sweep else None
+    past = None
     if rows is not None:
-        captured, base_final = _base_sweep(run, base, final, list(dict.fromkeys(names + resid)))
+        keys = (bool((final == base.shape[1] - 1).all()) and kv.size_bytes(run.cfg, *base.shape) <= KV_BYTES
+                and continuable(run.executor, base.tolist()) > 0)
+        captured, base_final, past = _base_sweep(run, base, final, list(dict.fromkeys(names + resid)), keys)
         source = {name: captured[name][rows] for name in names}
     else:
         source = capture_all_positions(run, "source", names, source_tokens)
         captured = capture_all_positions(run, "base", resid, base) if resid else {}
         base_final = None
     resume = {l: captured[n] for l, n in zip(layers, resid)}
-    return Inputs(examples, base, final, source, resume, [ColumnIndex(c) for c in cols], base_final)
+    return Inputs(examples, base, final, source, resume, [ColumnIndex(c) for c in cols], base_final, past)
 
 
 def _rows_of(source: torch.Tensor, base: torch.Tensor) -> Optional[torch.Tensor]:
@@ -106,19 +113,27 @@ def _rows_of(source: torch.Tensor, base: torch.Tensor) -> Optional[torch.Tensor]
     return None if any(i is None for i in found) else torch.tensor(found, dtype=torch.long)
 
 
-def _base_sweep(run, base: torch.Tensor, final: torch.Tensor, names: List[str]):
+def _base_sweep(run, base: torch.Tensor, final: torch.Tensor, names: List[str], keys: bool):
     """({hook name: [n, S, ...]} every position of `names`, [n, d] the unembedding input at each final
-    position) from one sweep of the base prompts."""
+    position, with `keys` every layer's keys and values (else None)) from one sweep of the base prompts.
+    Each batch records into its own store, kept when the batch returns (a split batch leaves nothing)."""
     from ...runtime.executor import ALL
 
     def one_batch(rows: slice):
         keep = {name: ALL for name in names}
         keep[UNEMBED_INPUT] = at_final(final[rows])
-        return run.executor.capture(base[rows], keep, stop_after=UNEMBED_INPUT)[1]
+        store: kv.KV = {}
+        with kv.recording(run.model, store) if keys else nullcontext():
+            kept = run.executor.capture(base[rows], keep, stop_after=UNEMBED_INPUT)[1]
+        return kept, store
 
     parts = run.executor.map_batches(len(base), base.shape[1], one_batch, "capturing base activations")
-    captured = {name: torch.cat([p[name] for p in parts]) for name in names + [UNEMBED_INPUT]}
-    return captured, captured.pop(UNEMBED_INPUT)
+    captured = {name: torch.cat([p[name] for p, _ in parts]) for name in names + [UNEMBED_INPUT]}
+    past = None
+    if keys and all(len(store) == run.cfg.n_layers for _, store in parts):
+        past = {l: (torch.cat([s[l][0] for _, s in parts]), torch.cat([s[l][1] for _, s in parts]))
+                for l in range(run.cfg.n_layers)}
+    return captured, captured.pop(UNEMBED_INPUT), past
 
 
 def forward(run, inputs: Inputs, layer: int, segments: Sequence[Segment], grad: bool = False) -> torch.Tensor:
@@ -135,6 +150,17 @@ def forward(run, inputs: Inputs, layer: int, segments: Sequence[Segment], grad: 
     start = layer if resid is not None else 0
     resid = resid[rows.to(resid.device)] if resid is not None else None
     select = at_final(inputs.final[rows])
+    if not grad and inputs.past is not None:  # positions from the earliest one written (module docstring)
+        p = kv.continue_from(_earliest(inputs, segments), inputs.width(), int(run.executor.kv_rest or 0))
+        if p > 0:
+            hooks = [(name, _writer(inputs, group, grad, p)) for name, group in by_hook.items()]
+            options = {"position_ids": kv.positions(p, inputs.width(), len(rows), device)}
+            with resume_at(run.model, start, None if resid is None else resid[:, p:]), \
+                    kv.continuing(run.model, kv.take(inputs.past, rows, p)):
+                keep = {UNEMBED_INPUT: at_final(inputs.final[rows] - p)}
+                _, kept = run.executor.capture(inputs.base[rows][:, p:], keep, interventions=hooks,
+                                               stop_after=UNEMBED_INPUT, forward_kwargs=options)
+            return kept[UNEMBED_INPUT]
     with resume_at(run.model, start, resid):
         if not grad:
             _, kept = run.executor.capture(inputs.base[rows], {UNEMBED_INPUT: select}, interventions=hooks,
@@ -151,8 +177,18 @@ def forward(run, inputs: Inputs, layer: int, segments: Sequence[Segment], grad: 
         return seen["x"]
 
 
-def _writer(inputs: Inputs, segments: Sequence[Segment], grad: bool):
-    """A hook writing each segment's interchange into its rows."""
+def _earliest(inputs: Inputs, segments: Sequence[Segment]) -> int:
+    """The earliest base position any segment writes (the width when none writes any)."""
+    found = []
+    for segment in segments:
+        positions = inputs.columns[segment.site.column].entries(segment.examples)[2]
+        if len(positions):
+            found.append(int(positions.min()))
+    return min(found, default=inputs.width())
+
+
+def _writer(inputs: Inputs, segments: Sequence[Segment], grad: bool, offset: int = 0):
+    """A hook writing each segment's interchange into its rows; `offset`: the forward runs positions offset.."""
 
     def hook(act, hook=None):
         if grad or act.requires_grad:
@@ -161,7 +197,7 @@ def _writer(inputs: Inputs, segments: Sequence[Segment], grad: bool):
             local, examples, base_pos, source_pos = inputs.columns[segment.site.column].entries(segment.examples)
             rows = (local + segment.row_start).to(act.device)
             source = inputs.source[segment.site.hook]
-            where = (rows, base_pos.to(act.device))
+            where = (rows, (base_pos - offset).to(act.device))
             values = source[examples.to(source.device), source_pos.to(source.device)]
             if segment.site.head >= 0:
                 where = where + (torch.full_like(rows, segment.site.head),)
