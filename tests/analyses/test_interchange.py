@@ -136,12 +136,14 @@ def test_symmetric_pairs_share_one_sweep_of_the_base_prompts(tmp_path, monkeypat
     separate = compute(run, "interchange", **params).data
     assert run.executor.forwards - counted == shared_forwards + 2
     for component in params["components"]:
-        mine, theirs = as_tensor(shared["logit_diff"]["d"][component]), as_tensor(separate["logit_diff"]["d"][component])
+        mine = as_tensor(shared["logit_diff"]["d"][component])
+        theirs = as_tensor(separate["logit_diff"]["d"][component])
         assert theirs.abs().max() > 0.01 and torch.allclose(mine, theirs, atol=1e-6, rtol=0), component
         assert as_tensor(shared["iia"]["d"][component]).equal(as_tensor(separate["iia"]["d"][component]))
     mine, theirs = shared["unintervened"]["d"], separate["unintervened"]["d"]
     assert mine["logit_diff"] == pytest.approx(theirs["logit_diff"], rel=1e-6, abs=1e-6)
-    assert {k: v for k, v in mine.items() if k != "logit_diff"} == {k: v for k, v in theirs.items() if k != "logit_diff"}
+    assert {k: v for k, v in mine.items() if k != "logit_diff"} == \
+        {k: v for k, v in theirs.items() if k != "logit_diff"}
 
 
 @pytest.mark.slow
