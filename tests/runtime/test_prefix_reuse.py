@@ -197,6 +197,28 @@ def test_out_of_memory_after_a_batch_recorded_its_keys_and_values_keeps_them_ali
     assert close(squeezed, reference)
 
 
+@pytest.mark.parametrize("target", ["z", "resid_pre"])
+def test_symmetric_pairs_read_the_source_activations_from_the_base_sweep(run, target):
+    """Every corrupted prompt of the animals is another pair's clean prompt: the base sweep that records
+    keys and values keeps the patched hooks too, and no source sweep runs. A subset of the pairs whose
+    sources are not all base prompts sweeps them; both give full recomputation's numbers."""
+    shared, passes = patched(run, "denoising", True, target=target)
+    whole, whole_passes = patched(run, "denoising", False, target=target)
+    assert passes.get("source_from_base") and passes["source_forwards"] == 0
+    assert not whole_passes.get("source_from_base") and whole_passes["source_forwards"] >= 1
+    assert close(shared, whole)
+    pairs, baselines = run.pairs, run.baselines
+    run.pairs = [pair for i, pair in enumerate(pairs) if i % 4 != 1]
+    run.baselines = {}
+    try:
+        subset, passes = patched(run, "denoising", True, target=target)
+        reference, _ = patched(run, "denoising", False, target=target)
+    finally:
+        run.pairs, run.baselines = pairs, baselines
+    assert not passes.get("source_from_base") and passes["source_forwards"] >= 1
+    assert close(subset, reference)
+
+
 def test_an_instance_forward_is_put_back(run):
     """A block that carries its own instance-level forward (accelerate's device-map wrapper
     does) gets it back after a resumed forward, not deleted."""

@@ -218,10 +218,11 @@ def exact_patching(run, grid: Grid, batch_size: Optional[int] = None, reuse_pref
     change, so the numbers equal full recomputation."""
     import torch
 
-    plan, layout = _prepare(run, grid), grid.target.layout
+    rows = _source_rows(run, grid) if reuse_prefix else None
+    plan, layout = _prepare(run, grid, capture_source=rows is None), grid.target.layout
     n_prompts, n_positions = plan.base.shape[0], plan.width
     n_layers = run.cfg.n_layers
-    resume, past = _base_run(run, plan, layout) if reuse_prefix else (None, None)
+    resume, past = _base_run(run, plan, layout, rows) if reuse_prefix else (None, None)
     same = _same_until(run, plan.base, grid) if past is not None else 0
     out = torch.empty(len(grid.cells), n_prompts)
     counted, n_rows, blocks_run, tokens_run = run.executor.forwards, len(grid.cells) * n_prompts, 0, 0
@@ -273,10 +274,32 @@ def _same_until(run, base, grid: Grid) -> int:
     return first_difference(base, source) if source.shape == base.shape else 0
 
 
-def _base_run(run, plan: "_Plan", layout: str):
+def _source_rows(run, grid: Grid):
+    """[prompts] for each source prompt the index of a base prompt of the same tokens, or None when some
+    source prompt is no base prompt (or the prompts are aligned by name, or a continuation metric runs
+    its own sides): then the source prompts are swept on their own."""
+    import torch
+
+    if grid.named is not None or grid.target.layout == "pattern" or run.main_metric.reads_continuation:
+        return None
+    base_name, source_name = base_and_source(grid.direction)
+    base, source = run.tokens(base_name), run.tokens(source_name)
+    if base.shape != source.shape:
+        return None
+    where = {tuple(row): i for i, row in enumerate(base.tolist())}
+    found = [where.get(tuple(row)) for row in source.tolist()]
+    return None if any(i is None for i in found) else torch.tensor(found, dtype=torch.long)
+
+
+def _base_run(run, plan: "_Plan", layout: str, source_rows=None):
     """One sweep of the base prompts for what reuse needs: ({layer: residual entering it}, or None
     when blocks cannot be resumed; every layer's keys and values, or None when they cannot be
-    reused: continuation metrics, attention-pattern targets, a model without the seam)."""
+    reused: continuation metrics, attention-pattern targets, a model without the seam).
+
+    `source_rows` (`_source_rows`; `_prepare` then left `plan.source` empty): every source prompt is a
+    base prompt (symmetric pairs), so where the sweep runs every block (recording keys and values) it
+    also keeps the patched hooks, and the source activations are its rows of the same tokens; otherwise
+    the source prompts are swept on their own, as `_prepare` does."""
     from ...runtime import kv
     from ...runtime.prefix import block_returns_tensor
     from ...runtime.shared_prefix import continuable
@@ -285,16 +308,27 @@ def _base_run(run, plan: "_Plan", layout: str):
     if layers and run.executor.resumable is None:  # one short probe forward per model
         run.executor.resumable = block_returns_tensor(run.model, plan.base)
     resumable = bool(layers) and bool(run.executor.resumable)
+    reuse_kv = plan.sides is None and layout != "pattern" and plan.base.shape[1] > 1 \
+        and continuable(run.executor, plan.base.tolist()) > 0
+    if source_rows is not None and not reuse_kv:  # no sweep of every block to share
+        counted = run.executor.forwards
+        plan.source = capture_all_positions(run, "clean" if plan.base_name == "corrupted" else "corrupted",
+                                            plan.names)
+        plan.passes["source_forwards"] += run.executor.forwards - counted
+        source_rows = None
     if plan.sides is not None:  # each side's inputs are captured when it first runs
         return ({} if resumable else None), None
-    reuse_kv = layout != "pattern" and plan.base.shape[1] > 1 and continuable(run.executor, plan.base.tolist()) > 0
     if not resumable and not reuse_kv:
         return None, None
     names = [f"blocks.{l}.hook_resid_pre" for l in layers] if resumable else []
     # padded as the patched batches are
     past: Optional[kv.KV] = None
     if reuse_kv:
-        captured, past = _capture_with_kv(run, plan.base_name, names, plan.base)
+        shared = list(dict.fromkeys(names + (plan.names if source_rows is not None else [])))
+        captured, past = _capture_with_kv(run, plan.base_name, shared, plan.base)
+        if source_rows is not None:
+            plan.source = {name: captured[name][source_rows] for name in plan.names}
+            plan.passes["source_from_base"] = True
     else:
         captured = capture_all_positions(run, plan.base_name, names, plan.base)
     resume = {l: captured[n] for l, n in zip(layers, names)} if resumable else None
