@@ -29,7 +29,7 @@ from ...runtime.pass_kv import KV_BYTES
 from ...runtime.prefix import block_returns_tensor, resume_at
 from ...runtime.shared_prefix import continuable
 from ...runtime.unembed import UNEMBED_INPUT
-from .._patching.engines import capture_all_positions
+from .._patching.engines import capture_all_positions, same_rows
 from .sites import Column, Site, firing_order
 
 
@@ -106,10 +106,7 @@ def prepare(run, examples, cols: Sequence[Column], sites: Sequence[Site], reuse_
 def _rows_of(source: torch.Tensor, base: torch.Tensor) -> Optional[torch.Tensor]:
     """[n] for each source row the index of a base row of the same tokens (padding included), or None
     when some source prompt is no base prompt."""
-    if source.shape != base.shape:
-        return None
-    where = {tuple(row): i for i, row in enumerate(base.tolist())}
-    found = [where.get(tuple(row)) for row in source.tolist()]
+    found = same_rows(source, base) if source.shape == base.shape else [None]
     return None if any(i is None for i in found) else torch.tensor(found, dtype=torch.long)
 
 

@@ -283,12 +283,19 @@ def _source_rows(run, grid: Grid):
     if grid.named is not None or grid.target.layout == "pattern" or run.main_metric.reads_continuation:
         return None
     base_name, source_name = base_and_source(grid.direction)
-    base, source = run.tokens(base_name), run.tokens(source_name)
-    if base.shape != source.shape:
-        return None
-    where = {tuple(row): i for i, row in enumerate(base.tolist())}
-    found = [where.get(tuple(row)) for row in source.tolist()]
+    found = same_rows(run.tokens(source_name), run.tokens(base_name))
     return None if any(i is None for i in found) else torch.tensor(found, dtype=torch.long)
+
+
+def same_rows(source, base) -> List[Optional[int]]:
+    """For each row of `source` [n, S] the index of a row of `base` [m, S] with the same tokens (the same
+    activations at every position), or None; every row None when the widths differ."""
+    if source.shape[1:] != base.shape[1:]:
+        return [None] * len(source)
+    where: Dict[tuple, int] = {}
+    for i, row in enumerate(base.tolist()):
+        where.setdefault(tuple(row), i)
+    return [where.get(tuple(row)) for row in source.tolist()]
 
 
 def _base_run(run, plan: "_Plan", layout: str, source_rows=None):

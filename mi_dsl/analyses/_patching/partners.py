@@ -44,10 +44,9 @@ class Partners:
     def of(cls, base: "torch.Tensor", source: "torch.Tensor", skip: int) -> "Partners":
         import torch
 
-        where: Dict[tuple, int] = {}
-        for j, row in enumerate(base.tolist()):
-            where.setdefault(tuple(row), j)
-        partner = torch.tensor([where.get(tuple(row), -1) for row in source.tolist()], dtype=torch.long)
+        from .engines import same_rows
+
+        partner = torch.tensor([-1 if j is None else j for j in same_rows(source, base)], dtype=torch.long)
         order: List[int] = []
         placed = set()
         for i in range(len(base)):  # each prompt, then its partner when each is the other's
