@@ -29,7 +29,8 @@ from ...runtime.pass_kv import KV_BYTES
 from ...runtime.prefix import block_returns_tensor, resume_at
 from ...runtime.shared_prefix import continuable
 from ...runtime.unembed import UNEMBED_INPUT
-from .._patching.engines import capture_all_positions, same_rows
+from .._patching.base_sweep import same_rows
+from .._patching.engines import capture_all_positions
 from .sites import Column, Site, firing_order
 
 

@@ -24,7 +24,8 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Any, Dict, Optional
 
-from .engines import _batch_size, _Plan, _prepare, _same_until, base_and_source
+from .base_sweep import _same_until
+from .engines import _batch_size, _Plan, _prepare, base_and_source
 from .partners import Partners, prefix_keys
 from .grid import Grid, _has_hook
 

@@ -1,12 +1,13 @@
 """Exact patching (stacked patched rows) and what both engines share: the source run's activations,
-the base tokens, the index of the cells (attribution.py is the other engine)."""
+the base tokens, the index of the cells (attribution.py is the other engine). The base prompts' sweep
+that reuse reads is base_sweep.py."""
 from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional
 
-from ...errors import RunError
+from .base_sweep import _base_run, _same_until, _source_rows, base_and_source, capture_all_positions
 from .grid import Grid
 
 
@@ -30,11 +31,6 @@ def direction_of(params) -> str:
     return params.direction
 
 
-def base_and_source(direction: str) -> Tuple[str, str]:
-    """(the run that is patched, the run whose activations are patched in)."""
-    return ("corrupted", "clean") if direction == "denoising" else ("clean", "corrupted")
-
-
 def baselines(run) -> Baselines:
     if "clean" in run.baselines and "corrupted" in run.baselines:
         return Baselines(run.baselines["clean"], run.baselines["corrupted"])
@@ -42,24 +38,6 @@ def baselines(run) -> Baselines:
 
     final = pair_metrics(run.executor, run.unembed, run.pairs, [run.main_metric], "baselines")
     return Baselines(float(final["clean"][run.metric].mean()), float(final["corrupted"][run.metric].mean()))
-
-
-def capture_all_positions(run, which: str, names: Sequence[str], tokens=None):
-    """{hook name: [N, ...]} every position of the named hooks, one batched sweep of `which`
-    (or of `tokens`, e.g. right-padded prompts of several lengths)."""
-    import torch
-
-    from ...runtime.executor import ALL
-
-    tokens = run.tokens(which) if tokens is None else tokens
-    keep = {name: ALL for name in names}
-    last = names[-1]  # names are in forward order; nothing after the last one is needed
-
-    def one_batch(rows: slice):
-        return run.executor.capture(tokens[rows], keep, stop_after=last)[1]
-
-    parts = run.executor.map_batches(len(tokens), tokens.shape[1], one_batch, f"capturing {which} activations")
-    return {name: torch.cat([p[name] for p in parts]) for name in names}
 
 
 class _PatchIndex:
@@ -261,113 +239,6 @@ def _by_first_position(index: "_PatchIndex", layer: int, split: bool, latest: in
     first = torch.where(touched.any(1), touched.float().argmax(1), torch.full((len(cells),), latest, dtype=torch.long))
     first = first.clamp(max=max(0, latest))
     return [(int(p), cells[first == p]) for p in sorted(set(first.tolist()))]
-
-
-def _same_until(run, base, grid: Grid) -> int:
-    """The first position at which some base prompt (`base`: their tokens) differs from its source
-    prompt (prompts of one length; 0 for prompts aligned by name, whose positions need not match)."""
-    if grid.named is not None:
-        return 0
-    from ...runtime.kv import first_difference
-
-    source = run.tokens(base_and_source(grid.direction)[1])
-    return first_difference(base, source) if source.shape == base.shape else 0
-
-
-def _source_rows(run, grid: Grid):
-    """[prompts] for each source prompt the index of a base prompt of the same tokens, or None when some
-    source prompt is no base prompt (or the prompts are aligned by name, or a continuation metric runs
-    its own sides): then the source prompts are swept on their own."""
-    import torch
-
-    if grid.named is not None or grid.target.layout == "pattern" or run.main_metric.reads_continuation:
-        return None
-    base_name, source_name = base_and_source(grid.direction)
-    found = same_rows(run.tokens(source_name), run.tokens(base_name))
-    return None if any(i is None for i in found) else torch.tensor(found, dtype=torch.long)
-
-
-def same_rows(source, base) -> List[Optional[int]]:
-    """For each row of `source` [n, S] the index of a row of `base` [m, S] with the same tokens (the same
-    activations at every position), or None; every row None when the widths differ."""
-    if source.shape[1:] != base.shape[1:]:
-        return [None] * len(source)
-    where: Dict[tuple, int] = {}
-    for i, row in enumerate(base.tolist()):
-        where.setdefault(tuple(row), i)
-    return [where.get(tuple(row)) for row in source.tolist()]
-
-
-def _base_run(run, plan: "_Plan", layout: str, source_rows=None):
-    """One sweep of the base prompts for what reuse needs: ({layer: residual entering it}, or None
-    when blocks cannot be resumed; every layer's keys and values, or None when they cannot be
-    reused: continuation metrics, attention-pattern targets, a model without the seam).
-
-    `source_rows` (`_source_rows`; `_prepare` then left `plan.source` empty): every source prompt is a
-    base prompt (symmetric pairs), so where the sweep runs every block (recording keys and values) it
-    also keeps the patched hooks, and the source activations are its rows of the same tokens; otherwise
-    the source prompts are swept on their own, as `_prepare` does."""
-    from ...runtime import kv
-    from ...runtime.prefix import block_returns_tensor
-    from ...runtime.shared_prefix import continuable
-
-    layers = [l for l in plan.layers if l > 0]
-    if layers and run.executor.resumable is None:  # one short probe forward per model
-        run.executor.resumable = block_returns_tensor(run.model, plan.base)
-    resumable = bool(layers) and bool(run.executor.resumable)
-    reuse_kv = plan.sides is None and layout != "pattern" and plan.base.shape[1] > 1 \
-        and continuable(run.executor, plan.base.tolist()) > 0
-    if source_rows is not None and not reuse_kv:  # no sweep of every block to share
-        counted = run.executor.forwards
-        plan.source = capture_all_positions(run, "clean" if plan.base_name == "corrupted" else "corrupted",
-                                            plan.names)
-        plan.passes["source_forwards"] += run.executor.forwards - counted
-        source_rows = None
-    if plan.sides is not None:  # each side's inputs are captured when it first runs
-        return ({} if resumable else None), None
-    if not resumable and not reuse_kv:
-        return None, None
-    names = [f"blocks.{l}.hook_resid_pre" for l in layers] if resumable else []
-    # padded as the patched batches are
-    past: Optional[kv.KV] = None
-    if reuse_kv:
-        shared = list(dict.fromkeys(names + (plan.names if source_rows is not None else [])))
-        captured, past = _capture_with_kv(run, plan.base_name, shared, plan.base)
-        if source_rows is not None:
-            plan.source = {name: captured[name][source_rows] for name in plan.names}
-            plan.passes["source_from_base"] = True
-    else:
-        captured = capture_all_positions(run, plan.base_name, names, plan.base)
-    resume = {l: captured[n] for l, n in zip(layers, names)} if resumable else None
-    return resume, past
-
-
-def _capture_with_kv(run, which: str, names: Sequence[str], tokens=None):
-    """(capture_all_positions of `names`, every layer's keys and values [N, kv heads, positions, d_head]
-    recorded in the same sweep, runtime/kv.py). To record every layer's keys the sweep runs every block
-    (to the final norm's input). Each batch records into its own store, kept only when the batch
-    returns: a batch that runs out of memory and is split leaves nothing behind, wherever it failed."""
-    import torch
-
-    from ...runtime import kv
-    from ...runtime.executor import ALL
-
-    tokens = run.tokens(which) if tokens is None else tokens
-    names = list(names) + ["ln_final.hook_in"]
-    keep = {name: ALL for name in names}
-
-    def one_batch(rows: slice):
-        store: kv.KV = {}
-        with kv.recording(run.model, store):
-            kept = run.executor.capture(tokens[rows], keep, stop_after=names[-1])[1]
-        if len(store) != run.cfg.n_layers:  # kv.exact_rest found the seam on every layer before this runs
-            raise RunError(f"internal: keys and values of {len(store)} of {run.cfg.n_layers} layers were recorded")
-        return kept, store
-
-    parts = run.executor.map_batches(len(tokens), tokens.shape[1], one_batch, f"capturing {which} activations")
-    captured = {name: torch.cat([kept[name] for kept, _ in parts]) for name in names}
-    return captured, {l: (torch.cat([s[l][0] for _, s in parts]), torch.cat([s[l][1] for _, s in parts]))
-                      for l in range(run.cfg.n_layers)}
 
 
 def _patched_batch(run, plan: "_Plan", layout: str, cells, name: str, resume, start: int, past=None,

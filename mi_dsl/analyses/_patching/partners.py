@@ -44,7 +44,7 @@ class Partners:
     def of(cls, base: "torch.Tensor", source: "torch.Tensor", skip: int) -> "Partners":
         import torch
 
-        from .engines import same_rows
+        from .base_sweep import same_rows
 
         partner = torch.tensor([-1 if j is None else j for j in same_rows(source, base)], dtype=torch.long)
         order: List[int] = []
