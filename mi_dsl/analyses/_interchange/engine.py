@@ -14,6 +14,12 @@ runtime/pass_kv.py's KV_BYTES and the model can continue a forward (runtime/kv.p
 forward then runs only the positions from the earliest one its interchanges write (at least
 kv.exact_rest of them), after those keys and values; nothing before that position can change, and
 the final position's numbers are the whole forward's.
+
+A *segment* of a batch is one site on some examples, optionally through a featurizer W [d, k]
+with orthonormal columns: full vector h <- h_source; featurized h <- h + ((h_source - h) W) W^T,
+pyvene's low-rank rotated-space interchange. Rows of one batch may hold different sites and
+featurizers of one layer (evaluation stacks them), or one site on a minibatch (training, with the
+graph kept for W's gradient).
 """
 from __future__ import annotations
 
