@@ -14,8 +14,8 @@ at every layer:
 
 Both act through the seam TransformerBridge's attention offers for a KV cache
 (`_update_kv_cache`, `_apply_reconstruct_attention_mask`), set on each attention instance's
-own `__dict__` for the duration and put back afterwards (as runtime/prefix.py does for
-blocks). transformers' own cache cannot be used: Gemma-3's layers pass it as `cache=`,
+own `__dict__` for the duration and put back afterwards (runtime/overrides.py, as for
+blocks in runtime/prefix.py). transformers' own cache cannot be used: Gemma-3's layers pass it as `cache=`,
 which the bridge's attention does not read. `exact_rest(model, tokens)` finds, once per
 model, how many positions a continued forward must run to give the full forward's numbers
 bit for bit (0: it cannot continue; callers then run every position, as before).
@@ -28,14 +28,14 @@ clean and corrupted prompts differ, analyses/_circuit/faithfulness.py).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
 from ..errors import RunError
+from .overrides import overriding
 
 KV = Dict[int, Tuple[torch.Tensor, torch.Tensor]]   # layer -> (keys, values) [B, kv heads, p, d_head]
-_ABSENT = object()
 
 
 def attentions(model) -> List:
@@ -46,21 +46,6 @@ def attentions(model) -> List:
                         or not hasattr(a, "_apply_reconstruct_attention_mask") for a in found):
         return []
     return found
-
-
-@contextmanager
-def _overriding(modules: Sequence, name: str, make) -> Iterator[None]:
-    saved = [module.__dict__.get(name, _ABSENT) for module in modules]
-    for layer, module in enumerate(modules):
-        module.__dict__[name] = make(layer, module)
-    try:
-        yield
-    finally:
-        for module, previous in zip(modules, saved):
-            if previous is _ABSENT:
-                module.__dict__.pop(name, None)
-            else:
-                module.__dict__[name] = previous
 
 
 @contextmanager
@@ -75,7 +60,7 @@ def recording(model, store: KV) -> Iterator[None]:
             return k, v
         return update
 
-    with _overriding(attentions(model), "_update_kv_cache", make):
+    with overriding(attentions(model), "_update_kv_cache", make):
         yield
 
 
@@ -109,8 +94,8 @@ def continuing(model, past: KV) -> Iterator[None]:
             return attn_scores.masked_fill(~allowed, fill)
         return apply
 
-    with (_overriding(modules, "_update_kv_cache", prepend),
-          _overriding(modules, "_apply_reconstruct_attention_mask", mask)):
+    with (overriding(modules, "_update_kv_cache", prepend),
+          overriding(modules, "_apply_reconstruct_attention_mask", mask)):
         yield
 
 

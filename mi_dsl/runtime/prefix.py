@@ -21,8 +21,7 @@ from typing import Dict, Optional
 
 import torch
 
-
-_ABSENT = object()
+from .overrides import overriding
 
 
 def _passthrough(hidden_states=None, *args, **kwargs):
@@ -68,20 +67,11 @@ def resume_at(model, layer: int, resid: Optional[torch.Tensor]):
             return (swapped,) + tuple(args[1:]), kwargs
         return args, dict(kwargs, hidden_states=swapped)
 
-    # An instance may already carry its own `forward` (accelerate's device-map wrapper does):
-    # it is put back afterwards, not deleted.
-    saved = [block.__dict__.get("forward", _ABSENT) for block in blocks[:layer]]
-    for block in blocks[:layer]:
-        # in the instance's own __dict__: the bridge's __setattr__ would pass `forward` on to
-        # the wrapped transformers layer; the class's forward is untouched
-        block.__dict__["forward"] = _passthrough
-    handle = blocks[layer].register_forward_pre_hook(replace_input, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
-        for block, previous in zip(blocks[:layer], saved):
-            if previous is _ABSENT:
-                block.__dict__.pop("forward", None)
-            else:
-                block.__dict__["forward"] = previous
+    # blocks before `layer` pass their input through (runtime/overrides.py: an instance's own
+    # `forward`, such as accelerate's device-map wrapper, is put back afterwards)
+    with overriding(blocks[:layer], "forward", lambda index, block: _passthrough):
+        handle = blocks[layer].register_forward_pre_hook(replace_input, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()

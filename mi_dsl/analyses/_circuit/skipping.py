@@ -32,7 +32,8 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
-_ABSENT = object()
+from ...runtime.overrides import overriding
+
 Value = Callable[[int], torch.Tensor]  # layer -> what the skipped layer's attention (or MLP) writes
 
 
@@ -118,32 +119,25 @@ def skipping(writers: Sequence[Writers], attention: Sequence[int], mlps: Sequenc
     without computing; yields the list each replaced writer appends its name to when it runs (the
     caller checks every one ran)."""
     ran: List[str] = []
-    replaced: List[Tuple[torch.nn.Module, object]] = []
-
-    def swap(module, forward) -> None:
-        replaced.append((module, module.__dict__.get("forward", _ABSENT)))
-        # in the instance's own __dict__, as runtime/prefix.py does for blocks: the class is untouched
-        module.__dict__["forward"] = forward
-
+    modules: List[torch.nn.Module] = []
+    forwards: List[Callable] = []
     for layer in attention:
         w = writers[layer]
         tuple_out = w.attn_out is w.attn  # an attention module returns (output, weights)
-        swap(w.attn_out, _constant(attn_value, layer, f"attn {layer}", ran, tuple_out))
+        modules.append(w.attn_out)
+        forwards.append(_constant(attn_value, layer, f"attn {layer}", ran, tuple_out))
         if w.attn is not w.attn_out:
-            swap(w.attn, _passthrough(tuple_out=True))
+            modules.append(w.attn)
+            forwards.append(_passthrough(tuple_out=True))
     for layer in mlps:
         w = writers[layer]
-        swap(w.mlp_out, _constant(mlp_value, layer, f"mlp {layer}", ran, False))
+        modules.append(w.mlp_out)
+        forwards.append(_constant(mlp_value, layer, f"mlp {layer}", ran, False))
         if w.mlp is not w.mlp_out:
-            swap(w.mlp, _passthrough(tuple_out=False))
-    try:
+            modules.append(w.mlp)
+            forwards.append(_passthrough(tuple_out=False))
+    with overriding(modules, "forward", lambda index, module: forwards[index]):  # runtime/overrides.py
         yield ran
-    finally:
-        for module, previous in reversed(replaced):
-            if previous is _ABSENT:
-                module.__dict__.pop("forward", None)
-            else:
-                module.__dict__["forward"] = previous
 
 
 def _constant(value: Value, layer: int, name: str, ran: List[str], tuple_out: bool):
