@@ -28,7 +28,7 @@ clean and corrupted prompts differ, analyses/_circuit/faithfulness.py).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -108,6 +108,15 @@ def _sliding_window(module) -> Optional[int]:
 def positions(start: int, stop: int, rows: int, device) -> torch.Tensor:
     """position_ids [rows, stop - start] for a forward of positions start..stop-1."""
     return torch.arange(start, stop, device=device)[None].expand(rows, -1)
+
+
+def joined(stores: Sequence[KV], n_layers: int) -> Optional[KV]:
+    """The keys and values of consecutive batches (each one `recording`'s store), joined along the rows;
+    None when some batch's forward missed a layer."""
+    if not stores or any(len(store) != n_layers for store in stores):
+        return None
+    return {layer: (torch.cat([store[layer][0] for store in stores]), torch.cat([store[layer][1] for store in stores]))
+            for layer in range(n_layers)}
 
 
 def take(kv: KV, rows: torch.Tensor, p: int) -> KV:

@@ -126,10 +126,9 @@ def whole_prompts(executor, prompts: List[Sequence[int]], length: int, what: str
 
     parts = executor.map_batches(len(prompts), max(len(p) for p in prompts), one_batch,
                                  f"{what} (shared prefixes)" if what else "")
-    if any(len(store) != executor.cfg.n_layers for store, _ in parts):
+    past = kv.joined([store for store, _ in parts], executor.cfg.n_layers)
+    if past is None:
         return None
     back = torch.empty(len(order), dtype=torch.long)
     back[torch.tensor(order)] = torch.arange(len(order))
-    past = {layer: (torch.cat([s[layer][0] for s, _ in parts])[back], torch.cat([s[layer][1] for s, _ in parts])[back])
-            for layer in parts[0][0]}
-    return past, torch.cat([x for _, x in parts])[back]
+    return {layer: (k[back], v[back]) for layer, (k, v) in past.items()}, torch.cat([x for _, x in parts])[back]

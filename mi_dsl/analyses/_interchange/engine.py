@@ -133,10 +133,7 @@ def _base_sweep(run, base: torch.Tensor, final: torch.Tensor, names: List[str], 
 
     parts = run.executor.map_batches(len(base), base.shape[1], one_batch, "capturing base activations")
     captured = {name: torch.cat([p[name] for p, _ in parts]) for name in names + [UNEMBED_INPUT]}
-    past = None
-    if keys and all(len(store) == run.cfg.n_layers for _, store in parts):
-        past = {l: (torch.cat([s[l][0] for _, s in parts]), torch.cat([s[l][1] for _, s in parts]))
-                for l in range(run.cfg.n_layers)}
+    past = kv.joined([store for _, store in parts], run.cfg.n_layers) if keys else None
     return captured, captured.pop(UNEMBED_INPUT), past
 
 

@@ -135,5 +135,4 @@ def _capture_with_kv(run, which: str, names: Sequence[str], tokens=None):
 
     parts = run.executor.map_batches(len(tokens), tokens.shape[1], one_batch, f"capturing {which} activations")
     captured = {name: torch.cat([kept[name] for kept, _ in parts]) for name in names}
-    return captured, {l: (torch.cat([s[l][0] for _, s in parts]), torch.cat([s[l][1] for _, s in parts]))
-                      for l in range(run.cfg.n_layers)}
+    return captured, kv.joined([store for _, store in parts], run.cfg.n_layers)
