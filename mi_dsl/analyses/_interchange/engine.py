@@ -35,7 +35,7 @@ from ...runtime.pass_kv import KV_BYTES
 from ...runtime.prefix import block_returns_tensor, resume_at
 from ...runtime.shared_prefix import continuable
 from ...runtime.unembed import UNEMBED_INPUT
-from .._patching.base_sweep import same_rows
+from .._patching.base_sweep import rows_in
 from .._patching.engines import capture_all_positions
 from .sites import Column, Site, firing_order
 
@@ -95,7 +95,7 @@ def prepare(run, examples, cols: Sequence[Column], sites: Sequence[Site], reuse_
     if reuse_prefix and layers and run.executor.resumable is None:  # one short probe forward per model
         run.executor.resumable = block_returns_tensor(run.model, base)
     resid = [f"blocks.{l}.hook_resid_pre" for l in layers] if reuse_prefix and run.executor.resumable else []
-    rows = _rows_of(source_tokens, base) if one_sweep else None
+    rows = rows_in(source_tokens, base) if one_sweep else None
     past = None
     if rows is not None:
         keys = (bool((final == base.shape[1] - 1).all()) and kv.size_bytes(run.cfg, *base.shape) <= KV_BYTES
@@ -108,13 +108,6 @@ def prepare(run, examples, cols: Sequence[Column], sites: Sequence[Site], reuse_
         base_final = None
     resume = {l: captured[n] for l, n in zip(layers, resid)}
     return Inputs(examples, base, final, source, resume, [ColumnIndex(c) for c in cols], base_final, past)
-
-
-def _rows_of(source: torch.Tensor, base: torch.Tensor) -> Optional[torch.Tensor]:
-    """[n] for each source row the index of a base row of the same tokens (padding included), or None
-    when some source prompt is no base prompt."""
-    found = same_rows(source, base) if source.shape == base.shape else [None]
-    return None if any(i is None for i in found) else torch.tensor(found, dtype=torch.long)
 
 
 def _base_sweep(run, base: torch.Tensor, final: torch.Tensor, names: List[str], keys: bool):

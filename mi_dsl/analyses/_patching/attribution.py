@@ -24,7 +24,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Any, Dict, Optional
 
-from .base_sweep import _same_until
+from .base_sweep import _same_until, keys_reusable
 from .engines import _batch_size, _Plan, _prepare, base_and_source
 from .partners import Partners, prefix_keys
 from .grid import Grid, _has_hook
@@ -111,15 +111,14 @@ def unchanged_prefix(run, grid: Grid) -> int:
     numbers are the whole forward's), so p may stop before the first difference: the positions
     between add 0 as before."""
     from ...runtime import kv
-    from ...runtime.shared_prefix import continuable
 
-    if grid.named is not None or grid.target.layout == "pattern" or run.main_metric.reads_continuation:
+    if grid.named is not None:
         return 0
     base = run.tokens(base_and_source(grid.direction)[0])
     same = _same_until(run, base, grid)
-    if same == 0 or base.shape[1] < 2:
+    if same == 0 or not keys_reusable(run, base, grid.target.layout, run.main_metric.reads_continuation):
         return 0
-    return kv.continue_from(same, base.shape[1], continuable(run.executor, base.tolist()))
+    return kv.continue_from(same, base.shape[1], int(run.executor.kv_rest))  # found by keys_reusable
 
 
 def _metric_with_graph(run, plan: "_Plan", prompts, leaf, skip: int = 0):

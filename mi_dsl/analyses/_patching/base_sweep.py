@@ -44,15 +44,36 @@ def _same_until(run, base, grid: Grid) -> int:
 
 
 def _source_rows(run, grid: Grid):
-    """[prompts] for each source prompt the index of a base prompt of the same tokens, or None when some
-    source prompt is no base prompt (or the prompts are aligned by name, or a continuation metric runs
-    its own sides): then the source prompts are swept on their own."""
-    import torch
-
-    if grid.named is not None or grid.target.layout == "pattern" or run.main_metric.reads_continuation:
+    """[prompts] for each source prompt the index of a base prompt of the same tokens, when the base sweep
+    records keys and values (`keys_reusable`: it then runs every block) and every source prompt is a base
+    prompt; else None, and the source prompts are swept on their own."""
+    if grid.named is not None:
         return None
     base_name, source_name = base_and_source(grid.direction)
-    found = same_rows(run.tokens(source_name), run.tokens(base_name))
+    base = run.tokens(base_name)
+    if not keys_reusable(run, base, grid.target.layout, run.main_metric.reads_continuation):
+        return None
+    return rows_in(run.tokens(source_name), base)
+
+
+def keys_reusable(run, base, layout: str, continuation: bool) -> bool:
+    """Can forwards of the base prompts `base` [n, S] continue after their keys and values? Not for the
+    attention pattern (a row at a later position holds the earlier columns), continuation metrics (their
+    forwards append each side's continuation), one-token prompts, or a model whose forward cannot
+    continue (kv.exact_rest 0)."""
+    from ...runtime.shared_prefix import continuable
+
+    if continuation or layout == "pattern" or base.shape[1] < 2:
+        return False
+    return continuable(run.executor, base.tolist()) > 0
+
+
+def rows_in(source, base):
+    """[n] for each row of `source` the index of a row of `base` with the same tokens (`same_rows`), or
+    None when some source row is no base row."""
+    import torch
+
+    found = same_rows(source, base)
     return None if any(i is None for i in found) else torch.tensor(found, dtype=torch.long)
 
 
@@ -72,26 +93,17 @@ def _base_run(run, plan, layout: str, source_rows=None):
     entering it}, or None when blocks cannot be resumed; every layer's keys and values, or None when
     they cannot be reused: continuation metrics, attention-pattern targets, a model without the seam).
 
-    `source_rows` (`_source_rows`; `_prepare` then left `plan.source` empty): every source prompt is a
-    base prompt (symmetric pairs), so where the sweep runs every block (recording keys and values) it
-    also keeps the patched hooks, and the source activations are its rows of the same tokens; otherwise
-    the source prompts are swept on their own, as `_prepare` does."""
+    `source_rows` (`_source_rows`; `_prepare` then left `plan.source` empty): the sweep records keys and
+    values, so it runs every block, and every source prompt is a base prompt (symmetric pairs): it also
+    keeps the patched hooks, and the source activations are its rows of the same tokens."""
     from ...runtime import kv
     from ...runtime.prefix import block_returns_tensor
-    from ...runtime.shared_prefix import continuable
 
     layers = [l for l in plan.layers if l > 0]
     if layers and run.executor.resumable is None:  # one short probe forward per model
         run.executor.resumable = block_returns_tensor(run.model, plan.base)
     resumable = bool(layers) and bool(run.executor.resumable)
-    reuse_kv = plan.sides is None and layout != "pattern" and plan.base.shape[1] > 1 \
-        and continuable(run.executor, plan.base.tolist()) > 0
-    if source_rows is not None and not reuse_kv:  # no sweep of every block to share
-        counted = run.executor.forwards
-        plan.source = capture_all_positions(run, "clean" if plan.base_name == "corrupted" else "corrupted",
-                                            plan.names)
-        plan.passes["source_forwards"] += run.executor.forwards - counted
-        source_rows = None
+    reuse_kv = keys_reusable(run, plan.base, layout, plan.sides is not None)  # as `_source_rows` decided
     if plan.sides is not None:  # each side's inputs are captured when it first runs
         return ({} if resumable else None), None
     if not resumable and not reuse_kv:

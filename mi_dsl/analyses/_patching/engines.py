@@ -158,15 +158,16 @@ class _Plan:
 
 
 def _prepare(run, grid: Grid, capture_source: bool = True) -> _Plan:
-    """The plan both engines read; without `capture_source` (attribution patching's partners.py, prompts
-    of one length) `source` is left empty."""
+    """The plan both engines read; without `capture_source` (prompts of one length whose source
+    activations come from elsewhere: attribution's partners.py, exact patching's base_sweep.py) `source`
+    is left empty."""
     from ...runtime.executor import pad_right
 
     base_name, source_name = base_and_source(grid.direction)
     layers = sorted({c.layer for c in grid.cells})
     names = [grid.target.hook_name(l) for l in layers]
     counted = run.executor.forwards
-    final, past = None, None
+    final = None
     if grid.named is None:
         base = run.tokens(base_name)
         source = capture_all_positions(run, source_name, names) if capture_source else {}
@@ -181,7 +182,7 @@ def _prepare(run, grid: Grid, capture_source: bool = True) -> _Plan:
         sides = Sides(run, base_name, capture_all_positions)
     return _Plan(layers, names, source, base, _PatchIndex(grid, base.shape[0], base.shape[1]),
                  run.answers().to(run.device), run.foils().to(run.device),
-                 {"source_forwards": run.executor.forwards - counted}, final, base_name, sides, past)
+                 {"source_forwards": run.executor.forwards - counted}, final, base_name, sides)
 
 
 def exact_patching(run, grid: Grid, batch_size: Optional[int] = None, reuse_prefix: bool = True):
