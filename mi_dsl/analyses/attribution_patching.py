@@ -70,9 +70,9 @@ class AttributionPatching:
         compiled = core.compile_patching(params, ctx, f"{direction}: gradient estimate for {target.what}; one "
                                                       "forward and backward per batch")
         # The embedding output is the backward pass's leaf (where the model has that hook). Skipping the
-        # positions before the first difference records the source run's keys and values in a sweep of
-        # every block, read to its end (the final norm's input).
-        return replace(compiled, hooks=compiled.hooks + ("hook_embed?", "ln_final.hook_in"))
+        # positions before the first difference reads keys and values from whole forwards to the
+        # unembedding's input, which every forward of it reads anyway (_patching/partners.py).
+        return replace(compiled, hooks=compiled.hooks + ("hook_embed?",))
 
     def cost(self, params, inputs):
         """Forwards of both runs and one backward per pair (per side a continuation metric reads)."""
