@@ -9,6 +9,7 @@ and retries a batch that runs out of memory.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
@@ -16,9 +17,9 @@ import torch
 
 from ..errors import Location, RunError, SpecWarning
 from ..compile.memory import CPU_BUDGET_GB, activation_bytes_per_row, graph_bytes_per_row, rows_within
+from . import last_mlp
 
 # What to keep of an activation: a callable (act -> kept tensor). Common ones:
-FINAL = lambda act: act[:, -1]  # noqa: E731  (the final position)
 ALL = lambda act: act  # noqa: E731
 
 
@@ -77,6 +78,7 @@ class Executor:
     oom_cap: Optional[int] = None         # rows per batch that last fit after an out-of-memory split
     resumable: Optional[bool] = None      # blocks can be skipped (runtime/prefix.py); checked once
     kv_rest: Optional[int] = None     # positions a continued forward must run (runtime/kv.py); 0: cannot
+    last_mlp_verdicts: last_mlp.Verdicts = field(default_factory=dict)  # shapes checked (runtime/last_mlp.py)
 
     @property
     def model(self):
@@ -178,20 +180,28 @@ class Executor:
         """Run `tokens` once; return (logits or None, {hook name: kept slice}).
 
         `stop_after` names the last hook anything needs: the forward stops there, so a
-        final-position metric never pays for the unembedding of every position.
+        final-position metric never pays for the unembedding of every position. When nothing after
+        the last block's attention is read but at the final positions (at_final), the last MLP runs
+        there only (runtime/last_mlp.py).
         `forward_kwargs` go to the bridge's forward (position_ids of a continued forward, runtime/kv.py).
         """
         kept: Dict[str, torch.Tensor] = {}
-        hooks: List[Tuple[str, Callable]] = list(interventions)
+        n_layers = self.cfg.n_layers
+        truncate, final = (False, None) if stop_after is None or torch.is_grad_enabled() else \
+            last_mlp.final_of(self.model, keep, interventions)
+        guard = last_mlp.Guard(tuple(tokens.shape[:2])) if truncate else None
+        hooks: List[Tuple[str, Callable]] = [(name, _guarded(name, fn, guard, n_layers)) for name, fn in interventions]
         for name, select in keep.items():
-            hooks.append((name, self._keeper(name, select, kept, stop_after)))
+            hooks.append((name, _guarded(name, self._keeper(name, select, kept, stop_after), guard, n_layers)))
         if stop_after is not None and stop_after not in keep:
             hooks.append((stop_after, _stopper))
         tokens = tokens.to(self.device)
         self.forwards += 1
         started = time.perf_counter()
+        truncated = last_mlp.final_positions_only(self.model, final, self.last_mlp_verdicts, guard) \
+            if guard is not None else nullcontext()
         try:
-            with self.model.hooks(fwd_hooks=hooks):
+            with self.model.hooks(fwd_hooks=hooks), truncated:
                 logits = self.model(tokens, prepend_bos=False, **(forward_kwargs or {}))
             logits = logits.to(self.device)  # a device_map puts the unembedding on the last device
         except _StopForward:
@@ -219,6 +229,19 @@ class Executor:
         return hook
 
 
+def _guarded(name: str, fn: Callable, guard: Optional[last_mlp.Guard], n_layers: int) -> Callable:
+    """`fn`, which raises where it fires out of the place runtime/last_mlp.py gives it."""
+    if guard is None:
+        return fn
+    before = last_mlp.before_last_mlp(name, n_layers)
+
+    def hook(act, hook=None):
+        guard.check(name, act, before)
+        return fn(act, hook=hook)
+
+    return hook
+
+
 def _stopper(act, hook=None):
     raise _StopForward()
 
@@ -235,11 +258,25 @@ def pad_right(rows: Sequence[Sequence[int]]) -> Tuple[torch.Tensor, torch.Tensor
     return tokens, torch.tensor([len(r) - 1 for r in rows], dtype=torch.long)
 
 
-def at_final(final: Optional[torch.Tensor]) -> Callable:
-    """What to keep of an activation [B, pos, ...]: each row's final real position."""
-    if final is None:
-        return FINAL
-    return lambda act: act[torch.arange(act.shape[0], device=act.device), final.to(act.device)]
+class AtFinal:
+    """What to keep of an activation [B, pos, ...]: each row's final real position (`final` [B]; None:
+    the last column). Typed, so the executor sees which positions a forward reads (runtime/last_mlp.py)."""
+
+    def __init__(self, final: Optional[torch.Tensor] = None) -> None:
+        self.final = final
+
+    def __call__(self, act: torch.Tensor) -> torch.Tensor:
+        if self.final is None:
+            return act[:, -1]
+        return act[torch.arange(act.shape[0], device=act.device), self.final.to(act.device)]
+
+
+FINAL = AtFinal()  # the last column
+
+
+def at_final(final: Optional[torch.Tensor]) -> AtFinal:
+    """What to keep of an activation [B, pos, ...]: each row's final real position (None: the last column)."""
+    return AtFinal(final)
 
 
 def by_length(prompts: Sequence[Sequence[int]]) -> List[int]:
