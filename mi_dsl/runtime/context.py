@@ -243,6 +243,18 @@ class RunContext:
             return None  # the pass does not hold them all (an undeclared hook): capture as usual
         return {name: kept[name] for name in list(hooks) + [UNEMBED_INPUT]}
 
+    def _after_prefixes(self, prompts, with_patterns: bool):
+        """((the prompts' keys and values before their shared prefix's end, that end per prompt), (the
+        prefixes' pattern rows per layer, each prompt's prefix)) when the run's pipeline ran these prompts'
+        prefixes once (runtime/shared_prefix.py `covering`) and the patterns asked for are there; else None."""
+        from .shared_prefix import covering
+
+        found = covering(self.executor, prompts) if self.executor.kv_rest else None
+        if found is None or (with_patterns and found[0].patterns is None):
+            return None
+        shared, groups = found
+        return (kv.take(shared.past, groups, shared.length), [shared.length] * len(prompts)), (shared.patterns, groups)
+
     def _patterns_to_keep(self, shared, which: str):
         """The run's pattern cache when this pass fills it: its plan says an analysis reads the patterns,
         and some of its prompts are not cached yet but fit the budget; else None."""
@@ -301,6 +313,11 @@ class RunContext:
         order = by_length(prompts)
         index = torch.tensor(order)
         pattern_hooks = [PATTERN_HOOK.format(l) for l in range(self.cfg.n_layers)] if fill is not None else []
+        before = None  # the prefixes' pattern rows and each prompt's prefix, when continuing after them
+        if continued is None and not interventions and not extra:
+            after = self._after_prefixes(prompts, fill is not None)
+            if after is not None:
+                continued, before = after
 
         def one_batch(part: slice):
             tokens, final = pad_right([prompts[i] for i in order[part]])
@@ -322,6 +339,9 @@ class RunContext:
                 record.done(order[part], store)
             if fill is not None:
                 found = [kept.pop(name) for name in pattern_hooks]
+                if p:  # the query rows before p are the prefixes' (the keys after them are masked: zero)
+                    found = [patterns.with_rows_before(rows[before[1][index[part]]], late, p)
+                             for rows, late in zip(before[0], found)]
                 for row, i in enumerate(order[part]):
                     if tuple(prompts[i]) not in fill:
                         patterns.keep(fill, prompts[i], [p[row] for p in found])

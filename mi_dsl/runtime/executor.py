@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 
@@ -78,6 +78,7 @@ class Executor:
     oom_cap: Optional[int] = None         # rows per batch that last fit after an out-of-memory split
     resumable: Optional[bool] = None      # blocks can be skipped (runtime/prefix.py); checked once
     kv_rest: Optional[int] = None     # positions a continued forward must run (runtime/kv.py); 0: cannot
+    prefixes: List[Any] = field(default_factory=list)  # the latest shared_prefix.SharedPrefix plans (covering)
     last_mlp_verdicts: last_mlp.Verdicts = field(default_factory=dict)  # shapes checked (runtime/last_mlp.py)
 
     @property

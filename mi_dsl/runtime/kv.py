@@ -27,6 +27,7 @@ clean and corrupted prompts differ, analyses/_circuit/faithfulness.py).
 """
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -50,12 +51,14 @@ def attentions(model) -> List:
 
 @contextmanager
 def recording(model, store: KV) -> Iterator[None]:
-    """Forwards inside the block leave each layer's keys and values in `store`."""
+    """Forwards inside the block leave each layer's keys and values in `store` (inside `continuing`:
+    those of every position, the past's included)."""
     def make(layer, module):
-        original = type(module)._update_kv_cache
+        seam = module.__dict__.get("_update_kv_cache")  # continuing's, when it is on
+        original = seam if seam is not None else functools.partial(type(module)._update_kv_cache, module)
 
         def update(k, v, **kwargs):
-            k, v = original(module, k, v, **kwargs)
+            k, v = original(k, v, **kwargs)
             store[layer] = (k.detach(), v.detach())
             return k, v
         return update

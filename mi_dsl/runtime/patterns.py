@@ -44,3 +44,14 @@ def keep(cache: Cache, ids: Sequence[int], per_layer: Sequence["torch.Tensor"]) 
     """One prompt's patterns ([head, query, key] per layer, possibly right-padded: cut to its length)."""
     n = len(ids)
     cache[tuple(ids)] = [p[:, :n, :n].float().cpu() for p in per_layer]
+
+
+def with_rows_before(before: "torch.Tensor", late: "torch.Tensor", p: int) -> "torch.Tensor":
+    """[B, head, S, S]: query rows 0..p-1 from `before` [B, head, >= p, >= p] (the patterns of a forward of the
+    same first p tokens: a causal row reads no later key, so its keys from p on are zero), the rows from p
+    on `late` [B, head, S - p, S] (a forward continued at p)."""
+    import torch
+
+    first = late.new_zeros(late.shape[0], late.shape[1], p, late.shape[3])
+    first[:, :, :, :p] = before[:, :, :p, :p].to(late.device, late.dtype)
+    return torch.cat([first, late], dim=2)

@@ -15,11 +15,15 @@ sums over. (Keys and values from a forward of the prefix alone gave differences 
 logit difference: the attention products had fewer key columns.)
 
 Used only for forwards without interventions that read the final position (the pipeline's
-keep-condition and the final pairs' metrics).
+keep-condition and the final pairs' metrics). The executor keeps the latest plans (`KEPT`): the
+shared final-position pass reruns the final pairs' clean prompts, which the keep-condition ran, and
+continues after their prefixes' keys and values (`covering`, runtime/context.py). Its attention
+patterns' first p query rows are the prefix's own, captured with the whole prompts: a causal
+row reads no later position.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -28,6 +32,7 @@ from . import kv
 
 MIN_SAVING = 0.15       # below this share of token-work saved, run prompts whole
 MAX_KV_BYTES = 256 << 20  # the prefixes' keys and values kept at once
+KEPT = 2                  # the latest prefix sets the executor keeps for the run's later forwards
 
 
 @dataclass
@@ -36,11 +41,14 @@ class SharedPrefix:
     group: torch.Tensor         # [prompts] index of each prompt's prefix
     past: kv.KV                 # layer -> (keys, values) [prefixes, kv heads, p, d_head]
     done: Dict[int, torch.Tensor]  # prompt index -> final residual, for the prompts run whole
+    index: Dict[Tuple[int, ...], int] = field(default_factory=dict)  # prefix tokens -> its index
+    patterns: Optional[List[torch.Tensor]] = None  # per layer [prefixes, heads, p, p]: the prefix's query rows
 
     @classmethod
     def plan(cls, executor, prompts: Sequence[Sequence[int]], what: str = "") -> Optional["SharedPrefix"]:
         """The best shared prefix of `prompts`, one whole prompt of each prefix run (its keys and
-        values kept), or None when sharing does not pay or the model cannot continue a forward."""
+        values kept), or None when sharing does not pay or the model cannot continue a forward.
+        The executor keeps it for the run's later forwards of the same prompts (`covering`)."""
         rest = continuable(executor, prompts)
         length = best_length(prompts, rest) if rest else 0
         if length == 0:
@@ -51,11 +59,13 @@ class SharedPrefix:
         if kv.size_bytes(cfg, len(prefixes), length) > MAX_KV_BYTES:
             return None
         first = [int((group == g).nonzero()[0]) for g in range(len(prefixes))]  # one whole prompt per prefix
-        whole = whole_prompts(executor, [prompts[i] for i in first], length, what)
+        whole = whole_prompts(executor, [prompts[i] for i in first], length, what, with_patterns=True)
         if whole is None:
             return None
-        past, finals = whole
-        return cls(length, group, past, {i: finals[j] for j, i in enumerate(first)})
+        past, finals, pattern_rows = whole
+        shared = cls(length, group, past, {i: finals[j] for j, i in enumerate(first)}, prefixes, pattern_rows)
+        executor.prefixes = (executor.prefixes + [shared])[-KEPT:]
+        return shared
 
     def final_inputs(self, executor, indices: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         """[B, d_model] the unembedding's input at each prompt's final position (`indices` into the
@@ -78,6 +88,18 @@ class SharedPrefix:
                                                                                         len(rest), executor.device)})
             found.update(zip(rest, kept[UNEMBED_INPUT]))
         return torch.stack([found[i] for i in indices])
+
+
+def covering(executor, prompts: Sequence[Sequence[int]]) -> Optional[Tuple[SharedPrefix, torch.Tensor]]:
+    """(a prefix set this run planned, [prompts] each prompt's prefix in it) when every one of `prompts`
+    begins with one of its prefixes and has tokens after it; else None. A later forward of the same
+    prompts (the shared final-position pass) then continues after those keys and values."""
+    for shared in reversed(executor.prefixes):
+        p = shared.length
+        groups = [shared.index.get(tuple(ids[:p])) for ids in prompts]
+        if prompts and all(g is not None for g in groups) and min(map(len, prompts)) > p:
+            return shared, torch.tensor(groups)
+    return None
 
 
 def best_length(prompts: Sequence[Sequence[int]], rest: int = 1) -> int:
@@ -109,26 +131,37 @@ def continuable(executor, prompts) -> int:
     return int(executor.kv_rest)
 
 
-def whole_prompts(executor, prompts: List[Sequence[int]], length: int, what: str):
+def whole_prompts(executor, prompts: List[Sequence[int]], length: int, what: str, with_patterns: bool = False):
     """(each layer's keys and values of the first `length` positions, [prompts, d_model] final
-    residuals) of whole prompts, right-padded in one batched sweep; None if a layer was missed."""
+    residuals, with `with_patterns` each layer's attention patterns of the first `length` queries
+    [prompts, heads, length, length], else or where the model has no pattern hooks None) of whole
+    prompts, right-padded in one batched sweep; None if a layer was missed."""
     from .executor import at_final, by_length, pad_right
+    from .patterns import PATTERN_HOOK
     from .unembed import UNEMBED_INPUT
 
     order = by_length(prompts)
+    names = [PATTERN_HOOK.format(layer) for layer in range(executor.cfg.n_layers)] if with_patterns else []
+    if not all(name in getattr(executor.model, "hook_dict", {}) for name in names):
+        names = []
 
     def one_batch(rows: slice):
         tokens, final = pad_right([prompts[i] for i in order[rows]])
         store: kv.KV = {}
+        keep = {name: (lambda act: act[:, :, :length, :length]) for name in names}
+        keep[UNEMBED_INPUT] = at_final(final)
         with kv.recording(executor.model, store):
-            _, kept = executor.capture(tokens, {UNEMBED_INPUT: at_final(final)}, stop_after=UNEMBED_INPUT)
-        return {layer: (k[:, :, :length], v[:, :, :length]) for layer, (k, v) in store.items()}, kept[UNEMBED_INPUT]
+            _, kept = executor.capture(tokens, keep, stop_after=UNEMBED_INPUT)
+        return ({layer: (k[:, :, :length], v[:, :, :length]) for layer, (k, v) in store.items()}, kept[UNEMBED_INPUT],
+                [kept[name] for name in names])
 
     parts = executor.map_batches(len(prompts), max(len(p) for p in prompts), one_batch,
                                  f"{what} (shared prefixes)" if what else "")
-    past = kv.joined([store for store, _ in parts], executor.cfg.n_layers)
+    past = kv.joined([store for store, _, _ in parts], executor.cfg.n_layers)
     if past is None:
         return None
     back = torch.empty(len(order), dtype=torch.long)
     back[torch.tensor(order)] = torch.arange(len(order))
-    return {layer: (k[back], v[back]) for layer, (k, v) in past.items()}, torch.cat([x for _, x in parts])[back]
+    rows = [torch.cat([found[layer] for _, _, found in parts])[back] for layer in range(len(names))] or None
+    return ({layer: (k[back], v[back]) for layer, (k, v) in past.items()},
+            torch.cat([x for _, x, _ in parts])[back], rows)

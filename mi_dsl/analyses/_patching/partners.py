@@ -109,5 +109,5 @@ def prefix_keys(run, base: torch.Tensor, skip: int):
     found = whole_prompts(run.executor, [base[i].tolist() for i in first], skip, "attribution patching's prefixes")
     if found is None:  # unchanged_prefix found the seam on every layer before this runs
         raise RunError("internal: the keys and values of some layer were not recorded")
-    past, _ = found
+    past, _, _ = found
     return {layer: (k[group.to(k.device)], v[group.to(v.device)]) for layer, (k, v) in past.items()}
