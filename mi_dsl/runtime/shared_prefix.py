@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from . import kv
+from .patterns import CACHE_BYTES
 
 MIN_SAVING = 0.15       # below this share of token-work saved, run prompts whole
 MAX_KV_BYTES = 256 << 20  # the prefixes' keys and values kept at once
@@ -59,7 +60,10 @@ class SharedPrefix:
         if kv.size_bytes(cfg, len(prefixes), length) > MAX_KV_BYTES:
             return None
         first = [int((group == g).nonzero()[0]) for g in range(len(prefixes))]  # one whole prompt per prefix
-        whole = whole_prompts(executor, [prompts[i] for i in first], length, what, with_patterns=True)
+        # the prefixes' pattern rows, for a later pass that fills the run's pattern cache (within its budget)
+        rows_bytes = 4 * len(prefixes) * cfg.n_layers * cfg.n_heads * length ** 2
+        whole = whole_prompts(executor, [prompts[i] for i in first], length, what,
+                              with_patterns=rows_bytes <= CACHE_BYTES)
         if whole is None:
             return None
         past, finals, pattern_rows = whole

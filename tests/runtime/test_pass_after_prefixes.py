@@ -74,3 +74,23 @@ def test_the_pass_after_the_prefixes_equals_the_pass_over_whole_prompts(tmp_path
     for prompt in after["analyses"]["attention"]["prompts"]:
         rows = torch.tensor(prompt["patterns"]).sum(-1)
         assert torch.allclose(rows, torch.ones_like(rows), atol=1e-5)
+
+
+def test_prefixes_whose_pattern_rows_pass_the_budget_leave_the_pass_whole(tmp_path, monkeypatch, rough_models):
+    """A large model's long prefixes would keep gigabytes of pattern rows: past the pattern cache's
+    budget none are kept, and a pass that fills the cache runs its prompts whole."""
+    from mi_dsl.runtime import shared_prefix
+    from mi_dsl.runtime.executor import ALL, Executor
+
+    widths = []
+    real = Executor.capture
+
+    def counted(self, tokens, keep, **options):
+        if keep.get("blocks.0.attn.hook_pattern") is ALL and not options.get("interventions"):
+            widths.append(tokens.shape[1])
+        return real(self, tokens, keep, **options)
+
+    monkeypatch.setattr(Executor, "capture", counted)
+    monkeypatch.setattr(shared_prefix, "CACHE_BYTES", 0)
+    results = _run(tmp_path, _spec("gpt_neox", rough_models), "budget")
+    assert widths and set(widths) == {max(results["dataset"]["token_lengths"])}
