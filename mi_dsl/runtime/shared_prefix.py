@@ -33,7 +33,8 @@ from .patterns import CACHE_BYTES
 
 MIN_SAVING = 0.15       # below this share of token-work saved, run prompts whole
 MAX_KV_BYTES = 256 << 20  # the prefixes' keys and values kept at once
-KEPT = 2                  # the latest prefix sets the executor keeps for the run's later forwards
+KEPT = 2                  # the latest prefix sets the executor keeps for the run's later forwards,
+KEPT_BYTES = 64 << 20     # each when its keys and values are at most this (the syllogisms': 14 MB)
 
 
 @dataclass
@@ -68,7 +69,8 @@ class SharedPrefix:
             return None
         past, finals, pattern_rows = whole
         shared = cls(length, group, past, {i: finals[j] for j, i in enumerate(first)}, prefixes, pattern_rows)
-        executor.prefixes = (executor.prefixes + [shared])[-KEPT:]
+        if kv.size_bytes(cfg, len(prefixes), length) <= KEPT_BYTES:  # held for the rest of the run
+            executor.prefixes = (executor.prefixes + [shared])[-KEPT:]
         return shared
 
     def final_inputs(self, executor, indices: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:

@@ -76,9 +76,11 @@ def test_the_pass_after_the_prefixes_equals_the_pass_over_whole_prompts(tmp_path
         assert torch.allclose(rows, torch.ones_like(rows), atol=1e-5)
 
 
-def test_prefixes_whose_pattern_rows_pass_the_budget_leave_the_pass_whole(tmp_path, monkeypatch, rough_models):
-    """A large model's long prefixes would keep gigabytes of pattern rows: past the pattern cache's
-    budget none are kept, and a pass that fills the cache runs its prompts whole."""
+@pytest.mark.parametrize("budget", ["CACHE_BYTES", "KEPT_BYTES"])
+def test_prefixes_past_a_budget_leave_the_pass_whole(tmp_path, monkeypatch, rough_models, budget):
+    """A large model's long prefixes would hold gigabytes of pattern rows, or of keys and values, for
+    the rest of the run: past the pattern cache's budget no pattern rows are kept, past KEPT_BYTES the
+    plan is not kept at all, and the pass runs its prompts whole."""
     from mi_dsl.runtime import shared_prefix
     from mi_dsl.runtime.executor import ALL, Executor
 
@@ -91,6 +93,6 @@ def test_prefixes_whose_pattern_rows_pass_the_budget_leave_the_pass_whole(tmp_pa
         return real(self, tokens, keep, **options)
 
     monkeypatch.setattr(Executor, "capture", counted)
-    monkeypatch.setattr(shared_prefix, "CACHE_BYTES", 0)
+    monkeypatch.setattr(shared_prefix, budget, 0)
     results = _run(tmp_path, _spec("gpt_neox", rough_models), "budget")
     assert widths and set(widths) == {max(results["dataset"]["token_lengths"])}
