@@ -154,7 +154,7 @@ def whole_prompts(executor, prompts: List[Sequence[int]], length: int, what: str
     def one_batch(rows: slice):
         tokens, final = pad_right([prompts[i] for i in order[rows]])
         store: kv.KV = {}
-        keep = {name: (lambda act: act[:, :, :length, :length]) for name in names}
+        keep = {name: (lambda act: act[:, :, :length, :length].clone()) for name in names}  # not the whole pattern
         keep[UNEMBED_INPUT] = at_final(final)
         with kv.recording(executor.model, store):
             _, kept = executor.capture(tokens, keep, stop_after=UNEMBED_INPUT)
