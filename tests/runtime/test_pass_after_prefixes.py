@@ -33,6 +33,23 @@ def _spec(model: str, size: str) -> str:
         """)
 
 
+def pass_widths(monkeypatch) -> list:
+    """The list that receives the width of each forward of a shared pass (those that keep every
+    position of the attention patterns, with no intervention)."""
+    from mi_dsl.runtime.executor import ALL, Executor
+
+    widths = []
+    real = Executor.capture
+
+    def counted(self, tokens, keep, **options):
+        if keep.get("blocks.0.attn.hook_pattern") is ALL and not options.get("interventions"):
+            widths.append(tokens.shape[1])
+        return real(self, tokens, keep, **options)
+
+    monkeypatch.setattr(Executor, "capture", counted)
+    return widths
+
+
 def _numbers(value, path=""):
     """Every number in a result's data, by its path."""
     if isinstance(value, dict):
@@ -46,17 +63,8 @@ def _numbers(value, path=""):
 @pytest.mark.parametrize("model", ["gemma3", "gpt_neox"])
 def test_the_pass_after_the_prefixes_equals_the_pass_over_whole_prompts(tmp_path, monkeypatch, model, rough_models):
     from mi_dsl.runtime import shared_prefix
-    from mi_dsl.runtime.executor import ALL, Executor
 
-    widths = []  # of the pass's forwards: those that keep every position of the attention patterns
-    real = Executor.capture
-
-    def counted(self, tokens, keep, **options):
-        if keep.get("blocks.0.attn.hook_pattern") is ALL and not options.get("interventions"):
-            widths.append(tokens.shape[1])
-        return real(self, tokens, keep, **options)
-
-    monkeypatch.setattr(Executor, "capture", counted)
+    widths = pass_widths(monkeypatch)
     text = _spec(model, rough_models)  # sharp attention: a prompt's pattern rows are its own
     after = _run(tmp_path, text, "after")
     after_widths, widths[:] = list(widths), []
@@ -82,17 +90,8 @@ def test_prefixes_past_a_budget_leave_the_pass_whole(tmp_path, monkeypatch, roug
     the rest of the run: past the pattern cache's budget no pattern rows are kept, past KEPT_BYTES the
     plan is not kept at all, and the pass runs its prompts whole."""
     from mi_dsl.runtime import shared_prefix
-    from mi_dsl.runtime.executor import ALL, Executor
 
-    widths = []
-    real = Executor.capture
-
-    def counted(self, tokens, keep, **options):
-        if keep.get("blocks.0.attn.hook_pattern") is ALL and not options.get("interventions"):
-            widths.append(tokens.shape[1])
-        return real(self, tokens, keep, **options)
-
-    monkeypatch.setattr(Executor, "capture", counted)
+    widths = pass_widths(monkeypatch)
     monkeypatch.setattr(shared_prefix, budget, 0)
     results = _run(tmp_path, _spec("gpt_neox", rough_models), "budget")
     assert widths and set(widths) == {max(results["dataset"]["token_lengths"])}
