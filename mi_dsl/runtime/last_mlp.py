@@ -8,13 +8,14 @@ block's arithmetic, and a patched run that starts at layer l spends 1/(L - l) of
 last block.
 
 The other positions' MLP output is zero, and nothing may read it. `Executor.capture` turns this on
-only when every hook it keeps or intervenes on after the last attention is kept at the final
-positions (`final_of`), no gradient is recorded, and the forward stops before the logits. A guard
-raises if any other hook fires after the truncated MLP ran, so a hook this module misplaces fails
-loudly instead of reading zeros.
+only when every hook it keeps after the last attention is kept at the same final positions, none of
+them is inside the MLP and none is intervened on (`final_of`), no gradient is recorded, and the
+forward stops before the logits. A guard raises if a hook placed before the MLP fires after it, or a
+hook after it sees fewer rows than the forward has, so a hook this module misplaces fails loudly
+instead of reading zeros.
 
 Bit for bit: on MKL one row of a matrix product does not depend on how many rows the product has,
-except below a handful (on this project's AMD CPUs: fewer than 12 rows, but 4 and 8). The MLP
+except below a handful (on the AMD EPYC it was measured on: fewer than 12 rows, but 4 and 8). The MLP
 runs on at least MIN_ROWS rows (other positions fill up), and each shape is checked once per
 executor against the full MLP (`Verdicts`); a shape whose rows differ runs the full MLP from then on.
 """
