@@ -18,6 +18,7 @@ import torch
 
 from mi_dsl.analyses import _patching as core
 from mi_dsl.errors import RunError
+from mi_dsl.runtime.unembed import UNEMBED_INPUT
 
 from tests.random_sizes import tiny_variant
 from tests.spec_parts import ANIMAL_TEMPLATE, animals
@@ -177,9 +178,10 @@ def test_out_of_memory_after_a_batch_recorded_its_keys_and_values_keeps_them_ali
     real = type(executor).capture
     sweeps = []
 
-    def late_failure(tokens, *args, **kwargs):
-        out = real(executor, tokens, *args, **kwargs)  # every layer ran and recorded
-        if kwargs.get("stop_after") == "ln_final.hook_in":  # the recording sweep
+    def late_failure(tokens, keep, **kwargs):
+        out = real(executor, tokens, keep, **kwargs)  # every layer ran and recorded
+        # the recording sweep: to the unembedding's input, keeping other hooks too, changing nothing
+        if kwargs.get("stop_after") == UNEMBED_INPUT and len(keep) > 1 and not kwargs.get("interventions"):
             sweeps.append(tokens.shape[0])
             if len(sweeps) == 2:
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (forced by the test)")

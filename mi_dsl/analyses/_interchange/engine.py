@@ -23,7 +23,6 @@ graph kept for W's gradient).
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -35,7 +34,7 @@ from ...runtime.pass_kv import KV_BYTES
 from ...runtime.prefix import block_returns_tensor, resume_at
 from ...runtime.shared_prefix import continuable
 from ...runtime.unembed import UNEMBED_INPUT
-from .._patching.base_sweep import rows_in
+from .._patching.base_sweep import rows_in, sweep
 from .._patching.engines import capture_all_positions
 from .sites import Column, Site, firing_order
 
@@ -100,7 +99,7 @@ def prepare(run, examples, cols: Sequence[Column], sites: Sequence[Site], reuse_
     if rows is not None:
         keys = (bool((final == base.shape[1] - 1).all()) and kv.size_bytes(run.cfg, *base.shape) <= KV_BYTES
                 and continuable(run.executor, base.tolist()) > 0)
-        captured, base_final, past = _base_sweep(run, base, final, list(dict.fromkeys(names + resid)), keys)
+        captured, base_final, past = sweep(run, base, list(dict.fromkeys(names + resid)), final, keys)
         source = {name: captured[name][rows] for name in names}
     else:
         source = capture_all_positions(run, "source", names, source_tokens)
@@ -108,26 +107,6 @@ def prepare(run, examples, cols: Sequence[Column], sites: Sequence[Site], reuse_
         base_final = None
     resume = {l: captured[n] for l, n in zip(layers, resid)}
     return Inputs(examples, base, final, source, resume, [ColumnIndex(c) for c in cols], base_final, past)
-
-
-def _base_sweep(run, base: torch.Tensor, final: torch.Tensor, names: List[str], keys: bool):
-    """({hook name: [n, S, ...]} every position of `names`, [n, d] the unembedding input at each final
-    position, with `keys` every layer's keys and values (else None)) from one sweep of the base prompts.
-    Each batch records into its own store, kept when the batch returns (a split batch leaves nothing)."""
-    from ...runtime.executor import ALL
-
-    def one_batch(rows: slice):
-        keep = {name: ALL for name in names}
-        keep[UNEMBED_INPUT] = at_final(final[rows])
-        store: kv.KV = {}
-        with kv.recording(run.model, store) if keys else nullcontext():
-            kept = run.executor.capture(base[rows], keep, stop_after=UNEMBED_INPUT)[1]
-        return kept, store
-
-    parts = run.executor.map_batches(len(base), base.shape[1], one_batch, "capturing base activations")
-    captured = {name: torch.cat([p[name] for p, _ in parts]) for name in names + [UNEMBED_INPUT]}
-    past = kv.joined([store for _, store in parts], run.cfg.n_layers) if keys else None
-    return captured, captured.pop(UNEMBED_INPUT), past
 
 
 def forward(run, inputs: Inputs, layer: int, segments: Sequence[Segment], grad: bool = False) -> torch.Tensor:

@@ -1,8 +1,10 @@
 """The base prompts' sweep that exact patching's reuse reads (engines.py `exact_patching`): the residual
 entering each patched layer, every layer's keys and values, and, where every source prompt is a base
-prompt (symmetric pairs), the source activations as its rows of the same tokens (`same_rows`)."""
+prompt (symmetric pairs), the source activations as its rows of the same tokens (`same_rows`). The
+interchange's base sweep is the same `sweep`."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ...errors import RunError
@@ -113,7 +115,9 @@ def _base_run(run, plan, layout: str, source_rows=None):
     past: Optional[kv.KV] = None
     if reuse_kv:
         shared = list(dict.fromkeys(names + (plan.names if source_rows is not None else [])))
-        captured, past = _capture_with_kv(run, plan.base_name, shared, plan.base)
+        captured, _, past = sweep(run, plan.base, shared, what=f"capturing {plan.base_name} activations")
+        if past is None:  # kv.exact_rest found the seam on every layer before this runs
+            raise RunError("internal: the keys and values of some layer were not recorded")
         if source_rows is not None:
             plan.source = {name: captured[name][source_rows] for name in plan.names}
             plan.passes["source_from_base"] = True
@@ -123,28 +127,28 @@ def _base_run(run, plan, layout: str, source_rows=None):
     return resume, past
 
 
-def _capture_with_kv(run, which: str, names: Sequence[str], tokens=None):
-    """(capture_all_positions of `names`, every layer's keys and values [N, kv heads, positions, d_head]
-    recorded in the same sweep, runtime/kv.py). To record every layer's keys the sweep runs every block
-    (to the final norm's input). Each batch records into its own store, kept only when the batch
-    returns: a batch that runs out of memory and is split leaves nothing behind, wherever it failed."""
+def sweep(run, tokens, names: Sequence[str], final=None, keys: bool = True, what: str = "capturing base activations"):
+    """({hook name: [n, S, ...]} every position of `names`, [n, d] the unembedding input at each final
+    position (`final` [n]; None: the last column), with `keys` every layer's keys and values [n, kv heads,
+    S, d_head] (None when a batch missed a layer), else None) from one sweep of `tokens` [n, S] to the
+    unembedding's input: every block runs, so every layer's keys are recorded. Each batch records into
+    its own store, kept only when the batch returns: a batch that runs out of memory and is split leaves
+    nothing behind, wherever it failed. Users: exact patching's base run, the interchange's base sweep."""
     import torch
 
     from ...runtime import kv
-    from ...runtime.executor import ALL
-
-    tokens = run.tokens(which) if tokens is None else tokens
-    names = list(names) + ["ln_final.hook_in"]
-    keep = {name: ALL for name in names}
+    from ...runtime.executor import ALL, at_final
+    from ...runtime.unembed import UNEMBED_INPUT
 
     def one_batch(rows: slice):
+        keep = {name: ALL for name in names}
+        keep[UNEMBED_INPUT] = at_final(None if final is None else final[rows])
         store: kv.KV = {}
-        with kv.recording(run.model, store):
-            kept = run.executor.capture(tokens[rows], keep, stop_after=names[-1])[1]
-        if len(store) != run.cfg.n_layers:  # kv.exact_rest found the seam on every layer before this runs
-            raise RunError(f"internal: keys and values of {len(store)} of {run.cfg.n_layers} layers were recorded")
+        with kv.recording(run.model, store) if keys else nullcontext():
+            kept = run.executor.capture(tokens[rows], keep, stop_after=UNEMBED_INPUT)[1]
         return kept, store
 
-    parts = run.executor.map_batches(len(tokens), tokens.shape[1], one_batch, f"capturing {which} activations")
-    captured = {name: torch.cat([kept[name] for kept, _ in parts]) for name in names}
-    return captured, kv.joined([store for _, store in parts], run.cfg.n_layers)
+    parts = run.executor.map_batches(len(tokens), tokens.shape[1], one_batch, what)
+    captured = {name: torch.cat([kept[name] for kept, _ in parts]) for name in list(names) + [UNEMBED_INPUT]}
+    past = kv.joined([store for _, store in parts], run.cfg.n_layers) if keys else None
+    return captured, captured.pop(UNEMBED_INPUT), past
