@@ -101,13 +101,10 @@ class Guard:
 
 
 @contextmanager
-def final_positions_only(model, final: Optional[torch.Tensor], verdicts: Verdicts, guard: Guard) -> Iterator[bool]:
+def final_positions_only(model, final: Optional[torch.Tensor], verdicts: Verdicts, guard: Guard) -> Iterator[None]:
     """Within the block, the last block's MLP computes each row's `final` position (None: the last
-    column) and zeros elsewhere; yields whether it is on (False: the model has no last MLP)."""
+    column) and zeros elsewhere (`final_of` said the model has one)."""
     mlp = _last_mlp(model)
-    if mlp is None:
-        yield False
-        return
     original = mlp.forward  # bound method, or an instance's own (accelerate's device-map wrapper)
 
     def forward(x, *args, **kwargs):
@@ -118,7 +115,7 @@ def final_positions_only(model, final: Optional[torch.Tensor], verdicts: Verdict
         return out
 
     with overriding([mlp], "forward", lambda index, module: forward):
-        yield True
+        yield
 
 
 def _at_rows(mlp: Callable, x: torch.Tensor, final: Optional[torch.Tensor], verdicts: Verdicts) -> torch.Tensor:
