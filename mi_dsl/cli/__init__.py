@@ -1,4 +1,4 @@
 """`mi-run`: one module per subcommand (validate, plan, run, listing); `main` parses and dispatches."""
-from .main import main
+from .main import console, main
 
-__all__ = ["main"]
+__all__ = ["console", "main"]

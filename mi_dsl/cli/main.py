@@ -163,6 +163,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
 
 
+def console() -> None:
+    """The `mi-run` command (the console script and `python -m mi_dsl.cli`): `main`, then exit.
+
+    Before exiting, every object still alive is frozen out of the cyclic collector (gc.freeze). The
+    interpreter's teardown otherwise runs full collections over them while it unloads modules: after
+    a run with the embedded Gemma loaded that took 1.4 s of a 46 s command (half a million objects:
+    torch, transformers, the model, two tokenizers); frozen, the exit takes 0.2 s. Nothing is lost:
+    every report, table and store file is written and closed before `main` returns, and atexit
+    handlers (Ray's shutdown among them) and the flush of stdout and stderr still run. Only here,
+    never in `main`: tests and notebooks call `main` in a process that goes on, where frozen cycles
+    would never be collected."""
+    import gc
+
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 def environment_fault(err: BaseException):
     """An exception the machine caused (memory, the file system) as a located EnvironmentFault, else None."""
     from ..errors import EnvironmentFault, Location
@@ -210,4 +228,4 @@ def _dispatch(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

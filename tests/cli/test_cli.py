@@ -246,3 +246,30 @@ def test_no_seed_jargon_where_users_read(cli):
              "reference": (REPO / "docs" / "spec-reference.md").read_text(), "mi-run list": listing}
     for name, text in texts.items():
         assert not re.search(r"\bseed's|\bthe seed\b(?! of)|seed notebook|seed style", text, re.I), name
+
+
+def test_the_console_script_exits_with_mains_code_and_freezes_only_after_it(monkeypatch):
+    """`mi-run` exits with main's code; the collector is frozen only once main has returned (a frozen
+    heap skips the interpreter's teardown collections), never inside main, which tests call in-process."""
+    import gc
+    import sys
+    import tomllib
+
+    import mi_dsl.cli  # noqa: F401  (the package re-exports main() under the module's name)
+
+    frozen_during = []
+
+    def fake_main():
+        frozen_during.append(gc.get_freeze_count())
+        return 3
+    module = sys.modules["mi_dsl.cli.main"]
+    monkeypatch.setattr(module, "main", fake_main)
+    assert gc.get_freeze_count() == 0
+    try:
+        with pytest.raises(SystemExit) as done:
+            module.console()
+        assert done.value.code == 3 and frozen_during == [0] and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["mi-run"] == "mi_dsl.cli:console"
