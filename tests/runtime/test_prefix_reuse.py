@@ -378,3 +378,26 @@ def test_attribution_of_prompts_that_differ_at_the_first_token_runs_every_positi
         _, passes = attributed(context, "denoising", True, target="z")
     assert not passes["kv_reuse"] and passes["token_work_saved"] == 0
     assert shapes == [tuple(corrupted.shape)]
+
+
+def test_the_resumable_probe_runs_the_first_block_only_and_refuses_tuple_blocks(run):
+    """block_returns_tensor: True for the bridge's blocks, from one forward that stops after block 0
+    (no later block, no logits); False where block 0 returns a tuple, and the probe leaves no hook."""
+    from mi_dsl.runtime.prefix import block_returns_tensor
+
+    blocks, tokens = run.model.blocks, run.tokens("clean")
+    called = []
+    handles = [block.register_forward_pre_hook(lambda module, args, i=i: called.append(i))
+               for i, block in enumerate(blocks)]
+    try:
+        assert block_returns_tensor(run.model, tokens) and called == [0]
+    finally:
+        for handle in handles:
+            handle.remove()
+    as_tuple = blocks[0].register_forward_hook(lambda module, args, output: (output,))
+    try:
+        assert not block_returns_tensor(run.model, tokens)
+    finally:
+        as_tuple.remove()
+    assert block_returns_tensor(run.model, tokens)
+    assert not blocks[0]._forward_hooks
