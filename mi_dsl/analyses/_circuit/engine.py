@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, TypeVar
+from typing import Callable, Dict, Iterator, List, Optional, TypeVar, Union
 
 import torch
 
@@ -43,7 +43,7 @@ from ...runtime import kv
 from .graph import Graph
 from .plain import remember
 from .skipping import from_capture, skippable, writers_of
-from .sparse import Sparse
+from .sparse import Sparse, Stacked, sparse_of
 
 Metric = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_final [B, d], rows [B]) -> [B]
 T = TypeVar("T")
@@ -64,6 +64,7 @@ class Pass:
     capture_inputs: bool = False                # keep node inputs in `inputs`
     off: Optional[torch.Tensor] = None          # [B, S, F, d] outputs ablated edges carry
     complement: Optional[torch.Tensor] = None   # [F, Bw] or [B, F, Bw]: 1 where an edge is ablated
+    complements: Optional[List[torch.Tensor]] = None  # [F, Bw] each: circuits stacked (sparse.py Stacked)
     embed: Optional[torch.Tensor] = None        # [B, S, d] replaces the input node's output (EAP-IG inputs)
     pin_inputs: Optional[torch.Tensor] = None   # [B, S, Bw, d] values of inputs, gradient passed through
     on_grad: Optional[Callable[[int, int, torch.Tensor], None]] = None  # (start, stop, grad [B,S,n,d])
@@ -83,7 +84,7 @@ class Pass:
     metric: Optional[torch.Tensor] = None
     _z: Dict[int, torch.Tensor] = field(default_factory=dict)
     _scale: Dict[int, torch.Tensor] = field(default_factory=dict)
-    _sparse: Optional[Sparse] = None
+    _sparse: Optional[Union[Sparse, Stacked]] = None
     _split: List[tuple] = field(default_factory=list)  # (layer, spread, bound) a pass judges at its end
 
 
@@ -119,6 +120,7 @@ class GraphModel:
         self.kept: Optional[Capture] = None  # the last capture of a whole prompt set (`capture`)
         self.on_split: Callable[[str], None] = lambda message: None  # told when a batch is split (a warning)
         self.skip_layers, self.layers_skipped = True, 0  # skipping.py; attention and MLP layers not computed
+        self.stack_rows = 0  # rows a pass of stacked circuits may hold (faithfulness.py; 0: one circuit a pass)
         self._writers = writers_of(bridge)
 
     def _post_weight(self, layer: int) -> torch.Tensor:
@@ -195,10 +197,8 @@ class GraphModel:
         dev, dtype = self.W_O.device, self.W_O.dtype
         if job.capture_outputs:
             job.outputs = torch.zeros(B, S, F, self.d_model, device=dev, dtype=dtype)
-        if job.off is not None and job.complement is not None and job.complement.dim() == 2 \
-                and job.ablated_dims is None:
-            job._sparse = Sparse(job.complement, job.off)
-        elif job.off is not None:  # nodes last, so each input's ablation is one matrix product (no copy)
+        job._sparse = sparse_of(job)
+        if job._sparse is None and job.off is not None:  # nodes last: each input's ablation is one product
             job.delta = job.off.transpose(2, 3).contiguous()
         if job.capture_inputs:
             job.inputs = torch.zeros(B, S, Bw, self.d_model, device=dev, dtype=dtype)
@@ -209,7 +209,7 @@ class GraphModel:
         self.forwards += 1
         self.tokens_run += B * S
         self.tokens_skipped += B * p
-        self.layers_skipped += len(attention) + len(mlps)
+        self.layers_skipped += (len(attention) + len(mlps)) * len(job.complements or [job.complement])  # per circuit
         extra = {"position_ids": kv.positions(p, p + S, B, dev)} if p else {}
         with torch.set_grad_enabled(grad):
             try:

@@ -14,7 +14,7 @@ from .engine import GraphModel
 from .faithfulness import Baselines, baselines, circuit_metrics, curve, first_position
 from .graph import Graph, graph_of
 from .scores import Scores, score_edges
-from .sizes import CPU_ROWS, bytes_per_row
+from .sizes import CPU_ROWS, STACK_ROWS, bytes_per_row
 from .ties import near_ties
 from .units import Units, random_items
 
@@ -65,10 +65,11 @@ def compute(params, run) -> Tuple[Dict[str, Any], Dict[str, List[Dict[str, Any]]
     clean, corrupted = _tokens(run)
     bridge = run.model
     graph = graph_of(bridge)
-    make_model = _model_factory(run, bridge, graph)
+    batch = params.batch_size or _batch_size(run, graph, clean.shape[1])
+    make_model = _model_factory(run, bridge, graph, params.batch_size or _stack_rows(run, graph, clean.shape[1], batch))
     units = Units(graph, params.level, params.merge_qkv)
     d_model = int(run.cfg.d_model)
-    setting = Setting(params, graph, units, params.batch_size or _batch_size(run, graph, clean.shape[1]), d_model)
+    setting = Setting(params, graph, units, batch, d_model)
     methods, select = params.methods, params.select
     model = make_model(torch.arange(len(clean)))
     n_items = units.n_items(d_model)
@@ -151,7 +152,8 @@ def _tokens(run) -> Tuple[torch.Tensor, torch.Tensor]:
     return clean, corrupted
 
 
-def _model_factory(run, bridge, graph: Graph) -> Callable[[torch.Tensor], GraphModel]:
+def _model_factory(run, bridge, graph: Graph, stack_rows: int = 0) -> Callable[[torch.Tensor], GraphModel]:
+    """GraphModels measuring the run's metric on dataset rows `index`; `stack_rows`: GraphModel.stack_rows."""
     from ...metrics import compute_metrics
     from ...runtime.shared_prefix import continuable
 
@@ -169,6 +171,7 @@ def _model_factory(run, bridge, graph: Graph) -> Callable[[torch.Tensor], GraphM
         model = GraphModel(bridge, graph, metric)
         model.on_split = run.executor.warn  # a batch split after running out of memory: a located warning
         model.kv_rest = rest                # found once per model for the whole run (runtime/kv.py)
+        model.stack_rows = stack_rows
         return model
     return make
 
@@ -179,11 +182,23 @@ def _batch_size(run, graph: Graph, length: int) -> int:
     if torch.device(run.device).type != "cuda":
         # The CPU's rule as the golden files recorded it. Its per-row bytes leave out the graph a forward
         # keeps for its backward (bytes_per_row counts it): SmolLM2 at 15 tokens would get 12 rows, not 16.
-        per_row = 4 * length * graph.n_forward * int(cfg.d_model) * 4
-        return max(1, min(CPU_ROWS, run.executor.rows_per_batch(length, per_row)))
+        return max(1, min(CPU_ROWS, run.executor.rows_per_batch(length, _cpu_row_bytes(run, graph, length))))
     per_row = bytes_per_row(int(cfg.d_model), graph.n_layers, graph.n_heads, int(cfg.d_head),
                             int(getattr(cfg, "d_mlp", None) or 4 * cfg.d_model), length, graph.n_forward)
     return max(1, run.executor.rows_per_batch(length, per_row))
+
+
+def _stack_rows(run, graph: Graph, length: int, batch: int) -> int:
+    """Rows a pass of stacked circuits may hold (faithfulness.py): on a CPU sizes.STACK_ROWS where the
+    CPU rule's bytes a row fit (a stacked pass holds fewer: its off values and ablation deltas); on a GPU
+    the batch, half its free memory's worth of scoring rows."""
+    if torch.device(run.device).type == "cuda":
+        return batch
+    return max(batch, min(STACK_ROWS, run.executor.rows_per_batch(length, _cpu_row_bytes(run, graph, length))))
+
+
+def _cpu_row_bytes(run, graph: Graph, length: int) -> int:
+    return 4 * length * graph.n_forward * int(run.cfg.d_model) * 4
 
 
 def _model_name(run) -> str:

@@ -114,6 +114,10 @@ PARALLEL_COPIES = 5  # [B, S, F, d] tensors alive while scoring: off, clean outp
 # on Gemma-3-270m launches ~136,000 per batch), and 1,000 pairs in batches of 16 took 78 s on an H200
 # whose bare forwards and backwards of the same tokens took 2.3 s (benchmarks/results/gpu-h200-2026-12-04*).
 CPU_ROWS = 16
+# Rows a CPU pass of stacked circuits may hold (faithfulness.py): a faithfulness curve's ablated forwards
+# of 16 pairs x 11 positions (Gemma-3-270m) took 0.32 s a circuit one at a time and 0.26 s four at a time,
+# their matrix products of 704 rows running at 205 GFLOP/s against 160 at 176 rows; eight gained no more.
+STACK_ROWS = 64
 
 
 def bytes_per_row(d: int, layers: int, heads: int, head_dim: int, intermediate: int, tokens: int,

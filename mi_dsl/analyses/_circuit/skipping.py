@@ -72,14 +72,14 @@ def _writer(block, alias: str, candidates) -> Optional[torch.nn.Module]:
 
 def skippable(model, job, grad: bool) -> Tuple[List[int], List[int]]:
     """(attention layers, MLP layers) a pass of engine.GraphModel need not compute: a circuit-ablated forward
-    under patching ablation (`job.off_attn`) with one complement (`job._sparse`), that keeps nothing but its
-    metric, on a model whose blocks have the known layout."""
+    under patching ablation (`job.off_attn`) with one complement, or stacked ones (`job._sparse`; the layers
+    none of them needs), that keeps nothing but its metric, on a model whose blocks have the known layout."""
     plain = not (grad or job.capture_outputs or job.capture_inputs or job.capture_z or job.capture_attn_out
                  or job.embed is not None or job.pin_inputs is not None or job.replace or job.keys is not None
                  or job.on_grad is not None)
     if not (model.skip_layers and plain and model._writers and job.off_attn is not None and job._sparse is not None):
         return [], []
-    return skipped_layers(model.graph, job.complement)
+    return skipped_layers(model.graph, *(job.complements or [job.complement]))
 
 
 def from_capture(model, job, attention: Sequence[int], mlps: Sequence[int]):
@@ -99,10 +99,11 @@ def from_capture(model, job, attention: Sequence[int], mlps: Sequence[int]):
     return skipping(model._writers or [], attention, mlps, attn_value, mlp_value)
 
 
-def skipped_layers(graph, complement: torch.Tensor) -> Tuple[List[int], List[int]]:
-    """(attention layers, MLP layers) none of whose inputs keeps an edge of the circuit whose ablated
-    edges are `complement` [F, Bw] (1 where an edge is ablated)."""
-    kept = (graph.edge_mask().to(complement.device) & complement.eq(0)).any(0).cpu()  # [Bw] inputs keeping an edge
+def skipped_layers(graph, *complements: torch.Tensor) -> Tuple[List[int], List[int]]:
+    """(attention layers, MLP layers) none of whose inputs keeps an edge of any of the circuits whose
+    ablated edges are `complements` [F, Bw] each (1 where an edge is ablated)."""
+    mask = graph.edge_mask().to(complements[0].device)
+    kept = torch.stack([(mask & c.eq(0)).any(0) for c in complements]).any(0).cpu()  # [Bw] inputs keeping an edge
     attention, mlps = [], []
     for layer in range(graph.n_layers):
         if not any(bool(kept[graph.input_slice(layer, letter)].any()) for letter in ("q", "k", "v")):

@@ -1,6 +1,9 @@
 """A circuit-ablated forward's ablation when one complement serves every row (engine.py's passes with a
-[F, Bw] complement: the baselines, the selected circuits, the faithfulness curves)."""
+[F, Bw] complement: the baselines, the selected circuits, the faithfulness curves), or when several
+circuits run stacked in one forward, each on its own block of rows (`Stacked`)."""
 from __future__ import annotations
+
+from typing import Optional, Sequence, Union
 
 import torch
 
@@ -44,3 +47,37 @@ class Sparse:
             total = self.total[:, :, None].expand(B, S, c.shape[1], d)
             return total - ((1 - c[kept]).T @ self.delta[:, :, kept]).to(total.dtype) if len(kept) else total
         return c[ablated].T @ self.delta[:, :, ablated]
+
+
+class Stacked:
+    """Several circuits in one forward: the batch is len(complements) equal blocks of rows, block g
+    the same prompts ablated by complements[g], each block read by its own `Sparse`. Each block's
+    ablation is the very computation its circuit's own forward makes, on the same [rows, S, ...]
+    shapes; stacking only makes the model's matrix products taller (faithfulness.py says when)."""
+
+    def __init__(self, complements: Sequence[torch.Tensor], off: torch.Tensor):
+        self.rows = off.shape[0] // len(complements)
+        if self.rows * len(complements) != off.shape[0]:
+            raise ValueError(f"{off.shape[0]} rows do not split into {len(complements)} equal blocks")
+        self.parts = [Sparse(c, off[g * self.rows:(g + 1) * self.rows]) for g, c in enumerate(complements)]
+
+    def recorded(self, index: slice, value: torch.Tensor) -> None:
+        for g, part in enumerate(self.parts):
+            part.recorded(index, value[g * self.rows:(g + 1) * self.rows])
+
+    def ablation(self, index: slice, n_up: int) -> torch.Tensor:
+        return torch.cat([part.ablation(index, n_up) for part in self.parts])
+
+
+def sparse_of(job) -> Optional[Union[Sparse, Stacked]]:
+    """An engine.Pass's sparse ablation: its stacked `complements`, or its one [F, Bw] `complement`;
+    None where it ablates per row ([B, F, Bw]), per output dimension (neurons), or nothing."""
+    if job.off is None or job.ablated_dims is not None:
+        if job.complements is not None:
+            raise ValueError("stacked circuits ablate whole edges (no ablated_dims), with an off run")
+        return None
+    if job.complements is not None:
+        return Stacked(job.complements, job.off)
+    if job.complement is not None and job.complement.dim() == 2:
+        return Sparse(job.complement, job.off)
+    return None
