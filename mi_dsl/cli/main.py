@@ -173,9 +173,12 @@ def console() -> None:
     every report, table and store file is written and closed before `main` returns, and atexit
     handlers (Ray's shutdown among them) and the flush of stdout and stderr still run. Only here,
     never in `main`: tests and notebooks call `main` in a process that goes on, where frozen cycles
-    would never be collected."""
+    would never be collected. It also keeps freed memory for the next tensors (cli/allocator.py)."""
     import gc
 
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()
     code = main()
     gc.freeze()
     sys.exit(code)

@@ -256,19 +256,22 @@ def test_the_console_script_exits_with_mains_code_and_freezes_only_after_it(monk
     import tomllib
 
     import mi_dsl.cli  # noqa: F401  (the package re-exports main() under the module's name)
+    from mi_dsl.cli import allocator
 
-    frozen_during = []
+    calls = []
 
     def fake_main():
-        frozen_during.append(gc.get_freeze_count())
+        calls.append(("main", gc.get_freeze_count()))
         return 3
     module = sys.modules["mi_dsl.cli.main"]
     monkeypatch.setattr(module, "main", fake_main)
+    # the allocator setting is tested in a process of its own (test_allocator.py), not this one
+    monkeypatch.setattr(allocator, allocator.keep_freed_memory.__name__, lambda: calls.append((allocator, 0)))
     assert gc.get_freeze_count() == 0
     try:
         with pytest.raises(SystemExit) as done:
             module.console()
-        assert done.value.code == 3 and frozen_during == [0] and gc.get_freeze_count() > 0
+        assert done.value.code == 3 and calls == [(allocator, 0), ("main", 0)] and gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
     project = next(REPO.glob("pyproject.*"))  # (named by a glob: each word of a test's strings is a token)
