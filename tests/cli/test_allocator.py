@@ -11,13 +11,13 @@ import sys
 import pytest
 
 from mi_dsl.cli import allocator
-from mi_dsl.cli.allocator import KEPT_BYTES, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, keep_freed_memory
+from mi_dsl.cli.allocator import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, MMAP_BYTES, TRIM_BYTES, keep_freed_memory
 from tests.cli import allocator_probe
 from tests.conftest import REPO
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith(allocator.PLATFORM),
                                 reason=allocator.__doc__.splitlines()[0])
-PAGES = (200 << 20) // 4096
+PAGES = (48 << 20) // 4096
 
 
 def second_buffer_faults(setting: str, **env) -> tuple:
@@ -25,7 +25,7 @@ def second_buffer_faults(setting: str, **env) -> tuple:
                           cwd=str(REPO), env={**os.environ, **env}, timeout=120)
     assert done.returncode == 0, done.stderr
     was_set, faults, megabytes = map(int, done.stdout.split())
-    assert megabytes == 200
+    assert megabytes == 48
     return bool(was_set), faults
 
 
@@ -57,5 +57,5 @@ def test_the_thresholds_given_to_mallopt(monkeypatch):
             calls.append((param, value))
             return self.answer
     assert keep_freed_memory(Libc(1))
-    assert calls == [(M_MMAP_THRESHOLD, KEPT_BYTES), (M_TRIM_THRESHOLD, KEPT_BYTES)]
+    assert calls == [(M_MMAP_THRESHOLD, MMAP_BYTES), (M_TRIM_THRESHOLD, TRIM_BYTES)]
     assert not keep_freed_memory(Libc(0))

@@ -108,8 +108,8 @@ def _distinct_metrics(model: GraphModel, clean, corrupted, circuits, neuron_mask
     the ablation and layers its own forward has, so its number is the one that forward gives; only the
     model's matrix products are taller (on a CPU, 16 pairs' 176 rows ran at 160 GFLOP/s, four circuits'
     704 at 205; on a GPU, one forward's launches serve several circuits). GraphModel.stack_rows bounds
-    the rows: `stack` is its number of batches, fixed for the call, so a batch halved after running
-    out of memory stacks halved passes."""
+    the rows: `stack` circuits a pass, stack_rows over the batch's rows, fixed for the call, so a batch
+    halved after running out of memory stacks halved passes."""
     mask = model.graph.edge_mask()
     sums = torch.zeros(len(circuits), dtype=torch.float64)
     start = first_position(model, clean, corrupted, ablation)
