@@ -84,3 +84,18 @@ def test_circuits_that_skip_different_layers_compute_what_any_of_them_needs(arch
     assert not torch.allclose(alone[0], alone[1])
     for a, b in zip(both, alone):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("ablation", ["mean", "zero"])
+def test_stacked_circuits_under_mean_and_zero_ablation(ablation):
+    """No layer is skipped there, so every edge circuit may share a pass: the same numbers as alone."""
+    s = differing_late("gemma3")
+    edges, _ = circuits_of(s)
+    alone, stacked = fresh(s, 0), fresh(s, 8 * len(s.clean))
+    one = circuit_metrics(alone, s.clean, s.corrupted, edges, ablation=ablation)
+    many = circuit_metrics(stacked, s.clean, s.corrupted, edges, ablation=ablation)
+    assert max(one) - min(one) > 1e-3
+    scale = max(abs(x) for x in one)
+    for a, b in zip(many, one):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-7 * scale)
+    assert stacked.forwards < alone.forwards and stacked.layers_skipped == 0
