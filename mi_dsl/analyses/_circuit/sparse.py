@@ -76,8 +76,8 @@ def sparse_of(job) -> Optional[Union[Sparse, Stacked]]:
         if job.complements is not None:
             raise ValueError("stacked circuits ablate whole edges (no ablated_dims), with an off run")
         return None
-    if job.complements is not None:
-        return Stacked(job.complements, job.off)
+    if job.complements is not None:  # one circuit alone needs no blocks (nor their concatenation)
+        return Stacked(job.complements, job.off) if len(job.complements) > 1 else Sparse(job.complements[0], job.off)
     if job.complement is not None and job.complement.dim() == 2:
         return Sparse(job.complement, job.off)
     return None
