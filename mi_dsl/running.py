@@ -68,5 +68,6 @@ def run_prepared(prepared, *, started: Optional[float] = None, fresh: bool = Fal
             run_dir = write_report(err.log, root, where)
             err.hint += f"; this failed run wrote them to {run_dir / 'tables' / 'candidates.csv'}"
         raise
+    prepared.tokenizer.remember()  # token texts the analyses and the log asked for (dataset/token_memo.py)
     run_dir = write_report(log, root, where)
     return RunOutcome(log, run_dir, run_dir / "index.html")

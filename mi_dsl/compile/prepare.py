@@ -67,6 +67,7 @@ def _prepare(spec_path, overrides, allow_paths, need_tokenizer: bool) -> Prepare
     check_positions(spec, plan, dataset)
     check_prompt_indices(spec, plan, dataset)
     check_alignment(spec, plan, dataset)
+    tokenizer.remember()  # the next run of this spec may not need to parse it (dataset/token_memo.py)
     return Prepared(spec, plan, dataset, tokenizer)
 
 

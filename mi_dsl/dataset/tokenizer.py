@@ -8,28 +8,51 @@ ourselves when the spec says `prepend_bos: true`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from ..errors import FileAccessError, Location, MiError, RunError
 from ..models.model_spec import KNOWN_BOS, ModelSpec
 from ..models.sources import SOURCES
+from .token_memo import TokenMemo
 
 
 class TokenizerUnavailable(Exception):
     """No tokenizer can be had offline; `validate` reports tokenizer checks as skipped."""
 
 
-@dataclass
 class Tokenizer:
-    backend: "object"  # tokenizers.Tokenizer
-    bos_id: Optional[int]
-    origin: str          # what it was loaded from, for reports
-    directory: Optional[str] = None  # a Hugging Face tokenizer directory, when there is one
-    content: Optional[str] = None    # its file's fingerprint (size, mtime, head): stored results' keys hold it
-    file: Optional[str] = None       # the tokenizer.json it was read from
+    """A tokenizer.json's answers, as mi-dsl asks them: ids without special tokens, offsets, token texts.
+
+    Every answer goes through a `TokenMemo` (token_memo.py): asked twice, computed once. A big
+    tokenizer's memo comes from the cache, and then the file is parsed (`backend`) only when a
+    question is not in it."""
+
+    def __init__(self, parse: Callable[[], Any], bos_id: Optional[int], origin: str,
+                 directory: Optional[str] = None, content: Optional[str] = None, file: Optional[str] = None,
+                 memo: Optional[TokenMemo] = None):
+        self._parse, self._backend = parse, None
+        self.bos_id = bos_id
+        self.origin = origin            # what it was loaded from, for reports
+        self.directory = directory      # a Hugging Face tokenizer directory, when there is one
+        self.content = content          # its file's fingerprint (size, mtime, head): stored results' keys hold it
+        self.file = file                # the tokenizer.json it was read from
+        self.memo = memo if memo is not None else TokenMemo()
+
+    @property
+    def backend(self):
+        """The `tokenizers.Tokenizer`, parsed on first use."""
+        return self.parse()
+
+    def parse(self):
+        if self._backend is None:
+            self._backend = self._parse()
+        return self._backend
+
+    @property
+    def parsed(self) -> bool:
+        return self._backend is not None
 
     def encode(self, text: str) -> List[int]:
         return self._encode(text)[0]
@@ -38,18 +61,39 @@ class Tokenizer:
         return self._encode(text)
 
     def _encode(self, text: str):
-        enc = self.backend.encode(text, add_special_tokens=False)
-        return list(enc.ids), list(enc.offsets)
+        known = self.memo.encoding(text)
+        if known is None:
+            enc = self.backend.encode(text, add_special_tokens=False)
+            self.memo.add_encoding(text, enc.ids, enc.offsets)
+            known = self.memo.encoding(text)
+        ids, offsets = known
+        return list(ids), list(offsets)
 
     def token_str(self, token_id: int) -> str:
-        return self.backend.decode([token_id], skip_special_tokens=False)
+        token_id = int(token_id)
+        known = self.memo.strings.get(token_id)
+        if known is None:
+            known = self.backend.decode([token_id], skip_special_tokens=False)
+            self.memo.add_string(token_id, known)
+        return known
 
     def token_strs(self, ids) -> List[str]:
         return [self.token_str(i) for i in ids]
 
+    def token_to_id(self, token: str) -> Optional[int]:
+        if token not in self.memo.ids:
+            self.memo.add_id(token, self.backend.token_to_id(token))
+        return self.memo.ids[token]
+
     @property
     def vocab_size(self) -> int:
-        return self.backend.get_vocab_size(with_added_tokens=True)
+        if self.memo.vocab_size is None:
+            self.memo.set_vocab_size(self.backend.get_vocab_size(with_added_tokens=True))
+        return self.memo.vocab_size
+
+    def remember(self) -> None:
+        """Keep what was asked for the next run (a big tokenizer's memo file; token_memo.py)."""
+        self.memo.save()
 
 
 def _read_bos(directory: Path) -> Optional[str]:
@@ -68,21 +112,34 @@ def _read_bos(directory: Path) -> Optional[str]:
 
 
 def _from_file(file: Path, bos_text: Optional[str], origin: str, directory: Optional[Path]) -> Tokenizer:
-    from tokenizers import Tokenizer as RustTokenizer
-
     from ..models.cache import file_fingerprint
 
     try:
-        backend = RustTokenizer.from_file(str(file))
+        fingerprint = file_fingerprint(file)
+    except OSError as err:
+        raise FileAccessError(f"cannot read tokenizer file '{file}': {err.strerror or err}") from None
+    memo = TokenMemo.for_file(file, fingerprint)
+    tokenizer = Tokenizer(lambda: _parse(file), None, origin, str(directory) if directory else None,
+                          fingerprint, str(file), memo)
+    if not memo.loaded:  # never parsed with this fingerprint: parse now, so a bad file fails here, located
+        tokenizer.parse()
+    if bos_text is None and directory is not None:
+        bos_text = _read_bos(directory)
+    candidates = [bos_text] if bos_text else list(KNOWN_BOS)
+    tokenizer.bos_id = next((tokenizer.token_to_id(t) for t in candidates if tokenizer.token_to_id(t) is not None),
+                            None)
+    return tokenizer
+
+
+def _parse(file: Path):
+    from tokenizers import Tokenizer as RustTokenizer
+
+    try:
+        return RustTokenizer.from_file(str(file))
     except Exception as err:  # the tokenizers library raises plain Exceptions
         raise FileAccessError(f"cannot read tokenizer file '{file}': {err}",
                               hint="give a Hugging Face tokenizer.json (JSON written by the tokenizers "
                                    "library)") from None
-    if bos_text is None and directory is not None:
-        bos_text = _read_bos(directory)
-    candidates = [bos_text] if bos_text else list(KNOWN_BOS)
-    bos_id = next((backend.token_to_id(t) for t in candidates if backend.token_to_id(t) is not None), None)
-    return Tokenizer(backend, bos_id, origin, str(directory) if directory else None, file_fingerprint(file), str(file))
 
 
 def _hub_cached_dir(name: str) -> Optional[Path]:
