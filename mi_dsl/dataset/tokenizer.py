@@ -8,7 +8,7 @@ ourselves when the spec says `prepend_bos: true`.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -119,7 +119,7 @@ def _from_file(file: Path, bos_text: Optional[str], origin: str, directory: Opti
     except OSError as err:
         raise FileAccessError(f"cannot read tokenizer file '{file}': {err.strerror or err}") from None
     memo = TokenMemo.for_file(file, fingerprint)
-    tokenizer = Tokenizer(lambda: _parse(file), None, origin, str(directory) if directory else None,
+    tokenizer = Tokenizer(partial(_parse, file), None, origin, str(directory) if directory else None,
                           fingerprint, str(file), memo)
     if not memo.loaded:  # never parsed with this fingerprint: parse now, so a bad file fails here, located
         tokenizer.parse()

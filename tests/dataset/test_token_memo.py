@@ -195,3 +195,18 @@ def test_the_embedded_gemma_spec_compiles_the_same_from_the_memo():
     assert warm_rows == cold_rows and warm_strs == cold_strs and warm.bos_id == cold.bos_id
     assert warm.vocab_size == cold.vocab_size == 262_144
     tokenizer_module._load_cached.cache_clear()
+
+
+def test_a_tokenizer_pickles_parsed_or_not(memo_cache, tmp_path):
+    """A Prepared travels to other processes (notebooks, workers): its tokenizer with it."""
+    import pickle
+
+    file = word_level_tokenizer(WORDS, tmp_path)
+    first = load(file)
+    expected = answers(first)
+    first.remember()
+    warm = load(file)
+    assert not warm.parsed
+    copy = pickle.loads(pickle.dumps(warm))
+    assert answers(copy) == expected and copy.encode(" ".join(reversed(WORDS[1:6]))) == [5, 4, 3, 2, 1]
+    assert answers(pickle.loads(pickle.dumps(first))) == expected
