@@ -138,6 +138,10 @@ def _print_cost(c: Dict[str, Any]) -> None:
 
     bound = "" if c["exact"] else f" (upper bounds: the pipeline keeps at most {c['pairs_bound']} pairs)"
     echo(f"cost before compute{bound}; time from {c['rate']}:")
+    for r in c.get("pipeline", []):
+        time = f", ~{describe_seconds(r['seconds'])}" if "seconds" in r else ""
+        echo(f"  - {r['id']} [keep]: {r['forward_rows']:,} forward rows x {r['tokens_per_row']} tokens, "
+             f"{r['forward_tokens']:,} tokens run{time} ({r['note']})")
     for r in c["analyses"]:
         if "forward_rows" not in r:
             echo(f"  - {r['id']} [{r['kind']}]: {r['note']}")
@@ -155,7 +159,7 @@ def _print_cost(c: Dict[str, Any]) -> None:
             parts.append(f"~{describe_seconds(r['seconds'])}")
         note = f" ({r['note']})" if r["note"] else ""
         echo(f"  - {r['id']} [{r['kind']}]: {', '.join(parts)}{note}")
-    if c["analyses"]:
+    if c["analyses"] or c.get("pipeline"):
         over = c["seconds"] > 60 * c["max_minutes"]
         echo(f"  total ~{describe_seconds(c['seconds'])}"
              + (f": over {c['max_minutes']:g} min, so `mi-run` asks for --yes (or run.max_cost: MINUTES)"

@@ -8,6 +8,8 @@ tokens, peak memory per batch (the executor's own per-row formulas, compile/memo
 estimated time from a measured per-token rate (`<cache>/rates.json`, written after every
 run from the forwards the executor ran; an assumed rate from the parameter count until then).
 
+The pipeline's keep-conditions are counted as well (`pipeline_costs`).
+
 A run whose estimate passes `MAX_MINUTES` (or the spec's `run.max_cost`, in minutes) stops
 before the model loads unless the command line says `--yes`. Numbers are upper bounds where
 the pipeline decides (keep-conditions): the plan says so. Torch-free.
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from .prefix_work import shared_token_work
 from .memory import CPU_BUDGET_GB, activation_bytes_per_row, rows_within, widest_forward
 
 # A run estimated longer than this asks for --yes (or run.max_cost: MINUTES in the spec).
@@ -133,10 +136,41 @@ def plan_costs(prepared) -> Dict[str, Any]:
         if step.reads_patterns and not patterns_from:
             patterns_from, patterns_pairs = step.id, n
         rows.append(_row(step, cost, shape, kind.graph_bytes_per_row, budget_gb, rate, plan))
-    seconds = sum(r.get("seconds", 0.0) for r in rows)
-    return {"analyses": rows, "seconds": seconds, "rate": rate_source, "pairs_bound": pairs,
+    stages = pipeline_costs(plan, dataset, width, rate)
+    seconds = sum(r.get("seconds", 0.0) for r in rows + stages)
+    return {"analyses": rows, "pipeline": stages, "seconds": seconds, "rate": rate_source, "pairs_bound": pairs,
             "exact": all(s.kind != "keep" for s in plan.pipeline),
             "max_minutes": plan_max_minutes(spec)}
+
+
+def pipeline_costs(plan, dataset, width: int, seconds_per_token: Optional[float]) -> List[Dict[str, Any]]:
+    """The keep-conditions' forwards: every distinct clean and corrupted prompt of the pairs that reach
+    the step, a prefix they share run once (runtime/shared_prefix.py, when the model can continue a
+    forward: else an underestimate); after a sample or symmetric step, 2 whole prompts a pair left."""
+    pairs = list(dataset.pairs) if dataset is not None else []
+    rows: List[Dict[str, Any]] = []
+    bound, exact = len(pairs), True  # exact: the step sees the candidates themselves, not a bound
+    for index, step in enumerate(plan.pipeline):
+        if step.kind == "keep":
+            if exact:
+                sides = [tuple(p.clean.ids) for p in pairs] + [tuple(p.corrupted.ids) for p in pairs]
+                distinct = list(dict.fromkeys(sides))
+                prompts, tokens = len(distinct), shared_token_work(distinct)
+                note = "distinct clean and corrupted prompts; each shared prefix counted once"
+            else:
+                prompts, note = 2 * bound, "clean and corrupted prompts of the pairs left"
+                tokens = prompts * width
+            row = {"id": f"pipeline[{index}]", "kind": "keep", "index": index, "forward_rows": prompts,
+                   "patched_rows": 0, "backward_rows": 0, "tokens_per_row": width, "forward_tokens": tokens,
+                   "note": note}
+            if seconds_per_token is not None:
+                row["seconds"] = seconds_per_token * tokens
+            rows.append(row)
+        elif step.kind == "sample":
+            bound, exact = min(bound, step.params.n), exact and step.params.n >= bound
+        elif step.kind == "symmetric" and step.params.enabled:
+            bound, exact = 2 * bound, False
+    return rows
 
 
 def _row(step, cost: Cost, shape, graph_row, budget_gb: float, seconds_per_token: Optional[float],
@@ -180,8 +214,12 @@ def check_cost(prepared, yes: bool = False) -> Dict[str, Any]:
     if not yes and costs["seconds"] > 60 * limit:
         top = largest(costs)
         assert top is not None  # the seconds over the limit are some timed analyses' seconds
-        index = [r["id"] for r in costs["analyses"]].index(top["id"])
-        where = spec.loc("run", "max_cost") if "max_cost" in spec.run_options else spec.loc("analyses", index)
+        if "max_cost" in spec.run_options:
+            where = spec.loc("run", "max_cost")
+        elif top["kind"] == "keep" and "index" in top:
+            where = spec.loc("pipeline", top["index"])
+        else:
+            where = spec.loc("analyses", [r["id"] for r in costs["analyses"]].index(top["id"]))
         raise SpecMeaningError(
             f"this run is estimated at ~{describe_seconds(costs['seconds'])} ({costs['rate']}), over the "
             f"{limit:g} minutes a run starts without asking; the largest part is {top['id']} ({top['kind']}: "
@@ -268,7 +306,7 @@ def describe_seconds(seconds: float) -> str:
 
 
 def largest(costs: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    timed = [r for r in costs["analyses"] if "seconds" in r]
+    timed = [r for r in costs["analyses"] + costs.get("pipeline", []) if "seconds" in r]
     return max(timed, key=lambda r: r["seconds"]) if timed else None
 
 

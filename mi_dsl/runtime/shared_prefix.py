@@ -28,10 +28,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..compile.prefix_work import MIN_SAVING, best_length  # noqa: F401  (chosen torch-free, for the plan too)
 from . import kv
 from .patterns import CACHE_BYTES
 
-MIN_SAVING = 0.15       # below this share of token-work saved, run prompts whole
 MAX_KV_BYTES = 256 << 20  # the prefixes' keys and values kept at once
 KEPT = 2                  # the latest prefix sets the executor keeps for the run's later forwards,
 KEPT_BYTES = 64 << 20     # each when its keys and values are at most this (the syllogisms': 14 MB)
@@ -106,23 +106,6 @@ def covering(executor, prompts: Sequence[Sequence[int]]) -> Optional[Tuple[Share
         if prompts and all(g is not None for g in groups) and min(map(len, prompts)) > p:
             return shared, torch.tensor(groups)
     return None
-
-
-def best_length(prompts: Sequence[Sequence[int]], rest: int = 1) -> int:
-    """The prefix length p minimising (distinct prefixes x p) + (prompts x tokens after p), or 0
-    when it saves less than MIN_SAVING of the tokens; every prompt keeps at least `rest` tokens
-    after p (kv.exact_rest)."""
-    if len(prompts) < 2:
-        return 0
-    total = sum(len(p) for p in prompts)
-    shortest = min(len(p) for p in prompts)
-    best, best_cost = 0, total
-    for length in range(1, shortest - max(1, rest) + 1):
-        distinct = len({tuple(p[:length]) for p in prompts})
-        cost = distinct * length + total - len(prompts) * length
-        if cost < best_cost:
-            best, best_cost = length, cost
-    return best if best_cost <= (1 - MIN_SAVING) * total else 0
 
 
 def continuable(executor, prompts) -> int:

@@ -137,3 +137,51 @@ def test_an_attention_view_before_the_shared_pass_pays_for_the_patterns(tmp_path
     rows = {row["kind"] + str(i): row for i, row in enumerate(plan_costs(prepared)["analyses"])}
     assert rows["attention0"]["forward_rows"] == 2 + pairs
     assert rows["attention_vs_contribution2"]["forward_rows"] == 0
+
+
+def test_shared_token_work_counts_each_prefix_once():
+    from mi_dsl.compile.prefix_work import shared_token_work
+
+    same_start = [(1, 2, 3, 4, 5 + i, 6) for i in range(6)]  # 6 prompts, 4 shared tokens
+    # p = 4: one whole prompt (6 tokens) + 5 prompts x 2 tokens after the prefix
+    assert shared_token_work(same_start) == 6 + 5 * 2
+    two_prefixes = same_start + [(9, 2, 3, 4, 5, 6), (9, 2, 3, 4, 7, 6)]
+    assert shared_token_work(two_prefixes) == 2 * 6 + 6 * 2
+    assert shared_token_work([(1, 2, 3), (4, 5, 6)]) == 6  # nothing shared: every prompt whole
+
+
+@pytest.mark.parametrize("architecture", ["gpt_neox", "gemma3"])
+def test_the_plan_counts_the_keep_condition_s_tokens_as_the_run_runs_them(tmp_path, tiny_tokenizer, architecture):
+    """The keep-condition's forwards were missing from the plan's cost (a quarter of the syllogism's
+    time, and a large vocabulary product passed the max_cost check unestimated)."""
+    from mi_dsl.runtime.run import Session
+    from mi_dsl.runtime.shared_prefix import continuable
+    from tests.compile.test_fusion import prepared, spec_text
+
+    p = prepared(tmp_path, spec_text(tiny_tokenizer, architecture, "pipeline:\n  - keep: clean.logit_diff > -1000\n"))
+    costs = plan_costs(p)
+    [row] = costs["pipeline"]
+    distinct = {tuple(q.clean.ids) for q in p.dataset.pairs} | {tuple(q.corrupted.ids) for q in p.dataset.pairs}
+    assert row["id"] == "pipeline[0]" and row["forward_rows"] == len(distinct)
+    assert row["forward_tokens"] < len(distinct) * row["tokens_per_row"]  # the shared prefix runs once
+    assert costs["seconds"] >= row["seconds"] > 0
+    session = Session.of(p, progress=False, say=lambda m: None)
+    session.open()
+    continuable(session.executor, [q.clean.ids for q in p.dataset.pairs])  # its probe is not the stage's work
+    before = session.executor.forward_tokens
+    session.run_pipeline()
+    assert session.executor.forward_tokens - before == row["forward_tokens"]
+
+
+def test_a_keep_condition_over_the_max_cost_is_located_at_its_step(tmp_path, tiny_tokenizer, monkeypatch, cli):
+    from mi_dsl.compile import cost
+    from tests.compile.test_fusion import prepared, spec_text
+
+    text = spec_text(tiny_tokenizer, "gpt_neox").split("analyses:")[0]  # one cheap analysis: the keep step is larger
+    p = prepared(tmp_path, text + "analyses:\n  - {kind: predictions}\npipeline:\n  - keep: clean.logit_diff > -1000\n")
+    monkeypatch.setattr(cost, "per_token_seconds", lambda model, shape: (60.0, "a test's rate"))
+    with pytest.raises(SpecMeaningError, match=r"the largest part is pipeline\[0\] \(keep") as err:
+        check_cost(p)
+    assert err.value.location.path == "pipeline[0]"
+    code, out, _ = cli("plan", tmp_path / "fusion.yaml")
+    assert code == 0 and "pipeline[0] [keep]: 16 forward rows x 9 tokens, 96 tokens run" in out
