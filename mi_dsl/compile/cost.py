@@ -34,6 +34,8 @@ MAX_MINUTES = 60.0
 # what one busy CPU core reaches on small models here (a guess on a GPU: it says "assumed").
 ASSUMED_FLOPS = 4e10
 RATES_FILE = "rates.json"
+# The earlier runs' tokens a new run's rate is averaged with, at most (compile/cost.py `_merged`).
+RATE_MEMORY = 100_000
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,7 @@ def per_token_seconds(model, shape) -> tuple:
     if isinstance(entry, dict) and isinstance(entry.get("seconds_per_token"), (int, float)):
         when = time.strftime("%Y-%m-%d", time.localtime(entry.get("when", 0)))
         return float(entry["seconds_per_token"]), (f"measured on this machine ({entry.get('device', '?')}, {when}, "
-                                                   f"{entry.get('tokens', 0):,} tokens)")
+                                                   f"{entry.get('tokens', 0):,} tokens of the latest runs)")
     if shape is None:
         return None, "no estimate: the model's size is not known before it loads"
     params = shape.parameters()
@@ -279,15 +281,15 @@ def per_token_seconds(model, shape) -> tuple:
 
 
 def record_rate(model, device: str, tokens: int, seconds: float) -> None:
-    """After a run: its forward tokens per second, for the next plan's estimates (atomic, best effort)."""
+    """After a run: its forward tokens per second, merged with the earlier runs' (`_merged`), for the
+    next plan's estimates (atomic, best effort)."""
     if tokens <= 0 or seconds <= 0:
         return
     path = _rates_path()
     try:
         rates = json.loads(path.read_text()) if path.is_file() else {}
         rates = rates if isinstance(rates, dict) else {}
-        rates[rate_key(model)] = {"seconds_per_token": seconds / tokens, "device": device, "tokens": tokens,
-                                  "when": time.time()}
+        rates[rate_key(model)] = _merged(rates.get(rate_key(model)), device, tokens, seconds)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".rates-", suffix=".json")
         with os.fdopen(fd, "w") as out:
@@ -295,6 +297,21 @@ def record_rate(model, device: str, tokens: int, seconds: float) -> None:
         os.replace(tmp, path)
     except (OSError, ValueError):
         pass  # an estimate is a courtesy: never fail a finished run over it
+
+
+def _merged(entry, device: str, tokens: int, seconds: float) -> Dict[str, Any]:
+    """The rate over this run and the earlier ones on the same device, weighted by tokens (the earlier
+    ones at most RATE_MEMORY tokens): a small run, whose per-forward overhead inflates its per-token
+    time, no longer replaces the rate a whole spec measured, and a machine that changes shows within
+    a run or two."""
+    earlier = 0.0
+    if isinstance(entry, dict) and entry.get("device") == device and \
+            isinstance(entry.get("seconds_per_token"), (int, float)) and isinstance(entry.get("tokens"), (int, float)):
+        earlier = float(min(max(entry["tokens"], 0), RATE_MEMORY))
+    before = float(entry["seconds_per_token"]) * earlier if earlier else 0.0
+    total = earlier + tokens
+    return {"seconds_per_token": (before + seconds) / total, "device": device, "tokens": int(total),
+            "when": time.time()}
 
 
 def describe_seconds(seconds: float) -> str:

@@ -185,3 +185,22 @@ def test_a_keep_condition_over_the_max_cost_is_located_at_its_step(tmp_path, tin
     assert err.value.location.path == "pipeline[0]"
     code, out, _ = cli("plan", tmp_path / "fusion.yaml")
     assert code == 0 and "pipeline[0] [keep]: 16 forward rows x 9 tokens, 96 tokens run" in out
+
+
+def test_a_small_run_moves_the_measured_rate_by_its_share_of_tokens(tmp_path, monkeypatch):
+    """A spec's 31,000 forward tokens measured 0.96 ms each; a 470-token test run then measured 1.35 ms
+    (per-forward overhead) and replaced it: the next plan's estimates rose 40%."""
+    from mi_dsl.compile import cost
+    from mi_dsl.models.model_spec import ModelSpec
+
+    monkeypatch.setenv("MI_DSL_CACHE", str(tmp_path / "cache"))
+    model = ModelSpec(source="embedded")
+    cost.record_rate(model, "cpu", 30_000, 30.0)          # 1 ms a token
+    cost.record_rate(model, "cpu", 500, 1.0)              # 2 ms a token, 500 tokens
+    rate, source = cost.per_token_seconds(model, None)
+    assert rate == pytest.approx(31.0 / 30_500) and "30,500 tokens" in source
+    cost.record_rate(model, "cpu", cost.RATE_MEMORY, 3.0 * cost.RATE_MEMORY / 1000)  # a slower machine now: 3 ms
+    rate, _ = cost.per_token_seconds(model, None)
+    assert 2e-3 < rate < 3e-3  # the earlier runs count as much as the new one's tokens, at most
+    cost.record_rate(model, "cuda", 1000, 0.01)           # another device: its own rate, not an average
+    assert cost.per_token_seconds(model, None)[0] == pytest.approx(1e-5)
