@@ -64,6 +64,8 @@ class CostInputs:
     kv_heads: int
     continuation: bool = False
     model: Any = None               # the spec's ModelSpec (an analysis with its own estimate reads its shape)
+    same: int = 0                   # positions before the first at which some pair's prompts differ
+                                    # (0 for prompts of several lengths): a patch there changes nothing
 
     def layers_of(self, params) -> int:
         layers = getattr(params, "layers", None)
@@ -111,6 +113,7 @@ def plan_costs(prepared) -> Dict[str, Any]:
     longest = max((len(p.clean.ids) for p in pairs_widths), default=1)
     rate, rate_source = per_token_seconds(spec.model, shape)
     budget_gb = plan.memory_gb or CPU_BUDGET_GB
+    same = shared_start(pairs_widths)
     rows, passes_seen = [], set()
     patterns_from, patterns_pairs = "", 0  # what filled the run's pattern cache so far, on how many pairs
     for step in plan.analyses:
@@ -118,7 +121,7 @@ def plan_costs(prepared) -> Dict[str, Any]:
         n = min(step.params.max_pairs or pairs, pairs)
         inputs = CostInputs(n, width, longest, shape.n_layers if shape else 0, shape.n_heads if shape else 0,
                             shape.n_kv_heads if shape else 0, any(p.continuation for p in pairs_widths[:1]),
-                            spec.model)
+                            spec.model, same)
         declared = getattr(kind.implementation(), "cost", None)
         if declared is None:
             rows.append({"id": step.id, "kind": step.kind, "note": "this analysis declares no cost estimate"})
@@ -143,6 +146,18 @@ def plan_costs(prepared) -> Dict[str, Any]:
     return {"analyses": rows, "pipeline": stages, "seconds": seconds, "rate": rate_source, "pairs_bound": pairs,
             "exact": all(s.kind != "keep" for s in plan.pipeline),
             "max_minutes": plan_max_minutes(spec)}
+
+
+def shared_start(pairs) -> int:
+    """How many first positions every pair's clean and corrupted prompts share (runtime/kv.py
+    `first_difference` over the candidates: the pairs an analysis runs share at least as many); 0 when
+    the prompts are not all of one length."""
+    lengths = {len(q.clean.ids) for q in pairs} | {len(q.corrupted.ids) for q in pairs}
+    if len(lengths) != 1:
+        return 0
+    width = lengths.pop()
+    return min((next((i for i, (a, b) in enumerate(zip(q.clean.ids, q.corrupted.ids)) if a != b), width)
+                for q in pairs), default=0)
 
 
 def pipeline_costs(plan, dataset, width: int, seconds_per_token: Optional[float]) -> List[Dict[str, Any]]:
@@ -183,7 +198,7 @@ def _row(step, cost: Cost, shape, graph_row, budget_gb: float, seconds_per_token
     row = {"id": step.id, "kind": step.kind, "cells": cost.cells, "forward_rows": cost.forward_rows,
            "patched_rows": cost.patched_rows, "backward_rows": cost.backward_rows,
            "tokens_per_row": cost.tokens_per_row, "forward_tokens": forward_tokens,
-           "backward_tokens": backward_tokens, "note": cost.note}
+           "backward_tokens": backward_tokens, "block_fraction": cost.block_fraction, "note": cost.note}
     if shape is not None and cost.tokens_per_row and cost.forward_rows:
         per_row = activation_bytes_per_row(cost.tokens_per_row, shape.d_model, shape.d_mlp, shape.n_heads)
         if graph_row is not None:

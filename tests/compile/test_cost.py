@@ -22,6 +22,14 @@ from mi_dsl.errors import RunError, SpecMeaningError
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture
+def assumed_rate(tmp_path, monkeypatch):
+    """No measured rate: the estimates use the assumed one, whatever this machine's runs recorded."""
+    from mi_dsl.compile import cost
+
+    monkeypatch.setattr(cost, cost._rates_path.__name__, lambda: tmp_path / cost.RATES_FILE)
+
+
 def test_every_analysis_kind_declares_its_cost():
     missing = [kind for kind, entry in load_all().items() if not callable(getattr(entry.implementation, "cost", None))]
     assert not missing, f"analysis kinds without a cost(params, inputs) method: {missing}"
@@ -35,7 +43,7 @@ def ioi_child(tmp_path: Path, analyses: str, extra: str = "") -> Path:
     return child
 
 
-def test_the_plan_counts_the_patched_rows_of_the_issues_probe(tmp_path, cli):
+def test_the_plan_counts_the_patched_rows_of_the_issues_probe(tmp_path, cli, assumed_rate):
     child = ioi_child(tmp_path, "  - {kind: activation_patching, target: z_by_position}\n")
     prepared = prepare(child)
     pairs = len(prepared.dataset.pairs)
@@ -204,3 +212,25 @@ def test_a_small_run_moves_the_measured_rate_by_its_share_of_tokens(tmp_path, mo
     assert 2e-3 < rate < 3e-3  # the earlier runs count as much as the new one's tokens, at most
     cost.record_rate(model, "cuda", 1000, 0.01)           # another device: its own rate, not an average
     assert cost.per_token_seconds(model, None)[0] == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("architecture", ["gpt_neox", "gemma3"])
+def test_the_patching_estimate_counts_the_work_the_run_does(tmp_path, tiny_tokenizer, architecture):
+    """Exact patching runs a patched row from its layer on (prefix reuse) and from the first position at
+    which the prompts differ (key/value reuse): the plan's share of a full forward is the run's."""
+    from mi_dsl.runtime.run import execute
+    from tests.compile.test_fusion import prepared, spec_text
+
+    text = spec_text(tiny_tokenizer, architecture).split("analyses:")[0]
+    p = prepared(tmp_path, text + "analyses:\n  - {kind: activation_patching, target: z, max_pairs: 4}\n")
+    [row] = plan_costs(p)["analyses"]
+    first = next(i for i, (a, b) in enumerate(zip(p.dataset.pairs[0].clean.ids, p.dataset.pairs[0].corrupted.ids))
+                 if a != b)
+    assert first > 0 and row["note"] == f"prefix reuse counted, positions {first}.. only"
+    pairs = 4  # the source and base runs are whole forwards; the patched rows are the rest of the share
+    patched_share = (row["block_fraction"] * row["forward_rows"] - 2 * pairs) / row["patched_rows"]
+    log = execute(p, fresh=True, store_dir=tmp_path / "store", progress=False)
+    [result] = log.to_json()["analyses"].values()
+    passes = result["passes"]
+    assert passes["kv_reuse"] and passes["prefix_reuse"]
+    assert patched_share == pytest.approx(1 - passes["token_work_saved"], abs=1e-4)

@@ -154,8 +154,14 @@ def patching_cost(params, inputs, exact: bool):
         return Cost(cells=cells, forward_rows=2 * pairs * sides, backward_rows=pairs * sides,
                     tokens_per_row=inputs.width)
     patched = cells * pairs
-    reuse = blocks_fraction(layers, inputs.layers) if getattr(params, "prefix_reuse", True) else 1.0
+    prefix_reuse = getattr(params, "prefix_reuse", True)
+    reuse = blocks_fraction(layers, inputs.layers) if prefix_reuse else 1.0
+    # keys and values reused: a patched row runs the positions from the first that differs on (by
+    # position, a cell's own position may come later: counted from the first, an upper bound), at least one
+    first = min(inputs.same, inputs.width - 1) if prefix_reuse and not inputs.continuation else 0
+    reuse *= (inputs.width - first) / inputs.width if inputs.width else 1.0
     rows = patched + 2 * pairs
     fraction = (2 * pairs + patched * reuse) / rows if rows else 1.0
+    note = "prefix reuse counted" + (f", positions {first}.. only" if first else "")
     return Cost(cells=cells, forward_rows=rows, patched_rows=patched, tokens_per_row=inputs.width,
-                block_fraction=fraction, note="prefix reuse counted" if reuse < 1 else "")
+                block_fraction=fraction, note=note if reuse < 1 else "")
