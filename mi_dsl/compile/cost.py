@@ -47,7 +47,8 @@ class Cost:
     tokens_per_row: int             # tokens of its widest row
     patched_rows: int = 0           # rows run with a patch or an ablation
     backward_rows: int = 0          # rows whose forward keeps a graph for a backward
-    block_fraction: float = 1.0     # average share of the blocks a forward runs (prefix reuse)
+    block_fraction: float = 1.0     # average share of a row's block-positions run (prefix and key/value
+                                    # reuse), forwards and backwards alike
     note: str = ""
     own_rows: int = 0               # of forward_rows, those a shared pass does not serve (its own sweeps)
 
@@ -208,7 +209,7 @@ def _row(step, cost: Cost, shape, graph_row, budget_gb: float, seconds_per_token
         row.update({"row_gb": per_row / 2 ** 30, "batch_rows": batch, "batch_gb": per_row * batch / 2 ** 30,
                     "fits": plan.batch_size != "auto" or per_row <= budget_gb * 2 ** 30, "budget_gb": budget_gb})
     if seconds_per_token is not None:
-        row["seconds"] = seconds_per_token * (forward_tokens * cost.block_fraction + 2 * backward_tokens)
+        row["seconds"] = seconds_per_token * (forward_tokens + 2 * backward_tokens) * cost.block_fraction
     return row
 
 

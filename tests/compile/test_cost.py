@@ -234,3 +234,18 @@ def test_the_patching_estimate_counts_the_work_the_run_does(tmp_path, tiny_token
     passes = result["passes"]
     assert passes["kv_reuse"] and passes["prefix_reuse"]
     assert patched_share == pytest.approx(1 - passes["token_work_saved"], abs=1e-4)
+
+
+def test_the_attribution_estimate_counts_the_positions_the_run_skips(tmp_path, tiny_tokenizer):
+    from mi_dsl.runtime.run import execute
+    from tests.compile.test_fusion import prepared, spec_text
+
+    text = spec_text(tiny_tokenizer, "gemma3").split("analyses:")[0]
+    p = prepared(tmp_path, text + "analyses:\n  - {kind: attribution_patching, target: z, max_pairs: 4}\n")
+    [row] = plan_costs(p)["analyses"]
+    log = execute(p, fresh=True, store_dir=tmp_path / "store", progress=False)
+    [result] = log.to_json()["analyses"].values()
+    passes = result["passes"]
+    assert passes["kv_reuse"] and row["note"] == f"positions {passes['first_position']}.. only"
+    assert row["block_fraction"] == pytest.approx(1 - passes["token_work_saved"], abs=1e-4)
+    assert row["block_fraction"] < 1

@@ -149,17 +149,18 @@ def patching_cost(params, inputs, exact: bool):
             else len(layers) * per_layer
     cells = units * (inputs.columns_of(params) if target.by_position else 1)
     pairs = inputs.pairs
+    prefix_reuse = getattr(params, "prefix_reuse", True)
+    # keys and values reused: a row runs the positions from the first that differs on (by position, a
+    # cell's own position may come later: counted from the first, an upper bound), at least one
+    first = min(inputs.same, inputs.width - 1) if prefix_reuse and not inputs.continuation else 0
+    positions = (inputs.width - first) / inputs.width if inputs.width else 1.0
     if not exact:
         sides = 2 if inputs.continuation else 1
         return Cost(cells=cells, forward_rows=2 * pairs * sides, backward_rows=pairs * sides,
-                    tokens_per_row=inputs.width)
+                    tokens_per_row=inputs.width, block_fraction=positions,
+                    note=f"positions {first}.. only" if first else "")
     patched = cells * pairs
-    prefix_reuse = getattr(params, "prefix_reuse", True)
-    reuse = blocks_fraction(layers, inputs.layers) if prefix_reuse else 1.0
-    # keys and values reused: a patched row runs the positions from the first that differs on (by
-    # position, a cell's own position may come later: counted from the first, an upper bound), at least one
-    first = min(inputs.same, inputs.width - 1) if prefix_reuse and not inputs.continuation else 0
-    reuse *= (inputs.width - first) / inputs.width if inputs.width else 1.0
+    reuse = (blocks_fraction(layers, inputs.layers) if prefix_reuse else 1.0) * positions
     rows = patched + 2 * pairs
     fraction = (2 * pairs + patched * reuse) / rows if rows else 1.0
     note = "prefix reuse counted" + (f", positions {first}.. only" if first else "")
