@@ -234,7 +234,7 @@ def check_cost(prepared, yes: bool = False) -> Dict[str, Any]:
         assert top is not None  # the seconds over the limit are some timed analyses' seconds
         if "max_cost" in spec.run_options:
             where = spec.loc("run", "max_cost")
-        elif top["kind"] == "keep" and "index" in top:
+        elif top["kind"] == "keep":  # a pipeline step's row (pipeline_costs)
             where = spec.loc("pipeline", top["index"])
         else:
             where = spec.loc("analyses", [r["id"] for r in costs["analyses"]].index(top["id"]))

@@ -71,10 +71,11 @@ class TokenMemo:
         self._asked.add(text)
         return self.encodings.get(text)
 
-    def add_encoding(self, text: str, ids: List[int], offsets: List[Tuple[int, int]]) -> None:
-        self.encodings[text] = (tuple(ids), tuple((int(a), int(b)) for a, b in offsets))
+    def add_encoding(self, text: str, ids: List[int], offsets: List[Tuple[int, int]]) -> Encoding:
+        encoding = self.encodings[text] = (tuple(ids), tuple((int(a), int(b)) for a, b in offsets))
         self._asked.add(text)
         self._dirty = True
+        return encoding
 
     def add_string(self, token_id: int, text: str) -> None:
         self.strings[token_id] = text

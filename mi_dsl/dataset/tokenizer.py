@@ -64,8 +64,7 @@ class Tokenizer:
         known = self.memo.encoding(text)
         if known is None:
             enc = self.backend.encode(text, add_special_tokens=False)
-            self.memo.add_encoding(text, enc.ids, enc.offsets)
-            known = self.memo.encoding(text)
+            known = self.memo.add_encoding(text, enc.ids, enc.offsets)
         ids, offsets = known
         return list(ids), list(offsets)
 

@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..compile.prefix_work import MIN_SAVING, best_length  # noqa: F401  (chosen torch-free, for the plan too)
+from ..compile.prefix_work import best_length  # torch-free: the plan's estimate chooses the same prefix
 from . import kv
 from .patterns import CACHE_BYTES
 
